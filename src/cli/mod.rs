@@ -1,0 +1,309 @@
+//! Command-line definitions (clap) and the dispatch to library operations.
+
+mod output;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+
+use tails_server::keys::ClientPublicKey;
+use tails_server::names::{ClientName, ServiceName};
+use tails_server::store::StoreOptions;
+use tails_server::{tails, AddRequest, Config, Manager};
+
+use output::{Format, Printer};
+
+/// Run onion services from Tails and keep them, with their addresses and client keys,
+/// across reboots.
+///
+/// Every service is reachable only by the clients you give a key to (Tor v3 client
+/// authorization): share a client's key with `client show`.
+#[derive(Debug, Parser)]
+#[command(name = "tails-server", version, max_term_width = 100)]
+pub struct Cli {
+    /// Where persistent services are kept [default: the Persistent Storage on Tails,
+    /// else the XDG data directory]
+    #[arg(long, global = true, env = "TAILS_SERVER_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// Output format for data printed to standard output
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    format: Format,
+
+    /// Seconds to wait for another tails-server process to release the store
+    #[arg(long, global = true, env = "TAILS_SERVER_LOCK_TIMEOUT", value_name = "SECONDS", default_value_t = 10.0)]
+    lock_timeout: f64,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the kinds of service that can be added
+    Catalog,
+    /// Add a service, with a new onion address and a first client key
+    Add {
+        /// Kind of service (see `tails-server catalog`)
+        kind: String,
+        /// Name of the new service [default: the kind]
+        #[arg(long, value_name = "NAME")]
+        name: Option<ServiceName>,
+        /// Port the service listens on, on 127.0.0.1 [default: the kind's]
+        #[arg(long, value_name = "PORT", value_parser = parse_port)]
+        local_port: Option<u16>,
+        /// Port clients connect to on the onion address [default: the kind's, or the local port]
+        #[arg(long, value_name = "PORT", value_parser = parse_port)]
+        remote_port: Option<u16>,
+        /// Set an option (repeatable), e.g. --set autostart=false
+        #[arg(long = "set", value_name = "OPTION=VALUE", value_parser = parse_assignment)]
+        options: Vec<(String, String)>,
+        /// Name of the first client
+        #[arg(long, value_name = "CLIENT", default_value = "client-1")]
+        client: ClientName,
+        /// Turn client authorization off: anyone who knows the address can find and reach
+        /// the service. Hidden on purpose; see the warning it prints.
+        #[arg(long, hide = true)]
+        allow_anyone_with_the_address: bool,
+    },
+    /// Remove a service and destroy its onion key and client keys
+    Remove {
+        name: ServiceName,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+    /// List the services
+    List,
+    /// Show a service's settings
+    Info {
+        name: ServiceName,
+        /// Also describe each option
+        #[arg(long)]
+        details: bool,
+    },
+    /// Show whether a service is enabled and installed
+    Status { name: ServiceName },
+    /// Enable a service
+    Enable { name: ServiceName },
+    /// Disable a service
+    Disable { name: ServiceName },
+    /// Print the value of an option
+    GetOption { name: ServiceName, option: String },
+    /// Change the value of an option
+    SetOption { name: ServiceName, option: String, value: String },
+    /// Manage the clients allowed to reach a service
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Print shell completions
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff)
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Add a client, with a new key pair or with the public key the client sent you
+    Add {
+        name: ServiceName,
+        client: ClientName,
+        /// The client's x25519 public key (base32, or a `descriptor:x25519:` line); no
+        /// private key is then stored
+        #[arg(long, value_name = "KEY", value_parser = parse_public_key)]
+        public_key: Option<ClientPublicKey>,
+    },
+    /// Remove a client: it can no longer reach the service
+    Remove { name: ServiceName, client: ClientName },
+    /// List a service's clients
+    List { name: ServiceName },
+    /// Print a client's credential, in the form the client's software takes
+    Show {
+        name: ServiceName,
+        client: ClientName,
+        /// auth-private: a line for tor's ClientOnionAuthDir; key: the bare key for Tor
+        /// Browser's prompt; auth: the service-side line (public key)
+        #[arg(long = "as", value_enum, default_value_t = CredentialForm::AuthPrivate)]
+        form: CredentialForm,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CredentialForm {
+    AuthPrivate,
+    Key,
+    Auth,
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("{s:?} is not a port number from 1 to 65535")),
+    }
+}
+
+fn parse_assignment(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not of the form OPTION=VALUE"))
+}
+
+fn parse_public_key(s: &str) -> Result<ClientPublicKey, String> {
+    ClientPublicKey::parse(s).map_err(|e| e.to_string())
+}
+
+fn config(cli: &Cli) -> Result<Config> {
+    if !(0.0..=3600.0).contains(&cli.lock_timeout) {
+        bail!("--lock-timeout must be between 0 and 3600 seconds");
+    }
+    let state_dir = cli.state_dir.clone().unwrap_or_else(tails::default_state_dir);
+    Ok(Config {
+        catalog_dir: Some(
+            std::env::var_os("TAILS_SERVER_CATALOG_DIR").map(PathBuf::from).unwrap_or_else(|| state_dir.join("catalog.d")),
+        ),
+        runtime_dir: tails::default_runtime_dir().ok(),
+        state_dir,
+        store: StoreOptions { lock_timeout: Duration::from_secs_f64(cli.lock_timeout), ..StoreOptions::default() },
+    })
+}
+
+fn open(cli: &Cli) -> Result<Manager> {
+    let config = config(cli)?;
+    let manager = Manager::open(config)?;
+    for recovery in manager.recoveries() {
+        eprintln!("tails-server: WARNING: {recovery}");
+    }
+    for problem in manager.catalog().problems() {
+        eprintln!("tails-server: warning: ignoring a service definition: {problem}");
+    }
+    Ok(manager)
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let out = Printer::new(cli.format);
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "tails-server", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).context("cannot write the manual page")
+        }
+        Command::Catalog => {
+            let manager = open(&cli)?;
+            out.catalog(manager.catalog())?;
+            if let Some(problem) = manager.catalog().problems().first() {
+                bail!("{} service definition(s) could not be loaded; first: {problem}", manager.catalog().problems().len());
+            }
+            Ok(())
+        }
+        Command::Add { kind, name, local_port, remote_port, options, client, allow_anyone_with_the_address } => {
+            let mut manager = open(&cli)?;
+            let request = AddRequest {
+                kind: kind.clone(),
+                name: name.clone(),
+                local_port: *local_port,
+                remote_port: *remote_port,
+                options: options.clone(),
+                client_auth: !allow_anyone_with_the_address,
+                first_client: client.clone(),
+            };
+            let record = manager.add(request)?;
+            if *allow_anyone_with_the_address {
+                output::warn_no_client_auth(&record.name);
+            }
+            out.added(&manager, &record)
+        }
+        Command::Remove { name, yes } => {
+            if !yes {
+                confirm_removal(name)?;
+            }
+            let mut manager = open(&cli)?;
+            let record = manager.remove(name)?;
+            out.message(&format!("Removed service {} ({}). Its onion key and client keys are destroyed.", record.name, record.address()))
+        }
+        Command::List => {
+            let manager = open(&cli)?;
+            out.list(&manager, &manager.list()?)
+        }
+        Command::Info { name, details } => {
+            let manager = open(&cli)?;
+            out.info(&manager, &manager.get(name)?, *details)
+        }
+        Command::Status { name } => {
+            let manager = open(&cli)?;
+            out.status(&manager, &manager.get(name)?)
+        }
+        Command::Enable { name } | Command::Disable { name } => {
+            let enable = matches!(cli.command, Command::Enable { .. });
+            let mut manager = open(&cli)?;
+            let (record, changed) = manager.set_enabled(name, enable)?;
+            let state = if enable { "enabled" } else { "disabled" };
+            let already = if changed { "" } else { " (it already was)" };
+            out.message(&format!("Service {} is {state}{already}.", record.name))
+        }
+        Command::GetOption { name, option } => {
+            let manager = open(&cli)?;
+            let (_, value) = manager.get_option(name, option)?;
+            out.option_value(name, option, &value)
+        }
+        Command::SetOption { name, option, value } => {
+            let mut manager = open(&cli)?;
+            let (record, previous) = manager.set_option(name, option, value)?;
+            let new = &record.options[option];
+            out.message(&format!("{}: {option} = {new} (was {previous})", record.name))
+        }
+        Command::Client(command) => run_client(&cli, command, &out),
+    }
+}
+
+fn run_client(cli: &Cli, command: &ClientCommand, out: &Printer) -> Result<()> {
+    match command {
+        ClientCommand::Add { name, client, public_key } => {
+            let mut manager = open(cli)?;
+            let added = manager.add_client(name, client.clone(), *public_key)?;
+            let record = manager.get(name)?;
+            out.client_added(&record, &added)
+        }
+        ClientCommand::Remove { name, client } => {
+            let mut manager = open(cli)?;
+            let removed = manager.remove_client(name, client)?;
+            out.message(&format!("Removed client {} of service {name}: its key no longer opens the service.", removed.name))
+        }
+        ClientCommand::List { name } => {
+            let manager = open(cli)?;
+            let record = manager.get(name)?;
+            out.clients(&record)
+        }
+        ClientCommand::Show { name, client, form } => {
+            let manager = open(cli)?;
+            let (record, client) = manager.client(name, client)?;
+            out.credential(&record, &client, *form)
+        }
+    }
+}
+
+/// Removing a service destroys its onion key: the address can never come back.
+fn confirm_removal(name: &ServiceName) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "removing {name} destroys its onion address and client keys for good; \
+             add --yes to confirm when not running in a terminal"
+        );
+    }
+    eprint!(
+        "Removing {name} destroys its onion address and every client key: nobody will reach it at this \
+         address again.\nType the service name to confirm: "
+    );
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).context("cannot read the confirmation")?;
+    if answer.trim() != name.as_str() {
+        bail!("not confirmed; nothing was removed");
+    }
+    Ok(())
+}

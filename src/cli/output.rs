@@ -1,0 +1,479 @@
+//! Everything printed: data to stdout (human, YAML or JSON), guidance to stderr.
+//! The YAML/JSON key names are a stable interface, documented in the README.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::Result;
+use clap::ValueEnum;
+use serde::Serialize;
+
+use tails_server::catalog::Catalog;
+use tails_server::model::{ClientRecord, ServiceRecord, MAX_CLIENTS};
+use tails_server::names::ServiceName;
+use tails_server::options::OptionValue;
+use tails_server::{tails, Manager};
+
+use super::CredentialForm;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Yaml,
+    Json,
+}
+
+const HIDDEN: &str = "(hidden)";
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct ServiceView {
+    name: String,
+    kind: String,
+    address: String,
+    local_port: u16,
+    remote_port: u16,
+    installed: bool,
+    enabled: bool,
+    client_authorization: bool,
+    options: BTreeMap<String, OptionValue>,
+    clients: Vec<ClientView>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct ClientView {
+    name: String,
+    created: String,
+    private_key_stored: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct StatusView {
+    name: String,
+    address: String,
+    installed: bool,
+    enabled: bool,
+    client_authorization: bool,
+    clients: usize,
+    options: BTreeMap<String, OptionValue>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct CredentialView<'a> {
+    service: &'a str,
+    client: &'a str,
+    address: String,
+    form: &'a str,
+    value: &'a str,
+}
+
+pub struct Printer {
+    format: Format,
+}
+
+fn installed(manager: &Manager, record: &ServiceRecord) -> bool {
+    let packages = manager.kind_of(record).map(|k| k.packages.clone()).unwrap_or_default();
+    tails::packages_installed(std::path::Path::new(tails::DPKG_STATUS), &packages)
+}
+
+/// Option values as shown: secret ones are never printed in listings.
+fn shown_options(manager: &Manager, record: &ServiceRecord, only_status: bool) -> BTreeMap<String, OptionValue> {
+    let specs = manager.option_specs(record);
+    specs
+        .iter()
+        .filter(|(_, spec)| !only_status || spec.display_status)
+        .map(|(name, spec)| {
+            let value = record.options.get(name).cloned().unwrap_or_else(|| spec.default.clone());
+            let value = match (&value, spec.secret) {
+                (OptionValue::String(s), true) if !s.is_empty() => OptionValue::String(HIDDEN.into()),
+                _ => value,
+            };
+            (name.clone(), value)
+        })
+        .collect()
+}
+
+fn client_view(client: &ClientRecord) -> ClientView {
+    ClientView {
+        name: client.name.to_string(),
+        created: rfc3339(client.created),
+        private_key_stored: client.secret_key.is_some(),
+    }
+}
+
+fn service_view(manager: &Manager, record: &ServiceRecord) -> ServiceView {
+    ServiceView {
+        name: record.name.to_string(),
+        kind: record.kind.clone(),
+        address: record.address().to_string(),
+        local_port: record.local_port,
+        remote_port: record.remote_port,
+        installed: installed(manager, record),
+        enabled: record.enabled,
+        client_authorization: record.client_auth,
+        options: shown_options(manager, record, false),
+        clients: record.clients.iter().map(client_view).collect(),
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+impl Printer {
+    pub fn new(format: Format) -> Self {
+        Self { format }
+    }
+
+    /// Prints structured data as YAML or JSON. Returns false in human mode.
+    fn structured<T: Serialize>(&self, value: &T) -> Result<bool> {
+        let mut stdout = std::io::stdout().lock();
+        match self.format {
+            Format::Human => return Ok(false),
+            Format::Json => {
+                serde_json::to_writer_pretty(&mut stdout, value)?;
+                writeln!(stdout)?;
+            }
+            Format::Yaml => write!(stdout, "{}", serde_yaml::to_string(value)?)?,
+        }
+        Ok(true)
+    }
+
+    fn human(&self, text: &str) -> Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(text.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn message(&self, text: &str) -> Result<()> {
+        #[derive(Serialize)]
+        struct Message<'a> {
+            message: &'a str,
+        }
+        if !self.structured(&Message { message: text })? {
+            self.human(&format!("{text}\n"))?;
+        }
+        Ok(())
+    }
+
+    pub fn catalog(&self, catalog: &Catalog) -> Result<()> {
+        let kinds: Vec<_> = catalog.kinds().collect();
+        if self.structured(&kinds)? {
+            return Ok(());
+        }
+        let mut text = String::new();
+        for kind in kinds {
+            let ports = match (kind.local_port, kind.remote_port) {
+                (Some(l), Some(r)) => format!("onion port {r} -> local {l}"),
+                (Some(l), None) => format!("port {l}"),
+                (None, _) => "any local port (--local-port)".into(),
+            };
+            let packages =
+                if kind.packages.is_empty() { "none".to_owned() } else { kind.packages.join(", ") };
+            text.push_str(&format!(
+                "{}  ({})\n    {}\n    {ports}; packages: {packages}\n",
+                kind.name, kind.name_in_gui, kind.description
+            ));
+            if !kind.options.is_empty() {
+                text.push_str(&format!("    options: {}\n", kind.options.keys().cloned().collect::<Vec<_>>().join(", ")));
+            }
+        }
+        self.human(&text)
+    }
+
+    pub fn list(&self, manager: &Manager, records: &[ServiceRecord]) -> Result<()> {
+        let views: Vec<_> = records.iter().map(|r| service_view(manager, r)).collect();
+        if self.structured(&views)? {
+            return Ok(());
+        }
+        if views.is_empty() {
+            eprintln!("No services yet. Add one with `tails-server add KIND` (kinds: `tails-server catalog`).");
+            return Ok(());
+        }
+        let width = views.iter().map(|v| v.name.len()).max().unwrap_or(4).max(4);
+        let mut text = format!("{:width$}  {:8}  {:62}  {:7}  CLIENTS\n", "NAME", "KIND", "ADDRESS", "ENABLED");
+        for v in &views {
+            let clients = if v.client_authorization { v.clients.len().to_string() } else { "anyone!".into() };
+            text.push_str(&format!(
+                "{:width$}  {:8}  {:62}  {:7}  {clients}\n",
+                v.name,
+                v.kind,
+                v.address,
+                yes_no(v.enabled)
+            ));
+        }
+        self.human(&text)
+    }
+
+    pub fn info(&self, manager: &Manager, record: &ServiceRecord, details: bool) -> Result<()> {
+        let view = service_view(manager, record);
+        if self.structured(&view)? {
+            return Ok(());
+        }
+        let kind = manager.kind_of(record);
+        let gui = kind.map(|k| k.name_in_gui.as_str()).unwrap_or("kind no longer defined");
+        let mut t = format!("Service:   {} ({}, {gui})\n", view.name, view.kind);
+        t += &format!("Address:   {}\n", view.address);
+        t += &format!("Ports:     onion port {} -> 127.0.0.1:{}\n", view.remote_port, view.local_port);
+        let packages = kind.map(|k| k.packages.join(", ")).unwrap_or_default();
+        t += &format!(
+            "Installed: {}{}\n",
+            yes_no(view.installed),
+            if view.installed || packages.is_empty() { String::new() } else { format!(" (needs {packages})") }
+        );
+        t += &format!("Enabled:   {}\n", yes_no(view.enabled));
+        if view.client_authorization {
+            t += &format!("Client authorization: on ({} of at most {MAX_CLIENTS} clients)\n", view.clients.len());
+        } else {
+            t += "Client authorization: OFF - anyone who knows the address can reach this service\n";
+        }
+        t += "Options:\n";
+        let specs = manager.option_specs(record);
+        let width = view.options.keys().map(String::len).max().unwrap_or(0);
+        for (name, value) in &view.options {
+            let shown = match value {
+                OptionValue::String(s) if s.is_empty() => "(empty)".to_owned(),
+                v => v.to_string(),
+            };
+            t += &format!("  {name:width$}  {shown}\n");
+            if details {
+                if let Some(spec) = specs.get(name) {
+                    t += &format!("  {:width$}    {} (default: {}). {}\n", "", spec.value_type, spec.default, spec.description);
+                }
+            }
+        }
+        if view.client_authorization {
+            t += "Clients:\n";
+            for c in &view.clients {
+                let key = if c.private_key_stored { "key can be shown again" } else { "public key only" };
+                t += &format!("  {}  (added {}, {key})\n", c.name, c.created);
+            }
+        }
+        if details {
+            if let Some(kind) = kind {
+                t += &format!("Description: {}\n", kind.description);
+                if let Some(doc) = &kind.documentation {
+                    t += &format!("Documentation: {doc}\n");
+                }
+            }
+        }
+        self.human(&t)
+    }
+
+    pub fn status(&self, manager: &Manager, record: &ServiceRecord) -> Result<()> {
+        let view = StatusView {
+            name: record.name.to_string(),
+            address: record.address().to_string(),
+            installed: installed(manager, record),
+            enabled: record.enabled,
+            client_authorization: record.client_auth,
+            clients: record.clients.len(),
+            options: shown_options(manager, record, true),
+        };
+        if self.structured(&view)? {
+            return Ok(());
+        }
+        let mut t = format!("{}: {}\n", view.name, if view.enabled { "enabled" } else { "disabled" });
+        t += &format!("  address:   {}\n  installed: {}\n", view.address, yes_no(view.installed));
+        for (name, value) in &view.options {
+            t += &format!("  {name}: {value}\n");
+        }
+        self.human(&t)
+    }
+
+    pub fn option_value(&self, name: &ServiceName, option: &str, value: &OptionValue) -> Result<()> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            name: &'a str,
+            option: &'a str,
+            value: &'a OptionValue,
+        }
+        if !self.structured(&View { name: name.as_str(), option, value })? {
+            self.human(&format!("{value}\n"))?;
+        }
+        Ok(())
+    }
+
+    pub fn added(&self, manager: &Manager, record: &ServiceRecord) -> Result<()> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "kebab-case")]
+        struct Added<'a> {
+            #[serde(flatten)]
+            service: ServiceView,
+            first_client: Option<SecretView<'a>>,
+        }
+        let first = record.clients.first();
+        let key = first.and_then(|c| c.secret_key.as_ref()).map(|k| k.to_base32());
+        let line = first.and_then(|c| c.secret_key.as_ref()).map(|k| k.auth_private_line(&record.address()));
+        let secret_view = match (first, &key, &line) {
+            (Some(c), Some(k), Some(l)) => Some(SecretView { name: c.name.as_str(), key: k, auth_private: l }),
+            _ => None,
+        };
+        if self.structured(&Added { service: service_view(manager, record), first_client: secret_view })? {
+            return Ok(());
+        }
+        let mut t = format!("Added service {} ({}). It is not enabled yet.\n\n", record.name, record.kind);
+        t += "Address (share it with the people who should reach the service):\n";
+        t += &format!("    {}\n", record.address());
+        if let (Some(client), Some(key)) = (first, key) {
+            t += &credential_text(record, client.name.as_str(), &key);
+        }
+        t += &format!("\nEnable it with: tails-server enable {}\n", record.name);
+        self.human(&t)
+    }
+
+    pub fn client_added(&self, record: &ServiceRecord, client: &ClientRecord) -> Result<()> {
+        let key = client.secret_key.as_ref().map(|k| k.to_base32());
+        let line = client.secret_key.as_ref().map(|k| k.auth_private_line(&record.address()));
+        let view = match (&key, &line) {
+            (Some(k), Some(l)) => Some(SecretView { name: client.name.as_str(), key: k, auth_private: l }),
+            _ => None,
+        };
+        #[derive(Serialize)]
+        #[serde(rename_all = "kebab-case")]
+        struct Added<'a> {
+            service: &'a str,
+            address: String,
+            client: ClientView,
+            credential: Option<SecretView<'a>>,
+        }
+        let added = Added { service: record.name.as_str(), address: record.address().to_string(), client: client_view(client), credential: view };
+        if self.structured(&added)? {
+            return Ok(());
+        }
+        let mut t = format!("Added client {} to service {} ({}).\n", client.name, record.name, record.address());
+        match key {
+            Some(key) => t += &credential_text(record, client.name.as_str(), &key),
+            None => t += "It was added with its public key: its holder already has the private key.\n",
+        }
+        self.human(&t)
+    }
+
+    pub fn clients(&self, record: &ServiceRecord) -> Result<()> {
+        let views: Vec<_> = record.clients.iter().map(client_view).collect();
+        if self.structured(&views)? {
+            return Ok(());
+        }
+        if !record.client_auth {
+            eprintln!("Service {} has no client authorization: anyone with its address can connect.", record.name);
+            return Ok(());
+        }
+        let width = views.iter().map(|v| v.name.len()).max().unwrap_or(6).max(6);
+        let mut t = format!("{:width$}  {:20}  PRIVATE KEY\n", "CLIENT", "ADDED");
+        for v in &views {
+            t += &format!("{:width$}  {:20}  {}\n", v.name, v.created, if v.private_key_stored { "stored" } else { "not stored" });
+        }
+        self.human(&t)
+    }
+
+    pub fn credential(&self, record: &ServiceRecord, client: &ClientRecord, form: CredentialForm) -> Result<()> {
+        let secret = || {
+            client.secret_key.as_ref().ok_or_else(|| tails_server::Error::NoPrivateKey {
+                service: record.name.to_string(),
+                client: client.name.to_string(),
+            })
+        };
+        let (form_name, value) = match form {
+            CredentialForm::AuthPrivate => ("auth-private", secret()?.auth_private_line(&record.address())),
+            CredentialForm::Key => ("key", secret()?.to_base32()),
+            CredentialForm::Auth => ("auth", zeroize::Zeroizing::new(client.public_key.auth_line())),
+        };
+        let view = CredentialView {
+            service: record.name.as_str(),
+            client: client.name.as_str(),
+            address: record.address().to_string(),
+            form: form_name,
+            value: &value,
+        };
+        if self.structured(&view)? {
+            return Ok(());
+        }
+        self.human(&format!("{}\n", value.as_str()))?;
+        match form {
+            CredentialForm::AuthPrivate => eprintln!(
+                "This line is SECRET: it lets its holder reach {}. Save it as {}.auth_private in the \
+                 directory named by tor's ClientOnionAuthDir.",
+                record.name, client.name
+            ),
+            CredentialForm::Key => eprintln!(
+                "This key is SECRET: give it only to {}, privately. Tor Browser asks for it when opening {}.",
+                client.name,
+                record.address()
+            ),
+            CredentialForm::Auth => eprintln!(
+                "This is {}'s public key, for the service side (authorized_clients/{}.auth); it is not secret.",
+                client.name, client.name
+            ),
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct SecretView<'a> {
+    name: &'a str,
+    key: &'a str,
+    auth_private: &'a str,
+}
+
+fn credential_text(record: &ServiceRecord, client: &str, key: &str) -> String {
+    format!(
+        "\nKey of client {client} (SECRET: whoever holds it can reach the service; give it only to that \
+         person, privately):\n    {key}\n\n\
+         In Tor Browser, paste this key when {addr} asks for authentication.\n\
+         For tor's ClientOnionAuthDir: tails-server client show {name} {client} --as auth-private\n",
+        addr = record.address(),
+        name = record.name,
+    )
+}
+
+pub fn warn_no_client_auth(name: &ServiceName) {
+    eprintln!(
+        "\n\
+         ************************************************************************\n\
+         WARNING: client authorization is OFF for service {name}.\n\
+         Anyone who learns its address can connect to it. Worse, Tails does not\n\
+         keep its Tor entry guards across restarts, so someone who knows the\n\
+         address gets a fresh chance, at every restart, to find out where your\n\
+         computer is. With client authorization (the default) only the people\n\
+         holding a client key can even find the service.\n\
+         To undo this: tails-server remove {name}, then add it again without\n\
+         --allow-anyone-with-the-address.\n\
+         ************************************************************************\n"
+    );
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC timestamp.
+pub fn rfc3339(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_795_000_000), "2026-11-18T08:26:40Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,159 @@
+//! The library's error type. Messages are written for the person at the keyboard:
+//! each one names the problem and, where there is one, the way out.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Broad classes of failure, for callers that map errors to exit codes or retry policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The input (a name, a key, an option value) is not acceptable.
+    InvalidInput,
+    /// The named thing does not exist.
+    NotFound,
+    /// The request conflicts with what is already stored.
+    Conflict,
+    /// Another process holds the store.
+    Busy,
+    /// The store or a file on disk is damaged or unsafe.
+    Storage,
+    /// A service definition in the catalog is malformed.
+    Catalog,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid {what} name {name:?}: {reason}")]
+    InvalidName { what: &'static str, name: String, reason: String },
+
+    #[error("invalid {what}: {reason}")]
+    InvalidKey { what: &'static str, reason: String },
+
+    #[error("invalid onion address {address:?}: {reason}")]
+    InvalidAddress { address: String, reason: String },
+
+    #[error("there is no service named {0:?} (`tails-server list` shows your services)")]
+    NoSuchService(String),
+
+    #[error("a service named {0:?} already exists; choose another name with --name")]
+    ServiceExists(String),
+
+    #[error("service {service:?} has no client named {client:?} (`tails-server client list {service}` shows its clients)")]
+    NoSuchClient { service: String, client: String },
+
+    #[error("service {service:?} already has a client named {client:?}")]
+    ClientExists { service: String, client: String },
+
+    #[error("service {service:?} already has a client with this public key (client {existing:?})")]
+    DuplicateClientKey { service: String, existing: String },
+
+    #[error(
+        "service {service:?} already has {limit} clients, the most tor can fit in one onion service descriptor; \
+         remove a client first (`tails-server client remove {service} NAME`)"
+    )]
+    TooManyClients { service: String, limit: usize },
+
+    #[error(
+        "{client:?} is the last client of service {service:?}; without any client nobody could reach it. \
+         Add another client first, or remove the whole service"
+    )]
+    LastClient { service: String, client: String },
+
+    #[error(
+        "service {service:?} was created without client authorization: anyone with its address can connect, \
+         so it has no clients to manage"
+    )]
+    ClientAuthDisabled { service: String },
+
+    #[error(
+        "client {client:?} of service {service:?} was added with its public key only; tails-server never had its \
+         private key. Only `--as auth` (the service side) can be shown"
+    )]
+    NoPrivateKey { service: String, client: String },
+
+    #[error("unknown service kind {kind:?}; known kinds: {known}")]
+    UnknownKind { kind: String, known: String },
+
+    #[error("{kind} services have no default local port; give one with --local-port")]
+    LocalPortRequired { kind: String },
+
+    #[error("invalid port {value:?} for {what}: expected a number from 1 to 65535")]
+    InvalidPort { what: &'static str, value: String },
+
+    #[error("service {service:?} has no option {option:?}; its options are: {allowed}")]
+    UnknownOption { service: String, option: String, allowed: String },
+
+    #[error("invalid value {value:?} for option {option:?}: expected {expected}")]
+    InvalidOptionValue { option: String, value: String, expected: String },
+
+    #[error("malformed service definition {file}: {message}")]
+    Catalog { file: String, message: String },
+
+    #[error(
+        "the tails-server store in {dir} is in use by another tails-server process{holder}; \
+         gave up after waiting {waited:?}. Try again when it has finished"
+    )]
+    StoreBusy { dir: PathBuf, holder: String, waited: Duration },
+
+    #[error(
+        "refusing to use {path}: it is accessible to other users (mode {mode:o}). \
+         It holds secret keys; fix it with `chmod {fix:o} {path}`"
+    )]
+    UnsafePermissions { path: PathBuf, mode: u32, fix: u32 },
+
+    #[error("refusing to use {path}: it belongs to user id {owner}, not to you (user id {me})")]
+    WrongOwner { path: PathBuf, owner: u32, me: u32 },
+
+    #[error(
+        "the store in {dir} was written by a newer tails-server (schema version {found}; this one knows up to \
+         {supported}). Upgrade tails-server; nothing was changed"
+    )]
+    NewerSchema { dir: PathBuf, found: u64, supported: u64 },
+
+    #[error(
+        "the store in {dir} is damaged ({detail}) and no intact snapshot was found to recover from. \
+         Nothing was changed or deleted; restore it from a backup, or seek help"
+    )]
+    StoreCorrupt { dir: PathBuf, detail: String },
+
+    #[error("store error in {dir}: {source}")]
+    Store { dir: PathBuf, #[source] source: sled::Error },
+
+    #[error("{action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, #[source] source: std::io::Error },
+
+    #[error(
+        "no place for amnesic (non-persistent) services: neither TAILS_SERVER_RUNTIME_DIR nor XDG_RUNTIME_DIR \
+         is set and /run/user/{uid} does not exist"
+    )]
+    NoRuntimeDir { uid: u32 },
+
+    #[error("the operating system's random number generator failed: {0}")]
+    Random(String),
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        use Error::*;
+        match self {
+            InvalidName { .. } | InvalidKey { .. } | InvalidAddress { .. } | UnknownKind { .. }
+            | LocalPortRequired { .. } | InvalidPort { .. } | UnknownOption { .. }
+            | InvalidOptionValue { .. } | NoPrivateKey { .. } | ClientAuthDisabled { .. } => {
+                ErrorKind::InvalidInput
+            }
+            NoSuchService(_) | NoSuchClient { .. } => ErrorKind::NotFound,
+            ServiceExists(_) | ClientExists { .. } | DuplicateClientKey { .. } | TooManyClients { .. }
+            | LastClient { .. } => ErrorKind::Conflict,
+            StoreBusy { .. } => ErrorKind::Busy,
+            Catalog { .. } => ErrorKind::Catalog,
+            UnsafePermissions { .. } | WrongOwner { .. } | NewerSchema { .. } | StoreCorrupt { .. }
+            | Store { .. } | Io { .. } | NoRuntimeDir { .. } | Random(_) => ErrorKind::Storage,
+        }
+    }
+
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { action, path: path.into(), source }
+    }
+}

@@ -1,0 +1,241 @@
+//! x25519 client-authorization keys ("restricted discovery") and the text forms tor reads:
+//! `descriptor:x25519:<pub>` (service side, `.auth`) and
+//! `<service-id>:descriptor:x25519:<priv>` (client side, `.auth_private`).
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::Zeroizing;
+
+use super::{decode_base32, OnionAddress};
+use crate::error::{Error, Result};
+
+const AUTH_PREFIX: &str = "descriptor:x25519:";
+
+/// A client's x25519 private key, stored clamped so that every form we print is
+/// byte-identical to what tor itself would write.
+#[derive(Clone)]
+pub struct ClientSecretKey(Zeroizing<[u8; 32]>);
+
+fn clamp(bytes: &mut [u8; 32]) {
+    bytes[0] &= 248;
+    bytes[31] &= 127;
+    bytes[31] |= 64;
+}
+
+impl ClientSecretKey {
+    pub fn generate() -> Result<Self> {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        super::os_random(bytes.as_mut())?;
+        clamp(&mut bytes);
+        Ok(Self(bytes))
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        let mut bytes = Zeroizing::new(bytes);
+        clamp(&mut bytes);
+        Self(bytes)
+    }
+
+    pub fn public_key(&self) -> ClientPublicKey {
+        let secret = StaticSecret::from(*self.0);
+        ClientPublicKey(PublicKey::from(&secret).to_bytes())
+    }
+
+    /// Bare base32 (52 characters): what Tor Browser's authentication prompt takes.
+    pub fn to_base32(&self) -> Zeroizing<String> {
+        Zeroizing::new(data_encoding::BASE32_NOPAD.encode(self.0.as_ref()))
+    }
+
+    /// Base64: what the control port's ONION_CLIENT_AUTH_ADD takes.
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        Zeroizing::new(data_encoding::BASE64.encode(self.0.as_ref()))
+    }
+
+    pub fn from_base32(text: &str) -> Result<Self> {
+        let bytes = decode_base32::<32>("client private key", text.trim())?;
+        Ok(Self::from_bytes(*bytes))
+    }
+
+    /// One line of a `.auth_private` file for tor's ClientOnionAuthDir.
+    pub fn auth_private_line(&self, service: &OnionAddress) -> Zeroizing<String> {
+        Zeroizing::new(format!("{}:{AUTH_PREFIX}{}", service.service_id(), self.to_base32().as_str()))
+    }
+
+    /// Parses a `.auth_private` line into the service address and the key.
+    pub fn parse_auth_private_line(line: &str) -> Result<(OnionAddress, Self)> {
+        let line = line.trim_end_matches(['\r', '\n']);
+        let (id, rest) = line.split_once(':').ok_or_else(|| Error::InvalidKey {
+            what: ".auth_private line",
+            reason: "expected <address>:descriptor:x25519:<key>".into(),
+        })?;
+        let address: OnionAddress = id.parse()?;
+        let key = rest.strip_prefix(AUTH_PREFIX).ok_or_else(|| Error::InvalidKey {
+            what: ".auth_private line",
+            reason: format!("expected {AUTH_PREFIX:?} after the address"),
+        })?;
+        Ok((address, Self::from_base32(key)?))
+    }
+}
+
+impl fmt::Debug for ClientSecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientSecretKey([secret redacted], public {})", self.public_key())
+    }
+}
+
+impl PartialEq for ClientSecretKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_ref() == other.0.as_ref()
+    }
+}
+impl Eq for ClientSecretKey {}
+
+impl Serialize for ClientSecretKey {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_base32())
+    }
+}
+impl<'de> Deserialize<'de> for ClientSecretKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = Zeroizing::new(String::deserialize(d)?);
+        Self::from_base32(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A client's x25519 public key: what the service side needs.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientPublicKey([u8; 32]);
+
+impl ClientPublicKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Base32, 52 characters, as in `.auth` files and ADD_ONION's ClientAuthV3=.
+    pub fn to_base32(&self) -> String {
+        data_encoding::BASE32_NOPAD.encode(&self.0)
+    }
+
+    /// The line of a service-side `authorized_clients/NAME.auth` file.
+    pub fn auth_line(&self) -> String {
+        format!("{AUTH_PREFIX}{}", self.to_base32())
+    }
+
+    /// Accepts the bare base32 key or a whole `descriptor:x25519:` line.
+    pub fn parse(text: &str) -> Result<Self> {
+        let text = text.trim();
+        let bare = text.strip_prefix(AUTH_PREFIX).unwrap_or(text);
+        if bare.contains(':') {
+            return Err(Error::InvalidKey {
+                what: "client public key",
+                reason: format!("expected base32 or {AUTH_PREFIX:?} followed by base32 (only x25519 keys exist)"),
+            });
+        }
+        let bytes = decode_base32::<32>("client public key", bare)?;
+        Ok(Self(*bytes))
+    }
+}
+
+impl fmt::Display for ClientPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_base32())
+    }
+}
+impl fmt::Debug for ClientPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientPublicKey({self})")
+    }
+}
+
+impl Serialize for ClientPublicKey {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_base32())
+    }
+}
+impl<'de> Deserialize<'de> for ClientPublicKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::OnionPublicKey;
+    use proptest::prelude::*;
+
+    fn hex32(s: &str) -> [u8; 32] {
+        data_encoding::HEXLOWER.decode(s.as_bytes()).unwrap().try_into().unwrap()
+    }
+
+    // RFC 7748 section 6.1: Alice's private and public keys.
+    #[test]
+    fn public_key_matches_rfc7748_vector() {
+        let secret = ClientSecretKey::from_bytes(hex32(
+            "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
+        ));
+        assert_eq!(
+            secret.public_key().as_bytes(),
+            &hex32("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+        );
+    }
+
+    #[test]
+    fn text_forms() {
+        let secret = ClientSecretKey::generate().unwrap();
+        let b32 = secret.to_base32();
+        assert_eq!(b32.len(), 52);
+        assert!(b32.chars().all(|c| c.is_ascii_uppercase() || ('2'..='7').contains(&c)));
+        assert_eq!(ClientSecretKey::from_base32(&b32).unwrap(), secret);
+        assert_eq!(ClientSecretKey::from_base32(&b32.to_lowercase()).unwrap(), secret);
+        assert_eq!(data_encoding::BASE64.decode(secret.to_base64().as_bytes()).unwrap(), secret.0.to_vec());
+
+        let public = secret.public_key();
+        let line = public.auth_line();
+        assert!(line.starts_with("descriptor:x25519:") && line.len() == 18 + 52);
+        assert_eq!(ClientPublicKey::parse(&line).unwrap(), public);
+        assert_eq!(ClientPublicKey::parse(&public.to_base32()).unwrap(), public);
+
+        let address = OnionPublicKey::from_bytes([7; 32]).address();
+        let private_line = secret.auth_private_line(&address);
+        assert_eq!(private_line.as_str(), format!("{}:descriptor:x25519:{}", address.service_id(), b32.as_str()));
+        let (a, s) = ClientSecretKey::parse_auth_private_line(&private_line).unwrap();
+        assert_eq!((a, s), (address, secret));
+    }
+
+    #[test]
+    fn malformed_keys_are_refused_with_a_reason() {
+        for (bad, why) in [
+            ("", "52 base32 characters"),
+            ("AAAA", "52 base32 characters"),
+            (&"A".repeat(53), "52 base32 characters"),
+            (&"1".repeat(52), "not valid base32"),
+            ("descriptor:ed25519:AAAA", "only x25519"),
+            (&format!("{}=", "A".repeat(51)), "not valid base32"),
+        ] {
+            let err = ClientPublicKey::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+        // 52 characters carry 260 bits: non-zero trailing bits are not a canonical key.
+        let err = ClientPublicKey::parse(&format!("{}B", "A".repeat(51))).unwrap_err().to_string();
+        assert!(err.contains("not valid base32"), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn serde_round_trip(bytes in any::<[u8; 32]>()) {
+            let secret = ClientSecretKey::from_bytes(bytes);
+            let json = serde_json::to_string(&secret).unwrap();
+            prop_assert_eq!(serde_json::from_str::<ClientSecretKey>(&json).unwrap(), secret.clone());
+            let public = secret.public_key();
+            let json = serde_json::to_string(&public).unwrap();
+            prop_assert_eq!(serde_json::from_str::<ClientPublicKey>(&json).unwrap(), public);
+        }
+    }
+}

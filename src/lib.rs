@@ -1,0 +1,23 @@
+//! tails-server: run onion services from Tails and keep them across reboots.
+//!
+//! The library is organised one module per concern, each depending only on those above it:
+//!
+//! - [`names`], [`keys`], [`options`]: validated names, tor's key and auth formats, typed options;
+//! - [`catalog`]: data-driven definitions of the kinds of service;
+//! - [`model`]: the records kept per service;
+//! - [`store`]: the sled store (locking, transactions, snapshots, recovery);
+//! - [`tails`]: the only module that knows Tails and Debian paths;
+//! - [`manager`]: the operations every front end (CLI, daemon, hooks) calls.
+
+pub mod catalog;
+pub mod error;
+pub mod keys;
+pub mod manager;
+pub mod model;
+pub mod names;
+pub mod options;
+pub mod store;
+pub mod tails;
+
+pub use error::{Error, ErrorKind, Result};
+pub use manager::{AddRequest, Config, Manager};

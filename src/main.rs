@@ -1,0 +1,29 @@
+//! The `tails-server` command: a thin layer over the library that parses arguments,
+//! calls a [`tails_server::Manager`] operation and prints the result.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // Everything we create holds or protects secrets: private by default.
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(0o077) };
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tails-server: error: {err}");
+            let top = err.to_string();
+            for cause in err.chain().skip(1) {
+                let text = cause.to_string();
+                if !top.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                }
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

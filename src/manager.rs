@@ -1,0 +1,358 @@
+//! The operations behind every command: the one place that combines the catalog, the keys
+//! and the stores. Persistent and amnesic services go through the same code; only the
+//! store they are kept in differs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::catalog::{Catalog, KindDefinition};
+use crate::error::{Error, Result};
+use crate::keys::{ClientPublicKey, ClientSecretKey, OnionSecretKey};
+use crate::model::{now_unix, ClientRecord, ServiceRecord, MAX_CLIENTS};
+use crate::names::{ClientName, ServiceName};
+use crate::options::{common_options, OptionSpec, OptionType, OptionValue, PERSISTENCE};
+use crate::store::{Change, Recovery, Store, StoreOptions};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The persistent store (on Tails: inside the Persistent Storage).
+    pub state_dir: PathBuf,
+    /// The amnesic store, for services with persistence=false. None: such services cannot
+    /// be created, and none are listed.
+    pub runtime_dir: Option<PathBuf>,
+    /// Extra service definitions (`*.toml`).
+    pub catalog_dir: Option<PathBuf>,
+    pub store: StoreOptions,
+}
+
+impl Config {
+    pub fn new(state_dir: PathBuf) -> Self {
+        Self { state_dir, runtime_dir: None, catalog_dir: None, store: StoreOptions::default() }
+    }
+}
+
+/// Everything `add` needs; `Default` gives the common case (client authorization on).
+#[derive(Debug, Clone)]
+pub struct AddRequest {
+    pub kind: String,
+    pub name: Option<ServiceName>,
+    pub local_port: Option<u16>,
+    pub remote_port: Option<u16>,
+    /// OPTION=VALUE pairs as typed.
+    pub options: Vec<(String, String)>,
+    /// False only through the deliberately hidden opt-out.
+    pub client_auth: bool,
+    pub first_client: ClientName,
+}
+
+impl AddRequest {
+    pub fn new(kind: &str) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            name: None,
+            local_port: None,
+            remote_port: None,
+            options: Vec::new(),
+            client_auth: true,
+            first_client: ClientName::new("client-1").expect("valid"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Location {
+    Persistent,
+    Amnesic,
+}
+
+pub struct Manager {
+    config: Config,
+    persistent: Store,
+    amnesic: Option<Store>,
+    catalog: Catalog,
+    recoveries: Vec<Recovery>,
+}
+
+impl Manager {
+    /// Opens the stores (waiting a bounded time if another process has them).
+    pub fn open(config: Config) -> Result<Self> {
+        let catalog = Catalog::load(config.catalog_dir.as_deref());
+        let mut recoveries = Vec::new();
+        let (persistent, recovery) =
+            Store::open(&config.state_dir, config.store.clone(), true)?.expect("created when missing");
+        recoveries.extend(recovery);
+        let amnesic = match &config.runtime_dir {
+            Some(dir) => Store::open(dir, config.store.clone(), false)?.map(|(store, recovery)| {
+                recoveries.extend(recovery);
+                store
+            }),
+            None => None,
+        };
+        Ok(Self { config, persistent, amnesic, catalog, recoveries })
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Damaged stores recovered while opening: the caller must tell the user.
+    pub fn recoveries(&self) -> &[Recovery] {
+        &self.recoveries
+    }
+
+    pub fn list(&self) -> Result<Vec<ServiceRecord>> {
+        let mut all: BTreeMap<ServiceName, ServiceRecord> = BTreeMap::new();
+        if let Some(amnesic) = &self.amnesic {
+            all.extend(amnesic.services()?.into_iter().map(|r| (r.name.clone(), r)));
+        }
+        // A name in both stores can only be the trace of an interrupted move: the
+        // persistent copy was written first, so it wins.
+        all.extend(self.persistent.services()?.into_iter().map(|r| (r.name.clone(), r)));
+        Ok(all.into_values().collect())
+    }
+
+    fn find(&self, name: &ServiceName) -> Result<(Location, ServiceRecord)> {
+        if let Some(record) = self.persistent.get(name)? {
+            return Ok((Location::Persistent, record));
+        }
+        if let Some(record) = self.amnesic.as_ref().map(|s| s.get(name)).transpose()?.flatten() {
+            return Ok((Location::Amnesic, record));
+        }
+        Err(Error::NoSuchService(name.to_string()))
+    }
+
+    pub fn get(&self, name: &ServiceName) -> Result<ServiceRecord> {
+        self.find(name).map(|(_, record)| record)
+    }
+
+    fn store(&mut self, location: Location) -> Result<&Store> {
+        match location {
+            Location::Persistent => Ok(&self.persistent),
+            Location::Amnesic => {
+                if self.amnesic.is_none() {
+                    let dir = self.config.runtime_dir.clone().ok_or(Error::NoRuntimeDir {
+                        // SAFETY: geteuid has no preconditions and cannot fail.
+                        uid: unsafe { libc::geteuid() },
+                    })?;
+                    let (store, recovery) = Store::open(&dir, self.config.store.clone(), true)?.expect("created");
+                    self.recoveries.extend(recovery);
+                    self.amnesic = Some(store);
+                }
+                Ok(self.amnesic.as_ref().expect("just opened"))
+            }
+        }
+    }
+
+    fn location_for(record: &ServiceRecord) -> Location {
+        if record.is_persistent() {
+            Location::Persistent
+        } else {
+            Location::Amnesic
+        }
+    }
+
+    /// Writes a record where its persistence option says it belongs.
+    fn save(&mut self, from: Location, record: ServiceRecord) -> Result<()> {
+        let to = Self::location_for(&record);
+        let name = record.name.clone();
+        self.store(to)?.commit(vec![Change::Put(record)])?;
+        if from != to {
+            // Written to its new home first: an interruption leaves two copies, never none.
+            self.store(from)?.commit(vec![Change::Delete(name)])?;
+        }
+        Ok(())
+    }
+
+    /// The option specs that apply to a service: its kind's, or, if that definition has
+    /// since disappeared, the common ones plus types inferred from the stored values.
+    pub fn option_specs(&self, record: &ServiceRecord) -> BTreeMap<String, OptionSpec> {
+        match self.catalog.get(&record.kind) {
+            Ok(def) => def.all_options(),
+            Err(_) => {
+                let mut specs = common_options();
+                for (name, value) in &record.options {
+                    specs.entry(name.clone()).or_insert_with(|| OptionSpec {
+                        value_type: match value {
+                            OptionValue::Bool(_) => OptionType::Bool,
+                            OptionValue::Integer(_) => OptionType::Integer,
+                            OptionValue::String(_) => OptionType::String,
+                        },
+                        default: value.clone(),
+                        description: String::new(),
+                        display_status: false,
+                        secret: false,
+                    });
+                }
+                specs
+            }
+        }
+    }
+
+    pub fn kind_of(&self, record: &ServiceRecord) -> Option<&KindDefinition> {
+        self.catalog.get(&record.kind).ok()
+    }
+
+    pub fn add(&mut self, request: AddRequest) -> Result<ServiceRecord> {
+        let def = self.catalog.get(&request.kind)?.clone();
+        let name = match request.name {
+            Some(name) => name,
+            None => ServiceName::new(&def.name)?,
+        };
+        if self.find(&name).is_ok() {
+            return Err(Error::ServiceExists(name.to_string()));
+        }
+        let local_port = request
+            .local_port
+            .or(def.local_port)
+            .ok_or_else(|| Error::LocalPortRequired { kind: def.name.clone() })?;
+        let remote_port = request.remote_port.or(def.remote_port).unwrap_or(local_port);
+        for (what, port) in [("--local-port", local_port), ("--remote-port", remote_port)] {
+            if port == 0 {
+                return Err(Error::InvalidPort { what, value: "0".into() });
+            }
+        }
+        let specs = def.all_options();
+        let mut options: BTreeMap<String, OptionValue> =
+            specs.iter().map(|(name, spec)| (name.clone(), spec.default.clone())).collect();
+        for (option, raw) in &request.options {
+            let spec = specs.get(option).ok_or_else(|| unknown_option(name.as_str(), option, &specs))?;
+            options.insert(option.clone(), spec.parse(option, raw)?);
+        }
+        let now = now_unix();
+        let clients = if request.client_auth {
+            let secret = ClientSecretKey::generate()?;
+            vec![ClientRecord {
+                name: request.first_client,
+                public_key: secret.public_key(),
+                secret_key: Some(secret),
+                created: now,
+            }]
+        } else {
+            Vec::new()
+        };
+        let record = ServiceRecord {
+            name,
+            kind: def.name.clone(),
+            local_port,
+            remote_port,
+            enabled: false,
+            client_auth: request.client_auth,
+            options,
+            key: OnionSecretKey::generate()?,
+            clients,
+            created: now,
+        };
+        let location = Self::location_for(&record);
+        self.store(location)?.commit(vec![Change::Put(record.clone())])?;
+        Ok(record)
+    }
+
+    pub fn remove(&mut self, name: &ServiceName) -> Result<ServiceRecord> {
+        let (location, record) = self.find(name)?;
+        self.store(location)?.commit(vec![Change::Delete(name.clone())])?;
+        Ok(record)
+    }
+
+    /// Records the enabled flag. Returns the record and whether anything changed.
+    pub fn set_enabled(&mut self, name: &ServiceName, enabled: bool) -> Result<(ServiceRecord, bool)> {
+        let (location, mut record) = self.find(name)?;
+        if record.enabled == enabled {
+            return Ok((record, false));
+        }
+        record.enabled = enabled;
+        self.save(location, record.clone())?;
+        Ok((record, true))
+    }
+
+    pub fn get_option(&self, name: &ServiceName, option: &str) -> Result<(OptionSpec, OptionValue)> {
+        let record = self.get(name)?;
+        let specs = self.option_specs(&record);
+        let spec = specs.get(option).ok_or_else(|| unknown_option(name.as_str(), option, &specs))?;
+        let value = record.options.get(option).cloned().unwrap_or_else(|| spec.default.clone());
+        Ok((spec.clone(), value))
+    }
+
+    /// Parses and stores one option. Returns the record and the previous value.
+    pub fn set_option(&mut self, name: &ServiceName, option: &str, raw: &str) -> Result<(ServiceRecord, OptionValue)> {
+        let (location, mut record) = self.find(name)?;
+        let specs = self.option_specs(&record);
+        let spec = specs.get(option).ok_or_else(|| unknown_option(name.as_str(), option, &specs))?;
+        let value = spec.parse(option, raw)?;
+        if option == PERSISTENCE && value == OptionValue::Bool(false) && self.config.runtime_dir.is_none() {
+            return Err(Error::NoRuntimeDir { uid: unsafe { libc::geteuid() } });
+        }
+        let previous = record.options.insert(option.to_owned(), value).unwrap_or_else(|| spec.default.clone());
+        self.save(location, record.clone())?;
+        Ok((record, previous))
+    }
+
+    /// Adds a client: with a fresh key pair, or with a public key the client generated.
+    pub fn add_client(
+        &mut self,
+        name: &ServiceName,
+        client: ClientName,
+        public_key: Option<ClientPublicKey>,
+    ) -> Result<ClientRecord> {
+        let (location, mut record) = self.find(name)?;
+        if !record.client_auth {
+            return Err(Error::ClientAuthDisabled { service: name.to_string() });
+        }
+        if record.client(&client).is_some() {
+            return Err(Error::ClientExists { service: name.to_string(), client: client.to_string() });
+        }
+        if record.clients.len() >= MAX_CLIENTS {
+            return Err(Error::TooManyClients { service: name.to_string(), limit: MAX_CLIENTS });
+        }
+        let (public_key, secret_key) = match public_key {
+            Some(public) => (public, None),
+            None => {
+                let secret = ClientSecretKey::generate()?;
+                (secret.public_key(), Some(secret))
+            }
+        };
+        if let Some(existing) = record.clients.iter().find(|c| c.public_key == public_key) {
+            return Err(Error::DuplicateClientKey { service: name.to_string(), existing: existing.name.to_string() });
+        }
+        let client = ClientRecord { name: client, public_key, secret_key, created: now_unix() };
+        record.clients.push(client.clone());
+        self.save(location, record)?;
+        Ok(client)
+    }
+
+    pub fn remove_client(&mut self, name: &ServiceName, client: &ClientName) -> Result<ClientRecord> {
+        let (location, mut record) = self.find(name)?;
+        if !record.client_auth {
+            return Err(Error::ClientAuthDisabled { service: name.to_string() });
+        }
+        let index = record.clients.iter().position(|c| &c.name == client).ok_or_else(|| Error::NoSuchClient {
+            service: name.to_string(),
+            client: client.to_string(),
+        })?;
+        if record.clients.len() == 1 {
+            return Err(Error::LastClient { service: name.to_string(), client: client.to_string() });
+        }
+        let removed = record.clients.remove(index);
+        self.save(location, record)?;
+        Ok(removed)
+    }
+
+    pub fn client(&self, name: &ServiceName, client: &ClientName) -> Result<(ServiceRecord, ClientRecord)> {
+        let record = self.get(name)?;
+        if !record.client_auth {
+            return Err(Error::ClientAuthDisabled { service: name.to_string() });
+        }
+        let found = record.client(client).cloned().ok_or_else(|| Error::NoSuchClient {
+            service: name.to_string(),
+            client: client.to_string(),
+        })?;
+        Ok((record, found))
+    }
+}
+
+fn unknown_option(service: &str, option: &str, specs: &BTreeMap<String, OptionSpec>) -> Error {
+    Error::UnknownOption {
+        service: service.to_owned(),
+        option: option.to_owned(),
+        allowed: specs.keys().cloned().collect::<Vec<_>>().join(", "),
+    }
+}

@@ -1,0 +1,120 @@
+//! The records kept in the store. A service carries everything needed to publish it again:
+//! its key, its port mapping and its clients; the address is always derived from the key.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{ClientPublicKey, ClientSecretKey, OnionAddress, OnionSecretKey};
+use crate::names::{ClientName, ServiceName};
+use crate::options::{OptionValue, PERSISTENCE};
+
+/// Tor fits about 32 clients in one descriptor (tor#40455) and gives no clear error past it.
+pub const MAX_CLIENTS: usize = 32;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ServiceRecord {
+    pub name: ServiceName,
+    pub kind: String,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub enabled: bool,
+    /// False only when the owner explicitly opted out of client authorization.
+    pub client_auth: bool,
+    pub options: BTreeMap<String, OptionValue>,
+    pub key: OnionSecretKey,
+    pub clients: Vec<ClientRecord>,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+}
+
+impl ServiceRecord {
+    pub fn address(&self) -> OnionAddress {
+        self.key.address()
+    }
+
+    pub fn is_persistent(&self) -> bool {
+        self.options.get(PERSISTENCE).and_then(OptionValue::as_bool).unwrap_or(true)
+    }
+
+    pub fn client(&self, name: &ClientName) -> Option<&ClientRecord> {
+        self.clients.iter().find(|c| &c.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ClientRecord {
+    pub name: ClientName,
+    pub public_key: ClientPublicKey,
+    /// Kept so the owner can share it again; None when the client sent only its public key.
+    pub secret_key: Option<ClientSecretKey>,
+    pub created: u64,
+}
+
+pub(crate) fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub fn arb_record() -> impl Strategy<Value = ServiceRecord> {
+        (
+            "[a-z0-9][a-z0-9-]{0,31}",
+            "[a-z]{1,10}",
+            1u16..,
+            1u16..,
+            any::<bool>(),
+            any::<bool>(),
+            proptest::collection::btree_map(
+                "[a-z][a-z-]{0,15}",
+                prop_oneof![
+                    any::<bool>().prop_map(OptionValue::Bool),
+                    any::<i64>().prop_map(OptionValue::Integer),
+                    "[ -~]{0,30}".prop_map(OptionValue::String),
+                ],
+                0..5,
+            ),
+            proptest::collection::vec(("[a-z0-9]{1,10}", any::<[u8; 32]>(), any::<bool>()), 0..5),
+            any::<u64>(),
+        )
+            .prop_map(|(name, kind, local, remote, enabled, auth, options, clients, created)| ServiceRecord {
+                name: ServiceName::new(&name).unwrap(),
+                kind,
+                local_port: local,
+                remote_port: remote,
+                enabled,
+                client_auth: auth,
+                options,
+                key: OnionSecretKey::generate().unwrap(),
+                clients: clients
+                    .into_iter()
+                    .map(|(n, bytes, keep_secret)| {
+                        let secret = ClientSecretKey::from_bytes(bytes);
+                        ClientRecord {
+                            name: ClientName::new(&n).unwrap(),
+                            public_key: secret.public_key(),
+                            secret_key: keep_secret.then_some(secret),
+                            created,
+                        }
+                    })
+                    .collect(),
+                created,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn record_serde_round_trip(record in arb_record()) {
+            let json = serde_json::to_vec(&record).unwrap();
+            let back: ServiceRecord = serde_json::from_slice(&json).unwrap();
+            prop_assert_eq!(&back, &record);
+            prop_assert_eq!(back.address(), record.address());
+        }
+    }
+}

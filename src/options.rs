@@ -1,0 +1,210 @@
+//! Typed service options: the blueprint's common ones and each kind's own.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const PERSISTENCE: &str = "persistence";
+pub const AUTOSTART: &str = "autostart";
+pub const ALLOW_LAN: &str = "allow-lan-connections";
+
+const MAX_STRING_LEN: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptionType {
+    Bool,
+    String,
+    Integer,
+    Port,
+}
+
+impl OptionType {
+    fn expected(self) -> &'static str {
+        match self {
+            OptionType::Bool => "true or false",
+            OptionType::String => "text of at most 1024 characters, without control characters",
+            OptionType::Integer => "a whole number",
+            OptionType::Port => "a port number from 1 to 65535",
+        }
+    }
+}
+
+impl fmt::Display for OptionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OptionType::Bool => "bool",
+            OptionType::String => "string",
+            OptionType::Integer => "integer",
+            OptionType::Port => "port",
+        })
+    }
+}
+
+/// A stored option value. Untagged so the JSON/YAML output is the plain value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OptionValue {
+    Bool(bool),
+    Integer(i64),
+    String(String),
+}
+
+impl fmt::Display for OptionValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OptionValue::Bool(b) => write!(f, "{b}"),
+            OptionValue::Integer(i) => write!(f, "{i}"),
+            OptionValue::String(s) => f.write_str(s),
+        }
+    }
+}
+
+impl OptionValue {
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            OptionValue::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+}
+
+/// How an option is declared, in the catalog or for the common options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct OptionSpec {
+    #[serde(rename = "type")]
+    pub value_type: OptionType,
+    pub default: OptionValue,
+    pub description: String,
+    /// Shown in `status` output (the blueprint's display-status).
+    #[serde(default)]
+    pub display_status: bool,
+    /// Never printed in listings (passwords); `get-option` still shows it.
+    #[serde(default)]
+    pub secret: bool,
+}
+
+impl OptionSpec {
+    /// Parses a value typed by a person, naming what would have been accepted.
+    pub fn parse(&self, option: &str, raw: &str) -> Result<OptionValue> {
+        let invalid = || Error::InvalidOptionValue {
+            option: option.to_owned(),
+            value: raw.to_owned(),
+            expected: self.value_type.expected().to_owned(),
+        };
+        match self.value_type {
+            OptionType::Bool => match raw {
+                "true" | "yes" | "on" => Ok(OptionValue::Bool(true)),
+                "false" | "no" | "off" => Ok(OptionValue::Bool(false)),
+                _ => Err(invalid()),
+            },
+            OptionType::Integer => raw.parse().map(OptionValue::Integer).map_err(|_| invalid()),
+            OptionType::Port => match raw.parse::<u16>() {
+                Ok(p) if p > 0 => Ok(OptionValue::Integer(p.into())),
+                _ => Err(invalid()),
+            },
+            OptionType::String => {
+                let value = OptionValue::String(raw.to_owned());
+                self.check(option, &value).map(|_| value)
+            }
+        }
+    }
+
+    /// Checks a value that arrived already typed (a catalog default, a stored record).
+    pub fn check(&self, option: &str, value: &OptionValue) -> Result<()> {
+        let ok = match (self.value_type, value) {
+            (OptionType::Bool, OptionValue::Bool(_)) => true,
+            (OptionType::Integer, OptionValue::Integer(_)) => true,
+            (OptionType::Port, OptionValue::Integer(p)) => (1..=65535).contains(p),
+            (OptionType::String, OptionValue::String(s)) => {
+                s.chars().count() <= MAX_STRING_LEN && !s.chars().any(char::is_control)
+            }
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidOptionValue {
+                option: option.to_owned(),
+                value: value.to_string(),
+                expected: self.value_type.expected().to_owned(),
+            })
+        }
+    }
+}
+
+/// The blueprint's options that every service has.
+pub fn common_options() -> BTreeMap<String, OptionSpec> {
+    let bool_option = |default: bool, description: &str, display_status: bool| OptionSpec {
+        value_type: OptionType::Bool,
+        default: OptionValue::Bool(default),
+        description: description.to_owned(),
+        display_status,
+        secret: false,
+    };
+    BTreeMap::from([
+        (
+            PERSISTENCE.to_owned(),
+            bool_option(
+                true,
+                "Keep this service, its address and its clients in the Persistent Storage. \
+                 When false it lives only until shutdown.",
+                true,
+            ),
+        ),
+        (
+            AUTOSTART.to_owned(),
+            bool_option(true, "Publish this service automatically after login, when it is enabled.", true),
+        ),
+        (
+            ALLOW_LAN.to_owned(),
+            bool_option(
+                false,
+                "Also accept connections from the local network, not only through Tor. \
+                 Anyone on that network can then connect without a client key.",
+                true,
+            ),
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(t: OptionType, default: OptionValue) -> OptionSpec {
+        OptionSpec { value_type: t, default, description: String::new(), display_status: false, secret: false }
+    }
+
+    #[test]
+    fn parse_by_type() {
+        let b = spec(OptionType::Bool, OptionValue::Bool(false));
+        assert_eq!(b.parse("x", "true").unwrap(), OptionValue::Bool(true));
+        assert_eq!(b.parse("x", "off").unwrap(), OptionValue::Bool(false));
+        let err = b.parse("autostart", "maybe").unwrap_err().to_string();
+        assert!(err.contains("autostart") && err.contains("true or false"), "{err}");
+
+        let p = spec(OptionType::Port, OptionValue::Integer(1));
+        assert_eq!(p.parse("x", "8080").unwrap(), OptionValue::Integer(8080));
+        for bad in ["0", "65536", "-1", "http"] {
+            assert!(p.parse("x", bad).unwrap_err().to_string().contains("1 to 65535"));
+        }
+        let s = spec(OptionType::String, OptionValue::String(String::new()));
+        assert!(s.parse("x", "hello world").is_ok());
+        assert!(s.parse("x", "two\nlines").is_err());
+        assert!(s.parse("x", &"a".repeat(1025)).is_err());
+        let i = spec(OptionType::Integer, OptionValue::Integer(0));
+        assert!(i.parse("x", "12").is_ok() && i.parse("x", "1.5").is_err());
+    }
+
+    #[test]
+    fn check_refuses_mismatched_types() {
+        let b = spec(OptionType::Bool, OptionValue::Bool(false));
+        assert!(b.check("x", &OptionValue::String("true".into())).is_err());
+        assert!(b.check("x", &OptionValue::Bool(true)).is_ok());
+    }
+}
