@@ -187,7 +187,10 @@ pub fn run(cli: Cli) -> Result<()> {
     let out = Printer::new(cli.format);
     match &cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "tails-server", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "tails-server", &mut script);
+            let script = String::from_utf8(script).context("completions are not UTF-8")?;
+            std::io::stdout().write_all(without_hidden_flag(&script).as_bytes())?;
             Ok(())
         }
         Command::Man => {
@@ -285,6 +288,25 @@ fn run_client(cli: &Cli, command: &ClientCommand, out: &Printer) -> Result<()> {
             out.credential(&record, &client, *form)
         }
     }
+}
+
+/// clap_complete lists hidden flags too; the opt-out must stay out of sight. Bash keeps
+/// all options of a command on one line, the other shells one option per line.
+fn without_hidden_flag(script: &str) -> String {
+    const FLAG: &str = "--allow-anyone-with-the-address";
+    let mut out = String::with_capacity(script.len());
+    for line in script.lines() {
+        if line.contains(&FLAG[2..]) {
+            if line.trim_start().starts_with("opts=") {
+                out.push_str(&line.replace(&format!("{FLAG} "), "").replace(FLAG, ""));
+                out.push('\n');
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Removing a service destroys its onion key: the address can never come back.

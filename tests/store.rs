@@ -1,0 +1,151 @@
+//! The store's promises on real sled files: damage is detected and recovered from the
+//! snapshots with a message, never silently; a busy store is waited for, then refused
+//! clearly; a store from the future is left alone.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::TestEnv;
+
+fn flip_bytes_in_sled_log(env: &TestEnv) {
+    let path = env.state_dir().join("db/db");
+    let mut bytes = fs::read(&path).unwrap();
+    let used: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i] != 0).collect();
+    for &i in &used[used.len() / 2..used.len() / 2 + 40] {
+        bytes[i] ^= 0xff;
+    }
+    fs::write(&path, bytes).unwrap();
+}
+
+fn populated() -> TestEnv {
+    let env = TestEnv::new();
+    env.run(&["add", "mumble"]).ok();
+    env.run(&["add", "custom", "--local-port", "8000"]).ok();
+    env.run(&["client", "add", "mumble", "alice"]).ok();
+    env
+}
+
+#[test]
+fn a_damaged_database_is_recovered_from_the_snapshot_with_a_message() {
+    let env = populated();
+    let before = env.listing();
+    flip_bytes_in_sled_log(&env);
+    let out = env.run(&["--format", "json", "list"]).ok();
+    assert!(out.stderr.contains("WARNING") && out.stderr.contains("was damaged"), "{}", out.stderr);
+    assert!(out.stderr.contains("restored from the snapshot"), "{}", out.stderr);
+    assert_eq!(out.json(), before);
+    // The damaged copy is kept for inspection, and later runs are quiet.
+    assert!(fs::read_dir(env.state_dir()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("db.damaged-")));
+    let again = env.run(&["list"]).ok();
+    assert!(!again.stderr.contains("damaged"), "{}", again.stderr);
+    env.run(&["client", "add", "mumble", "bob"]).ok();
+    assert_eq!(env.service("mumble")["clients"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn changes_sled_lost_silently_are_detected_through_the_snapshots() {
+    let env = populated();
+    let old_db = env.root.path().join("old-db");
+    copy_dir(&env.state_dir().join("db"), &old_db);
+    env.run(&["client", "add", "mumble", "bob"]).ok();
+    let latest = env.listing();
+    // Put back the database as it was one change ago, as a torn write could leave it.
+    fs::remove_dir_all(env.state_dir().join("db")).unwrap();
+    copy_dir(&old_db, &env.state_dir().join("db"));
+    let out = env.run(&["--format", "json", "list"]).ok();
+    assert!(out.stderr.contains("recent changes were lost"), "{}", out.stderr);
+    assert_eq!(out.json(), latest);
+}
+
+#[test]
+fn a_missing_database_is_rebuilt_from_the_snapshot() {
+    let env = populated();
+    let before = env.listing();
+    fs::remove_dir_all(env.state_dir().join("db")).unwrap();
+    let out = env.run(&["--format", "json", "list"]).ok();
+    assert!(out.stderr.contains("database is missing"), "{}", out.stderr);
+    assert_eq!(out.json(), before);
+}
+
+#[test]
+fn damage_without_any_snapshot_is_reported_and_nothing_is_deleted() {
+    let env = populated();
+    flip_bytes_in_sled_log(&env);
+    for entry in fs::read_dir(env.state_dir().join("snapshots")).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let size = fs::metadata(env.state_dir().join("db/db")).unwrap().len();
+    env.run(&["list"]).fails_with("is damaged");
+    env.run(&["add", "web"]).fails_with("no intact snapshot");
+    // We delete nothing and start nothing afresh. (sled itself rewrites a damaged log's
+    // tail while it opens it, so the bytes are not ours to promise.)
+    assert_eq!(fs::metadata(env.state_dir().join("db/db")).unwrap().len(), size);
+    assert!(!env.state_dir().join("db.damaged").exists());
+    assert_eq!(fs::read_dir(env.state_dir().join("snapshots")).unwrap().count(), 0, "no empty store was made");
+}
+
+#[test]
+fn only_a_few_snapshots_are_kept() {
+    let env = populated();
+    for i in 0..5 {
+        env.run(&["set-option", "mumble", "max-users", &i.to_string()]).ok();
+    }
+    let count = fs::read_dir(env.state_dir().join("snapshots")).unwrap().count();
+    assert_eq!(count, 3);
+}
+
+#[test]
+fn a_store_from_a_newer_version_is_refused_untouched() {
+    let env = populated();
+    {
+        let db = sled::open(env.state_dir().join("db")).unwrap();
+        db.open_tree("meta").unwrap().insert("schema-version", &99u64.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    env.run(&["list"]).fails_with("written by a newer tails-server (schema version 99");
+    env.run(&["add", "web"]).fails_with("Upgrade tails-server");
+}
+
+#[test]
+fn a_busy_store_is_waited_for_then_refused_clearly() {
+    let env = populated();
+    let lock = fs::OpenOptions::new().write(true).open(env.state_dir().join("lock")).unwrap();
+    lock.lock().unwrap();
+    let out = env.command().args(["list"]).env("TAILS_SERVER_LOCK_TIMEOUT", "0.3").output().unwrap();
+    let out = common::Run::from(out);
+    out.fails_with("in use by another tails-server process");
+
+    // A command started while the store is busy finishes once it is released.
+    let mut waiting = env.command().args(["client", "add", "mumble", "late"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    lock.unlock().unwrap();
+    assert!(waiting.wait().unwrap().success());
+    assert!(env.service("mumble")["clients"].as_array().unwrap().iter().any(|c| c["name"] == "late"));
+}
+
+#[test]
+fn concurrent_commands_all_land() {
+    let env = populated();
+    let children: Vec<_> = (0..8)
+        .map(|i| env.command().args(["client", "add", "custom", &format!("c{i}")]).stdout(std::process::Stdio::null()).spawn().unwrap())
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    assert_eq!(env.service("custom")["clients"].as_array().unwrap().len(), 9);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
