@@ -26,7 +26,11 @@ pub enum ErrorKind {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid {what} name {name:?}: {reason}")]
-    InvalidName { what: &'static str, name: String, reason: String },
+    InvalidName {
+        what: &'static str,
+        name: String,
+        reason: String,
+    },
 
     #[error("invalid {what}: {reason}")]
     InvalidKey { what: &'static str, reason: String },
@@ -83,10 +87,18 @@ pub enum Error {
     InvalidPort { what: &'static str, value: String },
 
     #[error("service {service:?} has no option {option:?}; its options are: {allowed}")]
-    UnknownOption { service: String, option: String, allowed: String },
+    UnknownOption {
+        service: String,
+        option: String,
+        allowed: String,
+    },
 
     #[error("invalid value {value:?} for option {option:?}: expected {expected}")]
-    InvalidOptionValue { option: String, value: String, expected: String },
+    InvalidOptionValue {
+        option: String,
+        value: String,
+        expected: String,
+    },
 
     #[error("malformed service definition {file}: {message}")]
     Catalog { file: String, message: String },
@@ -95,7 +107,11 @@ pub enum Error {
         "the tails-server store in {dir} is in use by another tails-server process{holder}; \
          gave up after waiting {waited:?}. Try again when it has finished"
     )]
-    StoreBusy { dir: PathBuf, holder: String, waited: Duration },
+    StoreBusy {
+        dir: PathBuf,
+        holder: String,
+        waited: Duration,
+    },
 
     #[error(
         "refusing to use {path}: it is accessible to other users (mode {mode:o}). \
@@ -110,7 +126,11 @@ pub enum Error {
         "the store in {dir} was written by a newer tails-server (schema version {found}; this one knows up to \
          {supported}). Upgrade tails-server; nothing was changed"
     )]
-    NewerSchema { dir: PathBuf, found: u64, supported: u64 },
+    NewerSchema {
+        dir: PathBuf,
+        found: u64,
+        supported: u64,
+    },
 
     #[error(
         "the store in {dir} is damaged ({detail}) and no intact snapshot was found to recover from. \
@@ -119,10 +139,19 @@ pub enum Error {
     StoreCorrupt { dir: PathBuf, detail: String },
 
     #[error("store error in {dir}: {source}")]
-    Store { dir: PathBuf, #[source] source: sled::Error },
+    Store {
+        dir: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
 
     #[error("{action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error(
         "no place for amnesic (non-persistent) services: neither TAILS_SERVER_RUNTIME_DIR nor XDG_RUNTIME_DIR \
@@ -138,22 +167,44 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         use Error::*;
         match self {
-            InvalidName { .. } | InvalidKey { .. } | InvalidAddress { .. } | UnknownKind { .. }
-            | LocalPortRequired { .. } | InvalidPort { .. } | UnknownOption { .. }
-            | InvalidOptionValue { .. } | NoPrivateKey { .. } | ClientAuthDisabled { .. } => {
-                ErrorKind::InvalidInput
-            }
+            InvalidName { .. }
+            | InvalidKey { .. }
+            | InvalidAddress { .. }
+            | UnknownKind { .. }
+            | LocalPortRequired { .. }
+            | InvalidPort { .. }
+            | UnknownOption { .. }
+            | InvalidOptionValue { .. }
+            | NoPrivateKey { .. }
+            | ClientAuthDisabled { .. } => ErrorKind::InvalidInput,
             NoSuchService(_) | NoSuchClient { .. } => ErrorKind::NotFound,
-            ServiceExists(_) | ClientExists { .. } | DuplicateClientKey { .. } | TooManyClients { .. }
+            ServiceExists(_)
+            | ClientExists { .. }
+            | DuplicateClientKey { .. }
+            | TooManyClients { .. }
             | LastClient { .. } => ErrorKind::Conflict,
             StoreBusy { .. } => ErrorKind::Busy,
             Catalog { .. } => ErrorKind::Catalog,
-            UnsafePermissions { .. } | WrongOwner { .. } | NewerSchema { .. } | StoreCorrupt { .. }
-            | Store { .. } | Io { .. } | NoRuntimeDir { .. } | Random(_) => ErrorKind::Storage,
+            UnsafePermissions { .. }
+            | WrongOwner { .. }
+            | NewerSchema { .. }
+            | StoreCorrupt { .. }
+            | Store { .. }
+            | Io { .. }
+            | NoRuntimeDir { .. }
+            | Random(_) => ErrorKind::Storage,
         }
     }
 
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { action, path: path.into(), source }
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -12,7 +12,11 @@ pub const MAX_NAME_LEN: usize = 32;
 
 fn validate(what: &'static str, name: &str) -> Result<()> {
     let fail = |reason: &str| {
-        Err(Error::InvalidName { what, name: name.to_owned(), reason: reason.to_owned() })
+        Err(Error::InvalidName {
+            what,
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        })
     };
     if name.is_empty() {
         return fail("it is empty");
@@ -20,8 +24,15 @@ fn validate(what: &'static str, name: &str) -> Result<()> {
     if name.chars().count() > MAX_NAME_LEN {
         return fail(&format!("it is longer than {MAX_NAME_LEN} characters"));
     }
-    if let Some(bad) = name.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-')) {
-        let shown = if bad.is_control() { format!("{:?}", bad) } else { format!("'{bad}'") };
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-'))
+    {
+        let shown = if bad.is_control() {
+            format!("{:?}", bad)
+        } else {
+            format!("'{bad}'")
+        };
         return fail(&format!(
             "it contains {shown}; use only lowercase letters a-z, digits 0-9 and '-'"
         ));

@@ -23,7 +23,9 @@ pub fn default_state_dir() -> PathBuf {
     if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(data).join(APP_DIR);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".local/share").join(APP_DIR)
 }
 
@@ -33,7 +35,11 @@ pub fn default_runtime_dir() -> Result<PathBuf> {
     for var in ["TAILS_SERVER_RUNTIME_DIR", "XDG_RUNTIME_DIR"] {
         if let Some(dir) = std::env::var_os(var).filter(|v| !v.is_empty()) {
             let dir = PathBuf::from(dir);
-            return Ok(if var == "XDG_RUNTIME_DIR" { dir.join(APP_DIR) } else { dir });
+            return Ok(if var == "XDG_RUNTIME_DIR" {
+                dir.join(APP_DIR)
+            } else {
+                dir
+            });
         }
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -51,7 +57,9 @@ pub fn packages_installed(status_file: &Path, packages: &[String]) -> bool {
     if packages.is_empty() {
         return true;
     }
-    let Ok(status) = std::fs::read_to_string(status_file) else { return false };
+    let Ok(status) = std::fs::read_to_string(status_file) else {
+        return false;
+    };
     let mut installed = std::collections::HashSet::new();
     for stanza in status.split("\n\n") {
         let mut name = None;
@@ -90,6 +98,9 @@ mod tests {
         assert!(!packages_installed(&status, &pkgs(&["mumble-server"])));
         assert!(!packages_installed(&status, &pkgs(&["infinoted"])));
         assert!(packages_installed(&status, &[]));
-        assert!(!packages_installed(&dir.path().join("missing"), &pkgs(&["tor"])));
+        assert!(!packages_installed(
+            &dir.path().join("missing"),
+            &pkgs(&["tor"])
+        ));
     }
 }

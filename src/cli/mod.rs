@@ -26,7 +26,12 @@ use output::{Format, Printer};
 pub struct Cli {
     /// Where persistent services are kept [default: the Persistent Storage on Tails,
     /// else the XDG data directory]
-    #[arg(long, global = true, env = "TAILS_SERVER_STATE_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "TAILS_SERVER_STATE_DIR",
+        value_name = "DIR"
+    )]
     state_dir: Option<PathBuf>,
 
     /// Output format for data printed to standard output
@@ -34,7 +39,13 @@ pub struct Cli {
     format: Format,
 
     /// Seconds to wait for another tails-server process to release the store
-    #[arg(long, global = true, env = "TAILS_SERVER_LOCK_TIMEOUT", value_name = "SECONDS", default_value_t = 10.0)]
+    #[arg(
+        long,
+        global = true,
+        env = "TAILS_SERVER_LOCK_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 10.0
+    )]
     lock_timeout: f64,
 
     #[command(subcommand)]
@@ -94,7 +105,11 @@ enum Command {
     /// Print the value of an option
     GetOption { name: ServiceName, option: String },
     /// Change the value of an option
-    SetOption { name: ServiceName, option: String, value: String },
+    SetOption {
+        name: ServiceName,
+        option: String,
+        value: String,
+    },
     /// Manage the clients allowed to reach a service
     #[command(subcommand)]
     Client(ClientCommand),
@@ -118,7 +133,10 @@ enum ClientCommand {
         public_key: Option<ClientPublicKey>,
     },
     /// Remove a client: it can no longer reach the service
-    Remove { name: ServiceName, client: ClientName },
+    Remove {
+        name: ServiceName,
+        client: ClientName,
+    },
     /// List a service's clients
     List { name: ServiceName },
     /// Print a client's credential, in the form the client's software takes
@@ -160,14 +178,22 @@ fn config(cli: &Cli) -> Result<Config> {
     if !(0.0..=3600.0).contains(&cli.lock_timeout) {
         bail!("--lock-timeout must be between 0 and 3600 seconds");
     }
-    let state_dir = cli.state_dir.clone().unwrap_or_else(tails::default_state_dir);
+    let state_dir = cli
+        .state_dir
+        .clone()
+        .unwrap_or_else(tails::default_state_dir);
     Ok(Config {
         catalog_dir: Some(
-            std::env::var_os("TAILS_SERVER_CATALOG_DIR").map(PathBuf::from).unwrap_or_else(|| state_dir.join("catalog.d")),
+            std::env::var_os("TAILS_SERVER_CATALOG_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| state_dir.join("catalog.d")),
         ),
         runtime_dir: tails::default_runtime_dir().ok(),
         state_dir,
-        store: StoreOptions { lock_timeout: Duration::from_secs_f64(cli.lock_timeout), ..StoreOptions::default() },
+        store: StoreOptions {
+            lock_timeout: Duration::from_secs_f64(cli.lock_timeout),
+            ..StoreOptions::default()
+        },
     })
 }
 
@@ -193,18 +219,29 @@ pub fn run(cli: Cli) -> Result<()> {
             std::io::stdout().write_all(without_hidden_flag(&script).as_bytes())?;
             Ok(())
         }
-        Command::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).context("cannot write the manual page")
-        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .context("cannot write the manual page"),
         Command::Catalog => {
             let manager = open(&cli)?;
             out.catalog(manager.catalog())?;
             if let Some(problem) = manager.catalog().problems().first() {
-                bail!("{} service definition(s) could not be loaded; first: {problem}", manager.catalog().problems().len());
+                bail!(
+                    "{} service definition(s) could not be loaded; first: {problem}",
+                    manager.catalog().problems().len()
+                );
             }
             Ok(())
         }
-        Command::Add { kind, name, local_port, remote_port, options, client, allow_anyone_with_the_address } => {
+        Command::Add {
+            kind,
+            name,
+            local_port,
+            remote_port,
+            options,
+            client,
+            allow_anyone_with_the_address,
+        } => {
             let mut manager = open(&cli)?;
             let request = AddRequest {
                 kind: kind.clone(),
@@ -227,7 +264,11 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             let mut manager = open(&cli)?;
             let record = manager.remove(name)?;
-            out.message(&format!("Removed service {} ({}). Its onion key and client keys are destroyed.", record.name, record.address()))
+            out.message(&format!(
+                "Removed service {} ({}). Its onion key and client keys are destroyed.",
+                record.name,
+                record.address()
+            ))
         }
         Command::List => {
             let manager = open(&cli)?;
@@ -254,11 +295,18 @@ pub fn run(cli: Cli) -> Result<()> {
             let (_, value) = manager.get_option(name, option)?;
             out.option_value(name, option, &value)
         }
-        Command::SetOption { name, option, value } => {
+        Command::SetOption {
+            name,
+            option,
+            value,
+        } => {
             let mut manager = open(&cli)?;
             let (record, previous) = manager.set_option(name, option, value)?;
             let new = &record.options[option];
-            out.message(&format!("{}: {option} = {new} (was {previous})", record.name))
+            out.message(&format!(
+                "{}: {option} = {new} (was {previous})",
+                record.name
+            ))
         }
         Command::Client(command) => run_client(&cli, command, &out),
     }
@@ -266,7 +314,11 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn run_client(cli: &Cli, command: &ClientCommand, out: &Printer) -> Result<()> {
     match command {
-        ClientCommand::Add { name, client, public_key } => {
+        ClientCommand::Add {
+            name,
+            client,
+            public_key,
+        } => {
             let mut manager = open(cli)?;
             let added = manager.add_client(name, client.clone(), *public_key)?;
             let record = manager.get(name)?;
@@ -275,7 +327,10 @@ fn run_client(cli: &Cli, command: &ClientCommand, out: &Printer) -> Result<()> {
         ClientCommand::Remove { name, client } => {
             let mut manager = open(cli)?;
             let removed = manager.remove_client(name, client)?;
-            out.message(&format!("Removed client {} of service {name}: its key no longer opens the service.", removed.name))
+            out.message(&format!(
+                "Removed client {} of service {name}: its key no longer opens the service.",
+                removed.name
+            ))
         }
         ClientCommand::List { name } => {
             let manager = open(cli)?;
@@ -323,7 +378,9 @@ fn confirm_removal(name: &ServiceName) -> Result<()> {
     );
     std::io::stderr().flush().ok();
     let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer).context("cannot read the confirmation")?;
+    std::io::stdin()
+        .read_line(&mut answer)
+        .context("cannot read the confirmation")?;
     if answer.trim() != name.as_str() {
         bail!("not confirmed; nothing was removed");
     }

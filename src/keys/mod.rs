@@ -15,7 +15,10 @@ pub(crate) fn os_random(buf: &mut [u8]) -> Result<()> {
 }
 
 /// Decodes tor's unpadded RFC 4648 base32, case-insensitively, into exactly `N` bytes.
-pub(crate) fn decode_base32<const N: usize>(what: &'static str, text: &str) -> Result<zeroize::Zeroizing<[u8; N]>> {
+pub(crate) fn decode_base32<const N: usize>(
+    what: &'static str,
+    text: &str,
+) -> Result<zeroize::Zeroizing<[u8; N]>> {
     let expected_len = (N * 8).div_ceil(5);
     let invalid = |reason: String| Error::InvalidKey { what, reason };
     if text.len() != expected_len {

@@ -18,17 +18,30 @@ pub struct Run {
 impl Run {
     #[track_caller]
     pub fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "command failed\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
     #[track_caller]
     pub fn fails_with(self, needle: &str) -> Self {
-        assert_ne!(self.code, 0, "command should have failed\nstdout: {}", self.stdout);
-        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr);
+        assert_ne!(
+            self.code, 0,
+            "command should have failed\nstdout: {}",
+            self.stdout
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
         self
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
     }
 }
 
@@ -90,7 +103,10 @@ impl TestEnv {
 pub fn store_state(state_dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut state = dir_contents(&state_dir.join("snapshots"));
     for entry in std::fs::read_dir(state_dir).unwrap() {
-        state.insert(PathBuf::from("entry").join(entry.unwrap().file_name()), Vec::new());
+        state.insert(
+            PathBuf::from("entry").join(entry.unwrap().file_name()),
+            Vec::new(),
+        );
     }
     state
 }
@@ -104,7 +120,10 @@ pub fn dir_contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             if path.is_dir() {
                 walk(base, &path, out);
             } else {
-                out.insert(path.strip_prefix(base).unwrap().to_owned(), std::fs::read(&path).unwrap());
+                out.insert(
+                    path.strip_prefix(base).unwrap().to_owned(),
+                    std::fs::read(&path).unwrap(),
+                );
             }
         }
     }
