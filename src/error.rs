@@ -21,6 +21,12 @@ pub enum ErrorKind {
     Storage,
     /// A service definition in the catalog is malformed.
     Catalog,
+    /// tor cannot be reached, went away or did not answer in time: worth retrying.
+    TorUnavailable,
+    /// tor refused our credentials.
+    TorAuth,
+    /// tor refused a command.
+    TorRefused,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +167,46 @@ pub enum Error {
 
     #[error("the operating system's random number generator failed: {0}")]
     Random(String),
+
+    #[error(
+        "cannot reach tor's control port at {target}: {source}. Is tor running, and is this its control \
+         port (--control-port HOST:PORT or --control-socket PATH)?"
+    )]
+    TorConnect {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("tor's control port at {target} closed the connection (tor stopped or restarted)")]
+    TorGone { target: String },
+
+    #[error("cannot authenticate to tor at {target}: {reason}")]
+    TorAuth { target: String, reason: String },
+
+    #[error("unexpected answer from tor at {target}: {detail}")]
+    TorProtocol { target: String, detail: String },
+
+    #[error("tor refused `{command}`: {code} {message}{}", if hint.is_empty() { String::new() } else { format!(" ({hint})") })]
+    TorRejected {
+        command: String,
+        code: u16,
+        message: String,
+        hint: String,
+    },
+
+    #[error("refusing to send {what} to tor: {reason}")]
+    InvalidControlArgument { what: &'static str, reason: String },
+
+    #[error("tor published {service} at {got} instead of {expected}; it was removed again")]
+    WrongAddress {
+        service: String,
+        expected: String,
+        got: String,
+    },
+
+    #[error("timed out after {waited:?} waiting for {what}")]
+    Timeout { what: String, waited: Duration },
 }
 
 impl Error {
@@ -193,6 +239,10 @@ impl Error {
             | Io { .. }
             | NoRuntimeDir { .. }
             | Random(_) => ErrorKind::Storage,
+            TorConnect { .. } | TorGone { .. } | Timeout { .. } => ErrorKind::TorUnavailable,
+            TorAuth { .. } => ErrorKind::TorAuth,
+            TorProtocol { .. } | TorRejected { .. } | WrongAddress { .. } => ErrorKind::TorRefused,
+            InvalidControlArgument { .. } => ErrorKind::InvalidInput,
         }
     }
 

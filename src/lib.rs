@@ -7,17 +7,21 @@
 //! - [`model`]: the records kept per service;
 //! - [`store`]: the sled store (locking, transactions, snapshots, recovery);
 //! - [`tails`]: the only module that knows Tails and Debian paths;
+//! - [`tor`]: the control-port connection;
 //! - [`manager`]: the operations every front end (CLI, daemon, hooks) calls.
 
 pub mod catalog;
+pub mod daemon;
 pub mod error;
 pub mod keys;
 pub mod manager;
 pub mod model;
 pub mod names;
 pub mod options;
+pub mod publish;
 pub mod store;
 pub mod tails;
+pub mod tor;
 
 pub use error::{Error, ErrorKind, Result};
 pub use manager::{AddRequest, Config, Manager};

@@ -9,6 +9,9 @@ use crate::error::{Error, Result};
 pub const PERSISTENT_STORAGE: &str = "/live/persistence/TailsData_unlocked";
 /// Our directory inside it.
 pub const PERSISTENT_STATE_DIR: &str = "/live/persistence/TailsData_unlocked/tails-server";
+/// tor's control socket and cookie on Debian (and Tails).
+pub const TOR_CONTROL_SOCKET: &str = "/run/tor/control";
+pub const TOR_CONTROL_COOKIE: &str = "/run/tor/control.authcookie";
 /// dpkg's database of installed packages.
 pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
 

@@ -39,10 +39,20 @@ fn state_survives_every_command_in_a_new_process() {
     assert_eq!(s["client-authorization"], true);
     assert_eq!(s["clients"][0]["name"], "client-1");
 
-    env.run(&["enable", "custom"]).ok();
+    // No tor here: the state is recorded and the failure to publish is reported.
+    env.run(&["--control-port", "127.0.0.1:9", "enable", "custom"])
+        .fails_with("recorded as enabled, but it could not be published");
     assert_eq!(env.service("custom")["enabled"], true);
 
-    env.run(&["client", "add", "custom", "alice"]).ok();
+    env.run(&[
+        "--control-port",
+        "127.0.0.1:9",
+        "client",
+        "add",
+        "custom",
+        "alice",
+    ])
+    .fails_with("clients of custom are saved");
     let s = env.service("custom");
     assert_eq!(s["clients"].as_array().unwrap().len(), 2);
     assert_eq!(s["address"], address.as_str(), "the address never changes");
@@ -55,7 +65,15 @@ fn state_survives_every_command_in_a_new_process() {
         "false\n"
     );
 
-    env.run(&["client", "remove", "custom", "alice"]).ok();
+    env.run(&[
+        "--control-port",
+        "127.0.0.1:9",
+        "client",
+        "remove",
+        "custom",
+        "alice",
+    ])
+    .fails_with("clients of custom are saved");
     assert_eq!(
         env.service("custom")["clients"].as_array().unwrap().len(),
         1
@@ -67,7 +85,8 @@ fn state_survives_every_command_in_a_new_process() {
         .ok();
     assert_eq!(shown.stdout.trim(), key);
 
-    env.run(&["disable", "custom"]).ok();
+    env.run(&["--control-port", "127.0.0.1:9", "disable", "custom"])
+        .fails_with("recorded as disabled");
     assert_eq!(env.service("custom")["enabled"], false);
     env.run(&["remove", "custom", "--yes"]).ok();
     assert_eq!(env.listing(), serde_json::json!([]));

@@ -1,6 +1,7 @@
 //! Command-line definitions (clap) and the dispatch to library operations.
 
 mod output;
+mod tor;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -47,6 +48,9 @@ pub struct Cli {
         default_value_t = 10.0
     )]
     lock_timeout: f64,
+
+    #[command(flatten)]
+    tor: tor::TorArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -96,12 +100,29 @@ enum Command {
         #[arg(long)]
         details: bool,
     },
-    /// Show whether a service is enabled and installed
-    Status { name: ServiceName },
-    /// Enable a service
-    Enable { name: ServiceName },
-    /// Disable a service
+    /// Show a service's state: stored, registered with tor, descriptor uploaded, reachable
+    Status {
+        name: ServiceName,
+        /// Also try to connect to the service through tor (uses a stored client key)
+        #[arg(long)]
+        probe: bool,
+    },
+    /// Enable a service and publish it on tor
+    Enable {
+        name: ServiceName,
+        /// Wait until tor has uploaded the service's descriptor
+        #[arg(long)]
+        wait: bool,
+        /// Seconds to wait with --wait
+        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Disable a service and remove it from tor
     Disable { name: ServiceName },
+    /// Publish every enabled service with autostart (what the login hook runs)
+    Restore,
+    /// Keep services published: republish them every time tor (re)starts
+    Daemon,
     /// Print the value of an option
     GetOption { name: ServiceName, option: String },
     /// Change the value of an option
@@ -278,18 +299,56 @@ pub fn run(cli: Cli) -> Result<()> {
             let manager = open(&cli)?;
             out.info(&manager, &manager.get(name)?, *details)
         }
-        Command::Status { name } => {
-            let manager = open(&cli)?;
-            out.status(&manager, &manager.get(name)?)
+        Command::Status { name, probe } => {
+            let (record, view) = {
+                let manager = open(&cli)?;
+                let record = manager.get(name)?;
+                let view = output::status_view(&manager, &record);
+                (record, view)
+            };
+            let config = config(&cli)?;
+            let tor_state =
+                tor::tor_status(&cli.tor, &record, config.runtime_dir.as_deref(), *probe)?;
+            out.status(view, tor_state)
         }
-        Command::Enable { name } | Command::Disable { name } => {
-            let enable = matches!(cli.command, Command::Enable { .. });
-            let mut manager = open(&cli)?;
-            let (record, changed) = manager.set_enabled(name, enable)?;
-            let state = if enable { "enabled" } else { "disabled" };
-            let already = if changed { "" } else { " (it already was)" };
-            out.message(&format!("Service {} is {state}{already}.", record.name))
+        Command::Enable {
+            name,
+            wait,
+            timeout,
+        } => {
+            let record = open(&cli)?.get(name)?;
+            let config = config(&cli)?;
+            let set_enabled = || -> Result<()> {
+                open(&cli)?
+                    .set_enabled(name, true)
+                    .map(|_| ())
+                    .map_err(Into::into)
+            };
+            tor::enable(
+                &cli.tor,
+                &record,
+                set_enabled,
+                config.runtime_dir.as_deref(),
+                *wait,
+                Duration::from_secs(*timeout),
+                &out,
+            )
         }
+        Command::Disable { name } => {
+            let record = open(&cli)?.get(name)?;
+            let set_disabled = || -> Result<()> {
+                open(&cli)?
+                    .set_enabled(name, false)
+                    .map(|_| ())
+                    .map_err(Into::into)
+            };
+            tor::disable(&cli.tor, &record, set_disabled, &out)
+        }
+        Command::Restore => {
+            let records = open(&cli)?.list()?;
+            tor::restore(&cli.tor, &records, &out)
+        }
+        Command::Daemon => tor::daemon(&cli.tor, config(&cli)?),
         Command::GetOption { name, option } => {
             let manager = open(&cli)?;
             let (_, value) = manager.get_option(name, option)?;
@@ -319,18 +378,25 @@ fn run_client(cli: &Cli, command: &ClientCommand, out: &Printer) -> Result<()> {
             client,
             public_key,
         } => {
-            let mut manager = open(cli)?;
-            let added = manager.add_client(name, client.clone(), *public_key)?;
-            let record = manager.get(name)?;
-            out.client_added(&record, &added)
+            let (record, added) = {
+                let mut manager = open(cli)?;
+                let added = manager.add_client(name, client.clone(), *public_key)?;
+                (manager.get(name)?, added)
+            };
+            out.client_added(&record, &added)?;
+            tor::clients_changed(&cli.tor, &record)
         }
         ClientCommand::Remove { name, client } => {
-            let mut manager = open(cli)?;
-            let removed = manager.remove_client(name, client)?;
+            let (record, removed) = {
+                let mut manager = open(cli)?;
+                let removed = manager.remove_client(name, client)?;
+                (manager.get(name)?, removed)
+            };
             out.message(&format!(
                 "Removed client {} of service {name}: its key no longer opens the service.",
                 removed.name
-            ))
+            ))?;
+            tor::clients_changed(&cli.tor, &record)
         }
         ClientCommand::List { name } => {
             let manager = open(cli)?;

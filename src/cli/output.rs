@@ -50,7 +50,7 @@ struct ClientView {
 
 #[derive(Serialize)]
 #[serde(rename_all = "kebab-case")]
-struct StatusView {
+pub struct StatusView {
     name: String,
     address: String,
     installed: bool,
@@ -58,6 +58,37 @@ struct StatusView {
     client_authorization: bool,
     clients: usize,
     options: BTreeMap<String, OptionValue>,
+    #[serde(flatten)]
+    tor: TorState,
+}
+
+/// What tor says about a service. `None` where it could not be known.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub struct TorState {
+    /// tor accepted ADD_ONION: it is in `onions/detached`.
+    pub registered: Option<bool>,
+    /// tor reported the descriptor uploaded (HS_DESC UPLOADED seen by the daemon or `enable --wait`).
+    pub uploaded: Option<bool>,
+    pub uploaded_at: Option<String>,
+    /// A connection through tor reached it (only with --probe).
+    pub reachable: Option<bool>,
+    pub probe_detail: Option<String>,
+    /// Why tor could not be asked.
+    pub tor_error: Option<String>,
+}
+
+pub fn status_view(manager: &Manager, record: &ServiceRecord) -> StatusView {
+    StatusView {
+        name: record.name.to_string(),
+        address: record.address().to_string(),
+        installed: installed(manager, record),
+        enabled: record.enabled,
+        client_authorization: record.client_auth,
+        clients: record.clients.len(),
+        options: shown_options(manager, record, true),
+        tor: TorState::default(),
+    }
 }
 
 #[derive(Serialize)]
@@ -313,31 +344,103 @@ impl Printer {
         self.human(&t)
     }
 
-    pub fn status(&self, manager: &Manager, record: &ServiceRecord) -> Result<()> {
-        let view = StatusView {
-            name: record.name.to_string(),
-            address: record.address().to_string(),
-            installed: installed(manager, record),
-            enabled: record.enabled,
-            client_authorization: record.client_auth,
-            clients: record.clients.len(),
-            options: shown_options(manager, record, true),
-        };
+    pub fn status(&self, mut view: StatusView, tor: TorState) -> Result<()> {
+        view.tor = tor;
         if self.structured(&view)? {
             return Ok(());
         }
+        let level = |v: Option<bool>| match v {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "unknown",
+        };
         let mut t = format!(
             "{}: {}\n",
             view.name,
             if view.enabled { "enabled" } else { "disabled" }
         );
         t += &format!(
-            "  address:   {}\n  installed: {}\n",
+            "  address:    {}\n  installed:  {}\n",
             view.address,
             yes_no(view.installed)
         );
+        t += &format!(
+            "  registered: {}   (tor runs the service)\n",
+            level(view.tor.registered)
+        );
+        t += &format!(
+            "  uploaded:   {}{}   (tor sent its descriptor to the directories)\n",
+            level(view.tor.uploaded),
+            view.tor
+                .uploaded_at
+                .as_deref()
+                .map(|a| format!(" at {a}"))
+                .unwrap_or_default()
+        );
+        match view.tor.reachable {
+            Some(r) => {
+                t += &format!("  reachable:  {}", yes_no(r));
+                if let Some(detail) = &view.tor.probe_detail {
+                    t += &format!(" ({detail})");
+                }
+                t += "\n";
+            }
+            None => t += "  reachable:  not probed (--probe)\n",
+        }
+        if let Some(e) = &view.tor.tor_error {
+            t += &format!("  tor:        {e}\n");
+        }
         for (name, value) in &view.options {
             t += &format!("  {name}: {value}\n");
+        }
+        self.human(&t)
+    }
+
+    pub fn restore_report(&self, report: &tails_server::publish::RestoreReport) -> Result<()> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "kebab-case")]
+        struct Failed {
+            name: String,
+            error: String,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "kebab-case")]
+        struct View<'a> {
+            published: &'a [String],
+            already_published: &'a [String],
+            failed: Vec<Failed>,
+            elapsed_ms: f64,
+        }
+        let view = View {
+            published: &report.added,
+            already_published: &report.already,
+            failed: report
+                .failed
+                .iter()
+                .map(|(n, e)| Failed {
+                    name: n.clone(),
+                    error: e.to_string(),
+                })
+                .collect(),
+            elapsed_ms: report.elapsed.as_secs_f64() * 1e3,
+        };
+        if self.structured(&view)? {
+            return Ok(());
+        }
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        let mut t = format!(
+            "published: {}\nalready running: {}\n",
+            list(&report.added),
+            list(&report.already)
+        );
+        for (name, error) in &report.failed {
+            t += &format!("FAILED: {name}: {error}\n");
         }
         self.human(&t)
     }

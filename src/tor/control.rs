@@ -1,0 +1,588 @@
+//! A control-port connection: connect (TCP or Unix socket), authenticate, send commands,
+//! collect asynchronous events. torut's `Conn` does the wire framing; authentication and
+//! everything torut lacks (verified SAFECOOKIE, V3Auth, replies we need) is done here.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, WriteHalf};
+use tokio::sync::mpsc;
+use torut::control::{Conn, ConnError};
+use zeroize::Zeroizing;
+
+use super::command::{parse_pairs, CommandLine, Reply};
+use crate::error::{Error, Result};
+
+const SERVER_TO_CONTROLLER: &[u8] = b"Tor safe cookie authentication server-to-controller hash";
+const CONTROLLER_TO_SERVER: &[u8] = b"Tor safe cookie authentication controller-to-server hash";
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_QUEUED_EVENTS: usize = 10_000;
+
+/// Where tor's control port is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlTarget {
+    /// `HOST:PORT`
+    Tcp(String),
+    /// A Unix socket, as Debian's `ControlSocket /run/tor/control`.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ControlTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlTarget::Tcp(addr) => write!(f, "{addr}"),
+            ControlTarget::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// How to reach and authenticate to tor. The cookie is read anew at every connection:
+/// tor writes a new one each time it starts.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    pub target: ControlTarget,
+    /// Overrides the COOKIEFILE tor announces (e.g. when tor runs in a container).
+    pub cookie_file: Option<PathBuf>,
+    /// For HASHEDPASSWORD: the password, read from a file or a prompt by the caller.
+    pub password: Option<Zeroizing<String>>,
+    pub connect_timeout: Duration,
+}
+
+impl ControlConfig {
+    pub fn new(target: ControlTarget) -> Self {
+        Self {
+            target,
+            cookie_file: None,
+            password: None,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+trait ControlStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ControlStream for T {}
+
+/// An asynchronous event tor sent (a `650` reply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TorEvent {
+    /// `HS_DESC <action> <service id> ... [hsdir]`
+    HsDesc {
+        action: String,
+        service_id: String,
+        hsdir: Option<String>,
+    },
+    Other(String),
+}
+
+impl TorEvent {
+    fn parse(lines: &[String]) -> Self {
+        let first = lines.first().map(String::as_str).unwrap_or_default();
+        let words: Vec<&str> = first.split(' ').collect();
+        match words.as_slice() {
+            ["HS_DESC", action, id, _auth, hsdir, ..] => TorEvent::HsDesc {
+                action: (*action).to_owned(),
+                service_id: (*id).to_owned(),
+                hsdir: (*hsdir != "UNKNOWN").then(|| (*hsdir).to_owned()),
+            },
+            ["HS_DESC", action, id, ..] => TorEvent::HsDesc {
+                action: (*action).to_owned(),
+                service_id: (*id).to_owned(),
+                hsdir: None,
+            },
+            _ => TorEvent::Other(first.to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    Null,
+    SafeCookie,
+    Cookie,
+    HashedPassword,
+}
+
+type Received = std::result::Result<(u16, Vec<String>), ConnError>;
+
+/// A connection to tor. A reader task owns the receiving half and passes whole replies
+/// through a channel, so that giving up on a wait (a timeout, a shutdown) never leaves half
+/// a reply unread and the stream out of step.
+pub struct TorControl {
+    writer: WriteHalf<Box<dyn ControlStream>>,
+    replies: mpsc::Receiver<Received>,
+    reader: tokio::task::JoinHandle<()>,
+    events: VecDeque<TorEvent>,
+    target: ControlTarget,
+    auth_method: AuthMethod,
+    tor_version: String,
+}
+
+impl TorControl {
+    /// Connects and authenticates, choosing the strongest method tor offers that we can use.
+    pub async fn connect(config: &ControlConfig) -> Result<Self> {
+        let target = config.target.clone();
+        let connect_error = |source: std::io::Error| Error::TorConnect {
+            target: target.to_string(),
+            source,
+        };
+        let stream: Box<dyn ControlStream> = match &config.target {
+            ControlTarget::Tcp(addr) => Box::new(
+                tokio::time::timeout(config.connect_timeout, tokio::net::TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
+                    .map_err(connect_error)?,
+            ),
+            ControlTarget::Unix(path) => Box::new(
+                tokio::time::timeout(
+                    config.connect_timeout,
+                    tokio::net::UnixStream::connect(path),
+                )
+                .await
+                .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
+                .map_err(connect_error)?,
+            ),
+        };
+        let (read_half, writer) = tokio::io::split(stream);
+        let (sender, replies) = mpsc::channel(256);
+        let reader = tokio::spawn(async move {
+            let mut conn = Conn::new(BufReader::new(read_half));
+            loop {
+                let received = conn.receive_data().await;
+                let failed = received.is_err();
+                if sender.send(received).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let mut control = TorControl {
+            writer,
+            replies,
+            reader,
+            events: VecDeque::new(),
+            target,
+            auth_method: AuthMethod::Null,
+            tor_version: String::new(),
+        };
+        control.authenticate(config).await?;
+        Ok(control)
+    }
+
+    pub fn auth_method(&self) -> AuthMethod {
+        self.auth_method
+    }
+
+    pub fn tor_version(&self) -> &str {
+        &self.tor_version
+    }
+
+    pub fn target(&self) -> &ControlTarget {
+        &self.target
+    }
+
+    fn auth_error(&self, reason: impl Into<String>) -> Error {
+        Error::TorAuth {
+            target: self.target.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    async fn authenticate(&mut self, config: &ControlConfig) -> Result<()> {
+        let info = self
+            .send(&CommandLine::new("PROTOCOLINFO").arg("version", "1")?)
+            .await?;
+        if !info.is_ok() {
+            return Err(self.auth_error(format!("PROTOCOLINFO failed: {}", info.message())));
+        }
+        let mut methods = HashSet::new();
+        let mut cookie_file = None;
+        for line in &info.lines {
+            if let Some(rest) = line.strip_prefix("AUTH ") {
+                for (key, value) in parse_pairs(rest) {
+                    match key.as_str() {
+                        "METHODS" => methods.extend(value.split(',').map(str::to_owned)),
+                        "COOKIEFILE" => cookie_file = Some(PathBuf::from(value)),
+                        _ => {}
+                    }
+                }
+            } else if let Some(rest) = line.strip_prefix("VERSION ") {
+                if let Some((_, v)) = parse_pairs(rest).into_iter().find(|(k, _)| k == "Tor") {
+                    self.tor_version = v;
+                }
+            }
+        }
+        let cookie_file = config.cookie_file.clone().or(cookie_file);
+        let command = if methods.contains("NULL") {
+            self.auth_method = AuthMethod::Null;
+            CommandLine::new("AUTHENTICATE")
+        } else if config.password.is_some() && methods.contains("HASHEDPASSWORD") {
+            self.auth_method = AuthMethod::HashedPassword;
+            let password = config.password.as_ref().expect("checked");
+            CommandLine::new("AUTHENTICATE").quoted_secret_arg("password", password.as_bytes())?
+        } else if methods.contains("SAFECOOKIE") && cookie_file.is_some() {
+            self.auth_method = AuthMethod::SafeCookie;
+            let cookie = self.read_cookie(cookie_file.as_ref().expect("checked"))?;
+            self.safecookie_response(&cookie).await?
+        } else if methods.contains("COOKIE") && cookie_file.is_some() {
+            self.auth_method = AuthMethod::Cookie;
+            let cookie = self.read_cookie(cookie_file.as_ref().expect("checked"))?;
+            let hex = Zeroizing::new(data_encoding::HEXUPPER.encode(cookie.as_ref()));
+            CommandLine::new("AUTHENTICATE").secret_arg("cookie", &hex)?
+        } else if methods.contains("HASHEDPASSWORD") {
+            return Err(
+                self.auth_error("tor asks for a password: give one with --password-file FILE")
+            );
+        } else {
+            let offered = methods.into_iter().collect::<Vec<_>>().join(",");
+            return Err(self.auth_error(format!(
+                "tor offers no method we can use (offered: {offered})"
+            )));
+        };
+        let reply = self.send(&command).await?;
+        if !reply.is_ok() {
+            let hint = match self.auth_method {
+                AuthMethod::HashedPassword => " (wrong password?)",
+                AuthMethod::Cookie | AuthMethod::SafeCookie => {
+                    " (a stale cookie file, or the cookie of another tor?)"
+                }
+                AuthMethod::Null => "",
+            };
+            return Err(self.auth_error(format!(
+                "tor refused us: {} {}{hint}",
+                reply.code,
+                reply.message()
+            )));
+        }
+        Ok(())
+    }
+
+    fn read_cookie(&self, path: &PathBuf) -> Result<Zeroizing<[u8; 32]>> {
+        let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
+            self.auth_error(format!(
+                "cannot read tor's authentication cookie {}: {e}",
+                path.display()
+            ))
+        })?);
+        if bytes.len() != 32 {
+            return Err(self.auth_error(format!(
+                "{} is not a tor cookie (it has {} bytes, not 32)",
+                path.display(),
+                bytes.len()
+            )));
+        }
+        let mut cookie = Zeroizing::new([0u8; 32]);
+        cookie.copy_from_slice(&bytes);
+        Ok(cookie)
+    }
+
+    /// SAFECOOKIE: prove we know the cookie without sending it, and check that tor does too
+    /// (torut skips this check; without it, anything listening on the port could pose as tor).
+    async fn safecookie_response(&mut self, cookie: &[u8; 32]) -> Result<CommandLine> {
+        let mut client_nonce = [0u8; 32];
+        crate::keys::os_random(&mut client_nonce)?;
+        let challenge = CommandLine::new("AUTHCHALLENGE")
+            .arg("method", "SAFECOOKIE")?
+            .arg("nonce", &data_encoding::HEXUPPER.encode(&client_nonce))?;
+        let reply = self.send(&challenge).await?;
+        if !reply.is_ok() {
+            return Err(self.auth_error(format!("AUTHCHALLENGE failed: {}", reply.message())));
+        }
+        let text = reply
+            .message()
+            .strip_prefix("AUTHCHALLENGE ")
+            .unwrap_or_default();
+        let pairs = parse_pairs(text);
+        let field = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| data_encoding::HEXUPPER_PERMISSIVE.decode(v.as_bytes()).ok())
+                .filter(|v| v.len() == 32)
+        };
+        let (Some(server_hash), Some(server_nonce)) = (field("SERVERHASH"), field("SERVERNONCE"))
+        else {
+            return Err(self.auth_error("malformed AUTHCHALLENGE reply"));
+        };
+        let mac = |key: &[u8]| {
+            let mut mac =
+                <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+            mac.update(cookie);
+            mac.update(&client_nonce);
+            mac.update(&server_nonce);
+            mac
+        };
+        if mac(SERVER_TO_CONTROLLER)
+            .verify_slice(&server_hash)
+            .is_err()
+        {
+            return Err(self.auth_error(
+                "the control port did not prove it knows tor's cookie (SAFECOOKIE server hash mismatch): \
+                 it may not be the tor you think, or the cookie file belongs to another tor",
+            ));
+        }
+        let response = Zeroizing::new(
+            data_encoding::HEXUPPER.encode(&mac(CONTROLLER_TO_SERVER).finalize().into_bytes()),
+        );
+        CommandLine::new("AUTHENTICATE").secret_arg("SAFECOOKIE response", &response)
+    }
+
+    fn protocol_error(&self, detail: impl std::fmt::Display) -> Error {
+        Error::TorProtocol {
+            target: self.target.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    fn conn_error(&self, e: ConnError) -> Error {
+        match e {
+            ConnError::IOError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Error::TorGone {
+                    target: self.target.to_string(),
+                }
+            }
+            ConnError::IOError(e) => Error::TorConnect {
+                target: self.target.to_string(),
+                source: e,
+            },
+            other => self.protocol_error(format!("{other:?}")),
+        }
+    }
+
+    /// Reads one reply, queueing the asynchronous events that arrive before it. Returns
+    /// Ok(None) when `timeout` passes first. Cancel-safe.
+    async fn read_reply(
+        &mut self,
+        timeout: Option<Duration>,
+        stop_at_event: bool,
+    ) -> Result<Option<Reply>> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            let received = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, self.replies.recv()).await {
+                    Ok(r) => r,
+                    Err(_) => return Ok(None),
+                },
+                None => self.replies.recv().await,
+            };
+            let Some(received) = received else {
+                return Err(Error::TorGone {
+                    target: self.target.to_string(),
+                });
+            };
+            let (code, lines) = received.map_err(|e| self.conn_error(e))?;
+            if code == 650 {
+                if self.events.len() < MAX_QUEUED_EVENTS {
+                    self.events.push_back(TorEvent::parse(&lines));
+                }
+                if stop_at_event {
+                    return Ok(None);
+                }
+                continue;
+            }
+            return Ok(Some(Reply { code, lines }));
+        }
+    }
+
+    /// Sends a command and returns tor's reply, whatever its status code.
+    pub async fn send(&mut self, command: &CommandLine) -> Result<Reply> {
+        let bytes = command.wire_bytes();
+        let written = async {
+            self.writer.write_all(&bytes).await?;
+            self.writer.flush().await
+        };
+        written
+            .await
+            .map_err(|e| self.conn_error(ConnError::IOError(e)))?;
+        match self.read_reply(Some(REPLY_TIMEOUT), false).await? {
+            Some(reply) => Ok(reply),
+            None => Err(self.protocol_error(format!(
+                "no reply to {} within {REPLY_TIMEOUT:?}",
+                command.keyword()
+            ))),
+        }
+    }
+
+    /// Sends a command and turns any non-2xx reply into an error that explains it.
+    pub async fn execute(&mut self, command: &CommandLine) -> Result<Reply> {
+        let reply = self.send(command).await?;
+        if reply.is_ok() {
+            Ok(reply)
+        } else {
+            Err(rejected(command, &reply))
+        }
+    }
+
+    pub async fn get_info(&mut self, key: &'static str) -> Result<String> {
+        let reply = self
+            .execute(&CommandLine::new("GETINFO").arg("key", key)?)
+            .await?;
+        let prefix = format!("{key}=");
+        reply
+            .lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|v| v.trim_start_matches("\r\n").to_owned())
+            .ok_or_else(|| self.protocol_error(format!("GETINFO {key}: no value in the reply")))
+    }
+
+    /// The service ids (no `.onion`) of all detached onion services, whoever added them.
+    pub async fn detached_onions(&mut self) -> Result<HashSet<String>> {
+        let value = self.get_info("onions/detached").await?;
+        Ok(value
+            .split(['\r', '\n'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Bootstrap progress in percent.
+    pub async fn bootstrap_progress(&mut self) -> Result<u8> {
+        let phase = self.get_info("status/bootstrap-phase").await?;
+        parse_pairs(&phase)
+            .into_iter()
+            .find(|(k, _)| k == "PROGRESS")
+            .and_then(|(_, v)| v.parse().ok())
+            .ok_or_else(|| {
+                self.protocol_error(format!("cannot read bootstrap progress from {phase:?}"))
+            })
+    }
+
+    /// tor's process id: tells one tor instance from the next.
+    pub async fn process_id(&mut self) -> Result<u32> {
+        let pid = self.get_info("process/pid").await?;
+        pid.trim()
+            .parse()
+            .map_err(|_| self.protocol_error(format!("bad process/pid {pid:?}")))
+    }
+
+    /// The SOCKS listeners, as `host:port`.
+    pub async fn socks_listeners(&mut self) -> Result<Vec<String>> {
+        let value = self.get_info("net/listeners/socks").await?;
+        Ok(value
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.trim_matches('"').to_owned())
+            .collect())
+    }
+
+    pub async fn set_events(&mut self, events: &[&'static str]) -> Result<()> {
+        let mut command = CommandLine::new("SETEVENTS");
+        for event in events {
+            command = command.arg("event", event)?;
+        }
+        self.execute(&command).await.map(|_| ())
+    }
+
+    pub async fn signal(&mut self, signal: &'static str) -> Result<()> {
+        self.execute(&CommandLine::new("SIGNAL").arg("signal", signal)?)
+            .await
+            .map(|_| ())
+    }
+
+    /// The next asynchronous event, waiting at most `timeout` (None: forever). Returns
+    /// Ok(None) on timeout and an error when tor goes away. Cancel-safe.
+    pub async fn next_event(&mut self, timeout: Option<Duration>) -> Result<Option<TorEvent>> {
+        if let Some(event) = self.events.pop_front() {
+            return Ok(Some(event));
+        }
+        match self.read_reply(timeout, true).await? {
+            None => Ok(self.events.pop_front()),
+            // A synchronous reply nobody asked for means we lost track of the stream.
+            Some(reply) => Err(self.protocol_error(format!(
+                "unexpected reply {} {}",
+                reply.code,
+                reply.message()
+            ))),
+        }
+    }
+
+    /// Drains events already received, without waiting.
+    pub fn queued_events(&mut self) -> impl Iterator<Item = TorEvent> + '_ {
+        self.events.drain(..)
+    }
+}
+
+impl Drop for TorControl {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Explains tor's refusals in words a user can act on (codes from control-spec and tor.md).
+pub(crate) fn rejected(command: &CommandLine, reply: &Reply) -> Error {
+    let message = reply.message().to_owned();
+    let hint = match (reply.code, message.as_str()) {
+        (510, _) => "tor does not know this command, or a filter such as onion-grater does not let it through".into(),
+        (514, _) => "tor wants authentication first".into(),
+        (515, _) => "authentication failed".into(),
+        (512, m) if m.contains("Cannot decode v3 client auth key") => {
+            "tor could not read a client's public key; check the clients with `tails-server client list`".into()
+        }
+        (512, m) if m.contains("Failed to decode ED25519-V3 key") => "tor could not read the service's onion key".into(),
+        (512, m) if m.contains("No auth clients specified") => "client authorization is on but there are no clients".into(),
+        (512, m) if m.contains("Invalid VIRTPORT/TARGET") => "a port is not acceptable to tor".into(),
+        (513, _) => "tor does not support this key type".into(),
+        (550, m) if m.contains("Onion address collision") => {
+            "tor already runs a service at this address that another program added (not detached)".into()
+        }
+        (551, _) => "tor hit an internal error".into(),
+        (552, m) if m.contains("Unknown Onion Service") => "tor does not run this onion service".into(),
+        (552, _) => "tor did not recognise an argument".into(),
+        (553, _) => "tor could not store this".into(),
+        _ => String::new(),
+    };
+    Error::TorRejected {
+        command: command.to_string(),
+        code: reply.code,
+        message,
+        hint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hs_desc_events() {
+        let e = TorEvent::parse(&["HS_DESC UPLOADED abcd UNKNOWN $AAAA~auth0".into()]);
+        assert_eq!(
+            e,
+            TorEvent::HsDesc {
+                action: "UPLOADED".into(),
+                service_id: "abcd".into(),
+                hsdir: Some("$AAAA~auth0".into())
+            }
+        );
+        let e = TorEvent::parse(&["HS_DESC CREATED abcd UNKNOWN UNKNOWN descid".into()]);
+        assert!(matches!(e, TorEvent::HsDesc { hsdir: None, .. }));
+        assert!(matches!(
+            TorEvent::parse(&["STATUS_CLIENT NOTICE X".into()]),
+            TorEvent::Other(_)
+        ));
+    }
+
+    #[test]
+    fn refusals_are_explained() {
+        let cmd = CommandLine::new("ADD_ONION")
+            .secret_arg("key", "ED25519-V3:AAAA")
+            .unwrap();
+        let reply = Reply {
+            code: 512,
+            lines: vec!["Failed to decode ED25519-V3 key".into()],
+        };
+        let err = rejected(&cmd, &reply).to_string();
+        assert!(
+            err.contains("512") && err.contains("onion key") && !err.contains("AAAA"),
+            "{err}"
+        );
+        let reply = Reply {
+            code: 510,
+            lines: vec!["Unrecognized command \"ADD_ONION\"".into()],
+        };
+        assert!(rejected(&cmd, &reply).to_string().contains("onion-grater"));
+    }
+}
