@@ -29,14 +29,8 @@ fn run(state: &std::path::Path, args: &[&str]) -> Sample {
     // SAFETY: waiting for our own child with valid pointers.
     let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
     let wall = start.elapsed();
-    assert!(
-        pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{args:?} failed"
-    );
-    Sample {
-        wall,
-        max_rss_kb: usage.ru_maxrss,
-    }
+    assert!(pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{args:?} failed");
+    Sample { wall, max_rss_kb: usage.ru_maxrss }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -68,37 +62,15 @@ fn main() {
     let mut adds = Vec::new();
     for i in 0..20 {
         let port = (9000 + i).to_string();
-        adds.push(run(
-            &state,
-            &[
-                "add",
-                "custom",
-                "--name",
-                &format!("svc{i}"),
-                "--local-port",
-                &port,
-            ],
-        ));
+        adds.push(run(&state, &["add", "custom", "--name", &format!("svc{i}"), "--local-port", &port]));
     }
     for _ in 0..runs.min(20) {
         let _ = run(&state, &["list"]); // warm the page cache, as a real second run would find it
     }
     let lists: Vec<_> = (0..runs).map(|_| run(&state, &["list"])).collect();
-    let json_lists: Vec<_> = (0..runs)
-        .map(|_| run(&state, &["--format", "json", "list"]))
-        .collect();
+    let json_lists: Vec<_> = (0..runs).map(|_| run(&state, &["--format", "json", "list"])).collect();
     let client_adds: Vec<_> = (0..runs.min(30))
-        .map(|i| {
-            run(
-                &state,
-                &[
-                    "client",
-                    "add",
-                    &format!("svc{}", i % 20),
-                    &format!("extra{i}"),
-                ],
-            )
-        })
+        .map(|i| run(&state, &["client", "add", &format!("svc{}", i % 20), &format!("extra{i}")]))
         .collect();
 
     println!("tails-server cold-process benchmark (store with 20 services)");
@@ -109,11 +81,7 @@ fn main() {
     let peak = list_rss.max(add_rss).max(client_rss);
     println!(
         "targets: cold list <= 10 ms: {} ({:.2} ms); peak RSS <= 20 MB: {} ({:.1} MB)",
-        if list_median <= Duration::from_millis(10) {
-            "met"
-        } else {
-            "MISSED"
-        },
+        if list_median <= Duration::from_millis(10) { "met" } else { "MISSED" },
         list_median.as_secs_f64() * 1e3,
         if peak <= 20 * 1024 { "met" } else { "MISSED" },
         peak as f64 / 1024.0

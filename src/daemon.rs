@@ -24,12 +24,7 @@ pub struct DaemonOptions {
 
 impl DaemonOptions {
     pub fn new(control: ControlConfig, config: Config) -> Self {
-        Self {
-            control,
-            config,
-            reconcile_every: Duration::from_secs(60),
-            max_backoff: Duration::from_secs(5),
-        }
+        Self { control, config, reconcile_every: Duration::from_secs(60), max_backoff: Duration::from_secs(5) }
     }
 }
 
@@ -62,10 +57,7 @@ async fn load_services(config: &Config) -> Result<Vec<ServiceRecord>> {
     let config = config.clone();
     tokio::task::spawn_blocking(move || Manager::open(config)?.list())
         .await
-        .map_err(|e| Error::TorProtocol {
-            target: "store".into(),
-            detail: e.to_string(),
-        })?
+        .map_err(|e| Error::TorProtocol { target: "store".into(), detail: e.to_string() })?
 }
 
 /// Runs until `shutdown` completes. Errors that concern one service are logged; only an
@@ -74,10 +66,7 @@ pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> 
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(250);
     let mut last_error = String::new();
-    log(
-        Level::Notice,
-        &format!("starting; tor control port: {}", options.control.target),
-    );
+    log(Level::Notice, &format!("starting; tor control port: {}", options.control.target));
     loop {
         let connected = tokio::select! {
             r = TorControl::connect(&options.control) => r,
@@ -88,10 +77,7 @@ pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> 
             Err(e) => {
                 let text = e.to_string();
                 if text != last_error {
-                    log(
-                        Level::Warning,
-                        &format!("{text}; retrying until tor answers"),
-                    );
+                    log(Level::Warning, &format!("{text}; retrying until tor answers"));
                     last_error = text;
                 }
                 tokio::select! {
@@ -107,10 +93,7 @@ pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> 
         last_error.clear();
         match serve(&mut tor, &options, answered, &mut shutdown).await {
             Ok(Served::Shutdown) => return stopping(),
-            Ok(Served::TorGone) => log(
-                Level::Warning,
-                "tor went away; republishing when it comes back",
-            ),
+            Ok(Served::TorGone) => log(Level::Warning, "tor went away; republishing when it comes back"),
             Err(e) => {
                 log(Level::Warning, &format!("{e}; reconnecting"));
                 tokio::select! {
@@ -123,10 +106,7 @@ pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> 
 }
 
 fn stopping() -> Result<()> {
-    log(
-        Level::Notice,
-        "stopping; published services stay up until tor stops",
-    );
+    log(Level::Notice, "stopping; published services stay up until tor stops");
     Ok(())
 }
 
@@ -141,12 +121,13 @@ async fn serve(
     answered: Instant,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<Served> {
-    let pid = tor.process_id().await?;
+    let instance = tor.instance().await?;
     log(
         Level::Notice,
         &format!(
-            "connected to tor {} (pid {pid}), authenticated with {:?}",
+            "connected to tor {} (pid {}), authenticated with {:?}",
             tor.tor_version(),
+            instance.pid,
             tor.auth_method()
         ),
     );
@@ -154,11 +135,7 @@ async fn serve(
     let ours = reconcile(tor, options).await?;
     log(
         Level::Notice,
-        &format!(
-            "{} service(s) published {} ms after tor answered",
-            ours.len(),
-            answered.elapsed().as_millis()
-        ),
+        &format!("{} service(s) published {} ms after tor answered", ours.len(), answered.elapsed().as_millis()),
     );
     let mut ours = ours;
     let mut uploaded_once = std::collections::HashSet::new();
@@ -174,29 +151,19 @@ async fn serve(
             _ = shutdown.as_mut() => return Ok(Served::Shutdown),
         };
         match event {
-            Ok(Some(TorEvent::HsDesc {
-                action, service_id, ..
-            })) if action == "UPLOADED" => {
+            Ok(Some(TorEvent::HsDesc { action, service_id, .. })) if action == "UPLOADED" => {
                 if let Some(name) = ours.get(&service_id) {
                     if let Some(dir) = &options.config.runtime_dir {
-                        if let Err(e) = UploadLog::record(dir, pid, &service_id) {
-                            log(
-                                Level::Warning,
-                                &format!("cannot record the upload of {name}: {e}"),
-                            );
+                        if let Err(e) = UploadLog::record(dir, &instance, &service_id) {
+                            log(Level::Warning, &format!("cannot record the upload of {name}: {e}"));
                         }
                     }
                     if uploaded_once.insert(service_id.clone()) {
-                        log(
-                            Level::Info,
-                            &format!("{name}: descriptor uploaded; the service can be reached"),
-                        );
+                        log(Level::Info, &format!("{name}: descriptor uploaded; the service can be reached"));
                     }
                 }
             }
-            Ok(Some(TorEvent::Other(line)))
-                if line.contains("BOOTSTRAP") && line.contains("PROGRESS=100") =>
-            {
+            Ok(Some(TorEvent::Other(line))) if line.contains("BOOTSTRAP") && line.contains("PROGRESS=100") => {
                 log(Level::Info, "tor has bootstrapped");
             }
             Ok(_) => {}
@@ -208,10 +175,7 @@ async fn serve(
 
 /// Makes tor run exactly the enabled `autostart` services (and removes ours that were
 /// disabled meanwhile). Returns our services by service id, for event handling.
-async fn reconcile(
-    tor: &mut TorControl,
-    options: &DaemonOptions,
-) -> Result<std::collections::HashMap<String, String>> {
+async fn reconcile(tor: &mut TorControl, options: &DaemonOptions) -> Result<std::collections::HashMap<String, String>> {
     let records = match load_services(&options.config).await {
         Ok(records) => records,
         Err(e) => {
@@ -224,28 +188,16 @@ async fn reconcile(
         log(Level::Info, &format!("{name}: published"));
     }
     for (name, error) in &report.failed {
-        log(
-            Level::Error,
-            &format!("{name}: could not be published: {error}"),
-        );
+        log(Level::Error, &format!("{name}: could not be published: {error}"));
     }
     let detached = tor.detached_onions().await?;
     for record in records.iter().filter(|r| !r.enabled) {
         if detached.contains(&record.address().service_id()) {
             match publish::unpublish(tor, &record.address()).await {
-                Ok(_) => log(
-                    Level::Info,
-                    &format!("{}: disabled, removed from tor", record.name),
-                ),
-                Err(e) => log(
-                    Level::Error,
-                    &format!("{}: could not be removed from tor: {e}", record.name),
-                ),
+                Ok(_) => log(Level::Info, &format!("{}: disabled, removed from tor", record.name)),
+                Err(e) => log(Level::Error, &format!("{}: could not be removed from tor: {e}", record.name)),
             }
         }
     }
-    Ok(records
-        .iter()
-        .map(|r| (r.address().service_id(), r.name.to_string()))
-        .collect())
+    Ok(records.iter().map(|r| (r.address().service_id(), r.name.to_string())).collect())
 }

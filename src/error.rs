@@ -32,11 +32,7 @@ pub enum ErrorKind {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid {what} name {name:?}: {reason}")]
-    InvalidName {
-        what: &'static str,
-        name: String,
-        reason: String,
-    },
+    InvalidName { what: &'static str, name: String, reason: String },
 
     #[error("invalid {what}: {reason}")]
     InvalidKey { what: &'static str, reason: String },
@@ -50,7 +46,9 @@ pub enum Error {
     #[error("a service named {0:?} already exists; choose another name with --name")]
     ServiceExists(String),
 
-    #[error("service {service:?} has no client named {client:?} (`tails-server client list {service}` shows its clients)")]
+    #[error(
+        "service {service:?} has no client named {client:?} (`tails-server client list {service}` shows its clients)"
+    )]
     NoSuchClient { service: String, client: String },
 
     #[error("service {service:?} already has a client named {client:?}")]
@@ -93,18 +91,10 @@ pub enum Error {
     InvalidPort { what: &'static str, value: String },
 
     #[error("service {service:?} has no option {option:?}; its options are: {allowed}")]
-    UnknownOption {
-        service: String,
-        option: String,
-        allowed: String,
-    },
+    UnknownOption { service: String, option: String, allowed: String },
 
     #[error("invalid value {value:?} for option {option:?}: expected {expected}")]
-    InvalidOptionValue {
-        option: String,
-        value: String,
-        expected: String,
-    },
+    InvalidOptionValue { option: String, value: String, expected: String },
 
     #[error("malformed service definition {file}: {message}")]
     Catalog { file: String, message: String },
@@ -113,11 +103,7 @@ pub enum Error {
         "the tails-server store in {dir} is in use by another tails-server process{holder}; \
          gave up after waiting {waited:?}. Try again when it has finished"
     )]
-    StoreBusy {
-        dir: PathBuf,
-        holder: String,
-        waited: Duration,
-    },
+    StoreBusy { dir: PathBuf, holder: String, waited: Duration },
 
     #[error(
         "refusing to use {path}: it is accessible to other users (mode {mode:o}). \
@@ -132,11 +118,7 @@ pub enum Error {
         "the store in {dir} was written by a newer tails-server (schema version {found}; this one knows up to \
          {supported}). Upgrade tails-server; nothing was changed"
     )]
-    NewerSchema {
-        dir: PathBuf,
-        found: u64,
-        supported: u64,
-    },
+    NewerSchema { dir: PathBuf, found: u64, supported: u64 },
 
     #[error(
         "the store in {dir} is damaged ({detail}) and no intact snapshot was found to recover from. \
@@ -188,22 +170,13 @@ pub enum Error {
     TorProtocol { target: String, detail: String },
 
     #[error("tor refused `{command}`: {code} {message}{}", if hint.is_empty() { String::new() } else { format!(" ({hint})") })]
-    TorRejected {
-        command: String,
-        code: u16,
-        message: String,
-        hint: String,
-    },
+    TorRejected { command: String, code: u16, message: String, hint: String },
 
     #[error("refusing to send {what} to tor: {reason}")]
     InvalidControlArgument { what: &'static str, reason: String },
 
     #[error("tor published {service} at {got} instead of {expected}; it was removed again")]
-    WrongAddress {
-        service: String,
-        expected: String,
-        got: String,
-    },
+    WrongAddress { service: String, expected: String, got: String },
 
     #[error("timed out after {waited:?} waiting for {what}")]
     Timeout { what: String, waited: Duration },
@@ -246,15 +219,7 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { action, path: path.into(), source }
     }
 }

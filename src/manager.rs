@@ -27,12 +27,7 @@ pub struct Config {
 
 impl Config {
     pub fn new(state_dir: PathBuf) -> Self {
-        Self {
-            state_dir,
-            runtime_dir: None,
-            catalog_dir: None,
-            store: StoreOptions::default(),
-        }
+        Self { state_dir, runtime_dir: None, catalog_dir: None, store: StoreOptions::default() }
     }
 }
 
@@ -83,8 +78,8 @@ impl Manager {
     pub fn open(config: Config) -> Result<Self> {
         let catalog = Catalog::load(config.catalog_dir.as_deref());
         let mut recoveries = Vec::new();
-        let (persistent, recovery) = Store::open(&config.state_dir, config.store.clone(), true)?
-            .expect("created when missing");
+        let (persistent, recovery) =
+            Store::open(&config.state_dir, config.store.clone(), true)?.expect("created when missing");
         recoveries.extend(recovery);
         let amnesic = match &config.runtime_dir {
             Some(dir) => Store::open(dir, config.store.clone(), false)?.map(|(store, recovery)| {
@@ -93,13 +88,7 @@ impl Manager {
             }),
             None => None,
         };
-        Ok(Self {
-            config,
-            persistent,
-            amnesic,
-            catalog,
-            recoveries,
-        })
+        Ok(Self { config, persistent, amnesic, catalog, recoveries })
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -118,12 +107,7 @@ impl Manager {
         }
         // A name in both stores can only be the trace of an interrupted move: the
         // persistent copy was written first, so it wins.
-        all.extend(
-            self.persistent
-                .services()?
-                .into_iter()
-                .map(|r| (r.name.clone(), r)),
-        );
+        all.extend(self.persistent.services()?.into_iter().map(|r| (r.name.clone(), r)));
         Ok(all.into_values().collect())
     }
 
@@ -131,13 +115,7 @@ impl Manager {
         if let Some(record) = self.persistent.get(name)? {
             return Ok((Location::Persistent, record));
         }
-        if let Some(record) = self
-            .amnesic
-            .as_ref()
-            .map(|s| s.get(name))
-            .transpose()?
-            .flatten()
-        {
+        if let Some(record) = self.amnesic.as_ref().map(|s| s.get(name)).transpose()?.flatten() {
             return Ok((Location::Amnesic, record));
         }
         Err(Error::NoSuchService(name.to_string()))
@@ -156,8 +134,7 @@ impl Manager {
                         // SAFETY: geteuid has no preconditions and cannot fail.
                         uid: unsafe { libc::geteuid() },
                     })?;
-                    let (store, recovery) =
-                        Store::open(&dir, self.config.store.clone(), true)?.expect("created");
+                    let (store, recovery) = Store::open(&dir, self.config.store.clone(), true)?.expect("created");
                     self.recoveries.extend(recovery);
                     self.amnesic = Some(store);
                 }
@@ -225,33 +202,18 @@ impl Manager {
             return Err(Error::ServiceExists(name.to_string()));
         }
         let local_port =
-            request
-                .local_port
-                .or(def.local_port)
-                .ok_or_else(|| Error::LocalPortRequired {
-                    kind: def.name.clone(),
-                })?;
-        let remote_port = request
-            .remote_port
-            .or(def.remote_port)
-            .unwrap_or(local_port);
+            request.local_port.or(def.local_port).ok_or_else(|| Error::LocalPortRequired { kind: def.name.clone() })?;
+        let remote_port = request.remote_port.or(def.remote_port).unwrap_or(local_port);
         for (what, port) in [("--local-port", local_port), ("--remote-port", remote_port)] {
             if port == 0 {
-                return Err(Error::InvalidPort {
-                    what,
-                    value: "0".into(),
-                });
+                return Err(Error::InvalidPort { what, value: "0".into() });
             }
         }
         let specs = def.all_options();
-        let mut options: BTreeMap<String, OptionValue> = specs
-            .iter()
-            .map(|(name, spec)| (name.clone(), spec.default.clone()))
-            .collect();
+        let mut options: BTreeMap<String, OptionValue> =
+            specs.iter().map(|(name, spec)| (name.clone(), spec.default.clone())).collect();
         for (option, raw) in &request.options {
-            let spec = specs
-                .get(option)
-                .ok_or_else(|| unknown_option(name.as_str(), option, &specs))?;
+            let spec = specs.get(option).ok_or_else(|| unknown_option(name.as_str(), option, &specs))?;
             options.insert(option.clone(), spec.parse(option, raw)?);
         }
         let now = now_unix();
@@ -279,24 +241,18 @@ impl Manager {
             created: now,
         };
         let location = Self::location_for(&record);
-        self.store(location)?
-            .commit(vec![Change::Put(record.clone())])?;
+        self.store(location)?.commit(vec![Change::Put(record.clone())])?;
         Ok(record)
     }
 
     pub fn remove(&mut self, name: &ServiceName) -> Result<ServiceRecord> {
         let (location, record) = self.find(name)?;
-        self.store(location)?
-            .commit(vec![Change::Delete(name.clone())])?;
+        self.store(location)?.commit(vec![Change::Delete(name.clone())])?;
         Ok(record)
     }
 
     /// Records the enabled flag. Returns the record and whether anything changed.
-    pub fn set_enabled(
-        &mut self,
-        name: &ServiceName,
-        enabled: bool,
-    ) -> Result<(ServiceRecord, bool)> {
+    pub fn set_enabled(&mut self, name: &ServiceName, enabled: bool) -> Result<(ServiceRecord, bool)> {
         let (location, mut record) = self.find(name)?;
         if record.enabled == enabled {
             return Ok((record, false));
@@ -306,49 +262,24 @@ impl Manager {
         Ok((record, true))
     }
 
-    pub fn get_option(
-        &self,
-        name: &ServiceName,
-        option: &str,
-    ) -> Result<(OptionSpec, OptionValue)> {
+    pub fn get_option(&self, name: &ServiceName, option: &str) -> Result<(OptionSpec, OptionValue)> {
         let record = self.get(name)?;
         let specs = self.option_specs(&record);
-        let spec = specs
-            .get(option)
-            .ok_or_else(|| unknown_option(name.as_str(), option, &specs))?;
-        let value = record
-            .options
-            .get(option)
-            .cloned()
-            .unwrap_or_else(|| spec.default.clone());
+        let spec = specs.get(option).ok_or_else(|| unknown_option(name.as_str(), option, &specs))?;
+        let value = record.options.get(option).cloned().unwrap_or_else(|| spec.default.clone());
         Ok((spec.clone(), value))
     }
 
     /// Parses and stores one option. Returns the record and the previous value.
-    pub fn set_option(
-        &mut self,
-        name: &ServiceName,
-        option: &str,
-        raw: &str,
-    ) -> Result<(ServiceRecord, OptionValue)> {
+    pub fn set_option(&mut self, name: &ServiceName, option: &str, raw: &str) -> Result<(ServiceRecord, OptionValue)> {
         let (location, mut record) = self.find(name)?;
         let specs = self.option_specs(&record);
-        let spec = specs
-            .get(option)
-            .ok_or_else(|| unknown_option(name.as_str(), option, &specs))?;
+        let spec = specs.get(option).ok_or_else(|| unknown_option(name.as_str(), option, &specs))?;
         let value = spec.parse(option, raw)?;
-        if option == PERSISTENCE
-            && value == OptionValue::Bool(false)
-            && self.config.runtime_dir.is_none()
-        {
-            return Err(Error::NoRuntimeDir {
-                uid: unsafe { libc::geteuid() },
-            });
+        if option == PERSISTENCE && value == OptionValue::Bool(false) && self.config.runtime_dir.is_none() {
+            return Err(Error::NoRuntimeDir { uid: unsafe { libc::geteuid() } });
         }
-        let previous = record
-            .options
-            .insert(option.to_owned(), value)
-            .unwrap_or_else(|| spec.default.clone());
+        let previous = record.options.insert(option.to_owned(), value).unwrap_or_else(|| spec.default.clone());
         self.save(location, record.clone())?;
         Ok((record, previous))
     }
@@ -362,21 +293,13 @@ impl Manager {
     ) -> Result<ClientRecord> {
         let (location, mut record) = self.find(name)?;
         if !record.client_auth {
-            return Err(Error::ClientAuthDisabled {
-                service: name.to_string(),
-            });
+            return Err(Error::ClientAuthDisabled { service: name.to_string() });
         }
         if record.client(&client).is_some() {
-            return Err(Error::ClientExists {
-                service: name.to_string(),
-                client: client.to_string(),
-            });
+            return Err(Error::ClientExists { service: name.to_string(), client: client.to_string() });
         }
         if record.clients.len() >= MAX_CLIENTS {
-            return Err(Error::TooManyClients {
-                service: name.to_string(),
-                limit: MAX_CLIENTS,
-            });
+            return Err(Error::TooManyClients { service: name.to_string(), limit: MAX_CLIENTS });
         }
         let (public_key, secret_key) = match public_key {
             Some(public) => (public, None),
@@ -386,70 +309,41 @@ impl Manager {
             }
         };
         if let Some(existing) = record.clients.iter().find(|c| c.public_key == public_key) {
-            return Err(Error::DuplicateClientKey {
-                service: name.to_string(),
-                existing: existing.name.to_string(),
-            });
+            return Err(Error::DuplicateClientKey { service: name.to_string(), existing: existing.name.to_string() });
         }
-        let client = ClientRecord {
-            name: client,
-            public_key,
-            secret_key,
-            created: now_unix(),
-        };
+        let client = ClientRecord { name: client, public_key, secret_key, created: now_unix() };
         record.clients.push(client.clone());
         self.save(location, record)?;
         Ok(client)
     }
 
-    pub fn remove_client(
-        &mut self,
-        name: &ServiceName,
-        client: &ClientName,
-    ) -> Result<ClientRecord> {
+    pub fn remove_client(&mut self, name: &ServiceName, client: &ClientName) -> Result<ClientRecord> {
         let (location, mut record) = self.find(name)?;
         if !record.client_auth {
-            return Err(Error::ClientAuthDisabled {
-                service: name.to_string(),
-            });
+            return Err(Error::ClientAuthDisabled { service: name.to_string() });
         }
         let index = record
             .clients
             .iter()
             .position(|c| &c.name == client)
-            .ok_or_else(|| Error::NoSuchClient {
-                service: name.to_string(),
-                client: client.to_string(),
-            })?;
+            .ok_or_else(|| Error::NoSuchClient { service: name.to_string(), client: client.to_string() })?;
         if record.clients.len() == 1 {
-            return Err(Error::LastClient {
-                service: name.to_string(),
-                client: client.to_string(),
-            });
+            return Err(Error::LastClient { service: name.to_string(), client: client.to_string() });
         }
         let removed = record.clients.remove(index);
         self.save(location, record)?;
         Ok(removed)
     }
 
-    pub fn client(
-        &self,
-        name: &ServiceName,
-        client: &ClientName,
-    ) -> Result<(ServiceRecord, ClientRecord)> {
+    pub fn client(&self, name: &ServiceName, client: &ClientName) -> Result<(ServiceRecord, ClientRecord)> {
         let record = self.get(name)?;
         if !record.client_auth {
-            return Err(Error::ClientAuthDisabled {
-                service: name.to_string(),
-            });
+            return Err(Error::ClientAuthDisabled { service: name.to_string() });
         }
         let found = record
             .client(client)
             .cloned()
-            .ok_or_else(|| Error::NoSuchClient {
-                service: name.to_string(),
-                client: client.to_string(),
-            })?;
+            .ok_or_else(|| Error::NoSuchClient { service: name.to_string(), client: client.to_string() })?;
         Ok((record, found))
     }
 }

@@ -36,10 +36,7 @@ impl ServiceRecord {
     }
 
     pub fn is_persistent(&self) -> bool {
-        self.options
-            .get(PERSISTENCE)
-            .and_then(OptionValue::as_bool)
-            .unwrap_or(true)
+        self.options.get(PERSISTENCE).and_then(OptionValue::as_bool).unwrap_or(true)
     }
 
     pub fn client(&self, name: &ClientName) -> Option<&ClientRecord> {
@@ -58,10 +55,7 @@ pub struct ClientRecord {
 }
 
 pub(crate) fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -89,33 +83,29 @@ pub(crate) mod tests {
             proptest::collection::vec(("[a-z0-9]{1,10}", any::<[u8; 32]>(), any::<bool>()), 0..5),
             any::<u64>(),
         )
-            .prop_map(
-                |(name, kind, local, remote, enabled, auth, options, clients, created)| {
-                    ServiceRecord {
-                        name: ServiceName::new(&name).unwrap(),
-                        kind,
-                        local_port: local,
-                        remote_port: remote,
-                        enabled,
-                        client_auth: auth,
-                        options,
-                        key: OnionSecretKey::generate().unwrap(),
-                        clients: clients
-                            .into_iter()
-                            .map(|(n, bytes, keep_secret)| {
-                                let secret = ClientSecretKey::from_bytes(bytes);
-                                ClientRecord {
-                                    name: ClientName::new(&n).unwrap(),
-                                    public_key: secret.public_key(),
-                                    secret_key: keep_secret.then_some(secret),
-                                    created,
-                                }
-                            })
-                            .collect(),
-                        created,
-                    }
-                },
-            )
+            .prop_map(|(name, kind, local, remote, enabled, auth, options, clients, created)| ServiceRecord {
+                name: ServiceName::new(&name).unwrap(),
+                kind,
+                local_port: local,
+                remote_port: remote,
+                enabled,
+                client_auth: auth,
+                options,
+                key: OnionSecretKey::generate().unwrap(),
+                clients: clients
+                    .into_iter()
+                    .map(|(n, bytes, keep_secret)| {
+                        let secret = ClientSecretKey::from_bytes(bytes);
+                        ClientRecord {
+                            name: ClientName::new(&n).unwrap(),
+                            public_key: secret.public_key(),
+                            secret_key: keep_secret.then_some(secret),
+                            created,
+                        }
+                    })
+                    .collect(),
+                created,
+            })
     }
 
     proptest! {

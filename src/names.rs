@@ -11,31 +11,16 @@ use crate::error::{Error, Result};
 pub const MAX_NAME_LEN: usize = 32;
 
 fn validate(what: &'static str, name: &str) -> Result<()> {
-    let fail = |reason: &str| {
-        Err(Error::InvalidName {
-            what,
-            name: name.to_owned(),
-            reason: reason.to_owned(),
-        })
-    };
+    let fail = |reason: &str| Err(Error::InvalidName { what, name: name.to_owned(), reason: reason.to_owned() });
     if name.is_empty() {
         return fail("it is empty");
     }
     if name.chars().count() > MAX_NAME_LEN {
         return fail(&format!("it is longer than {MAX_NAME_LEN} characters"));
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-'))
-    {
-        let shown = if bad.is_control() {
-            format!("{:?}", bad)
-        } else {
-            format!("'{bad}'")
-        };
-        return fail(&format!(
-            "it contains {shown}; use only lowercase letters a-z, digits 0-9 and '-'"
-        ));
+    if let Some(bad) = name.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-')) {
+        let shown = if bad.is_control() { format!("{:?}", bad) } else { format!("'{bad}'") };
+        return fail(&format!("it contains {shown}; use only lowercase letters a-z, digits 0-9 and '-'"));
     }
     if name.starts_with('-') {
         return fail("it starts with '-', which would be read as an option");

@@ -158,11 +158,7 @@ pub fn common_options() -> BTreeMap<String, OptionSpec> {
         ),
         (
             AUTOSTART.to_owned(),
-            bool_option(
-                true,
-                "Publish this service automatically after login, when it is enabled.",
-                true,
-            ),
+            bool_option(true, "Publish this service automatically after login, when it is enabled.", true),
         ),
         (
             ALLOW_LAN.to_owned(),
@@ -181,13 +177,7 @@ mod tests {
     use super::*;
 
     fn spec(t: OptionType, default: OptionValue) -> OptionSpec {
-        OptionSpec {
-            value_type: t,
-            default,
-            description: String::new(),
-            display_status: false,
-            secret: false,
-        }
+        OptionSpec { value_type: t, default, description: String::new(), display_status: false, secret: false }
     }
 
     #[test]
@@ -196,19 +186,12 @@ mod tests {
         assert_eq!(b.parse("x", "true").unwrap(), OptionValue::Bool(true));
         assert_eq!(b.parse("x", "off").unwrap(), OptionValue::Bool(false));
         let err = b.parse("autostart", "maybe").unwrap_err().to_string();
-        assert!(
-            err.contains("autostart") && err.contains("true or false"),
-            "{err}"
-        );
+        assert!(err.contains("autostart") && err.contains("true or false"), "{err}");
 
         let p = spec(OptionType::Port, OptionValue::Integer(1));
         assert_eq!(p.parse("x", "8080").unwrap(), OptionValue::Integer(8080));
         for bad in ["0", "65536", "-1", "http"] {
-            assert!(p
-                .parse("x", bad)
-                .unwrap_err()
-                .to_string()
-                .contains("1 to 65535"));
+            assert!(p.parse("x", bad).unwrap_err().to_string().contains("1 to 65535"));
         }
         let s = spec(OptionType::String, OptionValue::String(String::new()));
         assert!(s.parse("x", "hello world").is_ok());

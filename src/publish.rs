@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::keys::OnionAddress;
 use crate::model::{now_unix, ServiceRecord};
-use crate::tor::{CommandLine, TorControl, TorEvent};
+use crate::tor::{CommandLine, TorControl, TorEvent, TorInstance};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Publication {
@@ -23,33 +23,17 @@ pub enum Publication {
 
 /// The ADD_ONION line for a service. The key is a secret argument: never shown.
 pub fn add_onion_command(record: &ServiceRecord) -> Result<CommandLine> {
-    let flags = if record.client_auth {
-        "Flags=Detach,V3Auth"
-    } else {
-        "Flags=Detach"
-    };
+    let flags = if record.client_auth { "Flags=Detach,V3Auth" } else { "Flags=Detach" };
     let mut command = CommandLine::new("ADD_ONION")
         .secret_arg("onion key", &record.key.to_control_blob())?
         .arg("flags", flags)?
-        .arg(
-            "port mapping",
-            &format!(
-                "Port={},127.0.0.1:{}",
-                record.remote_port, record.local_port
-            ),
-        )?;
+        .arg("port mapping", &format!("Port={},127.0.0.1:{}", record.remote_port, record.local_port))?;
     if record.client_auth {
         if record.clients.is_empty() {
-            return Err(Error::LastClient {
-                service: record.name.to_string(),
-                client: String::new(),
-            });
+            return Err(Error::LastClient { service: record.name.to_string(), client: String::new() });
         }
         for client in &record.clients {
-            command = command.arg(
-                "client key",
-                &format!("ClientAuthV3={}", client.public_key.to_base32()),
-            )?;
+            command = command.arg("client key", &format!("ClientAuthV3={}", client.public_key.to_base32()))?;
         }
     }
     Ok(command)
@@ -71,23 +55,13 @@ pub async fn publish(
         return Ok(Publication::AlreadyPublished);
     }
     let reply = tor.execute(&add_onion_command(record)?).await?;
-    let got = reply
-        .values("ServiceID")
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    let got = reply.values("ServiceID").next().unwrap_or_default().to_owned();
     if got != id {
         // Never leave an unexpected service running.
         if !got.is_empty() {
-            let _ = tor
-                .send(&CommandLine::new("DEL_ONION").arg("service id", &got)?)
-                .await;
+            let _ = tor.send(&CommandLine::new("DEL_ONION").arg("service id", &got)?).await;
         }
-        return Err(Error::WrongAddress {
-            service: record.name.to_string(),
-            expected: id,
-            got,
-        });
+        return Err(Error::WrongAddress { service: record.name.to_string(), expected: id, got });
     }
     Ok(Publication::Added)
 }
@@ -107,9 +81,7 @@ pub async fn unpublish(tor: &mut TorControl, address: &OnionAddress) -> Result<b
 /// service is removed and added, and connected clients have to reconnect.
 pub async fn republish(tor: &mut TorControl, record: &ServiceRecord) -> Result<()> {
     unpublish(tor, &record.address()).await?;
-    publish(tor, record, Some(&HashSet::new()))
-        .await
-        .map(|_| ())
+    publish(tor, record, Some(&HashSet::new())).await.map(|_| ())
 }
 
 /// What happened to each service during a restore.
@@ -139,11 +111,7 @@ pub async fn restore(tor: &mut TorControl, records: &[ServiceRecord]) -> Result<
 }
 
 fn autostart(record: &ServiceRecord) -> bool {
-    record
-        .options
-        .get(crate::options::AUTOSTART)
-        .and_then(|v| v.as_bool())
-        .unwrap_or(true)
+    record.options.get(crate::options::AUTOSTART).and_then(|v| v.as_bool()).unwrap_or(true)
 }
 
 /// Waits until tor reports the service's descriptor uploaded to at least one HSDir. The
@@ -159,15 +127,9 @@ pub async fn wait_uploaded(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(Error::Timeout {
-                what: format!("tor to upload the descriptor of {address}"),
-                waited: timeout,
-            });
+            return Err(Error::Timeout { what: format!("tor to upload the descriptor of {address}"), waited: timeout });
         }
-        if let Some(TorEvent::HsDesc {
-            action, service_id, ..
-        }) = tor.next_event(Some(left)).await?
-        {
+        if let Some(TorEvent::HsDesc { action, service_id, .. }) = tor.next_event(Some(left)).await? {
             if service_id == id {
                 match action.as_str() {
                     "UPLOADED" => return Ok(()),
@@ -187,7 +149,7 @@ pub async fn wait_uploaded(
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct UploadLog {
-    pub tor_pid: u32,
+    pub tor: Option<TorInstance>,
     pub uploaded: BTreeMap<String, u64>,
 }
 
@@ -197,26 +159,18 @@ impl UploadLog {
     }
 
     pub fn load(runtime_dir: &Path) -> Self {
-        std::fs::read(Self::path(runtime_dir))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        std::fs::read(Self::path(runtime_dir)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     }
 
-    /// When tor instance `tor_pid` was last seen uploading `service_id`'s descriptor.
-    pub fn uploaded_at(&self, tor_pid: u32, service_id: &str) -> Option<u64> {
-        (self.tor_pid == tor_pid)
-            .then(|| self.uploaded.get(service_id).copied())
-            .flatten()
+    /// When this tor instance was last seen uploading `service_id`'s descriptor.
+    pub fn uploaded_at(&self, tor: &TorInstance, service_id: &str) -> Option<u64> {
+        self.tor.filter(|t| t.same_as(tor)).and_then(|_| self.uploaded.get(service_id).copied())
     }
 
-    pub fn record(runtime_dir: &Path, tor_pid: u32, service_id: &str) -> Result<()> {
+    pub fn record(runtime_dir: &Path, tor: &TorInstance, service_id: &str) -> Result<()> {
         let mut log = Self::load(runtime_dir);
-        if log.tor_pid != tor_pid {
-            log = UploadLog {
-                tor_pid,
-                uploaded: BTreeMap::new(),
-            };
+        if !log.tor.is_some_and(|t| t.same_as(tor)) {
+            log = UploadLog { tor: Some(*tor), uploaded: BTreeMap::new() };
         }
         log.uploaded.insert(service_id.to_owned(), now_unix());
         std::fs::DirBuilder::new()
@@ -281,22 +235,21 @@ mod tests {
     #[test]
     fn no_client_auth_means_no_v3auth_flag() {
         let cmd = add_onion_command(&record(0, false)).unwrap().to_string();
-        assert!(
-            cmd.contains("Flags=Detach ")
-                && !cmd.contains("V3Auth")
-                && !cmd.contains("ClientAuthV3")
-        );
+        assert!(cmd.contains("Flags=Detach ") && !cmd.contains("V3Auth") && !cmd.contains("ClientAuthV3"));
         assert!(add_onion_command(&record(0, true)).is_err());
     }
 
     #[test]
     fn upload_log_forgets_previous_tor_instances() {
         let dir = tempfile::tempdir().unwrap();
-        UploadLog::record(dir.path(), 10, "abc").unwrap();
-        assert!(UploadLog::load(dir.path()).uploaded_at(10, "abc").is_some());
-        assert!(UploadLog::load(dir.path()).uploaded_at(11, "abc").is_none());
-        UploadLog::record(dir.path(), 11, "def").unwrap();
+        let first = TorInstance { pid: 1, started: 1000 };
+        let restarted = TorInstance { pid: 1, started: 1060 };
+        UploadLog::record(dir.path(), &first, "abc").unwrap();
         let log = UploadLog::load(dir.path());
-        assert!(log.uploaded_at(11, "abc").is_none() && log.uploaded_at(11, "def").is_some());
+        assert!(log.uploaded_at(&TorInstance { pid: 1, started: 1001 }, "abc").is_some(), "uptime is coarse");
+        assert!(log.uploaded_at(&restarted, "abc").is_none());
+        UploadLog::record(dir.path(), &restarted, "def").unwrap();
+        let log = UploadLog::load(dir.path());
+        assert!(log.uploaded_at(&restarted, "abc").is_none() && log.uploaded_at(&restarted, "def").is_some());
     }
 }

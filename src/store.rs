@@ -42,11 +42,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self {
-            lock_timeout: Duration::from_secs(10),
-            cache_capacity: 2 * 1024 * 1024,
-            snapshots_kept: 3,
-        }
+        Self { lock_timeout: Duration::from_secs(10), cache_capacity: 2 * 1024 * 1024, snapshots_kept: 3 }
     }
 }
 
@@ -95,11 +91,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating it if `create`) the store in `dir`. Returns None when `create` is
     /// false and there is no store there.
-    pub fn open(
-        dir: &Path,
-        options: StoreOptions,
-        create: bool,
-    ) -> Result<Option<(Store, Option<Recovery>)>> {
+    pub fn open(dir: &Path, options: StoreOptions, create: bool) -> Result<Option<(Store, Option<Recovery>)>> {
         if !dir.exists() {
             if !create {
                 return Ok(None);
@@ -119,28 +111,14 @@ impl Store {
         let fresh = !db_path.exists();
         let snapshots = list_snapshots(&snapshot_dir)?;
         if fresh && !snapshots.is_empty() {
-            let (store, recovery) = recover(
-                dir,
-                lock,
-                options,
-                &snapshots,
-                "its database is missing".into(),
-                false,
-            )?;
+            let (store, recovery) = recover(dir, lock, options, &snapshots, "its database is missing".into(), false)?;
             return Ok(Some((store, Some(recovery))));
         }
 
         let opened = open_sled(&db_path, &options);
         let problem = match opened {
             Ok((db, services, meta)) => {
-                let store = Store {
-                    dir: dir.to_owned(),
-                    db,
-                    services,
-                    meta,
-                    options: options.clone(),
-                    _lock: lock,
-                };
+                let store = Store { dir: dir.to_owned(), db, services, meta, options: options.clone(), _lock: lock };
                 match store.check(fresh, &snapshots) {
                     Ok(()) => {
                         if fresh {
@@ -151,12 +129,9 @@ impl Store {
                     }
                     Err(CheckError::Fatal(e)) => return Err(e),
                     Err(CheckError::Damaged(problem)) => {
-                        let Store {
-                            db, _lock: lock, ..
-                        } = store;
+                        let Store { db, _lock: lock, .. } = store;
                         drop(db);
-                        return recover(dir, lock, options, &snapshots, problem, true)
-                            .map(|(s, r)| Some((s, Some(r))));
+                        return recover(dir, lock, options, &snapshots, problem, true).map(|(s, r)| Some((s, Some(r))));
                     }
                 }
             }
@@ -171,18 +146,11 @@ impl Store {
     }
 
     pub fn services(&self) -> Result<Vec<ServiceRecord>> {
-        self.services
-            .iter()
-            .map(|item| decode(&self.dir, item.map_err(|e| self.sled_error(e))?.1.as_ref()))
-            .collect()
+        self.services.iter().map(|item| decode(&self.dir, item.map_err(|e| self.sled_error(e))?.1.as_ref())).collect()
     }
 
     pub fn get(&self, name: &ServiceName) -> Result<Option<ServiceRecord>> {
-        match self
-            .services
-            .get(name.as_str())
-            .map_err(|e| self.sled_error(e))?
-        {
+        match self.services.get(name.as_str()).map_err(|e| self.sled_error(e))? {
             Some(bytes) => Ok(Some(decode(&self.dir, &bytes)?)),
             None => Ok(None),
         }
@@ -191,10 +159,7 @@ impl Store {
     /// The number of changes ever committed; also names the snapshots.
     pub fn generation(&self) -> Result<u64> {
         read_u64(&self.meta, KEY_GENERATION)
-            .map_err(|detail| Error::StoreCorrupt {
-                dir: self.dir.clone(),
-                detail,
-            })
+            .map_err(|detail| Error::StoreCorrupt { dir: self.dir.clone(), detail })
             .map(|g| g.unwrap_or(0))
     }
 
@@ -203,15 +168,13 @@ impl Store {
         let mut encoded = Vec::with_capacity(changes.len());
         for change in &changes {
             match change {
-                Change::Put(record) => {
-                    encoded.push((record.name.as_str().to_owned(), Some(encode(record)?)))
-                }
+                Change::Put(record) => encoded.push((record.name.as_str().to_owned(), Some(encode(record)?))),
                 Change::Delete(name) => encoded.push((name.as_str().to_owned(), None)),
             }
         }
         use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-        let result: std::result::Result<u64, TransactionError<()>> = (&self.services, &self.meta)
-            .transaction(|(services, meta)| {
+        let result: std::result::Result<u64, TransactionError<()>> =
+            (&self.services, &self.meta).transaction(|(services, meta)| {
                 for (key, value) in &encoded {
                     match value {
                         Some(bytes) => services.insert(key.as_bytes(), bytes.as_slice())?,
@@ -219,9 +182,7 @@ impl Store {
                     };
                 }
                 let generation = match meta.get(KEY_GENERATION)? {
-                    Some(bytes) => {
-                        u64_from(&bytes).ok_or(ConflictableTransactionError::Abort(()))? + 1
-                    }
+                    Some(bytes) => u64_from(&bytes).ok_or(ConflictableTransactionError::Abort(()))? + 1,
                     None => 1,
                 };
                 meta.insert(KEY_GENERATION, &generation.to_be_bytes())?;
@@ -244,22 +205,14 @@ impl Store {
     }
 
     fn sled_error(&self, source: sled::Error) -> Error {
-        Error::Store {
-            dir: self.dir.clone(),
-            source,
-        }
+        Error::Store { dir: self.dir.clone(), source }
     }
 
     /// Verifies schema, records and change counter. A damaged store is reported so it can be
     /// recovered; a store from a newer tails-server is refused untouched.
-    fn check(
-        &self,
-        fresh: bool,
-        snapshots: &[SnapshotFile],
-    ) -> std::result::Result<(), CheckError> {
+    fn check(&self, fresh: bool, snapshots: &[SnapshotFile]) -> std::result::Result<(), CheckError> {
         let damaged = |p: String| CheckError::Damaged(p);
-        let schema = read_u64(&self.meta, KEY_SCHEMA)
-            .map_err(|e| damaged(format!("cannot read it: {e}")))?;
+        let schema = read_u64(&self.meta, KEY_SCHEMA).map_err(|e| damaged(format!("cannot read it: {e}")))?;
         match schema {
             None if fresh => {
                 self.meta
@@ -281,13 +234,9 @@ impl Store {
         }
         for item in self.services.iter() {
             let (key, value) = item.map_err(|e| damaged(format!("cannot read a record: {e}")))?;
-            let record = decode(&self.dir, &value)
-                .map_err(|e| damaged(format!("a record cannot be decoded: {e}")))?;
+            let record = decode(&self.dir, &value).map_err(|e| damaged(format!("a record cannot be decoded: {e}")))?;
             if key.as_ref() != record.name.as_str().as_bytes() {
-                return Err(damaged(format!(
-                    "the record of {:?} is filed under another name",
-                    record.name
-                )));
+                return Err(damaged(format!("the record of {:?} is filed under another name", record.name)));
             }
         }
         let generation = read_u64(&self.meta, KEY_GENERATION)
@@ -318,18 +267,12 @@ impl Store {
         }
         body.push(b']');
         let digest = data_encoding::HEXLOWER.encode(&Sha256::digest(&body));
-        let header = format!(
-            "{SNAPSHOT_MAGIC} {SCHEMA_VERSION} {generation} {} {digest}\n",
-            now_unix()
-        );
+        let header = format!("{SNAPSHOT_MAGIC} {SCHEMA_VERSION} {generation} {} {digest}\n", now_unix());
         let dir = self.dir.join(SNAPSHOT_DIR);
         let path = dir.join(format!("{generation:020}.snapshot"));
         write_atomically(&path, &[header.as_bytes(), &body])?;
         zeroize::Zeroize::zeroize(&mut body);
-        for old in list_snapshots(&dir)?
-            .into_iter()
-            .skip(self.options.snapshots_kept)
-        {
+        for old in list_snapshots(&dir)?.into_iter().skip(self.options.snapshots_kept) {
             let _ = fs::remove_file(&old.path);
         }
         Ok(())
@@ -389,20 +332,12 @@ fn open_sled(
             at.map(|a| format!(" at {a}")).unwrap_or_default()
         ))),
         Ok(Err(sled::Error::Io(e)))
-            if e.kind() == std::io::ErrorKind::InvalidData
-                || e.kind() == std::io::ErrorKind::UnexpectedEof =>
+            if e.kind() == std::io::ErrorKind::InvalidData || e.kind() == std::io::ErrorKind::UnexpectedEof =>
         {
-            Err(SledOpenError::Damaged(format!(
-                "sled could not read its files: {e}"
-            )))
+            Err(SledOpenError::Damaged(format!("sled could not read its files: {e}")))
         }
-        Ok(Err(e)) => Err(SledOpenError::Fatal(Error::Store {
-            dir: path.to_owned(),
-            source: e,
-        })),
-        Err(_) => Err(SledOpenError::Damaged(
-            "sled crashed while reading it".into(),
-        )),
+        Ok(Err(e)) => Err(SledOpenError::Fatal(Error::Store { dir: path.to_owned(), source: e })),
+        Err(_) => Err(SledOpenError::Damaged("sled crashed while reading it".into())),
     }
 }
 
@@ -418,52 +353,26 @@ fn recover(
     let (snapshot, records) = snapshots
         .iter()
         .find_map(|s| s.verify().ok().map(|records| (s, records)))
-        .ok_or_else(|| Error::StoreCorrupt {
-            dir: dir.to_owned(),
-            detail: problem.clone(),
-        })?;
+        .ok_or_else(|| Error::StoreCorrupt { dir: dir.to_owned(), detail: problem.clone() })?;
     let db_path = dir.join(DB_DIR);
     let damaged_copy = if keep_damaged && db_path.exists() {
         let copy = dir.join(format!("{DB_DIR}.damaged-{}", now_unix()));
-        fs::rename(&db_path, &copy)
-            .map_err(|e| Error::io("cannot move the damaged database aside", &db_path, e))?;
+        fs::rename(&db_path, &copy).map_err(|e| Error::io("cannot move the damaged database aside", &db_path, e))?;
         Some(copy)
     } else {
         None
     };
     let (db, services, meta) = open_sled(&db_path, &options).map_err(|e| match e {
         SledOpenError::Fatal(e) => e,
-        SledOpenError::Damaged(d) => Error::StoreCorrupt {
-            dir: dir.to_owned(),
-            detail: d,
-        },
+        SledOpenError::Damaged(d) => Error::StoreCorrupt { dir: dir.to_owned(), detail: d },
     })?;
-    let store = Store {
-        dir: dir.to_owned(),
-        db,
-        services,
-        meta,
-        options,
-        _lock: lock,
-    };
-    let sled_err = |e| Error::Store {
-        dir: dir.to_owned(),
-        source: e,
-    };
+    let store = Store { dir: dir.to_owned(), db, services, meta, options, _lock: lock };
+    let sled_err = |e| Error::Store { dir: dir.to_owned(), source: e };
     for record in &records {
-        store
-            .services
-            .insert(record.name.as_str(), encode(record)?)
-            .map_err(sled_err)?;
+        store.services.insert(record.name.as_str(), encode(record)?).map_err(sled_err)?;
     }
-    store
-        .meta
-        .insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())
-        .map_err(sled_err)?;
-    store
-        .meta
-        .insert(KEY_GENERATION, &snapshot.generation.to_be_bytes())
-        .map_err(sled_err)?;
+    store.meta.insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes()).map_err(sled_err)?;
+    store.meta.insert(KEY_GENERATION, &snapshot.generation.to_be_bytes()).map_err(sled_err)?;
     store.db.flush().map_err(sled_err)?;
     store.tighten_permissions()?;
     let recovery = Recovery {
@@ -485,13 +394,8 @@ impl SnapshotFile {
     /// Reads the snapshot and checks its checksum and every record in it.
     fn verify(&self) -> std::result::Result<Vec<ServiceRecord>, String> {
         let mut content = Vec::new();
-        File::open(&self.path)
-            .and_then(|mut f| f.read_to_end(&mut content))
-            .map_err(|e| e.to_string())?;
-        let newline = content
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or("no header")?;
+        File::open(&self.path).and_then(|mut f| f.read_to_end(&mut content)).map_err(|e| e.to_string())?;
+        let newline = content.iter().position(|&b| b == b'\n').ok_or("no header")?;
         let header = std::str::from_utf8(&content[..newline]).map_err(|_| "bad header")?;
         let body = &content[newline + 1..];
         let fields: Vec<&str> = header.split(' ').collect();
@@ -507,8 +411,7 @@ impl SnapshotFile {
         if data_encoding::HEXLOWER.encode(&Sha256::digest(body)) != digest {
             return Err("checksum mismatch".into());
         }
-        let records: Vec<ServiceRecord> =
-            serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let records: Vec<ServiceRecord> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
         zeroize::Zeroize::zeroize(&mut content);
         Ok(records)
     }
@@ -519,14 +422,10 @@ fn list_snapshots(dir: &Path) -> Result<Vec<SnapshotFile>> {
     let mut found = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| Error::io("cannot read", dir, e))? {
         let path = entry.map_err(|e| Error::io("cannot read", dir, e))?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if name.ends_with(".tmp") {
             let _ = fs::remove_file(&path);
-        } else if let Some(generation) = name.strip_suffix(".snapshot").and_then(|g| g.parse().ok())
-        {
+        } else if let Some(generation) = name.strip_suffix(".snapshot").and_then(|g| g.parse().ok()) {
             found.push(SnapshotFile { path, generation });
         }
     }
@@ -552,9 +451,7 @@ fn u64_from(bytes: &[u8]) -> Option<u64> {
 fn read_u64(tree: &sled::Tree, key: &str) -> std::result::Result<Option<u64>, String> {
     match tree.get(key).map_err(|e| e.to_string())? {
         None => Ok(None),
-        Some(bytes) => u64_from(&bytes)
-            .map(Some)
-            .ok_or_else(|| format!("{key} is not a number")),
+        Some(bytes) => u64_from(&bytes).map(Some).ok_or_else(|| format!("{key} is not a number")),
     }
 }
 
@@ -568,19 +465,11 @@ pub(crate) fn check_private(path: &Path, is_dir: bool) -> Result<()> {
     let meta = fs::metadata(path).map_err(|e| Error::io("cannot read", path, e))?;
     let me = current_uid();
     if meta.uid() != me {
-        return Err(Error::WrongOwner {
-            path: path.to_owned(),
-            owner: meta.uid(),
-            me,
-        });
+        return Err(Error::WrongOwner { path: path.to_owned(), owner: meta.uid(), me });
     }
     let mode = meta.mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(Error::UnsafePermissions {
-            path: path.to_owned(),
-            mode,
-            fix: if is_dir { 0o700 } else { 0o600 },
-        });
+        return Err(Error::UnsafePermissions { path: path.to_owned(), mode, fix: if is_dir { 0o700 } else { 0o600 } });
     }
     Ok(())
 }
@@ -598,8 +487,7 @@ fn tighten(path: &Path) -> Result<()> {
     let Ok(entries) = fs::read_dir(path) else {
         return Ok(());
     };
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
-        .map_err(|e| Error::io("cannot protect", path, e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io("cannot protect", path, e))?;
     for entry in entries.flatten() {
         let p = entry.path();
         let Ok(meta) = entry.metadata() else { continue };
@@ -625,16 +513,12 @@ pub(crate) fn write_atomically(path: &Path, parts: &[&[u8]]) -> Result<()> {
         .open(&tmp)
         .map_err(|e| Error::io("cannot write", &tmp, e))?;
     for part in parts {
-        file.write_all(part)
-            .map_err(|e| Error::io("cannot write", &tmp, e))?;
+        file.write_all(part).map_err(|e| Error::io("cannot write", &tmp, e))?;
     }
-    file.sync_all()
-        .map_err(|e| Error::io("cannot write", &tmp, e))?;
+    file.sync_all().map_err(|e| Error::io("cannot write", &tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| Error::io("cannot write", path, e))?;
     if let Some(parent) = path.parent() {
-        File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io("cannot sync", parent, e))?;
+        File::open(parent).and_then(|d| d.sync_all()).map_err(|e| Error::io("cannot sync", parent, e))?;
     }
     Ok(())
 }
@@ -659,23 +543,13 @@ fn acquire_lock(dir: &Path, timeout: Duration) -> Result<File> {
             Err(fs::TryLockError::WouldBlock) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
-                let holder = holder
-                    .trim()
-                    .parse::<u32>()
-                    .map(|pid| format!(" (pid {pid})"))
-                    .unwrap_or_default();
-                return Err(Error::StoreBusy {
-                    dir: dir.to_owned(),
-                    holder,
-                    waited: timeout,
-                });
+                let holder = holder.trim().parse::<u32>().map(|pid| format!(" (pid {pid})")).unwrap_or_default();
+                return Err(Error::StoreBusy { dir: dir.to_owned(), holder, waited: timeout });
             }
             Err(fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", &path, e)),
         }
     }
     // Record who holds it, for the message another process shows while waiting.
-    let _ = file
-        .set_len(0)
-        .and_then(|_| write!(file, "{}", std::process::id()));
+    let _ = file.set_len(0).and_then(|_| write!(file, "{}", std::process::id()));
     Ok(file)
 }

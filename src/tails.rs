@@ -26,9 +26,7 @@ pub fn default_state_dir() -> PathBuf {
     if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(data).join(APP_DIR);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".local/share").join(APP_DIR)
 }
 
@@ -38,11 +36,7 @@ pub fn default_runtime_dir() -> Result<PathBuf> {
     for var in ["TAILS_SERVER_RUNTIME_DIR", "XDG_RUNTIME_DIR"] {
         if let Some(dir) = std::env::var_os(var).filter(|v| !v.is_empty()) {
             let dir = PathBuf::from(dir);
-            return Ok(if var == "XDG_RUNTIME_DIR" {
-                dir.join(APP_DIR)
-            } else {
-                dir
-            });
+            return Ok(if var == "XDG_RUNTIME_DIR" { dir.join(APP_DIR) } else { dir });
         }
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -101,9 +95,6 @@ mod tests {
         assert!(!packages_installed(&status, &pkgs(&["mumble-server"])));
         assert!(!packages_installed(&status, &pkgs(&["infinoted"])));
         assert!(packages_installed(&status, &[]));
-        assert!(!packages_installed(
-            &dir.path().join("missing"),
-            &pkgs(&["tor"])
-        ));
+        assert!(!packages_installed(&dir.path().join("missing"), &pkgs(&["tor"])));
     }
 }

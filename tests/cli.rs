@@ -12,19 +12,8 @@ fn state_survives_every_command_in_a_new_process() {
     let env = TestEnv::new();
     assert_eq!(env.listing(), serde_json::json!([]));
 
-    let added = env
-        .run(&[
-            "--format",
-            "json",
-            "add",
-            "custom",
-            "--local-port",
-            "8080",
-            "--remote-port",
-            "80",
-        ])
-        .ok()
-        .json();
+    let added =
+        env.run(&["--format", "json", "add", "custom", "--local-port", "8080", "--remote-port", "80"]).ok().json();
     let address = added["address"].as_str().unwrap().to_owned();
     assert!(address.ends_with(".onion") && address.len() == 62);
     address.parse::<OnionAddress>().unwrap();
@@ -44,49 +33,25 @@ fn state_survives_every_command_in_a_new_process() {
         .fails_with("recorded as enabled, but it could not be published");
     assert_eq!(env.service("custom")["enabled"], true);
 
-    env.run(&[
-        "--control-port",
-        "127.0.0.1:9",
-        "client",
-        "add",
-        "custom",
-        "alice",
-    ])
-    .fails_with("clients of custom are saved");
+    env.run(&["--control-port", "127.0.0.1:9", "client", "add", "custom", "alice"])
+        .fails_with("clients of custom are saved");
     let s = env.service("custom");
     assert_eq!(s["clients"].as_array().unwrap().len(), 2);
     assert_eq!(s["address"], address.as_str(), "the address never changes");
 
-    env.run(&["set-option", "custom", "autostart", "false"])
-        .ok();
+    env.run(&["set-option", "custom", "autostart", "false"]).ok();
     assert_eq!(env.service("custom")["options"]["autostart"], false);
-    assert_eq!(
-        env.run(&["get-option", "custom", "autostart"]).ok().stdout,
-        "false\n"
-    );
+    assert_eq!(env.run(&["get-option", "custom", "autostart"]).ok().stdout, "false\n");
 
-    env.run(&[
-        "--control-port",
-        "127.0.0.1:9",
-        "client",
-        "remove",
-        "custom",
-        "alice",
-    ])
-    .fails_with("clients of custom are saved");
-    assert_eq!(
-        env.service("custom")["clients"].as_array().unwrap().len(),
-        1
-    );
+    env.run(&["--control-port", "127.0.0.1:9", "client", "remove", "custom", "alice"])
+        .fails_with("clients of custom are saved");
+    assert_eq!(env.service("custom")["clients"].as_array().unwrap().len(), 1);
 
     // The key shown at creation is still the one stored.
-    let shown = env
-        .run(&["client", "show", "custom", "client-1", "--as", "key"])
-        .ok();
+    let shown = env.run(&["client", "show", "custom", "client-1", "--as", "key"]).ok();
     assert_eq!(shown.stdout.trim(), key);
 
-    env.run(&["--control-port", "127.0.0.1:9", "disable", "custom"])
-        .fails_with("recorded as disabled");
+    env.run(&["--control-port", "127.0.0.1:9", "disable", "custom"]).fails_with("recorded as disabled");
     assert_eq!(env.service("custom")["enabled"], false);
     env.run(&["remove", "custom", "--yes"]).ok();
     assert_eq!(env.listing(), serde_json::json!([]));
@@ -95,37 +60,22 @@ fn state_survives_every_command_in_a_new_process() {
 #[test]
 fn credential_forms_are_what_tor_and_tor_browser_take() {
     let env = TestEnv::new();
-    let added = env
-        .run(&["--format", "json", "add", "web", "--client", "bob"])
-        .ok()
-        .json();
+    let added = env.run(&["--format", "json", "add", "web", "--client", "bob"]).ok().json();
     let address: OnionAddress = added["address"].as_str().unwrap().parse().unwrap();
 
-    let line = env
-        .run(&["client", "show", "web", "bob", "--as", "auth-private"])
-        .ok();
+    let line = env.run(&["client", "show", "web", "bob", "--as", "auth-private"]).ok();
     assert!(line.stderr.contains("SECRET"));
-    let (parsed_address, secret) =
-        ClientSecretKey::parse_auth_private_line(line.stdout.trim()).unwrap();
+    let (parsed_address, secret) = ClientSecretKey::parse_auth_private_line(line.stdout.trim()).unwrap();
     assert_eq!(parsed_address, address);
     assert_eq!(
         line.stdout.trim(),
-        format!(
-            "{}:descriptor:x25519:{}",
-            address.service_id(),
-            secret.to_base32().as_str()
-        )
+        format!("{}:descriptor:x25519:{}", address.service_id(), secret.to_base32().as_str())
     );
 
-    let key = env
-        .run(&["client", "show", "web", "bob", "--as", "key"])
-        .ok()
-        .stdout;
+    let key = env.run(&["client", "show", "web", "bob", "--as", "key"]).ok().stdout;
     assert_eq!(key.trim(), secret.to_base32().as_str());
 
-    let auth = env
-        .run(&["client", "show", "web", "bob", "--as", "auth"])
-        .ok();
+    let auth = env.run(&["client", "show", "web", "bob", "--as", "auth"]).ok();
     assert_eq!(auth.stdout.trim(), secret.public_key().auth_line());
     assert!(auth.stderr.contains("not secret"));
 }
@@ -135,35 +85,15 @@ fn a_client_added_by_public_key_has_no_private_forms() {
     let env = TestEnv::new();
     env.run(&["add", "gobby"]).ok();
     let theirs = ClientSecretKey::generate().unwrap().public_key();
-    env.run(&[
-        "client",
-        "add",
-        "gobby",
-        "carol",
-        "--public-key",
-        &theirs.auth_line(),
-    ])
-    .ok();
-    let out = env
-        .run(&["client", "show", "gobby", "carol", "--as", "auth"])
-        .ok();
+    env.run(&["client", "add", "gobby", "carol", "--public-key", &theirs.auth_line()]).ok();
+    let out = env.run(&["client", "show", "gobby", "carol", "--as", "auth"]).ok();
     assert_eq!(out.stdout.trim(), theirs.auth_line());
-    env.run(&["client", "show", "gobby", "carol", "--as", "key"])
-        .fails_with("public key only");
-    env.run(&["client", "show", "gobby", "carol"])
-        .fails_with("public key only");
+    env.run(&["client", "show", "gobby", "carol", "--as", "key"]).fails_with("public key only");
+    env.run(&["client", "show", "gobby", "carol"]).fails_with("public key only");
     // The same key twice is refused.
-    env.run(&[
-        "client",
-        "add",
-        "gobby",
-        "dave",
-        "--public-key",
-        &theirs.to_base32(),
-    ])
-    .fails_with("already has a client with this public key");
-    env.run(&["client", "add", "gobby", "eve", "--public-key", "NOTAKEY"])
-        .fails_with("52 base32 characters");
+    env.run(&["client", "add", "gobby", "dave", "--public-key", &theirs.to_base32()])
+        .fails_with("already has a client with this public key");
+    env.run(&["client", "add", "gobby", "eve", "--public-key", "NOTAKEY"]).fails_with("52 base32 characters");
 }
 
 #[test]
@@ -174,16 +104,9 @@ fn tor_client_limit_is_enforced_and_nothing_changes() {
         env.run(&["client", "add", "custom", &format!("c{i}")]).ok();
     }
     let before = store_state(&env.state_dir());
-    env.run(&["client", "add", "custom", "c33"])
-        .fails_with("already has 32 clients");
-    assert!(
-        store_state(&env.state_dir()) == before,
-        "a refused command must not touch the store"
-    );
-    assert_eq!(
-        env.service("custom")["clients"].as_array().unwrap().len(),
-        32
-    );
+    env.run(&["client", "add", "custom", "c33"]).fails_with("already has 32 clients");
+    assert!(store_state(&env.state_dir()) == before, "a refused command must not touch the store");
+    assert_eq!(env.service("custom")["clients"].as_array().unwrap().len(), 32);
 }
 
 #[test]
@@ -220,10 +143,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     for (args, needle) in cases {
         env.run(args).fails_with(needle);
     }
-    assert!(
-        store_state(&env.state_dir()) == before,
-        "refused commands must not touch the store"
-    );
+    assert!(store_state(&env.state_dir()) == before, "refused commands must not touch the store");
 }
 
 #[test]
@@ -232,58 +152,32 @@ fn client_authorization_opt_out_is_hidden_and_loud() {
     let help = env.run(&["add", "--help"]).ok().stdout;
     assert!(!help.contains("allow-anyone"), "{help}");
     let man = env.run(&["man"]).ok().stdout;
-    assert!(
-        man.contains("client-show") || man.contains("client"),
-        "a man page was rendered"
-    );
+    assert!(man.contains("client-show") || man.contains("client"), "a man page was rendered");
     assert!(!man.contains("allow-anyone"));
 
-    let out = env
-        .run(&["add", "web", "--allow-anyone-with-the-address"])
-        .ok();
-    assert!(
-        out.stderr.contains("WARNING: client authorization is OFF"),
-        "{}",
-        out.stderr
-    );
+    let out = env.run(&["add", "web", "--allow-anyone-with-the-address"]).ok();
+    assert!(out.stderr.contains("WARNING: client authorization is OFF"), "{}", out.stderr);
     assert!(out.stderr.contains("entry guards"));
     let s = env.service("web");
     assert_eq!(s["client-authorization"], false);
     assert_eq!(s["clients"], serde_json::json!([]));
-    env.run(&["client", "add", "web", "x"])
-        .fails_with("without client authorization");
+    env.run(&["client", "add", "web", "x"]).fails_with("without client authorization");
     assert!(env.run(&["list"]).ok().stdout.contains("anyone!"));
 }
 
 #[test]
 fn non_persistent_services_live_in_the_runtime_dir() {
     let env = TestEnv::new();
-    env.run(&["add", "custom", "--name", "keep", "--local-port", "1000"])
-        .ok();
-    env.run(&[
-        "add",
-        "custom",
-        "--name",
-        "forget",
-        "--local-port",
-        "1001",
-        "--set",
-        "persistence=false",
-    ])
-    .ok();
+    env.run(&["add", "custom", "--name", "keep", "--local-port", "1000"]).ok();
+    env.run(&["add", "custom", "--name", "forget", "--local-port", "1001", "--set", "persistence=false"]).ok();
     let names = |v: serde_json::Value| {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["name"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
+        v.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
     };
     assert_eq!(names(env.listing()), ["forget", "keep"]);
     let address = env.service("keep")["address"].clone();
 
     // Moving a service between the stores keeps its key.
-    env.run(&["set-option", "keep", "persistence", "false"])
-        .ok();
+    env.run(&["set-option", "keep", "persistence", "false"]).ok();
     assert_eq!(env.service("keep")["address"], address);
     env.run(&["set-option", "keep", "persistence", "true"]).ok();
     assert_eq!(env.service("keep")["address"], address);
@@ -300,16 +194,11 @@ fn a_store_others_can_read_is_refused() {
     env.run(&["add", "gobby"]).ok();
     std::fs::set_permissions(env.state_dir(), std::fs::Permissions::from_mode(0o750)).unwrap();
     let before = store_state(&env.state_dir());
-    env.run(&["list"])
-        .fails_with("accessible to other users (mode 750)");
+    env.run(&["list"]).fails_with("accessible to other users (mode 750)");
     env.run(&["add", "web"]).fails_with("chmod 700");
     assert!(store_state(&env.state_dir()) == before);
     std::fs::set_permissions(env.state_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::set_permissions(
-        env.state_dir().join("snapshots"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(env.state_dir().join("snapshots"), std::fs::Permissions::from_mode(0o755)).unwrap();
     env.run(&["list"]).fails_with("snapshots");
 }
 
@@ -334,14 +223,8 @@ fn shell_completions_are_generated() {
     let env = TestEnv::new();
     for shell in ["bash", "zsh", "fish"] {
         let out = env.run(&["completions", shell]).ok().stdout;
-        assert!(
-            out.contains("set-option") && out.contains("client"),
-            "{shell}"
-        );
-        assert!(
-            !out.contains("allow-anyone"),
-            "{shell} completions reveal the hidden flag"
-        );
+        assert!(out.contains("set-option") && out.contains("client"), "{shell}");
+        assert!(!out.contains("allow-anyone"), "{shell} completions reveal the hidden flag");
     }
 }
 
@@ -349,12 +232,7 @@ fn shell_completions_are_generated() {
 fn catalog_lists_kinds_and_reports_bad_drop_ins() {
     let env = TestEnv::new();
     let kinds = env.run(&["--format", "json", "catalog"]).ok().json();
-    let names: Vec<_> = kinds
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<_> = kinds.as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["custom", "gobby", "mumble", "sftp", "web"]);
     assert_eq!(kinds[2]["local-port"], 64738);
     assert_eq!(kinds[2]["packages"][0], "mumble-server");
@@ -374,9 +252,5 @@ fn catalog_lists_kinds_and_reports_bad_drop_ins() {
     .unwrap();
     env.run(&["catalog"]).fails_with("bad.toml");
     let out = env.run(&["list"]).ok();
-    assert!(
-        out.stderr.contains("bad.toml") && out.stderr.contains("local-port"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("bad.toml") && out.stderr.contains("local-port"), "{}", out.stderr);
 }

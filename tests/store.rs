@@ -33,16 +33,8 @@ fn a_damaged_database_is_recovered_from_the_snapshot_with_a_message() {
     let before = env.listing();
     flip_bytes_in_sled_log(&env);
     let out = env.run(&["--format", "json", "list"]).ok();
-    assert!(
-        out.stderr.contains("WARNING") && out.stderr.contains("was damaged"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("restored from the snapshot"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("WARNING") && out.stderr.contains("was damaged"), "{}", out.stderr);
+    assert!(out.stderr.contains("restored from the snapshot"), "{}", out.stderr);
     assert_eq!(out.json(), before);
     // The damaged copy is kept for inspection, and later runs are quiet.
     assert!(fs::read_dir(env.state_dir()).unwrap().any(|e| e
@@ -53,10 +45,7 @@ fn a_damaged_database_is_recovered_from_the_snapshot_with_a_message() {
     let again = env.run(&["list"]).ok();
     assert!(!again.stderr.contains("damaged"), "{}", again.stderr);
     env.run(&["client", "add", "mumble", "bob"]).ok();
-    assert_eq!(
-        env.service("mumble")["clients"].as_array().unwrap().len(),
-        3
-    );
+    assert_eq!(env.service("mumble")["clients"].as_array().unwrap().len(), 3);
 }
 
 #[test]
@@ -70,11 +59,7 @@ fn changes_sled_lost_silently_are_detected_through_the_snapshots() {
     fs::remove_dir_all(env.state_dir().join("db")).unwrap();
     copy_dir(&old_db, &env.state_dir().join("db"));
     let out = env.run(&["--format", "json", "list"]).ok();
-    assert!(
-        out.stderr.contains("recent changes were lost"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("recent changes were lost"), "{}", out.stderr);
     assert_eq!(out.json(), latest);
 }
 
@@ -100,30 +85,18 @@ fn damage_without_any_snapshot_is_reported_and_nothing_is_deleted() {
     env.run(&["add", "web"]).fails_with("no intact snapshot");
     // We delete nothing and start nothing afresh. (sled itself rewrites a damaged log's
     // tail while it opens it, so the bytes are not ours to promise.)
-    assert_eq!(
-        fs::metadata(env.state_dir().join("db/db")).unwrap().len(),
-        size
-    );
+    assert_eq!(fs::metadata(env.state_dir().join("db/db")).unwrap().len(), size);
     assert!(!env.state_dir().join("db.damaged").exists());
-    assert_eq!(
-        fs::read_dir(env.state_dir().join("snapshots"))
-            .unwrap()
-            .count(),
-        0,
-        "no empty store was made"
-    );
+    assert_eq!(fs::read_dir(env.state_dir().join("snapshots")).unwrap().count(), 0, "no empty store was made");
 }
 
 #[test]
 fn only_a_few_snapshots_are_kept() {
     let env = populated();
     for i in 0..5 {
-        env.run(&["set-option", "mumble", "max-users", &i.to_string()])
-            .ok();
+        env.run(&["set-option", "mumble", "max-users", &i.to_string()]).ok();
     }
-    let count = fs::read_dir(env.state_dir().join("snapshots"))
-        .unwrap()
-        .count();
+    let count = fs::read_dir(env.state_dir().join("snapshots")).unwrap().count();
     assert_eq!(count, 3);
 }
 
@@ -132,48 +105,28 @@ fn a_store_from_a_newer_version_is_refused_untouched() {
     let env = populated();
     {
         let db = sled::open(env.state_dir().join("db")).unwrap();
-        db.open_tree("meta")
-            .unwrap()
-            .insert("schema-version", &99u64.to_be_bytes())
-            .unwrap();
+        db.open_tree("meta").unwrap().insert("schema-version", &99u64.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
-    env.run(&["list"])
-        .fails_with("written by a newer tails-server (schema version 99");
+    env.run(&["list"]).fails_with("written by a newer tails-server (schema version 99");
     env.run(&["add", "web"]).fails_with("Upgrade tails-server");
 }
 
 #[test]
 fn a_busy_store_is_waited_for_then_refused_clearly() {
     let env = populated();
-    let lock = fs::OpenOptions::new()
-        .write(true)
-        .open(env.state_dir().join("lock"))
-        .unwrap();
+    let lock = fs::OpenOptions::new().write(true).open(env.state_dir().join("lock")).unwrap();
     lock.lock().unwrap();
-    let out = env
-        .command()
-        .args(["list"])
-        .env("TAILS_SERVER_LOCK_TIMEOUT", "0.3")
-        .output()
-        .unwrap();
+    let out = env.command().args(["list"]).env("TAILS_SERVER_LOCK_TIMEOUT", "0.3").output().unwrap();
     let out = common::Run::from(out);
     out.fails_with("in use by another tails-server process");
 
     // A command started while the store is busy finishes once it is released.
-    let mut waiting = env
-        .command()
-        .args(["client", "add", "mumble", "late"])
-        .spawn()
-        .unwrap();
+    let mut waiting = env.command().args(["client", "add", "mumble", "late"]).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     lock.unlock().unwrap();
     assert!(waiting.wait().unwrap().success());
-    assert!(env.service("mumble")["clients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|c| c["name"] == "late"));
+    assert!(env.service("mumble")["clients"].as_array().unwrap().iter().any(|c| c["name"] == "late"));
 }
 
 #[test]
@@ -191,10 +144,7 @@ fn concurrent_commands_all_land() {
     for mut child in children {
         assert!(child.wait().unwrap().success());
     }
-    assert_eq!(
-        env.service("custom")["clients"].as_array().unwrap().len(),
-        9
-    );
+    assert_eq!(env.service("custom")["clients"].as_array().unwrap().len(), 9);
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

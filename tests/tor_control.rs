@@ -10,10 +10,7 @@ use common::{service_id, store_state, LocalTor, TestEnv};
 use tails_server::tor::{CommandLine, ControlConfig, ControlTarget, TorControl};
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 fn ts(env: &TestEnv, tor: &LocalTor, args: &[&str]) -> common::Run {
@@ -27,15 +24,7 @@ fn ts(env: &TestEnv, tor: &LocalTor, args: &[&str]) -> common::Run {
 fn enable_registers_idempotently_and_disable_removes() {
     let tor = LocalTor::start();
     let env = TestEnv::new();
-    env.run(&[
-        "add",
-        "custom",
-        "--local-port",
-        "8080",
-        "--remote-port",
-        "80",
-    ])
-    .ok();
+    env.run(&["add", "custom", "--local-port", "8080", "--remote-port", "80"]).ok();
     let id = service_id(&env.service("custom"));
 
     let out = ts(&env, &tor, &["enable", "custom"]).ok();
@@ -45,24 +34,14 @@ fn enable_registers_idempotently_and_disable_removes() {
     let again = ts(&env, &tor, &["enable", "custom"]).ok();
     assert!(again.stdout.contains("already runs it"), "{}", again.stdout);
 
-    let status = ts(&env, &tor, &["--format", "json", "status", "custom"])
-        .ok()
-        .json();
+    let status = ts(&env, &tor, &["--format", "json", "status", "custom"]).ok().json();
     assert_eq!(status["registered"], true);
     assert_eq!(status["enabled"], true);
 
     ts(&env, &tor, &["disable", "custom"]).ok();
     assert!(!tor.detached().contains(&id));
-    assert!(ts(&env, &tor, &["disable", "custom"])
-        .ok()
-        .stdout
-        .contains("was not running"));
-    assert_eq!(
-        ts(&env, &tor, &["--format", "json", "status", "custom"])
-            .ok()
-            .json()["registered"],
-        false
-    );
+    assert!(ts(&env, &tor, &["disable", "custom"]).ok().stdout.contains("was not running"));
+    assert_eq!(ts(&env, &tor, &["--format", "json", "status", "custom"]).ok().json()["registered"], false);
 }
 
 #[test]
@@ -76,85 +55,46 @@ fn every_authentication_method_works_and_bad_credentials_are_explained() {
     rt().block_on(async {
         let config = ControlConfig::new(ControlTarget::Tcp(tor.control()));
         let control = TorControl::connect(&config).await.unwrap();
-        assert_eq!(
-            control.auth_method(),
-            tails_server::tor::AuthMethod::SafeCookie
-        );
+        assert_eq!(control.auth_method(), tails_server::tor::AuthMethod::SafeCookie);
         assert!(control.tor_version().starts_with("0."));
     });
 
     // A password from a file.
     let password_file = tor.password_file();
-    ts(
-        &env,
-        &tor,
-        &[
-            "--password-file",
-            password_file.to_str().unwrap(),
-            "enable",
-            "gobby",
-        ],
-    )
-    .ok();
+    ts(&env, &tor, &["--password-file", password_file.to_str().unwrap(), "enable", "gobby"]).ok();
     assert!(tor.detached().contains(&id));
 
     // A wrong password: a clear error, and the store exactly as it was.
     let wrong = env.root.path().join("wrong-password");
     std::fs::write(&wrong, "not it\n").unwrap();
     let before = store_state(&env.state_dir());
-    for command in [
-        &["disable", "gobby"][..],
-        &["restore"],
-        &["enable", "gobby"],
-    ] {
+    for command in [&["disable", "gobby"][..], &["restore"], &["enable", "gobby"]] {
         let mut args = vec!["--password-file", wrong.to_str().unwrap()];
         args.extend_from_slice(command);
         ts(&env, &tor, &args).fails_with("wrong password?");
     }
-    assert!(
-        store_state(&env.state_dir()) == before,
-        "a refused password must not change the store"
-    );
+    assert!(store_state(&env.state_dir()) == before, "a refused password must not change the store");
     assert!(tor.detached().contains(&id));
 
     // A cookie that is not this tor's: SAFECOOKIE's server hash does not match.
     let fake_cookie = env.root.path().join("cookie");
     std::fs::write(&fake_cookie, [7u8; 32]).unwrap();
-    ts(
-        &env,
-        &tor,
-        &[
-            "--cookie-file",
-            fake_cookie.to_str().unwrap(),
-            "status",
-            "gobby",
-        ],
-    )
-    .ok()
-    .stdout
-    .contains("server hash mismatch")
-    .then_some(())
-    .expect("status reports the refused authentication");
+    ts(&env, &tor, &["--cookie-file", fake_cookie.to_str().unwrap(), "status", "gobby"])
+        .ok()
+        .stdout
+        .contains("server hash mismatch")
+        .then_some(())
+        .expect("status reports the refused authentication");
     let short_cookie = env.root.path().join("short-cookie");
     std::fs::write(&short_cookie, [7u8; 5]).unwrap();
-    assert!(ts(
-        &env,
-        &tor,
-        &[
-            "--cookie-file",
-            short_cookie.to_str().unwrap(),
-            "status",
-            "gobby"
-        ]
-    )
-    .ok()
-    .stdout
-    .contains("not 32"));
+    assert!(ts(&env, &tor, &["--cookie-file", short_cookie.to_str().unwrap(), "status", "gobby"])
+        .ok()
+        .stdout
+        .contains("not 32"));
 
     // Nothing listening.
     let nobody = format!("127.0.0.1:{}", common::free_port());
-    env.run(&["--control-port", &nobody, "restore"])
-        .fails_with("cannot reach tor's control port");
+    env.run(&["--control-port", &nobody, "restore"]).fails_with("cannot reach tor's control port");
 }
 
 #[test]
@@ -183,19 +123,9 @@ fn a_refusal_by_tor_leaves_the_store_as_it_was_and_says_why() {
             .unwrap();
         let before = store_state(&env.state_dir());
         let refused = ts(&env, &tor, &["enable", "web"]).fails_with("550");
-        assert!(
-            refused.stderr.contains("another program added"),
-            "{}",
-            refused.stderr
-        );
-        assert!(
-            !refused.stderr.contains(&key[11..30]),
-            "the key must never be printed"
-        );
-        assert!(
-            store_state(&env.state_dir()) == before,
-            "a refusal must not change the store"
-        );
+        assert!(refused.stderr.contains("another program added"), "{}", refused.stderr);
+        assert!(!refused.stderr.contains(&key[11..30]), "the key must never be printed");
+        assert!(store_state(&env.state_dir()) == before, "a refusal must not change the store");
         assert_eq!(env.service("web")["enabled"], false);
         drop(other);
     });
@@ -218,10 +148,7 @@ fn a_refusal_by_tor_leaves_the_store_as_it_was_and_says_why() {
             .await
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("512") && err.contains("could not read the service's onion key"),
-            "{err}"
-        );
+        assert!(err.contains("512") && err.contains("could not read the service's onion key"), "{err}");
         let err = control
             .execute(
                 &CommandLine::new("ADD_ONION")
@@ -239,9 +166,7 @@ fn a_refusal_by_tor_leaves_the_store_as_it_was_and_says_why() {
             .to_string();
         assert!(err.contains("client's public key"), "{err}");
         // A CR/LF smuggling attempt never reaches tor; the connection stays usable.
-        assert!(CommandLine::new("DEL_ONION")
-            .arg("id", "x\r\nSIGNAL HALT")
-            .is_err());
+        assert!(CommandLine::new("DEL_ONION").arg("id", "x\r\nSIGNAL HALT").is_err());
         control.detached_onions().await.unwrap();
     });
 }
@@ -251,20 +176,11 @@ fn restore_publishes_enabled_autostart_services_and_reports_failures() {
     let tor = LocalTor::start();
     let env = TestEnv::new();
     for i in 0..20 {
-        env.run(&[
-            "add",
-            "custom",
-            "--name",
-            &format!("s{i}"),
-            "--local-port",
-            &(7000 + i).to_string(),
-        ])
-        .ok();
+        env.run(&["add", "custom", "--name", &format!("s{i}"), "--local-port", &(7000 + i).to_string()]).ok();
     }
     // Enabled while tor is unreachable: recorded, published by restore.
     for i in 0..18 {
-        env.run(&["--control-port", "127.0.0.1:9", "enable", &format!("s{i}")])
-            .fails_with("recorded as enabled");
+        env.run(&["--control-port", "127.0.0.1:9", "enable", &format!("s{i}")]).fails_with("recorded as enabled");
     }
     env.run(&["set-option", "s17", "autostart", "false"]).ok();
     let report = ts(&env, &tor, &["--format", "json", "restore"]).ok().json();
@@ -288,11 +204,7 @@ fn client_changes_republish_a_running_service() {
     let id = service_id(&env.service("mumble"));
     ts(&env, &tor, &["enable", "mumble"]).ok();
     let out = ts(&env, &tor, &["client", "add", "mumble", "alice"]).ok();
-    assert!(
-        out.stderr.contains("connected clients will reconnect"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("connected clients will reconnect"), "{}", out.stderr);
     assert!(tor.detached().contains(&id));
     let out = ts(&env, &tor, &["client", "remove", "mumble", "client-1"]).ok();
     assert!(out.stderr.contains("republished"), "{}", out.stderr);
@@ -305,10 +217,8 @@ fn the_daemon_republishes_after_every_tor_restart_and_stops_cleanly() {
     let env = TestEnv::new();
     let mut ids = Vec::new();
     for name in ["alpha", "beta", "gamma"] {
-        env.run(&["add", "custom", "--name", name, "--local-port", "9999"])
-            .ok();
-        env.run(&["--control-port", "127.0.0.1:9", "enable", name])
-            .fails_with("recorded as enabled");
+        env.run(&["add", "custom", "--name", name, "--local-port", "9999"]).ok();
+        env.run(&["--control-port", "127.0.0.1:9", "enable", name]).fails_with("recorded as enabled");
         ids.push(service_id(&env.service(name)));
     }
     env.run(&["set-option", "gamma", "autostart", "false"]).ok();
@@ -331,21 +241,10 @@ fn the_daemon_republishes_after_every_tor_restart_and_stops_cleanly() {
         }
     };
     let live = wait_for(&tor, &[&ids[0], &ids[1]]);
-    assert!(
-        !live.contains(&ids[2]),
-        "autostart=false is not published by the daemon"
-    );
+    assert!(!live.contains(&ids[2]), "autostart=false is not published by the daemon");
 
     // CLI commands keep working beside the daemon: the store is not held.
-    env.run(&[
-        "client",
-        "add",
-        "alpha",
-        "late",
-        "--control-port",
-        &tor.control(),
-    ])
-    .ok();
+    env.run(&["client", "add", "alpha", "late", "--control-port", &tor.control()]).ok();
 
     for _ in 0..2 {
         tor.restart();
@@ -359,10 +258,7 @@ fn the_daemon_republishes_after_every_tor_restart_and_stops_cleanly() {
     assert!(status.success(), "the daemon exits 0 on SIGTERM");
     let mut log = String::new();
     std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut log).unwrap();
-    assert!(
-        log.contains("connected to tor") && log.contains("stopping"),
-        "{log}"
-    );
+    assert!(log.contains("connected to tor") && log.contains("stopping"), "{log}");
     assert!(log.matches("published").count() >= 3, "{log}");
     assert!(!log.contains("ED25519-V3"), "no key in the logs");
 }

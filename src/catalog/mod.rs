@@ -51,52 +51,36 @@ pub struct KindDefinition {
 impl KindDefinition {
     /// Parses and validates one definition; errors name the file and the field.
     pub fn parse(file: &str, text: &str) -> Result<Self> {
-        let fail = |message: String| Error::Catalog {
-            file: file.to_owned(),
-            message,
-        };
-        let def: KindDefinition =
-            toml::from_str(text).map_err(|e| fail(e.to_string().trim_end().to_owned()))?;
+        let fail = |message: String| Error::Catalog { file: file.to_owned(), message };
+        let def: KindDefinition = toml::from_str(text).map_err(|e| fail(e.to_string().trim_end().to_owned()))?;
         ServiceName::new(&def.name).map_err(|e| fail(format!("field `name`: {e}")))?;
         if def.name_in_gui.trim().is_empty() {
             return Err(fail("field `name-in-gui` is empty".into()));
         }
-        for (field, port) in [
-            ("local-port", def.local_port),
-            ("remote-port", def.remote_port),
-        ] {
+        for (field, port) in [("local-port", def.local_port), ("remote-port", def.remote_port)] {
             if port == Some(0) {
                 return Err(fail(format!("field `{field}`: port 0 is not a port")));
             }
         }
         for pkg in &def.packages {
             let ok = !pkg.is_empty()
-                && pkg
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+                && pkg.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
             if !ok {
-                return Err(fail(format!(
-                    "field `packages`: {pkg:?} is not a Debian package name"
-                )));
+                return Err(fail(format!("field `packages`: {pkg:?} is not a Debian package name")));
             }
         }
         for path in &def.persistent_paths {
             if !path.starts_with('/') || path.split('/').any(|p| p == "..") {
-                return Err(fail(format!(
-                    "field `persistent-paths`: {path:?} must be an absolute path without '..'"
-                )));
+                return Err(fail(format!("field `persistent-paths`: {path:?} must be an absolute path without '..'")));
             }
         }
         let common = common_options();
         for (option, spec) in &def.options {
             ServiceName::new(option).map_err(|e| fail(format!("option `{option}`: {e}")))?;
             if common.contains_key(option) {
-                return Err(fail(format!(
-                    "option `{option}` is a common option and cannot be redefined"
-                )));
+                return Err(fail(format!("option `{option}` is a common option and cannot be redefined")));
             }
-            spec.check(option, &spec.default)
-                .map_err(|e| fail(format!("field `options.{option}.default`: {e}")))?;
+            spec.check(option, &spec.default).map_err(|e| fail(format!("field `options.{option}.default`: {e}")))?;
         }
         Ok(def)
     }
@@ -135,9 +119,7 @@ impl Catalog {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return catalog,
             Err(e) => {
-                catalog
-                    .problems
-                    .push(Error::io("cannot read the catalog directory", dir, e));
+                catalog.problems.push(Error::io("cannot read the catalog directory", dir, e));
                 return catalog;
             }
         };
@@ -148,15 +130,10 @@ impl Catalog {
         paths.sort();
         for path in paths {
             match read_definition(&path) {
-                Ok(def) if catalog.kinds.contains_key(&def.name) => {
-                    catalog.problems.push(Error::Catalog {
-                        file: path.display().to_string(),
-                        message: format!(
-                            "field `name`: a kind named {:?} is already defined",
-                            def.name
-                        ),
-                    })
-                }
+                Ok(def) if catalog.kinds.contains_key(&def.name) => catalog.problems.push(Error::Catalog {
+                    file: path.display().to_string(),
+                    message: format!("field `name`: a kind named {:?} is already defined", def.name),
+                }),
                 Ok(def) => {
                     catalog.kinds.insert(def.name.clone(), def);
                 }
@@ -186,10 +163,7 @@ fn read_definition(path: &Path) -> Result<KindDefinition> {
     let file = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|e| Error::io("cannot read", path, e))?;
     if meta.len() > MAX_DEFINITION_SIZE {
-        return Err(Error::Catalog {
-            file,
-            message: format!("larger than {MAX_DEFINITION_SIZE} bytes"),
-        });
+        return Err(Error::Catalog { file, message: format!("larger than {MAX_DEFINITION_SIZE} bytes") });
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))?;
     KindDefinition::parse(&file, &text)
@@ -206,11 +180,7 @@ mod tests {
         assert_eq!(names, ["custom", "gobby", "mumble", "sftp", "web"]);
         assert_eq!(catalog.get("mumble").unwrap().local_port, Some(64738));
         assert_eq!(catalog.get("gobby").unwrap().local_port, Some(6523));
-        assert!(catalog
-            .get("mumble")
-            .unwrap()
-            .options
-            .contains_key("server-password"));
+        assert!(catalog.get("mumble").unwrap().options.contains_key("server-password"));
         assert!(catalog.get("custom").unwrap().local_port.is_none());
         let err = catalog.get("irc").unwrap_err().to_string();
         assert!(err.contains("irc") && err.contains("mumble"), "{err}");
@@ -225,38 +195,17 @@ mod tests {
             (&format!("{base}local-port = 0\n"), "local-port"),
             (&format!("{base}colour = \"red\"\n"), "colour"),
             (&format!("{base}packages = [\"Bad Pkg\"]\n"), "packages"),
+            (&format!("{base}persistent-paths = [\"relative\"]\n"), "persistent-paths"),
+            (&format!("{base}[options.autostart]\ntype=\"bool\"\ndefault=true\ndescription=\"\"\n"), "common option"),
             (
-                &format!("{base}persistent-paths = [\"relative\"]\n"),
-                "persistent-paths",
-            ),
-            (
-                &format!(
-                    "{base}[options.autostart]\ntype=\"bool\"\ndefault=true\ndescription=\"\"\n"
-                ),
-                "common option",
-            ),
-            (
-                &format!(
-                    "{base}[options.size]\ntype=\"port\"\ndefault=\"big\"\ndescription=\"\"\n"
-                ),
+                &format!("{base}[options.size]\ntype=\"port\"\ndefault=\"big\"\ndescription=\"\"\n"),
                 "options.size.default",
             ),
-            (
-                &format!("{base}[options.size]\ntype=\"float\"\ndefault=1\ndescription=\"\"\n"),
-                "float",
-            ),
-            (
-                "name = \"Bad/Name\"\nname-in-gui = \"X\"\ndescription = \"d\"\n",
-                "field `name`",
-            ),
+            (&format!("{base}[options.size]\ntype=\"float\"\ndefault=1\ndescription=\"\"\n"), "float"),
+            ("name = \"Bad/Name\"\nname-in-gui = \"X\"\ndescription = \"d\"\n", "field `name`"),
         ] {
-            let err = KindDefinition::parse("kinds/x.toml", text)
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("kinds/x.toml") && err.contains(needle),
-                "{text:?}: {err}"
-            );
+            let err = KindDefinition::parse("kinds/x.toml", text).unwrap_err().to_string();
+            assert!(err.contains("kinds/x.toml") && err.contains(needle), "{text:?}: {err}");
         }
     }
 

@@ -27,12 +27,7 @@ use output::{Format, Printer};
 pub struct Cli {
     /// Where persistent services are kept [default: the Persistent Storage on Tails,
     /// else the XDG data directory]
-    #[arg(
-        long,
-        global = true,
-        env = "TAILS_SERVER_STATE_DIR",
-        value_name = "DIR"
-    )]
+    #[arg(long, global = true, env = "TAILS_SERVER_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
 
     /// Output format for data printed to standard output
@@ -40,13 +35,7 @@ pub struct Cli {
     format: Format,
 
     /// Seconds to wait for another tails-server process to release the store
-    #[arg(
-        long,
-        global = true,
-        env = "TAILS_SERVER_LOCK_TIMEOUT",
-        value_name = "SECONDS",
-        default_value_t = 10.0
-    )]
+    #[arg(long, global = true, env = "TAILS_SERVER_LOCK_TIMEOUT", value_name = "SECONDS", default_value_t = 10.0)]
     lock_timeout: f64,
 
     #[command(flatten)]
@@ -126,11 +115,7 @@ enum Command {
     /// Print the value of an option
     GetOption { name: ServiceName, option: String },
     /// Change the value of an option
-    SetOption {
-        name: ServiceName,
-        option: String,
-        value: String,
-    },
+    SetOption { name: ServiceName, option: String, value: String },
     /// Manage the clients allowed to reach a service
     #[command(subcommand)]
     Client(ClientCommand),
@@ -154,10 +139,7 @@ enum ClientCommand {
         public_key: Option<ClientPublicKey>,
     },
     /// Remove a client: it can no longer reach the service
-    Remove {
-        name: ServiceName,
-        client: ClientName,
-    },
+    Remove { name: ServiceName, client: ClientName },
     /// List a service's clients
     List { name: ServiceName },
     /// Print a client's credential, in the form the client's software takes
@@ -199,10 +181,7 @@ fn config(cli: &Cli) -> Result<Config> {
     if !(0.0..=3600.0).contains(&cli.lock_timeout) {
         bail!("--lock-timeout must be between 0 and 3600 seconds");
     }
-    let state_dir = cli
-        .state_dir
-        .clone()
-        .unwrap_or_else(tails::default_state_dir);
+    let state_dir = cli.state_dir.clone().unwrap_or_else(tails::default_state_dir);
     Ok(Config {
         catalog_dir: Some(
             std::env::var_os("TAILS_SERVER_CATALOG_DIR")
@@ -211,10 +190,7 @@ fn config(cli: &Cli) -> Result<Config> {
         ),
         runtime_dir: tails::default_runtime_dir().ok(),
         state_dir,
-        store: StoreOptions {
-            lock_timeout: Duration::from_secs_f64(cli.lock_timeout),
-            ..StoreOptions::default()
-        },
+        store: StoreOptions { lock_timeout: Duration::from_secs_f64(cli.lock_timeout), ..StoreOptions::default() },
     })
 }
 
@@ -240,9 +216,9 @@ pub fn run(cli: Cli) -> Result<()> {
             std::io::stdout().write_all(without_hidden_flag(&script).as_bytes())?;
             Ok(())
         }
-        Command::Man => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
-            .context("cannot write the manual page"),
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).context("cannot write the manual page")
+        }
         Command::Catalog => {
             let manager = open(&cli)?;
             out.catalog(manager.catalog())?;
@@ -254,15 +230,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Add {
-            kind,
-            name,
-            local_port,
-            remote_port,
-            options,
-            client,
-            allow_anyone_with_the_address,
-        } => {
+        Command::Add { kind, name, local_port, remote_port, options, client, allow_anyone_with_the_address } => {
             let mut manager = open(&cli)?;
             let request = AddRequest {
                 kind: kind.clone(),
@@ -307,23 +275,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 (record, view)
             };
             let config = config(&cli)?;
-            let tor_state =
-                tor::tor_status(&cli.tor, &record, config.runtime_dir.as_deref(), *probe)?;
+            let tor_state = tor::tor_status(&cli.tor, &record, config.runtime_dir.as_deref(), *probe)?;
             out.status(view, tor_state)
         }
-        Command::Enable {
-            name,
-            wait,
-            timeout,
-        } => {
+        Command::Enable { name, wait, timeout } => {
             let record = open(&cli)?.get(name)?;
             let config = config(&cli)?;
-            let set_enabled = || -> Result<()> {
-                open(&cli)?
-                    .set_enabled(name, true)
-                    .map(|_| ())
-                    .map_err(Into::into)
-            };
+            let set_enabled = || -> Result<()> { open(&cli)?.set_enabled(name, true).map(|_| ()).map_err(Into::into) };
             tor::enable(
                 &cli.tor,
                 &record,
@@ -336,12 +294,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Disable { name } => {
             let record = open(&cli)?.get(name)?;
-            let set_disabled = || -> Result<()> {
-                open(&cli)?
-                    .set_enabled(name, false)
-                    .map(|_| ())
-                    .map_err(Into::into)
-            };
+            let set_disabled =
+                || -> Result<()> { open(&cli)?.set_enabled(name, false).map(|_| ()).map_err(Into::into) };
             tor::disable(&cli.tor, &record, set_disabled, &out)
         }
         Command::Restore => {
@@ -354,18 +308,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let (_, value) = manager.get_option(name, option)?;
             out.option_value(name, option, &value)
         }
-        Command::SetOption {
-            name,
-            option,
-            value,
-        } => {
+        Command::SetOption { name, option, value } => {
             let mut manager = open(&cli)?;
             let (record, previous) = manager.set_option(name, option, value)?;
             let new = &record.options[option];
-            out.message(&format!(
-                "{}: {option} = {new} (was {previous})",
-                record.name
-            ))
+            out.message(&format!("{}: {option} = {new} (was {previous})", record.name))
         }
         Command::Client(command) => run_client(&cli, command, &out),
     }
@@ -373,11 +320,7 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn run_client(cli: &Cli, command: &ClientCommand, out: &Printer) -> Result<()> {
     match command {
-        ClientCommand::Add {
-            name,
-            client,
-            public_key,
-        } => {
+        ClientCommand::Add { name, client, public_key } => {
             let (record, added) = {
                 let mut manager = open(cli)?;
                 let added = manager.add_client(name, client.clone(), *public_key)?;
@@ -444,9 +387,7 @@ fn confirm_removal(name: &ServiceName) -> Result<()> {
     );
     std::io::stderr().flush().ok();
     let mut answer = String::new();
-    std::io::stdin()
-        .read_line(&mut answer)
-        .context("cannot read the confirmation")?;
+    std::io::stdin().read_line(&mut answer).context("cannot read the confirmation")?;
     if answer.trim() != name.as_str() {
         bail!("not confirmed; nothing was removed");
     }

@@ -106,33 +106,20 @@ pub struct Printer {
 }
 
 fn installed(manager: &Manager, record: &ServiceRecord) -> bool {
-    let packages = manager
-        .kind_of(record)
-        .map(|k| k.packages.clone())
-        .unwrap_or_default();
+    let packages = manager.kind_of(record).map(|k| k.packages.clone()).unwrap_or_default();
     tails::packages_installed(std::path::Path::new(tails::DPKG_STATUS), &packages)
 }
 
 /// Option values as shown: secret ones are never printed in listings.
-fn shown_options(
-    manager: &Manager,
-    record: &ServiceRecord,
-    only_status: bool,
-) -> BTreeMap<String, OptionValue> {
+fn shown_options(manager: &Manager, record: &ServiceRecord, only_status: bool) -> BTreeMap<String, OptionValue> {
     let specs = manager.option_specs(record);
     specs
         .iter()
         .filter(|(_, spec)| !only_status || spec.display_status)
         .map(|(name, spec)| {
-            let value = record
-                .options
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| spec.default.clone());
+            let value = record.options.get(name).cloned().unwrap_or_else(|| spec.default.clone());
             let value = match (&value, spec.secret) {
-                (OptionValue::String(s), true) if !s.is_empty() => {
-                    OptionValue::String(HIDDEN.into())
-                }
+                (OptionValue::String(s), true) if !s.is_empty() => OptionValue::String(HIDDEN.into()),
                 _ => value,
             };
             (name.clone(), value)
@@ -219,11 +206,7 @@ impl Printer {
                 (Some(l), None) => format!("port {l}"),
                 (None, _) => "any local port (--local-port)".into(),
             };
-            let packages = if kind.packages.is_empty() {
-                "none".to_owned()
-            } else {
-                kind.packages.join(", ")
-            };
+            let packages = if kind.packages.is_empty() { "none".to_owned() } else { kind.packages.join(", ") };
             text.push_str(&format!(
                 "{}  ({})\n    {}\n    {ports}; packages: {packages}\n",
                 kind.name, kind.name_in_gui, kind.description
@@ -248,16 +231,9 @@ impl Printer {
             return Ok(());
         }
         let width = views.iter().map(|v| v.name.len()).max().unwrap_or(4).max(4);
-        let mut text = format!(
-            "{:width$}  {:8}  {:62}  {:7}  CLIENTS\n",
-            "NAME", "KIND", "ADDRESS", "ENABLED"
-        );
+        let mut text = format!("{:width$}  {:8}  {:62}  {:7}  CLIENTS\n", "NAME", "KIND", "ADDRESS", "ENABLED");
         for v in &views {
-            let clients = if v.client_authorization {
-                v.clients.len().to_string()
-            } else {
-                "anyone!".into()
-            };
+            let clients = if v.client_authorization { v.clients.len().to_string() } else { "anyone!".into() };
             text.push_str(&format!(
                 "{:width$}  {:8}  {:62}  {:7}  {clients}\n",
                 v.name,
@@ -275,34 +251,21 @@ impl Printer {
             return Ok(());
         }
         let kind = manager.kind_of(record);
-        let gui = kind
-            .map(|k| k.name_in_gui.as_str())
-            .unwrap_or("kind no longer defined");
+        let gui = kind.map(|k| k.name_in_gui.as_str()).unwrap_or("kind no longer defined");
         let mut t = format!("Service:   {} ({}, {gui})\n", view.name, view.kind);
         t += &format!("Address:   {}\n", view.address);
-        t += &format!(
-            "Ports:     onion port {} -> 127.0.0.1:{}\n",
-            view.remote_port, view.local_port
-        );
+        t += &format!("Ports:     onion port {} -> 127.0.0.1:{}\n", view.remote_port, view.local_port);
         let packages = kind.map(|k| k.packages.join(", ")).unwrap_or_default();
         t += &format!(
             "Installed: {}{}\n",
             yes_no(view.installed),
-            if view.installed || packages.is_empty() {
-                String::new()
-            } else {
-                format!(" (needs {packages})")
-            }
+            if view.installed || packages.is_empty() { String::new() } else { format!(" (needs {packages})") }
         );
         t += &format!("Enabled:   {}\n", yes_no(view.enabled));
         if view.client_authorization {
-            t += &format!(
-                "Client authorization: on ({} of at most {MAX_CLIENTS} clients)\n",
-                view.clients.len()
-            );
+            t += &format!("Client authorization: on ({} of at most {MAX_CLIENTS} clients)\n", view.clients.len());
         } else {
-            t +=
-                "Client authorization: OFF - anyone who knows the address can reach this service\n";
+            t += "Client authorization: OFF - anyone who knows the address can reach this service\n";
         }
         t += "Options:\n";
         let specs = manager.option_specs(record);
@@ -325,11 +288,7 @@ impl Printer {
         if view.client_authorization {
             t += "Clients:\n";
             for c in &view.clients {
-                let key = if c.private_key_stored {
-                    "key can be shown again"
-                } else {
-                    "public key only"
-                };
+                let key = if c.private_key_stored { "key can be shown again" } else { "public key only" };
                 t += &format!("  {}  (added {}, {key})\n", c.name, c.created);
             }
         }
@@ -354,28 +313,13 @@ impl Printer {
             Some(false) => "no",
             None => "unknown",
         };
-        let mut t = format!(
-            "{}: {}\n",
-            view.name,
-            if view.enabled { "enabled" } else { "disabled" }
-        );
-        t += &format!(
-            "  address:    {}\n  installed:  {}\n",
-            view.address,
-            yes_no(view.installed)
-        );
-        t += &format!(
-            "  registered: {}   (tor runs the service)\n",
-            level(view.tor.registered)
-        );
+        let mut t = format!("{}: {}\n", view.name, if view.enabled { "enabled" } else { "disabled" });
+        t += &format!("  address:    {}\n  installed:  {}\n", view.address, yes_no(view.installed));
+        t += &format!("  registered: {}   (tor runs the service)\n", level(view.tor.registered));
         t += &format!(
             "  uploaded:   {}{}   (tor sent its descriptor to the directories)\n",
             level(view.tor.uploaded),
-            view.tor
-                .uploaded_at
-                .as_deref()
-                .map(|a| format!(" at {a}"))
-                .unwrap_or_default()
+            view.tor.uploaded_at.as_deref().map(|a| format!(" at {a}")).unwrap_or_default()
         );
         match view.tor.reachable {
             Some(r) => {
@@ -414,14 +358,7 @@ impl Printer {
         let view = View {
             published: &report.added,
             already_published: &report.already,
-            failed: report
-                .failed
-                .iter()
-                .map(|(n, e)| Failed {
-                    name: n.clone(),
-                    error: e.to_string(),
-                })
-                .collect(),
+            failed: report.failed.iter().map(|(n, e)| Failed { name: n.clone(), error: e.to_string() }).collect(),
             elapsed_ms: report.elapsed.as_secs_f64() * 1e3,
         };
         if self.structured(&view)? {
@@ -434,34 +371,21 @@ impl Printer {
                 v.join(", ")
             }
         };
-        let mut t = format!(
-            "published: {}\nalready running: {}\n",
-            list(&report.added),
-            list(&report.already)
-        );
+        let mut t = format!("published: {}\nalready running: {}\n", list(&report.added), list(&report.already));
         for (name, error) in &report.failed {
             t += &format!("FAILED: {name}: {error}\n");
         }
         self.human(&t)
     }
 
-    pub fn option_value(
-        &self,
-        name: &ServiceName,
-        option: &str,
-        value: &OptionValue,
-    ) -> Result<()> {
+    pub fn option_value(&self, name: &ServiceName, option: &str, value: &OptionValue) -> Result<()> {
         #[derive(Serialize)]
         struct View<'a> {
             name: &'a str,
             option: &'a str,
             value: &'a OptionValue,
         }
-        if !self.structured(&View {
-            name: name.as_str(),
-            option,
-            value,
-        })? {
+        if !self.structured(&View { name: name.as_str(), option, value })? {
             self.human(&format!("{value}\n"))?;
         }
         Ok(())
@@ -476,30 +400,16 @@ impl Printer {
             first_client: Option<SecretView<'a>>,
         }
         let first = record.clients.first();
-        let key = first
-            .and_then(|c| c.secret_key.as_ref())
-            .map(|k| k.to_base32());
-        let line = first
-            .and_then(|c| c.secret_key.as_ref())
-            .map(|k| k.auth_private_line(&record.address()));
+        let key = first.and_then(|c| c.secret_key.as_ref()).map(|k| k.to_base32());
+        let line = first.and_then(|c| c.secret_key.as_ref()).map(|k| k.auth_private_line(&record.address()));
         let secret_view = match (first, &key, &line) {
-            (Some(c), Some(k), Some(l)) => Some(SecretView {
-                name: c.name.as_str(),
-                key: k,
-                auth_private: l,
-            }),
+            (Some(c), Some(k), Some(l)) => Some(SecretView { name: c.name.as_str(), key: k, auth_private: l }),
             _ => None,
         };
-        if self.structured(&Added {
-            service: service_view(manager, record),
-            first_client: secret_view,
-        })? {
+        if self.structured(&Added { service: service_view(manager, record), first_client: secret_view })? {
             return Ok(());
         }
-        let mut t = format!(
-            "Added service {} ({}). It is not enabled yet.\n\n",
-            record.name, record.kind
-        );
+        let mut t = format!("Added service {} ({}). It is not enabled yet.\n\n", record.name, record.kind);
         t += "Address (share it with the people who should reach the service):\n";
         t += &format!("    {}\n", record.address());
         if let (Some(client), Some(key)) = (first, key) {
@@ -511,16 +421,9 @@ impl Printer {
 
     pub fn client_added(&self, record: &ServiceRecord, client: &ClientRecord) -> Result<()> {
         let key = client.secret_key.as_ref().map(|k| k.to_base32());
-        let line = client
-            .secret_key
-            .as_ref()
-            .map(|k| k.auth_private_line(&record.address()));
+        let line = client.secret_key.as_ref().map(|k| k.auth_private_line(&record.address()));
         let view = match (&key, &line) {
-            (Some(k), Some(l)) => Some(SecretView {
-                name: client.name.as_str(),
-                key: k,
-                auth_private: l,
-            }),
+            (Some(k), Some(l)) => Some(SecretView { name: client.name.as_str(), key: k, auth_private: l }),
             _ => None,
         };
         #[derive(Serialize)]
@@ -540,17 +443,10 @@ impl Printer {
         if self.structured(&added)? {
             return Ok(());
         }
-        let mut t = format!(
-            "Added client {} to service {} ({}).\n",
-            client.name,
-            record.name,
-            record.address()
-        );
+        let mut t = format!("Added client {} to service {} ({}).\n", client.name, record.name, record.address());
         match key {
             Some(key) => t += &credential_text(record, client.name.as_str(), &key),
-            None => {
-                t += "It was added with its public key: its holder already has the private key.\n"
-            }
+            None => t += "It was added with its public key: its holder already has the private key.\n",
         }
         self.human(&t)
     }
@@ -561,10 +457,7 @@ impl Printer {
             return Ok(());
         }
         if !record.client_auth {
-            eprintln!(
-                "Service {} has no client authorization: anyone with its address can connect.",
-                record.name
-            );
+            eprintln!("Service {} has no client authorization: anyone with its address can connect.", record.name);
             return Ok(());
         }
         let width = views.iter().map(|v| v.name.len()).max().unwrap_or(6).max(6);
@@ -574,41 +467,23 @@ impl Printer {
                 "{:width$}  {:20}  {}\n",
                 v.name,
                 v.created,
-                if v.private_key_stored {
-                    "stored"
-                } else {
-                    "not stored"
-                }
+                if v.private_key_stored { "stored" } else { "not stored" }
             );
         }
         self.human(&t)
     }
 
-    pub fn credential(
-        &self,
-        record: &ServiceRecord,
-        client: &ClientRecord,
-        form: CredentialForm,
-    ) -> Result<()> {
+    pub fn credential(&self, record: &ServiceRecord, client: &ClientRecord, form: CredentialForm) -> Result<()> {
         let secret = || {
-            client
-                .secret_key
-                .as_ref()
-                .ok_or_else(|| tails_server::Error::NoPrivateKey {
-                    service: record.name.to_string(),
-                    client: client.name.to_string(),
-                })
+            client.secret_key.as_ref().ok_or_else(|| tails_server::Error::NoPrivateKey {
+                service: record.name.to_string(),
+                client: client.name.to_string(),
+            })
         };
         let (form_name, value) = match form {
-            CredentialForm::AuthPrivate => (
-                "auth-private",
-                secret()?.auth_private_line(&record.address()),
-            ),
+            CredentialForm::AuthPrivate => ("auth-private", secret()?.auth_private_line(&record.address())),
             CredentialForm::Key => ("key", secret()?.to_base32()),
-            CredentialForm::Auth => (
-                "auth",
-                zeroize::Zeroizing::new(client.public_key.auth_line()),
-            ),
+            CredentialForm::Auth => ("auth", zeroize::Zeroizing::new(client.public_key.auth_line())),
         };
         let view = CredentialView {
             service: record.name.as_str(),
@@ -690,12 +565,7 @@ pub fn rfc3339(unix: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 #[cfg(test)]

@@ -20,36 +20,16 @@ use super::output::{rfc3339, Printer, TorState};
 #[derive(Debug, clap::Args)]
 pub struct TorArgs {
     /// tor's control port, HOST:PORT (overrides --control-socket)
-    #[arg(
-        long,
-        global = true,
-        env = "TAILS_SERVER_CONTROL_PORT",
-        value_name = "HOST:PORT"
-    )]
+    #[arg(long, global = true, env = "TAILS_SERVER_CONTROL_PORT", value_name = "HOST:PORT")]
     control_port: Option<String>,
     /// tor's control socket [default: /run/tor/control]
-    #[arg(
-        long,
-        global = true,
-        env = "TAILS_SERVER_CONTROL_SOCKET",
-        value_name = "PATH"
-    )]
+    #[arg(long, global = true, env = "TAILS_SERVER_CONTROL_SOCKET", value_name = "PATH")]
     control_socket: Option<PathBuf>,
     /// tor's authentication cookie [default: the file tor names]
-    #[arg(
-        long,
-        global = true,
-        env = "TAILS_SERVER_COOKIE_FILE",
-        value_name = "FILE"
-    )]
+    #[arg(long, global = true, env = "TAILS_SERVER_COOKIE_FILE", value_name = "FILE")]
     cookie_file: Option<PathBuf>,
     /// A file whose first line is tor's control password (for HashedControlPassword)
-    #[arg(
-        long,
-        global = true,
-        env = "TAILS_SERVER_PASSWORD_FILE",
-        value_name = "FILE"
-    )]
+    #[arg(long, global = true, env = "TAILS_SERVER_PASSWORD_FILE", value_name = "FILE")]
     password_file: Option<PathBuf>,
     /// Ask for tor's control password on the terminal
     #[arg(long, global = true)]
@@ -69,25 +49,19 @@ fn control_config(args: &TorArgs) -> Result<ControlConfig> {
     if let Some(path) = &args.password_file {
         config.password = Some(read_password_file(path)?);
     } else if args.ask_password {
-        let password = rpassword::prompt_password("tor control password: ")
-            .context("cannot read the password")?;
+        let password = rpassword::prompt_password("tor control password: ").context("cannot read the password")?;
         config.password = Some(Zeroizing::new(password));
     }
     Ok(config)
 }
 
 fn read_password_file(path: &Path) -> Result<Zeroizing<String>> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read the password file {}", path.display()))?;
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read the password file {}", path.display()))?;
     if meta.len() > MAX_PASSWORD_FILE {
-        bail!(
-            "{} is not a password file: it is larger than {MAX_PASSWORD_FILE} bytes",
-            path.display()
-        );
+        bail!("{} is not a password file: it is larger than {MAX_PASSWORD_FILE} bytes", path.display());
     }
     let text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the password file {}", path.display()))?,
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the password file {}", path.display()))?,
     );
     let line = text.lines().next().unwrap_or_default();
     if line.is_empty() {
@@ -97,17 +71,11 @@ fn read_password_file(path: &Path) -> Result<Zeroizing<String>> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
 }
 
 async fn connect(args: &TorArgs) -> Result<TorControl, Error> {
-    let config = control_config(args).map_err(|e| Error::TorAuth {
-        target: String::new(),
-        reason: e.to_string(),
-    })?;
+    let config = control_config(args).map_err(|e| Error::TorAuth { target: String::new(), reason: e.to_string() })?;
     TorControl::connect(&config).await
 }
 
@@ -141,18 +109,19 @@ pub fn enable(
         if wait {
             tor.set_events(&["HS_DESC"]).await?;
         }
-        let outcome = publish::publish(&mut tor, record, None)
-            .await
-            .map_err(|e| anyhow!("{e}. {name} was left as it was"))?;
+        let outcome =
+            publish::publish(&mut tor, record, None).await.map_err(|e| anyhow!("{e}. {name} was left as it was"))?;
         if let Err(e) = set_enabled() {
             if outcome == Publication::Added {
                 let _ = publish::unpublish(&mut tor, &record.address()).await;
             }
             return Err(e.context(format!("{name} could not be recorded as enabled, so it was not published")));
         }
-        let pid = tor.process_id().await?;
+        let instance = tor.instance().await?;
         match outcome {
-            Publication::Added => out.message(&format!("{name} is enabled and registered with tor at {}.", record.address()))?,
+            Publication::Added => {
+                out.message(&format!("{name} is enabled and registered with tor at {}.", record.address()))?
+            }
             Publication::AlreadyPublished => {
                 out.message(&format!("{name} is enabled; tor already runs it at {}.", record.address()))?
             }
@@ -162,7 +131,7 @@ pub fn enable(
         }
         let id = record.address().service_id();
         if outcome == Publication::AlreadyPublished {
-            let seen = runtime_dir.and_then(|d| UploadLog::load(d).uploaded_at(pid, &id));
+            let seen = runtime_dir.and_then(|d| UploadLog::load(d).uploaded_at(&instance, &id));
             match seen {
                 Some(at) => eprintln!("Its descriptor was uploaded at {}.", rfc3339(at)),
                 None => eprintln!(
@@ -186,7 +155,7 @@ pub fn enable(
         spinner.finish_and_clear();
         result?;
         if let Some(dir) = runtime_dir {
-            let _ = UploadLog::record(dir, pid, &id);
+            let _ = UploadLog::record(dir, &instance, &id);
         }
         eprintln!("The descriptor is uploaded: clients holding a key can now reach {}.", record.address());
         Ok(())
@@ -206,9 +175,7 @@ pub fn disable(
             Ok(tor) => tor,
             Err(e) if unreachable(&e) => {
                 set_disabled()?;
-                bail!(
-                    "{name} is recorded as disabled, but tor could not be told to remove it: {e}"
-                );
+                bail!("{name} is recorded as disabled, but tor could not be told to remove it: {e}");
             }
             Err(e) => bail!("{e}. {name} was left as it was"),
         };
@@ -264,28 +231,20 @@ pub fn restore(args: &TorArgs, records: &[ServiceRecord], out: &Printer) -> Resu
 pub fn daemon(args: &TorArgs, config: Config) -> Result<()> {
     let options = DaemonOptions::new(control_config(args)?, config);
     runtime()?.block_on(async {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("cannot watch for SIGTERM")?;
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot watch for SIGTERM")?;
         let shutdown = async move {
             tokio::select! {
                 _ = terminate.recv() => {},
                 _ = tokio::signal::ctrl_c() => {},
             }
         };
-        daemon::run(options, shutdown)
-            .await
-            .map_err(anyhow::Error::from)
+        daemon::run(options, shutdown).await.map_err(anyhow::Error::from)
     })
 }
 
 /// What tor says about one service; tor being unreachable is reported, not an error.
-pub fn tor_status(
-    args: &TorArgs,
-    record: &ServiceRecord,
-    runtime_dir: Option<&Path>,
-    probe: bool,
-) -> Result<TorState> {
+pub fn tor_status(args: &TorArgs, record: &ServiceRecord, runtime_dir: Option<&Path>, probe: bool) -> Result<TorState> {
     runtime()?.block_on(async {
         let mut state = TorState::default();
         let mut tor = match connect(args).await {
@@ -298,12 +257,9 @@ pub fn tor_status(
         let id = record.address().service_id();
         let registered = tor.detached_onions().await?.contains(&id);
         state.registered = Some(registered);
-        let pid = tor.process_id().await?;
-        let uploaded_at = if registered {
-            runtime_dir.and_then(|d| UploadLog::load(d).uploaded_at(pid, &id))
-        } else {
-            None
-        };
+        let instance = tor.instance().await?;
+        let uploaded_at =
+            if registered { runtime_dir.and_then(|d| UploadLog::load(d).uploaded_at(&instance, &id)) } else { None };
         state.uploaded = if !registered {
             Some(false)
         } else if uploaded_at.is_some() {
@@ -323,10 +279,7 @@ pub fn tor_status(
 
 /// Connects to the service through tor's own SOCKS port, as a client would, with one of
 /// the stored client keys registered in tor just for the probe.
-async fn probe_service(
-    tor: &mut TorControl,
-    record: &ServiceRecord,
-) -> Result<(Option<bool>, String)> {
+async fn probe_service(tor: &mut TorControl, record: &ServiceRecord) -> Result<(Option<bool>, String)> {
     let Some(socks) = tor.socks_listeners().await?.into_iter().next() else {
         return Ok((None, "tor has no SocksPort to probe through".into()));
     };
@@ -337,12 +290,8 @@ async fn probe_service(
             return Ok((None, "no client private key is stored to probe with".into()));
         };
         let key = Zeroizing::new(format!("x25519:{}", secret.to_base64().as_str()));
-        tor.execute(
-            &CommandLine::new("ONION_CLIENT_AUTH_ADD")
-                .arg("service id", &id)?
-                .secret_arg("client key", &key)?,
-        )
-        .await?;
+        tor.execute(&CommandLine::new("ONION_CLIENT_AUTH_ADD").arg("service id", &id)?.secret_arg("client key", &key)?)
+            .await?;
         registered_key = true;
     }
     let result = tokio::time::timeout(
@@ -351,18 +300,13 @@ async fn probe_service(
     )
     .await;
     if registered_key {
-        let _ = tor
-            .send(&CommandLine::new("ONION_CLIENT_AUTH_REMOVE").arg("service id", &id)?)
-            .await;
+        let _ = tor.send(&CommandLine::new("ONION_CLIENT_AUTH_REMOVE").arg("service id", &id)?).await;
     }
     Ok(match result {
         Err(_) => (Some(false), "no answer within 90 s".into()),
         Ok(Err(e)) => (None, format!("cannot use tor's SocksPort {socks}: {e}")),
         Ok(Ok(0x00)) => (Some(true), "a connection through tor succeeded".into()),
-        Ok(Ok(code)) => (
-            Some(code == 0x05),
-            socks_reply_meaning(code, record.local_port),
-        ),
+        Ok(Ok(code)) => (Some(code == 0x05), socks_reply_meaning(code, record.local_port)),
     })
 }
 
@@ -372,9 +316,7 @@ async fn socks_connect(proxy: &str, host: &str, port: u16) -> std::io::Result<u8
     let mut greeting = [0u8; 2];
     stream.read_exact(&mut greeting).await?;
     if greeting != [5, 0] {
-        return Err(std::io::Error::other(
-            "the SOCKS port refused unauthenticated access",
-        ));
+        return Err(std::io::Error::other("the SOCKS port refused unauthenticated access"));
     }
     let mut request = vec![5, 1, 0, 3, host.len() as u8];
     request.extend_from_slice(host.as_bytes());

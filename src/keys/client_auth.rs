@@ -60,11 +60,7 @@ impl ClientSecretKey {
 
     /// One line of a `.auth_private` file for tor's ClientOnionAuthDir.
     pub fn auth_private_line(&self, service: &OnionAddress) -> Zeroizing<String> {
-        Zeroizing::new(format!(
-            "{}:{AUTH_PREFIX}{}",
-            service.service_id(),
-            self.to_base32().as_str()
-        ))
+        Zeroizing::new(format!("{}:{AUTH_PREFIX}{}", service.service_id(), self.to_base32().as_str()))
     }
 
     /// Parses a `.auth_private` line into the service address and the key.
@@ -75,23 +71,17 @@ impl ClientSecretKey {
             reason: "expected <address>:descriptor:x25519:<key>".into(),
         })?;
         let address: OnionAddress = id.parse()?;
-        let key = rest
-            .strip_prefix(AUTH_PREFIX)
-            .ok_or_else(|| Error::InvalidKey {
-                what: ".auth_private line",
-                reason: format!("expected {AUTH_PREFIX:?} after the address"),
-            })?;
+        let key = rest.strip_prefix(AUTH_PREFIX).ok_or_else(|| Error::InvalidKey {
+            what: ".auth_private line",
+            reason: format!("expected {AUTH_PREFIX:?} after the address"),
+        })?;
         Ok((address, Self::from_base32(key)?))
     }
 }
 
 impl fmt::Debug for ClientSecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ClientSecretKey([secret redacted], public {})",
-            self.public_key()
-        )
+        write!(f, "ClientSecretKey([secret redacted], public {})", self.public_key())
     }
 }
 
@@ -181,19 +171,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn hex32(s: &str) -> [u8; 32] {
-        data_encoding::HEXLOWER
-            .decode(s.as_bytes())
-            .unwrap()
-            .try_into()
-            .unwrap()
+        data_encoding::HEXLOWER.decode(s.as_bytes()).unwrap().try_into().unwrap()
     }
 
     // RFC 7748 section 6.1: Alice's private and public keys.
     #[test]
     fn public_key_matches_rfc7748_vector() {
-        let secret = ClientSecretKey::from_bytes(hex32(
-            "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
-        ));
+        let secret =
+            ClientSecretKey::from_bytes(hex32("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"));
         assert_eq!(
             secret.public_key().as_bytes(),
             &hex32("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
@@ -205,20 +190,10 @@ mod tests {
         let secret = ClientSecretKey::generate().unwrap();
         let b32 = secret.to_base32();
         assert_eq!(b32.len(), 52);
-        assert!(b32
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || ('2'..='7').contains(&c)));
+        assert!(b32.chars().all(|c| c.is_ascii_uppercase() || ('2'..='7').contains(&c)));
         assert_eq!(ClientSecretKey::from_base32(&b32).unwrap(), secret);
-        assert_eq!(
-            ClientSecretKey::from_base32(&b32.to_lowercase()).unwrap(),
-            secret
-        );
-        assert_eq!(
-            data_encoding::BASE64
-                .decode(secret.to_base64().as_bytes())
-                .unwrap(),
-            secret.0.to_vec()
-        );
+        assert_eq!(ClientSecretKey::from_base32(&b32.to_lowercase()).unwrap(), secret);
+        assert_eq!(data_encoding::BASE64.decode(secret.to_base64().as_bytes()).unwrap(), secret.0.to_vec());
 
         let public = secret.public_key();
         let line = public.auth_line();
@@ -228,14 +203,7 @@ mod tests {
 
         let address = OnionPublicKey::from_bytes([7; 32]).address();
         let private_line = secret.auth_private_line(&address);
-        assert_eq!(
-            private_line.as_str(),
-            format!(
-                "{}:descriptor:x25519:{}",
-                address.service_id(),
-                b32.as_str()
-            )
-        );
+        assert_eq!(private_line.as_str(), format!("{}:descriptor:x25519:{}", address.service_id(), b32.as_str()));
         let (a, s) = ClientSecretKey::parse_auth_private_line(&private_line).unwrap();
         assert_eq!((a, s), (address, secret));
     }
@@ -254,9 +222,7 @@ mod tests {
             assert!(err.contains(why), "{bad:?}: {err}");
         }
         // 52 characters carry 260 bits: non-zero trailing bits are not a canonical key.
-        let err = ClientPublicKey::parse(&format!("{}B", "A".repeat(51)))
-            .unwrap_err()
-            .to_string();
+        let err = ClientPublicKey::parse(&format!("{}B", "A".repeat(51))).unwrap_err().to_string();
         assert!(err.contains("not valid base32"), "{err}");
     }
 

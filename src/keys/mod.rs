@@ -15,23 +15,15 @@ pub(crate) fn os_random(buf: &mut [u8]) -> Result<()> {
 }
 
 /// Decodes tor's unpadded RFC 4648 base32, case-insensitively, into exactly `N` bytes.
-pub(crate) fn decode_base32<const N: usize>(
-    what: &'static str,
-    text: &str,
-) -> Result<zeroize::Zeroizing<[u8; N]>> {
+pub(crate) fn decode_base32<const N: usize>(what: &'static str, text: &str) -> Result<zeroize::Zeroizing<[u8; N]>> {
     let expected_len = (N * 8).div_ceil(5);
     let invalid = |reason: String| Error::InvalidKey { what, reason };
     if text.len() != expected_len {
-        return Err(invalid(format!(
-            "expected {expected_len} base32 characters, got {}",
-            text.chars().count()
-        )));
+        return Err(invalid(format!("expected {expected_len} base32 characters, got {}", text.chars().count())));
     }
     let upper = zeroize::Zeroizing::new(text.to_ascii_uppercase());
     let bytes = zeroize::Zeroizing::new(
-        data_encoding::BASE32_NOPAD
-            .decode(upper.as_bytes())
-            .map_err(|e| invalid(format!("not valid base32 ({e})")))?,
+        data_encoding::BASE32_NOPAD.decode(upper.as_bytes()).map_err(|e| invalid(format!("not valid base32 ({e})")))?,
     );
     let mut out = zeroize::Zeroizing::new([0u8; N]);
     out.copy_from_slice(&bytes);

@@ -38,17 +38,12 @@ impl OnionSecretKey {
 
     /// Accepts the 64 expanded bytes, refusing any whose scalar is not clamped as tor's are.
     pub fn from_expanded(bytes: &[u8]) -> Result<Self> {
-        let invalid = |reason: String| Error::InvalidKey {
-            what: "onion service key",
-            reason,
-        };
+        let invalid = |reason: String| Error::InvalidKey { what: "onion service key", reason };
         if bytes.len() != 64 {
             return Err(invalid(format!("expected 64 bytes, got {}", bytes.len())));
         }
         if bytes[0] & 7 != 0 || bytes[31] & 128 != 0 || bytes[31] & 64 == 0 {
-            return Err(invalid(
-                "its scalar is not clamped, so it is not an expanded ed25519 key".into(),
-            ));
+            return Err(invalid("its scalar is not clamped, so it is not an expanded ed25519 key".into()));
         }
         let mut key = Zeroizing::new([0u8; 64]);
         key.copy_from_slice(bytes);
@@ -80,18 +75,15 @@ impl OnionSecretKey {
     }
 
     pub fn from_control_blob(blob: &str) -> Result<Self> {
-        let body = blob
-            .strip_prefix(CONTROL_PREFIX)
-            .ok_or_else(|| Error::InvalidKey {
-                what: "onion service key",
-                reason: format!("expected it to start with {CONTROL_PREFIX:?}"),
-            })?;
-        let bytes = Zeroizing::new(data_encoding::BASE64.decode(body.as_bytes()).map_err(|e| {
-            Error::InvalidKey {
+        let body = blob.strip_prefix(CONTROL_PREFIX).ok_or_else(|| Error::InvalidKey {
+            what: "onion service key",
+            reason: format!("expected it to start with {CONTROL_PREFIX:?}"),
+        })?;
+        let bytes =
+            Zeroizing::new(data_encoding::BASE64.decode(body.as_bytes()).map_err(|e| Error::InvalidKey {
                 what: "onion service key",
                 reason: format!("not valid base64 ({e})"),
-            }
-        })?);
+            })?);
         Self::from_expanded(&bytes)
     }
 
@@ -104,17 +96,12 @@ impl OnionSecretKey {
     }
 
     pub fn from_tor_secret_file(content: &[u8]) -> Result<Self> {
-        let invalid = |reason: String| Error::InvalidKey {
-            what: "hs_ed25519_secret_key file",
-            reason,
-        };
+        let invalid = |reason: String| Error::InvalidKey { what: "hs_ed25519_secret_key file", reason };
         if content.len() != 96 {
             return Err(invalid(format!("expected 96 bytes, got {}", content.len())));
         }
         if &content[..32] != SECRET_FILE_HEADER {
-            return Err(invalid(
-                "it does not start with tor's \"== ed25519v1-secret: type0 ==\" header".into(),
-            ));
+            return Err(invalid("it does not start with tor's \"== ed25519v1-secret: type0 ==\" header".into()));
         }
         Self::from_expanded(&content[32..])
     }
@@ -196,9 +183,7 @@ impl OnionAddress {
         raw[..32].copy_from_slice(self.0.as_bytes());
         raw[32..34].copy_from_slice(&Self::checksum(self.0.as_bytes()));
         raw[34] = ADDRESS_VERSION;
-        data_encoding::BASE32_NOPAD
-            .encode(&raw)
-            .to_ascii_lowercase()
+        data_encoding::BASE32_NOPAD.encode(&raw).to_ascii_lowercase()
     }
 
     pub fn public_key(&self) -> OnionPublicKey {
@@ -223,15 +208,10 @@ impl FromStr for OnionAddress {
 
     /// Parses an address with or without `.onion`, verifying its version and checksum.
     fn from_str(text: &str) -> Result<Self> {
-        let invalid = |reason: &str| Error::InvalidAddress {
-            address: text.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let invalid = |reason: &str| Error::InvalidAddress { address: text.to_owned(), reason: reason.to_owned() };
         let id = text.strip_suffix(".onion").unwrap_or(text);
         if id.len() != ADDRESS_LEN {
-            return Err(invalid(
-                "a v3 onion address has 56 characters before .onion",
-            ));
+            return Err(invalid("a v3 onion address has 56 characters before .onion"));
         }
         let raw = data_encoding::BASE32_NOPAD
             .decode(id.to_ascii_uppercase().as_bytes())
@@ -267,11 +247,7 @@ mod tests {
         assert_eq!(pk.address().to_string(), SPEC_ADDRESS);
         let parsed: OnionAddress = SPEC_ADDRESS.parse().unwrap();
         assert_eq!(parsed.public_key(), pk);
-        let upper: OnionAddress = SPEC_ADDRESS
-            .trim_end_matches(".onion")
-            .to_uppercase()
-            .parse()
-            .unwrap();
+        let upper: OnionAddress = SPEC_ADDRESS.trim_end_matches(".onion").to_uppercase().parse().unwrap();
         assert_eq!(upper, parsed);
     }
 
@@ -280,11 +256,7 @@ mod tests {
         let typo = SPEC_ADDRESS.replacen("25nj", "25nk", 1);
         let err = typo.parse::<OnionAddress>().unwrap_err().to_string();
         assert!(err.contains("checksum"), "{err}");
-        assert!("abc.onion"
-            .parse::<OnionAddress>()
-            .unwrap_err()
-            .to_string()
-            .contains("56 characters"));
+        assert!("abc.onion".parse::<OnionAddress>().unwrap_err().to_string().contains("56 characters"));
     }
 
     // RFC 8032 test 1: seed 9d61b1…, public key d75a98… (the same key as the address vector).
@@ -329,22 +301,13 @@ mod tests {
         let key = OnionSecretKey::generate().unwrap();
         let mut file = key.to_tor_secret_file().to_vec();
         file[5] = b'X';
-        assert!(OnionSecretKey::from_tor_secret_file(&file)
-            .unwrap_err()
-            .to_string()
-            .contains("header"));
-        assert!(OnionSecretKey::from_tor_secret_file(&file[..95])
-            .unwrap_err()
-            .to_string()
-            .contains("96 bytes"));
+        assert!(OnionSecretKey::from_tor_secret_file(&file).unwrap_err().to_string().contains("header"));
+        assert!(OnionSecretKey::from_tor_secret_file(&file[..95]).unwrap_err().to_string().contains("96 bytes"));
         assert!(OnionSecretKey::from_control_blob("ED25519-V3:AAAA").is_err());
         assert!(OnionSecretKey::from_control_blob("RSA1024:AAAA").is_err());
         let mut unclamped = *key.expanded_bytes();
         unclamped[0] |= 1;
-        assert!(OnionSecretKey::from_expanded(&unclamped)
-            .unwrap_err()
-            .to_string()
-            .contains("clamped"));
+        assert!(OnionSecretKey::from_expanded(&unclamped).unwrap_err().to_string().contains("clamped"));
     }
 
     #[test]

@@ -19,10 +19,7 @@ pub struct CommandLine {
 impl CommandLine {
     pub fn new(keyword: &'static str) -> Self {
         debug_assert!(keyword.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'));
-        Self {
-            line: Zeroizing::new(keyword.to_owned()),
-            shown: keyword.to_owned(),
-        }
+        Self { line: Zeroizing::new(keyword.to_owned()), shown: keyword.to_owned() }
     }
 
     /// Adds an argument after checking it is a single printable token.
@@ -49,10 +46,7 @@ impl CommandLine {
     pub fn quoted_secret_arg(mut self, what: &'static str, value: &[u8]) -> Result<Self> {
         let text = std::str::from_utf8(value).map_err(|_| invalid(what, "it is not UTF-8 text"))?;
         if text.chars().any(char::is_control) {
-            return Err(invalid(
-                what,
-                "it contains a line break, tab or other control character",
-            ));
+            return Err(invalid(what, "it contains a line break, tab or other control character"));
         }
         self.line.push_str(" \"");
         for c in text.chars() {
@@ -91,10 +85,7 @@ impl fmt::Display for CommandLine {
 }
 
 fn invalid(what: &'static str, reason: &str) -> Error {
-    Error::InvalidControlArgument {
-        what,
-        reason: reason.to_owned(),
-    }
+    Error::InvalidControlArgument { what, reason: reason.to_owned() }
 }
 
 fn check_token(what: &'static str, value: &str) -> Result<()> {
@@ -129,10 +120,7 @@ impl Reply {
 
     /// Values of `KEY=value` lines, in order.
     pub fn values<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.lines.iter().filter_map(move |line| {
-            line.strip_prefix(key)
-                .and_then(|rest| rest.strip_prefix('='))
-        })
+        self.lines.iter().filter_map(move |line| line.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
     }
 }
 
@@ -173,28 +161,12 @@ mod tests {
 
     #[test]
     fn values_with_line_breaks_spaces_or_nul_never_reach_tor() {
-        for bad in [
-            "a\r\nSIGNAL HALT",
-            "a\nb",
-            "a\rb",
-            "two words",
-            "nul\0",
-            "",
-            "tab\t",
-            "é",
-        ] {
-            let err = CommandLine::new("DEL_ONION")
-                .arg("onion address", bad)
-                .unwrap_err()
-                .to_string();
+        for bad in ["a\r\nSIGNAL HALT", "a\nb", "a\rb", "two words", "nul\0", "", "tab\t", "é"] {
+            let err = CommandLine::new("DEL_ONION").arg("onion address", bad).unwrap_err().to_string();
             assert!(err.contains("onion address"), "{bad:?}: {err}");
-            assert!(CommandLine::new("ADD_ONION")
-                .secret_arg("key", bad)
-                .is_err());
+            assert!(CommandLine::new("ADD_ONION").secret_arg("key", bad).is_err());
         }
-        assert!(CommandLine::new("AUTHENTICATE")
-            .quoted_secret_arg("password", b"a\r\nQUIT")
-            .is_err());
+        assert!(CommandLine::new("AUTHENTICATE").quoted_secret_arg("password", b"a\r\nQUIT").is_err());
     }
 
     #[test]
@@ -204,31 +176,18 @@ mod tests {
             .unwrap()
             .arg("flags", "Flags=Detach")
             .unwrap();
-        assert_eq!(
-            &cmd.wire_bytes()[..],
-            b"ADD_ONION ED25519-V3:c2VjcmV0 Flags=Detach\r\n"
-        );
+        assert_eq!(&cmd.wire_bytes()[..], b"ADD_ONION ED25519-V3:c2VjcmV0 Flags=Detach\r\n");
         assert_eq!(cmd.to_string(), "ADD_ONION [secret] Flags=Detach");
         assert!(!format!("{cmd:?}").contains("c2VjcmV0"));
-        let auth = CommandLine::new("AUTHENTICATE")
-            .quoted_secret_arg("password", b"p\"w d\\")
-            .unwrap();
+        let auth = CommandLine::new("AUTHENTICATE").quoted_secret_arg("password", b"p\"w d\\").unwrap();
         assert_eq!(&auth.wire_bytes()[..], b"AUTHENTICATE \"p\\\"w d\\\\\"\r\n");
     }
 
     #[test]
     fn pairs() {
-        let p = parse_pairs(
-            r#"METHODS=COOKIE,SAFECOOKIE COOKIEFILE="/var/lib/tor/control auth cookie" X=1"#,
-        );
+        let p = parse_pairs(r#"METHODS=COOKIE,SAFECOOKIE COOKIEFILE="/var/lib/tor/control auth cookie" X=1"#);
         assert_eq!(p[0], ("METHODS".into(), "COOKIE,SAFECOOKIE".into()));
-        assert_eq!(
-            p[1],
-            (
-                "COOKIEFILE".into(),
-                "/var/lib/tor/control auth cookie".into()
-            )
-        );
+        assert_eq!(p[1], ("COOKIEFILE".into(), "/var/lib/tor/control auth cookie".into()));
         assert_eq!(p[2], ("X".into(), "1".into()));
         let p = parse_pairs("NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY=\"Done\"");
         assert_eq!(p[0], ("PROGRESS".into(), "100".into()));

@@ -53,12 +53,7 @@ pub struct ControlConfig {
 
 impl ControlConfig {
     pub fn new(target: ControlTarget) -> Self {
-        Self {
-            target,
-            cookie_file: None,
-            password: None,
-            connect_timeout: Duration::from_secs(5),
-        }
+        Self { target, cookie_file: None, password: None, connect_timeout: Duration::from_secs(5) }
     }
 }
 
@@ -87,13 +82,25 @@ impl TorEvent {
                 service_id: (*id).to_owned(),
                 hsdir: (*hsdir != "UNKNOWN").then(|| (*hsdir).to_owned()),
             },
-            ["HS_DESC", action, id, ..] => TorEvent::HsDesc {
-                action: (*action).to_owned(),
-                service_id: (*id).to_owned(),
-                hsdir: None,
-            },
+            ["HS_DESC", action, id, ..] => {
+                TorEvent::HsDesc { action: (*action).to_owned(), service_id: (*id).to_owned(), hsdir: None }
+            }
             _ => TorEvent::Other(first.to_owned()),
         }
+    }
+}
+
+/// One run of tor, from start to exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TorInstance {
+    pub pid: u32,
+    /// Unix time tor started, to within a second or two.
+    pub started: u64,
+}
+
+impl TorInstance {
+    pub fn same_as(&self, other: &TorInstance) -> bool {
+        self.pid == other.pid && self.started.abs_diff(other.started) <= 2
     }
 }
 
@@ -124,10 +131,7 @@ impl TorControl {
     /// Connects and authenticates, choosing the strongest method tor offers that we can use.
     pub async fn connect(config: &ControlConfig) -> Result<Self> {
         let target = config.target.clone();
-        let connect_error = |source: std::io::Error| Error::TorConnect {
-            target: target.to_string(),
-            source,
-        };
+        let connect_error = |source: std::io::Error| Error::TorConnect { target: target.to_string(), source };
         let stream: Box<dyn ControlStream> = match &config.target {
             ControlTarget::Tcp(addr) => Box::new(
                 tokio::time::timeout(config.connect_timeout, tokio::net::TcpStream::connect(addr))
@@ -136,13 +140,10 @@ impl TorControl {
                     .map_err(connect_error)?,
             ),
             ControlTarget::Unix(path) => Box::new(
-                tokio::time::timeout(
-                    config.connect_timeout,
-                    tokio::net::UnixStream::connect(path),
-                )
-                .await
-                .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
-                .map_err(connect_error)?,
+                tokio::time::timeout(config.connect_timeout, tokio::net::UnixStream::connect(path))
+                    .await
+                    .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
+                    .map_err(connect_error)?,
             ),
         };
         let (read_half, writer) = tokio::io::split(stream);
@@ -183,16 +184,11 @@ impl TorControl {
     }
 
     fn auth_error(&self, reason: impl Into<String>) -> Error {
-        Error::TorAuth {
-            target: self.target.to_string(),
-            reason: reason.into(),
-        }
+        Error::TorAuth { target: self.target.to_string(), reason: reason.into() }
     }
 
     async fn authenticate(&mut self, config: &ControlConfig) -> Result<()> {
-        let info = self
-            .send(&CommandLine::new("PROTOCOLINFO").arg("version", "1")?)
-            .await?;
+        let info = self.send(&CommandLine::new("PROTOCOLINFO").arg("version", "1")?).await?;
         if !info.is_ok() {
             return Err(self.auth_error(format!("PROTOCOLINFO failed: {}", info.message())));
         }
@@ -221,49 +217,36 @@ impl TorControl {
             self.auth_method = AuthMethod::HashedPassword;
             let password = config.password.as_ref().expect("checked");
             CommandLine::new("AUTHENTICATE").quoted_secret_arg("password", password.as_bytes())?
-        } else if methods.contains("SAFECOOKIE") && cookie_file.is_some() {
+        } else if let (true, Some(path)) = (methods.contains("SAFECOOKIE"), &cookie_file) {
             self.auth_method = AuthMethod::SafeCookie;
-            let cookie = self.read_cookie(cookie_file.as_ref().expect("checked"))?;
+            let cookie = self.read_cookie(path)?;
             self.safecookie_response(&cookie).await?
-        } else if methods.contains("COOKIE") && cookie_file.is_some() {
+        } else if let (true, Some(path)) = (methods.contains("COOKIE"), &cookie_file) {
             self.auth_method = AuthMethod::Cookie;
-            let cookie = self.read_cookie(cookie_file.as_ref().expect("checked"))?;
+            let cookie = self.read_cookie(path)?;
             let hex = Zeroizing::new(data_encoding::HEXUPPER.encode(cookie.as_ref()));
             CommandLine::new("AUTHENTICATE").secret_arg("cookie", &hex)?
         } else if methods.contains("HASHEDPASSWORD") {
-            return Err(
-                self.auth_error("tor asks for a password: give one with --password-file FILE")
-            );
+            return Err(self.auth_error("tor asks for a password: give one with --password-file FILE"));
         } else {
             let offered = methods.into_iter().collect::<Vec<_>>().join(",");
-            return Err(self.auth_error(format!(
-                "tor offers no method we can use (offered: {offered})"
-            )));
+            return Err(self.auth_error(format!("tor offers no method we can use (offered: {offered})")));
         };
         let reply = self.send(&command).await?;
         if !reply.is_ok() {
             let hint = match self.auth_method {
                 AuthMethod::HashedPassword => " (wrong password?)",
-                AuthMethod::Cookie | AuthMethod::SafeCookie => {
-                    " (a stale cookie file, or the cookie of another tor?)"
-                }
+                AuthMethod::Cookie | AuthMethod::SafeCookie => " (a stale cookie file, or the cookie of another tor?)",
                 AuthMethod::Null => "",
             };
-            return Err(self.auth_error(format!(
-                "tor refused us: {} {}{hint}",
-                reply.code,
-                reply.message()
-            )));
+            return Err(self.auth_error(format!("tor refused us: {} {}{hint}", reply.code, reply.message())));
         }
         Ok(())
     }
 
     fn read_cookie(&self, path: &PathBuf) -> Result<Zeroizing<[u8; 32]>> {
         let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
-            self.auth_error(format!(
-                "cannot read tor's authentication cookie {}: {e}",
-                path.display()
-            ))
+            self.auth_error(format!("cannot read tor's authentication cookie {}: {e}", path.display()))
         })?);
         if bytes.len() != 32 {
             return Err(self.auth_error(format!(
@@ -289,10 +272,7 @@ impl TorControl {
         if !reply.is_ok() {
             return Err(self.auth_error(format!("AUTHCHALLENGE failed: {}", reply.message())));
         }
-        let text = reply
-            .message()
-            .strip_prefix("AUTHCHALLENGE ")
-            .unwrap_or_default();
+        let text = reply.message().strip_prefix("AUTHCHALLENGE ").unwrap_or_default();
         let pairs = parse_pairs(text);
         let field = |name: &str| {
             pairs
@@ -301,62 +281,44 @@ impl TorControl {
                 .and_then(|(_, v)| data_encoding::HEXUPPER_PERMISSIVE.decode(v.as_bytes()).ok())
                 .filter(|v| v.len() == 32)
         };
-        let (Some(server_hash), Some(server_nonce)) = (field("SERVERHASH"), field("SERVERNONCE"))
-        else {
+        let (Some(server_hash), Some(server_nonce)) = (field("SERVERHASH"), field("SERVERNONCE")) else {
             return Err(self.auth_error("malformed AUTHCHALLENGE reply"));
         };
         let mac = |key: &[u8]| {
-            let mut mac =
-                <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+            let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
             mac.update(cookie);
             mac.update(&client_nonce);
             mac.update(&server_nonce);
             mac
         };
-        if mac(SERVER_TO_CONTROLLER)
-            .verify_slice(&server_hash)
-            .is_err()
-        {
+        if mac(SERVER_TO_CONTROLLER).verify_slice(&server_hash).is_err() {
             return Err(self.auth_error(
                 "the control port did not prove it knows tor's cookie (SAFECOOKIE server hash mismatch): \
                  it may not be the tor you think, or the cookie file belongs to another tor",
             ));
         }
-        let response = Zeroizing::new(
-            data_encoding::HEXUPPER.encode(&mac(CONTROLLER_TO_SERVER).finalize().into_bytes()),
-        );
+        let response =
+            Zeroizing::new(data_encoding::HEXUPPER.encode(&mac(CONTROLLER_TO_SERVER).finalize().into_bytes()));
         CommandLine::new("AUTHENTICATE").secret_arg("SAFECOOKIE response", &response)
     }
 
     fn protocol_error(&self, detail: impl std::fmt::Display) -> Error {
-        Error::TorProtocol {
-            target: self.target.to_string(),
-            detail: detail.to_string(),
-        }
+        Error::TorProtocol { target: self.target.to_string(), detail: detail.to_string() }
     }
 
     fn conn_error(&self, e: ConnError) -> Error {
         match e {
             ConnError::IOError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Error::TorGone {
-                    target: self.target.to_string(),
-                }
+                Error::TorGone { target: self.target.to_string() }
             }
-            ConnError::IOError(e) => Error::TorConnect {
-                target: self.target.to_string(),
-                source: e,
-            },
+            ConnError::IOError(e) => Error::TorConnect { target: self.target.to_string(), source: e },
             other => self.protocol_error(format!("{other:?}")),
         }
     }
 
     /// Reads one reply, queueing the asynchronous events that arrive before it. Returns
     /// Ok(None) when `timeout` passes first. Cancel-safe.
-    async fn read_reply(
-        &mut self,
-        timeout: Option<Duration>,
-        stop_at_event: bool,
-    ) -> Result<Option<Reply>> {
+    async fn read_reply(&mut self, timeout: Option<Duration>, stop_at_event: bool) -> Result<Option<Reply>> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         loop {
             let received = match deadline {
@@ -367,9 +329,7 @@ impl TorControl {
                 None => self.replies.recv().await,
             };
             let Some(received) = received else {
-                return Err(Error::TorGone {
-                    target: self.target.to_string(),
-                });
+                return Err(Error::TorGone { target: self.target.to_string() });
             };
             let (code, lines) = received.map_err(|e| self.conn_error(e))?;
             if code == 650 {
@@ -392,15 +352,10 @@ impl TorControl {
             self.writer.write_all(&bytes).await?;
             self.writer.flush().await
         };
-        written
-            .await
-            .map_err(|e| self.conn_error(ConnError::IOError(e)))?;
+        written.await.map_err(|e| self.conn_error(ConnError::IOError(e)))?;
         match self.read_reply(Some(REPLY_TIMEOUT), false).await? {
             Some(reply) => Ok(reply),
-            None => Err(self.protocol_error(format!(
-                "no reply to {} within {REPLY_TIMEOUT:?}",
-                command.keyword()
-            ))),
+            None => Err(self.protocol_error(format!("no reply to {} within {REPLY_TIMEOUT:?}", command.keyword()))),
         }
     }
 
@@ -415,9 +370,7 @@ impl TorControl {
     }
 
     pub async fn get_info(&mut self, key: &'static str) -> Result<String> {
-        let reply = self
-            .execute(&CommandLine::new("GETINFO").arg("key", key)?)
-            .await?;
+        let reply = self.execute(&CommandLine::new("GETINFO").arg("key", key)?).await?;
         let prefix = format!("{key}=");
         reply
             .lines
@@ -430,12 +383,7 @@ impl TorControl {
     /// The service ids (no `.onion`) of all detached onion services, whoever added them.
     pub async fn detached_onions(&mut self) -> Result<HashSet<String>> {
         let value = self.get_info("onions/detached").await?;
-        Ok(value
-            .split(['\r', '\n'])
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect())
+        Ok(value.split(['\r', '\n']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
     }
 
     /// Bootstrap progress in percent.
@@ -445,27 +393,24 @@ impl TorControl {
             .into_iter()
             .find(|(k, _)| k == "PROGRESS")
             .and_then(|(_, v)| v.parse().ok())
-            .ok_or_else(|| {
-                self.protocol_error(format!("cannot read bootstrap progress from {phase:?}"))
-            })
+            .ok_or_else(|| self.protocol_error(format!("cannot read bootstrap progress from {phase:?}")))
     }
 
-    /// tor's process id: tells one tor instance from the next.
-    pub async fn process_id(&mut self) -> Result<u32> {
+    /// tor's process id and start time: together they tell one tor instance from the next
+    /// (a pid alone repeats, e.g. tor as PID 1 of a container).
+    pub async fn instance(&mut self) -> Result<TorInstance> {
         let pid = self.get_info("process/pid").await?;
-        pid.trim()
-            .parse()
-            .map_err(|_| self.protocol_error(format!("bad process/pid {pid:?}")))
+        let pid = pid.trim().parse().map_err(|_| self.protocol_error(format!("bad process/pid {pid:?}")))?;
+        let uptime = self.get_info("uptime").await?;
+        let uptime: u64 = uptime.trim().parse().map_err(|_| self.protocol_error(format!("bad uptime {uptime:?}")))?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        Ok(TorInstance { pid, started: now.saturating_sub(uptime) })
     }
 
     /// The SOCKS listeners, as `host:port`.
     pub async fn socks_listeners(&mut self) -> Result<Vec<String>> {
         let value = self.get_info("net/listeners/socks").await?;
-        Ok(value
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(|s| s.trim_matches('"').to_owned())
-            .collect())
+        Ok(value.split(' ').filter(|s| !s.is_empty()).map(|s| s.trim_matches('"').to_owned()).collect())
     }
 
     pub async fn set_events(&mut self, events: &[&'static str]) -> Result<()> {
@@ -477,9 +422,7 @@ impl TorControl {
     }
 
     pub async fn signal(&mut self, signal: &'static str) -> Result<()> {
-        self.execute(&CommandLine::new("SIGNAL").arg("signal", signal)?)
-            .await
-            .map(|_| ())
+        self.execute(&CommandLine::new("SIGNAL").arg("signal", signal)?).await.map(|_| ())
     }
 
     /// The next asynchronous event, waiting at most `timeout` (None: forever). Returns
@@ -491,11 +434,7 @@ impl TorControl {
         match self.read_reply(timeout, true).await? {
             None => Ok(self.events.pop_front()),
             // A synchronous reply nobody asked for means we lost track of the stream.
-            Some(reply) => Err(self.protocol_error(format!(
-                "unexpected reply {} {}",
-                reply.code,
-                reply.message()
-            ))),
+            Some(reply) => Err(self.protocol_error(format!("unexpected reply {} {}", reply.code, reply.message()))),
         }
     }
 
@@ -521,8 +460,12 @@ pub(crate) fn rejected(command: &CommandLine, reply: &Reply) -> Error {
         (512, m) if m.contains("Cannot decode v3 client auth key") => {
             "tor could not read a client's public key; check the clients with `tails-server client list`".into()
         }
-        (512, m) if m.contains("Failed to decode ED25519-V3 key") => "tor could not read the service's onion key".into(),
-        (512, m) if m.contains("No auth clients specified") => "client authorization is on but there are no clients".into(),
+        (512, m) if m.contains("Failed to decode ED25519-V3 key") => {
+            "tor could not read the service's onion key".into()
+        }
+        (512, m) if m.contains("No auth clients specified") => {
+            "client authorization is on but there are no clients".into()
+        }
         (512, m) if m.contains("Invalid VIRTPORT/TARGET") => "a port is not acceptable to tor".into(),
         (513, _) => "tor does not support this key type".into(),
         (550, m) if m.contains("Onion address collision") => {
@@ -534,12 +477,7 @@ pub(crate) fn rejected(command: &CommandLine, reply: &Reply) -> Error {
         (553, _) => "tor could not store this".into(),
         _ => String::new(),
     };
-    Error::TorRejected {
-        command: command.to_string(),
-        code: reply.code,
-        message,
-        hint,
-    }
+    Error::TorRejected { command: command.to_string(), code: reply.code, message, hint }
 }
 
 #[cfg(test)]
@@ -559,30 +497,16 @@ mod tests {
         );
         let e = TorEvent::parse(&["HS_DESC CREATED abcd UNKNOWN UNKNOWN descid".into()]);
         assert!(matches!(e, TorEvent::HsDesc { hsdir: None, .. }));
-        assert!(matches!(
-            TorEvent::parse(&["STATUS_CLIENT NOTICE X".into()]),
-            TorEvent::Other(_)
-        ));
+        assert!(matches!(TorEvent::parse(&["STATUS_CLIENT NOTICE X".into()]), TorEvent::Other(_)));
     }
 
     #[test]
     fn refusals_are_explained() {
-        let cmd = CommandLine::new("ADD_ONION")
-            .secret_arg("key", "ED25519-V3:AAAA")
-            .unwrap();
-        let reply = Reply {
-            code: 512,
-            lines: vec!["Failed to decode ED25519-V3 key".into()],
-        };
+        let cmd = CommandLine::new("ADD_ONION").secret_arg("key", "ED25519-V3:AAAA").unwrap();
+        let reply = Reply { code: 512, lines: vec!["Failed to decode ED25519-V3 key".into()] };
         let err = rejected(&cmd, &reply).to_string();
-        assert!(
-            err.contains("512") && err.contains("onion key") && !err.contains("AAAA"),
-            "{err}"
-        );
-        let reply = Reply {
-            code: 510,
-            lines: vec!["Unrecognized command \"ADD_ONION\"".into()],
-        };
+        assert!(err.contains("512") && err.contains("onion key") && !err.contains("AAAA"), "{err}");
+        let reply = Reply { code: 510, lines: vec!["Unrecognized command \"ADD_ONION\"".into()] };
         assert!(rejected(&cmd, &reply).to_string().contains("onion-grater"));
     }
 }

@@ -18,30 +18,17 @@ pub struct Run {
 impl Run {
     #[track_caller]
     pub fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "command failed\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, 0, "command failed\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
         self
     }
     #[track_caller]
     pub fn fails_with(self, needle: &str) -> Self {
-        assert_ne!(
-            self.code, 0,
-            "command should have failed\nstdout: {}",
-            self.stdout
-        );
-        assert!(
-            self.stderr.contains(needle),
-            "stderr lacks {needle:?}:\n{}",
-            self.stderr
-        );
+        assert_ne!(self.code, 0, "command should have failed\nstdout: {}", self.stdout);
+        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr);
         self
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
     }
 }
 
@@ -103,10 +90,7 @@ impl TestEnv {
 pub fn store_state(state_dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut state = dir_contents(&state_dir.join("snapshots"));
     for entry in std::fs::read_dir(state_dir).unwrap() {
-        state.insert(
-            PathBuf::from("entry").join(entry.unwrap().file_name()),
-            Vec::new(),
-        );
+        state.insert(PathBuf::from("entry").join(entry.unwrap().file_name()), Vec::new());
     }
     state
 }
@@ -120,10 +104,7 @@ pub fn dir_contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             if path.is_dir() {
                 walk(base, &path, out);
             } else {
-                out.insert(
-                    path.strip_prefix(base).unwrap().to_owned(),
-                    std::fs::read(&path).unwrap(),
-                );
+                out.insert(path.strip_prefix(base).unwrap().to_owned(), std::fs::read(&path).unwrap());
             }
         }
     }
@@ -146,28 +127,11 @@ impl LocalTor {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let password = "correct horse battery staple".to_owned();
-        let hashed = Command::new("tor")
-            .args(["--quiet", "--hash-password", &password])
-            .output()
-            .expect("tor is installed");
-        let hashed = String::from_utf8(hashed.stdout)
-            .unwrap()
-            .trim()
-            .lines()
-            .last()
-            .unwrap()
-            .to_owned();
-        std::fs::write(
-            dir.path().join("torrc"),
-            format!("HashedControlPassword {hashed}\n"),
-        )
-        .unwrap();
-        let mut tor = LocalTor {
-            dir,
-            control_port: free_port(),
-            password,
-            child: None,
-        };
+        let hashed =
+            Command::new("tor").args(["--quiet", "--hash-password", &password]).output().expect("tor is installed");
+        let hashed = String::from_utf8(hashed.stdout).unwrap().trim().lines().last().unwrap().to_owned();
+        std::fs::write(dir.path().join("torrc"), format!("HashedControlPassword {hashed}\n")).unwrap();
+        let mut tor = LocalTor { dir, control_port: free_port(), password, child: None };
         tor.spawn();
         tor
     }
@@ -175,29 +139,14 @@ impl LocalTor {
     fn spawn(&mut self) {
         let data = self.dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
-        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .unwrap();
+        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
         let child = Command::new("tor")
             .arg("-f")
             .arg(self.dir.path().join("torrc"))
             .args(["--DataDirectory", data.to_str().unwrap()])
             .args(["--ControlPort", &format!("127.0.0.1:{}", self.control_port)])
-            .args([
-                "--CookieAuthentication",
-                "1",
-                "--SocksPort",
-                "0",
-                "--DisableNetwork",
-                "1",
-            ])
-            .args([
-                "--GeoIPFile",
-                "/dev/null",
-                "--GeoIPv6File",
-                "/dev/null",
-                "--Log",
-                "warn stderr",
-            ])
+            .args(["--CookieAuthentication", "1", "--SocksPort", "0", "--DisableNetwork", "1"])
+            .args(["--GeoIPFile", "/dev/null", "--GeoIPv6File", "/dev/null", "--Log", "warn stderr"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -205,10 +154,7 @@ impl LocalTor {
         self.child = Some(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.control_port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "tor did not open its control port"
-            );
+            assert!(std::time::Instant::now() < deadline, "tor did not open its control port");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
@@ -239,19 +185,11 @@ impl LocalTor {
 
     /// `GETINFO onions/detached`, through the library's own control layer.
     pub fn detached(&self) -> std::collections::HashSet<String> {
-        let config = tails_server::tor::ControlConfig::new(tails_server::tor::ControlTarget::Tcp(
-            self.control(),
-        ));
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                let mut tor = tails_server::tor::TorControl::connect(&config)
-                    .await
-                    .unwrap();
-                tor.detached_onions().await.unwrap()
-            })
+        let config = tails_server::tor::ControlConfig::new(tails_server::tor::ControlTarget::Tcp(self.control()));
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            let mut tor = tails_server::tor::TorControl::connect(&config).await.unwrap();
+            tor.detached_onions().await.unwrap()
+        })
     }
 }
 
@@ -262,18 +200,10 @@ impl Drop for LocalTor {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The service id (address without `.onion`) of a service, from its JSON listing.
 pub fn service_id(service: &serde_json::Value) -> String {
-    service["address"]
-        .as_str()
-        .unwrap()
-        .trim_end_matches(".onion")
-        .to_owned()
+    service["address"].as_str().unwrap().trim_end_matches(".onion").to_owned()
 }

@@ -1,0 +1,319 @@
+//! tails-server against real tor on a private Tor network in Docker containers. One
+//! network serves every trial (it takes ~10-20 s to come up); trials run one at a time
+//! because one of them restarts the onion-service tor.
+//!
+//! Run: `cargo test -p tails-server-integration` (needs Docker and the Debian packages
+//! `tor` and `busybox-static`, which scripts/deps installs).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use tokio::runtime::Runtime;
+
+use support::network::Network;
+use support::{snapshot_files, wait_uploaded, wrong_key_line, Client, User};
+use tails_server::tor::{CommandLine, TorControl, TorEvent};
+
+const REACH: Duration = Duration::from_secs(90);
+
+struct Ctx {
+    rt: Runtime,
+    net: Network,
+}
+
+fn main() {
+    let mut args = Arguments::from_args();
+    args.test_threads = Some(1);
+    type Test = fn(&Ctx);
+    let tests: &[(&str, Test)] = &[
+        ("a_client_with_the_key_fetches_the_backend", a_client_with_the_key_fetches_the_backend),
+        ("b_clients_without_or_with_a_wrong_key_are_refused", b_clients_without_or_with_a_wrong_key_are_refused),
+        (
+            "c_disable_makes_it_unreachable_and_enable_brings_it_back",
+            c_disable_makes_it_unreachable_and_enable_brings_it_back,
+        ),
+        ("d_the_daemon_republishes_after_tor_restarts", d_the_daemon_republishes_after_tor_restarts),
+        ("e_a_removed_client_is_locked_out_and_others_stay_in", e_a_removed_client_is_locked_out_and_others_stay_in),
+        ("f_two_services_at_once", f_two_services_at_once),
+        ("g_bad_input_reaching_tor_changes_nothing", g_bad_input_reaching_tor_changes_nothing),
+    ];
+    if args.list {
+        let trials = tests.iter().map(|(name, _)| Trial::test(*name, || Ok(()))).collect();
+        libtest_mimic::run(&args, trials).exit();
+    }
+    let start = Instant::now();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let net = rt.block_on(Network::start());
+    let ctx = Arc::new(Ctx { rt, net });
+    let trials = tests
+        .iter()
+        .map(|(name, test)| {
+            let ctx = ctx.clone();
+            let test = *test;
+            Trial::test(*name, move || {
+                let t = Instant::now();
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(&ctx)));
+                eprintln!("    ({name}: {:.1} s)", t.elapsed().as_secs_f64());
+                result.map_err(|e| {
+                    let msg = e
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    Failed::from(msg)
+                })
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    let Ok(Ctx { rt, net }) = Arc::try_unwrap(ctx) else { panic!("trials still hold the network") };
+    eprintln!("suite wall time, network start to last trial: {:.1} s", start.elapsed().as_secs_f64());
+    rt.block_on(net.shutdown());
+    conclusion.exit();
+}
+
+fn client(ctx: &Ctx, index: u16) -> Client<'_> {
+    Client { net: &ctx.net, index }
+}
+
+/// Adds a `custom` service in front of backend `backend` and enables it, waiting until
+/// tor reports its descriptor uploaded.
+fn published(user: &User, name: &str, backend: u16) -> String {
+    let port = user.net.ports.backend(backend).to_string();
+    user.run(&["add", "custom", "--name", name, "--local-port", &port, "--remote-port", "80"]).ok();
+    user.run(&["enable", name, "--wait", "--timeout", "120"]).ok();
+    user.address(name)
+}
+
+fn a_client_with_the_key_fetches_the_backend(ctx: &Ctx) {
+    let user = User::new(&ctx.net);
+    let address = published(&user, "site-a", 0);
+    let line = user.auth_private("site-a", "client-1");
+    let alice = client(ctx, 0);
+    let (code, body) = ctx.rt.block_on(async {
+        alice.set_keys(&[("site-a", &line)]).await;
+        alice.fetch_until(&address, 80, 0x00, REACH).await
+    });
+    assert_eq!(code, 0x00, "SOCKS reply");
+    assert_eq!(body.as_deref(), Some(ctx.net.backend_body(0).as_str()));
+    // status sees all three levels.
+    let status = user.run(&["--format", "json", "status", "site-a", "--probe"]).ok().json();
+    assert_eq!(status["registered"], true, "{status}");
+    assert_eq!(status["uploaded"], true, "{status}");
+    assert_eq!(status["reachable"], true, "{status}");
+}
+
+fn b_clients_without_or_with_a_wrong_key_are_refused(ctx: &Ctx) {
+    let user = User::new(&ctx.net);
+    let address = published(&user, "site-b", 0);
+    let (with_key, without, wrong) = ctx.rt.block_on(async {
+        // The service is up: a key holder gets in...
+        let holder = client(ctx, 0);
+        holder.set_keys(&[("site-b", &user.auth_private("site-b", "client-1"))]).await;
+        let with_key = holder.fetch_until(&address, 80, 0x00, REACH).await.0;
+        // ...a client without any key is told that one is needed (0xF4)...
+        let other = client(ctx, 1);
+        other.set_keys(&[]).await;
+        let without = other.fetch_until(&address, 80, 0xF4, REACH).await.0;
+        // ...and one with a key that was never authorized is refused (0xF5).
+        other.set_keys(&[("site-b", &wrong_key_line(&address))]).await;
+        let wrong = other.fetch_until(&address, 80, 0xF5, REACH).await.0;
+        (with_key, without, wrong)
+    });
+    assert_eq!(with_key, 0x00);
+    assert_eq!(without, 0xF4, "no key: extended SOCKS error 0xF4");
+    assert_eq!(wrong, 0xF5, "wrong key: extended SOCKS error 0xF5");
+}
+
+fn c_disable_makes_it_unreachable_and_enable_brings_it_back(ctx: &Ctx) {
+    let user = User::new(&ctx.net);
+    let address = published(&user, "site-c", 1);
+    let alice = client(ctx, 0);
+    let line = user.auth_private("site-c", "client-1");
+    assert_eq!(
+        ctx.rt.block_on(async {
+            alice.set_keys(&[("site-c", &line)]).await;
+            alice.fetch_until(&address, 80, 0x00, REACH).await.0
+        }),
+        0x00
+    );
+
+    user.run(&["disable", "site-c"]).ok();
+    assert_eq!(user.run(&["--format", "json", "status", "site-c"]).ok().json()["registered"], false);
+    let after_disable = ctx.rt.block_on(async {
+        // Open rendezvous circuits outlive DEL_ONION: start afresh, as a new visitor would.
+        alice.newnym().await;
+        tokio::time::timeout(Duration::from_secs(60), alice.fetch(&address, 80)).await.map(|r| r.0).unwrap_or(0xFF)
+    });
+    assert_ne!(after_disable, 0x00, "a disabled service must not be reachable");
+
+    user.run(&["enable", "site-c", "--wait", "--timeout", "120"]).ok();
+    assert_eq!(user.address("site-c"), address, "the same address comes back");
+    let (code, body) = ctx.rt.block_on(async {
+        alice.newnym().await;
+        alice.fetch_until(&address, 80, 0x00, REACH).await
+    });
+    assert_eq!(code, 0x00);
+    assert_eq!(body.as_deref(), Some(ctx.net.backend_body(1).as_str()));
+}
+
+fn d_the_daemon_republishes_after_tor_restarts(ctx: &Ctx) {
+    let user = User::new(&ctx.net);
+    let port = ctx.net.ports.backend(0).to_string();
+    user.run(&["add", "custom", "--name", "site-d", "--local-port", &port, "--remote-port", "80"]).ok();
+    let address = user.address("site-d");
+    let log_path = user.home.path().join("daemon.log");
+    let mut daemon = user.command().arg("daemon").stderr(std::fs::File::create(&log_path).unwrap()).spawn().unwrap();
+    // Enabled while the daemon runs: the CLI publishes, the daemon sees the upload.
+    user.run(&["enable", "site-d"]).ok();
+    wait_uploaded(&user, "site-d", Duration::from_secs(120));
+    let alice = client(ctx, 0);
+    let line = user.auth_private("site-d", "client-1");
+    assert_eq!(
+        ctx.rt.block_on(async {
+            alice.set_keys(&[("site-d", &line)]).await;
+            alice.fetch_until(&address, 80, 0x00, REACH).await.0
+        }),
+        0x00
+    );
+
+    // Tails restarts tor whenever a network comes up: every ADD_ONION service dies.
+    let restarted = Instant::now();
+    ctx.rt.block_on(ctx.net.restart_hs());
+    wait_uploaded(&user, "site-d", Duration::from_secs(120));
+    eprintln!("    republished and uploaded {:.1} s after the restart began", restarted.elapsed().as_secs_f64());
+    let (code, body) = ctx.rt.block_on(async {
+        // The client may still hold the dead instance's descriptor: drop it.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        alice.newnym().await;
+        alice.fetch_until(&address, 80, 0x00, REACH).await
+    });
+    assert_eq!(code, 0x00, "same address reachable again after the restart");
+    assert_eq!(body.as_deref(), Some(ctx.net.backend_body(0).as_str()));
+    assert_eq!(user.address("site-d"), address);
+
+    // SIGTERM: a clean exit.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.matches("connected to tor").count() >= 2, "reconnected after the restart:\n{log}");
+    assert!(log.contains("stopping"), "{log}");
+    for line in log.lines().filter(|l| l.contains("published") && l.contains("ms after tor answered")) {
+        eprintln!("    daemon: {line}");
+    }
+}
+
+fn e_a_removed_client_is_locked_out_and_others_stay_in(ctx: &Ctx) {
+    let user = User::new(&ctx.net);
+    let address = published(&user, "site-e", 0);
+    user.run(&["client", "add", "site-e", "bob"]).ok();
+    let id = address.trim_end_matches(".onion").to_owned();
+    let alice = client(ctx, 0);
+    let bob = client(ctx, 1);
+    let alice_line = user.auth_private("site-e", "client-1");
+    let bob_line = user.auth_private("site-e", "bob");
+
+    ctx.rt.block_on(async {
+        // Watch the re-upload that follows the client change.
+        let mut hs = TorControl::connect(&ctx.net.hs_control_config()).await.unwrap();
+        hs.set_events(&["HS_DESC"]).await.unwrap();
+        // `client add` republished (DEL+ADD) when bob was added: wait for that upload.
+        wait_event_uploaded(&mut hs, &id).await;
+        alice.set_keys(&[("site-e", &alice_line)]).await;
+        bob.set_keys(&[("site-e", &bob_line)]).await;
+        assert_eq!(alice.fetch_until(&address, 80, 0x00, REACH).await.0, 0x00);
+        assert_eq!(bob.fetch_until(&address, 80, 0x00, REACH).await.0, 0x00);
+
+        let removed = tokio::task::block_in_place(|| user.run(&["client", "remove", "site-e", "client-1"]).ok());
+        assert!(removed.stderr.contains("reconnect"), "{}", removed.stderr);
+        wait_event_uploaded(&mut hs, &id).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        alice.newnym().await;
+        bob.newnym().await;
+        assert_eq!(alice.fetch_until(&address, 80, 0xF5, REACH).await.0, 0xF5, "the removed client is refused");
+        assert_eq!(bob.fetch_until(&address, 80, 0x00, REACH).await.0, 0x00, "the other client still gets in");
+    });
+}
+
+async fn wait_event_uploaded(hs: &mut TorControl, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no HS_DESC UPLOADED for {id}");
+        if let Some(TorEvent::HsDesc { action, service_id, .. }) = hs.next_event(Some(left)).await.unwrap() {
+            if action == "UPLOADED" && service_id == id {
+                return;
+            }
+        }
+    }
+}
+
+fn f_two_services_at_once(ctx: &Ctx) {
+    let user = User::new(&ctx.net);
+    let first = published(&user, "site-f1", 0);
+    let second = published(&user, "site-f2", 1);
+    assert_ne!(first, second);
+    let lines = [user.auth_private("site-f1", "client-1"), user.auth_private("site-f2", "client-1")];
+    let alice = client(ctx, 0);
+    let (one, two) = ctx.rt.block_on(async {
+        alice.set_keys(&[("site-f1", &lines[0]), ("site-f2", &lines[1])]).await;
+        (alice.fetch_until(&first, 80, 0x00, REACH).await, alice.fetch_until(&second, 80, 0x00, REACH).await)
+    });
+    assert_eq!(one, (0x00, Some(ctx.net.backend_body(0))));
+    assert_eq!(two, (0x00, Some(ctx.net.backend_body(1))));
+}
+
+fn g_bad_input_reaching_tor_changes_nothing(ctx: &Ctx) {
+    let user = User::new(&ctx.net);
+    let port = ctx.net.ports.backend(0).to_string();
+    user.run(&["add", "custom", "--name", "site-g", "--local-port", &port]).ok();
+    let address = user.address("site-g");
+    let before = snapshot_files(&user.state_dir());
+
+    // A wrong control password.
+    let wrong = user.home.path().join("wrong-password");
+    std::fs::write(&wrong, "not the password\n").unwrap();
+    user.run(&["--password-file", wrong.to_str().unwrap(), "enable", "site-g"]).fails_with("wrong password?");
+    assert!(snapshot_files(&user.state_dir()) == before, "a refused password must leave the store unchanged");
+
+    // The right password works (tor offers HASHEDPASSWORD next to the cookie).
+    let right = user.home.path().join("password");
+    std::fs::write(&right, format!("{}\n", ctx.net.password)).unwrap();
+
+    // tor refusing our key: another controller holds the address (not detached).
+    let key = {
+        let mut config = tails_server::Config::new(user.state_dir());
+        config.runtime_dir = Some(user.home.path().join("run"));
+        let manager = tails_server::Manager::open(config).unwrap();
+        manager.get(&"site-g".parse().unwrap()).unwrap().key.to_control_blob().to_string()
+    };
+    ctx.rt.block_on(async {
+        let mut other = TorControl::connect(&ctx.net.hs_control_config()).await.unwrap();
+        other
+            .execute(
+                &CommandLine::new("ADD_ONION")
+                    .secret_arg("key", &key)
+                    .unwrap()
+                    .arg("port", "Port=80,127.0.0.1:1")
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let refused = tokio::task::block_in_place(|| {
+            user.run(&["--password-file", right.to_str().unwrap(), "enable", "site-g"]).fails_with("550")
+        });
+        assert!(refused.stderr.contains("another program"), "{}", refused.stderr);
+        assert!(!refused.stderr.contains(&key[11..40]), "the key is never printed");
+        drop(other);
+    });
+    assert!(snapshot_files(&user.state_dir()) == before, "a refusal by tor must leave the store unchanged");
+    assert_eq!(user.run(&["--format", "json", "info", "site-g"]).ok().json()["enabled"], false);
+
+    // With the other controller gone, the same command publishes it.
+    user.run(&["--password-file", right.to_str().unwrap(), "enable", "site-g"]).ok();
+    assert_eq!(user.run(&["--format", "json", "status", "site-g"]).ok().json()["registered"], true);
+    assert_eq!(user.address("site-g"), address);
+}
