@@ -92,7 +92,7 @@ pub fn remove_leftovers() {
 /// Builds the tor image if this recipe has not been built yet; returns (name, tag).
 pub fn image() -> (String, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("image/build.sh");
-    let tag = sh(&mut Command::new("sh").arg(script));
+    let tag = sh(Command::new("sh").arg(script));
     let tag = tag.trim();
     let (name, tag) = tag.rsplit_once(':').expect("name:tag");
     (name.to_owned(), tag.to_owned())
@@ -345,10 +345,10 @@ impl Network {
     /// Removes every container explicitly (testcontainers would too, on drop).
     pub async fn shutdown(mut self) {
         let mut all: Vec<Container> = Vec::new();
-        all.extend(self.clients.drain(..));
+        all.append(&mut self.clients);
         all.extend(self.hs.take());
         all.extend(self.backend.take());
-        all.extend(self.authorities.drain(..));
+        all.append(&mut self.authorities);
         for c in all {
             let _ = c.rm().await;
         }
