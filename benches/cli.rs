@@ -73,6 +73,10 @@ fn main() {
         .map(|i| run(&state, &["client", "add", &format!("svc{}", i % 20), &format!("extra{i}")]))
         .collect();
 
+    if quick {
+        println!("cli bench harness smoke run (debug build: run `cargo bench --bench cli` for figures)");
+        return;
+    }
     println!("tails-server cold-process benchmark (store with 20 services)");
     let (list_median, list_rss) = report("list (human)", &lists);
     report("list --format json", &json_lists);

@@ -19,12 +19,25 @@ pub struct DaemonOptions {
     pub config: Config,
     /// How often to compare what tor runs with what is enabled, between restarts.
     pub reconcile_every: Duration,
-    pub max_backoff: Duration,
+    /// Delay between connection attempts while tor is expected back soon (just lost, or
+    /// never seen), and after `fast_retry_for` has passed.
+    pub fast_retry: Duration,
+    pub fast_retry_for: Duration,
+    pub slow_retry: Duration,
 }
 
 impl DaemonOptions {
     pub fn new(control: ControlConfig, config: Config) -> Self {
-        Self { control, config, reconcile_every: Duration::from_secs(60), max_backoff: Duration::from_secs(5) }
+        Self {
+            control,
+            config,
+            reconcile_every: Duration::from_secs(60),
+            // Tails restarts tor in about a second: poll briskly (a refused loopback connect
+            // costs nothing), then settle down if it stays away.
+            fast_retry: Duration::from_millis(50),
+            fast_retry_for: Duration::from_secs(30),
+            slow_retry: Duration::from_secs(2),
+        }
     }
 }
 
@@ -60,11 +73,12 @@ async fn load_services(config: &Config) -> Result<Vec<ServiceRecord>> {
         .map_err(|e| Error::TorProtocol { target: "store".into(), detail: e.to_string() })?
 }
 
-/// Runs until `shutdown` completes. Errors that concern one service are logged; only an
-/// unusable configuration (e.g. tor refusing our credentials repeatedly) is not retried forever.
+/// Runs until `shutdown` completes. Nothing is fatal: tor may be restarting, or may not
+/// have written its new cookie yet. Each distinct connection error is logged once, and
+/// errors that concern one service are logged without stopping the others.
 pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
     tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(250);
+    let mut lost_at = Instant::now();
     let mut last_error = String::new();
     log(Level::Notice, &format!("starting; tor control port: {}", options.control.target));
     loop {
@@ -81,27 +95,37 @@ pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> 
                     last_error = text;
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {},
+                    _ = tokio::time::sleep(retry_delay(&options, lost_at)) => {},
                     _ = &mut shutdown => return stopping(),
                 }
-                backoff = (backoff * 2).min(options.max_backoff);
                 continue;
             }
         };
         let answered = Instant::now();
-        backoff = Duration::from_millis(250);
         last_error.clear();
         match serve(&mut tor, &options, answered, &mut shutdown).await {
             Ok(Served::Shutdown) => return stopping(),
-            Ok(Served::TorGone) => log(Level::Warning, "tor went away; republishing when it comes back"),
+            Ok(Served::TorGone) => {
+                lost_at = Instant::now();
+                log(Level::Warning, "tor went away; republishing when it comes back");
+            }
             Err(e) => {
+                lost_at = Instant::now();
                 log(Level::Warning, &format!("{e}; reconnecting"));
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {},
+                    _ = tokio::time::sleep(retry_delay(&options, lost_at)) => {},
                     _ = &mut shutdown => return stopping(),
                 }
             }
         }
+    }
+}
+
+fn retry_delay(options: &DaemonOptions, lost_at: Instant) -> Duration {
+    if lost_at.elapsed() < options.fast_retry_for {
+        options.fast_retry
+    } else {
+        options.slow_retry
     }
 }
 

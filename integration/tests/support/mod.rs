@@ -166,8 +166,9 @@ impl<'a> Client<'a> {
                 }
                 return result;
             }
-            // A descriptor not found yet (0xF0) or a stale one: ask again, fresh.
-            if attempt % 3 == 0 {
+            // A timeout or a stale descriptor: forget it at once; a descriptor not found yet
+            // (0xF0): ask again, and now and then from scratch.
+            if result.0 == 0xFF || attempt % 3 == 0 {
                 self.newnym().await;
             }
             tokio::time::sleep(Duration::from_millis(700)).await;

@@ -79,13 +79,29 @@ fn sh(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Removes containers a previous, interrupted run left behind.
-pub fn remove_leftovers() {
-    let ids = sh(Command::new("docker").args(["ps", "-aq", "--filter", &format!("label={LABEL}")]));
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    if !ids.is_empty() {
-        eprintln!("removing {} leftover test container(s)", ids.len());
-        let _ = Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+/// Removes containers that earlier, interrupted runs left behind: those labelled with the
+/// process id of a run that no longer exists (a concurrent run's containers are left alone).
+/// With `own`, removes this run's containers.
+pub fn remove_leftovers(own: Option<&str>) {
+    let listing = sh(Command::new("docker").args([
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label={LABEL}"),
+        "--format",
+        &format!("{{{{.ID}}}} {{{{.Label \"{LABEL}\"}}}}"),
+    ]));
+    let stale: Vec<&str> = listing
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(_, run)| Some(*run) == own || !Path::new(&format!("/proc/{run}")).exists())
+        .map(|(id, _)| id)
+        .collect();
+    if !stale.is_empty() {
+        if own.is_none() {
+            eprintln!("removing {} leftover test container(s)", stale.len());
+        }
+        let _ = Command::new("docker").arg("rm").arg("-f").args(&stale).output();
     }
 }
 
@@ -135,7 +151,7 @@ impl Network {
     /// Starts the whole network and waits until the onion-service tor and both clients
     /// report 100 % bootstrap (`status/bootstrap-phase`, no sleeps).
     pub async fn start() -> Network {
-        remove_leftovers();
+        remove_leftovers(None);
         let image = image();
         let ports = choose_ports();
         let run_id = format!("{}", std::process::id());
@@ -352,7 +368,7 @@ impl Network {
         for c in all {
             let _ = c.rm().await;
         }
-        remove_leftovers();
+        remove_leftovers(Some(&self.run_id));
     }
 }
 

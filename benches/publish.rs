@@ -1,0 +1,219 @@
+//! Publishing figures against a real tor on loopback (DisableNetwork 1, so only the
+//! control port is measured, not the Tor network). Run with `cargo bench --bench publish`.
+//!
+//! - restore of 20 services: time until every ADD_ONION is acknowledged (goal <= 50 ms),
+//!   in-process and as a cold `tails-server restore` process;
+//! - republish latency: from tor's control port answering again after a restart to all 20
+//!   services being back in `onions/detached`, with `tails-server daemon` running (goal <= 1 s).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tails_server::names::ServiceName;
+use tails_server::publish;
+use tails_server::tor::{CommandLine, ControlConfig, ControlTarget, TorControl};
+use tails_server::{AddRequest, Config, Manager};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tails-server");
+const SERVICES: usize = 20;
+
+struct Tor {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Tor {
+    fn start() -> Tor {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut tor = Tor { dir: tempfile::tempdir().unwrap(), port, child: None };
+        tor.spawn();
+        tor
+    }
+    fn spawn(&mut self) {
+        let data = self.dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        std::fs::write(self.dir.path().join("torrc"), "").unwrap();
+        self.child = Some(
+            Command::new("tor")
+                .arg("-f")
+                .arg(self.dir.path().join("torrc"))
+                .args(["--DataDirectory", data.to_str().unwrap(), "--ControlPort", &format!("127.0.0.1:{}", self.port)])
+                .args(["--CookieAuthentication", "1", "--SocksPort", "0", "--DisableNetwork", "1"])
+                .args(["--GeoIPFile", "/dev/null", "--GeoIPv6File", "/dev/null", "--Log", "err stderr"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("tor is installed"),
+        );
+    }
+    /// Blocks until the control port accepts a connection; returns that moment.
+    fn wait_answering(&self) -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Instant::now();
+            }
+            assert!(Instant::now() < deadline, "tor did not come up");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    fn config(&self) -> ControlConfig {
+        ControlConfig::new(ControlTarget::Tcp(format!("127.0.0.1:{}", self.port)))
+    }
+}
+
+impl Drop for Tor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let runs = if quick { 2 } else { 15 };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut tor = Tor::start();
+    tor.wait_answering();
+
+    let state = tempfile::tempdir().unwrap();
+    let mut config = Config::new(state.path().join("state"));
+    config.runtime_dir = Some(state.path().join("run"));
+    {
+        let mut manager = Manager::open(config.clone()).unwrap();
+        for i in 0..SERVICES {
+            let mut request = AddRequest::new("custom");
+            request.name = Some(ServiceName::new(&format!("s{i}")).unwrap());
+            request.local_port = Some(8000 + i as u16);
+            let record = manager.add(request).unwrap();
+            manager.set_enabled(&record.name, true).unwrap();
+        }
+    }
+    let records = Manager::open(config.clone()).unwrap().list().unwrap();
+
+    let clear = |rt: &tokio::runtime::Runtime, tor: &Tor| {
+        rt.block_on(async {
+            let mut c = TorControl::connect(&tor.config()).await.unwrap();
+            for id in c.detached_onions().await.unwrap() {
+                c.execute(&CommandLine::new("DEL_ONION").arg("id", &id).unwrap()).await.unwrap();
+            }
+        })
+    };
+
+    // 1. restore, in-process: GETINFO onions/detached + 20 ADD_ONION round trips.
+    let mut in_process = Vec::new();
+    for _ in 0..runs {
+        clear(&rt, &tor);
+        let report = rt.block_on(async {
+            let mut c = TorControl::connect(&tor.config()).await.unwrap();
+            publish::restore(&mut c, &records).await.unwrap()
+        });
+        assert_eq!(report.added.len(), SERVICES);
+        in_process.push(report.elapsed);
+    }
+    // 1b. the same as a cold process, the way the login hook runs it.
+    let mut cold = Vec::new();
+    for _ in 0..runs {
+        clear(&rt, &tor);
+        let start = Instant::now();
+        let status = Command::new(BIN)
+            .args(["--control-port", &format!("127.0.0.1:{}", tor.port), "restore"])
+            .env("TAILS_SERVER_STATE_DIR", &config.state_dir)
+            .env("TAILS_SERVER_RUNTIME_DIR", config.runtime_dir.as_ref().unwrap())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        cold.push(start.elapsed());
+    }
+
+    // 2. republish latency with the daemon running.
+    let mut daemon = Command::new(BIN)
+        .args(["--control-port", &format!("127.0.0.1:{}", tor.port), "daemon"])
+        .env("TAILS_SERVER_STATE_DIR", &config.state_dir)
+        .env("TAILS_SERVER_RUNTIME_DIR", config.runtime_dir.as_ref().unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let all_back = |rt: &tokio::runtime::Runtime, tor: &Tor| -> bool {
+        rt.block_on(async {
+            match TorControl::connect(&tor.config()).await {
+                Ok(mut c) => c.detached_onions().await.map(|d| d.len() == SERVICES).unwrap_or(false),
+                Err(_) => false,
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !all_back(&rt, &tor) {
+        assert!(Instant::now() < deadline, "the daemon did not publish");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut republish = Vec::new();
+    for _ in 0..runs.min(8) {
+        tor.stop();
+        tor.spawn();
+        let answering = tor.wait_answering();
+        let deadline = answering + Duration::from_secs(30);
+        while !all_back(&rt, &tor) {
+            assert!(Instant::now() < deadline, "the daemon did not republish");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        republish.push(answering.elapsed());
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+
+    if quick {
+        println!("publish bench harness smoke run (debug build: run `cargo bench --bench publish` for figures)");
+        return;
+    }
+    println!("tails-server publishing benchmark ({SERVICES} services, tor {}, loopback)", tor_version());
+    println!(
+        "restore, in-process (ADD_ONION all acknowledged)  median {:>7.2} ms  min {:>7.2} ms  ({} runs)  goal <= 50 ms: {}",
+        ms(median(in_process.clone())),
+        ms(*in_process.iter().min().unwrap()),
+        in_process.len(),
+        if median(in_process.clone()) <= Duration::from_millis(50) { "met" } else { "MISSED" }
+    );
+    println!(
+        "restore, cold `tails-server restore` process      median {:>7.2} ms  min {:>7.2} ms  ({} runs)",
+        ms(median(cold.clone())),
+        ms(*cold.iter().min().unwrap()),
+        cold.len()
+    );
+    println!(
+        "republish after a tor restart (daemon)             median {:>7.2} ms  max {:>7.2} ms  ({} restarts)  goal <= 1 s: {}",
+        ms(median(republish.clone())),
+        ms(*republish.iter().max().unwrap()),
+        republish.len(),
+        if median(republish.clone()) <= Duration::from_secs(1) { "met" } else { "MISSED" }
+    );
+}
+
+fn tor_version() -> String {
+    let out = Command::new("tor").arg("--version").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("Tor version ")
+        .trim_end_matches('.')
+        .to_owned()
+}
