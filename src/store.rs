@@ -6,8 +6,10 @@
 //!   damaged data instead of silently starting empty;
 //! - private permissions, checked like tor checks its DataDirectory.
 
+use std::cell::Cell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::mem::ManuallyDrop;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -80,12 +82,35 @@ pub enum Change {
 
 pub struct Store {
     dir: PathBuf,
-    db: sled::Db,
-    services: sled::Tree,
-    meta: sled::Tree,
+    db: ManuallyDrop<sled::Db>,
+    services: ManuallyDrop<sled::Tree>,
+    meta: ManuallyDrop<sled::Tree>,
     options: StoreOptions,
-    // Held for the life of the Store: the advisory lock is released when this closes.
-    _lock: File,
+    /// Whether anything was written through this handle.
+    wrote: Cell<bool>,
+    // Held for the life of the Store: the advisory lock is released when this closes
+    // (after sled, as fields drop after `Drop::drop`).
+    lock: Option<File>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // SAFETY: each is dropped exactly once, here, and never used again.
+        unsafe {
+            ManuallyDrop::drop(&mut self.services);
+            ManuallyDrop::drop(&mut self.meta);
+            ManuallyDrop::drop(&mut self.db);
+        }
+        if self.wrote.get() {
+            // sled brings its page-table snapshot up to date at the first open after a
+            // write. Do it now, while we hold the lock, so that a later process that only
+            // reads (or refuses bad input) leaves every byte as it found it.
+            let path = self.dir.join(DB_DIR);
+            if let Ok((db, services, meta)) = open_sled(&path, &self.options) {
+                drop((services, meta, db));
+            }
+        }
+    }
 }
 
 impl Store {
@@ -118,7 +143,7 @@ impl Store {
         let opened = open_sled(&db_path, &options);
         let problem = match opened {
             Ok((db, services, meta)) => {
-                let store = Store { dir: dir.to_owned(), db, services, meta, options: options.clone(), _lock: lock };
+                let store = Store::new(dir, db, services, meta, options.clone(), lock);
                 match store.check(fresh, &snapshots) {
                     Ok(()) => {
                         if fresh {
@@ -129,8 +154,7 @@ impl Store {
                     }
                     Err(CheckError::Fatal(e)) => return Err(e),
                     Err(CheckError::Damaged(problem)) => {
-                        let Store { db, _lock: lock, .. } = store;
-                        drop(db);
+                        let lock = store.close_keeping_lock();
                         return recover(dir, lock, options, &snapshots, problem, true).map(|(s, r)| Some((s, Some(r))));
                     }
                 }
@@ -139,6 +163,30 @@ impl Store {
             Err(SledOpenError::Fatal(e)) => return Err(e),
         };
         recover(dir, lock, options, &snapshots, problem, true).map(|(s, r)| Some((s, Some(r))))
+    }
+
+    fn new(
+        dir: &Path,
+        db: sled::Db,
+        services: sled::Tree,
+        meta: sled::Tree,
+        options: StoreOptions,
+        lock: File,
+    ) -> Self {
+        Store {
+            dir: dir.to_owned(),
+            db: ManuallyDrop::new(db),
+            services: ManuallyDrop::new(services),
+            meta: ManuallyDrop::new(meta),
+            options,
+            wrote: Cell::new(false),
+            lock: Some(lock),
+        }
+    }
+
+    /// Closes sled but keeps holding the lock (to repair the store).
+    fn close_keeping_lock(mut self) -> File {
+        self.lock.take().expect("held until drop")
     }
 
     pub fn dir(&self) -> &Path {
@@ -165,6 +213,7 @@ impl Store {
 
     /// Applies all changes in one transaction, flushes them to disk, then writes a snapshot.
     pub fn commit(&self, changes: Vec<Change>) -> Result<u64> {
+        self.wrote.set(true);
         let mut encoded = Vec::with_capacity(changes.len());
         for change in &changes {
             match change {
@@ -174,7 +223,7 @@ impl Store {
         }
         use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
         let result: std::result::Result<u64, TransactionError<()>> =
-            (&self.services, &self.meta).transaction(|(services, meta)| {
+            (&*self.services, &*self.meta).transaction(|(services, meta)| {
                 for (key, value) in &encoded {
                     match value {
                         Some(bytes) => services.insert(key.as_bytes(), bytes.as_slice())?,
@@ -215,6 +264,7 @@ impl Store {
         let schema = read_u64(&self.meta, KEY_SCHEMA).map_err(|e| damaged(format!("cannot read it: {e}")))?;
         match schema {
             None if fresh => {
+                self.wrote.set(true);
                 self.meta
                     .insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())
                     .and_then(|_| self.meta.insert(KEY_GENERATION, &0u64.to_be_bytes()))
@@ -295,6 +345,7 @@ enum SledOpenError {
 
 /// Schema migrations, one step at a time. Version 1 is the first; later versions add a step.
 fn migrate(store: &Store, from: u64) -> Result<()> {
+    store.wrote.set(true);
     let mut version = from;
     while version < SCHEMA_VERSION {
         // match version { 1 => migrate_1_to_2(store)?, ... }
@@ -366,7 +417,8 @@ fn recover(
         SledOpenError::Fatal(e) => e,
         SledOpenError::Damaged(d) => Error::StoreCorrupt { dir: dir.to_owned(), detail: d },
     })?;
-    let store = Store { dir: dir.to_owned(), db, services, meta, options, _lock: lock };
+    let store = Store::new(dir, db, services, meta, options, lock);
+    store.wrote.set(true);
     let sled_err = |e| Error::Store { dir: dir.to_owned(), source: e };
     for record in &records {
         store.services.insert(record.name.as_str(), encode(record)?).map_err(sled_err)?;
@@ -525,7 +577,7 @@ pub(crate) fn write_atomically(path: &Path, parts: &[&[u8]]) -> Result<()> {
 
 fn acquire_lock(dir: &Path, timeout: Duration) -> Result<File> {
     let path = dir.join(LOCK_FILE);
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -541,15 +593,27 @@ fn acquire_lock(dir: &Path, timeout: Duration) -> Result<File> {
                 std::thread::sleep(Duration::from_millis(25));
             }
             Err(fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim().parse::<u32>().map(|pid| format!(" (pid {pid})")).unwrap_or_default();
+                let holder = lock_holder(&file).map(|pid| format!(" (pid {pid})")).unwrap_or_default();
                 return Err(Error::StoreBusy { dir: dir.to_owned(), holder, waited: timeout });
             }
             Err(fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", &path, e)),
         }
     }
-    // Record who holds it, for the message another process shows while waiting.
-    let _ = file.set_len(0).and_then(|_| write!(file, "{}", std::process::id()));
     Ok(file)
+}
+
+/// The process holding a flock on `file`, from /proc/locks (read-only: nothing is written
+/// to the lock file, so the store's files stay byte-for-byte as they were).
+fn lock_holder(file: &File) -> Option<u32> {
+    let inode = file.metadata().ok()?.ino();
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; waiters have "->" after the id.
+        if fields.get(1) != Some(&"FLOCK") {
+            return None;
+        }
+        let ino = fields.get(5)?.rsplit(':').next()?.parse::<u64>().ok()?;
+        (ino == inode).then(|| fields.get(4)?.parse().ok()).flatten()
+    })
 }
