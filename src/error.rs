@@ -180,6 +180,18 @@ pub enum Error {
 
     #[error("timed out after {waited:?} waiting for {what}")]
     Timeout { what: String, waited: Duration },
+
+    #[error("cannot use this backup: {reason}")]
+    InvalidBackup { reason: String },
+
+    #[error("cannot encrypt the backup: {0}")]
+    Encryption(String),
+
+    #[error("cannot import {source_path}: {reason}")]
+    InvalidImport { source_path: String, reason: String },
+
+    #[error("{0}")]
+    ImportConflict(String),
 }
 
 impl Error {
@@ -216,6 +228,9 @@ impl Error {
             TorAuth { .. } => ErrorKind::TorAuth,
             TorProtocol { .. } | TorRejected { .. } | WrongAddress { .. } => ErrorKind::TorRefused,
             InvalidControlArgument { .. } => ErrorKind::InvalidInput,
+            InvalidBackup { .. } | InvalidImport { .. } => ErrorKind::InvalidInput,
+            ImportConflict(_) => ErrorKind::Conflict,
+            Encryption(_) => ErrorKind::Storage,
         }
     }
 

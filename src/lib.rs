@@ -10,11 +10,13 @@
 //! - [`tor`]: the control-port connection;
 //! - [`manager`]: the operations every front end (CLI, daemon, hooks) calls.
 
+pub mod backup;
 pub mod catalog;
 pub mod daemon;
 pub mod error;
 pub mod keys;
 pub mod manager;
+pub mod migrate;
 pub mod model;
 pub mod names;
 pub mod options;
@@ -24,4 +26,4 @@ pub mod tails;
 pub mod tor;
 
 pub use error::{Error, ErrorKind, Result};
-pub use manager::{AddRequest, Config, Manager};
+pub use manager::{AddRequest, Config, ImportReport, Manager, OnConflict};

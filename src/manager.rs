@@ -59,6 +59,22 @@ impl AddRequest {
     }
 }
 
+/// What `import` does with a service whose name (or address) already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    Fail,
+    Skip,
+    Replace,
+}
+
+/// What an import changed (or, dry, would change).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    pub added: Vec<String>,
+    pub replaced: Vec<String>,
+    pub skipped: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Location {
     Persistent,
@@ -193,6 +209,21 @@ impl Manager {
     }
 
     pub fn add(&mut self, request: AddRequest) -> Result<ServiceRecord> {
+        let record = self.new_record(request, OnionSecretKey::generate()?, None)?;
+        let location = Self::location_for(&record);
+        self.store(location)?.commit(vec![Change::Put(record.clone())])?;
+        Ok(record)
+    }
+
+    /// Builds a record the way `add` does, around a given key and, if given, clients
+    /// (imports). With `clients` None, a first client is generated when client
+    /// authorization is on. Nothing is stored.
+    pub fn new_record(
+        &self,
+        request: AddRequest,
+        key: OnionSecretKey,
+        clients: Option<Vec<ClientRecord>>,
+    ) -> Result<ServiceRecord> {
         let def = self.catalog.get(&request.kind)?.clone();
         let name = match request.name {
             Some(name) => name,
@@ -217,18 +248,23 @@ impl Manager {
             options.insert(option.clone(), spec.parse(option, raw)?);
         }
         let now = now_unix();
-        let clients = if request.client_auth {
-            let secret = ClientSecretKey::generate()?;
-            vec![ClientRecord {
-                name: request.first_client,
-                public_key: secret.public_key(),
-                secret_key: Some(secret),
-                created: now,
-            }]
-        } else {
-            Vec::new()
+        let clients = match clients {
+            Some(clients) => clients,
+            None if request.client_auth => {
+                let secret = ClientSecretKey::generate()?;
+                vec![ClientRecord {
+                    name: request.first_client,
+                    public_key: secret.public_key(),
+                    secret_key: Some(secret),
+                    created: now,
+                }]
+            }
+            None => Vec::new(),
         };
-        let record = ServiceRecord {
+        if clients.len() > MAX_CLIENTS {
+            return Err(Error::TooManyClients { service: name.to_string(), limit: MAX_CLIENTS });
+        }
+        Ok(ServiceRecord {
             name,
             kind: def.name.clone(),
             local_port,
@@ -236,13 +272,104 @@ impl Manager {
             enabled: false,
             client_auth: request.client_auth,
             options,
-            key: OnionSecretKey::generate()?,
+            key,
             clients,
             created: now,
-        };
-        let location = Self::location_for(&record);
-        self.store(location)?.commit(vec![Change::Put(record.clone())])?;
-        Ok(record)
+        })
+    }
+
+    /// The records to back up: the named services, or all of them.
+    pub fn export(&self, names: &[ServiceName]) -> Result<Vec<ServiceRecord>> {
+        if names.is_empty() {
+            return self.list();
+        }
+        names.iter().map(|name| self.get(name)).collect()
+    }
+
+    /// Imports records all-or-nothing: everything is validated and every conflict resolved
+    /// before anything is written; then each store gets one transaction. With `dry_run`,
+    /// returns what would change and writes nothing.
+    pub fn import(
+        &mut self,
+        records: Vec<ServiceRecord>,
+        on_conflict: OnConflict,
+        dry_run: bool,
+    ) -> Result<ImportReport> {
+        crate::backup::validate_records(&records, &self.catalog)?;
+        let existing = self.list()?;
+        let mut report = ImportReport::default();
+        let mut conflicts = Vec::new();
+        let mut plan = Vec::new();
+        for record in records {
+            let same_name = existing.iter().find(|e| e.name == record.name);
+            let same_address = existing.iter().find(|e| e.address() == record.address() && e.name != record.name);
+            if let Some(other) = same_address {
+                match on_conflict {
+                    OnConflict::Skip => {
+                        report.skipped.push(record.name.to_string());
+                        continue;
+                    }
+                    _ => {
+                        conflicts.push(format!(
+                            "{}: its address already belongs to service {} here",
+                            record.name, other.name
+                        ));
+                        continue;
+                    }
+                }
+            }
+            match (same_name, on_conflict) {
+                (None, _) => {
+                    report.added.push(record.name.to_string());
+                    plan.push((record, None));
+                }
+                (Some(_), OnConflict::Skip) => report.skipped.push(record.name.to_string()),
+                (Some(old), OnConflict::Replace) => {
+                    report.replaced.push(record.name.to_string());
+                    let old_location = Self::location_for(old);
+                    plan.push((record, Some(old_location)));
+                }
+                (Some(_), OnConflict::Fail) => {
+                    conflicts.push(format!("{}: a service of that name exists", record.name))
+                }
+            }
+        }
+        if !conflicts.is_empty() {
+            return Err(Error::ImportConflict(format!(
+                "nothing was imported: {} (choose --on-conflict skip or replace)",
+                conflicts.join("; ")
+            )));
+        }
+        if plan.iter().any(|(r, _)| !r.is_persistent()) && self.config.runtime_dir.is_none() {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            return Err(Error::NoRuntimeDir { uid: unsafe { libc::geteuid() } });
+        }
+        if dry_run {
+            return Ok(report);
+        }
+        let mut persistent = Vec::new();
+        let mut amnesic = Vec::new();
+        for (record, old_location) in plan {
+            let to = Self::location_for(&record);
+            if let Some(from) = old_location.filter(|from| *from != to) {
+                let delete = Change::Delete(record.name.clone());
+                match from {
+                    Location::Persistent => persistent.push(delete),
+                    Location::Amnesic => amnesic.push(delete),
+                }
+            }
+            match to {
+                Location::Persistent => persistent.push(Change::Put(record)),
+                Location::Amnesic => amnesic.push(Change::Put(record)),
+            }
+        }
+        if !persistent.is_empty() {
+            self.store(Location::Persistent)?.commit(persistent)?;
+        }
+        if !amnesic.is_empty() {
+            self.store(Location::Amnesic)?.commit(amnesic)?;
+        }
+        Ok(report)
     }
 
     pub fn remove(&mut self, name: &ServiceName) -> Result<ServiceRecord> {

@@ -2,6 +2,7 @@
 
 mod output;
 mod tor;
+mod transfer;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -119,6 +120,52 @@ enum Command {
     /// Manage the clients allowed to reach a service
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Write an encrypted backup (age, passphrase) of services, keys, clients and options
+    Export {
+        /// The backup file to write (0600; never overwritten without --force)
+        #[arg(long, short, value_name = "FILE")]
+        output: PathBuf,
+        /// Only these services (repeatable) [default: all]
+        #[arg(long = "service", value_name = "NAME")]
+        services: Vec<ServiceName>,
+        /// Read the passphrase from the first line of FILE instead of asking twice
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restore services from a backup made by `export` (all or nothing)
+    Import {
+        file: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Show what would change and write nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// What to do with a service that already exists
+        #[arg(long, value_enum, default_value_t = transfer::ConflictArg::Fail)]
+        on_conflict: transfer::ConflictArg,
+    },
+    /// Make a service of a C tor HiddenServiceDir (same address, its authorized clients)
+    ImportTorDir {
+        dir: PathBuf,
+        #[command(flatten)]
+        target: ImportTarget,
+    },
+    /// Make a service of an OnionShare persistent-mode settings file (same address and key)
+    ImportOnionshare {
+        file: PathBuf,
+        #[command(flatten)]
+        target: ImportTarget,
+    },
+    /// Write a service as a C tor HiddenServiceDir, which tor itself can run
+    ExportTorDir {
+        name: ServiceName,
+        dir: PathBuf,
+        /// Write into a non-empty directory (only our files are replaced)
+        #[arg(long)]
+        force: bool,
+    },
     /// Print shell completions
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
@@ -150,7 +197,30 @@ enum ClientCommand {
         /// Browser's prompt; auth: the service-side line (public key)
         #[arg(long = "as", value_enum, default_value_t = CredentialForm::AuthPrivate)]
         form: CredentialForm,
+        /// Write it to FILE (0600) instead of printing it
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Overwrite FILE if it exists
+        #[arg(long, requires = "output")]
+        force: bool,
     },
+}
+
+/// How an imported service is set up here (the other tool's files do not say).
+#[derive(Debug, clap::Args)]
+struct ImportTarget {
+    /// Name of the new service [default: from the file or directory name]
+    #[arg(long, value_name = "NAME")]
+    name: Option<ServiceName>,
+    /// Kind of service
+    #[arg(long, default_value = "custom")]
+    kind: String,
+    /// Port the service listens on, on 127.0.0.1
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
+    local_port: Option<u16>,
+    /// Port clients connect to on the onion address [default: 80 for OnionShare, else the local port]
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
+    remote_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -158,6 +228,8 @@ pub enum CredentialForm {
     AuthPrivate,
     Key,
     Auth,
+    /// Two QR codes in the terminal: the address, then the key
+    Qr,
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {
@@ -315,7 +387,53 @@ pub fn run(cli: Cli) -> Result<()> {
             out.message(&format!("{}: {option} = {new} (was {previous})", record.name))
         }
         Command::Client(command) => run_client(&cli, command, &out),
+        Command::Export { output, services, passphrase_file, force } => {
+            let manager = open(&cli)?;
+            transfer::export(&manager, services, output, passphrase_file.as_deref(), *force, &out)
+        }
+        Command::Import { file, passphrase_file, dry_run, on_conflict } => {
+            // Read, decrypt and decode before touching the store.
+            let document = transfer::read_backup(file, passphrase_file.as_deref())?;
+            let mut manager = open(&cli)?;
+            document.validate(manager.catalog())?;
+            let report = manager.import(document.services, (*on_conflict).into(), *dry_run)?;
+            transfer::print_import(&report, *dry_run, &out)
+        }
+        Command::ImportTorDir { dir, target } => {
+            let imported = tails_server::migrate::read_tor_dir(dir)?;
+            let fallback = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let request = import_request(target, fallback, None)?;
+            let mut manager = open(&cli)?;
+            transfer::import_foreign(&mut manager, imported, request, &out)
+        }
+        Command::ImportOnionshare { file, target } => {
+            let imported = tails_server::migrate::read_onionshare(file)?;
+            let request = import_request(target, "onionshare", Some(80))?;
+            let mut manager = open(&cli)?;
+            transfer::import_foreign(&mut manager, imported, request, &out)
+        }
+        Command::ExportTorDir { name, dir, force } => {
+            let record = open(&cli)?.get(name)?;
+            tails_server::migrate::write_tor_dir(&record, dir, *force)?;
+            out.message(&format!(
+                "Wrote {} as a HiddenServiceDir in {}: hs_ed25519_secret_key is SECRET (whoever has it can run {}).",
+                record.name,
+                dir.display(),
+                record.address()
+            ))
+        }
     }
+}
+
+fn import_request(target: &ImportTarget, fallback_name: &str, default_remote: Option<u16>) -> Result<AddRequest> {
+    let mut request = AddRequest::new(&target.kind);
+    request.name = Some(match &target.name {
+        Some(name) => name.clone(),
+        None => transfer::default_name(fallback_name, "the file name")?,
+    });
+    request.local_port = target.local_port;
+    request.remote_port = target.remote_port.or(default_remote);
+    Ok(request)
 }
 
 fn run_client(cli: &Cli, command: &ClientCommand, out: &Printer) -> Result<()> {
@@ -346,10 +464,49 @@ fn run_client(cli: &Cli, command: &ClientCommand, out: &Printer) -> Result<()> {
             let record = manager.get(name)?;
             out.clients(&record)
         }
-        ClientCommand::Show { name, client, form } => {
+        ClientCommand::Show { name, client, form, output, force } => {
             let manager = open(cli)?;
             let (record, client) = manager.client(name, client)?;
-            out.credential(&record, &client, *form)
+            show_credential(&record, &client, *form, output.as_deref(), *force, out)
+        }
+    }
+}
+
+fn show_credential(
+    record: &tails_server::model::ServiceRecord,
+    client: &tails_server::model::ClientRecord,
+    form: CredentialForm,
+    output: Option<&std::path::Path>,
+    force: bool,
+    out: &Printer,
+) -> Result<()> {
+    let (_, value) = output::credential_value(record, client, form)?;
+    let text = match form {
+        CredentialForm::Qr => format!(
+            "Address of {} - may be shared with the people who should reach it:\n{}{}\n\n\
+             Key of client {} - SECRET, show it only to {}:\n{}{}\n",
+            record.name,
+            transfer::qr_text(&record.address().to_string())?,
+            record.address(),
+            client.name,
+            client.name,
+            transfer::qr_text(&value)?,
+            value.as_str()
+        ),
+        _ if output.is_some() => format!("{}\n", value.as_str()),
+        _ => return out.credential(record, client, form),
+    };
+    let text = zeroize::Zeroizing::new(text);
+    match output {
+        Some(path) => {
+            transfer::write_private_file(path, text.as_bytes(), force)?;
+            let secret = if form == CredentialForm::Auth { "a public key, not secret" } else { "SECRET" };
+            eprintln!("Wrote {} (mode 0600): {secret}.", path.display());
+            Ok(())
+        }
+        None => {
+            std::io::stdout().write_all(text.as_bytes())?;
+            Ok(())
         }
     }
 }

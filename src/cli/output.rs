@@ -164,7 +164,7 @@ impl Printer {
     }
 
     /// Prints structured data as YAML or JSON. Returns false in human mode.
-    fn structured<T: Serialize>(&self, value: &T) -> Result<bool> {
+    pub fn structured<T: Serialize>(&self, value: &T) -> Result<bool> {
         let mut stdout = std::io::stdout().lock();
         match self.format {
             Format::Human => return Ok(false),
@@ -474,16 +474,10 @@ impl Printer {
     }
 
     pub fn credential(&self, record: &ServiceRecord, client: &ClientRecord, form: CredentialForm) -> Result<()> {
-        let secret = || {
-            client.secret_key.as_ref().ok_or_else(|| tails_server::Error::NoPrivateKey {
-                service: record.name.to_string(),
-                client: client.name.to_string(),
-            })
-        };
+        let (form_name, value) = credential_value(record, client, form)?;
         let (form_name, value) = match form {
-            CredentialForm::AuthPrivate => ("auth-private", secret()?.auth_private_line(&record.address())),
-            CredentialForm::Key => ("key", secret()?.to_base32()),
-            CredentialForm::Auth => ("auth", zeroize::Zeroizing::new(client.public_key.auth_line())),
+            CredentialForm::Qr => unreachable!("QR codes are rendered by the caller"),
+            _ => (form_name, value),
         };
         let view = CredentialView {
             service: record.name.as_str(),
@@ -511,9 +505,29 @@ impl Printer {
                 "This is {}'s public key, for the service side (authorized_clients/{}.auth); it is not secret.",
                 client.name, client.name
             ),
+            CredentialForm::Qr => {}
         }
         Ok(())
     }
+}
+
+/// One form of a client's credential: its name and the text.
+pub fn credential_value(
+    record: &ServiceRecord,
+    client: &ClientRecord,
+    form: CredentialForm,
+) -> Result<(&'static str, zeroize::Zeroizing<String>)> {
+    let secret = || {
+        client.secret_key.as_ref().ok_or_else(|| tails_server::Error::NoPrivateKey {
+            service: record.name.to_string(),
+            client: client.name.to_string(),
+        })
+    };
+    Ok(match form {
+        CredentialForm::AuthPrivate => ("auth-private", secret()?.auth_private_line(&record.address())),
+        CredentialForm::Key | CredentialForm::Qr => ("key", secret()?.to_base32()),
+        CredentialForm::Auth => ("auth", zeroize::Zeroizing::new(client.public_key.auth_line())),
+    })
 }
 
 #[derive(Serialize)]

@@ -87,7 +87,7 @@ impl fmt::Debug for ClientSecretKey {
 
 impl PartialEq for ClientSecretKey {
     fn eq(&self, other: &Self) -> bool {
-        self.0.as_ref() == other.0.as_ref()
+        self.0[..] == other.0[..]
     }
 }
 impl Eq for ClientSecretKey {}

@@ -29,7 +29,7 @@ impl OnionSecretKey {
         let mut seed = Zeroizing::new([0u8; 32]);
         super::os_random(seed.as_mut())?;
         let mut expanded = Zeroizing::new([0u8; 64]);
-        expanded.copy_from_slice(&Sha512::digest(seed.as_ref()));
+        expanded.copy_from_slice(&Sha512::digest(&seed[..]));
         expanded[0] &= 248;
         expanded[31] &= 63;
         expanded[31] |= 64;
@@ -115,7 +115,7 @@ impl fmt::Debug for OnionSecretKey {
 
 impl PartialEq for OnionSecretKey {
     fn eq(&self, other: &Self) -> bool {
-        self.0.as_ref() == other.0.as_ref()
+        self.0[..] == other.0[..]
     }
 }
 impl Eq for OnionSecretKey {}

@@ -1,0 +1,252 @@
+//! The encrypted backup of everything: a versioned serde document holding service records
+//! (keys, clients, options), encrypted with age to a passphrase (scrypt recipient, ASCII
+//! armor), so that it opens with the `age` command-line tool as well.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+
+use age::secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::catalog::Catalog;
+use crate::error::{Error, Result};
+use crate::model::{now_unix, ServiceRecord, MAX_CLIENTS};
+
+pub const FORMAT: &str = "tails-server-backup";
+/// Versions of the document this build reads; it writes the last.
+pub const VERSION: u32 = 1;
+/// scrypt work factor (log2 N) for new backups: about a second on a laptop, like `age -p`.
+pub const SCRYPT_WORK_FACTOR: u8 = 18;
+/// The largest work factor accepted when decrypting (the age CLI picks ~1 s on the machine
+/// that encrypted; 22 is 16 times that), so a hostile file cannot make us work for hours.
+pub const MAX_SCRYPT_WORK_FACTOR: u8 = 22;
+/// Refused before reading: 20 services with 32 clients each take about 200 KB.
+pub const MAX_BACKUP_SIZE: u64 = 4 * 1024 * 1024;
+pub const MAX_SERVICES: usize = 256;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BackupDocument {
+    pub format: String,
+    pub version: u32,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    pub services: Vec<ServiceRecord>,
+}
+
+impl BackupDocument {
+    pub fn new(services: Vec<ServiceRecord>) -> Self {
+        Self { format: FORMAT.into(), version: VERSION, created: now_unix(), services }
+    }
+
+    /// Decodes the plaintext, checking the format and version before anything else.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Envelope {
+            format: Option<String>,
+            version: Option<serde_json::Value>,
+        }
+        let invalid = |reason: String| Error::InvalidBackup { reason };
+        let envelope: Envelope = serde_json::from_slice(bytes)
+            .map_err(|e| invalid(format!("it is not a tails-server backup document ({e})")))?;
+        if envelope.format.as_deref() != Some(FORMAT) {
+            return Err(invalid(format!("it is not a tails-server backup document (format {:?})", envelope.format)));
+        }
+        match envelope.version.as_ref().and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(VERSION) => {}
+            Some(v) => {
+                return Err(invalid(format!(
+                    "it is version {v} of the backup format; this tails-server reads version {VERSION}. \
+                     Use a tails-server at least as new as the one that wrote it"
+                )))
+            }
+            None => return Err(invalid("its version is missing or not a number".into())),
+        }
+        serde_json::from_slice(bytes).map_err(|e| invalid(format!("a field is invalid: {e}")))
+    }
+
+    pub fn to_json(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(serde_json::to_vec_pretty(self).expect("documents serialize"))
+    }
+
+    /// Checks everything an import relies on, so that it can be written in one go or not at all.
+    pub fn validate(&self, catalog: &Catalog) -> Result<()> {
+        validate_records(&self.services, catalog)
+    }
+}
+
+/// The checks every imported service passes, whatever it came from.
+pub fn validate_records(services: &[ServiceRecord], catalog: &Catalog) -> Result<()> {
+    let invalid = |reason: String| Error::InvalidBackup { reason };
+    if services.len() > MAX_SERVICES {
+        return Err(invalid(format!("it holds {} services; at most {MAX_SERVICES} are accepted", services.len())));
+    }
+    let mut names = HashSet::new();
+    let mut addresses = HashSet::new();
+    for service in services {
+        let name = &service.name;
+        if !names.insert(name.clone()) {
+            return Err(invalid(format!("service {name} appears twice")));
+        }
+        if !addresses.insert(service.address()) {
+            return Err(invalid(format!("service {name} has the same onion key as another service in it")));
+        }
+        let kind = catalog.get(&service.kind).map_err(|e| invalid(format!("service {name}: {e}")))?;
+        if service.local_port == 0 || service.remote_port == 0 {
+            return Err(invalid(format!("service {name}: port 0 is not a port")));
+        }
+        let specs = kind.all_options();
+        for (option, value) in &service.options {
+            let spec = specs.get(option).ok_or_else(|| {
+                invalid(format!(
+                    "service {name}: unknown option {option:?} for kind {} (options: {})",
+                    kind.name,
+                    specs.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+            spec.check(option, value).map_err(|e| invalid(format!("service {name}: {e}")))?;
+        }
+        if service.clients.len() > MAX_CLIENTS {
+            return Err(invalid(format!(
+                "service {name} has {} clients; tor fits at most {MAX_CLIENTS} in a descriptor",
+                service.clients.len()
+            )));
+        }
+        if service.client_auth && service.clients.is_empty() {
+            return Err(invalid(format!("service {name} has client authorization but no client")));
+        }
+        if !service.client_auth && !service.clients.is_empty() {
+            return Err(invalid(format!("service {name} has clients but client authorization is off")));
+        }
+        let mut client_names = HashSet::new();
+        let mut client_keys = HashSet::new();
+        for client in &service.clients {
+            if !client_names.insert(&client.name) {
+                return Err(invalid(format!("service {name}: client {} appears twice", client.name)));
+            }
+            if !client_keys.insert(client.public_key) {
+                return Err(invalid(format!("service {name}: client {} has another client's key", client.name)));
+            }
+            if let Some(secret) = &client.secret_key {
+                if secret.public_key() != client.public_key {
+                    return Err(invalid(format!(
+                        "service {name}: the private and public keys of client {} do not match",
+                        client.name
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Encrypts to a passphrase, ASCII-armored (`-----BEGIN AGE ENCRYPTED FILE-----`).
+pub fn encrypt(document: &BackupDocument, passphrase: &str) -> Result<Vec<u8>> {
+    let mut recipient = age::scrypt::Recipient::new(SecretString::from(passphrase.to_owned()));
+    recipient.set_work_factor(SCRYPT_WORK_FACTOR);
+    let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+        .map_err(|e| Error::Encryption(e.to_string()))?;
+    let plaintext = document.to_json();
+    let mut out = Vec::new();
+    let failed = |e: std::io::Error| Error::Encryption(e.to_string());
+    let armor = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor).map_err(failed)?;
+    let mut writer = encryptor.wrap_output(armor).map_err(failed)?;
+    writer.write_all(&plaintext).map_err(failed)?;
+    writer.finish().and_then(|armor| armor.finish()).map_err(failed)?;
+    Ok(out)
+}
+
+/// Decrypts a backup (armored or binary age) and decodes the document inside.
+pub fn decrypt(encrypted: &[u8], passphrase: &str) -> Result<BackupDocument> {
+    if encrypted.len() as u64 > MAX_BACKUP_SIZE {
+        return Err(Error::InvalidBackup { reason: format!("it is larger than {MAX_BACKUP_SIZE} bytes") });
+    }
+    let reader = age::armor::ArmoredReader::new(encrypted);
+    let decryptor = age::Decryptor::new(reader).map_err(decrypt_error)?;
+    if !decryptor.is_scrypt() {
+        return Err(Error::InvalidBackup {
+            reason: "it is encrypted to age recipients (public keys), not to a passphrase".into(),
+        });
+    }
+    let mut identity = age::scrypt::Identity::new(SecretString::from(passphrase.to_owned()));
+    identity.set_max_work_factor(MAX_SCRYPT_WORK_FACTOR);
+    let mut reader = decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity)).map_err(decrypt_error)?;
+    let mut plaintext = Zeroizing::new(Vec::new());
+    (&mut reader)
+        .take(MAX_BACKUP_SIZE + 1)
+        .read_to_end(&mut plaintext)
+        .map_err(|e| Error::InvalidBackup { reason: format!("it is damaged ({e})") })?;
+    if plaintext.len() as u64 > MAX_BACKUP_SIZE {
+        return Err(Error::InvalidBackup { reason: format!("its content is larger than {MAX_BACKUP_SIZE} bytes") });
+    }
+    BackupDocument::from_json(&plaintext)
+}
+
+fn decrypt_error(e: age::DecryptError) -> Error {
+    use age::DecryptError::*;
+    let reason = match e {
+        NoMatchingKeys | DecryptionFailed | KeyDecryptionFailed => {
+            "the passphrase is wrong (or the file was not encrypted with one)".to_owned()
+        }
+        ExcessiveWork { required, .. } => format!(
+            "its scrypt work factor ({required}) is above the {MAX_SCRYPT_WORK_FACTOR} we accept; it would take too long"
+        ),
+        InvalidHeader | UnknownFormat => "it is not an age-encrypted file, or its header is damaged".to_owned(),
+        InvalidMac => "its header was tampered with or damaged".to_owned(),
+        Io(e) => format!("it is truncated or damaged ({e})"),
+        other => other.to_string(),
+    };
+    Error::InvalidBackup { reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::arb_record;
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+
+    fn records(n: usize) -> Vec<ServiceRecord> {
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        (0..n)
+            .map(|i| {
+                let mut r = arb_record().new_tree(&mut runner).unwrap().current();
+                r.name = crate::names::ServiceName::new(&format!("svc{i}")).unwrap();
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_trip_through_age() {
+        let doc = BackupDocument::new(records(3));
+        let encrypted = encrypt(&doc, "correct horse").unwrap();
+        assert!(encrypted.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"));
+        let back = decrypt(&encrypted, "correct horse").unwrap();
+        assert_eq!(back.services, doc.services);
+        let err = decrypt(&encrypted, "wrong").unwrap_err().to_string();
+        assert!(err.contains("passphrase is wrong"), "{err}");
+    }
+
+    #[test]
+    fn versions_and_formats_are_checked_first() {
+        let err = BackupDocument::from_json(br#"{"format":"tails-server-backup","version":2,"services":"x"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("version 2"), "{err}");
+        let err = BackupDocument::from_json(br#"{"format":"other","version":1}"#).unwrap_err().to_string();
+        assert!(err.contains("not a tails-server backup"), "{err}");
+        assert!(BackupDocument::from_json(b"not json").is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn document_json_round_trip(rs in proptest::collection::vec(arb_record(), 0..4)) {
+            let doc = BackupDocument::new(rs);
+            let back = BackupDocument::from_json(&doc.to_json()).unwrap();
+            prop_assert_eq!(back.services, doc.services);
+        }
+    }
+}

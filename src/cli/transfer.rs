@@ -1,0 +1,245 @@
+//! Credentials in and out: encrypted backups (export/import), C tor HiddenServiceDirs,
+//! OnionShare settings, files and QR codes for sharing one client's key.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use tails_server::backup::{self, BackupDocument};
+use tails_server::migrate;
+use tails_server::names::ServiceName;
+use tails_server::{AddRequest, ImportReport, Manager, OnConflict};
+
+use super::output::Printer;
+
+const MAX_PASSPHRASE_FILE: u64 = 4096;
+/// Shorter passphrases get a warning: the backup holds every key.
+const WEAK_PASSPHRASE: usize = 12;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConflictArg {
+    Fail,
+    Skip,
+    Replace,
+}
+
+impl From<ConflictArg> for OnConflict {
+    fn from(c: ConflictArg) -> Self {
+        match c {
+            ConflictArg::Fail => OnConflict::Fail,
+            ConflictArg::Skip => OnConflict::Skip,
+            ConflictArg::Replace => OnConflict::Replace,
+        }
+    }
+}
+
+/// The passphrase, from a file (first line) or the terminal (asked twice when `confirm`).
+/// Never from the command line or the environment.
+pub fn passphrase(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<String>> {
+    let passphrase = match file {
+        Some(path) => {
+            let meta = std::fs::metadata(path)
+                .with_context(|| format!("cannot read the passphrase file {}", path.display()))?;
+            if meta.len() > MAX_PASSPHRASE_FILE {
+                bail!("{} is not a passphrase file: it is larger than {MAX_PASSPHRASE_FILE} bytes", path.display());
+            }
+            let text = Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the passphrase file {}", path.display()))?,
+            );
+            Zeroizing::new(text.lines().next().unwrap_or_default().to_owned())
+        }
+        None => {
+            let first =
+                Zeroizing::new(rpassword::prompt_password("Passphrase: ").context(
+                    "cannot ask for the passphrase: there is no terminal. Give it with --passphrase-file FILE",
+                )?);
+            if confirm {
+                let second = Zeroizing::new(
+                    rpassword::prompt_password("Passphrase again: ").context("cannot read the passphrase")?,
+                );
+                if *first != *second {
+                    bail!("the two passphrases differ; nothing was written");
+                }
+            }
+            first
+        }
+    };
+    if passphrase.is_empty() {
+        bail!("the passphrase is empty");
+    }
+    if confirm && passphrase.chars().count() < WEAK_PASSPHRASE {
+        eprintln!(
+            "tails-server: warning: this passphrase is short ({} characters). The backup holds every key: \
+             anyone who guesses it can impersonate your services.",
+            passphrase.chars().count()
+        );
+    }
+    Ok(passphrase)
+}
+
+/// Writes a new 0600 file; an existing one is replaced only with `force`, atomically.
+pub fn write_private_file(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
+    if path.exists() && !force {
+        bail!("{} already exists; use --force to overwrite it", path.display());
+    }
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        if force {
+            std::fs::rename(&tmp, path)
+        } else {
+            // Never replace a file that appeared meanwhile.
+            std::fs::hard_link(&tmp, path).and_then(|_| std::fs::remove_file(&tmp))
+        }
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::anyhow!("cannot write {}: {e}", path.display())
+    })
+}
+
+pub fn export(
+    manager: &Manager,
+    names: &[ServiceName],
+    output: &Path,
+    passphrase_file: Option<&Path>,
+    force: bool,
+    out: &Printer,
+) -> Result<()> {
+    if output.exists() && !force {
+        bail!("{} already exists; use --force to overwrite it", output.display());
+    }
+    let records = manager.export(names)?;
+    if records.is_empty() {
+        bail!("there is no service to export");
+    }
+    let passphrase = passphrase(passphrase_file, true)?;
+    let document = BackupDocument::new(records);
+    let encrypted = backup::encrypt(&document, &passphrase)?;
+    write_private_file(output, &encrypted, force)?;
+    let names: Vec<_> = document.services.iter().map(|s| s.name.to_string()).collect();
+    out.message(&format!(
+        "Exported {} service(s) ({}) to {}, encrypted with your passphrase (age, scrypt). Keep the passphrase: \
+         without it the backup cannot be opened.",
+        names.len(),
+        names.join(", "),
+        output.display()
+    ))
+}
+
+pub fn read_backup(file: &Path, passphrase_file: Option<&Path>) -> Result<BackupDocument> {
+    let meta = std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a file", file.display());
+    }
+    if meta.len() > backup::MAX_BACKUP_SIZE {
+        bail!("{} is not a tails-server backup: it is larger than {} bytes", file.display(), backup::MAX_BACKUP_SIZE);
+    }
+    let encrypted = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let passphrase = passphrase(passphrase_file, false)?;
+    Ok(backup::decrypt(&encrypted, &passphrase)?)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct ImportView<'a> {
+    dry_run: bool,
+    added: &'a [String],
+    replaced: &'a [String],
+    skipped: &'a [String],
+}
+
+pub fn print_import(report: &ImportReport, dry_run: bool, out: &Printer) -> Result<()> {
+    let view = ImportView { dry_run, added: &report.added, replaced: &report.replaced, skipped: &report.skipped };
+    if out.structured(&view)? {
+        return Ok(());
+    }
+    let list = |v: &[String]| if v.is_empty() { "none".to_owned() } else { v.join(", ") };
+    let verb = if dry_run { "Would import (dry run, nothing written)" } else { "Imported" };
+    out.message(&format!(
+        "{verb}: added: {}; replaced: {}; skipped: {}.",
+        list(&report.added),
+        list(&report.replaced),
+        list(&report.skipped)
+    ))
+}
+
+/// A service from another tool's key (and clients). A service that was open to anyone
+/// gets a first client here: tails-server does not publish without client authorization.
+pub fn import_foreign(
+    manager: &mut Manager,
+    imported: migrate::Imported,
+    request: AddRequest,
+    out: &Printer,
+) -> Result<()> {
+    let was_public = imported.clients.is_empty();
+    let clients = if was_public { None } else { Some(imported.clients) };
+    let record = manager.new_record(request, imported.key, clients)?;
+    manager.import(vec![record.clone()], OnConflict::Fail, false)?;
+    if was_public {
+        eprintln!(
+            "It was reachable by anyone with its address; it now has client authorization, with a new client {}. \
+             Give its key to the people who should reach it.",
+            record.clients[0].name
+        );
+    }
+    out.added(manager, &record)
+}
+
+pub fn default_name(candidate: &str, what: &str) -> Result<ServiceName> {
+    let cleaned: String = candidate
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect::<String>()
+        .trim_matches('-')
+        .chars()
+        .take(32)
+        .collect();
+    ServiceName::new(&cleaned)
+        .map_err(|_| anyhow::anyhow!("cannot make a service name from {what}; give one with --name"))
+}
+
+/// Renders a QR code with Unicode half blocks (two modules per character cell), with the
+/// quiet zone scanners need. Dark modules print as blanks on a light frame, which works on
+/// dark and light terminals alike.
+pub fn qr_text(data: &str) -> Result<String> {
+    let code = qrcode::QrCode::new(data.as_bytes()).context("cannot make a QR code")?;
+    let width = code.width();
+    let colors = code.to_colors();
+    let quiet = 2i64;
+    let dark = |x: i64, y: i64| -> bool {
+        x >= 0
+            && y >= 0
+            && (x as usize) < width
+            && (y as usize) < width
+            && colors[y as usize * width + x as usize] == qrcode::Color::Dark
+    };
+    let mut out = String::new();
+    let mut y = -quiet;
+    while y < width as i64 + quiet {
+        for x in -quiet..width as i64 + quiet {
+            out.push(match (dark(x, y), dark(x, y + 1)) {
+                (false, false) => '█',
+                (true, false) => '▄',
+                (false, true) => '▀',
+                (true, true) => ' ',
+            });
+        }
+        out.push('\n');
+        y += 2;
+    }
+    Ok(out)
+}
