@@ -150,8 +150,13 @@ pub fn write_tor_dir(record: &ServiceRecord, dir: &Path, force: bool) -> Result<
 /// the share was public, its client key pair (base32).
 pub fn read_onionshare(path: &Path) -> Result<Imported> {
     let bytes = read_limited(path, MAX_ONIONSHARE_FILE)?;
+    parse_onionshare(path, &bytes)
+}
+
+/// The parsing half of [`read_onionshare`]; `path` only names the source in errors.
+pub fn parse_onionshare(path: &Path, bytes: &[u8]) -> Result<Imported> {
     let json: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| invalid(path, format!("it is not JSON ({e})")))?;
+        serde_json::from_slice(bytes).map_err(|e| invalid(path, format!("it is not JSON ({e})")))?;
     let field = |group: &str, key: &str| json.get(group).and_then(|g| g.get(key));
     let blob = field("onion", "private_key")
         .and_then(|v| v.as_str())

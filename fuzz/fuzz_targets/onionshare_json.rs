@@ -1,0 +1,7 @@
+//! OnionShare persistent-mode settings files.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = tails_server::migrate::parse_onionshare(std::path::Path::new("fuzz.json"), data);
+});
