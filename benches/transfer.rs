@@ -61,9 +61,16 @@ fn main() {
     let start = Instant::now();
     let _ = backup::decrypt(&encrypted, "wrong passphrase");
     let kdf = start.elapsed();
-    println!("tails-server backup benchmark: 20 services x 32 clients, scrypt work factor {} (N = 2^{})", backup::SCRYPT_WORK_FACTOR, backup::SCRYPT_WORK_FACTOR);
+    println!(
+        "tails-server backup benchmark: 20 services x 32 clients, scrypt work factor {} (N = 2^{})",
+        backup::SCRYPT_WORK_FACTOR,
+        backup::SCRYPT_WORK_FACTOR
+    );
     println!("backup size                 {:>8} bytes (ASCII armor)", encrypted.len());
     println!("export (read + encrypt)     median {:>8.1} ms  ({runs} runs)", median(exports).as_secs_f64() * 1e3);
-    println!("import (decrypt + validate + one transaction)  median {:>8.1} ms  ({runs} runs)", median(imports).as_secs_f64() * 1e3);
+    println!(
+        "import (decrypt + validate + one transaction)  median {:>8.1} ms  ({runs} runs)",
+        median(imports).as_secs_f64() * 1e3
+    );
     println!("of which scrypt alone (a wrong passphrase)    {:>8.1} ms", kdf.as_secs_f64() * 1e3);
 }

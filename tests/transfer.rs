@@ -68,7 +68,18 @@ fn export_then_import_into_an_empty_state_gives_the_same_services() {
 
     let target = TestEnv::new();
     let pass = passfile(&target, PASS);
-    let dry = target.run(&["--format", "json", "import", backup.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap(), "--dry-run"]).ok().json();
+    let dry = target
+        .run(&[
+            "--format",
+            "json",
+            "import",
+            backup.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+            "--dry-run",
+        ])
+        .ok()
+        .json();
     assert_eq!(dry["dry-run"], true);
     assert_eq!(dry["added"].as_array().unwrap().len(), 3);
     assert_eq!(target.listing(), serde_json::json!([]), "a dry run writes nothing");
@@ -82,25 +93,65 @@ fn export_then_import_into_an_empty_state_gives_the_same_services() {
     );
 
     // Conflicts: fail (default), skip, replace.
-    target.run(&["import", backup.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap()]).fails_with("nothing was imported");
-    let skipped = target.run(&["--format", "json", "import", backup.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap(), "--on-conflict", "skip"]).ok().json();
+    target
+        .run(&["import", backup.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap()])
+        .fails_with("nothing was imported");
+    let skipped = target
+        .run(&[
+            "--format",
+            "json",
+            "import",
+            backup.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+            "--on-conflict",
+            "skip",
+        ])
+        .ok()
+        .json();
     assert_eq!(skipped["skipped"].as_array().unwrap().len(), 3);
     target.run(&["client", "add", "blog", "extra"]).ok();
-    let replaced = target.run(&["--format", "json", "import", backup.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap(), "--on-conflict", "replace"]).ok().json();
+    let replaced = target
+        .run(&[
+            "--format",
+            "json",
+            "import",
+            backup.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+            "--on-conflict",
+            "replace",
+        ])
+        .ok()
+        .json();
     assert_eq!(replaced["replaced"].as_array().unwrap().len(), 3);
     assert_eq!(full_listing(&target), full_listing(&source));
 
     // Only some services.
     let partial = source.root.path().join("partial.age");
     let pass = passfile(&source, PASS);
-    source.run(&["export", "-o", partial.to_str().unwrap(), "--service", "blog", "--passphrase-file", pass.to_str().unwrap()]).ok();
+    source
+        .run(&[
+            "export",
+            "-o",
+            partial.to_str().unwrap(),
+            "--service",
+            "blog",
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ])
+        .ok();
     let third = TestEnv::new();
     let pass3 = passfile(&third, PASS);
     third.run(&["import", partial.to_str().unwrap(), "--passphrase-file", pass3.to_str().unwrap()]).ok();
     assert_eq!(third.listing().as_array().unwrap().len(), 1);
     // An existing file is never overwritten without --force.
-    source.run(&["export", "-o", partial.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap()]).fails_with("--force");
-    source.run(&["export", "-o", partial.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap(), "--force"]).ok();
+    source
+        .run(&["export", "-o", partial.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap()])
+        .fails_with("--force");
+    source
+        .run(&["export", "-o", partial.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap(), "--force"])
+        .ok();
 }
 
 /// Runs a program with a pseudo-terminal (the age CLI reads passphrases only from one).
@@ -147,7 +198,11 @@ fn backups_interoperate_with_the_age_command() {
 }
 
 fn which(program: &str) -> PathBuf {
-    ["/usr/sbin", "/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(program)).find(|p| p.exists()).expect("installed")
+    ["/usr/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.exists())
+        .expect("installed")
 }
 
 /// Starts tor on a HiddenServiceDir until it writes `hostname`; returns its log.
@@ -160,7 +215,14 @@ fn run_tor_on(dir: &Path) -> String {
     let _ = fs::remove_file(dir.join("hostname.written"));
     let mut child = Command::new(which("tor"))
         .args(["-f", torrc.to_str().unwrap(), "--DataDirectory", data.to_str().unwrap(), "--SocksPort", "0"])
-        .args(["--DisableNetwork", "1", "--HiddenServiceDir", dir.to_str().unwrap(), "--HiddenServicePort", "80 127.0.0.1:1"])
+        .args([
+            "--DisableNetwork",
+            "1",
+            "--HiddenServiceDir",
+            dir.to_str().unwrap(),
+            "--HiddenServicePort",
+            "80 127.0.0.1:1",
+        ])
         .args(["--GeoIPFile", "/dev/null", "--GeoIPv6File", "/dev/null", "--Log", "info stdout"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -205,14 +267,29 @@ fn a_c_tor_hidden_service_dir_imports_with_its_address_and_clients() {
     run_tor_on(&dir);
     let address = fs::read_to_string(dir.join("hostname")).unwrap().trim().to_owned();
 
-    let added = env.run(&["--format", "json", "import-tor-dir", dir.to_str().unwrap(), "--name", "imported", "--local-port", "8080"]).ok().json();
+    let added = env
+        .run(&[
+            "--format",
+            "json",
+            "import-tor-dir",
+            dir.to_str().unwrap(),
+            "--name",
+            "imported",
+            "--local-port",
+            "8080",
+        ])
+        .ok()
+        .json();
     assert_eq!(added["address"], address.as_str());
     assert_eq!(added["clients"][0]["name"], "alice");
     assert_eq!(added["clients"][0]["private-key-stored"], false);
     // The round trip: export it again and compare key files byte for byte.
     let back = env.root.path().join("back");
     env.run(&["export-tor-dir", "imported", back.to_str().unwrap()]).ok();
-    assert_eq!(fs::read(back.join("hs_ed25519_secret_key")).unwrap(), fs::read(dir.join("hs_ed25519_secret_key")).unwrap());
+    assert_eq!(
+        fs::read(back.join("hs_ed25519_secret_key")).unwrap(),
+        fs::read(dir.join("hs_ed25519_secret_key")).unwrap()
+    );
 
     // A directory without authorized clients was public: it gets a first client here.
     let open = env.root.path().join("open");
@@ -245,7 +322,10 @@ fn an_onionshare_share_imports_with_its_address_and_key() {
     let client = ClientSecretKey::generate().unwrap();
     let file = env.root.path().join("abc.json");
     fs::write(&file, onionshare_json(&key, Some(&client), false)).unwrap();
-    let added = env.run(&["--format", "json", "import-onionshare", file.to_str().unwrap(), "--local-port", "17600"]).ok().json();
+    let added = env
+        .run(&["--format", "json", "import-onionshare", file.to_str().unwrap(), "--local-port", "17600"])
+        .ok()
+        .json();
     assert_eq!(added["address"], key.address().to_string().as_str());
     assert_eq!(added["remote-port"], 80);
     let shown = env.run(&["client", "show", "onionshare", "onionshare", "--as", "key"]).ok().stdout;
@@ -258,9 +338,11 @@ fn sharing_one_credential_as_qr_codes_and_files() {
     env.run(&["add", "web"]).ok();
     let out = env.run(&["client", "show", "web", "client-1", "--as", "qr"]).ok().stdout;
     assert!(out.contains("may be shared") && out.contains("SECRET"));
-    assert_eq!(out.matches('▀').count() > 50, true, "two QR codes are drawn");
+    assert!(out.matches('▀').count() > 50, "two QR codes are drawn");
     let file = env.root.path().join("bob.auth_private");
-    let w = env.run(&["client", "show", "web", "client-1", "--as", "auth-private", "--output", file.to_str().unwrap()]).ok();
+    let w = env
+        .run(&["client", "show", "web", "client-1", "--as", "auth-private", "--output", file.to_str().unwrap()])
+        .ok();
     assert!(w.stderr.contains("SECRET"));
     assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
     assert!(fs::read_to_string(&file).unwrap().contains(":descriptor:x25519:"));
@@ -300,10 +382,13 @@ fn case(label: impl Into<String>, files: Vec<(&str, Vec<u8>)>, args: &[&str], ne
 }
 
 fn document(services: serde_json::Value) -> Vec<u8> {
-    serde_json::json!({"format": "tails-server-backup", "version": 1, "created": 0, "services": services}).to_string().into_bytes()
+    serde_json::json!({"format": "tails-server-backup", "version": 1, "created": 0, "services": services})
+        .to_string()
+        .into_bytes()
 }
 
 #[test]
+#[allow(clippy::vec_init_then_push)]
 fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
     let env = TestEnv::new();
     populate(&env);
@@ -320,7 +405,7 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
     let with = |edit: &dyn Fn(&mut serde_json::Value)| {
         let mut s = service.clone();
         s["name"] = "newcomer".into();
-        s["key"] = format!("{}", OnionSecretKey::generate().unwrap().to_control_blob().as_str()).into();
+        s["key"] = OnionSecretKey::generate().unwrap().to_control_blob().as_str().to_owned().into();
         edit(&mut s);
         age_encrypt(&document(serde_json::json!([s])), PASS)
     };
@@ -328,25 +413,87 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
         vec!["import", file, "--passphrase-file", "pass"]
     }
 
+    // One case per statement reads best.
     let mut cases: Vec<Case> = Vec::new();
-    cases.push(case("wrong passphrase", vec![("b.age", good.clone()), ("pass", b"not it\n".to_vec())], &import("b.age"), "passphrase is wrong"));
-    cases.push(case("empty passphrase file", vec![("b.age", good.clone()), ("pass", b"\n".to_vec())], &import("b.age"), "passphrase is empty"));
-    cases.push(case("huge passphrase file", vec![("b.age", good.clone()), ("pass", vec![b'a'; 10_000])], &import("b.age"), "larger than"));
+    cases.push(case(
+        "wrong passphrase",
+        vec![("b.age", good.clone()), ("pass", b"not it\n".to_vec())],
+        &import("b.age"),
+        "passphrase is wrong",
+    ));
+    cases.push(case(
+        "empty passphrase file",
+        vec![("b.age", good.clone()), ("pass", b"\n".to_vec())],
+        &import("b.age"),
+        "passphrase is empty",
+    ));
+    cases.push(case(
+        "huge passphrase file",
+        vec![("b.age", good.clone()), ("pass", vec![b'a'; 10_000])],
+        &import("b.age"),
+        "larger than",
+    ));
     cases.push(case("missing file", vec![("pass", PASS.into())], &import("nothere.age"), "nothere.age"));
     cases.push(case("a directory", vec![("pass", PASS.into()), ("d/x", vec![])], &import("d"), "not a file"));
-    cases.push(case("huge file", vec![("b.age", vec![b'A'; 5 * 1024 * 1024]), ("pass", PASS.into())], &import("b.age"), "larger than"));
-    cases.push(case("empty file", vec![("b.age", vec![]), ("pass", PASS.into())], &import("b.age"), "cannot use this backup"));
-    cases.push(case("plain JSON, not encrypted", vec![("b.age", document(serde_json::json!([]))), ("pass", PASS.into())], &import("b.age"), "cannot use this backup"));
-    for cut in [1, 10, 34, 35, 40, 64, 100, 150, 200, 300, 500, 800, 1000, 1500, 2000, good.len() - 40, good.len() - 10, good.len() - 2] {
+    cases.push(case(
+        "huge file",
+        vec![("b.age", vec![b'A'; 5 * 1024 * 1024]), ("pass", PASS.into())],
+        &import("b.age"),
+        "larger than",
+    ));
+    cases.push(case(
+        "empty file",
+        vec![("b.age", vec![]), ("pass", PASS.into())],
+        &import("b.age"),
+        "cannot use this backup",
+    ));
+    cases.push(case(
+        "plain JSON, not encrypted",
+        vec![("b.age", document(serde_json::json!([]))), ("pass", PASS.into())],
+        &import("b.age"),
+        "cannot use this backup",
+    ));
+    for cut in [
+        1,
+        10,
+        34,
+        35,
+        40,
+        64,
+        100,
+        150,
+        200,
+        300,
+        500,
+        800,
+        1000,
+        1500,
+        2000,
+        good.len() - 40,
+        good.len() - 10,
+        good.len() - 2,
+    ] {
         if cut < good.len() {
-            cases.push(case(format!("truncated at {cut}"), vec![("b.age", good[..cut].to_vec()), ("pass", PASS.into())], &import("b.age"), "cannot use this backup"));
+            cases.push(case(
+                format!("truncated at {cut}"),
+                vec![("b.age", good[..cut].to_vec()), ("pass", PASS.into())],
+                &import("b.age"),
+                "cannot use this backup",
+            ));
         }
     }
-    for pos in [40, 60, 70, 80, 90, 100, 120, 140, 200, 300, 400, 600, 900, 1200, 1600, 2000, good.len() - 60, good.len() - 40] {
+    for pos in
+        [40, 60, 70, 80, 90, 100, 120, 140, 200, 300, 400, 600, 900, 1200, 1600, 2000, good.len() - 60, good.len() - 40]
+    {
         if pos < good.len() {
             let mut flipped = good.clone();
             flipped[pos] ^= 0x04;
-            cases.push(case(format!("bit flipped at {pos}"), vec![("b.age", flipped), ("pass", PASS.into())], &import("b.age"), "cannot use this backup"));
+            cases.push(case(
+                format!("bit flipped at {pos}"),
+                vec![("b.age", flipped), ("pass", PASS.into())],
+                &import("b.age"),
+                "cannot use this backup",
+            ));
         }
     }
     {
@@ -358,23 +505,50 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
         let mut w = encryptor.wrap_output(armor).unwrap();
         w.write_all(&document(serde_json::json!([]))).unwrap();
         w.finish().unwrap().finish().unwrap();
-        cases.push(case("x25519 recipient instead of a passphrase", vec![("b.age", out), ("pass", PASS.into())], &import("b.age"), "not to a passphrase"));
+        cases.push(case(
+            "x25519 recipient instead of a passphrase",
+            vec![("b.age", out), ("pass", PASS.into())],
+            &import("b.age"),
+            "not to a passphrase",
+        ));
     }
     for (label, doc, needle) in [
         ("version 2", br#"{"format":"tails-server-backup","version":2,"services":[]}"#.to_vec(), "version 2"),
         ("version 0", br#"{"format":"tails-server-backup","version":0,"services":[]}"#.to_vec(), "version 0"),
         ("version 99", br#"{"format":"tails-server-backup","version":99}"#.to_vec(), "version 99"),
-        ("version as text", br#"{"format":"tails-server-backup","version":"1","services":[]}"#.to_vec(), "version is missing"),
+        (
+            "version as text",
+            br#"{"format":"tails-server-backup","version":"1","services":[]}"#.to_vec(),
+            "version is missing",
+        ),
         ("no version", br#"{"format":"tails-server-backup","services":[]}"#.to_vec(), "version is missing"),
         ("other format", br#"{"format":"onionshare","version":1}"#.to_vec(), "not a tails-server backup"),
         ("not JSON", b"hello".to_vec(), "not a tails-server backup"),
-        ("unknown field", br#"{"format":"tails-server-backup","version":1,"created":0,"services":[],"extra":1}"#.to_vec(), "unknown field"),
-        ("services not a list", br#"{"format":"tails-server-backup","version":1,"created":0,"services":{}}"#.to_vec(), "invalid"),
+        (
+            "unknown field",
+            br#"{"format":"tails-server-backup","version":1,"created":0,"services":[],"extra":1}"#.to_vec(),
+            "unknown field",
+        ),
+        (
+            "services not a list",
+            br#"{"format":"tails-server-backup","version":1,"created":0,"services":{}}"#.to_vec(),
+            "invalid",
+        ),
     ] {
-        cases.push(case(label, vec![("b.age", age_encrypt(&doc, PASS)), ("pass", PASS.into())], &import("b.age"), needle));
+        cases.push(case(
+            label,
+            vec![("b.age", age_encrypt(&doc, PASS)), ("pass", PASS.into())],
+            &import("b.age"),
+            needle,
+        ));
     }
     let dup = age_encrypt(&document(serde_json::json!([service.clone(), service.clone()])), PASS);
-    cases.push(case("duplicate service names", vec![("b.age", dup), ("pass", PASS.into())], &import("b.age"), "appears twice"));
+    cases.push(case(
+        "duplicate service names",
+        vec![("b.age", dup), ("pass", PASS.into())],
+        &import("b.age"),
+        "appears twice",
+    ));
     type Edit<'a> = Box<dyn Fn(&mut serde_json::Value) + 'a>;
     let service_key = service["key"].clone();
     let edits: Vec<(&str, Edit, &str)> = vec![
@@ -388,25 +562,56 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
         ("key not base64", Box::new(|s| s["key"] = "ED25519-V3:!!!!".into()), "base64"),
         ("key too short", Box::new(|s| s["key"] = "ED25519-V3:AAAA".into()), "64 bytes"),
         ("key of another type", Box::new(|s| s["key"] = "RSA1024:AAAA".into()), "ED25519-V3"),
-        ("unclamped key", Box::new(|s| s["key"] = format!("ED25519-V3:{}", data_encoding::BASE64.encode(&[0xffu8; 64])).into()), "clamped"),
+        (
+            "unclamped key",
+            Box::new(|s| s["key"] = format!("ED25519-V3:{}", data_encoding::BASE64.encode(&[0xffu8; 64])).into()),
+            "clamped",
+        ),
         ("client key too short", Box::new(|s| s["clients"][0]["public-key"] = "AAAA".into()), "52 base32"),
         ("client key not base32", Box::new(|s| s["clients"][0]["public-key"] = "1".repeat(52).into()), "base32"),
-        ("client secret not matching", Box::new(|s| s["clients"][0]["secret-key"] = ClientSecretKey::generate().unwrap().to_base32().to_string().into()), "do not match"),
+        (
+            "client secret not matching",
+            Box::new(|s| {
+                s["clients"][0]["secret-key"] = ClientSecretKey::generate().unwrap().to_base32().to_string().into()
+            }),
+            "do not match",
+        ),
         ("client name with /", Box::new(|s| s["clients"][0]["name"] = "../x".into()), "'.'"),
-        ("duplicate client names", Box::new(|s| { let c = s["clients"][0].clone(); s["clients"].as_array_mut().unwrap().push(c); }), "appears twice"),
-        ("33 clients", Box::new(|s| {
-            let clients: Vec<_> = (0..33).map(|i| { let k = ClientSecretKey::generate().unwrap(); serde_json::json!({"name": format!("c{i}"), "public-key": k.public_key().to_base32(), "secret-key": null, "created": 0}) }).collect();
-            s["clients"] = clients.into();
-        }), "at most 32"),
+        (
+            "duplicate client names",
+            Box::new(|s| {
+                let c = s["clients"][0].clone();
+                s["clients"].as_array_mut().unwrap().push(c);
+            }),
+            "appears twice",
+        ),
+        (
+            "33 clients",
+            Box::new(|s| {
+                let clients: Vec<_> = (0..33).map(|i| { let k = ClientSecretKey::generate().unwrap(); serde_json::json!({"name": format!("c{i}"), "public-key": k.public_key().to_base32(), "secret-key": null, "created": 0}) }).collect();
+                s["clients"] = clients.into();
+            }),
+            "at most 32",
+        ),
         ("client auth without clients", Box::new(|s| s["clients"] = serde_json::json!([])), "no client"),
         ("clients without client auth", Box::new(|s| s["client-auth"] = false.into()), "client authorization is off"),
         ("unknown kind", Box::new(|s| s["kind"] = "irc".into()), "unknown service kind"),
         ("unknown option", Box::new(|s| s["options"]["colour"] = "red".into()), "unknown option"),
         ("option of the wrong type", Box::new(|s| s["options"]["autostart"] = "yes".into()), "true or false"),
-        ("option with a line break", Box::new(|s| s["options"]["welcome-message"] = "a\nb".into()), "control characters"),
+        (
+            "option with a line break",
+            Box::new(|s| s["options"]["welcome-message"] = "a\nb".into()),
+            "control characters",
+        ),
         ("port 0", Box::new(|s| s["local-port"] = 0.into()), "port 0"),
         ("port too large", Box::new(|s| s["remote-port"] = 70000.into()), "invalid"),
-        ("missing key", Box::new(|s| { s.as_object_mut().unwrap().remove("key"); }), "missing field"),
+        (
+            "missing key",
+            Box::new(|s| {
+                s.as_object_mut().unwrap().remove("key");
+            }),
+            "missing field",
+        ),
         ("same address as an existing service", Box::new(|s| s["key"] = service_key.clone()), "already belongs"),
     ];
     for (label, edit, needle) in edits {
@@ -414,8 +619,18 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
     }
     // An existing name, with the default --on-conflict fail.
     let existing = age_encrypt(&document(serde_json::json!([service.clone()])), PASS);
-    cases.push(case("existing name", vec![("b.age", existing.clone()), ("pass", PASS.into())], &import("b.age"), "nothing was imported"));
-    cases.push(case("bad --on-conflict", vec![("b.age", existing), ("pass", PASS.into())], &["import", "b.age", "--passphrase-file", "pass", "--on-conflict", "merge"], "merge"));
+    cases.push(case(
+        "existing name",
+        vec![("b.age", existing.clone()), ("pass", PASS.into())],
+        &import("b.age"),
+        "nothing was imported",
+    ));
+    cases.push(case(
+        "bad --on-conflict",
+        vec![("b.age", existing), ("pass", PASS.into())],
+        &["import", "b.age", "--passphrase-file", "pass", "--on-conflict", "merge"],
+        "merge",
+    ));
 
     // C tor HiddenServiceDirs.
     let secret = OnionSecretKey::generate().unwrap().to_tor_secret_file().to_vec();
@@ -424,16 +639,40 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
     let public_key = ClientSecretKey::generate().unwrap().public_key();
     let tor_dir = |label: &str, files: Vec<(&str, Vec<u8>)>, needle: &str| {
         let files = files.into_iter().map(|(n, b)| (format!("hs/{n}"), b)).collect::<Vec<_>>();
-        Case { label: label.into(), files, args: ["import-tor-dir", "hs", "--local-port", "80"].iter().map(|s| s.to_string()).collect(), needle: needle.into() }
+        Case {
+            label: label.into(),
+            files,
+            args: ["import-tor-dir", "hs", "--local-port", "80"].iter().map(|s| s.to_string()).collect(),
+            needle: needle.into(),
+        }
     };
     cases.push(tor_dir("no secret key", vec![("hostname", b"x\n".to_vec())], "hs_ed25519_secret_key"));
     cases.push(tor_dir("wrong header", vec![("hs_ed25519_secret_key", wrong_header)], "header"));
     cases.push(tor_dir("short key file", vec![("hs_ed25519_secret_key", secret[..90].to_vec())], "96 bytes"));
-    cases.push(tor_dir("long key file", vec![("hs_ed25519_secret_key", [secret.clone(), vec![0]].concat())], "96 bytes"));
+    cases.push(tor_dir(
+        "long key file",
+        vec![("hs_ed25519_secret_key", [secret.clone(), vec![0]].concat())],
+        "96 bytes",
+    ));
     cases.push(tor_dir("huge key file", vec![("hs_ed25519_secret_key", vec![0; 100_000])], "larger than"));
-    cases.push(tor_dir("hostname of another key", vec![("hs_ed25519_secret_key", secret.clone()), ("hostname", format!("{}\n", OnionSecretKey::generate().unwrap().address()).into_bytes())], "but the secret key is that of"));
-    cases.push(tor_dir("hostname not an address", vec![("hs_ed25519_secret_key", secret.clone()), ("hostname", b"example.com\n".to_vec())], "56 characters"));
-    cases.push(tor_dir("public key file not matching", vec![("hs_ed25519_secret_key", secret.clone()), ("hs_ed25519_public_key", vec![0; 64])], "does not match"));
+    cases.push(tor_dir(
+        "hostname of another key",
+        vec![
+            ("hs_ed25519_secret_key", secret.clone()),
+            ("hostname", format!("{}\n", OnionSecretKey::generate().unwrap().address()).into_bytes()),
+        ],
+        "but the secret key is that of",
+    ));
+    cases.push(tor_dir(
+        "hostname not an address",
+        vec![("hs_ed25519_secret_key", secret.clone()), ("hostname", b"example.com\n".to_vec())],
+        "56 characters",
+    ));
+    cases.push(tor_dir(
+        "public key file not matching",
+        vec![("hs_ed25519_secret_key", secret.clone()), ("hs_ed25519_public_key", vec![0; 64])],
+        "does not match",
+    ));
     for (label, name, content, needle) in [
         (".auth without prefix", "a.auth", public_key.to_base32(), "descriptor:x25519"),
         (".auth bad key", "a.auth", "descriptor:x25519:AAAA".to_owned(), "52 base32"),
@@ -442,25 +681,55 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
         (".auth bad client name", "Alice Smith.auth", public_key.auth_line(), "'A'"),
         (".auth non-ASCII client name", "zoë.auth", public_key.auth_line(), "'ë'"),
     ] {
-        cases.push(tor_dir(label, vec![("hs_ed25519_secret_key", secret.clone()), (&format!("authorized_clients/{name}"), content.into_bytes())], needle));
+        cases.push(tor_dir(
+            label,
+            vec![
+                ("hs_ed25519_secret_key", secret.clone()),
+                (&format!("authorized_clients/{name}"), content.into_bytes()),
+            ],
+            needle,
+        ));
     }
     {
         let mut files = vec![("hs_ed25519_secret_key".to_owned(), secret.clone())];
         for i in 0..33 {
-            files.push((format!("authorized_clients/c{i}.auth"), ClientSecretKey::generate().unwrap().public_key().auth_line().into_bytes()));
+            files.push((
+                format!("authorized_clients/c{i}.auth"),
+                ClientSecretKey::generate().unwrap().public_key().auth_line().into_bytes(),
+            ));
         }
         let files: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
         cases.push(tor_dir("33 authorized clients", files, "at most 32"));
     }
-    cases.push(case("tor dir: not a directory", vec![("hs", b"x".to_vec())], &["import-tor-dir", "hs", "--local-port", "80"], "not a directory"));
-    cases.push(case("tor dir: no local port", vec![("hs/hs_ed25519_secret_key", secret.clone())], &["import-tor-dir", "hs"], "--local-port"));
-    cases.push(case("tor dir: bad name", vec![("hs/hs_ed25519_secret_key", secret.clone())], &["import-tor-dir", "hs", "--local-port", "1", "--name", "Bad/Name"], "'B'"));
+    cases.push(case(
+        "tor dir: not a directory",
+        vec![("hs", b"x".to_vec())],
+        &["import-tor-dir", "hs", "--local-port", "80"],
+        "not a directory",
+    ));
+    cases.push(case(
+        "tor dir: no local port",
+        vec![("hs/hs_ed25519_secret_key", secret.clone())],
+        &["import-tor-dir", "hs"],
+        "--local-port",
+    ));
+    cases.push(case(
+        "tor dir: bad name",
+        vec![("hs/hs_ed25519_secret_key", secret.clone())],
+        &["import-tor-dir", "hs", "--local-port", "1", "--name", "Bad/Name"],
+        "'B'",
+    ));
 
     // OnionShare settings.
     let key = OnionSecretKey::generate().unwrap();
     let client = ClientSecretKey::generate().unwrap();
     let share = |label: &str, json: String, needle: &str| {
-        case(label, vec![("share.json", json.into_bytes())], &["import-onionshare", "share.json", "--local-port", "17600"], needle)
+        case(
+            label,
+            vec![("share.json", json.into_bytes())],
+            &["import-onionshare", "share.json", "--local-port", "17600"],
+            needle,
+        )
     };
     let good_share: serde_json::Value = serde_json::from_str(&onionshare_json(&key, Some(&client), false)).unwrap();
     let edit_share = |edit: &dyn Fn(&mut serde_json::Value)| {
@@ -469,22 +738,74 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
         v.to_string()
     };
     cases.push(share("not JSON", "{".into(), "not JSON"));
-    cases.push(share("no private key", edit_share(&|v| v["onion"]["private_key"] = serde_json::Value::Null), "no onion.private_key"));
+    cases.push(share(
+        "no private key",
+        edit_share(&|v| v["onion"]["private_key"] = serde_json::Value::Null),
+        "no onion.private_key",
+    ));
     cases.push(share("private key not base64", edit_share(&|v| v["onion"]["private_key"] = "%%%".into()), "base64"));
     cases.push(share("private key short", edit_share(&|v| v["onion"]["private_key"] = "AAAA".into()), "64 bytes"));
-    cases.push(share("service id of another key", edit_share(&|v| v["general"]["service_id"] = OnionSecretKey::generate().unwrap().address().service_id().into()), "but the key is that of"));
-    cases.push(share("service id malformed", edit_share(&|v| v["general"]["service_id"] = "abc".into()), "56 characters"));
-    cases.push(share("client key bad", edit_share(&|v| v["onion"]["client_auth_priv_key"] = "AAAA".into()), "client_auth_priv_key"));
-    cases.push(share("client keys not matching", edit_share(&|v| v["onion"]["client_auth_pub_key"] = ClientSecretKey::generate().unwrap().public_key().to_base32().into()), "does not match"));
+    cases.push(share(
+        "service id of another key",
+        edit_share(&|v| v["general"]["service_id"] = OnionSecretKey::generate().unwrap().address().service_id().into()),
+        "but the key is that of",
+    ));
+    cases.push(share(
+        "service id malformed",
+        edit_share(&|v| v["general"]["service_id"] = "abc".into()),
+        "56 characters",
+    ));
+    cases.push(share(
+        "client key bad",
+        edit_share(&|v| v["onion"]["client_auth_priv_key"] = "AAAA".into()),
+        "client_auth_priv_key",
+    ));
+    cases.push(share(
+        "client keys not matching",
+        edit_share(&|v| {
+            v["onion"]["client_auth_pub_key"] = ClientSecretKey::generate().unwrap().public_key().to_base32().into()
+        }),
+        "does not match",
+    ));
     cases.push(share("huge file", format!("{{\"x\":\"{}\"}}", "a".repeat(2 * 1024 * 1024)), "larger than"));
-    cases.push(case("onionshare: missing file", vec![], &["import-onionshare", "nope.json", "--local-port", "1"], "nope.json"));
+    cases.push(case(
+        "onionshare: missing file",
+        vec![],
+        &["import-onionshare", "nope.json", "--local-port", "1"],
+        "nope.json",
+    ));
 
     // Sharing: files are never overwritten, and there is nothing to show for public-key clients.
-    cases.push(case("credential over an existing file", vec![("out", b"keep".to_vec())], &["client", "show", "mumble", "alice", "--output", "out"], "--force"));
-    cases.push(case("private form of a public-key client", vec![], &["client", "show", "mumble", "bob", "--as", "qr"], "public key only"));
-    cases.push(case("export over an existing file", vec![("out", b"keep".to_vec()), ("pass", PASS.into())], &["export", "-o", "out", "--passphrase-file", "pass"], "--force"));
-    cases.push(case("export of an unknown service", vec![("pass", PASS.into())], &["export", "-o", "new.age", "--service", "nothere", "--passphrase-file", "pass"], "no service named"));
-    cases.push(case("export-tor-dir over a file", vec![("f", b"x".to_vec())], &["export-tor-dir", "mumble", "f"], "not a directory"));
+    cases.push(case(
+        "credential over an existing file",
+        vec![("out", b"keep".to_vec())],
+        &["client", "show", "mumble", "alice", "--output", "out"],
+        "--force",
+    ));
+    cases.push(case(
+        "private form of a public-key client",
+        vec![],
+        &["client", "show", "mumble", "bob", "--as", "qr"],
+        "public key only",
+    ));
+    cases.push(case(
+        "export over an existing file",
+        vec![("out", b"keep".to_vec()), ("pass", PASS.into())],
+        &["export", "-o", "out", "--passphrase-file", "pass"],
+        "--force",
+    ));
+    cases.push(case(
+        "export of an unknown service",
+        vec![("pass", PASS.into())],
+        &["export", "-o", "new.age", "--service", "nothere", "--passphrase-file", "pass"],
+        "no service named",
+    ));
+    cases.push(case(
+        "export-tor-dir over a file",
+        vec![("f", b"x".to_vec())],
+        &["export-tor-dir", "mumble", "f"],
+        "not a directory",
+    ));
 
     assert!(cases.len() >= 100, "the corpus has {} cases", cases.len());
     let before = store_state(&env.state_dir());
@@ -502,7 +823,13 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
         }
         let out: common::Run = env.command().current_dir(&work).args(&case.args).output().unwrap().into();
         if out.code == 0 || !out.stderr.contains(&case.needle) {
-            failures.push(format!("{} ({:?}): exit {}, stderr: {}", case.label, case.args, out.code, out.stderr.trim()));
+            failures.push(format!(
+                "{} ({:?}): exit {}, stderr: {}",
+                case.label,
+                case.args,
+                out.code,
+                out.stderr.trim()
+            ));
         }
         if store_state(&env.state_dir()) != before {
             failures.push(format!("{}: the store changed", case.label));
