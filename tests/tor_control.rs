@@ -92,6 +92,16 @@ fn every_authentication_method_works_and_bad_credentials_are_explained() {
         .stdout
         .contains("not 32"));
 
+    // No authentication at all (NULL), as behind onion-grater.
+    let open_tor = LocalTor::start_without_authentication();
+    rt().block_on(async {
+        let config = ControlConfig::new(ControlTarget::Tcp(open_tor.control()));
+        let control = TorControl::connect(&config).await.unwrap();
+        assert_eq!(control.auth_method(), tails_server::tor::AuthMethod::Null);
+    });
+    ts(&env, &open_tor, &["enable", "gobby"]).ok();
+    assert!(open_tor.detached().contains(&id));
+
     // Nothing listening.
     let nobody = format!("127.0.0.1:{}", common::free_port());
     env.run(&["--control-port", &nobody, "restore"]).fails_with("cannot reach tor's control port");

@@ -114,6 +114,8 @@ pub struct LocalTor {
     pub dir: tempfile::TempDir,
     pub control_port: u16,
     pub password: String,
+    /// false: no authentication at all (NULL), as onion-grater offers its clients.
+    authenticated: bool,
     child: Option<std::process::Child>,
 }
 
@@ -125,7 +127,16 @@ impl LocalTor {
             Command::new("tor").args(["--quiet", "--hash-password", &password]).output().expect("tor is installed");
         let hashed = String::from_utf8(hashed.stdout).unwrap().trim().lines().last().unwrap().to_owned();
         std::fs::write(dir.path().join("torrc"), format!("HashedControlPassword {hashed}\n")).unwrap();
-        let mut tor = LocalTor { dir, control_port: free_port(), password, child: None };
+        let mut tor = LocalTor { dir, control_port: free_port(), password, authenticated: true, child: None };
+        tor.spawn();
+        tor
+    }
+
+    /// A tor whose control port asks for no authentication (NULL).
+    pub fn start_without_authentication() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("torrc"), "").unwrap();
+        let mut tor = LocalTor { dir, control_port: free_port(), password: String::new(), authenticated: false, child: None };
         tor.spawn();
         tor
     }
@@ -139,7 +150,8 @@ impl LocalTor {
             .arg(self.dir.path().join("torrc"))
             .args(["--DataDirectory", data.to_str().unwrap()])
             .args(["--ControlPort", &format!("127.0.0.1:{}", self.control_port)])
-            .args(["--CookieAuthentication", "1", "--SocksPort", "0", "--DisableNetwork", "1"])
+            .args(["--CookieAuthentication", if self.authenticated { "1" } else { "0" }])
+            .args(["--SocksPort", "0", "--DisableNetwork", "1"])
             .args(["--GeoIPFile", "/dev/null", "--GeoIPv6File", "/dev/null", "--Log", "warn stderr"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
