@@ -136,7 +136,8 @@ impl LocalTor {
     pub fn start_without_authentication() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("torrc"), "").unwrap();
-        let mut tor = LocalTor { dir, control_port: free_port(), password: String::new(), authenticated: false, child: None };
+        let mut tor =
+            LocalTor { dir, control_port: free_port(), password: String::new(), authenticated: false, child: None };
         tor.spawn();
         tor
     }

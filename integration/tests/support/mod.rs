@@ -157,6 +157,9 @@ impl<'a> Client<'a> {
             attempt += 1;
             let result =
                 tokio::time::timeout(Duration::from_secs(30), self.fetch(address, port)).await.unwrap_or((0xFF, None));
+            if result.0 != want {
+                eprintln!("    client{}: attempt {attempt} got {:#04x}", self.index, result.0);
+            }
             if result.0 == want || Instant::now() >= deadline {
                 if result.0 != want {
                     eprintln!(
