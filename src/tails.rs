@@ -49,30 +49,37 @@ pub fn default_runtime_dir() -> Result<PathBuf> {
     }
 }
 
-/// Whether every package is installed according to a dpkg status file.
-pub fn packages_installed(status_file: &Path, packages: &[String]) -> bool {
-    if packages.is_empty() {
-        return true;
-    }
-    let Ok(status) = std::fs::read_to_string(status_file) else {
-        return false;
-    };
-    let mut installed = std::collections::HashSet::new();
-    for stanza in status.split("\n\n") {
-        let mut name = None;
-        let mut ok = false;
-        for line in stanza.lines() {
-            if let Some(p) = line.strip_prefix("Package: ") {
-                name = Some(p.trim());
-            } else if let Some(s) = line.strip_prefix("Status: ") {
-                ok = s.trim().ends_with(" installed");
+/// The packages dpkg reports installed. Read once per command: the status file is large
+/// and every listed service asks about its packages.
+#[derive(Debug, Default)]
+pub struct InstalledPackages(std::collections::HashSet<String>);
+
+impl InstalledPackages {
+    /// Reads a dpkg status file; an unreadable one means nothing is installed.
+    pub fn read(status_file: &Path) -> Self {
+        let Ok(status) = std::fs::read_to_string(status_file) else { return Self::default() };
+        let mut installed = std::collections::HashSet::new();
+        for stanza in status.split("\n\n") {
+            let mut name = None;
+            let mut ok = false;
+            for line in stanza.lines() {
+                if let Some(p) = line.strip_prefix("Package: ") {
+                    name = Some(p.trim());
+                } else if let Some(s) = line.strip_prefix("Status: ") {
+                    ok = s.trim().ends_with(" installed");
+                }
+            }
+            if let (Some(name), true) = (name, ok) {
+                installed.insert(name.to_owned());
             }
         }
-        if let (Some(name), true) = (name, ok) {
-            installed.insert(name);
-        }
+        Self(installed)
     }
-    packages.iter().all(|p| installed.contains(p.as_str()))
+
+    /// Whether every one of `packages` is installed (true for none).
+    pub fn all(&self, packages: &[String]) -> bool {
+        packages.iter().all(|p| self.0.contains(p))
+    }
 }
 
 #[cfg(test)]
@@ -91,10 +98,11 @@ mod tests {
         )
         .unwrap();
         let pkgs = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(packages_installed(&status, &pkgs(&["tor", "lighttpd"])));
-        assert!(!packages_installed(&status, &pkgs(&["mumble-server"])));
-        assert!(!packages_installed(&status, &pkgs(&["infinoted"])));
-        assert!(packages_installed(&status, &[]));
-        assert!(!packages_installed(&dir.path().join("missing"), &pkgs(&["tor"])));
+        let installed = InstalledPackages::read(&status);
+        assert!(installed.all(&pkgs(&["tor", "lighttpd"])));
+        assert!(!installed.all(&pkgs(&["mumble-server"])));
+        assert!(!installed.all(&pkgs(&["infinoted"])));
+        assert!(installed.all(&[]));
+        assert!(!InstalledPackages::read(&dir.path().join("missing")).all(&pkgs(&["tor"])));
     }
 }

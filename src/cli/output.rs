@@ -106,8 +106,13 @@ pub struct Printer {
 }
 
 fn installed(manager: &Manager, record: &ServiceRecord) -> bool {
-    let packages = manager.kind_of(record).map(|k| k.packages.clone()).unwrap_or_default();
-    tails::packages_installed(std::path::Path::new(tails::DPKG_STATUS), &packages)
+    static INSTALLED: std::sync::OnceLock<tails::InstalledPackages> = std::sync::OnceLock::new();
+    let packages = manager.kind_of(record).map(|k| k.packages.as_slice()).unwrap_or_default();
+    // Kinds without packages (custom) never need dpkg's status file read at all.
+    packages.is_empty()
+        || INSTALLED
+            .get_or_init(|| tails::InstalledPackages::read(std::path::Path::new(tails::DPKG_STATUS)))
+            .all(packages)
 }
 
 /// Option values as shown: secret ones are never printed in listings.
