@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use tails_server::daemon::{self, DaemonOptions};
 use tails_server::model::ServiceRecord;
+use tails_server::names::ServiceName;
 use tails_server::publish::{self, Publication, UploadLog};
 use tails_server::tor::{CommandLine, ControlConfig, ControlTarget, TorControl};
 use tails_server::{tails, Config, Error};
@@ -74,9 +75,24 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
 }
 
-async fn connect(args: &TorArgs) -> Result<TorControl, Error> {
-    let config = control_config(args).map_err(|e| Error::TorAuth { target: String::new(), reason: e.to_string() })?;
-    TorControl::connect(&config).await
+/// Connects for a command that changes a service's state. When tor cannot be reached at
+/// all, the state is recorded anyway (the daemon or the login hook acts on it later) and
+/// the command fails saying `unreached`; when tor refuses us, nothing is recorded. Hands
+/// `record_state` back, unused, with the connection.
+async fn connect_or_record<F: FnOnce() -> Result<()>>(
+    config: &ControlConfig,
+    name: &ServiceName,
+    record_state: F,
+    unreached: &str,
+) -> Result<(TorControl, F)> {
+    match TorControl::connect(config).await {
+        Ok(tor) => Ok((tor, record_state)),
+        Err(e) if unreachable(&e) => {
+            record_state()?;
+            bail!("{unreached}: {e}");
+        }
+        Err(e) => bail!("{e}. {name} was left as it was"),
+    }
 }
 
 /// Whether an error means tor could not be reached at all (as opposed to tor refusing).
@@ -96,16 +112,11 @@ pub fn enable(
     timeout: Duration,
     out: &Printer,
 ) -> Result<()> {
+    let config = control_config(args)?;
     runtime()?.block_on(async {
         let name = &record.name;
-        let mut tor = match connect(args).await {
-            Ok(tor) => tor,
-            Err(e) if unreachable(&e) => {
-                set_enabled()?;
-                bail!("{name} is recorded as enabled, but it could not be published now: {e}");
-            }
-            Err(e) => bail!("{e}. {name} was left as it was"),
-        };
+        let unreached = format!("{name} is recorded as enabled, but it could not be published now");
+        let (mut tor, set_enabled) = connect_or_record(&config, name, set_enabled, &unreached).await?;
         if wait {
             tor.set_events(&["HS_DESC"]).await?;
         }
@@ -169,16 +180,11 @@ pub fn disable(
     set_disabled: impl FnOnce() -> Result<()>,
     out: &Printer,
 ) -> Result<()> {
+    let config = control_config(args)?;
     runtime()?.block_on(async {
         let name = &record.name;
-        let mut tor = match connect(args).await {
-            Ok(tor) => tor,
-            Err(e) if unreachable(&e) => {
-                set_disabled()?;
-                bail!("{name} is recorded as disabled, but tor could not be told to remove it: {e}");
-            }
-            Err(e) => bail!("{e}. {name} was left as it was"),
-        };
+        let unreached = format!("{name} is recorded as disabled, but tor could not be told to remove it");
+        let (mut tor, set_disabled) = connect_or_record(&config, name, set_disabled, &unreached).await?;
         set_disabled()?;
         let was_running = publish::unpublish(&mut tor, &record.address()).await?;
         if was_running {
@@ -195,9 +201,10 @@ pub fn clients_changed(args: &TorArgs, record: &ServiceRecord) -> Result<()> {
     if !record.enabled {
         return Ok(());
     }
+    let config = control_config(args)?;
     runtime()?.block_on(async {
         let name = &record.name;
-        let mut tor = connect(args).await.map_err(|e| {
+        let mut tor = TorControl::connect(&config).await.map_err(|e| {
             anyhow!(
                 "the clients of {name} are saved, but tor could not be updated: {e}. Until it is (`tails-server \
                  enable {name}` or a tor restart with the daemon running), tor uses the previous list"
@@ -213,8 +220,9 @@ pub fn clients_changed(args: &TorArgs, record: &ServiceRecord) -> Result<()> {
 }
 
 pub fn restore(args: &TorArgs, records: &[ServiceRecord], out: &Printer) -> Result<()> {
+    let config = control_config(args)?;
     let report = runtime()?.block_on(async {
-        let mut tor = connect(args).await?;
+        let mut tor = TorControl::connect(&config).await?;
         publish::restore(&mut tor, records).await
     })?;
     out.restore_report(&report)?;
@@ -245,9 +253,10 @@ pub fn daemon(args: &TorArgs, config: Config) -> Result<()> {
 
 /// What tor says about one service; tor being unreachable is reported, not an error.
 pub fn tor_status(args: &TorArgs, record: &ServiceRecord, runtime_dir: Option<&Path>, probe: bool) -> Result<TorState> {
+    let config = control_config(args)?;
     runtime()?.block_on(async {
         let mut state = TorState::default();
-        let mut tor = match connect(args).await {
+        let mut tor = match TorControl::connect(&config).await {
             Ok(tor) => tor,
             Err(e) => {
                 state.tor_error = Some(e.to_string());
