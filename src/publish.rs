@@ -3,6 +3,7 @@
 //! idempotent, because tor answers a second ADD_ONION for a live address with a collision.
 
 use std::collections::{BTreeMap, HashSet};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -182,8 +183,6 @@ impl UploadLog {
         crate::store::write_atomically(&Self::path(runtime_dir), &[&bytes])
     }
 }
-
-use std::os::unix::fs::DirBuilderExt;
 
 #[cfg(test)]
 mod tests {

@@ -284,7 +284,8 @@ impl Store {
         }
         for item in self.services.iter() {
             let (key, value) = item.map_err(|e| damaged(format!("cannot read a record: {e}")))?;
-            let record = decode(&self.dir, &value).map_err(|e| damaged(format!("a record cannot be decoded: {e}")))?;
+            let record: ServiceRecord = serde_json::from_slice(&value)
+                .map_err(|e| damaged(format!("a service record cannot be decoded: {e}")))?;
             if key.as_ref() != record.name.as_str().as_bytes() {
                 return Err(damaged(format!("the record of {:?} is filed under another name", record.name)));
             }

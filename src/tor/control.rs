@@ -437,11 +437,6 @@ impl TorControl {
             Some(reply) => Err(self.protocol_error(format!("unexpected reply {} {}", reply.code, reply.message()))),
         }
     }
-
-    /// Drains events already received, without waiting.
-    pub fn queued_events(&mut self) -> impl Iterator<Item = TorEvent> + '_ {
-        self.events.drain(..)
-    }
 }
 
 impl Drop for TorControl {
