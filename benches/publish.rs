@@ -6,75 +6,21 @@
 //! - republish latency: from tor's control port answering again after a restart to all 20
 //!   services being back in `onions/detached`, with `tails-server daemon` running (goal <= 1 s).
 
-use std::process::{Child, Command, Stdio};
+#[path = "../tests/common/tor.rs"]
+mod local_tor;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tails_server::names::ServiceName;
 use tails_server::publish;
-use tails_server::tor::{CommandLine, ControlConfig, ControlTarget, TorControl};
+use tails_server::tor::{CommandLine, TorControl};
+
+use local_tor::LocalTor;
 use tails_server::{AddRequest, Config, Manager};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tails-server");
 const SERVICES: usize = 20;
-
-struct Tor {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Tor {
-    fn start() -> Tor {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut tor = Tor { dir: tempfile::tempdir().unwrap(), port, child: None };
-        tor.spawn();
-        tor
-    }
-    fn spawn(&mut self) {
-        let data = self.dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-        std::fs::write(self.dir.path().join("torrc"), "").unwrap();
-        self.child = Some(
-            Command::new("tor")
-                .arg("-f")
-                .arg(self.dir.path().join("torrc"))
-                .args(["--DataDirectory", data.to_str().unwrap(), "--ControlPort", &format!("127.0.0.1:{}", self.port)])
-                .args(["--CookieAuthentication", "1", "--SocksPort", "0", "--DisableNetwork", "1"])
-                .args(["--GeoIPFile", "/dev/null", "--GeoIPv6File", "/dev/null", "--Log", "err stderr"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("tor is installed"),
-        );
-    }
-    /// Blocks until the control port accepts a connection; returns that moment.
-    fn wait_answering(&self) -> Instant {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Instant::now();
-            }
-            assert!(Instant::now() < deadline, "tor did not come up");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-    fn config(&self) -> ControlConfig {
-        ControlConfig::new(ControlTarget::Tcp(format!("127.0.0.1:{}", self.port)))
-    }
-}
-
-impl Drop for Tor {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -89,8 +35,7 @@ fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let runs = if quick { 2 } else { 15 };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let mut tor = Tor::start();
-    tor.wait_answering();
+    let mut tor = LocalTor::start();
 
     let state = tempfile::tempdir().unwrap();
     let mut config = Config::new(state.path().join("state"));
@@ -107,7 +52,7 @@ fn main() {
     }
     let records = Manager::open(config.clone()).unwrap().list().unwrap();
 
-    let clear = |rt: &tokio::runtime::Runtime, tor: &Tor| {
+    let clear = |rt: &tokio::runtime::Runtime, tor: &LocalTor| {
         rt.block_on(async {
             let mut c = TorControl::connect(&tor.config()).await.unwrap();
             for id in c.detached_onions().await.unwrap() {
@@ -133,7 +78,7 @@ fn main() {
         clear(&rt, &tor);
         let start = Instant::now();
         let status = Command::new(BIN)
-            .args(["--control-port", &format!("127.0.0.1:{}", tor.port), "restore"])
+            .args(["--control-port", &tor.control(), "restore"])
             .env("TAILS_SERVER_STATE_DIR", &config.state_dir)
             .env("TAILS_SERVER_RUNTIME_DIR", config.runtime_dir.as_ref().unwrap())
             .stdout(Stdio::null())
@@ -145,32 +90,23 @@ fn main() {
 
     // 2. republish latency with the daemon running.
     let mut daemon = Command::new(BIN)
-        .args(["--control-port", &format!("127.0.0.1:{}", tor.port), "daemon"])
+        .args(["--control-port", &tor.control(), "daemon"])
         .env("TAILS_SERVER_STATE_DIR", &config.state_dir)
         .env("TAILS_SERVER_RUNTIME_DIR", config.runtime_dir.as_ref().unwrap())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let all_back = |rt: &tokio::runtime::Runtime, tor: &Tor| -> bool {
-        rt.block_on(async {
-            match TorControl::connect(&tor.config()).await {
-                Ok(mut c) => c.detached_onions().await.map(|d| d.len() == SERVICES).unwrap_or(false),
-                Err(_) => false,
-            }
-        })
-    };
+    let all_back = |tor: &LocalTor| tor.try_detached().is_some_and(|d| d.len() == SERVICES);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !all_back(&rt, &tor) {
+    while !all_back(&tor) {
         assert!(Instant::now() < deadline, "the daemon did not publish");
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut republish = Vec::new();
     for _ in 0..runs.min(8) {
-        tor.stop();
-        tor.spawn();
-        let answering = tor.wait_answering();
+        let answering = tor.restart();
         let deadline = answering + Duration::from_secs(30);
-        while !all_back(&rt, &tor) {
+        while !all_back(&tor) {
             assert!(Instant::now() < deadline, "the daemon did not republish");
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -37,8 +37,8 @@ fn full_listing(env: &TestEnv) -> serde_json::Value {
     let mut listing = env.listing();
     for service in listing.as_array_mut().unwrap() {
         let name = service["name"].as_str().unwrap().to_owned();
-        let secret = env.run(&["get-option", &name, "persistence"]).ok().stdout;
-        service["persistence-option"] = secret.trim().into();
+        let persistence = env.run(&["get-option", &name, "persistence"]).ok().stdout;
+        service["persistence-option"] = persistence.trim().into();
         for client in service["clients"].as_array_mut().unwrap() {
             let c = client["name"].as_str().unwrap().to_owned();
             client["auth"] = env.run(&["client", "show", &name, &c, "--as", "auth"]).ok().stdout.into();
@@ -48,6 +48,15 @@ fn full_listing(env: &TestEnv) -> serde_json::Value {
         }
     }
     listing
+}
+
+/// `tails-server --format json import FILE --passphrase-file … EXTRA…` in `env`.
+fn import(env: &TestEnv, file: &Path, extra: &[&str]) -> common::Run {
+    let pass = passfile(env, PASS);
+    let mut args =
+        vec!["--format", "json", "import", file.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    env.run(&args)
 }
 
 fn export(env: &TestEnv, out: &Path) {
@@ -67,24 +76,12 @@ fn export_then_import_into_an_empty_state_gives_the_same_services() {
     assert!(!text.contains("mumble") && !text.contains("hunter2"));
 
     let target = TestEnv::new();
-    let pass = passfile(&target, PASS);
-    let dry = target
-        .run(&[
-            "--format",
-            "json",
-            "import",
-            backup.to_str().unwrap(),
-            "--passphrase-file",
-            pass.to_str().unwrap(),
-            "--dry-run",
-        ])
-        .ok()
-        .json();
+    let dry = import(&target, &backup, &["--dry-run"]).ok().json();
     assert_eq!(dry["dry-run"], true);
     assert_eq!(dry["added"].as_array().unwrap().len(), 3);
     assert_eq!(target.listing(), serde_json::json!([]), "a dry run writes nothing");
 
-    target.run(&["import", backup.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap()]).ok();
+    import(&target, &backup, &[]).ok();
     assert_eq!(full_listing(&target), full_listing(&source));
     // The private keys came along: the same credential can be shown again.
     assert_eq!(
@@ -93,37 +90,11 @@ fn export_then_import_into_an_empty_state_gives_the_same_services() {
     );
 
     // Conflicts: fail (default), skip, replace.
-    target
-        .run(&["import", backup.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap()])
-        .fails_with("nothing was imported");
-    let skipped = target
-        .run(&[
-            "--format",
-            "json",
-            "import",
-            backup.to_str().unwrap(),
-            "--passphrase-file",
-            pass.to_str().unwrap(),
-            "--on-conflict",
-            "skip",
-        ])
-        .ok()
-        .json();
+    import(&target, &backup, &[]).fails_with("nothing was imported");
+    let skipped = import(&target, &backup, &["--on-conflict", "skip"]).ok().json();
     assert_eq!(skipped["skipped"].as_array().unwrap().len(), 3);
     target.run(&["client", "add", "blog", "extra"]).ok();
-    let replaced = target
-        .run(&[
-            "--format",
-            "json",
-            "import",
-            backup.to_str().unwrap(),
-            "--passphrase-file",
-            pass.to_str().unwrap(),
-            "--on-conflict",
-            "replace",
-        ])
-        .ok()
-        .json();
+    let replaced = import(&target, &backup, &["--on-conflict", "replace"]).ok().json();
     assert_eq!(replaced["replaced"].as_array().unwrap().len(), 3);
     assert_eq!(full_listing(&target), full_listing(&source));
 
@@ -142,8 +113,7 @@ fn export_then_import_into_an_empty_state_gives_the_same_services() {
         ])
         .ok();
     let third = TestEnv::new();
-    let pass3 = passfile(&third, PASS);
-    third.run(&["import", partial.to_str().unwrap(), "--passphrase-file", pass3.to_str().unwrap()]).ok();
+    import(&third, &partial, &[]).ok();
     assert_eq!(third.listing().as_array().unwrap().len(), 1);
     // An existing file is never overwritten without --force.
     source
@@ -192,49 +162,8 @@ fn backups_interoperate_with_the_age_command() {
     let out = with_tty(&format!("age -p -a -o {} {}", theirs.display(), plain.display()), &format!("{PASS}\n{PASS}"));
     assert!(theirs.exists(), "age -p failed: {}", String::from_utf8_lossy(&out.stdout));
     let target = TestEnv::new();
-    let pass = passfile(&target, PASS);
-    target.run(&["import", theirs.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap()]).ok();
+    import(&target, &theirs, &[]).ok();
     assert_eq!(target.listing(), env.listing());
-}
-
-fn which(program: &str) -> PathBuf {
-    ["/usr/sbin", "/usr/bin", "/bin"]
-        .iter()
-        .map(|d| Path::new(d).join(program))
-        .find(|p| p.exists())
-        .expect("installed")
-}
-
-/// Starts tor on a HiddenServiceDir until it writes `hostname`; returns its log.
-fn run_tor_on(dir: &Path) -> String {
-    let data = dir.parent().unwrap().join(format!("data-{}", dir.file_name().unwrap().to_str().unwrap()));
-    fs::create_dir_all(&data).unwrap();
-    fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).unwrap();
-    let torrc = data.join("torrc");
-    fs::write(&torrc, "").unwrap();
-    let _ = fs::remove_file(dir.join("hostname.written"));
-    let mut child = Command::new(which("tor"))
-        .args(["-f", torrc.to_str().unwrap(), "--DataDirectory", data.to_str().unwrap(), "--SocksPort", "0"])
-        .args([
-            "--DisableNetwork",
-            "1",
-            "--HiddenServiceDir",
-            dir.to_str().unwrap(),
-            "--HiddenServicePort",
-            "80 127.0.0.1:1",
-        ])
-        .args(["--GeoIPFile", "/dev/null", "--GeoIPv6File", "/dev/null", "--Log", "info stdout"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !dir.join("hostname").exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    child.kill().unwrap();
-    String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
 }
 
 #[test]
@@ -246,7 +175,7 @@ fn a_hidden_service_dir_we_write_is_one_tor_runs() {
     let address = env.service("mumble")["address"].as_str().unwrap().to_owned();
     // Remove our hostname so that tor writes its own.
     fs::remove_file(dir.join("hostname")).unwrap();
-    let log = run_tor_on(&dir);
+    let log = common::run_hidden_service_dir(&dir);
     assert_eq!(fs::read_to_string(dir.join("hostname")).unwrap().trim(), address, "{log}");
     for client in ["client-1", "alice", "bob"] {
         assert!(log.contains(&format!("Loaded a client authorization key file {client}.auth")), "{client}: {log}");
@@ -264,7 +193,7 @@ fn a_c_tor_hidden_service_dir_imports_with_its_address_and_clients() {
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
     let alice = ClientSecretKey::generate().unwrap();
     fs::write(dir.join("authorized_clients/alice.auth"), alice.public_key().auth_line() + "\n").unwrap();
-    run_tor_on(&dir);
+    common::run_hidden_service_dir(&dir);
     let address = fs::read_to_string(dir.join("hostname")).unwrap().trim().to_owned();
 
     let added = env
@@ -396,8 +325,6 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
     export(&env, &good_backup);
     let good = fs::read(&good_backup).unwrap();
     let plain: serde_json::Value = {
-        let pass = passfile(&env, PASS);
-        let _ = pass;
         let doc = tails_server::backup::decrypt(&good, PASS).unwrap();
         serde_json::from_slice(&doc.to_json()).unwrap()
     };
@@ -409,7 +336,7 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
         edit(&mut s);
         age_encrypt(&document(serde_json::json!([s])), PASS)
     };
-    fn import(file: &str) -> Vec<&str> {
+    fn import_args(file: &str) -> Vec<&str> {
         vec!["import", file, "--passphrase-file", "pass"]
     }
 
@@ -418,39 +345,39 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
     cases.push(case(
         "wrong passphrase",
         vec![("b.age", good.clone()), ("pass", b"not it\n".to_vec())],
-        &import("b.age"),
+        &import_args("b.age"),
         "passphrase is wrong",
     ));
     cases.push(case(
         "empty passphrase file",
         vec![("b.age", good.clone()), ("pass", b"\n".to_vec())],
-        &import("b.age"),
+        &import_args("b.age"),
         "passphrase is empty",
     ));
     cases.push(case(
         "huge passphrase file",
         vec![("b.age", good.clone()), ("pass", vec![b'a'; 10_000])],
-        &import("b.age"),
+        &import_args("b.age"),
         "larger than",
     ));
-    cases.push(case("missing file", vec![("pass", PASS.into())], &import("nothere.age"), "nothere.age"));
-    cases.push(case("a directory", vec![("pass", PASS.into()), ("d/x", vec![])], &import("d"), "not a file"));
+    cases.push(case("missing file", vec![("pass", PASS.into())], &import_args("nothere.age"), "nothere.age"));
+    cases.push(case("a directory", vec![("pass", PASS.into()), ("d/x", vec![])], &import_args("d"), "not a file"));
     cases.push(case(
         "huge file",
         vec![("b.age", vec![b'A'; 5 * 1024 * 1024]), ("pass", PASS.into())],
-        &import("b.age"),
+        &import_args("b.age"),
         "larger than",
     ));
     cases.push(case(
         "empty file",
         vec![("b.age", vec![]), ("pass", PASS.into())],
-        &import("b.age"),
+        &import_args("b.age"),
         "cannot use this backup",
     ));
     cases.push(case(
         "plain JSON, not encrypted",
         vec![("b.age", document(serde_json::json!([]))), ("pass", PASS.into())],
-        &import("b.age"),
+        &import_args("b.age"),
         "cannot use this backup",
     ));
     for cut in [
@@ -477,7 +404,7 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
             cases.push(case(
                 format!("truncated at {cut}"),
                 vec![("b.age", good[..cut].to_vec()), ("pass", PASS.into())],
-                &import("b.age"),
+                &import_args("b.age"),
                 "cannot use this backup",
             ));
         }
@@ -491,7 +418,7 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
             cases.push(case(
                 format!("bit flipped at {pos}"),
                 vec![("b.age", flipped), ("pass", PASS.into())],
-                &import("b.age"),
+                &import_args("b.age"),
                 "cannot use this backup",
             ));
         }
@@ -508,7 +435,7 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
         cases.push(case(
             "x25519 recipient instead of a passphrase",
             vec![("b.age", out), ("pass", PASS.into())],
-            &import("b.age"),
+            &import_args("b.age"),
             "not to a passphrase",
         ));
     }
@@ -538,7 +465,7 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
         cases.push(case(
             label,
             vec![("b.age", age_encrypt(&doc, PASS)), ("pass", PASS.into())],
-            &import("b.age"),
+            &import_args("b.age"),
             needle,
         ));
     }
@@ -546,7 +473,7 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
     cases.push(case(
         "duplicate service names",
         vec![("b.age", dup), ("pass", PASS.into())],
-        &import("b.age"),
+        &import_args("b.age"),
         "appears twice",
     ));
     type Edit<'a> = Box<dyn Fn(&mut serde_json::Value) + 'a>;
@@ -615,14 +542,14 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
         ("same address as an existing service", Box::new(|s| s["key"] = service_key.clone()), "already belongs"),
     ];
     for (label, edit, needle) in edits {
-        cases.push(case(label, vec![("b.age", with(&*edit)), ("pass", PASS.into())], &import("b.age"), needle));
+        cases.push(case(label, vec![("b.age", with(&*edit)), ("pass", PASS.into())], &import_args("b.age"), needle));
     }
     // An existing name, with the default --on-conflict fail.
     let existing = age_encrypt(&document(serde_json::json!([service.clone()])), PASS);
     cases.push(case(
         "existing name",
         vec![("b.age", existing.clone()), ("pass", PASS.into())],
-        &import("b.age"),
+        &import_args("b.age"),
         "nothing was imported",
     ));
     cases.push(case(

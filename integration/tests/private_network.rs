@@ -5,6 +5,11 @@
 //! Run: `cargo test -p tails-server-integration` (needs Docker and the Debian packages
 //! `tor` and `busybox-static`, which scripts/deps installs).
 
+/// Shared with the main package's tests: command outcomes, and a tor on loopback.
+#[path = "../../tests/common/run.rs"]
+mod common;
+#[path = "../../tests/common/tor.rs"]
+mod local_tor;
 mod support;
 
 use std::sync::Arc;
@@ -292,12 +297,7 @@ fn g_bad_input_reaching_tor_changes_nothing(ctx: &Ctx) {
     std::fs::write(&right, format!("{}\n", ctx.net.password)).unwrap();
 
     // tor refusing our key: another controller holds the address (not detached).
-    let key = {
-        let mut config = tails_server::Config::new(user.state_dir());
-        config.runtime_dir = Some(user.home.path().join("run"));
-        let manager = tails_server::Manager::open(config).unwrap();
-        manager.get(&"site-g".parse().unwrap()).unwrap().key.to_control_blob().to_string()
-    };
+    let key = local_tor::onion_key_blob(&user.state_dir(), &user.home.path().join("run"), "site-g");
     ctx.rt.block_on(async {
         let mut other = TorControl::connect(&ctx.net.hs_control_config()).await.unwrap();
         other

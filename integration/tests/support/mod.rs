@@ -3,8 +3,10 @@
 
 pub mod network;
 
+pub use crate::common::Run;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,39 +31,6 @@ pub fn binary() -> PathBuf {
 pub struct User<'a> {
     pub net: &'a Network,
     pub home: tempfile::TempDir,
-}
-
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    #[track_caller]
-    pub fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "tails-server failed\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
-        self
-    }
-    #[track_caller]
-    pub fn fails_with(self, needle: &str) -> Self {
-        assert_ne!(self.code, 0, "should have failed: {}", self.stdout);
-        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}: {}", self.stderr);
-        self
-    }
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
-    }
-}
-
-impl From<Output> for Run {
-    fn from(o: Output) -> Self {
-        Run {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
-    }
 }
 
 impl<'a> User<'a> {

@@ -1,0 +1,180 @@
+//! A real tor on loopback for tests and benchmarks.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A real tor process on loopback with `DisableNetwork 1`: its control port works fully
+/// (ADD_ONION, DEL_ONION, GETINFO, events), it just never builds circuits. Killed on drop.
+pub struct LocalTor {
+    pub dir: tempfile::TempDir,
+    pub control_port: u16,
+    pub password: String,
+    /// false: no authentication at all (NULL), as onion-grater offers its clients.
+    authenticated: bool,
+    child: Option<std::process::Child>,
+}
+
+impl LocalTor {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let password = "correct horse battery staple".to_owned();
+        let hashed = Command::new(tor_binary())
+            .args(["--quiet", "--hash-password", &password])
+            .output()
+            .expect("tor is installed");
+        let hashed = String::from_utf8(hashed.stdout).unwrap().trim().lines().last().unwrap().to_owned();
+        std::fs::write(dir.path().join("torrc"), format!("HashedControlPassword {hashed}\n")).unwrap();
+        let mut tor = LocalTor { dir, control_port: free_port(), password, authenticated: true, child: None };
+        tor.spawn();
+        tor
+    }
+
+    /// A tor whose control port asks for no authentication (NULL).
+    pub fn start_without_authentication() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("torrc"), "").unwrap();
+        let mut tor =
+            LocalTor { dir, control_port: free_port(), password: String::new(), authenticated: false, child: None };
+        tor.spawn();
+        tor
+    }
+
+    fn spawn(&mut self) -> Instant {
+        let data = self.dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        let child = Command::new(tor_binary())
+            .arg("-f")
+            .arg(self.dir.path().join("torrc"))
+            .args(["--DataDirectory", data.to_str().unwrap()])
+            .args(["--ControlPort", &format!("127.0.0.1:{}", self.control_port)])
+            .args(["--CookieAuthentication", if self.authenticated { "1" } else { "0" }])
+            .args(["--SocksPort", "0", "--DisableNetwork", "1"])
+            .args(["--GeoIPFile", "/dev/null", "--GeoIPv6File", "/dev/null", "--Log", "warn stderr"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_answering()
+    }
+
+    /// Blocks until the control port accepts a connection; returns that moment.
+    fn wait_answering(&self) -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.control_port)).is_ok() {
+                return Instant::now();
+            }
+            assert!(Instant::now() < deadline, "tor did not open its control port");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Stops tor and starts it again on the same ports: every ADD_ONION service is gone and
+    /// a new cookie is written, as when Tails restarts tor. Returns when the control port
+    /// answered again.
+    pub fn restart(&mut self) -> Instant {
+        self.stop();
+        self.spawn()
+    }
+
+    /// The running tor's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("tor is running").id()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn control(&self) -> String {
+        format!("127.0.0.1:{}", self.control_port)
+    }
+
+    pub fn password_file(&self) -> PathBuf {
+        let path = self.dir.path().join("password");
+        std::fs::write(&path, format!("{}\n", self.password)).unwrap();
+        path
+    }
+
+    pub fn config(&self) -> tails_server::tor::ControlConfig {
+        tails_server::tor::ControlConfig::new(tails_server::tor::ControlTarget::Tcp(self.control()))
+    }
+
+    /// `GETINFO onions/detached`, through the library's own control layer.
+    pub fn detached(&self) -> std::collections::HashSet<String> {
+        self.try_detached().expect("tor answers on its control port")
+    }
+
+    /// The same, or None while tor is not (yet) answering, e.g. just after a restart.
+    pub fn try_detached(&self) -> Option<std::collections::HashSet<String>> {
+        let config = self.config();
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            let mut tor = tails_server::tor::TorControl::connect(&config).await.ok()?;
+            tor.detached_onions().await.ok()
+        })
+    }
+}
+
+impl Drop for LocalTor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The stored onion key blob of a service, read through the library (the CLI never prints
+/// it): what a test needs to make another controller hold the same address.
+pub fn onion_key_blob(state_dir: &Path, runtime_dir: &Path, name: &str) -> String {
+    let mut config = tails_server::Config::new(state_dir.to_owned());
+    config.runtime_dir = Some(runtime_dir.to_owned());
+    let manager = tails_server::Manager::open(config).unwrap();
+    manager.get(&name.parse().unwrap()).unwrap().key.to_control_blob().to_string()
+}
+
+/// Runs tor (DisableNetwork 1) on a HiddenServiceDir until it has written `hostname`;
+/// returns tor's info-level log, which says which client files it loaded or refused.
+pub fn run_hidden_service_dir(dir: &Path) -> String {
+    let data = dir.parent().unwrap().join(format!("data-{}", dir.file_name().unwrap().to_str().unwrap()));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let torrc = data.join("torrc");
+    std::fs::write(&torrc, "").unwrap();
+    let mut child = Command::new(tor_binary())
+        .args(["-f", torrc.to_str().unwrap(), "--DataDirectory", data.to_str().unwrap(), "--SocksPort", "0"])
+        .args(["--DisableNetwork", "1", "--HiddenServiceDir", dir.to_str().unwrap()])
+        .args(["--HiddenServicePort", "80 127.0.0.1:1"])
+        .args(["--GeoIPFile", "/dev/null", "--GeoIPv6File", "/dev/null", "--Log", "info stdout"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tor is installed (Debian: apt-get install tor)");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.join("hostname").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+}
+
+/// tor from PATH, or from /usr/sbin where Debian puts it (not always on a user's PATH).
+pub fn tor_binary() -> PathBuf {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join("tor"))
+        .find(|p| p.is_file())
+        .expect("this test needs tor (Debian: apt-get install tor)")
+}
