@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tails_server::names::ServiceName;
-use tails_server::publish;
+use tails_server::reconcile::{Action, Publisher};
 use tails_server::tor::{CommandLine, TorControl};
 
 use local_tor::LocalTor;
@@ -50,7 +50,7 @@ fn main() {
             manager.set_enabled(&record.name, true).unwrap();
         }
     }
-    let records = Manager::open(config.clone()).unwrap().list().unwrap();
+    let publisher = Publisher::new(config.clone(), tor.config());
 
     let clear = |rt: &tokio::runtime::Runtime, tor: &LocalTor| {
         rt.block_on(async {
@@ -61,15 +61,16 @@ fn main() {
         })
     };
 
-    // 1. restore, in-process: GETINFO onions/detached + 20 ADD_ONION round trips.
+    // 1. restore, in-process: a reconcile (tor's identity and list, a store read, the
+    // ledger) and 20 ADD_ONION round trips.
     let mut in_process = Vec::new();
     for _ in 0..runs {
         clear(&rt, &tor);
         let report = rt.block_on(async {
             let mut c = TorControl::connect(&tor.config()).await.unwrap();
-            publish::restore(&mut c, &records).await.unwrap()
+            publisher.sync(&mut c).await.unwrap()
         });
-        assert_eq!(report.added.len(), SERVICES);
+        assert_eq!(report.names(Action::Published).len(), SERVICES);
         in_process.push(report.elapsed);
     }
     // 1b. the same as a cold process, the way the login hook runs it.

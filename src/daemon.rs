@@ -1,17 +1,17 @@
 //! The long-running republisher. Tails restarts tor every time a network comes up, and
 //! every ADD_ONION service dies with it: this loop reconnects (with backoff) whenever the
-//! control connection drops, and republishes every enabled `autostart` service, same
-//! addresses, same clients. It opens the store only for the moment it reads it, so the CLI
-//! keeps working beside it.
+//! control connection drops and reconciles ([`crate::reconcile`]) at every connection and
+//! every `reconcile_every`, so every wanted service is back, same address, same clients,
+//! and nothing removed stays up. It opens the store only for the moment it reads it, so the
+//! CLI keeps working beside it.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::manager::{Config, Manager};
-use crate::model::ServiceRecord;
-use crate::publish::{self, UploadLog};
-use crate::tor::{ControlConfig, TorControl, TorEvent};
+use crate::manager::Config;
+use crate::reconcile::{Action, Publisher};
+use crate::tor::{ControlConfig, TorControl, TorEvent, TorInstance};
 
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
@@ -24,6 +24,11 @@ pub struct DaemonOptions {
     pub fast_retry: Duration,
     pub fast_retry_for: Duration,
     pub slow_retry: Duration,
+    /// How often to look for a change notice from a command (a stat on the runtime tmpfs).
+    pub watch_changes_every: Duration,
+    /// Delay before trying again when a reconcile could not finish (the store busy past
+    /// its retries, a disk error): soon, not at the next periodic reconcile.
+    pub retry_failed: Duration,
 }
 
 impl DaemonOptions {
@@ -37,6 +42,8 @@ impl DaemonOptions {
             fast_retry: Duration::from_millis(50),
             fast_retry_for: Duration::from_secs(30),
             slow_retry: Duration::from_secs(2),
+            retry_failed: Duration::from_secs(1),
+            watch_changes_every: Duration::from_millis(500),
         }
     }
 }
@@ -65,19 +72,13 @@ pub fn log(level: Level, message: &str) {
     }
 }
 
-/// Reads the services in a blocking task: the store lock may make us wait a little.
-async fn load_services(config: &Config) -> Result<Vec<ServiceRecord>> {
-    let config = config.clone();
-    tokio::task::spawn_blocking(move || Manager::open(config)?.list())
-        .await
-        .map_err(|e| Error::TorProtocol { target: "store".into(), detail: e.to_string() })?
-}
-
 /// Runs until `shutdown` completes. Nothing is fatal: tor may be restarting, or may not
 /// have written its new cookie yet. Each distinct connection error is logged once, and
 /// errors that concern one service are logged without stopping the others.
 pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
     tokio::pin!(shutdown);
+    let mut publisher = Publisher::new(options.config.clone(), options.control.clone());
+    publisher.on_store_busy = Some(|message| log(Level::Notice, message));
     let mut lost_at = Instant::now();
     let mut last_error = String::new();
     log(Level::Notice, &format!("starting; tor control port: {}", options.control.target));
@@ -103,7 +104,7 @@ pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> 
         };
         let answered = Instant::now();
         last_error.clear();
-        match serve(&mut tor, &options, answered, &mut shutdown).await {
+        match serve(&mut tor, &publisher, &options, answered, &mut shutdown).await {
             Ok(Served::Shutdown) => return stopping(),
             Ok(Served::TorGone) => {
                 lost_at = Instant::now();
@@ -141,6 +142,7 @@ enum Served {
 
 async fn serve(
     tor: &mut TorControl,
+    publisher: &Publisher,
     options: &DaemonOptions,
     answered: Instant,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
@@ -156,36 +158,50 @@ async fn serve(
         ),
     );
     tor.set_events(&["HS_DESC", "STATUS_CLIENT"]).await?;
-    let ours = reconcile(tor, options).await?;
-    log(
-        Level::Notice,
-        &format!("{} service(s) published {} ms after tor answered", ours.len(), answered.elapsed().as_millis()),
-    );
-    let mut ours = ours;
-    let mut uploaded_once = std::collections::HashSet::new();
-    let mut next_reconcile = tokio::time::Instant::now() + options.reconcile_every;
+    let mut seen_change = publisher.last_change();
+    let mut next_reconcile = match reconcile(tor, publisher).await {
+        Ok(count) => {
+            log(
+                Level::Notice,
+                &format!("{count} service(s) published {} ms after tor answered", answered.elapsed().as_millis()),
+            );
+            tokio::time::Instant::now() + options.reconcile_every
+        }
+        Err(e) if is_tor_loss(&e) => return Err(e),
+        Err(e) => {
+            log(Level::Error, &format!("cannot reconcile: {e}; trying again shortly"));
+            tokio::time::Instant::now() + options.retry_failed
+        }
+    };
+    let mut watch = tokio::time::interval(options.watch_changes_every);
     loop {
         let event = tokio::select! {
             e = tor.next_event(None) => e,
+            _ = watch.tick() => {
+                let change = publisher.last_change();
+                if change != seen_change {
+                    // A command changed the store (and may not have reached tor itself).
+                    seen_change = change;
+                    next_reconcile = tokio::time::Instant::now();
+                }
+                continue;
+            }
             _ = tokio::time::sleep_until(next_reconcile) => {
-                ours = reconcile(tor, options).await?;
-                next_reconcile = tokio::time::Instant::now() + options.reconcile_every;
+                next_reconcile = match reconcile(tor, publisher).await {
+                    Ok(_) => tokio::time::Instant::now() + options.reconcile_every,
+                    Err(e) if is_tor_loss(&e) => return Err(e),
+                    Err(e) => {
+                        log(Level::Error, &format!("cannot reconcile: {e}; trying again shortly"));
+                        tokio::time::Instant::now() + options.retry_failed
+                    }
+                };
                 continue;
             }
             _ = shutdown.as_mut() => return Ok(Served::Shutdown),
         };
         match event {
             Ok(Some(TorEvent::HsDesc { action, service_id, .. })) if action == "UPLOADED" => {
-                if let Some(name) = ours.get(&service_id) {
-                    if let Some(dir) = &options.config.runtime_dir {
-                        if let Err(e) = UploadLog::record(dir, &instance, &service_id) {
-                            log(Level::Warning, &format!("cannot record the upload of {name}: {e}"));
-                        }
-                    }
-                    if uploaded_once.insert(service_id.clone()) {
-                        log(Level::Info, &format!("{name}: descriptor uploaded; the service can be reached"));
-                    }
-                }
+                record_upload(publisher, &instance, &service_id).await;
             }
             Ok(Some(TorEvent::Other(line))) if line.contains("BOOTSTRAP") && line.contains("PROGRESS=100") => {
                 log(Level::Info, "tor has bootstrapped");
@@ -197,31 +213,32 @@ async fn serve(
     }
 }
 
-/// Makes tor run exactly the enabled `autostart` services (and removes ours that were
-/// disabled meanwhile). Returns our services by service id, for event handling.
-async fn reconcile(tor: &mut TorControl, options: &DaemonOptions) -> Result<std::collections::HashMap<String, String>> {
-    let records = match load_services(&options.config).await {
-        Ok(records) => records,
-        Err(e) => {
-            log(Level::Error, &format!("cannot read the services: {e}"));
-            return Ok(Default::default());
-        }
-    };
-    let report = publish::restore(tor, &records).await?;
-    for name in &report.added {
+fn is_tor_loss(e: &Error) -> bool {
+    matches!(e, Error::TorGone { .. } | Error::TorConnect { .. } | Error::TorProtocol { .. })
+}
+
+async fn record_upload(publisher: &Publisher, instance: &TorInstance, service_id: &str) {
+    match publisher.record_upload(instance, service_id).await {
+        Ok(Some(name)) => log(Level::Info, &format!("{name}: descriptor uploaded; the service can be reached")),
+        Ok(None) => {}
+        Err(e) => log(Level::Warning, &format!("cannot record the upload of {service_id}: {e}")),
+    }
+}
+
+/// One reconcile, logged. Returns how many services tor runs for us.
+async fn reconcile(tor: &mut TorControl, publisher: &Publisher) -> Result<usize> {
+    let report = publisher.sync(tor).await?;
+    for name in report.names(Action::Published) {
         log(Level::Info, &format!("{name}: published"));
+    }
+    for name in report.names(Action::Republished) {
+        log(Level::Info, &format!("{name}: republished with its current clients and ports"));
+    }
+    for name in report.names(Action::Removed) {
+        log(Level::Info, &format!("{name}: removed from tor (removed, disabled or not to start)"));
     }
     for (name, error) in &report.failed {
         log(Level::Error, &format!("{name}: could not be published: {error}"));
     }
-    let detached = tor.detached_onions().await?;
-    for record in records.iter().filter(|r| !r.enabled) {
-        if detached.contains(&record.address().service_id()) {
-            match publish::unpublish(tor, &record.address()).await {
-                Ok(_) => log(Level::Info, &format!("{}: disabled, removed from tor", record.name)),
-                Err(e) => log(Level::Error, &format!("{}: could not be removed from tor: {e}", record.name)),
-            }
-        }
-    }
-    Ok(records.iter().map(|r| (r.address().service_id(), r.name.to_string())).collect())
+    Ok(report.actions.values().filter(|a| **a != Action::Removed).count())
 }

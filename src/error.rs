@@ -166,6 +166,12 @@ pub enum Error {
     #[error("cannot authenticate to tor at {target}: {reason}")]
     TorAuth { target: String, reason: String },
 
+    #[error(
+        "refusing to send {what} to the control port at {target}: {reason}. Secrets go only to a tor that \
+         proved itself with SAFECOOKIE or whose listening socket belongs to root or to tor's own user"
+    )]
+    TorUntrusted { target: String, what: String, reason: String },
+
     #[error("unexpected answer from tor at {target}: {detail}")]
     TorProtocol { target: String, detail: String },
 
@@ -225,7 +231,7 @@ impl Error {
             | NoRuntimeDir { .. }
             | Random(_) => ErrorKind::Storage,
             TorConnect { .. } | TorGone { .. } | Timeout { .. } => ErrorKind::TorUnavailable,
-            TorAuth { .. } => ErrorKind::TorAuth,
+            TorAuth { .. } | TorUntrusted { .. } => ErrorKind::TorAuth,
             TorProtocol { .. } | TorRejected { .. } | WrongAddress { .. } => ErrorKind::TorRefused,
             InvalidControlArgument { .. } => ErrorKind::InvalidInput,
             InvalidBackup { .. } | InvalidImport { .. } => ErrorKind::InvalidInput,

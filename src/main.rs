@@ -14,6 +14,11 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
+        // Saved, but tor is not updated yet: not a failure of the command, not success.
+        Err(err) if err.downcast_ref::<cli::TorPending>().is_some() => {
+            eprintln!("tails-server: {err}");
+            ExitCode::from(cli::EXIT_PENDING)
+        }
         Err(err) => {
             eprintln!("tails-server: error: {err}");
             let top = err.to_string();

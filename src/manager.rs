@@ -146,10 +146,8 @@ impl Manager {
             Location::Persistent => Ok(&self.persistent),
             Location::Amnesic => {
                 if self.amnesic.is_none() {
-                    let dir = self.config.runtime_dir.clone().ok_or(Error::NoRuntimeDir {
-                        // SAFETY: geteuid has no preconditions and cannot fail.
-                        uid: unsafe { libc::geteuid() },
-                    })?;
+                    let dir =
+                        self.config.runtime_dir.clone().ok_or(Error::NoRuntimeDir { uid: crate::unix::euid() })?;
                     let (store, recovery) = Store::open(&dir, self.config.store.clone(), true)?.expect("created");
                     self.recoveries.extend(recovery);
                     self.amnesic = Some(store);
@@ -341,8 +339,7 @@ impl Manager {
             )));
         }
         if plan.iter().any(|(r, _)| !r.is_persistent()) && self.config.runtime_dir.is_none() {
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            return Err(Error::NoRuntimeDir { uid: unsafe { libc::geteuid() } });
+            return Err(Error::NoRuntimeDir { uid: crate::unix::euid() });
         }
         if dry_run {
             return Ok(report);
@@ -363,18 +360,16 @@ impl Manager {
                 Location::Amnesic => amnesic.push(Change::Put(record)),
             }
         }
-        if !persistent.is_empty() {
-            self.store(Location::Persistent)?.commit(persistent)?;
-        }
-        if !amnesic.is_empty() {
-            self.store(Location::Amnesic)?.commit(amnesic)?;
-        }
+        self.commit_to_both(persistent, amnesic)?;
         Ok(report)
     }
 
+    /// Removes a service and destroys its key: no file of either store keeps a copy.
     pub fn remove(&mut self, name: &ServiceName) -> Result<ServiceRecord> {
         let (location, record) = self.find(name)?;
-        self.store(location)?.commit(vec![Change::Delete(name.clone())])?;
+        self.store_mut(location)?.commit_destroying(vec![Change::Delete(name.clone())])?;
+        let blob = record.key.to_control_blob();
+        self.destroy_traces_elsewhere(location, Some(&record), blob.as_bytes());
         Ok(record)
     }
 
@@ -404,7 +399,7 @@ impl Manager {
         let spec = specs.get(option).ok_or_else(|| unknown_option(name.as_str(), option, &specs))?;
         let value = spec.parse(option, raw)?;
         if option == PERSISTENCE && value == OptionValue::Bool(false) && self.config.runtime_dir.is_none() {
-            return Err(Error::NoRuntimeDir { uid: unsafe { libc::geteuid() } });
+            return Err(Error::NoRuntimeDir { uid: crate::unix::euid() });
         }
         let previous = record.options.insert(option.to_owned(), value).unwrap_or_else(|| spec.default.clone());
         self.save(location, record.clone())?;
@@ -458,7 +453,22 @@ impl Manager {
             return Err(Error::LastClient { service: name.to_string(), client: client.to_string() });
         }
         let removed = record.clients.remove(index);
-        self.save(location, record)?;
+        let Some(secret) = &removed.secret_key else {
+            self.save(location, record)?;
+            return Ok(removed);
+        };
+        // Its private key was stored: no file of either store may keep a copy.
+        let to = Self::location_for(&record);
+        if to == location {
+            self.store_mut(location)?.commit_destroying(vec![Change::Put(record)])?;
+        } else {
+            // The trace of an interrupted move: `save` finishes it; both stores are purged.
+            self.save(location, record)?;
+            self.store_mut(location)?.destroy_history();
+            self.store_mut(to)?.destroy_history();
+        }
+        let key = secret.to_base32();
+        self.destroy_traces_elsewhere(location, None, key.as_bytes());
         Ok(removed)
     }
 
@@ -480,5 +490,130 @@ fn unknown_option(service: &str, option: &str, specs: &BTreeMap<String, OptionSp
         service: service.to_owned(),
         option: option.to_owned(),
         allowed: specs.keys().cloned().collect::<Vec<_>>().join(", "),
+    }
+}
+
+/// Helpers of `import`, `remove` and `remove_client`.
+impl Manager {
+    /// Problems met after changes were committed that did not undo them (a snapshot that
+    /// could not be written, old copies of removed keys that could not be erased): the
+    /// changes are stored; the caller must tell the user.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = self.persistent.warnings();
+        warnings.extend(self.amnesic.iter().flat_map(Store::warnings));
+        warnings
+    }
+
+    fn store_mut(&mut self, location: Location) -> Result<&mut Store> {
+        self.store(location)?;
+        Ok(match location {
+            Location::Persistent => &mut self.persistent,
+            Location::Amnesic => self.amnesic.as_mut().expect("opened by store()"),
+        })
+    }
+
+    /// Commits an import's changes to the stores, all or nothing: every store written to
+    /// is opened (created) before anything is written, and if the second commit fails the
+    /// first is undone.
+    fn commit_to_both(&mut self, persistent: Vec<Change>, amnesic: Vec<Change>) -> Result<()> {
+        if !amnesic.is_empty() {
+            self.store(Location::Amnesic)?;
+        }
+        match (persistent.is_empty(), amnesic.is_empty()) {
+            (true, true) => return Ok(()),
+            (false, true) => return self.store(Location::Persistent)?.commit(persistent).map(drop),
+            (true, false) => return self.store(Location::Amnesic)?.commit(amnesic).map(drop),
+            (false, false) => {}
+        }
+        let undo = self.persistent.inverse(&persistent)?;
+        self.persistent.commit(persistent)?;
+        let Err(error) = self.store(Location::Amnesic)?.commit(amnesic) else {
+            return Ok(());
+        };
+        match self.persistent.commit(undo) {
+            Ok(_) => Err(error),
+            Err(undo_error) => Err(Error::Io {
+                action: "the import failed half-way, and undoing what it had written failed in",
+                path: self.config.state_dir.clone(),
+                source: std::io::Error::other(format!(
+                    "{undo_error}. The import had failed because: {error}. Check the services there \
+                     (`tails-server list`)"
+                )),
+            }),
+        }
+    }
+
+    /// After a removal from the store at `removed_from`: the other store may still hold
+    /// the secret (`needle`, as records store it) from before a move between the stores,
+    /// or a second copy of the service (an interrupted move). Both go. The removal itself is
+    /// already stored: what fails here is a warning.
+    fn destroy_traces_elsewhere(&mut self, removed_from: Location, service: Option<&ServiceRecord>, needle: &[u8]) {
+        let other = match removed_from {
+            Location::Persistent => Location::Amnesic,
+            Location::Amnesic => Location::Persistent,
+        };
+        let store = match other {
+            Location::Persistent => &mut self.persistent,
+            Location::Amnesic => match self.amnesic.as_mut() {
+                Some(store) => store,
+                None => return,
+            },
+        };
+        if let Some(service) = service {
+            let copy = store.get(&service.name).map(|copy| copy.is_some_and(|copy| copy.key == service.key));
+            let deleted = match copy {
+                Ok(true) => store.commit_destroying(vec![Change::Delete(service.name.clone())]).map(|_| true),
+                Ok(false) => Ok(false),
+                Err(e) => Err(e),
+            };
+            match deleted {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => store.warn(format!(
+                    "service {} was removed, but a second copy of it in {} could not be: {e}",
+                    service.name,
+                    store.dir().display()
+                )),
+            }
+        }
+        if store.holds_any(&[needle]) {
+            store.destroy_history();
+        }
+    }
+}
+
+#[cfg(test)]
+mod import_rollback_tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_second_commit_undoes_the_first() {
+        let root = tempfile::tempdir().unwrap();
+        let mut config = Config::new(root.path().join("state"));
+        config.runtime_dir = Some(root.path().join("run"));
+        let mut manager = Manager::open(config).unwrap();
+        let mut blog = AddRequest::new("custom");
+        blog.name = Some(ServiceName::new("blog").unwrap());
+        blog.local_port = Some(8080);
+        let blog = manager.add(blog).unwrap();
+        let mut web = AddRequest::new("web");
+        web.options.push(("persistence".into(), "false".into()));
+        manager.add(web).unwrap();
+        let before = manager.list().unwrap();
+
+        // A backup replacing blog (persistent) and adding an amnesic service.
+        let replacement = ServiceRecord { key: OnionSecretKey::generate().unwrap(), ..blog.clone() };
+        let mut fresh = AddRequest::new("custom");
+        fresh.name = Some(ServiceName::new("fresh").unwrap());
+        fresh.local_port = Some(9000);
+        fresh.options.push(("persistence".into(), "false".into()));
+        let fresh = manager.new_record(fresh, OnionSecretKey::generate().unwrap(), None).unwrap();
+
+        manager.amnesic.as_ref().unwrap().break_change_counter_for_test();
+        let error = manager.import(vec![replacement, fresh], OnConflict::Replace, false).unwrap_err();
+        assert!(error.to_string().contains(&root.path().join("run").display().to_string()), "{error}");
+        assert_eq!(manager.persistent.get(&blog.name).unwrap().unwrap(), blog, "the first store was rolled back");
+        let after: Vec<_> = manager.persistent.services().unwrap();
+        assert_eq!(after.len(), before.iter().filter(|r| r.is_persistent()).count());
     }
 }

@@ -2,6 +2,7 @@
 //! its key, its port mapping and its clients; the address is always derived from the key.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,8 @@ use crate::options::{OptionValue, PERSISTENCE};
 /// Tor fits about 32 clients in one descriptor (tor#40455) and gives no clear error past it.
 pub const MAX_CLIENTS: usize = 32;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Debug (below) never shows option values (a password) nor keys.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ServiceRecord {
     pub name: ServiceName,
@@ -41,6 +43,35 @@ impl ServiceRecord {
 
     pub fn client(&self, name: &ClientName) -> Option<&ClientRecord> {
         self.clients.iter().find(|c| &c.name == name)
+    }
+}
+
+/// Option values shown by name only: the record does not know which ones are secret.
+struct RedactedOptions<'a>(&'a BTreeMap<String, OptionValue>);
+
+impl fmt::Debug for RedactedOptions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.keys().map(|k| (k, format_args!("[redacted]")))).finish()
+    }
+}
+
+impl fmt::Debug for ServiceRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured so that a new field cannot be added without deciding how it is shown.
+        let ServiceRecord { name, kind, local_port, remote_port, enabled, client_auth, options, key, clients, created } =
+            self;
+        f.debug_struct("ServiceRecord")
+            .field("name", name)
+            .field("kind", kind)
+            .field("local_port", local_port)
+            .field("remote_port", remote_port)
+            .field("enabled", enabled)
+            .field("client_auth", client_auth)
+            .field("options", &RedactedOptions(options))
+            .field("key", key)
+            .field("clients", clients)
+            .field("created", created)
+            .finish()
     }
 }
 
@@ -106,6 +137,30 @@ pub(crate) mod tests {
                     .collect(),
                 created,
             })
+    }
+
+    #[test]
+    fn debug_shows_no_option_value_and_no_key() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut record = arb_record().new_tree(&mut runner).unwrap().current();
+        record.options.insert("server-password".into(), OptionValue::String("correct horse battery".into()));
+        let secret = ClientSecretKey::from_bytes([7; 32]);
+        record.clients.push(ClientRecord {
+            name: ClientName::new("alice").unwrap(),
+            public_key: secret.public_key(),
+            secret_key: Some(secret.clone()),
+            created: 0,
+        });
+        for shown in [format!("{record:?}"), format!("{record:#?}"), format!("{:?}", vec![record.clone()])] {
+            assert!(!shown.contains("correct horse"), "{shown}");
+            assert!(shown.contains("server-password") && shown.contains("[redacted]"), "{shown}");
+            assert!(shown.contains(&record.address().to_string()), "{shown}");
+            let blob = record.key.to_control_blob();
+            for key in [&blob["ED25519-V3:".len()..], secret.to_base32().as_str()] {
+                assert!(!shown.contains(key), "{shown}");
+            }
+        }
     }
 
     proptest! {

@@ -83,7 +83,8 @@ pub struct OptionSpec {
     /// Shown in `status` output (the blueprint's display-status).
     #[serde(default)]
     pub display_status: bool,
-    /// Never printed in listings (passwords); `get-option` still shows it.
+    /// A password: never taken from the command line, never printed in listings, in
+    /// `set-option`'s report or in an error (only `get-option`, asked for it by name, prints it).
     #[serde(default)]
     pub secret: bool,
 }
@@ -91,11 +92,7 @@ pub struct OptionSpec {
 impl OptionSpec {
     /// Parses a value typed by a person, naming what would have been accepted.
     pub fn parse(&self, option: &str, raw: &str) -> Result<OptionValue> {
-        let invalid = || Error::InvalidOptionValue {
-            option: option.to_owned(),
-            value: raw.to_owned(),
-            expected: self.value_type.expected().to_owned(),
-        };
+        let invalid = || self.invalid(option, raw);
         match self.value_type {
             OptionType::Bool => match raw {
                 "true" | "yes" | "on" => Ok(OptionValue::Bool(true)),
@@ -128,12 +125,21 @@ impl OptionSpec {
         if ok {
             Ok(())
         } else {
-            Err(Error::InvalidOptionValue {
-                option: option.to_owned(),
-                value: value.to_string(),
-                expected: self.value_type.expected().to_owned(),
-            })
+            Err(self.invalid(option, &value.to_string()))
         }
+    }
+
+    /// The error for a refused value. A secret one is described, never quoted: errors end
+    /// up in terminals, logs and bug reports.
+    fn invalid(&self, option: &str, raw: &str) -> Error {
+        let value = if !self.secret {
+            raw.to_owned()
+        } else if raw.chars().any(char::is_control) {
+            "(hidden: it contains a control character)".to_owned()
+        } else {
+            format!("(hidden: {} characters)", raw.chars().count())
+        };
+        Error::InvalidOptionValue { option: option.to_owned(), value, expected: self.value_type.expected().to_owned() }
     }
 }
 
@@ -206,5 +212,26 @@ mod tests {
         let b = spec(OptionType::Bool, OptionValue::Bool(false));
         assert!(b.check("x", &OptionValue::String("true".into())).is_err());
         assert!(b.check("x", &OptionValue::Bool(true)).is_ok());
+    }
+
+    #[test]
+    fn refused_secret_values_are_described_not_quoted() {
+        let s = OptionSpec { secret: true, ..spec(OptionType::String, OptionValue::String(String::new())) };
+        let long = format!("hunter2{}", "x".repeat(1100));
+        for (raw, problem) in [("hunter2\u{7}bell", "control character"), (long.as_str(), "1107 characters")] {
+            let err = s.parse("server-password", raw).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("server-password") && shown.contains(problem) && shown.contains("1024"), "{shown}");
+            let err = s.check("server-password", &OptionValue::String(raw.to_owned())).unwrap_err();
+            assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+        }
+        let pin = OptionSpec { secret: true, ..spec(OptionType::Integer, OptionValue::Integer(0)) };
+        let err = pin.parse("pin", "12345six").unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("12345"), "{err:?}");
+        assert!(pin.check("pin", &OptionValue::String("12345six".into())).unwrap_err().to_string().contains("hidden"));
+        // Values of ordinary options are still quoted: they help and hide nothing.
+        let err = spec(OptionType::Integer, OptionValue::Integer(0)).parse("max-users", "ten").unwrap_err();
+        assert!(err.to_string().contains("\"ten\""), "{err}");
     }
 }

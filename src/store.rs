@@ -6,10 +6,9 @@
 //!   damaged data instead of silently starting empty;
 //! - private permissions, checked like tor checks its DataDirectory.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell, RefCell};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::mem::ManuallyDrop;
+use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -25,6 +24,14 @@ use crate::names::ServiceName;
 pub const SCHEMA_VERSION: u64 = 1;
 
 const DB_DIR: &str = "db";
+/// A database being rebuilt without history, and the one it replaced (see `purge_history`).
+const DB_NEW: &str = "db.new";
+const DB_OLD: &str = "db.old";
+/// Present while a change that destroys secrets is not yet followed by the purge.
+const PURGE_MARKER: &str = "purge-pending";
+const DAMAGED_PREFIX: &str = "db.damaged-";
+/// Damaged databases kept for inspection after recoveries; older ones are erased.
+pub const DAMAGED_COPIES_KEPT: usize = 2;
 const SNAPSHOT_DIR: &str = "snapshots";
 const LOCK_FILE: &str = "lock";
 const SERVICES_TREE: &str = "services";
@@ -56,6 +63,8 @@ pub struct Recovery {
     pub snapshot: PathBuf,
     pub generation: u64,
     pub damaged_copy: Option<PathBuf>,
+    /// Older damaged copies erased to keep at most [`DAMAGED_COPIES_KEPT`].
+    pub erased_copies: Vec<PathBuf>,
 }
 
 impl std::fmt::Display for Recovery {
@@ -69,7 +78,16 @@ impl std::fmt::Display for Recovery {
             self.generation
         )?;
         if let Some(copy) = &self.damaged_copy {
-            write!(f, " The damaged database was kept in {}.", copy.display())?;
+            write!(
+                f,
+                " The damaged database was kept in {} (at most {DAMAGED_COPIES_KEPT} damaged copies are kept; \
+                 removing a service or a client erases them).",
+                copy.display()
+            )?;
+        }
+        if !self.erased_copies.is_empty() {
+            let names: Vec<String> = self.erased_copies.iter().map(|p| p.display().to_string()).collect();
+            write!(f, " Older damaged copies were erased: {}.", names.join(", "))?;
         }
         Ok(())
     }
@@ -80,34 +98,51 @@ pub enum Change {
     Delete(ServiceName),
 }
 
+impl Change {
+    /// The service the change is about.
+    pub fn name(&self) -> &ServiceName {
+        match self {
+            Change::Put(record) => &record.name,
+            Change::Delete(name) => name,
+        }
+    }
+}
+
+/// sled's handles; fields drop in order, the trees before the database.
+struct Trees {
+    services: sled::Tree,
+    meta: sled::Tree,
+    db: sled::Db,
+}
+
 pub struct Store {
     dir: PathBuf,
-    db: ManuallyDrop<sled::Db>,
-    services: ManuallyDrop<sled::Tree>,
-    meta: ManuallyDrop<sled::Tree>,
+    /// Empty after `purge_history` swapped the database: reopened when next needed (every
+    /// open of sled rewrites part of its log, so not opening it for nothing saves writes).
+    trees: OnceCell<Trees>,
     options: StoreOptions,
     /// Whether anything was written through this handle.
     wrote: Cell<bool>,
+    /// What went wrong after a change was committed, without undoing it (see [`Store::warnings`]).
+    warnings: RefCell<Vec<String>>,
     // Held for the life of the Store: the advisory lock is released when this closes
-    // (after sled, as fields drop after `Drop::drop`).
+    // (after sled, which `Drop::drop` closes first).
     lock: Option<File>,
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
-        // SAFETY: each is dropped exactly once, here, and never used again.
-        unsafe {
-            ManuallyDrop::drop(&mut self.services);
-            ManuallyDrop::drop(&mut self.meta);
-            ManuallyDrop::drop(&mut self.db);
-        }
+        drop(self.trees.take());
         if self.wrote.get() {
             // sled brings its page-table snapshot up to date at the first open after a
             // write. Do it now, while we hold the lock, so that a later process that only
-            // reads (or refuses bad input) leaves every byte as it found it.
+            // reads (or refuses bad input) leaves every byte as it found it. Only an existing
+            // database: never start an empty one here.
             let path = self.dir.join(DB_DIR);
-            if let Ok((db, services, meta)) = open_sled(&path, &self.options) {
-                drop((services, meta, db));
+            if path.exists() {
+                if let Ok(trees) = open_sled(&path, &self.options) {
+                    drop(trees);
+                }
             }
         }
     }
@@ -125,61 +160,30 @@ impl Store {
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|e| Error::io("cannot create the state directory", dir, e))?;
+                .map_err(|e| Error::io("cannot create the store directory", dir, e))?;
         }
         check_private(dir, true)?;
         let lock = acquire_lock(dir, options.lock_timeout)?;
         let snapshot_dir = dir.join(SNAPSHOT_DIR);
         ensure_private_dir(&snapshot_dir)?;
-        let db_path = dir.join(DB_DIR);
-
-        let fresh = !db_path.exists();
-        let snapshots = list_snapshots(&snapshot_dir)?;
-        if fresh && !snapshots.is_empty() {
-            let (store, recovery) = recover(dir, lock, options, &snapshots, "its database is missing".into(), false)?;
-            return Ok(Some((store, Some(recovery))));
+        // A change that destroys secrets was interrupted before its purge finished: the
+        // half-built or replaced databases go first (a crash between the two renames leaves
+        // no database, which the snapshot recovery below rebuilds), then the purge is redone.
+        let interrupted = clean_up_interrupted_purge(dir)?;
+        let (mut store, recovery) = open_locked(dir, lock, options, &snapshot_dir)?;
+        if interrupted {
+            store.destroy_history();
         }
-
-        let opened = open_sled(&db_path, &options);
-        let problem = match opened {
-            Ok((db, services, meta)) => {
-                let store = Store::new(dir, db, services, meta, options.clone(), lock);
-                match store.check(fresh, &snapshots) {
-                    Ok(()) => {
-                        if fresh {
-                            store.write_snapshot(0)?;
-                        }
-                        store.tighten_permissions()?;
-                        return Ok(Some((store, None)));
-                    }
-                    Err(CheckError::Fatal(e)) => return Err(e),
-                    Err(CheckError::Damaged(problem)) => {
-                        let lock = store.close_keeping_lock();
-                        return recover(dir, lock, options, &snapshots, problem, true).map(|(s, r)| Some((s, Some(r))));
-                    }
-                }
-            }
-            Err(SledOpenError::Damaged(problem)) => problem,
-            Err(SledOpenError::Fatal(e)) => return Err(e),
-        };
-        recover(dir, lock, options, &snapshots, problem, true).map(|(s, r)| Some((s, Some(r))))
+        Ok(Some((store, recovery)))
     }
 
-    fn new(
-        dir: &Path,
-        db: sled::Db,
-        services: sled::Tree,
-        meta: sled::Tree,
-        options: StoreOptions,
-        lock: File,
-    ) -> Self {
+    fn new(dir: &Path, trees: Trees, options: StoreOptions, lock: File) -> Self {
         Store {
             dir: dir.to_owned(),
-            db: ManuallyDrop::new(db),
-            services: ManuallyDrop::new(services),
-            meta: ManuallyDrop::new(meta),
+            trees: OnceCell::from(trees),
             options,
             wrote: Cell::new(false),
+            warnings: RefCell::new(Vec::new()),
             lock: Some(lock),
         }
     }
@@ -189,16 +193,34 @@ impl Store {
         self.lock.take().expect("held until drop")
     }
 
+    fn trees(&self) -> Result<&Trees> {
+        if let Some(trees) = self.trees.get() {
+            return Ok(trees);
+        }
+        let path = self.dir.join(DB_DIR);
+        if !path.exists() {
+            // Never start an empty database here: the next open recovers from a snapshot.
+            let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+            return Err(Error::io("cannot reopen the store's database", path, missing));
+        }
+        let trees = open_sled(&path, &self.options).map_err(|e| open_error(&self.dir, e))?;
+        Ok(self.trees.get_or_init(|| trees))
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
     pub fn services(&self) -> Result<Vec<ServiceRecord>> {
-        self.services.iter().map(|item| decode(&self.dir, item.map_err(|e| self.sled_error(e))?.1.as_ref())).collect()
+        self.trees()?
+            .services
+            .iter()
+            .map(|item| decode(&self.dir, item.map_err(|e| self.sled_error(e))?.1.as_ref()))
+            .collect()
     }
 
     pub fn get(&self, name: &ServiceName) -> Result<Option<ServiceRecord>> {
-        match self.services.get(name.as_str()).map_err(|e| self.sled_error(e))? {
+        match self.trees()?.services.get(name.as_str()).map_err(|e| self.sled_error(e))? {
             Some(bytes) => Ok(Some(decode(&self.dir, &bytes)?)),
             None => Ok(None),
         }
@@ -206,13 +228,42 @@ impl Store {
 
     /// The number of changes ever committed; also names the snapshots.
     pub fn generation(&self) -> Result<u64> {
-        read_u64(&self.meta, KEY_GENERATION)
+        read_u64(&self.trees()?.meta, KEY_GENERATION)
             .map_err(|detail| Error::StoreCorrupt { dir: self.dir.clone(), detail })
             .map(|g| g.unwrap_or(0))
     }
 
-    /// Applies all changes in one transaction, flushes them to disk, then writes a snapshot.
+    /// Problems met after a change was committed that did not undo it (a snapshot that
+    /// could not be written, old copies of removed keys that could not be erased). The
+    /// change is stored; the caller must tell the user.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.borrow().clone()
+    }
+
+    /// Adds to [`Store::warnings`].
+    pub(crate) fn warn(&self, message: String) {
+        self.warnings.borrow_mut().push(message);
+    }
+
+    /// The changes that would undo `changes` on the store as it is now: the current record
+    /// put back, or a record that does not exist yet deleted.
+    pub fn inverse(&self, changes: &[Change]) -> Result<Vec<Change>> {
+        changes
+            .iter()
+            .map(|change| {
+                Ok(match self.get(change.name())? {
+                    Some(current) => Change::Put(current),
+                    None => Change::Delete(change.name().clone()),
+                })
+            })
+            .collect()
+    }
+
+    /// Applies all changes in one transaction and flushes them to disk. Once that is done
+    /// the change is stored, and this returns its generation: a snapshot that cannot be
+    /// written afterwards is reported in [`Store::warnings`], not as a failure.
     pub fn commit(&self, changes: Vec<Change>) -> Result<u64> {
+        let trees = self.trees()?;
         self.wrote.set(true);
         let mut encoded = Vec::with_capacity(changes.len());
         for change in &changes {
@@ -223,7 +274,7 @@ impl Store {
         }
         use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
         let result: std::result::Result<u64, TransactionError<()>> =
-            (&*self.services, &*self.meta).transaction(|(services, meta)| {
+            (&trees.services, &trees.meta).transaction(|(services, meta)| {
                 for (key, value) in &encoded {
                     match value {
                         Some(bytes) => services.insert(key.as_bytes(), bytes.as_slice())?,
@@ -237,6 +288,11 @@ impl Store {
                 meta.insert(KEY_GENERATION, &generation.to_be_bytes())?;
                 Ok(generation)
             });
+        for (_, value) in &mut encoded {
+            if let Some(bytes) = value {
+                zeroize::Zeroize::zeroize(bytes);
+            }
+        }
         let generation = match result {
             Ok(g) => g,
             Err(TransactionError::Storage(e)) => return Err(self.sled_error(e)),
@@ -247,10 +303,160 @@ impl Store {
                 })
             }
         };
-        self.db.flush().map_err(|e| self.sled_error(e))?;
-        self.write_snapshot(generation)?;
-        self.tighten_permissions()?;
+        trees.db.flush().map_err(|e| self.sled_error(e))?;
+        // Committed and on disk: from here on, what goes wrong is reported, not failed.
+        if let Err(e) = self.write_snapshot(generation) {
+            self.warn(format!(
+                "the change was saved in {}, but its snapshot (the copy used to repair the database after \
+                 a crash) could not be written: {e}. The next change writes a new one",
+                self.dir.display()
+            ));
+        }
+        if let Err(e) = self.tighten_permissions() {
+            self.warn(format!("the change was saved, but {e}"));
+        }
         Ok(generation)
+    }
+
+    /// Commits changes that remove secret material (a service, a client's private key),
+    /// then destroys every older copy of the store's content (see [`Store::purge_history`]).
+    /// The change is stored when this returns Ok; a purge that could not finish is reported
+    /// in [`Store::warnings`] and redone when the store is next opened.
+    pub fn commit_destroying(&mut self, changes: Vec<Change>) -> Result<u64> {
+        // The marker makes the next open finish the purge if this process dies before it.
+        self.mark_purge_pending()?;
+        let generation = self.commit(changes)?;
+        self.purge_or_warn(Ok(()));
+        Ok(generation)
+    }
+
+    /// [`Store::purge_history`], its failure reported in [`Store::warnings`].
+    pub fn destroy_history(&mut self) {
+        let marked = self.mark_purge_pending();
+        self.purge_or_warn(marked);
+    }
+
+    fn purge_or_warn(&mut self, marked: Result<()>) {
+        if let Err(e) = marked.and_then(|()| self.purge_history()) {
+            self.warn(format!(
+                "older copies of the removed keys may remain in {}: they could not be erased ({e}). \
+                 tails-server tries again the next time it opens this store",
+                self.dir.display()
+            ));
+        }
+    }
+
+    /// Leaves nothing on disk but the current records: rebuilds the database from them in
+    /// a fresh sled directory (sled's log keeps old versions of records until it reuses the
+    /// space), swaps it in by renames, then erases (zeros, fsync, unlink) the old database,
+    /// every snapshot but the current one, and the damaged copies kept by recoveries.
+    pub fn purge_history(&mut self) -> Result<()> {
+        let trees = self.trees()?;
+        self.wrote.set(true);
+        let generation = read_u64(&trees.meta, KEY_GENERATION)
+            .map_err(|detail| Error::StoreCorrupt { dir: self.dir.clone(), detail })?
+            .unwrap_or(0);
+        let records =
+            trees.services.iter().collect::<std::result::Result<Vec<_>, _>>().map_err(|e| self.sled_error(e))?;
+        let db_path = self.dir.join(DB_DIR);
+        let new_path = self.dir.join(DB_NEW);
+        let old_path = self.dir.join(DB_OLD);
+        for leftover in [&new_path, &old_path] {
+            scrub(leftover).map_err(|e| Error::io("cannot erase", leftover, e))?;
+        }
+
+        // 1. A fresh database holding only the current records, on disk before it is used.
+        {
+            let fresh = open_sled(&new_path, &self.options).map_err(|e| open_error(&self.dir, e))?;
+            let sled_err = |e| Error::Store { dir: self.dir.clone(), source: e };
+            for (key, value) in &records {
+                fresh.services.insert(key, value.clone()).map_err(sled_err)?;
+            }
+            fresh.meta.insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes()).map_err(sled_err)?;
+            fresh.meta.insert(KEY_GENERATION, &generation.to_be_bytes()).map_err(sled_err)?;
+            fresh.db.flush().map_err(sled_err)?;
+        }
+        drop(records);
+        tighten(&new_path)?;
+        // 2. The current snapshot, so that no older one is needed to recover.
+        let snapshot_dir = self.dir.join(SNAPSHOT_DIR);
+        if !snapshot_path(&snapshot_dir, generation).exists() {
+            if let Err(e) = self.write_snapshot(generation) {
+                self.warn(format!(
+                    "the snapshot of change {generation} in {} could not be written: {e}",
+                    self.dir.display()
+                ));
+            }
+        }
+
+        // 3. The swap. sled is closed first so that nothing it does later lands in the
+        // directory that takes its place.
+        drop(self.trees.take());
+        let swapped = fs::rename(&db_path, &old_path)
+            .map_err(|e| Error::io("cannot move aside", &db_path, e))
+            .and_then(|()| match fs::rename(&new_path, &db_path) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let _ = fs::rename(&old_path, &db_path);
+                    Err(Error::io("cannot move into place", &new_path, e))
+                }
+            })
+            .and_then(|()| sync_dir(&self.dir));
+        // Reopened only if this handle is used again (`trees`).
+        swapped?;
+
+        // 4. Erase what held the history.
+        let erase = |path: &Path| scrub(path).map_err(|e| Error::io("cannot erase", path, e));
+        erase(&old_path)?;
+        for entry in fs::read_dir(&snapshot_dir).map_err(|e| Error::io("cannot read", &snapshot_dir, e))? {
+            let path = entry.map_err(|e| Error::io("cannot read", &snapshot_dir, e))?.path();
+            if path != snapshot_path(&snapshot_dir, generation) {
+                erase(&path)?;
+            }
+        }
+        for copy in damaged_copies(&self.dir)? {
+            erase(&copy)?;
+        }
+        sync_dir(&snapshot_dir)?;
+        let marker = self.dir.join(PURGE_MARKER);
+        fs::remove_file(&marker).or_else(not_found_is_ok).map_err(|e| Error::io("cannot remove", &marker, e))?;
+        sync_dir(&self.dir)
+    }
+
+    fn mark_purge_pending(&self) -> Result<()> {
+        let marker = self.dir.join(PURGE_MARKER);
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&marker)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io("cannot write", &marker, e))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Whether any file of this store (database, snapshots, damaged copies) contains one
+    /// of `needles`: the trace of a record that once lived here.
+    pub fn holds_any(&self, needles: &[&[u8]]) -> bool {
+        fn search(path: &Path, needles: &[&[u8]]) -> bool {
+            let Ok(meta) = fs::symlink_metadata(path) else { return false };
+            if meta.is_dir() {
+                let Ok(entries) = fs::read_dir(path) else { return false };
+                return entries.flatten().any(|e| search(&e.path(), needles));
+            }
+            let Ok(mut bytes) = fs::read(path) else { return false };
+            let found = needles.iter().any(|n| !n.is_empty() && bytes.windows(n.len()).any(|w| w == *n));
+            zeroize::Zeroize::zeroize(&mut bytes);
+            found
+        }
+        let Ok(entries) = fs::read_dir(&self.dir) else { return false };
+        entries.flatten().any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            (name == DB_DIR || name == SNAPSHOT_DIR || name == DB_OLD || name.starts_with(DAMAGED_PREFIX))
+                && search(&entry.path(), needles)
+        })
     }
 
     fn sled_error(&self, source: sled::Error) -> Error {
@@ -260,15 +466,17 @@ impl Store {
     /// Verifies schema, records and change counter. A damaged store is reported so it can be
     /// recovered; a store from a newer tails-server is refused untouched.
     fn check(&self, fresh: bool, snapshots: &[SnapshotFile]) -> std::result::Result<(), CheckError> {
+        let trees = self.trees().map_err(CheckError::Fatal)?;
         let damaged = |p: String| CheckError::Damaged(p);
-        let schema = read_u64(&self.meta, KEY_SCHEMA).map_err(|e| damaged(format!("cannot read it: {e}")))?;
+        let schema = read_u64(&trees.meta, KEY_SCHEMA).map_err(|e| damaged(format!("cannot read it: {e}")))?;
         match schema {
             None if fresh => {
                 self.wrote.set(true);
-                self.meta
+                trees
+                    .meta
                     .insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())
-                    .and_then(|_| self.meta.insert(KEY_GENERATION, &0u64.to_be_bytes()))
-                    .and_then(|_| self.db.flush())
+                    .and_then(|_| trees.meta.insert(KEY_GENERATION, &0u64.to_be_bytes()))
+                    .and_then(|_| trees.db.flush())
                     .map_err(|e| CheckError::Fatal(self.sled_error(e)))?;
             }
             None => return Err(damaged("its schema version is missing".into())),
@@ -282,7 +490,7 @@ impl Store {
             Some(v) if v < SCHEMA_VERSION => migrate(self, v).map_err(CheckError::Fatal)?,
             Some(_) => {}
         }
-        for item in self.services.iter() {
+        for item in trees.services.iter() {
             let (key, value) = item.map_err(|e| damaged(format!("cannot read a record: {e}")))?;
             let record: ServiceRecord = serde_json::from_slice(&value)
                 .map_err(|e| damaged(format!("a service record cannot be decoded: {e}")))?;
@@ -290,7 +498,7 @@ impl Store {
                 return Err(damaged(format!("the record of {:?} is filed under another name", record.name)));
             }
         }
-        let generation = read_u64(&self.meta, KEY_GENERATION)
+        let generation = read_u64(&trees.meta, KEY_GENERATION)
             .map_err(|e| damaged(format!("cannot read its change counter: {e}")))?
             .ok_or_else(|| damaged("its change counter is missing".into()))?;
         // sled may drop the last writes after a crash without an error: a snapshot newer
@@ -307,9 +515,10 @@ impl Store {
     }
 
     fn write_snapshot(&self, generation: u64) -> Result<()> {
+        let trees = self.trees()?;
         let mut body = Vec::new();
         body.push(b'[');
-        for (i, item) in self.services.iter().enumerate() {
+        for (i, item) in trees.services.iter().enumerate() {
             let (_, value) = item.map_err(|e| self.sled_error(e))?;
             if i > 0 {
                 body.push(b',');
@@ -320,9 +529,9 @@ impl Store {
         let digest = data_encoding::HEXLOWER.encode(&Sha256::digest(&body));
         let header = format!("{SNAPSHOT_MAGIC} {SCHEMA_VERSION} {generation} {} {digest}\n", now_unix());
         let dir = self.dir.join(SNAPSHOT_DIR);
-        let path = dir.join(format!("{generation:020}.snapshot"));
-        write_atomically(&path, &[header.as_bytes(), &body])?;
+        let written = write_atomically(&snapshot_path(&dir, generation), &[header.as_bytes(), &body]);
         zeroize::Zeroize::zeroize(&mut body);
+        written?;
         for old in list_snapshots(&dir)?.into_iter().skip(self.options.snapshots_kept) {
             let _ = fs::remove_file(&old.path);
         }
@@ -332,6 +541,68 @@ impl Store {
     fn tighten_permissions(&self) -> Result<()> {
         tighten(&self.dir.join(DB_DIR))
     }
+
+    /// Test hook: makes the change counter unreadable, so that the next commit fails.
+    #[cfg(test)]
+    pub(crate) fn break_change_counter_for_test(&self) {
+        self.trees().unwrap().meta.insert(KEY_GENERATION, &[1u8, 2, 3][..]).unwrap();
+    }
+}
+
+/// The rest of `Store::open`, with the lock held: opens, checks and, if need be, recovers.
+fn open_locked(
+    dir: &Path,
+    lock: File,
+    options: StoreOptions,
+    snapshot_dir: &Path,
+) -> Result<(Store, Option<Recovery>)> {
+    let db_path = dir.join(DB_DIR);
+    let fresh = !db_path.exists();
+    let snapshots = list_snapshots(snapshot_dir)?;
+    if fresh && !snapshots.is_empty() {
+        let (store, recovery) = recover(dir, lock, options, &snapshots, "its database is missing".into(), false)?;
+        return Ok((store, Some(recovery)));
+    }
+
+    let problem = match open_sled(&db_path, &options) {
+        Ok(trees) => {
+            let store = Store::new(dir, trees, options.clone(), lock);
+            match store.check(fresh, &snapshots) {
+                Ok(()) => {
+                    if fresh {
+                        store.write_snapshot(0)?;
+                    }
+                    store.tighten_permissions()?;
+                    return Ok((store, None));
+                }
+                Err(CheckError::Fatal(e)) => return Err(e),
+                Err(CheckError::Damaged(problem)) => {
+                    let lock = store.close_keeping_lock();
+                    return recover(dir, lock, options, &snapshots, problem, true).map(|(s, r)| (s, Some(r)));
+                }
+            }
+        }
+        Err(SledOpenError::Damaged(problem)) => problem,
+        Err(SledOpenError::Fatal(e)) => return Err(e),
+    };
+    recover(dir, lock, options, &snapshots, problem, true).map(|(s, r)| (s, Some(r)))
+}
+
+/// Scrubs what an interrupted purge left (`db.new`, `db.old`). Returns whether a purge was
+/// interrupted, so that it is redone.
+fn clean_up_interrupted_purge(dir: &Path) -> Result<bool> {
+    let mut interrupted = dir.join(PURGE_MARKER).exists();
+    for name in [DB_NEW, DB_OLD] {
+        let path = dir.join(name);
+        if fs::symlink_metadata(&path).is_ok() {
+            interrupted = true;
+            scrub(&path).map_err(|e| Error::io("cannot erase", &path, e))?;
+        }
+    }
+    if interrupted {
+        sync_dir(dir)?;
+    }
+    Ok(interrupted)
 }
 
 enum CheckError {
@@ -352,18 +623,16 @@ fn migrate(store: &Store, from: u64) -> Result<()> {
         // match version { 1 => migrate_1_to_2(store)?, ... }
         version += 1;
     }
-    store
+    let trees = store.trees()?;
+    trees
         .meta
         .insert(KEY_SCHEMA, &version.to_be_bytes())
-        .and_then(|_| store.db.flush())
+        .and_then(|_| trees.db.flush())
         .map_err(|e| store.sled_error(e))?;
     Ok(())
 }
 
-fn open_sled(
-    path: &Path,
-    options: &StoreOptions,
-) -> std::result::Result<(sled::Db, sled::Tree, sled::Tree), SledOpenError> {
+fn open_sled(path: &Path, options: &StoreOptions) -> std::result::Result<Trees, SledOpenError> {
     let config = sled::Config::new()
         .path(path)
         .cache_capacity(options.cache_capacity)
@@ -375,7 +644,7 @@ fn open_sled(
         let db = config.open()?;
         let services = db.open_tree(SERVICES_TREE)?;
         let meta = db.open_tree(META_TREE)?;
-        Ok((db, services, meta))
+        Ok(Trees { services, meta, db })
     }));
     match opened {
         Ok(Ok(trees)) => Ok(trees),
@@ -408,34 +677,139 @@ fn recover(
         .ok_or_else(|| Error::StoreCorrupt { dir: dir.to_owned(), detail: problem.clone() })?;
     let db_path = dir.join(DB_DIR);
     let damaged_copy = if keep_damaged && db_path.exists() {
-        let copy = dir.join(format!("{DB_DIR}.damaged-{}", now_unix()));
+        let copy = free_damaged_copy_name(dir);
         fs::rename(&db_path, &copy).map_err(|e| Error::io("cannot move the damaged database aside", &db_path, e))?;
         Some(copy)
     } else {
         None
     };
-    let (db, services, meta) = open_sled(&db_path, &options).map_err(|e| match e {
-        SledOpenError::Fatal(e) => e,
-        SledOpenError::Damaged(d) => Error::StoreCorrupt { dir: dir.to_owned(), detail: d },
-    })?;
-    let store = Store::new(dir, db, services, meta, options, lock);
+    let trees = open_sled(&db_path, &options).map_err(|e| open_error(dir, e))?;
+    let store = Store::new(dir, trees, options, lock);
     store.wrote.set(true);
     let sled_err = |e| Error::Store { dir: dir.to_owned(), source: e };
+    let trees = store.trees()?;
     for record in &records {
-        store.services.insert(record.name.as_str(), encode(record)?).map_err(sled_err)?;
+        let mut encoded = encode(record)?;
+        trees.services.insert(record.name.as_str(), encoded.as_slice()).map_err(sled_err)?;
+        zeroize::Zeroize::zeroize(&mut encoded);
     }
-    store.meta.insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes()).map_err(sled_err)?;
-    store.meta.insert(KEY_GENERATION, &snapshot.generation.to_be_bytes()).map_err(sled_err)?;
-    store.db.flush().map_err(sled_err)?;
+    trees.meta.insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes()).map_err(sled_err)?;
+    trees.meta.insert(KEY_GENERATION, &snapshot.generation.to_be_bytes()).map_err(sled_err)?;
+    trees.db.flush().map_err(sled_err)?;
     store.tighten_permissions()?;
+    // Each recovery keeps the damaged database; only the newest few stay.
+    let erased_copies = erase_old_damaged_copies(dir, DAMAGED_COPIES_KEPT, damaged_copy.as_deref());
     let recovery = Recovery {
         dir: dir.to_owned(),
         problem,
         snapshot: snapshot.path.clone(),
         generation: snapshot.generation,
         damaged_copy,
+        erased_copies,
     };
     Ok((store, recovery))
+}
+
+fn open_error(dir: &Path, e: SledOpenError) -> Error {
+    match e {
+        SledOpenError::Fatal(e) => e,
+        SledOpenError::Damaged(d) => Error::StoreCorrupt { dir: dir.to_owned(), detail: d },
+    }
+}
+
+/// `db.damaged-<unix seconds>`, or with `.1`, `.2`, … when that name is taken (two
+/// recoveries in the same second): a recovery never fails because of a name.
+fn free_damaged_copy_name(dir: &Path) -> PathBuf {
+    let base = format!("{DAMAGED_PREFIX}{}", now_unix());
+    (0u64..)
+        .map(|n| dir.join(if n == 0 { base.clone() } else { format!("{base}.{n}") }))
+        .find(|path| matches!(fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound))
+        .expect("some name is free")
+}
+
+/// The damaged copies in `dir`, newest first (by the time and counter in their names).
+fn damaged_copies(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io("cannot read", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("cannot read", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix(DAMAGED_PREFIX) {
+            let (time, counter) = rest.split_once('.').unwrap_or((rest, "0"));
+            let order = (time.parse::<u64>().unwrap_or(0), counter.parse::<u64>().unwrap_or(0));
+            found.push((order, entry.path()));
+        }
+    }
+    found.sort_by(|a, b| b.cmp(a));
+    Ok(found.into_iter().map(|(_, path)| path).collect())
+}
+
+/// Erases all but `keep` damaged copies: the one just made (`fresh`) and the newest others.
+/// Returns those erased.
+fn erase_old_damaged_copies(dir: &Path, keep: usize, fresh: Option<&Path>) -> Vec<PathBuf> {
+    let others = damaged_copies(dir).unwrap_or_default().into_iter().filter(|p| Some(p.as_path()) != fresh);
+    let old = others.skip(keep.saturating_sub(usize::from(fresh.is_some())));
+    let erased: Vec<PathBuf> = old.filter(|path| scrub(path).is_ok()).collect();
+    if !erased.is_empty() {
+        let _ = sync_dir(dir);
+    }
+    erased
+}
+
+fn snapshot_path(snapshot_dir: &Path, generation: u64) -> PathBuf {
+    snapshot_dir.join(format!("{generation:020}.snapshot"))
+}
+
+/// Overwrites every file under `path` (a file or a directory) with zeros, syncs it, then
+/// removes it. Only the blocks that are not zeros already are written (sled's files are
+/// mostly zeros). Symbolic links are removed, never followed. Nothing there is not an error.
+fn scrub(path: &Path) -> std::io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if meta.is_dir() {
+        for entry in fs::read_dir(path)? {
+            scrub(&entry?.path())?;
+        }
+        fs::remove_dir(path)?;
+        return Ok(());
+    }
+    if meta.is_file() && meta.len() > 0 {
+        use std::os::unix::fs::FileExt;
+        const BLOCK: usize = 4096;
+        let file = OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+        let zeros = [0u8; BLOCK];
+        let mut block = [0u8; BLOCK];
+        let mut offset = 0u64;
+        let mut wrote = false;
+        while offset < meta.len() {
+            let n = (meta.len() - offset).min(BLOCK as u64) as usize;
+            file.read_exact_at(&mut block[..n], offset)?;
+            if block[..n].iter().any(|&b| b != 0) {
+                file.write_all_at(&zeros[..n], offset)?;
+                wrote = true;
+            }
+            offset += n as u64;
+        }
+        zeroize::Zeroize::zeroize(&mut block);
+        if wrote {
+            file.sync_all()?;
+        }
+    }
+    fs::remove_file(path)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("cannot sync", dir, e))
+}
+
+fn not_found_is_ok(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
 }
 
 struct SnapshotFile {
@@ -477,7 +851,8 @@ fn list_snapshots(dir: &Path) -> Result<Vec<SnapshotFile>> {
         let path = entry.map_err(|e| Error::io("cannot read", dir, e))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if name.ends_with(".tmp") {
-            let _ = fs::remove_file(&path);
+            // A snapshot that was being written: it holds keys too.
+            let _ = scrub(&path);
         } else if let Some(generation) = name.strip_suffix(".snapshot").and_then(|g| g.parse().ok()) {
             found.push(SnapshotFile { path, generation });
         }
@@ -509,8 +884,7 @@ fn read_u64(tree: &sled::Tree, key: &str) -> std::result::Result<Option<u64>, St
 }
 
 fn current_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    crate::unix::euid()
 }
 
 /// Refuses a directory (or file) that others can read or that someone else owns.
@@ -557,23 +931,7 @@ fn tighten(path: &Path) -> Result<()> {
 /// Writes a 0600 file by way of a temporary file, fsync and rename, so that a crash leaves
 /// either the old content or the new, never a mix.
 pub(crate) fn write_atomically(path: &Path, parts: &[&[u8]]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io("cannot write", &tmp, e))?;
-    for part in parts {
-        file.write_all(part).map_err(|e| Error::io("cannot write", &tmp, e))?;
-    }
-    file.sync_all().map_err(|e| Error::io("cannot write", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io("cannot write", path, e))?;
-    if let Some(parent) = path.parent() {
-        File::open(parent).and_then(|d| d.sync_all()).map_err(|e| Error::io("cannot sync", parent, e))?;
-    }
-    Ok(())
+    crate::secret_file::write_secret_file(path, parts, crate::secret_file::Replace::Always)
 }
 
 fn acquire_lock(dir: &Path, timeout: Duration) -> Result<File> {
@@ -617,4 +975,50 @@ fn lock_holder(file: &File) -> Option<u32> {
         let ino = fields.get(5)?.rsplit(':').next()?.parse::<u64>().ok()?;
         (ino == inode).then(|| fields.get(4)?.parse().ok()).flatten()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_overwrites_what_it_removes_and_never_follows_a_link() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("db.old");
+        fs::create_dir_all(dir.join("blobs")).unwrap();
+        let mut content = vec![0u8; 3 * 4096 + 100];
+        content[5000..5064].copy_from_slice(&[0xa5; 64]);
+        *content.last_mut().unwrap() = 1;
+        fs::write(dir.join("blobs/db"), &content).unwrap();
+        // A second name for the same file shows what its blocks hold after the scrub.
+        fs::hard_link(dir.join("blobs/db"), root.path().join("witness")).unwrap();
+        fs::write(root.path().join("elsewhere"), b"not ours").unwrap();
+        std::os::unix::fs::symlink(root.path().join("elsewhere"), dir.join("link")).unwrap();
+
+        scrub(&dir).unwrap();
+        assert!(!dir.exists());
+        let witness = fs::read(root.path().join("witness")).unwrap();
+        assert_eq!(witness.len(), content.len());
+        assert!(witness.iter().all(|&b| b == 0), "the file's bytes were overwritten");
+        assert_eq!(fs::read(root.path().join("elsewhere")).unwrap(), b"not ours");
+        scrub(&dir).unwrap();
+    }
+
+    #[test]
+    fn damaged_copies_get_free_names_and_the_oldest_go_first() {
+        let root = tempfile::tempdir().unwrap();
+        let first = free_damaged_copy_name(root.path());
+        fs::create_dir(&first).unwrap();
+        let second = free_damaged_copy_name(root.path());
+        assert_ne!(first, second);
+        assert_eq!(second, PathBuf::from(format!("{}.1", first.display())));
+        fs::create_dir(&second).unwrap();
+        fs::create_dir(root.path().join("db.damaged-1")).unwrap();
+        let copies = damaged_copies(root.path()).unwrap();
+        assert_eq!(copies, [second.clone(), first.clone(), root.path().join("db.damaged-1")]);
+
+        let erased = erase_old_damaged_copies(root.path(), 2, Some(&first));
+        assert_eq!(erased, [root.path().join("db.damaged-1")]);
+        assert_eq!(damaged_copies(root.path()).unwrap(), [second, first]);
+    }
 }

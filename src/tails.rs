@@ -39,8 +39,7 @@ pub fn default_runtime_dir() -> Result<PathBuf> {
             return Ok(if var == "XDG_RUNTIME_DIR" { dir.join(APP_DIR) } else { dir });
         }
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = crate::unix::euid();
     let run_user = PathBuf::from(format!("/run/user/{uid}"));
     if run_user.is_dir() {
         Ok(run_user.join(APP_DIR))

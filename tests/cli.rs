@@ -29,12 +29,12 @@ fn state_survives_every_command_in_a_new_process() {
     assert_eq!(s["clients"][0]["name"], "client-1");
 
     // No tor here: the state is recorded and the failure to publish is reported.
-    env.run(&["--control-port", "127.0.0.1:9", "enable", "custom"])
-        .fails_with("recorded as enabled, but it could not be published");
+    let out = env.run(&["--control-port", "127.0.0.1:9", "enable", "custom"]);
+    assert!(out.code == 3 && out.stderr.contains("not published yet"), "{}", out.stderr);
     assert_eq!(env.service("custom")["enabled"], true);
 
-    env.run(&["--control-port", "127.0.0.1:9", "client", "add", "custom", "alice"])
-        .fails_with("clients of custom are saved");
+    let out = env.run(&["--control-port", "127.0.0.1:9", "client", "add", "custom", "alice"]);
+    assert!(out.code == 3 && out.stderr.contains("saved, but tor could not be updated"), "{}", out.stderr);
     let s = env.service("custom");
     assert_eq!(s["clients"].as_array().unwrap().len(), 2);
     assert_eq!(s["address"], address.as_str(), "the address never changes");
@@ -43,15 +43,17 @@ fn state_survives_every_command_in_a_new_process() {
     assert_eq!(env.service("custom")["options"]["autostart"], false);
     assert_eq!(env.run(&["get-option", "custom", "autostart"]).ok().stdout, "false\n");
 
-    env.run(&["--control-port", "127.0.0.1:9", "client", "remove", "custom", "alice"])
-        .fails_with("clients of custom are saved");
+    // Enabled this session: kept published until shutdown, so still to be published.
+    let out = env.run(&["--control-port", "127.0.0.1:9", "client", "remove", "custom", "alice"]);
+    assert!(out.code == 3 && out.stderr.contains("custom is not published yet"), "{}", out.stderr);
     assert_eq!(env.service("custom")["clients"].as_array().unwrap().len(), 1);
 
     // The key shown at creation is still the one stored.
     let shown = env.run(&["client", "show", "custom", "client-1", "--as", "key"]).ok();
     assert_eq!(shown.stdout.trim(), key);
 
-    env.run(&["--control-port", "127.0.0.1:9", "disable", "custom"]).fails_with("recorded as disabled");
+    // It was never published: nothing is pending in tor.
+    env.run(&["--control-port", "127.0.0.1:9", "disable", "custom"]).ok();
     assert_eq!(env.service("custom")["enabled"], false);
     env.run(&["remove", "custom", "--yes"]).ok();
     assert_eq!(env.listing(), serde_json::json!([]));
@@ -253,4 +255,417 @@ fn catalog_lists_kinds_and_reports_bad_drop_ins() {
     env.run(&["catalog"]).fails_with("bad.toml");
     let out = env.run(&["list"]).ok();
     assert!(out.stderr.contains("bad.toml") && out.stderr.contains("local-port"), "{}", out.stderr);
+}
+
+/// Runs a command with `input` on its standard input.
+fn run_with_stdin(env: &TestEnv, args: &[&str], input: &[u8]) -> common::Run {
+    use std::io::Write;
+    let mut child = env
+        .command()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap().into()
+}
+
+#[track_caller]
+fn assert_not_shown(run: &common::Run, secret: &str) {
+    assert!(
+        !run.stdout.contains(secret) && !run.stderr.contains(secret),
+        "{secret:?} shown\nstdout: {}\nstderr: {}",
+        run.stdout,
+        run.stderr
+    );
+}
+
+#[test]
+fn a_secret_option_on_the_command_line_is_refused_unechoed_and_changes_nothing() {
+    let env = TestEnv::new();
+    env.run(&["add", "mumble"]).ok();
+    let before = store_state(&env.state_dir());
+
+    let refused = env.run(&["set-option", "mumble", "server-password", "hunter2-argv"]);
+    assert_not_shown(&refused, "hunter2");
+    let refused = refused.fails_with("refusing a value for server-password on the command line");
+    assert!(refused.stderr.contains("`tails-server set-option mumble server-password` asks"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("`tails-server set-option mumble server-password -` reads"), "{}", refused.stderr);
+
+    for args in [
+        &["add", "gobby", "--set", "server-password=hunter2-add"][..],
+        &["add", "mumble", "--name", "m2", "--set", "max-users=3", "--set", "server-password=hunter2-add"],
+    ] {
+        let refused = env.run(args);
+        assert_not_shown(&refused, "hunter2");
+        let service = if args[1] == "gobby" { "gobby" } else { "m2" };
+        refused
+            .fails_with("refusing --set server-password=...")
+            .fails_with("Nothing was added")
+            .fails_with(&format!("`tails-server set-option {service} server-password -`"));
+    }
+
+    // No value and no terminal to ask on; `-` with nothing on standard input.
+    env.run(&["set-option", "mumble", "server-password"]).fails_with("give `-` to read it from standard input");
+    env.run(&["set-option", "mumble", "server-password", "-"]).fails_with("standard input is empty");
+    // A refused value is described, not quoted.
+    let long = format!("hunter2{}\n", "x".repeat(1100));
+    let refused = run_with_stdin(&env, &["set-option", "mumble", "server-password", "-"], long.as_bytes());
+    assert_not_shown(&refused, "hunter2");
+    refused.fails_with("(hidden: 1107 characters)").fails_with("at most 1024 characters");
+    // Ordinary options still want their value on the command line.
+    env.run(&["set-option", "mumble", "max-users"]).fails_with("give the new value of max-users");
+
+    assert!(store_state(&env.state_dir()) == before, "refused commands must not touch the store");
+    assert_eq!(env.listing().as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_secret_option_from_standard_input_is_stored_and_never_echoed() {
+    let env = TestEnv::new();
+    env.run(&["add", "mumble"]).ok();
+    let set = run_with_stdin(&env, &["set-option", "mumble", "server-password", "-"], b"correct horse\n").ok();
+    assert_eq!(set.stdout, "mumble: server-password changed\n");
+    assert_not_shown(&set, "correct horse");
+
+    assert_eq!(env.service("mumble")["options"]["server-password"], "(hidden)");
+    for args in
+        [&["info", "mumble", "--details"][..], &["--format", "yaml", "list"], &["--format", "json", "info", "mumble"]]
+    {
+        assert_not_shown(&env.run(args).ok(), "correct horse");
+    }
+    // Asked for by name, the value is given to the person who asked (the one way to read
+    // it back to share it with the people joining); exactly the line, without its end.
+    assert_eq!(env.run(&["get-option", "mumble", "server-password"]).ok().stdout, "correct horse\n");
+
+    let again = run_with_stdin(
+        &env,
+        &["--format", "json", "set-option", "mumble", "server-password", "-"],
+        b"correct horse\r\n",
+    );
+    assert_eq!(again.ok().json()["message"], "mumble: server-password unchanged");
+    let cleared = run_with_stdin(&env, &["set-option", "mumble", "server-password", "-"], b"\n").ok();
+    assert_eq!(cleared.stdout, "mumble: server-password changed (now empty)\n");
+    assert_eq!(env.service("mumble")["options"]["server-password"], "");
+
+    // Ordinary options report as before.
+    let set = env.run(&["set-option", "mumble", "max-users", "20"]).ok();
+    assert_eq!(set.stdout, "mumble: max-users = 20 (was 10)\n");
+}
+
+/// A new pseudo-terminal: (master, slave), both close-on-exec.
+fn open_pty() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(master >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+        let master = std::fs::File::from_raw_fd(master);
+        assert_eq!(libc::grantpt(master.as_raw_fd()), 0);
+        assert_eq!(libc::unlockpt(master.as_raw_fd()), 0);
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()), 0);
+        let slave = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(slave >= 0, "open slave: {}", std::io::Error::last_os_error());
+        (master, std::fs::File::from_raw_fd(slave))
+    }
+}
+
+/// Runs a command on a new terminal (its controlling terminal and standard input; standard
+/// output and error stay pipes) and types `answers`, one per prompt (`prompt` counts them),
+/// each only once the prompt is shown and the terminal no longer echoes. Returns the outcome
+/// and everything the terminal showed.
+fn run_on_terminal(env: &TestEnv, args: &[&str], prompt: &str, answers: &[&str]) -> (common::Run, String) {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+
+    let (mut master, slave) = open_pty();
+    let mut command = env.command();
+    command
+        .args(args)
+        .stdin(slave.try_clone().unwrap())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    unsafe {
+        command.pre_exec(|| {
+            // A session of its own, with this terminal as its controlling terminal (/dev/tty).
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    drop(command);
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let shown = shown.clone();
+        let mut master = master.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0; 1024];
+            // EIO once the child and we have closed the terminal.
+            while let Ok(n @ 1..) = master.read(&mut buf) {
+                shown.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let text = |shown: &std::sync::Mutex<Vec<u8>>| String::from_utf8_lossy(&shown.lock().unwrap()).into_owned();
+    let echoes = || {
+        let mut term: libc::termios = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::tcgetattr(slave.as_raw_fd(), &mut term) }, 0);
+        term.c_lflag & libc::ECHO != 0
+    };
+    'typing: for (i, answer) in answers.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while text(&shown).matches(prompt).count() <= i || echoes() {
+            if child.try_wait().unwrap().is_some() {
+                break 'typing; // it stopped asking: the caller judges its outcome
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no prompt {} without echo; the terminal shows:\n{}",
+                i + 1,
+                text(&shown)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        master.write_all(format!("{answer}\n").as_bytes()).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    drop(slave);
+    drop(master);
+    reader.join().unwrap();
+    let shown = text(&shown);
+    (output.into(), shown)
+}
+
+#[test]
+fn a_secret_option_is_asked_twice_on_the_terminal_without_echo() {
+    let env = TestEnv::new();
+    env.run(&["add", "gobby"]).ok();
+    let args = ["set-option", "gobby", "server-password"];
+
+    // The two entries differ: asked again, and again; the third time it gives up.
+    let before = store_state(&env.state_dir());
+    let (run, shown) =
+        run_on_terminal(&env, &args, "server-password", &["one1", "two2", "one1", "two2", "one1", "two2"]);
+    assert_eq!(shown.matches("New server-password for gobby (not shown): ").count(), 3, "{shown}");
+    assert_eq!(shown.matches("The same server-password again: ").count(), 3, "{shown}");
+    assert_eq!(run.stderr.matches("the two entries differ; once more").count(), 2, "{}", run.stderr);
+    let run = run.fails_with("the two entries differed 3 times; nothing was changed");
+    assert!(!shown.contains("one1") && !shown.contains("two2"), "echoed: {shown}");
+    assert_not_shown(&run, "one1");
+    assert!(store_state(&env.state_dir()) == before, "a failed prompt must not touch the store");
+
+    // A mismatch, then the same twice: stored, and never shown.
+    let (run, shown) = run_on_terminal(&env, &args, "server-password", &["typo", "tyop", "open sesame", "open sesame"]);
+    let run = run.ok();
+    assert_eq!(run.stdout, "gobby: server-password changed\n");
+    assert!(!shown.contains("open sesame") && !shown.contains("typo"), "echoed: {shown}");
+    assert_not_shown(&run, "open sesame");
+    assert_eq!(env.service("gobby")["options"]["server-password"], "(hidden)");
+    assert_eq!(env.run(&["get-option", "gobby", "server-password"]).ok().stdout, "open sesame\n");
+}
+
+/// Small-order x25519 keys: with them every shared secret is all zeros, so anyone who knows
+/// the address could decrypt the descriptor layer "protected" by them.
+#[test]
+fn small_order_public_keys_are_refused_and_change_nothing() {
+    let env = TestEnv::new();
+    env.run(&["add", "custom", "--name", "svc", "--local-port", "8080"]).ok();
+    let before = store_state(&env.state_dir());
+    let base32 = |bytes: [u8; 32]| data_encoding::BASE32_NOPAD.encode(&bytes);
+    let mut one = [0u8; 32];
+    one[0] = 1;
+    let mut order8 = [0u8; 32];
+    data_encoding::HEXLOWER
+        .decode_mut(b"e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800", &mut order8)
+        .unwrap();
+    for key in [
+        base32([0; 32]),
+        base32(one),
+        format!("descriptor:x25519:{}", base32(one)),
+        base32(one).to_lowercase(),
+        base32(order8),
+    ] {
+        let run = env.run(&["client", "add", "svc", "bob", "--public-key", &key]);
+        let run = run.fails_with("invalid client public key: it is a small-order point");
+        assert!(run.stderr.contains("Ask the client for a new key"), "{key}: {}", run.stderr);
+        assert!(store_state(&env.state_dir()) == before, "{key}: a refused key must not touch the store");
+    }
+    assert_eq!(env.service("svc")["clients"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_secret_option_of_any_type_is_hidden_in_listings() {
+    let env = TestEnv::new();
+    env.listing(); // creates the state directory, 0700
+    let catalog_dir = env.state_dir().join("catalog.d");
+    std::fs::create_dir_all(&catalog_dir).unwrap();
+    std::fs::write(
+        catalog_dir.join("vault.toml"),
+        "name = \"vault\"\nname-in-gui = \"Vault\"\ndescription = \"d\"\nlocal-port = 7000\n\
+         [options.pin]\ntype = \"integer\"\ndefault = 0\ndescription = \"PIN\"\nsecret = true\ndisplay-status = true\n",
+    )
+    .unwrap();
+    env.run(&["add", "vault"]).ok();
+    let set = run_with_stdin(&env, &["set-option", "vault", "pin", "-"], b"73519\n").ok();
+    assert_eq!(set.stdout, "vault: pin changed\n");
+    assert_eq!(env.service("vault")["options"]["pin"], "(hidden)");
+    assert_not_shown(&env.run(&["info", "vault"]).ok(), "73519");
+    let status = env.run(&["--control-port", "127.0.0.1:9", "--format", "json", "status", "vault"]);
+    assert_not_shown(&status, "73519");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&status.stdout).unwrap()["options"]["pin"],
+        "(hidden)",
+        "{}",
+        status.stdout
+    );
+    let refused = run_with_stdin(&env, &["set-option", "vault", "pin", "-"], b"73519x\n");
+    assert_not_shown(&refused, "73519");
+    refused.fails_with("expected a whole number");
+}
+
+/// Every form in which `secret` could be written down: raw, base64 (standard and URL-safe),
+/// base32 (either case), hex (either case). Unpadded, so padded copies match too.
+fn written_forms(secret: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    use data_encoding::{BASE32_NOPAD, BASE64URL_NOPAD, BASE64_NOPAD, HEXLOWER, HEXUPPER};
+    let base32 = BASE32_NOPAD.encode(secret);
+    vec![
+        ("raw", secret.to_vec()),
+        ("base64", BASE64_NOPAD.encode(secret).into_bytes()),
+        ("base64url", BASE64URL_NOPAD.encode(secret).into_bytes()),
+        ("base32", base32.clone().into_bytes()),
+        ("base32 lowercase", base32.to_lowercase().into_bytes()),
+        ("hex", HEXLOWER.encode(secret).into_bytes()),
+        ("HEX", HEXUPPER.encode(secret).into_bytes()),
+    ]
+}
+
+/// Where some form of `secret` is found in any byte of any file under `dirs`.
+fn copies_of(secret: &[u8], dirs: &[std::path::PathBuf]) -> Vec<String> {
+    let forms = written_forms(secret);
+    let mut found = Vec::new();
+    for dir in dirs {
+        for (path, bytes) in common::dir_contents(dir) {
+            for (form, needle) in &forms {
+                if bytes.windows(needle.len()).any(|w| w == &needle[..]) {
+                    found.push(format!("{form} in {}", dir.join(&path).display()));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The 64-byte onion key of `service`, read from the newest snapshot of the store in `dir`.
+fn stored_onion_key(dir: &std::path::Path, service: &str) -> Vec<u8> {
+    let newest = common::dir_contents(&dir.join("snapshots")).into_iter().next_back().expect("a snapshot").1;
+    let body = &newest[newest.iter().position(|&b| b == b'\n').unwrap() + 1..];
+    let records: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let record = records.as_array().unwrap().iter().find(|r| r["name"] == service).expect("stored there");
+    let blob = record["key"].as_str().unwrap().strip_prefix("ED25519-V3:").unwrap();
+    let key = data_encoding::BASE64.decode(blob.as_bytes()).unwrap();
+    assert_eq!(key.len(), 64);
+    key
+}
+
+/// The 32-byte private key of a client, as `client show` gives it.
+fn stored_client_key(env: &TestEnv, service: &str, client: &str) -> Vec<u8> {
+    let shown = env.run(&["client", "show", service, client, "--as", "key"]).ok().stdout;
+    data_encoding::BASE32_NOPAD.decode(shown.trim().as_bytes()).unwrap()
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn removal_leaves_no_copy_of_the_removed_keys_in_any_file() {
+    let env = TestEnv::new();
+    let dirs = [env.state_dir(), env.runtime_dir()];
+    // Services with a history: older snapshots and sled's log hold every version.
+    env.run(&["add", "mumble"]).ok();
+    env.run(&["client", "add", "mumble", "alice"]).ok();
+    env.run(&["add", "custom", "--name", "moved", "--local-port", "7001"]).ok();
+    env.run(&["add", "custom", "--name", "amnesic", "--local-port", "7002", "--set", "persistence=false"]).ok();
+    env.run(&["client", "add", "amnesic", "bob"]).ok();
+    for i in 0..4 {
+        env.run(&["set-option", "mumble", "max-users", &i.to_string()]).ok();
+        env.run(&["set-option", "amnesic", "autostart", if i % 2 == 0 { "false" } else { "true" }]).ok();
+    }
+    let mumble = stored_onion_key(&env.state_dir(), "mumble");
+    let moved = stored_onion_key(&env.state_dir(), "moved");
+    let amnesic = stored_onion_key(&env.runtime_dir(), "amnesic");
+    let alice = stored_client_key(&env, "mumble", "alice");
+    let bob = stored_client_key(&env, "amnesic", "bob");
+    // "moved" leaves the state directory for the runtime one; the state directory's
+    // history still holds its key.
+    env.run(&["set-option", "moved", "persistence", "false"]).ok();
+    // A damaged copy kept by a recovery holds the keys too.
+    copy_tree(&env.state_dir().join("db"), &env.state_dir().join("db.damaged-1000"));
+    for (what, key) in [("mumble", &mumble), ("moved", &moved), ("amnesic", &amnesic), ("alice", &alice), ("bob", &bob)]
+    {
+        assert!(!copies_of(key, &dirs).is_empty(), "the scan finds {what}'s stored key");
+    }
+
+    // Removed from the runtime directory, the key goes from the state directory's history too.
+    env.run(&["remove", "moved", "--yes"]).ok();
+    assert_eq!(copies_of(&moved, &dirs), Vec::<String>::new(), "the key of removed service moved");
+    env.run(&["client", "remove", "mumble", "alice"]).ok();
+    assert_eq!(copies_of(&alice, &dirs), Vec::<String>::new(), "alice's removed key");
+    assert!(!copies_of(&mumble, &dirs).is_empty(), "the service's own key is still stored");
+    env.run(&["client", "remove", "amnesic", "bob"]).ok();
+    assert_eq!(copies_of(&bob, &dirs), Vec::<String>::new(), "bob's removed key");
+
+    for (name, key) in [("mumble", &mumble), ("amnesic", &amnesic)] {
+        env.run(&["remove", name, "--yes"]).ok();
+        assert_eq!(copies_of(key, &dirs), Vec::<String>::new(), "the key of removed service {name}");
+    }
+    assert_eq!(env.listing(), serde_json::json!([]));
+    // Both stores still work.
+    env.run(&["add", "web"]).ok();
+    env.run(&["add", "gobby", "--set", "persistence=false"]).ok();
+    assert_eq!(env.listing().as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn an_import_that_cannot_create_the_runtime_dir_changes_nothing_and_names_it() {
+    let source = TestEnv::new();
+    source.run(&["add", "web", "--set", "persistence=false"]).ok();
+    let pass = source.root.path().join("passphrase");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let backup = source.root.path().join("backup.age");
+    source.run(&["export", "--output", backup.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap()]).ok();
+
+    // Here, "web" is a persistent service, and the runtime directory cannot be created.
+    let target = TestEnv::new();
+    target.run(&["add", "web"]).ok();
+    let before = target.listing();
+    let blocker = target.root.path().join("a-file");
+    std::fs::write(&blocker, b"").unwrap();
+    let runtime = blocker.join("tails-server");
+    let import = |on_conflict: &str| -> common::Run {
+        target
+            .command()
+            .env("TAILS_SERVER_RUNTIME_DIR", &runtime)
+            .args(["import", backup.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap()])
+            .args(["--on-conflict", on_conflict])
+            .output()
+            .unwrap()
+            .into()
+    };
+    import("replace").fails_with(&runtime.display().to_string());
+    assert_eq!(target.listing(), before, "the old service is still there, unchanged");
 }

@@ -5,9 +5,11 @@
 mod common;
 
 use std::fs;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::TestEnv;
+use tails_server::{AddRequest, Config, Manager};
 
 fn flip_bytes_in_sled_log(env: &TestEnv) {
     let path = env.state_dir().join("db/db");
@@ -121,9 +123,18 @@ fn a_busy_store_is_waited_for_then_refused_clearly() {
     let out = common::Run::from(out);
     out.fails_with("in use by another tails-server process");
 
-    // A command started while the store is busy finishes once it is released.
+    // A command started while the store is busy waits for it, then finishes once it is
+    // released.
+    let snapshots_before = entries(&env.state_dir().join("snapshots"));
     let mut waiting = env.command().args(["client", "add", "mumble", "late"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let lock_path = env.state_dir().join("lock");
+    let pid = waiting.id();
+    wait_for("the command to open the lock file", || {
+        has_open(pid, &lock_path) || waiting.try_wait().unwrap().is_some()
+    });
+    let exited = waiting.try_wait().unwrap();
+    assert!(exited.is_none(), "the command did not wait for the store: it exited ({exited:?})");
+    assert_eq!(entries(&env.state_dir().join("snapshots")), snapshots_before, "it changed a busy store");
     lock.unlock().unwrap();
     assert!(waiting.wait().unwrap().success());
     assert!(env.service("mumble")["clients"].as_array().unwrap().iter().any(|c| c["name"] == "late"));
@@ -158,4 +169,134 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// Waits (polling, up to 30 s) until `condition` holds; fails the test if it never does.
+#[track_caller]
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether process `pid` has `path` open.
+fn has_open(pid: u32, path: &Path) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().any(|fd| fs::read_link(fd.path()).is_ok_and(|target| target == path))
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    found.sort();
+    found
+}
+
+fn damaged_copies(env: &TestEnv) -> Vec<PathBuf> {
+    entries(&env.state_dir())
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("db.damaged-"))
+        .collect()
+}
+
+#[test]
+fn a_recovery_never_fails_because_the_damaged_copys_name_is_taken() {
+    let env = populated();
+    let before = env.listing();
+    // Earlier recoveries in this second (and the next ones) already used the names.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    for t in now..now + 3 {
+        let taken = env.state_dir().join(format!("db.damaged-{t}"));
+        fs::create_dir(&taken).unwrap();
+        fs::write(taken.join("db"), b"an earlier damaged database").unwrap();
+    }
+    flip_bytes_in_sled_log(&env);
+    let out = env.run(&["--format", "json", "list"]).ok();
+    assert!(out.stderr.contains("restored from the snapshot"), "{}", out.stderr);
+    assert_eq!(out.json(), before);
+    env.run(&["client", "add", "mumble", "bob"]).ok();
+}
+
+#[test]
+fn only_the_newest_damaged_copies_are_kept_and_the_warning_says_so() {
+    let env = populated();
+    let before = env.listing();
+    let mut kept = Vec::new();
+    for round in 0..3 {
+        flip_bytes_in_sled_log(&env);
+        let out = env.run(&["--format", "json", "list"]).ok();
+        assert_eq!(out.json(), before);
+        assert!(out.stderr.contains("at most 2 damaged copies are kept"), "{}", out.stderr);
+        let copies = damaged_copies(&env);
+        let new: Vec<_> = copies.iter().filter(|c| !kept.contains(*c)).cloned().collect();
+        assert_eq!(new.len(), 1, "round {round}: one new damaged copy: {copies:?}");
+        assert!(out.stderr.contains(&new[0].display().to_string()), "{}", out.stderr);
+        if round < 2 {
+            assert!(!out.stderr.contains("erased"), "{}", out.stderr);
+        } else {
+            let oldest = kept[0].display().to_string();
+            assert!(out.stderr.contains(&format!("Older damaged copies were erased: {oldest}.")), "{}", out.stderr);
+        }
+        kept.push(new[0].clone());
+        if kept.len() > 2 {
+            kept.remove(0);
+        }
+        let mut expected = kept.clone();
+        expected.sort();
+        assert_eq!(damaged_copies(&env), expected, "round {round}: the newest two are kept");
+    }
+}
+
+#[test]
+fn a_purge_interrupted_between_its_renames_is_recovered_and_finished() {
+    let env = populated();
+    let before = env.listing();
+    assert!(entries(&env.state_dir().join("snapshots")).len() > 1);
+    // The database was moved aside and the rebuilt one not yet moved into place.
+    fs::rename(env.state_dir().join("db"), env.state_dir().join("db.old")).unwrap();
+    copy_dir(&env.state_dir().join("db.old"), &env.state_dir().join("db.new"));
+    let out = env.run(&["--format", "json", "list"]).ok();
+    assert!(out.stderr.contains("database is missing"), "{}", out.stderr);
+    assert_eq!(out.json(), before);
+    assert!(!env.state_dir().join("db.old").exists() && !env.state_dir().join("db.new").exists());
+    assert_eq!(entries(&env.state_dir().join("snapshots")).len(), 1, "the purge was finished");
+    let again = env.run(&["list"]).ok();
+    assert_eq!(again.stderr, "");
+    env.run(&["client", "add", "mumble", "bob"]).ok();
+}
+
+#[test]
+fn a_purge_interrupted_while_rebuilding_is_finished_quietly() {
+    let env = populated();
+    let before = env.listing();
+    fs::create_dir(env.state_dir().join("db.new")).unwrap();
+    fs::write(env.state_dir().join("db.new/db"), b"half a database").unwrap();
+    let out = env.run(&["--format", "json", "list"]).ok();
+    assert_eq!(out.stderr, "");
+    assert_eq!(out.json(), before);
+    assert!(!env.state_dir().join("db.new").exists());
+    assert_eq!(entries(&env.state_dir().join("snapshots")).len(), 1, "the purge was finished");
+}
+
+#[test]
+fn a_change_saved_without_its_snapshot_is_reported_as_saved_with_a_warning() {
+    let root = tempfile::tempdir().unwrap();
+    let state = root.path().join("state");
+    let mut manager = Manager::open(Config::new(state.clone())).unwrap();
+    manager.add(AddRequest::new("gobby")).unwrap();
+    // No snapshot can be written any more, not even by root: its directory is now a file.
+    fs::remove_dir_all(state.join("snapshots")).unwrap();
+    fs::write(state.join("snapshots"), b"").unwrap();
+    let added = manager.add(AddRequest::new("web")).expect("the change is stored, so it succeeded");
+    let warnings = manager.warnings();
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("was saved") && warnings[0].contains("snapshot"),
+        "{warnings:?}"
+    );
+    drop(manager);
+    fs::remove_file(state.join("snapshots")).unwrap();
+    let manager = Manager::open(Config::new(state)).unwrap();
+    assert_eq!(manager.get(&added.name).unwrap(), added);
+    assert!(manager.warnings().is_empty());
 }

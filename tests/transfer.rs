@@ -24,7 +24,13 @@ fn passfile(env: &TestEnv, text: &str) -> PathBuf {
 }
 
 fn populate(env: &TestEnv) {
-    env.run(&["add", "mumble", "--set", "server-password=hunter2", "--set", "max-users=5"]).ok();
+    env.run(&["add", "mumble", "--set", "max-users=5"]).ok();
+    // A secret never travels on the command line: standard input.
+    let mut set = env.command();
+    set.args(["set-option", "mumble", "server-password", "-"]).stdin(std::process::Stdio::piped());
+    let mut child = set.stdout(std::process::Stdio::null()).spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"hunter2\n").unwrap();
+    assert!(child.wait().unwrap().success());
     env.run(&["add", "custom", "--name", "blog", "--local-port", "8080", "--remote-port", "80"]).ok();
     env.run(&["client", "add", "mumble", "alice"]).ok();
     let theirs = ClientSecretKey::generate().unwrap().public_key();
@@ -352,7 +358,7 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
         "empty passphrase file",
         vec![("b.age", good.clone()), ("pass", b"\n".to_vec())],
         &import_args("b.age"),
-        "passphrase is empty",
+        "passphrase file pass is empty",
     ));
     cases.push(case(
         "huge passphrase file",
@@ -769,4 +775,235 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
     }
     assert!(failures.is_empty(), "{} of {} cases misbehaved:\n{}", failures.len(), cases.len(), failures.join("\n"));
     eprintln!("{} hostile inputs refused, store unchanged", cases.len());
+}
+
+/// A mumble service with clients client-1, alice (key pair) and bob (public key only).
+fn mumble_with_clients(env: &TestEnv) {
+    env.run(&["add", "mumble"]).ok();
+    env.run(&["client", "add", "mumble", "alice"]).ok();
+    let theirs = ClientSecretKey::generate().unwrap().public_key();
+    env.run(&["client", "add", "mumble", "bob", "--public-key", &theirs.to_base32()]).ok();
+}
+
+/// u = 0, u = 1 and a point of order 8: x25519 public keys whose shared secret with any key
+/// is all zeros, so that anyone who knows the address could decrypt the descriptor.
+fn small_order_keys() -> Vec<String> {
+    let mut one = [0u8; 32];
+    one[0] = 1;
+    let order8 =
+        data_encoding::HEXLOWER.decode(b"5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157").unwrap();
+    [&[0u8; 32][..], &one, &order8].iter().map(|b| data_encoding::BASE32_NOPAD.encode(b)).collect()
+}
+
+#[test]
+fn small_order_client_keys_are_refused_from_tor_dirs_backups_and_onionshare() {
+    let env = TestEnv::new();
+    mumble_with_clients(&env);
+    let good_backup = env.root.path().join("good.age");
+    export(&env, &good_backup);
+    let plain: serde_json::Value = serde_json::from_slice(
+        &tails_server::backup::decrypt(&fs::read(&good_backup).unwrap(), PASS).unwrap().to_json(),
+    )
+    .unwrap();
+    let mumble = plain["services"].as_array().unwrap().iter().find(|s| s["name"] == "mumble").unwrap().clone();
+    let pass = passfile(&env, PASS);
+    let before = store_state(&env.state_dir());
+    let needle = "it is a small-order point";
+    for (i, bad) in small_order_keys().into_iter().enumerate() {
+        // A C tor HiddenServiceDir with one such client among good ones.
+        let hs = env.root.path().join(format!("hs{i}"));
+        fs::create_dir_all(hs.join("authorized_clients")).unwrap();
+        fs::write(hs.join("hs_ed25519_secret_key"), OnionSecretKey::generate().unwrap().to_tor_secret_file()).unwrap();
+        let alice = ClientSecretKey::generate().unwrap().public_key();
+        fs::write(hs.join("authorized_clients/alice.auth"), alice.auth_line() + "\n").unwrap();
+        fs::write(hs.join("authorized_clients/eve.auth"), format!("descriptor:x25519:{bad}\n")).unwrap();
+        let run = env.run(&["import-tor-dir", hs.to_str().unwrap(), "--name", "fromtor", "--local-port", "80"]);
+        let run = run.fails_with(needle);
+        assert!(run.stderr.contains("eve.auth"), "the error names the file: {}", run.stderr);
+
+        // A backup holding a new service whose client has such a key.
+        let mut service = mumble.clone();
+        service["name"] = "newcomer".into();
+        service["key"] = OnionSecretKey::generate().unwrap().to_control_blob().as_str().to_owned().into();
+        let clients = service["clients"].as_array_mut().unwrap();
+        let bob = clients.iter_mut().find(|c| c["name"] == "bob").unwrap();
+        bob["public-key"] = bad.clone().into();
+        let file = env.root.path().join(format!("bad{i}.age"));
+        fs::write(&file, age_encrypt(&document(serde_json::json!([service])), PASS)).unwrap();
+        env.run(&["import", file.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap()]).fails_with(needle);
+        env.run(&["import", file.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap(), "--dry-run"])
+            .fails_with(needle);
+
+        // An OnionShare file whose client public key is such a key.
+        let mut share: serde_json::Value = serde_json::from_str(&onionshare_json(
+            &OnionSecretKey::generate().unwrap(),
+            Some(&ClientSecretKey::generate().unwrap()),
+            false,
+        ))
+        .unwrap();
+        share["onion"]["client_auth_pub_key"] = bad.clone().into();
+        let file = env.root.path().join(format!("share{i}.json"));
+        fs::write(&file, share.to_string()).unwrap();
+        env.run(&["import-onionshare", file.to_str().unwrap(), "--local-port", "17600"]).fails_with(needle);
+    }
+    assert!(store_state(&env.state_dir()) == before, "refused imports must not touch the store");
+}
+
+fn mode_of(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// The 64 secret bytes of the key in an `hs_ed25519_secret_key` file, in every form we know.
+fn key_forms(key_file: &[u8]) -> Vec<Vec<u8>> {
+    let key = &key_file[32..];
+    assert_eq!(key.len(), 64);
+    vec![
+        key.to_vec(),
+        data_encoding::BASE64.encode(key).into_bytes(),
+        data_encoding::BASE32_NOPAD.encode(key).into_bytes(),
+        data_encoding::HEXLOWER.encode(key).into_bytes(),
+    ]
+}
+
+fn holds_any(haystack: &[u8], needles: &[Vec<u8>]) -> bool {
+    needles.iter().any(|n| haystack.windows(n.len()).any(|w| w == &n[..]))
+}
+
+#[test]
+fn export_tor_dir_never_follows_a_planted_symlink() {
+    let env = TestEnv::new();
+    mumble_with_clients(&env);
+    let elsewhere = env.root.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let victim = elsewhere.join("victim");
+    fs::write(&victim, b"untouched").unwrap();
+    let hs = env.root.path().join("hs");
+    fs::create_dir(&hs).unwrap();
+    fs::set_permissions(&hs, fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&victim, hs.join("hs_ed25519_secret_key")).unwrap();
+    // A dangling link too: the file it names must not come into being.
+    let dangling = elsewhere.join("created-by-us");
+    std::os::unix::fs::symlink(&dangling, hs.join("hostname")).unwrap();
+
+    env.run(&["export-tor-dir", "mumble", hs.to_str().unwrap()]).fails_with("--force");
+    env.run(&["export-tor-dir", "mumble", hs.to_str().unwrap(), "--force"]).ok();
+
+    let key_file = hs.join("hs_ed25519_secret_key");
+    assert!(fs::symlink_metadata(&key_file).unwrap().file_type().is_file(), "the link was replaced by a file");
+    assert_eq!(mode_of(&key_file), 0o600);
+    let forms = key_forms(&fs::read(&key_file).unwrap());
+    let victim_bytes = fs::read(&victim).unwrap();
+    assert_eq!(victim_bytes, b"untouched", "the link's target is untouched");
+    assert!(!holds_any(&victim_bytes, &forms));
+    assert!(!dangling.exists(), "a dangling link's target was created");
+    assert!(fs::symlink_metadata(hs.join("hostname")).unwrap().file_type().is_file());
+    for entry in fs::read_dir(&elsewhere).unwrap() {
+        assert!(!holds_any(&fs::read(entry.unwrap().path()).unwrap(), &forms));
+    }
+}
+
+#[test]
+fn export_tor_dir_makes_what_it_writes_private() {
+    let env = TestEnv::new();
+    mumble_with_clients(&env);
+    // An existing directory and key file that others can read.
+    let hs = env.root.path().join("hs");
+    fs::create_dir_all(hs.join("authorized_clients")).unwrap();
+    fs::write(hs.join("hs_ed25519_secret_key"), b"old").unwrap();
+    fs::set_permissions(hs.join("hs_ed25519_secret_key"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(hs.join("authorized_clients"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&hs, fs::Permissions::from_mode(0o755)).unwrap();
+    env.run(&["export-tor-dir", "mumble", hs.to_str().unwrap(), "--force"]).ok();
+    assert_eq!(mode_of(&hs), 0o700);
+    assert_eq!(mode_of(&hs.join("authorized_clients")), 0o700);
+    for name in ["hs_ed25519_secret_key", "hs_ed25519_public_key", "hostname", "authorized_clients/alice.auth"] {
+        assert_eq!(mode_of(&hs.join(name)), 0o600, "{name}");
+    }
+    assert_eq!(fs::read(hs.join("hs_ed25519_secret_key")).unwrap().len(), 96);
+
+    // New directories (and missing parents) are created 0700.
+    let deep = env.root.path().join("new/deeper/hs");
+    env.run(&["export-tor-dir", "mumble", deep.to_str().unwrap()]).ok();
+    for d in [env.root.path().join("new"), env.root.path().join("new/deeper"), deep.clone()] {
+        assert_eq!(mode_of(&d), 0o700, "{}", d.display());
+    }
+
+    // A directory others can write to is refused, and nothing is written into it.
+    let shared = env.root.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    for mode in [0o777, 0o770, 0o1777] {
+        fs::set_permissions(&shared, fs::Permissions::from_mode(mode)).unwrap();
+        env.run(&["export-tor-dir", "mumble", shared.to_str().unwrap(), "--force"])
+            .fails_with("other users can write to this directory");
+        assert_eq!(fs::read_dir(&shared).unwrap().count(), 0);
+    }
+}
+
+#[test]
+fn export_tor_dir_with_force_removes_the_auth_files_of_removed_clients() {
+    let env = TestEnv::new();
+    mumble_with_clients(&env);
+    let hs = env.root.path().join("hs");
+    env.run(&["export-tor-dir", "mumble", hs.to_str().unwrap()]).ok();
+    let auth = hs.join("authorized_clients");
+    let listing = |dir: &Path| {
+        let mut names: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(listing(&auth), ["alice.auth", "bob.auth", "client-1.auth"]);
+    fs::write(auth.join("notes.txt"), b"not tor's").unwrap();
+    env.run(&["client", "remove", "mumble", "alice"]).ok();
+    env.run(&["export-tor-dir", "mumble", hs.to_str().unwrap(), "--force"]).ok();
+    assert_eq!(listing(&auth), ["bob.auth", "client-1.auth", "notes.txt"], "alice would still be admitted");
+}
+
+#[test]
+fn credential_files_and_backups_never_follow_symlinks() {
+    let env = TestEnv::new();
+    mumble_with_clients(&env);
+    let elsewhere = env.root.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let victim = elsewhere.join("victim");
+    fs::write(&victim, b"untouched").unwrap();
+    let out = env.root.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let pass = passfile(&env, PASS);
+
+    // Without --force, any existing entry is refused, a dangling link included.
+    let dangling = out.join("dangling");
+    std::os::unix::fs::symlink(elsewhere.join("nothing"), &dangling).unwrap();
+    env.run(&["client", "show", "mumble", "alice", "--as", "auth-private", "--output", dangling.to_str().unwrap()])
+        .fails_with("--force");
+    env.run(&["export", "--output", dangling.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap()])
+        .fails_with("--force");
+    assert!(!elsewhere.join("nothing").exists());
+
+    // With --force, the link is replaced by a private file; its target is untouched.
+    for (i, args) in [
+        vec!["client", "show", "mumble", "alice", "--as", "auth-private"],
+        vec!["export", "--passphrase-file", pass.to_str().unwrap()],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let link = out.join(format!("link{i}"));
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let mut args = args.clone();
+        args.extend(["--output", link.to_str().unwrap(), "--force"]);
+        env.run(&args).ok();
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_file(), "{args:?}");
+        assert_eq!(mode_of(&link), 0o600, "{args:?}");
+        assert_eq!(fs::read(&victim).unwrap(), b"untouched", "{args:?}");
+    }
+
+    // Not into a directory others can write to.
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o1777)).unwrap();
+    let file = out.join("alice.auth_private");
+    env.run(&["client", "show", "mumble", "alice", "--as", "auth-private", "--output", file.to_str().unwrap()])
+        .fails_with("other users can write to this directory");
+    env.run(&["export", "--output", file.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap()])
+        .fails_with("other users can write to this directory");
+    assert!(!file.exists());
 }

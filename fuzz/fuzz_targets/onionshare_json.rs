@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = tails_server::migrate::parse_onionshare(std::path::Path::new("fuzz.json"), data);
+    let _ = tails_server::interop::parse_onionshare(std::path::Path::new("fuzz.json"), data);
 });

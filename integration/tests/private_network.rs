@@ -46,6 +46,15 @@ fn main() {
         ("e_a_removed_client_is_locked_out_and_others_stay_in", e_a_removed_client_is_locked_out_and_others_stay_in),
         ("f_two_services_at_once", f_two_services_at_once),
         ("g_bad_input_reaching_tor_changes_nothing", g_bad_input_reaching_tor_changes_nothing),
+        ("h_a_removed_service_is_unreachable_at_once", h_a_removed_service_is_unreachable_at_once),
+        (
+            "i_a_client_removed_while_tor_was_unreachable_is_refused_once_it_answers",
+            i_a_client_removed_while_tor_was_unreachable_is_refused_once_it_answers,
+        ),
+        (
+            "j_a_client_removed_during_a_republish_storm_is_refused",
+            j_a_client_removed_during_a_republish_storm_is_refused,
+        ),
     ];
     if args.list {
         let trials = tests.iter().map(|(name, _)| Trial::test(*name, || Ok(()))).collect();
@@ -106,11 +115,36 @@ fn a_client_with_the_key_fetches_the_backend(ctx: &Ctx) {
     });
     assert_eq!(code, 0x00, "SOCKS reply");
     assert_eq!(body.as_deref(), Some(ctx.net.backend_body(0).as_str()));
+    // A credential the user keeps in the same tor for this address (as a client of their
+    // own service) is used by the probe, never replaced or removed by it.
+    let id = address.trim_end_matches(".onion").to_owned();
+    let base32 = line.rsplit(':').next().unwrap();
+    let key = data_encoding::BASE64.encode(&data_encoding::BASE32_NOPAD.decode(base32.as_bytes()).unwrap());
+    let view = |ctx: &Ctx| {
+        ctx.rt.block_on(async {
+            let mut hs = TorControl::connect(&ctx.net.hs_control_config()).await.unwrap();
+            let reply = hs.execute(&CommandLine::new("ONION_CLIENT_AUTH_VIEW").arg("id", &id).unwrap()).await.unwrap();
+            reply.lines.iter().filter(|l| l.starts_with("CLIENT ")).count()
+        })
+    };
+    ctx.rt.block_on(async {
+        let mut hs = TorControl::connect(&ctx.net.hs_control_config()).await.unwrap();
+        let add = CommandLine::new("ONION_CLIENT_AUTH_ADD")
+            .arg("id", &id)
+            .unwrap()
+            .secret_arg("key", &format!("x25519:{key}"))
+            .unwrap()
+            .arg("name", "ClientName=mine")
+            .unwrap();
+        hs.execute(&add).await.unwrap();
+    });
+    assert_eq!(view(ctx), 1);
     // status sees all three levels.
     let status = user.run(&["--format", "json", "status", "site-a", "--probe"]).ok().json();
     assert_eq!(status["registered"], true, "{status}");
     assert_eq!(status["uploaded"], true, "{status}");
     assert_eq!(status["reachable"], true, "{status}");
+    assert_eq!(view(ctx), 1, "the probe must leave the user's own credential in place");
 }
 
 fn b_clients_without_or_with_a_wrong_key_are_refused(ctx: &Ctx) {
@@ -289,7 +323,10 @@ fn g_bad_input_reaching_tor_changes_nothing(ctx: &Ctx) {
     // A wrong control password.
     let wrong = user.home.path().join("wrong-password");
     std::fs::write(&wrong, "not the password\n").unwrap();
-    user.run(&["--password-file", wrong.to_str().unwrap(), "enable", "site-g"]).fails_with("wrong password?");
+    // (Without the cookie: SAFECOOKIE, offered too, is used whenever the cookie is readable.)
+    let no_cookie = ["--cookie-file", "/nonexistent/control_auth_cookie"];
+    user.run(&[&no_cookie[..], &["--password-file", wrong.to_str().unwrap(), "enable", "site-g"]].concat())
+        .fails_with("wrong password?");
     assert!(snapshot_files(&user.state_dir()) == before, "a refused password must leave the store unchanged");
 
     // The right password works (tor offers HASHEDPASSWORD next to the cookie).
@@ -311,7 +348,8 @@ fn g_bad_input_reaching_tor_changes_nothing(ctx: &Ctx) {
             .await
             .unwrap();
         let refused = tokio::task::block_in_place(|| {
-            user.run(&["--password-file", right.to_str().unwrap(), "enable", "site-g"]).fails_with("550")
+            user.run(&[&no_cookie[..], &["--password-file", right.to_str().unwrap(), "enable", "site-g"]].concat())
+                .fails_with("550")
         });
         assert!(refused.stderr.contains("another program"), "{}", refused.stderr);
         assert!(!refused.stderr.contains(&key[11..40]), "the key is never printed");
@@ -321,7 +359,142 @@ fn g_bad_input_reaching_tor_changes_nothing(ctx: &Ctx) {
     assert_eq!(user.run(&["--format", "json", "info", "site-g"]).ok().json()["enabled"], false);
 
     // With the other controller gone, the same command publishes it.
-    user.run(&["--password-file", right.to_str().unwrap(), "enable", "site-g"]).ok();
+    user.run(&[&no_cookie[..], &["--password-file", right.to_str().unwrap(), "enable", "site-g"]].concat()).ok();
     assert_eq!(user.run(&["--format", "json", "status", "site-g"]).ok().json()["registered"], true);
     assert_eq!(user.address("site-g"), address);
+}
+
+/// A child process that must not outlive a failing trial.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fetch_code_within(ctx: &Ctx, who: &Client, address: &str, limit: Duration) -> u8 {
+    ctx.rt.block_on(async {
+        // Open rendezvous circuits outlive DEL_ONION: start afresh, as a new visitor would.
+        who.newnym().await;
+        tokio::time::timeout(limit, who.fetch(address, 80)).await.map(|r| r.0).unwrap_or(0xFF)
+    })
+}
+
+fn h_a_removed_service_is_unreachable_at_once(ctx: &Ctx) {
+    let user = User::new(&ctx.net);
+    let address = published(&user, "site-h", 0);
+    let id = address.trim_end_matches(".onion").to_owned();
+    let alice = client(ctx, 0);
+    let line = user.auth_private("site-h", "client-1");
+    assert_eq!(
+        ctx.rt.block_on(async {
+            alice.set_keys(&[("site-h", &line)]).await;
+            alice.fetch_until(&address, 80, 0x00, REACH).await.0
+        }),
+        0x00
+    );
+    let removed = user.run(&["remove", "site-h", "--yes"]).ok();
+    assert!(removed.stderr.contains("site-h: removed from tor"), "{}", removed.stderr);
+    let live = ctx.rt.block_on(async {
+        let mut hs = TorControl::connect(&ctx.net.hs_control_config()).await.unwrap();
+        hs.detached_onions().await.unwrap()
+    });
+    assert!(!live.contains(&id), "tor still runs a removed service");
+    let after = fetch_code_within(ctx, &alice, &address, Duration::from_secs(60));
+    assert_ne!(after, 0x00, "a removed service must not be reachable, even with its old key");
+}
+
+fn i_a_client_removed_while_tor_was_unreachable_is_refused_once_it_answers(ctx: &Ctx) {
+    let user = User::new(&ctx.net);
+    let address = published(&user, "site-i", 1);
+    user.run(&["client", "add", "site-i", "bob"]).ok();
+    let log_path = user.home.path().join("daemon.log");
+    let _daemon = KillOnDrop(
+        user.command()
+            .arg("daemon")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let alice = client(ctx, 0);
+    let bob = client(ctx, 1);
+    let (alice_line, bob_line) = (user.auth_private("site-i", "client-1"), user.auth_private("site-i", "bob"));
+    ctx.rt.block_on(async {
+        alice.set_keys(&[("site-i", &alice_line)]).await;
+        bob.set_keys(&[("site-i", &bob_line)]).await;
+        assert_eq!(bob.fetch_until(&address, 80, 0x00, REACH).await.0, 0x00);
+    });
+
+    // tor keeps running the service but does not answer us.
+    ctx.rt.block_on(ctx.net.pause_hs());
+    let removed = user.run(&["client", "remove", "site-i", "bob"]);
+    ctx.rt.block_on(ctx.net.unpause_hs());
+    assert_eq!(removed.code, 3, "saved, tor not updated yet: {}", removed.stderr);
+    assert!(removed.stderr.contains("previous clients"), "it says what is true: {}", removed.stderr);
+
+    // tor answers again: the daemon republishes without bob, unprompted.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&log_path).unwrap_or_default().contains("site-i: republished") {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not republish:\n{}",
+            std::fs::read_to_string(&log_path).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ctx.rt.block_on(async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        alice.newnym().await;
+        bob.newnym().await;
+        assert_eq!(bob.fetch_until(&address, 80, 0xF5, REACH).await.0, 0xF5, "the removed client is refused");
+        assert_eq!(alice.fetch_until(&address, 80, 0x00, REACH).await.0, 0x00, "the other client still gets in");
+    });
+}
+
+fn j_a_client_removed_during_a_republish_storm_is_refused(ctx: &Ctx) {
+    let user = User::new(&ctx.net);
+    let address = published(&user, "site-j", 0);
+    user.run(&["client", "add", "site-j", "bob"]).ok();
+    let (alice_line, bob_line) = (user.auth_private("site-j", "client-1"), user.auth_private("site-j", "bob"));
+    let _daemon = KillOnDrop(
+        user.command()
+            .arg("daemon")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // tor restarts three times in a row (networks coming up) while the client is removed:
+    // the daemon republishes at each restart, and never with a copy read before the removal.
+    std::thread::scope(|scope| {
+        let storm = scope.spawn(|| {
+            for _ in 0..3 {
+                ctx.rt.block_on(ctx.net.restart_hs());
+            }
+        });
+        let removed = user.run(&["client", "remove", "site-j", "bob"]);
+        assert!(removed.code == 0 || removed.code == 3, "{}", removed.stderr);
+        storm.join().unwrap();
+    });
+    // Converged: tor runs it, with the stored clients.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = user.run(&["--format", "json", "status", "site-j"]).ok().json();
+        if status["registered"] == true && status["published-as-stored"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not converged: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let alice = client(ctx, 0);
+    let bob = client(ctx, 1);
+    ctx.rt.block_on(async {
+        alice.set_keys(&[("site-j", &alice_line)]).await;
+        bob.set_keys(&[("site-j", &bob_line)]).await;
+        assert_eq!(bob.fetch_until(&address, 80, 0xF5, REACH).await.0, 0xF5, "the removed client is refused");
+        assert_eq!(alice.fetch_until(&address, 80, 0x00, REACH).await.0, 0x00, "the remaining client gets in");
+    });
 }

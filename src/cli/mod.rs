@@ -1,8 +1,11 @@
 //! Command-line definitions (clap) and the dispatch to library operations.
 
 mod output;
+mod secret_input;
 mod tor;
 mod transfer;
+
+pub use tor::{TorPending, EXIT_PENDING};
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -116,7 +119,14 @@ enum Command {
     /// Print the value of an option
     GetOption { name: ServiceName, option: String },
     /// Change the value of an option
-    SetOption { name: ServiceName, option: String, value: String },
+    SetOption {
+        name: ServiceName,
+        option: String,
+        /// The new value. Secret options (passwords) never take one here: leave it out to
+        /// be asked on the terminal (twice, not shown), or give `-` to read one line of
+        /// standard input
+        value: Option<String>,
+    },
     /// Manage the clients allowed to reach a service
     #[command(subcommand)]
     Client(ClientCommand),
@@ -266,7 +276,11 @@ fn config(cli: &Cli) -> Result<Config> {
     })
 }
 
-fn open(cli: &Cli) -> Result<Manager> {
+fn publisher(cli: &Cli) -> Result<tails_server::reconcile::Publisher> {
+    tor::publisher(&cli.tor, config(cli)?)
+}
+
+fn open(cli: &Cli) -> Result<Opened> {
     let config = config(cli)?;
     let manager = Manager::open(config)?;
     for recovery in manager.recoveries() {
@@ -275,11 +289,62 @@ fn open(cli: &Cli) -> Result<Manager> {
     for problem in manager.catalog().problems() {
         eprintln!("tails-server: warning: ignoring a service definition: {problem}");
     }
-    Ok(manager)
+    Ok(Opened(manager))
+}
+
+/// The stores, open for one command. When closed, tells what went wrong after a change
+/// was saved (a snapshot not written, an old copy of a removed key not erased): the
+/// change stands, and the user must know what protection is missing.
+struct Opened(Manager);
+
+impl std::ops::Deref for Opened {
+    type Target = Manager;
+    fn deref(&self) -> &Manager {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Opened {
+    fn deref_mut(&mut self) -> &mut Manager {
+        &mut self.0
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        for warning in self.0.warnings() {
+            eprintln!("tails-server: WARNING: {warning}");
+        }
+    }
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     let out = Printer::new(cli.format);
+    match &cli.command {
+        Command::Completions { .. } | Command::Man => run_docs(&cli),
+        Command::Catalog
+        | Command::Add { .. }
+        | Command::Remove { .. }
+        | Command::List
+        | Command::Info { .. }
+        | Command::GetOption { .. }
+        | Command::SetOption { .. } => run_services(&cli, &out),
+        Command::Status { .. }
+        | Command::Enable { .. }
+        | Command::Disable { .. }
+        | Command::Restore
+        | Command::Daemon => run_tor(&cli, &out),
+        Command::Client(command) => run_client(&cli, command, &out),
+        Command::Export { .. }
+        | Command::ImportTorDir { .. }
+        | Command::ImportOnionshare { .. }
+        | Command::Import { .. }
+        | Command::ExportTorDir { .. } => run_transfer(&cli, &out),
+    }
+}
+
+/// The manual page and shell completions, generated from the definitions above.
+fn run_docs(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Completions { shell } => {
             let mut script = Vec::new();
@@ -291,8 +356,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Man => {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).context("cannot write the manual page")
         }
+        _ => unreachable!("dispatched by run"),
+    }
+}
+
+/// Services and their options: the catalog, add, remove, list, info, get/set-option.
+fn run_services(cli: &Cli, out: &Printer) -> Result<()> {
+    match &cli.command {
         Command::Catalog => {
-            let manager = open(&cli)?;
+            let manager = open(cli)?;
             out.catalog(manager.catalog())?;
             if let Some(problem) = manager.catalog().problems().first() {
                 bail!(
@@ -303,7 +375,8 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Add { kind, name, local_port, remote_port, options, client, allow_anyone_with_the_address } => {
-            let mut manager = open(&cli)?;
+            let mut manager = open(cli)?;
+            secret_input::refuse_secret_settings(&manager, kind, name.as_ref(), options)?;
             let request = AddRequest {
                 kind: kind.clone(),
                 name: name.clone(),
@@ -323,98 +396,124 @@ pub fn run(cli: Cli) -> Result<()> {
             if !yes {
                 confirm_removal(name)?;
             }
-            let mut manager = open(&cli)?;
-            let record = manager.remove(name)?;
+            let record = open(cli)?.remove(name)?;
             out.message(&format!(
-                "Removed service {} ({}). Its onion key and client keys are destroyed.",
+                "Removed service {} ({}) from the store. Its onion key and client keys are destroyed.",
                 record.name,
                 record.address()
-            ))
+            ))?;
+            tor::sync_after_change(&publisher(cli)?)
         }
         Command::List => {
-            let manager = open(&cli)?;
+            let manager = open(cli)?;
             out.list(&manager, &manager.list()?)
         }
         Command::Info { name, details } => {
-            let manager = open(&cli)?;
+            let manager = open(cli)?;
             out.info(&manager, &manager.get(name)?, *details)
         }
-        Command::Status { name, probe } => {
-            let (record, view) = {
-                let manager = open(&cli)?;
-                let record = manager.get(name)?;
-                let view = output::status_view(&manager, &record);
-                (record, view)
-            };
-            let config = config(&cli)?;
-            let tor_state = tor::tor_status(&cli.tor, &record, config.runtime_dir.as_deref(), *probe)?;
-            out.status(view, tor_state)
-        }
-        Command::Enable { name, wait, timeout } => {
-            let record = open(&cli)?.get(name)?;
-            let config = config(&cli)?;
-            let set_enabled = || -> Result<()> { open(&cli)?.set_enabled(name, true).map(|_| ()).map_err(Into::into) };
-            tor::enable(
-                &cli.tor,
-                &record,
-                set_enabled,
-                config.runtime_dir.as_deref(),
-                *wait,
-                Duration::from_secs(*timeout),
-                &out,
-            )
-        }
-        Command::Disable { name } => {
-            let record = open(&cli)?.get(name)?;
-            let set_disabled =
-                || -> Result<()> { open(&cli)?.set_enabled(name, false).map(|_| ()).map_err(Into::into) };
-            tor::disable(&cli.tor, &record, set_disabled, &out)
-        }
-        Command::Restore => {
-            let records = open(&cli)?.list()?;
-            tor::restore(&cli.tor, &records, &out)
-        }
-        Command::Daemon => tor::daemon(&cli.tor, config(&cli)?),
         Command::GetOption { name, option } => {
-            let manager = open(&cli)?;
+            let manager = open(cli)?;
             let (_, value) = manager.get_option(name, option)?;
             out.option_value(name, option, &value)
         }
         Command::SetOption { name, option, value } => {
-            let mut manager = open(&cli)?;
-            let (record, previous) = manager.set_option(name, option, value)?;
-            let new = &record.options[option];
-            out.message(&format!("{}: {option} = {new} (was {previous})", record.name))
+            let mut manager = open(cli)?;
+            let (spec, _) = manager.get_option(name, option)?;
+            let raw = if spec.secret {
+                // The store stays unlocked while a person types.
+                drop(manager);
+                let raw = secret_input::read(name, option, value.as_deref())?;
+                manager = open(cli)?;
+                raw
+            } else {
+                zeroize::Zeroizing::new(value.clone().ok_or_else(|| {
+                    anyhow::anyhow!("give the new value of {option}: `tails-server set-option {name} {option} VALUE`")
+                })?)
+            };
+            let (record, previous) = manager.set_option(name, option, &raw)?;
+            drop(manager);
+            out.option_changed(&record.name, option, spec.secret, &record.options[option], &previous)?;
+            // autostart=false concerns the next login: a service enabled now stays up until
+            // shutdown, tor restarts included.
+            if record.enabled && option == tails_server::options::AUTOSTART {
+                tor::keep_for_session(&publisher(cli)?, name)?;
+            }
+            Ok(())
         }
-        Command::Client(command) => run_client(&cli, command, &out),
+        _ => unreachable!("dispatched by run"),
+    }
+}
+
+/// What talks to tor: status, enable, disable, restore, daemon.
+fn run_tor(cli: &Cli, out: &Printer) -> Result<()> {
+    match &cli.command {
+        Command::Status { name, probe } => {
+            let (record, view) = {
+                let manager = open(cli)?;
+                let record = manager.get(name)?;
+                let view = output::status_view(&manager, &record);
+                (record, view)
+            };
+            let tor_state = tor::tor_status(&publisher(cli)?, &record, *probe)?;
+            out.status(view, tor_state)
+        }
+        Command::Enable { name, wait, timeout } => {
+            open(cli)?.get(name)?;
+            tor::enable(&publisher(cli)?, name, *wait, Duration::from_secs(*timeout), out)
+        }
+        Command::Disable { name } => {
+            open(cli)?.get(name)?;
+            tor::disable(&publisher(cli)?, name, out)
+        }
+        Command::Restore => {
+            // Opened once so that a recovery or a catalog problem is reported.
+            drop(open(cli)?);
+            tor::restore(&publisher(cli)?, out)
+        }
+        Command::Daemon => tor::daemon(&cli.tor, config(cli)?),
+        _ => unreachable!("dispatched by run"),
+    }
+}
+
+/// Credentials in and out: backups, C tor HiddenServiceDirs, OnionShare.
+fn run_transfer(cli: &Cli, out: &Printer) -> Result<()> {
+    match &cli.command {
         Command::Export { output, services, passphrase_file, force } => {
-            let manager = open(&cli)?;
-            transfer::export(&manager, services, output, passphrase_file.as_deref(), *force, &out)
+            // Read, then let go of the store before asking for the passphrase.
+            let records = open(cli)?.export(services)?;
+            transfer::export(records, output, passphrase_file.as_deref(), *force, out)
         }
         Command::Import { file, passphrase_file, dry_run, on_conflict } => {
             // Read, decrypt and decode before touching the store.
             let document = transfer::read_backup(file, passphrase_file.as_deref())?;
-            let mut manager = open(&cli)?;
+            let mut manager = open(cli)?;
             document.validate(manager.catalog())?;
             let report = manager.import(document.services, (*on_conflict).into(), *dry_run)?;
-            transfer::print_import(&report, *dry_run, &out)
+            drop(manager);
+            transfer::print_import(&report, *dry_run, out)?;
+            if *dry_run || report.replaced.is_empty() {
+                return Ok(());
+            }
+            // A replaced service may be published with its old key or clients.
+            tor::sync_after_change(&publisher(cli)?)
         }
         Command::ImportTorDir { dir, target } => {
-            let imported = tails_server::migrate::read_tor_dir(dir)?;
+            let imported = tails_server::interop::read_tor_dir(dir)?;
             let fallback = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             let request = import_request(target, fallback, None)?;
-            let mut manager = open(&cli)?;
-            transfer::import_foreign(&mut manager, imported, request, &out)
+            let mut manager = open(cli)?;
+            transfer::import_foreign(&mut manager, imported, request, out)
         }
         Command::ImportOnionshare { file, target } => {
-            let imported = tails_server::migrate::read_onionshare(file)?;
+            let imported = tails_server::interop::read_onionshare(file)?;
             let request = import_request(target, "onionshare", Some(80))?;
-            let mut manager = open(&cli)?;
-            transfer::import_foreign(&mut manager, imported, request, &out)
+            let mut manager = open(cli)?;
+            transfer::import_foreign(&mut manager, imported, request, out)
         }
         Command::ExportTorDir { name, dir, force } => {
-            let record = open(&cli)?.get(name)?;
-            tails_server::migrate::write_tor_dir(&record, dir, *force)?;
+            let record = open(cli)?.get(name)?;
+            tails_server::interop::write_tor_dir(&record, dir, *force)?;
             out.message(&format!(
                 "Wrote {} as a HiddenServiceDir in {}: hs_ed25519_secret_key is SECRET (whoever has it can run {}).",
                 record.name,
@@ -422,6 +521,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 record.address()
             ))
         }
+        _ => unreachable!("dispatched by run"),
     }
 }
 
@@ -445,19 +545,12 @@ fn run_client(cli: &Cli, command: &ClientCommand, out: &Printer) -> Result<()> {
                 (manager.get(name)?, added)
             };
             out.client_added(&record, &added)?;
-            tor::clients_changed(&cli.tor, &record)
+            tor::sync_after_change(&publisher(cli)?)
         }
         ClientCommand::Remove { name, client } => {
-            let (record, removed) = {
-                let mut manager = open(cli)?;
-                let removed = manager.remove_client(name, client)?;
-                (manager.get(name)?, removed)
-            };
-            out.message(&format!(
-                "Removed client {} of service {name}: its key no longer opens the service.",
-                removed.name
-            ))?;
-            tor::clients_changed(&cli.tor, &record)
+            let removed = open(cli)?.remove_client(name, client)?;
+            out.message(&format!("Removed client {} of service {name} from the store.", removed.name))?;
+            tor::sync_after_change(&publisher(cli)?)
         }
         ClientCommand::List { name } => {
             let manager = open(cli)?;

@@ -71,6 +71,9 @@ pub struct TorState {
     /// tor reported the descriptor uploaded (HS_DESC UPLOADED seen by the daemon or `enable --wait`).
     pub uploaded: Option<bool>,
     pub uploaded_at: Option<String>,
+    /// tor runs it with the stored clients and ports (false: an older version is
+    /// published, to be republished at the next reconcile).
+    pub published_as_stored: Option<bool>,
     /// A connection through tor reached it (only with --probe).
     pub reachable: Option<bool>,
     pub probe_detail: Option<String>,
@@ -123,8 +126,10 @@ fn shown_options(manager: &Manager, record: &ServiceRecord, only_status: bool) -
         .filter(|(_, spec)| !only_status || spec.display_status)
         .map(|(name, spec)| {
             let value = record.options.get(name).cloned().unwrap_or_else(|| spec.default.clone());
+            // An empty secret says "none set"; any other secret value, of any type, is hidden.
             let value = match (&value, spec.secret) {
-                (OptionValue::String(s), true) if !s.is_empty() => OptionValue::String(HIDDEN.into()),
+                (OptionValue::String(s), true) if s.is_empty() => value,
+                (_, true) => OptionValue::String(HIDDEN.into()),
                 _ => value,
             };
             (name.clone(), value)
@@ -321,6 +326,12 @@ impl Printer {
         let mut t = format!("{}: {}\n", view.name, if view.enabled { "enabled" } else { "disabled" });
         t += &format!("  address:    {}\n  installed:  {}\n", view.address, yes_no(view.installed));
         t += &format!("  registered: {}   (tor runs the service)\n", level(view.tor.registered));
+        if view.tor.registered == Some(true) {
+            t += &format!(
+                "  current:    {}   (tor runs it with the stored clients and ports)\n",
+                level(view.tor.published_as_stored)
+            );
+        }
         t += &format!(
             "  uploaded:   {}{}   (tor sent its descriptor to the directories)\n",
             level(view.tor.uploaded),
@@ -345,7 +356,7 @@ impl Printer {
         self.human(&t)
     }
 
-    pub fn restore_report(&self, report: &tails_server::publish::RestoreReport) -> Result<()> {
+    pub fn restore_report(&self, report: &tails_server::reconcile::SyncReport) -> Result<()> {
         #[derive(Serialize)]
         #[serde(rename_all = "kebab-case")]
         struct Failed {
@@ -354,15 +365,20 @@ impl Printer {
         }
         #[derive(Serialize)]
         #[serde(rename_all = "kebab-case")]
-        struct View<'a> {
-            published: &'a [String],
-            already_published: &'a [String],
+        struct View {
+            published: Vec<String>,
+            republished: Vec<String>,
+            already_published: Vec<String>,
+            removed: Vec<String>,
             failed: Vec<Failed>,
             elapsed_ms: f64,
         }
+        use tails_server::reconcile::Action;
         let view = View {
-            published: &report.added,
-            already_published: &report.already,
+            published: report.names(Action::Published),
+            republished: report.names(Action::Republished),
+            already_published: report.names(Action::Unchanged),
+            removed: report.names(Action::Removed),
             failed: report.failed.iter().map(|(n, e)| Failed { name: n.clone(), error: e.to_string() }).collect(),
             elapsed_ms: report.elapsed.as_secs_f64() * 1e3,
         };
@@ -376,7 +392,14 @@ impl Printer {
                 v.join(", ")
             }
         };
-        let mut t = format!("published: {}\nalready running: {}\n", list(&report.added), list(&report.already));
+        let mut t = format!("published: {}\n", list(&view.published));
+        if !view.republished.is_empty() {
+            t += &format!("republished (clients or ports changed): {}\n", list(&view.republished));
+        }
+        t += &format!("already running: {}\n", list(&view.already_published));
+        if !view.removed.is_empty() {
+            t += &format!("removed from tor: {}\n", list(&view.removed));
+        }
         for (name, error) in &report.failed {
             t += &format!("FAILED: {name}: {error}\n");
         }
@@ -394,6 +417,27 @@ impl Printer {
             self.human(&format!("{value}\n"))?;
         }
         Ok(())
+    }
+
+    /// `set-option`'s report. A secret option's values, new or previous, are never printed.
+    pub fn option_changed(
+        &self,
+        name: &ServiceName,
+        option: &str,
+        secret: bool,
+        new: &OptionValue,
+        previous: &OptionValue,
+    ) -> Result<()> {
+        let text = if !secret {
+            format!("{name}: {option} = {new} (was {previous})")
+        } else if new == previous {
+            format!("{name}: {option} unchanged")
+        } else if *new == OptionValue::String(String::new()) {
+            format!("{name}: {option} changed (now empty)")
+        } else {
+            format!("{name}: {option} changed")
+        };
+        self.message(&text)
     }
 
     pub fn added(&self, manager: &Manager, record: &ServiceRecord) -> Result<()> {

@@ -1,8 +1,9 @@
 //! The commands that talk to tor: enable/disable, status, restore, daemon, and the
-//! republishing that client changes need.
+//! reconcile that follows every change. What to publish is decided by the library's
+//! [`Publisher`]; this module connects, calls it and says what happened.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -12,9 +13,10 @@ use zeroize::Zeroizing;
 use tails_server::daemon::{self, DaemonOptions};
 use tails_server::model::ServiceRecord;
 use tails_server::names::ServiceName;
-use tails_server::publish::{self, Publication, UploadLog};
+use tails_server::publish;
+use tails_server::reconcile::{Action, Ledger, Pending, Publisher, SyncReport};
 use tails_server::tor::{CommandLine, ControlConfig, ControlTarget, TorControl};
-use tails_server::{tails, Config, Error};
+use tails_server::{tails, Config, Error, ErrorKind};
 
 use super::output::{rfc3339, Printer, TorState};
 
@@ -35,11 +37,29 @@ pub struct TorArgs {
     /// Ask for tor's control password on the terminal
     #[arg(long, global = true)]
     ask_password: bool,
+    /// The user tor runs as, when it is not debian-tor/tor/_tor (repeatable). Without
+    /// SAFECOOKIE, keys and passwords go only to a control port served by root or this user
+    #[arg(long, global = true, env = "TAILS_SERVER_TOR_USER", value_name = "USER", value_delimiter = ',')]
+    tor_user: Vec<String>,
 }
 
-const MAX_PASSWORD_FILE: u64 = 4096;
+/// A change was saved but tor does not run it yet: exit status 3, so that scripts can
+/// tell "done" from "saved, applied later".
+#[derive(Debug)]
+pub struct TorPending(pub String);
 
-fn control_config(args: &TorArgs) -> Result<ControlConfig> {
+impl std::fmt::Display for TorPending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TorPending {}
+
+/// The exit status for a change that was saved but could not be applied to tor yet.
+pub const EXIT_PENDING: u8 = 3;
+
+pub fn control_config(args: &TorArgs) -> Result<ControlConfig> {
     let target = match (&args.control_port, &args.control_socket) {
         (Some(port), _) => ControlTarget::Tcp(port.clone()),
         (None, Some(path)) => ControlTarget::Unix(path.clone()),
@@ -47,8 +67,9 @@ fn control_config(args: &TorArgs) -> Result<ControlConfig> {
     };
     let mut config = ControlConfig::new(target);
     config.cookie_file = args.cookie_file.clone();
+    config.tor_users = args.tor_user.clone();
     if let Some(path) = &args.password_file {
-        config.password = Some(read_password_file(path)?);
+        config.password = Some(super::secret_input::first_line_of(path, "password")?);
     } else if args.ask_password {
         let password = rpassword::prompt_password("tor control password: ").context("cannot read the password")?;
         config.password = Some(Zeroizing::new(password));
@@ -56,94 +77,154 @@ fn control_config(args: &TorArgs) -> Result<ControlConfig> {
     Ok(config)
 }
 
-fn read_password_file(path: &Path) -> Result<Zeroizing<String>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read the password file {}", path.display()))?;
-    if meta.len() > MAX_PASSWORD_FILE {
-        bail!("{} is not a password file: it is larger than {MAX_PASSWORD_FILE} bytes", path.display());
-    }
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path).with_context(|| format!("cannot read the password file {}", path.display()))?,
-    );
-    let line = text.lines().next().unwrap_or_default();
-    if line.is_empty() {
-        bail!("the password file {} is empty", path.display());
-    }
-    Ok(Zeroizing::new(line.to_owned()))
-}
-
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
 }
 
-/// Connects for a command that changes a service's state. When tor cannot be reached at
-/// all, the state is recorded anyway (the daemon or the login hook acts on it later) and
-/// the command fails saying `unreached`; when tor refuses us, nothing is recorded. Hands
-/// `record_state` back, unused, with the connection.
-async fn connect_or_record<F: FnOnce() -> Result<()>>(
-    config: &ControlConfig,
-    name: &ServiceName,
-    record_state: F,
-    unreached: &str,
-) -> Result<(TorControl, F)> {
-    match TorControl::connect(config).await {
-        Ok(tor) => Ok((tor, record_state)),
-        Err(e) if unreachable(&e) => {
-            record_state()?;
-            bail!("{unreached}: {e}");
-        }
-        Err(e) => bail!("{e}. {name} was left as it was"),
-    }
+pub fn publisher(args: &TorArgs, config: Config) -> Result<Publisher> {
+    Ok(Publisher::new(config, control_config(args)?))
 }
 
 /// Whether an error means tor could not be reached at all (as opposed to tor refusing).
 fn unreachable(e: &Error) -> bool {
-    matches!(e, Error::TorConnect { .. } | Error::TorGone { .. })
+    matches!(e.kind(), ErrorKind::TorUnavailable)
 }
 
-/// Publishes first and records `enabled` only once tor accepted: a refusal (bad
-/// credentials, a key tor rejects) leaves the store as it was. When tor cannot be reached
-/// at all, `enabled` is recorded so that the daemon or the login hook publishes it later.
-pub fn enable(
-    args: &TorArgs,
-    record: &ServiceRecord,
-    set_enabled: impl FnOnce() -> Result<()>,
-    runtime_dir: Option<&Path>,
-    wait: bool,
-    timeout: Duration,
-    out: &Printer,
-) -> Result<()> {
-    let config = control_config(args)?;
+/// Connects; None when tor cannot be reached (a refusal is an error).
+async fn connect(publisher: &Publisher) -> Result<(Option<TorControl>, Option<Error>)> {
+    match publisher.connect().await {
+        Ok(tor) => Ok((Some(tor), None)),
+        Err(e) if unreachable(&e) => Ok((None, Some(e))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Tells on stderr what a reconcile did besides leaving services as they were.
+fn tell(report: &SyncReport) {
+    for name in report.names(Action::Published) {
+        eprintln!("{name}: published on tor.");
+    }
+    for name in report.names(Action::Republished) {
+        eprintln!("{name}: republished with its current clients and ports; connected clients will reconnect.");
+    }
+    for name in report.names(Action::Removed) {
+        eprintln!("{name}: removed from tor.");
+    }
+    for (name, error) in &report.failed {
+        eprintln!("{name}: tor did not take it: {error}");
+    }
+}
+
+/// Says what is still to be done when tor could not be told, and fails with
+/// [`TorPending`] if anything is; succeeds quietly when tor has nothing to change.
+async fn pending_after(publisher: &Publisher, why: &Error) -> Result<()> {
+    let pending = publisher.pending().await?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = pending
+        .iter()
+        .map(|p| match p {
+            Pending::StillRunning { name, .. } => {
+                format!("tor still runs {name} until tor restarts or tails-server reaches it (it will be removed then)")
+            }
+            Pending::Outdated { name } => format!(
+                "tor still runs {name} with its previous clients and ports until tails-server reaches it \
+                 (it will be republished then)"
+            ),
+            Pending::NotPublished { name } => {
+                format!("{name} is not published yet (it will be when tails-server reaches tor)")
+            }
+        })
+        .collect();
+    Err(TorPending(format!(
+        "saved, but tor could not be updated: {why}\n  {}\n  `tails-server daemon` (or the next login) applies it as soon as tor answers",
+        lines.join("\n  ")
+    ))
+    .into())
+}
+
+/// After a change to the store: makes tor match it. Exit status 3 ([`TorPending`]) when
+/// tor could not be told and something differs.
+pub fn sync_after_change(publisher: &Publisher) -> Result<()> {
+    if let Err(e) = publisher.note_change() {
+        eprintln!("tails-server: warning: cannot tell a running daemon about the change: {e}");
+    }
     runtime()?.block_on(async {
-        let name = &record.name;
-        let unreached = format!("{name} is recorded as enabled, but it could not be published now");
-        let (mut tor, set_enabled) = connect_or_record(&config, name, set_enabled, &unreached).await?;
-        if wait {
+        let (tor, why) = match connect(publisher).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                let e = e.downcast::<Error>()?;
+                return pending_after(publisher, &e).await;
+            }
+        };
+        let Some(mut tor) = tor else {
+            return pending_after(publisher, &why.expect("set when unreachable")).await;
+        };
+        match publisher.sync(&mut tor).await {
+            Ok(report) => {
+                tell(&report);
+                if !report.failed.is_empty() {
+                    bail!("{} service(s) could not be updated in tor", report.failed.len());
+                }
+                Ok(())
+            }
+            Err(e) if unreachable(&e) => pending_after(publisher, &e).await,
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+pub fn keep_for_session(publisher: &Publisher, name: &ServiceName) -> Result<()> {
+    runtime()?.block_on(publisher.keep_for_session(name)).map_err(Into::into)
+}
+
+/// Publishes, then records `enabled`: a refusal by tor changes nothing. When tor cannot
+/// be reached, `enabled` is recorded and the command exits 3.
+pub fn enable(publisher: &Publisher, name: &ServiceName, wait: bool, timeout: Duration, out: &Printer) -> Result<()> {
+    runtime()?.block_on(async {
+        let (mut tor, why) = connect(publisher).await.map_err(|e| e.context(format!("{name} was left as it was")))?;
+        if let (Some(tor), true) = (tor.as_mut(), wait) {
             tor.set_events(&["HS_DESC"]).await?;
         }
-        let outcome =
-            publish::publish(&mut tor, record, None).await.map_err(|e| anyhow!("{e}. {name} was left as it was"))?;
-        if let Err(e) = set_enabled() {
-            if outcome == Publication::Added {
-                let _ = publish::unpublish(&mut tor, &record.address()).await;
-            }
-            return Err(e.context(format!("{name} could not be recorded as enabled, so it was not published")));
-        }
-        let instance = tor.instance().await?;
-        match outcome {
-            Publication::Added => {
-                out.message(&format!("{name} is enabled and registered with tor at {}.", record.address()))?
-            }
-            Publication::AlreadyPublished => {
+        let report =
+            publisher.enable(tor.as_mut(), name).await.map_err(|e| anyhow!("{e}. {name} was left as it was"))?;
+        let Some(report) = report else {
+            out.message(&format!("{name} is enabled."))?;
+            return pending_after(publisher, &why.expect("set when unreachable")).await;
+        };
+        let mut tor = tor.expect("connected when there is a report");
+        let record = report_record(publisher, name).await?;
+        let action = report.action(name.as_str());
+        let others = SyncReport {
+            actions: report
+                .actions
+                .iter()
+                .filter(|(n, _)| n.as_str() != name.as_str())
+                .map(|(n, a)| (n.clone(), *a))
+                .collect(),
+            failed: report
+                .failed
+                .iter()
+                .map(|(n, e)| (n.clone(), Error::TorProtocol { target: String::new(), detail: e.to_string() }))
+                .collect(),
+            ..SyncReport::default()
+        };
+        tell(&others);
+        match action {
+            Some(Action::Unchanged) => {
                 out.message(&format!("{name} is enabled; tor already runs it at {}.", record.address()))?
             }
+            _ => out.message(&format!("{name} is enabled and registered with tor at {}.", record.address()))?,
         }
         if !wait {
             return Ok(());
         }
+        let instance = report.tor.expect("set by a reconcile");
         let id = record.address().service_id();
-        if outcome == Publication::AlreadyPublished {
-            let seen = runtime_dir.and_then(|d| UploadLog::load(d).uploaded_at(&instance, &id));
-            match seen {
+        if action == Some(Action::Unchanged) {
+            let runtime_dir = publisher.config.runtime_dir.as_deref().expect("reconcile needs it");
+            match Ledger::load(runtime_dir).entry_for(&instance, &id).and_then(|e| e.uploaded_at) {
                 Some(at) => eprintln!("Its descriptor was uploaded at {}.", rfc3339(at)),
                 None => eprintln!(
                     "It was published earlier; this process cannot see when its descriptor was uploaded \
@@ -165,72 +246,46 @@ pub fn enable(
                 .await;
         spinner.finish_and_clear();
         result?;
-        if let Some(dir) = runtime_dir {
-            let _ = UploadLog::record(dir, &instance, &id);
-        }
+        let _ = publisher.record_upload(&instance, &id).await;
         eprintln!("The descriptor is uploaded: clients holding a key can now reach {}.", record.address());
         Ok(())
     })
 }
 
-/// Records `disabled`, then removes the service from tor. Bad credentials change nothing.
-pub fn disable(
-    args: &TorArgs,
-    record: &ServiceRecord,
-    set_disabled: impl FnOnce() -> Result<()>,
-    out: &Printer,
-) -> Result<()> {
-    let config = control_config(args)?;
+async fn report_record(publisher: &Publisher, name: &ServiceName) -> Result<ServiceRecord> {
+    let records = publisher.read_services().await?;
+    records.into_iter().find(|r| &r.name == name).ok_or_else(|| anyhow!(Error::NoSuchService(name.to_string())))
+}
+
+/// Records `disabled`, then removes the service from tor.
+pub fn disable(publisher: &Publisher, name: &ServiceName, out: &Printer) -> Result<()> {
     runtime()?.block_on(async {
-        let name = &record.name;
-        let unreached = format!("{name} is recorded as disabled, but tor could not be told to remove it");
-        let (mut tor, set_disabled) = connect_or_record(&config, name, set_disabled, &unreached).await?;
-        set_disabled()?;
-        let was_running = publish::unpublish(&mut tor, &record.address()).await?;
-        if was_running {
-            out.message(&format!("{name} is disabled and removed from tor."))
-        } else {
-            out.message(&format!("{name} is disabled (tor was not running it)."))
+        // tor refusing us (bad credentials, not tor) changes nothing; tor being unreachable
+        // is recorded and finished later.
+        let (mut tor, why) = connect(publisher).await.map_err(|e| e.context(format!("{name} was left as it was")))?;
+        let report = publisher.disable(tor.as_mut(), name).await?;
+        out.message(&format!("{name} is disabled."))?;
+        match report {
+            Some(report) => {
+                tell(&report);
+                Ok(())
+            }
+            None => pending_after(publisher, &why.expect("set when unreachable")).await,
         }
     })
 }
 
-/// After a client change: tor cannot change clients in place, so a running service is
-/// removed and added again.
-pub fn clients_changed(args: &TorArgs, record: &ServiceRecord) -> Result<()> {
-    if !record.enabled {
-        return Ok(());
-    }
-    let config = control_config(args)?;
-    runtime()?.block_on(async {
-        let name = &record.name;
-        let mut tor = TorControl::connect(&config).await.map_err(|e| {
-            anyhow!(
-                "the clients of {name} are saved, but tor could not be updated: {e}. Until it is (`tails-server \
-                 enable {name}` or a tor restart with the daemon running), tor uses the previous list"
-            )
-        })?;
-        if !tor.detached_onions().await?.contains(&record.address().service_id()) {
-            return Ok(());
-        }
-        publish::republish(&mut tor, record).await?;
-        eprintln!("{name} was republished with the new client list: connected clients will reconnect.");
-        Ok(())
-    })
-}
-
-pub fn restore(args: &TorArgs, records: &[ServiceRecord], out: &Printer) -> Result<()> {
-    let config = control_config(args)?;
+pub fn restore(publisher: &Publisher, out: &Printer) -> Result<()> {
     let report = runtime()?.block_on(async {
-        let mut tor = TorControl::connect(&config).await?;
-        publish::restore(&mut tor, records).await
+        let mut tor = publisher.connect().await?;
+        publisher.sync(&mut tor).await
     })?;
     out.restore_report(&report)?;
     if !report.failed.is_empty() {
         bail!(
             "{} of {} service(s) could not be published",
             report.failed.len(),
-            report.failed.len() + report.added.len() + report.already.len()
+            report.failed.len() + report.actions.len()
         );
     }
     Ok(())
@@ -252,11 +307,10 @@ pub fn daemon(args: &TorArgs, config: Config) -> Result<()> {
 }
 
 /// What tor says about one service; tor being unreachable is reported, not an error.
-pub fn tor_status(args: &TorArgs, record: &ServiceRecord, runtime_dir: Option<&Path>, probe: bool) -> Result<TorState> {
-    let config = control_config(args)?;
+pub fn tor_status(publisher: &Publisher, record: &ServiceRecord, probe: bool) -> Result<TorState> {
     runtime()?.block_on(async {
         let mut state = TorState::default();
-        let mut tor = match TorControl::connect(&config).await {
+        let mut tor = match publisher.connect().await {
             Ok(tor) => tor,
             Err(e) => {
                 state.tor_error = Some(e.to_string());
@@ -267,8 +321,9 @@ pub fn tor_status(args: &TorArgs, record: &ServiceRecord, runtime_dir: Option<&P
         let registered = tor.detached_onions().await?.contains(&id);
         state.registered = Some(registered);
         let instance = tor.instance().await?;
-        let uploaded_at =
-            if registered { runtime_dir.and_then(|d| UploadLog::load(d).uploaded_at(&instance, &id)) } else { None };
+        let entry =
+            publisher.config.runtime_dir.as_deref().and_then(|d| Ledger::load(d).entry_for(&instance, &id).cloned());
+        let uploaded_at = if registered { entry.as_ref().and_then(|e| e.uploaded_at) } else { None };
         state.uploaded = if !registered {
             Some(false)
         } else if uploaded_at.is_some() {
@@ -277,6 +332,11 @@ pub fn tor_status(args: &TorArgs, record: &ServiceRecord, runtime_dir: Option<&P
             None
         };
         state.uploaded_at = uploaded_at.map(rfc3339);
+        state.published_as_stored = if registered {
+            entry.map(|e| e.fingerprint == tails_server::reconcile::fingerprint(record))
+        } else {
+            Some(false)
+        };
         if probe {
             let (reachable, detail) = probe_service(&mut tor, record).await?;
             state.reachable = reachable;
@@ -294,7 +354,11 @@ async fn probe_service(tor: &mut TorControl, record: &ServiceRecord) -> Result<(
     };
     let id = record.address().service_id();
     let mut registered_key = false;
-    if record.client_auth {
+    // A credential this tor already holds for the address (the user's own, perhaps
+    // permanent) is used as it is and never replaced or removed.
+    let existing = tor.execute(&CommandLine::new("ONION_CLIENT_AUTH_VIEW").arg("service id", &id)?).await?;
+    let has_credential = existing.lines.iter().any(|l| l.starts_with("CLIENT "));
+    if record.client_auth && !has_credential {
         let Some(secret) = record.clients.iter().find_map(|c| c.secret_key.as_ref()) else {
             return Ok((None, "no client private key is stored to probe with".into()));
         };

@@ -1,8 +1,6 @@
 //! Credentials in and out: encrypted backups (export/import), C tor HiddenServiceDirs,
 //! OnionShare settings, files and QR codes for sharing one client's key.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -11,13 +9,13 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use tails_server::backup::{self, BackupDocument};
-use tails_server::migrate;
+use tails_server::interop;
 use tails_server::names::ServiceName;
+use tails_server::secret_file::{self, Replace};
 use tails_server::{AddRequest, ImportReport, Manager, OnConflict};
 
 use super::output::Printer;
 
-const MAX_PASSPHRASE_FILE: u64 = 4096;
 /// Shorter passphrases get a warning: the backup holds every key.
 const WEAK_PASSPHRASE: usize = 12;
 
@@ -42,18 +40,7 @@ impl From<ConflictArg> for OnConflict {
 /// Never from the command line or the environment.
 pub fn passphrase(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<String>> {
     let passphrase = match file {
-        Some(path) => {
-            let meta = std::fs::metadata(path)
-                .with_context(|| format!("cannot read the passphrase file {}", path.display()))?;
-            if meta.len() > MAX_PASSPHRASE_FILE {
-                bail!("{} is not a passphrase file: it is larger than {MAX_PASSPHRASE_FILE} bytes", path.display());
-            }
-            let text = Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read the passphrase file {}", path.display()))?,
-            );
-            Zeroizing::new(text.lines().next().unwrap_or_default().to_owned())
-        }
+        Some(path) => super::secret_input::first_line_of(path, "passphrase")?,
         None => {
             let first =
                 Zeroizing::new(rpassword::prompt_password("Passphrase: ").context(
@@ -83,45 +70,44 @@ pub fn passphrase(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<String
     Ok(passphrase)
 }
 
-/// Writes a new 0600 file; an existing one is replaced only with `force`, atomically.
+/// Writes a new 0600 file; an existing one (a symbolic link included) is replaced only with
+/// `force`, atomically, and never followed. The directory must be writable by nobody else.
 pub fn write_private_file(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
-    if path.exists() && !force {
-        bail!("{} already exists; use --force to overwrite it", path.display());
-    }
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        if force {
-            std::fs::rename(&tmp, path)
-        } else {
-            // Never replace a file that appeared meanwhile.
-            std::fs::hard_link(&tmp, path).and_then(|_| std::fs::remove_file(&tmp))
-        }
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::anyhow!("cannot write {}: {e}", path.display())
-    })
+    secret_file::write_secret_file(path, &[bytes], replace_mode(force)).map_err(|e| refusal(path, e))
 }
 
+/// Fails early (before a passphrase is asked for) when [`write_private_file`] would refuse.
+pub fn check_private_target(path: &Path, force: bool) -> Result<()> {
+    secret_file::check_writable(path, replace_mode(force)).map_err(|e| refusal(path, e))
+}
+
+fn replace_mode(force: bool) -> Replace {
+    if force {
+        Replace::Always
+    } else {
+        Replace::Never
+    }
+}
+
+fn refusal(path: &Path, e: tails_server::Error) -> anyhow::Error {
+    match &e {
+        tails_server::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            anyhow::anyhow!("{} already exists; use --force to overwrite it", path.display())
+        }
+        _ => e.into(),
+    }
+}
+
+/// Encrypts and writes the records. The caller has closed the store: nobody waits for
+/// it while the passphrase is typed.
 pub fn export(
-    manager: &Manager,
-    names: &[ServiceName],
+    records: Vec<tails_server::model::ServiceRecord>,
     output: &Path,
     passphrase_file: Option<&Path>,
     force: bool,
     out: &Printer,
 ) -> Result<()> {
-    if output.exists() && !force {
-        bail!("{} already exists; use --force to overwrite it", output.display());
-    }
-    let records = manager.export(names)?;
+    check_private_target(output, force)?;
     if records.is_empty() {
         bail!("there is no service to export");
     }
@@ -180,7 +166,7 @@ pub fn print_import(report: &ImportReport, dry_run: bool, out: &Printer) -> Resu
 /// gets a first client here: tails-server does not publish without client authorization.
 pub fn import_foreign(
     manager: &mut Manager,
-    imported: migrate::Imported,
+    imported: interop::Imported,
     request: AddRequest,
     out: &Printer,
 ) -> Result<()> {

@@ -104,13 +104,33 @@ impl<'de> Deserialize<'de> for ClientSecretKey {
     }
 }
 
+/// Whether `u` (as X25519 reads it: the top bit ignored, values from p up reduced) is the
+/// u-coordinate of a point of small order, on the curve or its twist. Clamped scalars are
+/// multiples of 8, so with such a point every shared secret is all zeros: whoever knows the
+/// service's address could compute it and decrypt the descriptor layer meant for the client.
+/// Multiplying by 8 sends exactly these points (and no other) to the identity, u = 0.
+fn has_small_order(u: &[u8; 32]) -> bool {
+    let eight = curve25519_dalek::Scalar::from(8u8);
+    (curve25519_dalek::MontgomeryPoint(*u) * eight).to_bytes() == [0u8; 32]
+}
+
 /// A client's x25519 public key: what the service side needs.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientPublicKey([u8; 32]);
 
 impl ClientPublicKey {
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
+    /// The one way to make a public key from outside bytes (`parse`, and so serde, go
+    /// through here): refuses the keys that defeat client authorization.
+    pub fn from_bytes(bytes: [u8; 32]) -> Result<Self> {
+        if has_small_order(&bytes) {
+            return Err(Error::InvalidKey {
+                what: "client public key",
+                reason: "it is a small-order point (its x25519 shared secret with any key is all zeros); with it \
+                         anyone knowing the address could decrypt the descriptor. Ask the client for a new key"
+                    .into(),
+            });
+        }
+        Ok(Self(bytes))
     }
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -137,7 +157,7 @@ impl ClientPublicKey {
             });
         }
         let bytes = decode_base32::<32>("client public key", bare)?;
-        Ok(Self(*bytes))
+        Self::from_bytes(*bytes)
     }
 }
 
@@ -226,7 +246,133 @@ mod tests {
         assert!(err.contains("not valid base32"), "{err}");
     }
 
+    /// libsodium's blocklist (crypto_scalarmult/curve25519/ref10/x25519_ref10.c), compared
+    /// as libsodium does: the top bit ignored.
+    const LIBSODIUM_BLOCKLIST: [&str; 7] = [
+        "0000000000000000000000000000000000000000000000000000000000000000", // 0
+        "0100000000000000000000000000000000000000000000000000000000000000", // 1
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800", // order 8
+        "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157", // order 8
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p - 1
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p + 1
+    ];
+
+    fn libsodium_says_small_order(u: &[u8; 32]) -> bool {
+        LIBSODIUM_BLOCKLIST.iter().any(|b| {
+            let b = hex32(b);
+            u[..31] == b[..31] && u[31] & 0x7f == b[31]
+        })
+    }
+
+    fn refused_as_small_order(bytes: [u8; 32]) -> bool {
+        let line = format!("descriptor:x25519:{}", data_encoding::BASE32_NOPAD.encode(&bytes));
+        let verdicts = [
+            ClientPublicKey::from_bytes(bytes).map(|_| ()),
+            ClientPublicKey::parse(&line).map(|_| ()),
+            ClientPublicKey::parse(&line["descriptor:x25519:".len()..]).map(|_| ()),
+            serde_json::from_value::<ClientPublicKey>(serde_json::json!(&line[18..]))
+                .map(|_| ())
+                .map_err(|e| Error::InvalidKey { what: "client public key", reason: e.to_string() }),
+        ];
+        let refused = verdicts.iter().filter(|v| v.is_err()).count();
+        assert!(refused == 0 || refused == verdicts.len(), "paths disagree on {bytes:02x?}: {verdicts:?}");
+        if let Err(e) = &verdicts[0] {
+            let text = e.to_string();
+            assert!(text.contains("invalid client public key: it is a small-order point"), "{text}");
+            assert!(text.contains("Ask the client for a new key"), "{text}");
+        }
+        refused > 0
+    }
+
+    #[test]
+    fn small_order_keys_are_refused_on_every_path() {
+        let mut named = vec![
+            ("0", [0u8; 32]),
+            ("1", hex32(LIBSODIUM_BLOCKLIST[1])),
+            ("p - 1", hex32(LIBSODIUM_BLOCKLIST[4])),
+            ("p", hex32(LIBSODIUM_BLOCKLIST[5])),
+            ("p + 1", hex32(LIBSODIUM_BLOCKLIST[6])),
+            ("order 8 (e0eb...)", hex32(LIBSODIUM_BLOCKLIST[2])),
+            ("order 8 (5f9c...)", hex32(LIBSODIUM_BLOCKLIST[3])),
+        ];
+        // X25519 ignores the top bit: the same points with it set.
+        for i in 0..named.len() {
+            let (name, mut bytes) = named[i];
+            bytes[31] |= 0x80;
+            named.push((name, bytes));
+        }
+        for (name, bytes) in named {
+            assert!(refused_as_small_order(bytes), "u = {name} ({bytes:02x?}) was accepted");
+            // What makes them dangerous: the shared secret with any (clamped) key is all zeros.
+            let secret = ClientSecretKey::generate().unwrap();
+            let shared = StaticSecret::from(*secret.0).diffie_hellman(&PublicKey::from(bytes));
+            assert_eq!(shared.as_bytes(), &[0u8; 32], "u = {name}");
+        }
+    }
+
+    #[test]
+    fn the_check_agrees_with_libsodiums_blocklist() {
+        // Every non-canonical encoding (p .. 2^255 - 1, with and without the top bit), and
+        // small values: refused exactly when libsodium refuses them.
+        let mut candidates = Vec::new();
+        for low in 0xedu8..=0xff {
+            let mut u = [0xff; 32];
+            u[0] = low;
+            u[31] = 0x7f;
+            candidates.push(u);
+            u[31] = 0xff;
+            candidates.push(u);
+        }
+        for small in 0u8..=20 {
+            let mut u = [0; 32];
+            u[0] = small;
+            candidates.push(u);
+        }
+        for u in candidates {
+            assert_eq!(refused_as_small_order(u), libsodium_says_small_order(&u), "{u:02x?}");
+        }
+    }
+
+    #[test]
+    fn ordinary_keys_are_accepted() {
+        // RFC 7748's public keys, and generated ones.
+        for hex in [
+            "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a",
+            "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f",
+        ] {
+            assert!(!refused_as_small_order(hex32(hex)), "{hex}");
+        }
+        for _ in 0..32 {
+            let public = ClientSecretKey::generate().unwrap().public_key();
+            assert!(!refused_as_small_order(*public.as_bytes()));
+        }
+    }
+
     proptest! {
+        /// Blocklisted values, with the top bit set or not and perhaps one other bit flipped
+        /// (random bytes alone would almost never come near the blocklist).
+        #[test]
+        fn small_order_check_matches_libsodium(
+            index in 0..LIBSODIUM_BLOCKLIST.len(),
+            top in any::<bool>(),
+            flip in proptest::option::of(0..255usize),
+        ) {
+            let mut bytes = hex32(LIBSODIUM_BLOCKLIST[index]);
+            if top {
+                bytes[31] |= 0x80;
+            }
+            if let Some(bit) = flip {
+                bytes[bit / 8] ^= 1 << (bit % 8);
+            }
+            prop_assert_eq!(has_small_order(&bytes), libsodium_says_small_order(&bytes), "{:02x?}", bytes);
+        }
+
+        #[test]
+        fn random_keys_agree_with_libsodium(bytes in any::<[u8; 32]>()) {
+            prop_assert_eq!(has_small_order(&bytes), libsodium_says_small_order(&bytes));
+        }
+
         #[test]
         fn serde_round_trip(bytes in any::<[u8; 32]>()) {
             let secret = ClientSecretKey::from_bytes(bytes);

@@ -14,12 +14,14 @@ pub struct CommandLine {
     line: Zeroizing<String>,
     /// What may be logged: the keyword and any arguments that are not secret.
     shown: String,
+    /// Whether the line carries a secret: such a line goes only to a verified tor.
+    secret: bool,
 }
 
 impl CommandLine {
     pub fn new(keyword: &'static str) -> Self {
         debug_assert!(keyword.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'));
-        Self { line: Zeroizing::new(keyword.to_owned()), shown: keyword.to_owned() }
+        Self { line: Zeroizing::new(keyword.to_owned()), shown: keyword.to_owned(), secret: false }
     }
 
     /// Adds an argument after checking it is a single printable token.
@@ -38,6 +40,7 @@ impl CommandLine {
         self.line.push(' ');
         self.line.push_str(value);
         self.shown.push_str(" [secret]");
+        self.secret = true;
         Ok(self)
     }
 
@@ -57,7 +60,13 @@ impl CommandLine {
         }
         self.line.push('"');
         self.shown.push_str(" [secret]");
+        self.secret = true;
         Ok(self)
+    }
+
+    /// Whether the line carries a secret (a key, a password, a cookie).
+    pub fn is_secret(&self) -> bool {
+        self.secret
     }
 
     pub fn keyword(&self) -> &str {

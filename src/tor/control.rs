@@ -41,7 +41,7 @@ impl std::fmt::Display for ControlTarget {
 
 /// How to reach and authenticate to tor. The cookie is read anew at every connection:
 /// tor writes a new one each time it starts.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ControlConfig {
     pub target: ControlTarget,
     /// Overrides the COOKIEFILE tor announces (e.g. when tor runs in a container).
@@ -49,12 +49,64 @@ pub struct ControlConfig {
     /// For HASHEDPASSWORD: the password, read from a file or a prompt by the caller.
     pub password: Option<Zeroizing<String>>,
     pub connect_timeout: Duration,
+    /// Users allowed to serve the control port when tor has not proved itself with
+    /// SAFECOOKIE, besides root. Empty: tor's usual users (debian-tor, tor, _tor).
+    pub tor_users: Vec<String>,
+}
+
+impl std::fmt::Debug for ControlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlConfig")
+            .field("target", &self.target)
+            .field("cookie_file", &self.cookie_file)
+            .field("password", &self.password.as_ref().map(|_| "[secret]"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("tor_users", &self.tor_users)
+            .finish()
+    }
 }
 
 impl ControlConfig {
     pub fn new(target: ControlTarget) -> Self {
-        Self { target, cookie_file: None, password: None, connect_timeout: Duration::from_secs(5) }
+        Self {
+            target,
+            cookie_file: None,
+            password: None,
+            connect_timeout: Duration::from_secs(5),
+            tor_users: Vec::new(),
+        }
     }
+
+    /// The user ids that may serve tor's control port: root and tor's own user(s).
+    fn trusted_uids(&self) -> Result<Vec<u32>> {
+        let mut uids = vec![0];
+        if self.tor_users.is_empty() {
+            uids.extend(DEFAULT_TOR_USERS.iter().filter_map(|name| crate::unix::uid_of(name)));
+        } else {
+            for user in &self.tor_users {
+                let uid = user.parse().ok().or_else(|| crate::unix::uid_of(user)).ok_or_else(|| Error::TorAuth {
+                    target: self.target.to_string(),
+                    reason: format!("there is no user {user:?} on this computer to trust as tor's user"),
+                })?;
+                uids.push(uid);
+            }
+        }
+        Ok(uids)
+    }
+}
+
+/// The users Debian, Fedora and the BSDs run tor as.
+const DEFAULT_TOR_USERS: &[&str] = &["debian-tor", "tor", "_tor"];
+
+/// Whether the other end of the connection has shown it is tor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Trust {
+    /// SAFECOOKIE: it proved it knows tor's cookie.
+    Proved,
+    /// The listening socket belongs to root or to tor's user.
+    OwnedByTor,
+    /// Neither: the reason, for the refusal message.
+    Unverified(String),
 }
 
 trait ControlStream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -125,6 +177,7 @@ pub struct TorControl {
     target: ControlTarget,
     auth_method: AuthMethod,
     tor_version: String,
+    trust: Trust,
 }
 
 impl TorControl {
@@ -132,19 +185,39 @@ impl TorControl {
     pub async fn connect(config: &ControlConfig) -> Result<Self> {
         let target = config.target.clone();
         let connect_error = |source: std::io::Error| Error::TorConnect { target: target.to_string(), source };
-        let stream: Box<dyn ControlStream> = match &config.target {
-            ControlTarget::Tcp(addr) => Box::new(
-                tokio::time::timeout(config.connect_timeout, tokio::net::TcpStream::connect(addr))
+        let (stream, owner): (Box<dyn ControlStream>, std::result::Result<u32, String>) = match &config.target {
+            ControlTarget::Tcp(addr) => {
+                let stream = tokio::time::timeout(config.connect_timeout, tokio::net::TcpStream::connect(addr))
                     .await
                     .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
-                    .map_err(connect_error)?,
-            ),
-            ControlTarget::Unix(path) => Box::new(
-                tokio::time::timeout(config.connect_timeout, tokio::net::UnixStream::connect(path))
+                    .map_err(connect_error)?;
+                let owner = match stream.peer_addr() {
+                    Ok(peer) => tcp_listener_owner(peer),
+                    Err(e) => Err(format!("cannot tell which address it is ({e})")),
+                };
+                (Box::new(stream), owner)
+            }
+            ControlTarget::Unix(path) => {
+                let stream = tokio::time::timeout(config.connect_timeout, tokio::net::UnixStream::connect(path))
                     .await
                     .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
-                    .map_err(connect_error)?,
-            ),
+                    .map_err(connect_error)?;
+                // The kernel's record of who created the listening socket: unlike the
+                // socket file's owner, it cannot be changed after the fact.
+                let owner =
+                    stream.peer_cred().map(|cred| cred.uid()).map_err(|e| format!("cannot ask who serves it ({e})"));
+                (Box::new(stream), owner)
+            }
+        };
+        let trusted = config.trusted_uids()?;
+        let trust = match owner {
+            Ok(uid) if trusted.contains(&uid) => Trust::OwnedByTor,
+            Ok(uid) => Trust::Unverified(format!(
+                "it is served by {}, which is neither root nor tor's user ({})",
+                crate::unix::describe_uid(uid),
+                trusted_names(config)
+            )),
+            Err(reason) => Trust::Unverified(reason),
         };
         let (read_half, writer) = tokio::io::split(stream);
         let (sender, replies) = mpsc::channel(256);
@@ -166,9 +239,38 @@ impl TorControl {
             target,
             auth_method: AuthMethod::Null,
             tor_version: String::new(),
+            trust,
         };
-        control.authenticate(config).await?;
+        // A listener that accepts but never answers (a stopped or paused tor: the kernel
+        // completes the handshake) is as unreachable as one that refuses.
+        match tokio::time::timeout(config.connect_timeout, control.authenticate(config)).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(Error::TorConnect {
+                    target: config.target.to_string(),
+                    source: std::io::Error::new(std::io::ErrorKind::TimedOut, "tor did not answer"),
+                })
+            }
+        }
         Ok(control)
+    }
+
+    /// Refuses unless the other end has shown it is tor: a secret (an onion key, a client
+    /// key, a password, the cookie) never goes to a stand-in listening on tor's port.
+    fn require_trust(&self, what: impl std::fmt::Display) -> Result<()> {
+        match &self.trust {
+            Trust::Proved | Trust::OwnedByTor => Ok(()),
+            Trust::Unverified(reason) => Err(Error::TorUntrusted {
+                target: self.target.to_string(),
+                what: what.to_string(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// Whether secrets may be sent on this connection.
+    pub fn is_verified(&self) -> bool {
+        !matches!(self.trust, Trust::Unverified(_))
     }
 
     pub fn auth_method(&self) -> AuthMethod {
@@ -210,19 +312,37 @@ impl TorControl {
             }
         }
         let cookie_file = config.cookie_file.clone().or(cookie_file);
-        let command = if methods.contains("NULL") {
-            self.auth_method = AuthMethod::Null;
-            CommandLine::new("AUTHENTICATE")
-        } else if config.password.is_some() && methods.contains("HASHEDPASSWORD") {
+        // SAFECOOKIE whenever offered: tor proves it knows the cookie before we prove we do.
+        // Every other method either sends a secret (the cookie itself, a password) or lets
+        // us in without proof, so it needs the listener to belong to tor (see `send`).
+        let safecookie = methods.contains("SAFECOOKIE");
+        let cookie = match (&cookie_file, safecookie) {
+            (Some(path), true) => Some(self.read_cookie(path)),
+            _ => None,
+        };
+        let use_password = config.password.is_some() && methods.contains("HASHEDPASSWORD");
+        let command = if let Some(Ok(cookie)) = &cookie {
+            self.auth_method = AuthMethod::SafeCookie;
+            self.safecookie_response(cookie).await?
+        } else if use_password {
+            // The password given, when tor's cookie cannot be read: sent only to a
+            // listener that belongs to tor.
             self.auth_method = AuthMethod::HashedPassword;
+            self.require_trust("tor's control password")?;
             let password = config.password.as_ref().expect("checked");
             CommandLine::new("AUTHENTICATE").quoted_secret_arg("password", password.as_bytes())?
-        } else if let (true, Some(path)) = (methods.contains("SAFECOOKIE"), &cookie_file) {
-            self.auth_method = AuthMethod::SafeCookie;
-            let cookie = self.read_cookie(path)?;
-            self.safecookie_response(&cookie).await?
+        } else if let Some(Err(e)) = cookie {
+            return Err(e);
+        } else if methods.contains("NULL") {
+            self.auth_method = AuthMethod::Null;
+            CommandLine::new("AUTHENTICATE")
+        } else if safecookie {
+            return Err(self.auth_error("tor announces no cookie file; give its path with --cookie-file FILE"));
         } else if let (true, Some(path)) = (methods.contains("COOKIE"), &cookie_file) {
+            // Real tor offers SAFECOOKIE beside COOKIE; COOKIE alone is sent only to a
+            // listener that belongs to tor, as every other secret.
             self.auth_method = AuthMethod::Cookie;
+            self.require_trust("tor's authentication cookie")?;
             let cookie = self.read_cookie(path)?;
             let hex = Zeroizing::new(data_encoding::HEXUPPER.encode(cookie.as_ref()));
             CommandLine::new("AUTHENTICATE").secret_arg("cookie", &hex)?
@@ -297,6 +417,7 @@ impl TorControl {
                  it may not be the tor you think, or the cookie file belongs to another tor",
             ));
         }
+        self.trust = Trust::Proved;
         let response =
             Zeroizing::new(data_encoding::HEXUPPER.encode(&mac(CONTROLLER_TO_SERVER).finalize().into_bytes()));
         CommandLine::new("AUTHENTICATE").secret_arg("SAFECOOKIE response", &response)
@@ -347,6 +468,9 @@ impl TorControl {
 
     /// Sends a command and returns tor's reply, whatever its status code.
     pub async fn send(&mut self, command: &CommandLine) -> Result<Reply> {
+        if command.is_secret() {
+            self.require_trust(command.keyword().to_owned())?;
+        }
         let bytes = command.wire_bytes();
         let written = async {
             self.writer.write_all(&bytes).await?;
@@ -439,6 +563,78 @@ impl TorControl {
     }
 }
 
+fn trusted_names(config: &ControlConfig) -> String {
+    if config.tor_users.is_empty() {
+        DEFAULT_TOR_USERS.join(", ")
+    } else {
+        config.tor_users.join(", ")
+    }
+}
+
+/// The owner of the listening socket at `addr`, from the kernel's socket tables
+/// (`/proc/net/tcp`, `/proc/net/tcp6`): the uid column of the LISTEN entry for that
+/// address or the wildcard address on that port.
+fn tcp_listener_owner(addr: std::net::SocketAddr) -> std::result::Result<u32, String> {
+    let tables: &[&str] = if addr.is_ipv4() { &["/proc/net/tcp", "/proc/net/tcp6"] } else { &["/proc/net/tcp6"] };
+    for table in tables {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        if let Some(uid) = listener_uid(&text, addr) {
+            return Ok(uid);
+        }
+    }
+    Err(format!("no listening socket at {addr} on this computer (a remote or forwarded port cannot be checked)"))
+}
+
+/// Finds the LISTEN entry (state 0A) serving `addr` in one of the kernel's tables.
+fn listener_uid(table: &str, addr: std::net::SocketAddr) -> Option<u32> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let port = addr.port();
+    let ip = match addr.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    let serves = |local: IpAddr| -> bool {
+        match (local, ip) {
+            (IpAddr::V4(l), IpAddr::V4(want)) => l == want || l.is_unspecified(),
+            (IpAddr::V6(l), IpAddr::V4(want)) => l.is_unspecified() || l.to_ipv4_mapped() == Some(want),
+            (IpAddr::V6(l), IpAddr::V6(want)) => l == want || l.is_unspecified(),
+            (IpAddr::V4(_), IpAddr::V6(_)) => false,
+        }
+    };
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(state), Some(uid)) = (fields.get(1), fields.get(3), fields.get(7)) else { continue };
+        if *state != "0A" {
+            continue;
+        }
+        let Some((hex_ip, hex_port)) = local.split_once(':') else { continue };
+        if u16::from_str_radix(hex_port, 16).ok() != Some(port) {
+            continue;
+        }
+        // The kernel prints the address's bytes, in network order in memory, as 32-bit
+        // words read in host order: the words' native bytes are the address.
+        let local_ip = match hex_ip.len() {
+            8 => u32::from_str_radix(hex_ip, 16).ok().map(|w| IpAddr::V4(Ipv4Addr::from(w.to_ne_bytes()))),
+            32 => {
+                let mut octets = [0u8; 16];
+                let mut ok = true;
+                for (i, chunk) in hex_ip.as_bytes().chunks(8).enumerate() {
+                    match std::str::from_utf8(chunk).ok().and_then(|c| u32::from_str_radix(c, 16).ok()) {
+                        Some(word) => octets[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes()),
+                        None => ok = false,
+                    }
+                }
+                ok.then(|| IpAddr::V6(Ipv6Addr::from(octets)))
+            }
+            _ => None,
+        };
+        if local_ip.is_some_and(serves) {
+            return uid.parse().ok();
+        }
+    }
+    None
+}
+
 impl Drop for TorControl {
     fn drop(&mut self) {
         self.reader.abort();
@@ -493,6 +689,23 @@ mod tests {
         let e = TorEvent::parse(&["HS_DESC CREATED abcd UNKNOWN UNKNOWN descid".into()]);
         assert!(matches!(e, TorEvent::HsDesc { hsdir: None, .. }));
         assert!(matches!(TorEvent::parse(&["STATUS_CLIENT NOTICE X".into()]), TorEvent::Other(_)));
+    }
+
+    #[test]
+    fn listener_owner_is_read_from_the_kernel_table() {
+        let table =
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+           0: 0100007F:2382 00000000:0000 0A 00000000:00000000 00:00000000 00000000   108        0 1 1 0\n\
+           1: 0100007F:2383 0100007F:9C40 01 00000000:00000000 00:00000000 00000000  1000        0 2 1 0\n\
+           2: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000    33        0 3 1 0\n";
+        let at = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert_eq!(listener_uid(table, at("127.0.0.1:9090")), Some(108));
+        assert_eq!(listener_uid(table, at("127.0.0.1:9091")), None, "an established connection is no listener");
+        assert_eq!(listener_uid(table, at("127.0.0.1:80")), Some(33), "wildcard listener");
+        assert_eq!(listener_uid(table, at("127.0.0.2:9090")), None);
+        let table6 = "  sl  local_address                         remote_address                        st\n\
+           0: 00000000000000000000000001000000:2382 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1\n";
+        assert_eq!(listener_uid(table6, at("[::1]:9090")), Some(0));
     }
 
     #[test]

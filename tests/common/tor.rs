@@ -26,7 +26,7 @@ impl LocalTor {
             .expect("tor is installed");
         let hashed = String::from_utf8(hashed.stdout).unwrap().trim().lines().last().unwrap().to_owned();
         std::fs::write(dir.path().join("torrc"), format!("HashedControlPassword {hashed}\n")).unwrap();
-        let mut tor = LocalTor { dir, control_port: free_port(), password, authenticated: true, child: None };
+        let mut tor = LocalTor { dir, control_port: 0, password, authenticated: true, child: None };
         tor.spawn();
         tor
     }
@@ -35,8 +35,7 @@ impl LocalTor {
     pub fn start_without_authentication() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("torrc"), "").unwrap();
-        let mut tor =
-            LocalTor { dir, control_port: free_port(), password: String::new(), authenticated: false, child: None };
+        let mut tor = LocalTor { dir, control_port: 0, password: String::new(), authenticated: false, child: None };
         tor.spawn();
         tor
     }
@@ -44,12 +43,17 @@ impl LocalTor {
     fn spawn(&mut self) -> Instant {
         let data = self.dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
+        // The first start lets tor pick a free port (a port probed free beforehand could be
+        // taken by a parallel test before tor binds it); restarts reuse it, as Tails' tor does.
+        let port_file = self.dir.path().join("control-port");
+        let _ = std::fs::remove_file(&port_file);
+        let port = if self.control_port == 0 { "auto".to_owned() } else { format!("127.0.0.1:{}", self.control_port) };
         std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
         let child = Command::new(tor_binary())
             .arg("-f")
             .arg(self.dir.path().join("torrc"))
             .args(["--DataDirectory", data.to_str().unwrap()])
-            .args(["--ControlPort", &format!("127.0.0.1:{}", self.control_port)])
+            .args(["--ControlPort", &port, "--ControlPortWriteToFile", port_file.to_str().unwrap()])
             .args(["--CookieAuthentication", if self.authenticated { "1" } else { "0" }])
             .args(["--SocksPort", "0", "--DisableNetwork", "1"])
             .args(["--GeoIPFile", "/dev/null", "--GeoIPv6File", "/dev/null", "--Log", "warn stderr"])
@@ -62,8 +66,19 @@ impl LocalTor {
     }
 
     /// Blocks until the control port accepts a connection; returns that moment.
-    fn wait_answering(&self) -> Instant {
+    fn wait_answering(&mut self) -> Instant {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let port_file = self.dir.path().join("control-port");
+        while self.control_port == 0 {
+            // "PORT=127.0.0.1:NNNN", written once tor listens.
+            let text = std::fs::read_to_string(&port_file).unwrap_or_default();
+            if let Some(port) = text.trim().rsplit(':').next().and_then(|p| p.parse().ok()) {
+                self.control_port = port;
+            } else {
+                assert!(Instant::now() < deadline, "tor did not open its control port");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", self.control_port)).is_ok() {
                 return Instant::now();

@@ -358,6 +358,17 @@ impl Network {
         self.wait_bootstrapped(&self.hs_control_config(), Instant::now() + Duration::from_secs(120)).await;
     }
 
+    /// Freezes the onion-service tor (docker pause): its control port accepts connections
+    /// but never answers, and the services it runs stay up, as when tails-server cannot
+    /// reach a tor that is still running.
+    pub async fn pause_hs(&self) {
+        self.hs.as_ref().unwrap().pause().await.expect("pause the onion-service tor");
+    }
+
+    pub async fn unpause_hs(&self) {
+        self.hs.as_ref().unwrap().unpause().await.expect("unpause the onion-service tor");
+    }
+
     /// Removes every container explicitly (testcontainers would too, on drop).
     pub async fn shutdown(mut self) {
         let mut all: Vec<Container> = Vec::new();

@@ -1,9 +1,11 @@
 //! Moving services between tails-server and other tools, so that nobody is locked in:
 //! C tor's HiddenServiceDir (in and out) and OnionShare's persistent-mode settings (in).
 
-use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use zeroize::Zeroizing;
@@ -12,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::keys::{ClientPublicKey, ClientSecretKey, OnionAddress, OnionSecretKey};
 use crate::model::{now_unix, ClientRecord, ServiceRecord, MAX_CLIENTS};
 use crate::names::ClientName;
+use crate::secret_file::{PrivateDir, Replace};
 
 const MAX_KEY_FILE: u64 = 1024;
 const MAX_AUTH_FILE: u64 = 4096;
@@ -107,7 +110,11 @@ pub fn read_tor_dir(dir: &Path) -> Result<Imported> {
 
 /// Writes a HiddenServiceDir that tor itself loads: secret and public key files, hostname,
 /// and `authorized_clients/NAME.auth`. Refuses to touch an existing non-empty directory
-/// unless `force`, and even then only writes its own files.
+/// unless `force`, and even then only writes its own files, and removes the `.auth` files of
+/// clients the service no longer has (tor running that directory would still admit them).
+///
+/// The directory must be ours and writable by nobody else; it ends 0700 (created so), its
+/// files 0600, and a symbolic link planted in place of a file is replaced, not followed.
 pub fn write_tor_dir(record: &ServiceRecord, dir: &Path, force: bool) -> Result<()> {
     let occupied = dir.is_dir() && fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
     if dir.exists() && !dir.is_dir() {
@@ -116,32 +123,19 @@ pub fn write_tor_dir(record: &ServiceRecord, dir: &Path, force: bool) -> Result<
     if occupied && !force {
         return Err(invalid(dir, "it is not empty; use --force to overwrite the key files in it"));
     }
-    let mkdir = |d: &Path| {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(d).map_err(|e| Error::io("cannot create", d, e))
-    };
-    mkdir(dir)?;
-    let write = |name: &str, bytes: &[u8]| -> Result<()> {
-        let path = dir.join(name);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::io("cannot write", &path, e))?;
-        file.write_all(bytes).and_then(|_| file.sync_all()).map_err(|e| Error::io("cannot write", &path, e))
-    };
-    write("hs_ed25519_secret_key", &record.key.to_tor_secret_file())?;
-    write("hs_ed25519_public_key", &record.key.public_key().to_tor_public_file())?;
-    write("hostname", format!("{}\n", record.address()).as_bytes())?;
-    let auth_dir = dir.join("authorized_clients");
-    mkdir(&auth_dir)?;
+    let hs = PrivateDir::create(dir)?;
+    hs.write("hs_ed25519_secret_key".as_ref(), &[&record.key.to_tor_secret_file()], Replace::Always)?;
+    hs.write("hs_ed25519_public_key".as_ref(), &[&record.key.public_key().to_tor_public_file()], Replace::Always)?;
+    hs.write("hostname".as_ref(), &[format!("{}\n", record.address()).as_bytes()], Replace::Always)?;
+    let auth_dir = hs.subdir("authorized_clients")?;
+    let mut current = HashSet::new();
     for client in &record.clients {
-        write(
-            &format!("authorized_clients/{}.auth", client.name),
-            format!("{}\n", client.public_key.auth_line()).as_bytes(),
-        )?;
+        let name = format!("{}.auth", client.name);
+        auth_dir.write(name.as_ref(), &[format!("{}\n", client.public_key.auth_line()).as_bytes()], Replace::Always)?;
+        current.insert(OsString::from(name));
     }
+    // tor loads every file whose name ends in `.auth`.
+    auth_dir.remove_stale(|name| name.as_bytes().ends_with(b".auth") && !current.contains(name))?;
     Ok(())
 }
 

@@ -1,0 +1,619 @@
+//! The one place that makes tor run exactly what the store says, for every front end (the
+//! CLI, the daemon, the D-Bus service).
+//!
+//! What we asked a tor instance to run is kept in a ledger in the runtime directory: per
+//! onion service, a fingerprint of what was published (address, port mapping, flags,
+//! client keys), keyed by tor's process identity. Every reconcile reads the store afresh and
+//! compares: a service whose stored state differs from what tor runs is published again; a
+//! service of ours that is no longer stored or no longer wanted is removed — also one removed
+//! while tor was unreachable, because the ledger still names it (the ledger is the
+//! tombstone). A new tor instance runs nothing of ours, so its ledger starts empty.
+//!
+//! Processes take the ledger's lock for the whole of a reconcile and read the store under
+//! it, so two reconciles never interleave and none acts on a copy read before another
+//! process's change. The store's own lock is only held for reads and writes, never while
+//! waiting for tor or for the ledger (the order is always ledger, then store).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::manager::{Config, Manager};
+use crate::model::{now_unix, ServiceRecord};
+use crate::names::ServiceName;
+use crate::publish;
+use crate::tor::{ControlConfig, TorControl, TorInstance};
+
+const LEDGER_FILE: &str = "tor-ledger.json";
+/// Rewritten after every change to the store, so that a running daemon reconciles at once
+/// (a stat of a tmpfs file, not a read of the store on the USB stick).
+const CHANGED_FILE: &str = "store-changed";
+const LEDGER_LOCK: &str = "tor-ledger.lock";
+/// How long a reconcile waits for another one to finish.
+const LEDGER_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a store read for tor work is retried while another process holds the store.
+const STORE_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// What one service looks like to tor. Two records with the same fingerprint produce the
+/// same onion service; anything else must be published again.
+pub fn fingerprint(record: &ServiceRecord) -> String {
+    let mut clients: Vec<String> = record.clients.iter().map(|c| c.public_key.to_base32()).collect();
+    clients.sort();
+    let text = format!(
+        "v1\n{}\n{}\n{}:{}\n{}\n",
+        record.address().service_id(),
+        if record.client_auth { "auth" } else { "open" },
+        record.remote_port,
+        record.local_port,
+        clients.join(",")
+    );
+    data_encoding::HEXLOWER.encode(&Sha256::digest(text.as_bytes())[..16])
+}
+
+/// Whether a stored service should be running in tor now.
+fn wanted(record: &ServiceRecord, ledger: &Ledger) -> bool {
+    record.enabled && (autostart(record) || ledger.session.contains(record.name.as_str()))
+}
+
+fn autostart(record: &ServiceRecord) -> bool {
+    record.options.get(crate::options::AUTOSTART).and_then(|v| v.as_bool()).unwrap_or(true)
+}
+
+/// What we asked one tor instance to run.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Ledger {
+    /// The tor instance the entries concern.
+    pub tor: Option<TorInstance>,
+    /// Service id (no `.onion`) → what was published.
+    pub published: BTreeMap<String, LedgerEntry>,
+    /// Services without autostart that were enabled by hand since boot: they are kept
+    /// published across tor restarts until shutdown (the runtime directory is a tmpfs).
+    pub session: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LedgerEntry {
+    pub name: String,
+    pub fingerprint: String,
+    /// False between sending ADD_ONION and tor's answer: an interrupted publish is
+    /// checked against tor's list at the next reconcile.
+    pub confirmed: bool,
+    /// When this tor instance reported the descriptor uploaded (HS_DESC UPLOADED).
+    pub uploaded_at: Option<u64>,
+}
+
+impl Ledger {
+    pub fn path(runtime_dir: &Path) -> PathBuf {
+        runtime_dir.join(LEDGER_FILE)
+    }
+
+    /// The ledger as last written; an absent or unreadable one is empty (the next
+    /// reconcile rebuilds it from tor's list).
+    pub fn load(runtime_dir: &Path) -> Self {
+        std::fs::read(Self::path(runtime_dir)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    fn save(&self, runtime_dir: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).expect("serializable");
+        crate::store::write_atomically(&Self::path(runtime_dir), &[&bytes])
+    }
+
+    /// The entry for a service id, if it concerns `tor`.
+    pub fn entry_for(&self, tor: &TorInstance, service_id: &str) -> Option<&LedgerEntry> {
+        self.tor.filter(|t| t.same_as(tor)).and_then(|_| self.published.get(service_id))
+    }
+
+    fn forget_other_instances(&mut self, tor: &TorInstance) {
+        if !self.tor.is_some_and(|t| t.same_as(tor)) {
+            self.published.clear();
+            self.tor = Some(*tor);
+        }
+    }
+}
+
+/// The ledger's lock, held for a whole reconcile.
+struct LedgerLock {
+    _file: File,
+}
+
+async fn lock_ledger(runtime_dir: &Path) -> Result<LedgerLock> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(runtime_dir)
+        .map_err(|e| Error::io("cannot create the runtime directory", runtime_dir, e))?;
+    let path = runtime_dir.join(LEDGER_LOCK);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| Error::io("cannot open the lock file", &path, e))?;
+    let start = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(LedgerLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < LEDGER_LOCK_TIMEOUT => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Timeout {
+                    what: format!("another tails-server process to finish talking to tor ({})", path.display()),
+                    waited: LEDGER_LOCK_TIMEOUT,
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", &path, e)),
+        }
+    }
+}
+
+/// What a reconcile did to one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Added to tor.
+    Published,
+    /// tor ran it with other clients or ports: removed and added again, so connected
+    /// clients reconnect.
+    Republished,
+    /// tor already ran it as stored.
+    Unchanged,
+    /// Removed from tor: no longer stored, disabled, or not to be started.
+    Removed,
+}
+
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    pub tor: Option<TorInstance>,
+    /// By service name (removed services keep the name the ledger knew them by).
+    pub actions: BTreeMap<String, Action>,
+    pub failed: Vec<(String, Error)>,
+    pub elapsed: Duration,
+}
+
+impl SyncReport {
+    pub fn names(&self, action: Action) -> Vec<String> {
+        self.actions.iter().filter(|(_, a)| **a == action).map(|(n, _)| n.clone()).collect()
+    }
+
+    pub fn action(&self, name: &str) -> Option<Action> {
+        self.actions.get(name).copied()
+    }
+
+    pub fn failure(&self, name: &str) -> Option<&Error> {
+        self.failed.iter().find(|(n, _)| n == name).map(|(_, e)| e)
+    }
+}
+
+/// A difference between the store and tor that is still to be applied, known without
+/// asking tor (from the ledger): what front ends tell the user when tor is unreachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// tor may still run a service we removed or disabled (or that must not autostart).
+    StillRunning { name: String, service_id: String },
+    /// tor runs a service with an older client list or port mapping.
+    Outdated { name: String },
+    /// A wanted service that tor does not run yet.
+    NotPublished { name: String },
+}
+
+impl Pending {
+    pub fn name(&self) -> &str {
+        match self {
+            Pending::StillRunning { name, .. } | Pending::Outdated { name } | Pending::NotPublished { name } => name,
+        }
+    }
+}
+
+/// Makes tor match the store. One per front end; cheap to build.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    pub config: Config,
+    pub control: ControlConfig,
+    /// Told once per read when the store is busy and tor work waits for it (the daemon
+    /// logs it; the library itself never prints).
+    pub on_store_busy: Option<fn(&str)>,
+}
+
+impl Publisher {
+    pub fn new(config: Config, control: ControlConfig) -> Self {
+        Self { config, control, on_store_busy: None }
+    }
+
+    fn runtime_dir(&self) -> Result<&Path> {
+        self.config.runtime_dir.as_deref().ok_or(Error::NoRuntimeDir { uid: crate::unix::euid() })
+    }
+
+    /// Connects to tor.
+    pub async fn connect(&self) -> Result<TorControl> {
+        TorControl::connect(&self.control).await
+    }
+
+    /// Reads every stored service, waiting (bounded) while another process holds the
+    /// store: a busy store delays tor work, it never skips it.
+    pub async fn read_services(&self) -> Result<Vec<ServiceRecord>> {
+        let start = Instant::now();
+        let mut told = false;
+        loop {
+            let config = self.config.clone();
+            let read = tokio::task::spawn_blocking(move || Manager::open(config)?.list())
+                .await
+                .map_err(|e| Error::TorProtocol { target: "the store".into(), detail: e.to_string() })?;
+            match read {
+                Err(e) if e.kind() == ErrorKind::Busy && start.elapsed() < STORE_RETRY_FOR => {
+                    if let (Some(notice), false) = (self.on_store_busy, told) {
+                        notice(&format!("{e}; waiting for it before talking to tor"));
+                        told = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Makes tor run exactly the wanted services: publishes missing ones, republishes
+    /// changed ones, removes ours that are no longer wanted. Failures of one service do
+    /// not stop the others; losing tor or the store is an error.
+    pub async fn sync(&self, tor: &mut TorControl) -> Result<SyncReport> {
+        let runtime_dir = self.runtime_dir()?.to_owned();
+        let _lock = lock_ledger(&runtime_dir).await?;
+        self.sync_locked(tor, &runtime_dir, None).await
+    }
+
+    async fn sync_locked(
+        &self,
+        tor: &mut TorControl,
+        runtime_dir: &Path,
+        also_wanted: Option<&ServiceName>,
+    ) -> Result<SyncReport> {
+        let start = Instant::now();
+        let instance = tor.instance().await?;
+        let detached = tor.detached_onions().await?;
+        let records = self.read_services().await?;
+        let mut ledger = Ledger::load(runtime_dir);
+        ledger.forget_other_instances(&instance);
+        // Entries tor no longer lists are gone (deleted by someone, or never added).
+        ledger.published.retain(|id, _| detached.contains(id));
+        let mut report = SyncReport { tor: Some(instance), ..SyncReport::default() };
+
+        let desired: BTreeMap<String, &ServiceRecord> = records
+            .iter()
+            .filter(|r| wanted(r, &ledger) || also_wanted == Some(&r.name))
+            .map(|r| (r.address().service_id(), r))
+            .collect();
+
+        // Ours, no longer wanted: remove. This is what finishes a removal that happened
+        // while tor was unreachable.
+        let unwanted: Vec<(String, String)> = ledger
+            .published
+            .iter()
+            .filter(|(id, _)| !desired.contains_key(*id))
+            .map(|(id, e)| (id.clone(), e.name.clone()))
+            .collect();
+        for (id, name) in unwanted {
+            match publish::unpublish_id(tor, &id).await {
+                Ok(_) => {
+                    ledger.published.remove(&id);
+                    ledger.save(runtime_dir)?;
+                    report.actions.insert(name, Action::Removed);
+                }
+                Err(e) if is_connection_loss(&e) => return Err(e),
+                Err(e) => report.failed.push((name, e)),
+            }
+        }
+
+        for (id, record) in desired {
+            let name = record.name.to_string();
+            let print = fingerprint(record);
+            let current = ledger.published.get(&id).filter(|e| e.confirmed).map(|e| e.fingerprint == print);
+            let action = match (detached.contains(&id), current) {
+                (true, Some(true)) => {
+                    report.actions.insert(name, Action::Unchanged);
+                    continue;
+                }
+                // Running, but not as stored (or we cannot tell what it runs): tor cannot
+                // change an onion service in place.
+                (true, _) => {
+                    match publish::unpublish_id(tor, &id).await {
+                        Ok(_) => {}
+                        Err(e) if is_connection_loss(&e) => return Err(e),
+                        Err(e) => {
+                            report.failed.push((name, e));
+                            continue;
+                        }
+                    }
+                    Action::Republished
+                }
+                (false, _) => Action::Published,
+            };
+            ledger.published.insert(
+                id.clone(),
+                LedgerEntry { name: name.clone(), fingerprint: print, confirmed: false, uploaded_at: None },
+            );
+            ledger.save(runtime_dir)?;
+            match publish::add(tor, record).await {
+                Ok(()) => {
+                    if let Some(entry) = ledger.published.get_mut(&id) {
+                        entry.confirmed = true;
+                    }
+                    ledger.save(runtime_dir)?;
+                    report.actions.insert(name, action);
+                }
+                Err(e) if is_connection_loss(&e) => return Err(e),
+                Err(e) => {
+                    ledger.published.remove(&id);
+                    ledger.save(runtime_dir)?;
+                    report.failed.push((name, e));
+                }
+            }
+        }
+        report.elapsed = start.elapsed();
+        Ok(report)
+    }
+
+    /// Enables a service: publishes it, then records it as enabled, so that a refusal by
+    /// tor changes nothing. Returns the report of the reconcile that published it.
+    /// `tor` None means tor is unreachable: the service is recorded as enabled and is
+    /// published by the next reconcile (the daemon's, or the next login's).
+    pub async fn enable(&self, tor: Option<&mut TorControl>, name: &ServiceName) -> Result<Option<SyncReport>> {
+        let runtime_dir = self.runtime_dir()?.to_owned();
+        let _lock = lock_ledger(&runtime_dir).await?;
+        let Some(tor) = tor else {
+            self.record_enabled(name, true, &runtime_dir).await?;
+            return Ok(None);
+        };
+        // Fails early (no such service) before tor is touched.
+        self.read_one(name).await?;
+        let report = self.sync_locked(tor, &runtime_dir, Some(name)).await?;
+        if let Some(error) = report.failed.iter().find(|(n, _)| n == name.as_str()).map(|(_, e)| e) {
+            return Err(clone_error(error));
+        }
+        if let Err(e) = self.record_enabled(name, true, &runtime_dir).await {
+            // Not recorded, so not published: take it off again.
+            let id = self.read_one(name).await.map(|r| r.address().service_id());
+            if let Ok(id) = id {
+                if publish::unpublish_id(tor, &id).await.is_ok() {
+                    let mut ledger = Ledger::load(&runtime_dir);
+                    ledger.published.remove(&id);
+                    let _ = ledger.save(&runtime_dir);
+                }
+            }
+            return Err(e);
+        }
+        Ok(Some(report))
+    }
+
+    /// Records a service as disabled, then reconciles (which removes it from tor).
+    pub async fn disable(&self, tor: Option<&mut TorControl>, name: &ServiceName) -> Result<Option<SyncReport>> {
+        let runtime_dir = self.runtime_dir()?.to_owned();
+        let _lock = lock_ledger(&runtime_dir).await?;
+        self.record_enabled(name, false, &runtime_dir).await?;
+        match tor {
+            Some(tor) => self.sync_locked(tor, &runtime_dir, None).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn read_one(&self, name: &ServiceName) -> Result<ServiceRecord> {
+        let records = self.read_services().await?;
+        records.into_iter().find(|r| &r.name == name).ok_or_else(|| Error::NoSuchService(name.to_string()))
+    }
+
+    async fn record_enabled(&self, name: &ServiceName, enabled: bool, runtime_dir: &Path) -> Result<()> {
+        let config = self.config.clone();
+        let owned = name.clone();
+        let record = tokio::task::spawn_blocking(move || {
+            let mut manager = Manager::open(config)?;
+            manager.set_enabled(&owned, enabled).map(|(record, _)| record)
+        })
+        .await
+        .map_err(|e| Error::TorProtocol { target: "the store".into(), detail: e.to_string() })??;
+        // A service enabled by hand without autostart stays up until shutdown.
+        let mut ledger = Ledger::load(runtime_dir);
+        let changed = if enabled && !autostart(&record) {
+            ledger.session.insert(name.to_string())
+        } else {
+            ledger.session.remove(name.as_str())
+        };
+        if changed {
+            ledger.save(runtime_dir)?;
+        }
+        Ok(())
+    }
+
+    /// What is still to be applied, judged from the ledger and the store without asking
+    /// tor (which may be unreachable): for messages that say what is true.
+    pub async fn pending(&self) -> Result<Vec<Pending>> {
+        let runtime_dir = self.runtime_dir()?.to_owned();
+        let records = self.read_services().await?;
+        let ledger = Ledger::load(&runtime_dir);
+        let mut pending = Vec::new();
+        let by_id: BTreeMap<String, &ServiceRecord> = records.iter().map(|r| (r.address().service_id(), r)).collect();
+        for (id, entry) in &ledger.published {
+            match by_id.get(id) {
+                Some(record) if wanted(record, &ledger) => {
+                    if entry.fingerprint != fingerprint(record) {
+                        pending.push(Pending::Outdated { name: record.name.to_string() });
+                    }
+                }
+                _ => pending.push(Pending::StillRunning { name: entry.name.clone(), service_id: id.clone() }),
+            }
+        }
+        for record in records.iter().filter(|r| wanted(r, &ledger)) {
+            if !ledger.published.contains_key(&record.address().service_id()) {
+                pending.push(Pending::NotPublished { name: record.name.to_string() });
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Keeps an enabled service published until shutdown even without `autostart` (set
+    /// when autostart is turned off on a service that is enabled now).
+    pub async fn keep_for_session(&self, name: &ServiceName) -> Result<()> {
+        let runtime_dir = self.runtime_dir()?.to_owned();
+        let _lock = lock_ledger(&runtime_dir).await?;
+        let mut ledger = Ledger::load(&runtime_dir);
+        if ledger.session.insert(name.to_string()) {
+            ledger.save(&runtime_dir)?;
+        }
+        Ok(())
+    }
+
+    /// Tells a running daemon that the store changed: it reconciles within a second, even
+    /// if this process could not reach tor.
+    pub fn note_change(&self) -> Result<()> {
+        let runtime_dir = self.runtime_dir()?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(runtime_dir)
+            .map_err(|e| Error::io("cannot create the runtime directory", runtime_dir, e))?;
+        let stamp = format!("{} {}", std::process::id(), now_nanos());
+        crate::store::write_atomically(&runtime_dir.join(CHANGED_FILE), &[stamp.as_bytes()])
+    }
+
+    /// The last change notice (None: none since boot), to compare with an earlier one.
+    pub fn last_change(&self) -> Option<String> {
+        std::fs::read_to_string(self.runtime_dir().ok()?.join(CHANGED_FILE)).ok()
+    }
+
+    /// Notes that `tor` reported a descriptor of ours uploaded; returns the service's
+    /// name when it is ours.
+    pub async fn record_upload(&self, tor: &TorInstance, service_id: &str) -> Result<Option<String>> {
+        let runtime_dir = self.runtime_dir()?.to_owned();
+        let _lock = lock_ledger(&runtime_dir).await?;
+        let mut ledger = Ledger::load(&runtime_dir);
+        if !ledger.tor.is_some_and(|t| t.same_as(tor)) {
+            return Ok(None);
+        }
+        let Some(entry) = ledger.published.get_mut(service_id) else { return Ok(None) };
+        let first = entry.uploaded_at.is_none();
+        entry.uploaded_at = Some(now_unix());
+        let name = entry.name.clone();
+        ledger.save(&runtime_dir)?;
+        Ok(first.then_some(name))
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+/// Whether the connection to tor is gone (the reconcile cannot go on).
+fn is_connection_loss(e: &Error) -> bool {
+    matches!(e, Error::TorGone { .. } | Error::TorConnect { .. })
+}
+
+/// Errors hold io::Error sources and cannot be cloned; keep the message and kind.
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::TorRejected { command, code, message, hint } => {
+            Error::TorRejected { command: command.clone(), code: *code, message: message.clone(), hint: hint.clone() }
+        }
+        Error::WrongAddress { service, expected, got } => {
+            Error::WrongAddress { service: service.clone(), expected: expected.clone(), got: got.clone() }
+        }
+        Error::TorUntrusted { target, what, reason } => {
+            Error::TorUntrusted { target: target.clone(), what: what.clone(), reason: reason.clone() }
+        }
+        other => Error::TorProtocol { target: "tor".into(), detail: other.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{ClientSecretKey, OnionSecretKey};
+    use crate::model::ClientRecord;
+    use crate::names::ClientName;
+
+    fn record() -> ServiceRecord {
+        let secret = ClientSecretKey::generate().unwrap();
+        ServiceRecord {
+            name: ServiceName::new("web").unwrap(),
+            kind: "web".into(),
+            local_port: 8080,
+            remote_port: 80,
+            enabled: true,
+            client_auth: true,
+            options: Default::default(),
+            key: OnionSecretKey::generate().unwrap(),
+            clients: vec![ClientRecord {
+                name: ClientName::new("a").unwrap(),
+                public_key: secret.public_key(),
+                secret_key: Some(secret),
+                created: 0,
+            }],
+            created: 0,
+        }
+    }
+
+    #[test]
+    fn fingerprint_changes_with_everything_tor_sees_and_nothing_else() {
+        let base = record();
+        let print = fingerprint(&base);
+        let mut other = base.clone();
+        other.created = 99;
+        other.clients[0].secret_key = None;
+        other.options.insert("welcome".into(), crate::options::OptionValue::String("hi".into()));
+        assert_eq!(fingerprint(&other), print, "stored-only details do not change what tor runs");
+        let mut ports = base.clone();
+        ports.local_port = 8081;
+        assert_ne!(fingerprint(&ports), print);
+        let mut clients = base.clone();
+        let extra = ClientSecretKey::generate().unwrap();
+        clients.clients.push(ClientRecord {
+            name: ClientName::new("b").unwrap(),
+            public_key: extra.public_key(),
+            secret_key: None,
+            created: 0,
+        });
+        assert_ne!(fingerprint(&clients), print);
+        let mut reordered = clients.clone();
+        reordered.clients.reverse();
+        assert_eq!(fingerprint(&reordered), fingerprint(&clients), "client order does not matter to tor");
+        let mut open = base.clone();
+        open.client_auth = false;
+        assert_ne!(fingerprint(&open), print);
+    }
+
+    #[test]
+    fn a_new_tor_instance_starts_with_an_empty_ledger_but_keeps_the_session() {
+        let mut ledger = Ledger::default();
+        let first = TorInstance { pid: 10, started: 1000 };
+        ledger.forget_other_instances(&first);
+        ledger.published.insert(
+            "abc".into(),
+            LedgerEntry { name: "web".into(), fingerprint: "f".into(), confirmed: true, uploaded_at: None },
+        );
+        ledger.session.insert("web".into());
+        ledger.forget_other_instances(&TorInstance { pid: 10, started: 1001 });
+        assert_eq!(ledger.published.len(), 1, "the same instance (uptime is coarse)");
+        ledger.forget_other_instances(&TorInstance { pid: 10, started: 1100 });
+        assert!(ledger.published.is_empty() && ledger.session.contains("web"));
+    }
+
+    #[test]
+    fn services_without_autostart_are_wanted_only_when_enabled_by_hand_this_session() {
+        let mut r = record();
+        r.options.insert(crate::options::AUTOSTART.into(), crate::options::OptionValue::Bool(false));
+        let mut ledger = Ledger::default();
+        assert!(!wanted(&r, &ledger));
+        ledger.session.insert("web".into());
+        assert!(wanted(&r, &ledger));
+        r.enabled = false;
+        assert!(!wanted(&r, &ledger));
+    }
+}

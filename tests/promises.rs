@@ -1,0 +1,394 @@
+//! The promises against a real tor on loopback: what tor runs always converges to what is
+//! stored (removals included, also when tor was unreachable at the time), secrets go only
+//! to a control port that belongs to tor, and no command holds the store while a person
+//! types. Reachability over a Tor network is proven by the container suite.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{onion_key_blob, service_id, LocalTor, TestEnv};
+
+/// Runs the CLI against `control` (HOST:PORT).
+fn at(env: &TestEnv, control: &str, args: &[&str]) -> common::Run {
+    let mut all = vec!["--control-port", control];
+    all.extend_from_slice(args);
+    env.run(&all)
+}
+
+/// A control port nobody listens on: tor "unreachable".
+fn dead_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("127.0.0.1:{port}")
+}
+
+#[track_caller]
+fn pending(run: common::Run, needle: &str) -> common::Run {
+    assert_eq!(run.code, 3, "exit 3 = saved, tor not updated yet\nstdout: {}\nstderr: {}", run.stdout, run.stderr);
+    assert!(run.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", run.stderr);
+    run
+}
+
+fn add_enabled(env: &TestEnv, tor: &LocalTor, name: &str, port: &str) -> String {
+    env.run(&["add", "custom", "--name", name, "--local-port", port, "--remote-port", "80"]).ok();
+    at(env, &tor.control(), &["enable", name]).ok();
+    let id = service_id(&env.service(name));
+    assert!(tor.detached().contains(&id));
+    id
+}
+
+#[test]
+fn remove_takes_the_service_off_tor_at_once() {
+    let tor = LocalTor::start();
+    let env = TestEnv::new();
+    let id = add_enabled(&env, &tor, "web", "8080");
+    let out = at(&env, &tor.control(), &["remove", "web", "--yes"]).ok();
+    assert!(out.stderr.contains("web: removed from tor"), "{}", out.stderr);
+    assert!(!tor.detached().contains(&id), "a removed service must not stay reachable in tor");
+}
+
+#[test]
+fn a_removal_while_tor_is_unreachable_is_finished_when_tor_answers() {
+    let tor = LocalTor::start();
+    let env = TestEnv::new();
+    let id = add_enabled(&env, &tor, "web", "8080");
+    let keep = add_enabled(&env, &tor, "other", "8081");
+
+    let out = pending(at(&env, &dead_port(), &["remove", "web", "--yes"]), "tor still runs web until");
+    assert!(out.stdout.contains("Removed service web"), "{}", out.stdout);
+    assert!(tor.detached().contains(&id), "tor was not reachable: it still runs it (and we say so)");
+
+    // The next reconcile, whoever runs it, finishes the job: the ledger remembers web.
+    let report = at(&env, &tor.control(), &["--format", "json", "restore"]).ok().json();
+    assert_eq!(report["removed"], serde_json::json!(["web"]));
+    assert_eq!(report["already-published"], serde_json::json!(["other"]));
+    let live = tor.detached();
+    assert!(!live.contains(&id) && live.contains(&keep), "{live:?}");
+}
+
+#[test]
+fn a_client_removed_while_tor_is_unreachable_loses_access_when_tor_answers() {
+    let tor = LocalTor::start();
+    let env = TestEnv::new();
+    env.run(&["add", "custom", "--name", "web", "--local-port", "8080"]).ok();
+    env.run(&["client", "add", "web", "bob"]).ok();
+    at(&env, &tor.control(), &["enable", "web"]).ok();
+
+    let out = pending(
+        at(&env, &dead_port(), &["client", "remove", "web", "bob"]),
+        "tor still runs web with its previous clients",
+    );
+    assert!(!out.stdout.contains("no longer opens"), "that would not be true yet: {}", out.stdout);
+    let status = at(&env, &tor.control(), &["--format", "json", "status", "web"]).ok().json();
+    assert_eq!(status["registered"], true);
+    assert_eq!(status["published-as-stored"], false, "tor still admits bob: {status}");
+
+    let report = at(&env, &tor.control(), &["--format", "json", "restore"]).ok().json();
+    assert_eq!(report["republished"], serde_json::json!(["web"]));
+    let status = at(&env, &tor.control(), &["--format", "json", "status", "web"]).ok().json();
+    assert_eq!(status["published-as-stored"], true, "{status}");
+    // Nothing left to do: a client change with tor reachable exits 0.
+    at(&env, &tor.control(), &["client", "add", "web", "carol"]).ok();
+    let status = at(&env, &tor.control(), &["--format", "json", "status", "web"]).ok().json();
+    assert_eq!(status["published-as-stored"], true, "{status}");
+}
+
+#[test]
+fn a_change_that_tor_need_not_know_about_exits_zero_without_tor() {
+    let env = TestEnv::new();
+    env.run(&["add", "custom", "--name", "web", "--local-port", "8080"]).ok();
+    env.run(&["client", "add", "web", "bob"]).ok();
+    // Never published: nothing is pending in tor, whatever tor's state.
+    at(&env, &dead_port(), &["client", "remove", "web", "bob"]).ok();
+    at(&env, &dead_port(), &["remove", "web", "--yes"]).ok();
+}
+
+#[test]
+fn enable_without_tor_is_recorded_and_published_by_the_next_reconcile() {
+    let tor = LocalTor::start();
+    let env = TestEnv::new();
+    env.run(&["add", "custom", "--name", "web", "--local-port", "8080"]).ok();
+    pending(at(&env, &dead_port(), &["enable", "web"]), "web is not published yet");
+    assert_eq!(env.service("web")["enabled"], true);
+    let report = at(&env, &tor.control(), &["--format", "json", "restore"]).ok().json();
+    assert_eq!(report["published"], serde_json::json!(["web"]));
+    pending(at(&env, &dead_port(), &["disable", "web"]), "tor still runs web until");
+    let report = at(&env, &tor.control(), &["--format", "json", "restore"]).ok().json();
+    assert_eq!(report["removed"], serde_json::json!(["web"]));
+}
+
+#[test]
+fn concurrent_changes_leave_tor_running_exactly_what_is_stored() {
+    let tor = LocalTor::start();
+    let env = TestEnv::new();
+    add_enabled(&env, &tor, "web", "8080");
+    let control = tor.control();
+    // Client changes, restores and disable/enable from several processes at once: each
+    // reconcile reads the store under the ledger's lock, so none acts on a stale copy.
+    std::thread::scope(|scope| {
+        for worker in 0..3 {
+            let (env, control) = (&env, control.as_str());
+            scope.spawn(move || {
+                for round in 0..4 {
+                    let client = format!("w{worker}r{round}");
+                    at(env, control, &["client", "add", "web", &client]).ok();
+                    at(env, control, &["restore"]).ok();
+                    if round % 2 == 1 {
+                        at(env, control, &["client", "remove", "web", &client]).ok();
+                    }
+                }
+            });
+        }
+    });
+    let status = at(&env, &control, &["--format", "json", "status", "web"]).ok().json();
+    assert_eq!(status["registered"], true);
+    assert_eq!(status["published-as-stored"], true, "{status}");
+}
+
+#[test]
+fn the_daemon_republishes_as_soon_as_a_busy_store_is_released() {
+    let mut tor = LocalTor::start();
+    let env = TestEnv::new();
+    let id = add_enabled(&env, &tor, "web", "8080");
+    let log_path = env.root.path().join("daemon.log");
+    let _daemon = KillOnDrop(
+        env.command()
+            .args(["--control-port", &tor.control(), "daemon"])
+            .env("TAILS_SERVER_LOCK_TIMEOUT", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_log(&log_path, "service(s) published", 1);
+
+    // Another process holds the store while tor restarts (it might be a slow export).
+    let lock = std::fs::OpenOptions::new().write(true).open(env.state_dir().join("lock")).unwrap();
+    lock.lock().unwrap();
+    tor.restart();
+    wait_for_log(&log_path, "waiting for it before talking to tor", 1);
+    drop(lock);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !tor.try_detached().is_some_and(|d| d.contains(&id)) {
+        assert!(Instant::now() < deadline, "not republished after the store was released:\n{}", read(&log_path));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process that must not outlive a failing test (it would hold the test's pipes).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn wait_for_log(path: &Path, needle: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read(path).matches(needle).count() < count {
+        assert!(Instant::now() < deadline, "the daemon never logged {needle:?}:\n{}", read(path));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn export_lets_go_of_the_store_while_the_passphrase_is_typed() {
+    let env = TestEnv::new();
+    env.run(&["add", "custom", "--name", "web", "--local-port", "8080"]).ok();
+    let output = env.root.path().join("backup.age");
+    let bin = env!("CARGO_BIN_EXE_tails-server");
+    // `script` gives the export a terminal, so it asks for the passphrase and waits.
+    let mut prompt = KillOnDrop(
+        Command::new("script")
+            .args(["-qfec", &format!("{bin} export --output {}", output.display()), "/dev/null"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", env.root.path())
+            .env("TAILS_SERVER_STATE_DIR", env.state_dir())
+            .env("TAILS_SERVER_RUNTIME_DIR", env.runtime_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) is installed"),
+    );
+    let mut stdout = prompt.0.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).to_lowercase().contains("passphrase") {
+        assert!(Instant::now() < deadline, "no passphrase prompt: {}", String::from_utf8_lossy(&seen));
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "export ended: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // The export now waits for a person: the store must be free for everyone else.
+    let list = env.command().env("TAILS_SERVER_LOCK_TIMEOUT", "1").arg("list").output().unwrap();
+    assert!(list.status.success(), "the store is held by a prompt: {}", String::from_utf8_lossy(&list.stderr));
+    let _ = prompt.0.stdin.take().unwrap().write_all(b"\x03");
+}
+
+/// A stand-in control port, run as another user, that answers like tor and records every
+/// byte it receives.
+struct FakeControlPort {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    target: String,
+}
+
+const FAKE_TOR: &str = r#"
+import socket, sys, os
+kind, where, methods, cookiefile, log = sys.argv[1:6]
+if kind == "tcp":
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); where = "127.0.0.1:%d" % s.getsockname()[1]
+else:
+    s = socket.socket(socket.AF_UNIX); s.bind(where)
+s.listen(8)
+print(where, flush=True)
+while True:
+    c, _ = s.accept()
+    f = c.makefile("rwb")
+    for line in f:
+        with open(log, "ab") as out: out.write(line)
+        word = line.split(b" ")[0].strip().upper()
+        if word == b"PROTOCOLINFO":
+            extra = (' COOKIEFILE="%s"' % cookiefile) if cookiefile != "-" else ""
+            f.write(('250-PROTOCOLINFO 1\r\n250-AUTH METHODS=%s%s\r\n250-VERSION Tor="0.4.9.11"\r\n250 OK\r\n' % (methods, extra)).encode())
+        elif word == b"GETINFO":
+            key = line.split(b" ")[1].strip()
+            value = {b"process/pid": b"4242", b"uptime": b"100"}.get(key, b"")
+            if key == b"onions/detached": f.write(b"250+onions/detached=\r\n.\r\n250 OK\r\n")
+            else: f.write(b"250-" + key + b"=" + value + b"\r\n250 OK\r\n")
+        elif word == b"ADD_ONION":
+            f.write(b"250-ServiceID=x\r\n250 OK\r\n")
+        else:
+            f.write(b"250 OK\r\n")
+        f.flush()
+"#;
+
+impl FakeControlPort {
+    /// `kind`: "tcp" or "unix"; `methods` as in PROTOCOLINFO; `cookie_file` announced.
+    fn start(kind: &str, methods: &str, cookie_file: Option<&Path>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let as_root = tails_server::unix::euid() == 0;
+        if as_root {
+            // The stand-in runs as nobody: it must be able to write its socket and log.
+            std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        }
+        let script = dir.path().join("fake_tor.py");
+        std::fs::write(&script, FAKE_TOR).unwrap();
+        let socket = dir.path().join("control");
+        let log = dir.path().join("received");
+        let args = [
+            script.to_str().unwrap(),
+            kind,
+            socket.to_str().unwrap(),
+            methods,
+            cookie_file.map(|p| p.to_str().unwrap()).unwrap_or("-"),
+            log.to_str().unwrap(),
+        ];
+        let mut command = if as_root {
+            let mut c = Command::new("setpriv");
+            // Debian's python3: a per-user one (pyenv under /root) is out of nobody's reach.
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3"]);
+            c
+        } else {
+            Command::new("python3")
+        };
+        let mut child = command.args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("python3 runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        FakeControlPort { child, dir, target: line.trim().to_owned() }
+    }
+
+    fn received(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("received")).unwrap_or_default()
+    }
+}
+
+impl Drop for FakeControlPort {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The CLI pointed at a stand-in. Running as root, the stand-in is `nobody`; otherwise it
+/// runs as us, and we trust only root (a user named explicitly) for the test.
+fn at_fake(env: &TestEnv, fake: &FakeControlPort, kind: &str, args: &[&str]) -> common::Run {
+    let mut command = env.command();
+    if tails_server::unix::euid() != 0 {
+        command.env("TAILS_SERVER_TOR_USER", "root");
+    }
+    match kind {
+        "tcp" => command.env("TAILS_SERVER_CONTROL_PORT", &fake.target),
+        _ => command.env("TAILS_SERVER_CONTROL_SOCKET", &fake.target),
+    };
+    command.args(args).output().unwrap().into()
+}
+
+#[test]
+fn a_control_port_that_is_not_tor_receives_no_onion_key() {
+    let env = TestEnv::new();
+    env.run(&["add", "custom", "--name", "web", "--local-port", "8080"]).ok();
+    let blob = onion_key_blob(&env.state_dir(), &env.runtime_dir(), "web");
+    let key = blob.trim_start_matches("ED25519-V3:");
+    for kind in ["tcp", "unix"] {
+        let fake = FakeControlPort::start(kind, "NULL", None);
+        let out = at_fake(&env, &fake, kind, &["enable", "web"]);
+        assert_ne!(out.code, 0, "{kind}: {}", out.stdout);
+        assert!(out.stderr.contains("refusing to send"), "{kind}: {}", out.stderr);
+        let received = fake.received();
+        assert!(received.contains("PROTOCOLINFO"), "{kind}: the stand-in was reached: {received}");
+        assert!(!received.contains(&key[..40]), "{kind}: the onion key reached a stand-in: {received}");
+        assert!(!received.contains("ADD_ONION"), "{kind}: {received}");
+        assert_eq!(env.service("web")["enabled"], false, "{kind}: a refusal records nothing");
+    }
+}
+
+#[test]
+fn a_control_port_that_is_not_tor_receives_no_cookie() {
+    // A cookie file such as tor's, announced by a stand-in that offers only COOKIE (no
+    // SAFECOOKIE): reading and sending it would hand tor's access to the stand-in.
+    let env = TestEnv::new();
+    let cookie = env.root.path().join("control_auth_cookie");
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).unwrap();
+    std::fs::write(&cookie, bytes).unwrap();
+    let hex = data_encoding::HEXUPPER.encode(&bytes);
+    env.run(&["add", "custom", "--name", "web", "--local-port", "8080"]).ok();
+    for kind in ["tcp", "unix"] {
+        let fake = FakeControlPort::start(kind, "COOKIE", Some(&cookie));
+        let out = at_fake(&env, &fake, kind, &["--format", "json", "status", "web"]).ok();
+        assert!(out.json()["tor-error"].as_str().unwrap().contains("refusing to send"), "{kind}: {}", out.stdout);
+        let received = fake.received().to_uppercase();
+        assert!(received.contains("PROTOCOLINFO"), "{kind}: the stand-in was reached");
+        assert!(!received.contains(&hex[..16]), "{kind}: tor's cookie reached a stand-in: {received}");
+        assert!(!received.contains("AUTHENTICATE"), "{kind}: {received}");
+    }
+}
+
+#[test]
+fn turning_autostart_off_keeps_a_running_service_up_until_shutdown() {
+    let tor = LocalTor::start();
+    let env = TestEnv::new();
+    let id = add_enabled(&env, &tor, "web", "8080");
+    env.run(&["set-option", "web", "autostart", "false"]).ok();
+    let report = at(&env, &tor.control(), &["--format", "json", "restore"]).ok().json();
+    assert_eq!(report["already-published"], serde_json::json!(["web"]), "autostart concerns the next login");
+    assert!(tor.detached().contains(&id));
+    // After a reboot (the runtime directory is a tmpfs) it is not published.
+    std::fs::remove_file(env.runtime_dir().join("tor-ledger.json")).unwrap();
+    let report = at(&env, &tor.control(), &["--format", "json", "restore"]).ok().json();
+    assert_eq!(report["published"], serde_json::json!([]), "{report}");
+}
