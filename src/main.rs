@@ -28,6 +28,9 @@ fn main() -> ExitCode {
                     eprintln!("  caused by: {text}");
                 }
             }
+            if let Some(hint) = cli::advice(&err) {
+                eprintln!("  hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }

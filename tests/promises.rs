@@ -19,12 +19,13 @@ fn at(env: &TestEnv, control: &str, args: &[&str]) -> common::Run {
     env.run(&all)
 }
 
-/// A control port nobody listens on: tor "unreachable".
-fn dead_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("127.0.0.1:{port}")
+/// tor "unreachable": a control socket that does not exist (no port that something else
+/// could take meanwhile).
+fn unreachable(env: &TestEnv, args: &[&str]) -> common::Run {
+    let socket = env.root.path().join("no-tor/control");
+    let mut all = vec!["--control-socket", socket.to_str().unwrap()];
+    all.extend_from_slice(args);
+    env.run(&all)
 }
 
 #[track_caller]
@@ -59,7 +60,7 @@ fn a_removal_while_tor_is_unreachable_is_finished_when_tor_answers() {
     let id = add_enabled(&env, &tor, "web", "8080");
     let keep = add_enabled(&env, &tor, "other", "8081");
 
-    let out = pending(at(&env, &dead_port(), &["remove", "web", "--yes"]), "tor still runs web until");
+    let out = pending(unreachable(&env, &["remove", "web", "--yes"]), "tor may still run web until");
     assert!(out.stdout.contains("Removed service web"), "{}", out.stdout);
     assert!(tor.detached().contains(&id), "tor was not reachable: it still runs it (and we say so)");
 
@@ -80,8 +81,8 @@ fn a_client_removed_while_tor_is_unreachable_loses_access_when_tor_answers() {
     at(&env, &tor.control(), &["enable", "web"]).ok();
 
     let out = pending(
-        at(&env, &dead_port(), &["client", "remove", "web", "bob"]),
-        "tor still runs web with its previous clients",
+        unreachable(&env, &["client", "remove", "web", "bob"]),
+        "tor may still run web with its previous clients",
     );
     assert!(!out.stdout.contains("no longer opens"), "that would not be true yet: {}", out.stdout);
     let status = at(&env, &tor.control(), &["--format", "json", "status", "web"]).ok().json();
@@ -104,8 +105,8 @@ fn a_change_that_tor_need_not_know_about_exits_zero_without_tor() {
     env.run(&["add", "custom", "--name", "web", "--local-port", "8080"]).ok();
     env.run(&["client", "add", "web", "bob"]).ok();
     // Never published: nothing is pending in tor, whatever tor's state.
-    at(&env, &dead_port(), &["client", "remove", "web", "bob"]).ok();
-    at(&env, &dead_port(), &["remove", "web", "--yes"]).ok();
+    unreachable(&env, &["client", "remove", "web", "bob"]).ok();
+    unreachable(&env, &["remove", "web", "--yes"]).ok();
 }
 
 #[test]
@@ -113,11 +114,11 @@ fn enable_without_tor_is_recorded_and_published_by_the_next_reconcile() {
     let tor = LocalTor::start();
     let env = TestEnv::new();
     env.run(&["add", "custom", "--name", "web", "--local-port", "8080"]).ok();
-    pending(at(&env, &dead_port(), &["enable", "web"]), "web is not published yet");
+    pending(unreachable(&env, &["enable", "web"]), "web is not published yet");
     assert_eq!(env.service("web")["enabled"], true);
     let report = at(&env, &tor.control(), &["--format", "json", "restore"]).ok().json();
     assert_eq!(report["published"], serde_json::json!(["web"]));
-    pending(at(&env, &dead_port(), &["disable", "web"]), "tor still runs web until");
+    pending(unreachable(&env, &["disable", "web"]), "tor may still run web until");
     let report = at(&env, &tor.control(), &["--format", "json", "restore"]).ok().json();
     assert_eq!(report["removed"], serde_json::json!(["web"]));
 }
@@ -249,6 +250,8 @@ struct FakeControlPort {
 const FAKE_TOR: &str = r#"
 import socket, sys, os
 kind, where, methods, cookiefile, log = sys.argv[1:6]
+if cookiefile.endswith("/own-cookie"):
+    with open(cookiefile, "wb") as out: out.write(os.urandom(32))
 if kind == "tcp":
     s = socket.socket(); s.bind(("127.0.0.1", 0)); where = "127.0.0.1:%d" % s.getsockname()[1]
 else:
@@ -269,6 +272,15 @@ while True:
             value = {b"process/pid": b"4242", b"uptime": b"100"}.get(key, b"")
             if key == b"onions/detached": f.write(b"250+onions/detached=\r\n.\r\n250 OK\r\n")
             else: f.write(b"250-" + key + b"=" + value + b"\r\n250 OK\r\n")
+        elif word == b"AUTHCHALLENGE":
+            # A correct SAFECOOKIE proof, for the cookie file this stand-in wrote itself.
+            import hmac, hashlib
+            cookie = open(cookiefile, "rb").read()
+            client_nonce = bytes.fromhex(line.split(b" ")[2].strip().decode())
+            server_nonce = os.urandom(32)
+            key = b"Tor safe cookie authentication server-to-controller hash"
+            proof = hmac.new(key, cookie + client_nonce + server_nonce, hashlib.sha256).hexdigest().upper()
+            f.write(("250 AUTHCHALLENGE SERVERHASH=%s SERVERNONCE=%s\r\n" % (proof, server_nonce.hex().upper())).encode())
         elif word == b"ADD_ONION":
             f.write(b"250-ServiceID=x\r\n250 OK\r\n")
         else:
@@ -279,7 +291,17 @@ while True:
 impl FakeControlPort {
     /// `kind`: "tcp" or "unix"; `methods` as in PROTOCOLINFO; `cookie_file` announced.
     fn start(kind: &str, methods: &str, cookie_file: Option<&Path>) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), kind, methods, cookie_file)
+    }
+
+    /// Offering SAFECOOKIE with a cookie file it writes itself (and so can prove).
+    fn start_with_own_cookie(kind: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let cookie = dir.path().join("own-cookie");
+        Self::start_in(dir, kind, "COOKIE,SAFECOOKIE", Some(&cookie))
+    }
+
+    fn start_in(dir: tempfile::TempDir, kind: &str, methods: &str, cookie_file: Option<&Path>) -> Self {
         let as_root = tails_server::unix::euid() == 0;
         if as_root {
             // The stand-in runs as nobody: it must be able to write its socket and log.
@@ -391,4 +413,39 @@ fn turning_autostart_off_keeps_a_running_service_up_until_shutdown() {
     std::fs::remove_file(env.runtime_dir().join("tor-ledger.json")).unwrap();
     let report = at(&env, &tor.control(), &["--format", "json", "restore"]).ok().json();
     assert_eq!(report["published"], serde_json::json!([]), "{report}");
+}
+
+#[test]
+fn a_control_port_that_proves_a_cookie_it_wrote_itself_receives_no_onion_key() {
+    // SAFECOOKIE proves knowledge of the cookie in the file named by whoever answers: a
+    // stand-in that writes its own cookie file passes it. Only tor's cookie file proves tor.
+    let env = TestEnv::new();
+    env.run(&["add", "custom", "--name", "web", "--local-port", "8080"]).ok();
+    let blob = onion_key_blob(&env.state_dir(), &env.runtime_dir(), "web");
+    let key = blob.trim_start_matches("ED25519-V3:");
+    for kind in ["tcp", "unix"] {
+        let fake = FakeControlPort::start_with_own_cookie(kind);
+        let out = at_fake(&env, &fake, kind, &["enable", "web"]);
+        assert_ne!(out.code, 0, "{kind}: {}", out.stdout);
+        assert!(out.stderr.contains("refusing to send"), "{kind}: {}", out.stderr);
+        assert!(out.stderr.contains("--tor-user"), "{kind}: the refusal says what to configure: {}", out.stderr);
+        let received = fake.received();
+        assert!(received.contains("AUTHCHALLENGE"), "{kind}: SAFECOOKIE was used: {received}");
+        assert!(!received.contains(&key[..40]) && !received.contains("ADD_ONION"), "{kind}: {received}");
+    }
+}
+
+#[test]
+fn a_cookie_file_that_is_not_a_file_is_refused_at_once() {
+    // A peer may name /dev/zero (endless) or a FIFO (blocks forever) as its cookie file.
+    let env = TestEnv::new();
+    env.run(&["add", "custom", "--name", "web", "--local-port", "8080"]).ok();
+    let fifo = env.root.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for cookie in [Path::new("/dev/zero"), fifo.as_path()] {
+        let fake = FakeControlPort::start("tcp", "COOKIE,SAFECOOKIE", Some(cookie));
+        let out = at_fake(&env, &fake, "tcp", &["--format", "json", "status", "web"]).ok();
+        let error = out.json()["tor-error"].as_str().unwrap().to_owned();
+        assert!(error.contains("not a tor cookie"), "{}: {error}", cookie.display());
+    }
 }

@@ -7,6 +7,19 @@ mod transfer;
 
 pub use tor::{TorPending, EXIT_PENDING};
 
+/// What to do about an error, when the answer is a flag of this command line (the library
+/// states the fact; advice naming flags belongs here).
+pub fn advice(err: &anyhow::Error) -> Option<&'static str> {
+    err.chain().find_map(|cause| match cause.downcast_ref::<tails_server::Error>()? {
+        tails_server::Error::TorUntrusted { .. } => Some(
+            "if this really is your tor and it runs as another user, name that user with --tor-user USER \
+             (TAILS_SERVER_TOR_USER); or give tor's own cookie file with --cookie-file FILE, so that tor can \
+             prove itself (SAFECOOKIE)",
+        ),
+        _ => None,
+    })
+}
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,7 +56,7 @@ pub struct Cli {
     lock_timeout: f64,
 
     #[command(flatten)]
-    tor: tor::TorArgs,
+    pub(crate) tor: tor::TorArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -176,6 +189,20 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Run the system service: the D-Bus API (org.boum.tails.Server1) on the system bus and
+    /// the republishing loop (what systemd starts as root on Tails)
+    #[command(hide = true)]
+    Service {
+        /// `system`, or a D-Bus address (a private bus, for tests)
+        #[arg(long, default_value = "system", value_name = "system|ADDRESS")]
+        bus: String,
+        /// Who may call: `polkit`, or `uids:UID,...` (a test backend for buses without polkit)
+        #[arg(long, default_value = "polkit", value_name = "polkit|uids:UID,...")]
+        authorization: String,
+        /// `tails`: wait for Tails' Persistent Storage to be unlocked; `none`: not on Tails
+        #[arg(long, value_enum, default_value_t = PersistentStorageArg::Tails)]
+        persistent_storage: PersistentStorageArg,
+    },
     /// Print shell completions
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
@@ -234,6 +261,12 @@ struct ImportTarget {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PersistentStorageArg {
+    Tails,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CredentialForm {
     AuthPrivate,
     Key,
@@ -259,7 +292,7 @@ fn parse_public_key(s: &str) -> Result<ClientPublicKey, String> {
     ClientPublicKey::parse(s).map_err(|e| e.to_string())
 }
 
-fn config(cli: &Cli) -> Result<Config> {
+pub(crate) fn config(cli: &Cli) -> Result<Config> {
     if !(0.0..=3600.0).contains(&cli.lock_timeout) {
         bail!("--lock-timeout must be between 0 and 3600 seconds");
     }
@@ -334,6 +367,9 @@ pub fn run(cli: Cli) -> Result<()> {
         | Command::Disable { .. }
         | Command::Restore
         | Command::Daemon => run_tor(&cli, &out),
+        Command::Service { bus, authorization, persistent_storage } => {
+            tor::service(&cli, bus, authorization, *persistent_storage)
+        }
         Command::Client(command) => run_client(&cli, command, &out),
         Command::Export { .. }
         | Command::ImportTorDir { .. }
@@ -402,7 +438,7 @@ fn run_services(cli: &Cli, out: &Printer) -> Result<()> {
                 record.name,
                 record.address()
             ))?;
-            tor::sync_after_change(&publisher(cli)?)
+            tor::sync_after_change(&publisher(cli)?, Some(name))
         }
         Command::List => {
             let manager = open(cli)?;
@@ -436,7 +472,9 @@ fn run_services(cli: &Cli, out: &Printer) -> Result<()> {
             out.option_changed(&record.name, option, spec.secret, &record.options[option], &previous)?;
             // autostart=false concerns the next login: a service enabled now stays up until
             // shutdown, tor restarts included.
-            if record.enabled && option == tails_server::options::AUTOSTART {
+            let turned_off = record.options[option] == tails_server::options::OptionValue::Bool(false)
+                && previous == tails_server::options::OptionValue::Bool(true);
+            if record.enabled && option == tails_server::options::AUTOSTART && turned_off {
                 tor::keep_for_session(&publisher(cli)?, name)?;
             }
             Ok(())
@@ -489,14 +527,18 @@ fn run_transfer(cli: &Cli, out: &Printer) -> Result<()> {
             let document = transfer::read_backup(file, passphrase_file.as_deref())?;
             let mut manager = open(cli)?;
             document.validate(manager.catalog())?;
+            let enabled: Vec<String> =
+                document.services.iter().filter(|r| r.enabled).map(|r| r.name.to_string()).collect();
             let report = manager.import(document.services, (*on_conflict).into(), *dry_run)?;
             drop(manager);
             transfer::print_import(&report, *dry_run, out)?;
-            if *dry_run || report.replaced.is_empty() {
+            // A replaced service may be published with its old key or clients; an enabled
+            // one imported is to be published.
+            let touches_tor = !report.replaced.is_empty() || report.added.iter().any(|n| enabled.contains(n));
+            if *dry_run || !touches_tor {
                 return Ok(());
             }
-            // A replaced service may be published with its old key or clients.
-            tor::sync_after_change(&publisher(cli)?)
+            tor::sync_after_change(&publisher(cli)?, None)
         }
         Command::ImportTorDir { dir, target } => {
             let imported = tails_server::interop::read_tor_dir(dir)?;
@@ -545,12 +587,12 @@ fn run_client(cli: &Cli, command: &ClientCommand, out: &Printer) -> Result<()> {
                 (manager.get(name)?, added)
             };
             out.client_added(&record, &added)?;
-            tor::sync_after_change(&publisher(cli)?)
+            tor::sync_after_change(&publisher(cli)?, Some(name))
         }
         ClientCommand::Remove { name, client } => {
             let removed = open(cli)?.remove_client(name, client)?;
             out.message(&format!("Removed client {} of service {name} from the store.", removed.name))?;
-            tor::sync_after_change(&publisher(cli)?)
+            tor::sync_after_change(&publisher(cli)?, Some(name))
         }
         ClientCommand::List { name } => {
             let manager = open(cli)?;

@@ -99,8 +99,9 @@ async fn connect(publisher: &Publisher) -> Result<(Option<TorControl>, Option<Er
     }
 }
 
-/// Tells on stderr what a reconcile did besides leaving services as they were.
-fn tell(report: &SyncReport) {
+/// Tells on stderr what a reconcile did besides leaving services as they were. Returns
+/// whether `affected` (the service the command changed; None: all) failed.
+fn tell(report: &SyncReport, affected: Option<&ServiceName>) -> bool {
     for name in report.names(Action::Published) {
         eprintln!("{name}: published on tor.");
     }
@@ -110,8 +111,19 @@ fn tell(report: &SyncReport) {
     for name in report.names(Action::Removed) {
         eprintln!("{name}: removed from tor.");
     }
+    let mut affected_failed = false;
     for (name, error) in &report.failed {
-        eprintln!("{name}: tor did not take it: {error}");
+        let ours = affected.is_none_or(|a| a.as_str() == name);
+        affected_failed |= ours;
+        let tag = if ours { "error" } else { "warning" };
+        eprintln!("tails-server: {tag}: {name}: tor did not take it: {error}");
+    }
+    affected_failed
+}
+
+fn warn(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("tails-server: WARNING: {warning}");
     }
 }
 
@@ -125,11 +137,11 @@ async fn pending_after(publisher: &Publisher, why: &Error) -> Result<()> {
     let lines: Vec<String> = pending
         .iter()
         .map(|p| match p {
-            Pending::StillRunning { name, .. } => {
-                format!("tor still runs {name} until tor restarts or tails-server reaches it (it will be removed then)")
-            }
+            Pending::StillRunning { name, .. } => format!(
+                "tor may still run {name} until tor restarts or tails-server reaches it (it will be removed then)"
+            ),
             Pending::Outdated { name } => format!(
-                "tor still runs {name} with its previous clients and ports until tails-server reaches it \
+                "tor may still run {name} with its previous clients and ports until tails-server reaches it \
                  (it will be republished then)"
             ),
             Pending::NotPublished { name } => {
@@ -144,34 +156,41 @@ async fn pending_after(publisher: &Publisher, why: &Error) -> Result<()> {
     .into())
 }
 
-/// After a change to the store: makes tor match it. Exit status 3 ([`TorPending`]) when
-/// tor could not be told and something differs.
-pub fn sync_after_change(publisher: &Publisher) -> Result<()> {
+/// Reconciles over `tor` (None: unreachable, for `why`) after a change was stored.
+/// Exit status 3 ([`TorPending`]) when tor could not be told and something differs; a
+/// failure of another service than `affected` is a warning.
+async fn sync_stored(
+    publisher: &Publisher,
+    tor: Option<TorControl>,
+    why: Option<Error>,
+    affected: Option<&ServiceName>,
+) -> Result<()> {
+    let Some(mut tor) = tor else {
+        return pending_after(publisher, &why.expect("set when unreachable")).await;
+    };
+    match publisher.sync(&mut tor).await {
+        Ok(report) => {
+            if tell(&report, affected) {
+                bail!("the change is saved, but tor did not take it (see above)");
+            }
+            Ok(())
+        }
+        // Stored, whatever tor does now: refusals and losses alike leave it to be applied.
+        Err(e) => pending_after(publisher, &e).await,
+    }
+}
+
+/// After a change to the store: tells a running daemon, then makes tor match the store.
+pub fn sync_after_change(publisher: &Publisher, affected: Option<&ServiceName>) -> Result<()> {
     if let Err(e) = publisher.note_change() {
         eprintln!("tails-server: warning: cannot tell a running daemon about the change: {e}");
     }
     runtime()?.block_on(async {
-        let (tor, why) = match connect(publisher).await {
-            Ok(pair) => pair,
-            Err(e) => {
-                let e = e.downcast::<Error>()?;
-                return pending_after(publisher, &e).await;
-            }
+        let (tor, why) = match publisher.connect().await {
+            Ok(tor) => (Some(tor), None),
+            Err(e) => (None, Some(e)),
         };
-        let Some(mut tor) = tor else {
-            return pending_after(publisher, &why.expect("set when unreachable")).await;
-        };
-        match publisher.sync(&mut tor).await {
-            Ok(report) => {
-                tell(&report);
-                if !report.failed.is_empty() {
-                    bail!("{} service(s) could not be updated in tor", report.failed.len());
-                }
-                Ok(())
-            }
-            Err(e) if unreachable(&e) => pending_after(publisher, &e).await,
-            Err(e) => Err(e.into()),
-        }
+        sync_stored(publisher, tor, why, affected).await
     })
 }
 
@@ -187,9 +206,12 @@ pub fn enable(publisher: &Publisher, name: &ServiceName, wait: bool, timeout: Du
         if let (Some(tor), true) = (tor.as_mut(), wait) {
             tor.set_events(&["HS_DESC"]).await?;
         }
-        let report =
-            publisher.enable(tor.as_mut(), name).await.map_err(|e| anyhow!("{e}. {name} was left as it was"))?;
-        let Some(report) = report else {
+        let changed = publisher
+            .enable(tor.as_mut(), name)
+            .await
+            .map_err(|e| anyhow::Error::from(e).context(format!("{name} was left as it was")))?;
+        warn(&changed.warnings);
+        let Some(report) = changed.report else {
             out.message(&format!("{name} is enabled."))?;
             return pending_after(publisher, &why.expect("set when unreachable")).await;
         };
@@ -210,7 +232,7 @@ pub fn enable(publisher: &Publisher, name: &ServiceName, wait: bool, timeout: Du
                 .collect(),
             ..SyncReport::default()
         };
-        tell(&others);
+        tell(&others, Some(name));
         match action {
             Some(Action::Unchanged) => {
                 out.message(&format!("{name} is enabled; tor already runs it at {}.", record.address()))?
@@ -257,21 +279,15 @@ async fn report_record(publisher: &Publisher, name: &ServiceName) -> Result<Serv
     records.into_iter().find(|r| &r.name == name).ok_or_else(|| anyhow!(Error::NoSuchService(name.to_string())))
 }
 
-/// Records `disabled`, then removes the service from tor.
+/// Records `disabled`, then removes the service from tor. tor refusing us (bad
+/// credentials, not tor) changes nothing; tor being unreachable is recorded and finished
+/// later (exit 3).
 pub fn disable(publisher: &Publisher, name: &ServiceName, out: &Printer) -> Result<()> {
     runtime()?.block_on(async {
-        // tor refusing us (bad credentials, not tor) changes nothing; tor being unreachable
-        // is recorded and finished later.
-        let (mut tor, why) = connect(publisher).await.map_err(|e| e.context(format!("{name} was left as it was")))?;
-        let report = publisher.disable(tor.as_mut(), name).await?;
+        let (tor, why) = connect(publisher).await.map_err(|e| e.context(format!("{name} was left as it was")))?;
+        warn(&publisher.disable(name).await?);
         out.message(&format!("{name} is disabled."))?;
-        match report {
-            Some(report) => {
-                tell(&report);
-                Ok(())
-            }
-            None => pending_after(publisher, &why.expect("set when unreachable")).await,
-        }
+        sync_stored(publisher, tor, why, Some(name)).await
     })
 }
 
@@ -303,6 +319,36 @@ pub fn daemon(args: &TorArgs, config: Config) -> Result<()> {
             }
         };
         daemon::run(options, shutdown).await.map_err(anyhow::Error::from)
+    })
+}
+
+/// The system service (`tails-server service`): the D-Bus API and the reconcile loop.
+pub fn service(
+    cli: &super::Cli,
+    bus: &str,
+    authorization: &str,
+    persistent_storage: super::PersistentStorageArg,
+) -> Result<()> {
+    use tails_server_service::{Authority, Bus, PersistentStorageSource, ServiceOptions};
+    let options = ServiceOptions {
+        bus: if bus == "system" { Bus::System } else { Bus::Address(bus.to_owned()) },
+        daemon: DaemonOptions::new(control_config(&cli.tor)?, super::config(cli)?),
+        authority: Authority::parse(authorization).map_err(|e| anyhow!("--authorization {e}"))?,
+        persistent_storage: match persistent_storage {
+            super::PersistentStorageArg::Tails => PersistentStorageSource::Tails,
+            super::PersistentStorageArg::None => PersistentStorageSource::None,
+        },
+    };
+    runtime()?.block_on(async {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot watch for SIGTERM")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = terminate.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        };
+        tails_server_service::run(options, shutdown).await.context("the D-Bus service cannot run")
     })
 }
 

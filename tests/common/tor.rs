@@ -173,13 +173,36 @@ pub fn run_hidden_service_dir(dir: &Path) -> String {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("tor is installed (Debian: apt-get install tor)");
+    // tor has loaded the service's keys and client files once it turns to the network,
+    // which DisableNetwork makes it put off with a notice: read its log up to there.
+    let (lines, seen) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !dir.join("hostname").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
+    let mut log = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(line) => {
+                let done = line.contains("Delaying directory fetches");
+                log.push_str(&line);
+                log.push('\n');
+                if done && dir.join("hostname").exists() {
+                    break;
+                }
+            }
+            Err(_) => panic!("tor did not load {} within 60 s:\n{log}", dir.display()),
+        }
     }
-    std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap();
-    String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+    let _ = child.wait();
+    log
 }
 
 /// tor from PATH, or from /usr/sbin where Debian puts it (not always on a user's PATH).

@@ -6,8 +6,12 @@ use std::time::Duration;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Broad classes of failure, for callers that map errors to exit codes or retry policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Broad classes of failure: the contract with every front end. Each error has exactly one
+/// kind; the CLI maps a kind to its exit status and the D-Bus service to an error name, once
+/// each. A new kind is added only when a caller must act differently on it (retry, ask the
+/// user for something, give up), never to tell two messages apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// The input (a name, a key, an option value) is not acceptable.
     InvalidInput,
@@ -27,6 +31,48 @@ pub enum ErrorKind {
     TorAuth,
     /// tor refused a command.
     TorRefused,
+    /// The caller may not do this (a D-Bus caller polkit did not authorize).
+    NotAuthorized,
+    /// The Persistent Storage is not unlocked yet, so persistent services cannot be reached.
+    PersistentStorageLocked,
+}
+
+impl ErrorKind {
+    /// Every kind, for tables that must cover them all (error names, exit statuses).
+    pub const ALL: &'static [ErrorKind] = &[
+        ErrorKind::InvalidInput,
+        ErrorKind::NotFound,
+        ErrorKind::Conflict,
+        ErrorKind::Busy,
+        ErrorKind::Storage,
+        ErrorKind::Catalog,
+        ErrorKind::TorUnavailable,
+        ErrorKind::TorAuth,
+        ErrorKind::TorRefused,
+        ErrorKind::NotAuthorized,
+        ErrorKind::PersistentStorageLocked,
+    ];
+
+    /// A stable name, used in D-Bus error names and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "InvalidInput",
+            ErrorKind::NotFound => "NotFound",
+            ErrorKind::Conflict => "Conflict",
+            ErrorKind::Busy => "Busy",
+            ErrorKind::Storage => "Storage",
+            ErrorKind::Catalog => "Catalog",
+            ErrorKind::TorUnavailable => "TorUnavailable",
+            ErrorKind::TorAuth => "TorAuth",
+            ErrorKind::TorRefused => "TorRefused",
+            ErrorKind::NotAuthorized => "NotAuthorized",
+            ErrorKind::PersistentStorageLocked => "PersistentStorageLocked",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.name() == name)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +244,15 @@ pub enum Error {
 
     #[error("{0}")]
     ImportConflict(String),
+
+    #[error("not authorized: {0}")]
+    NotAuthorized(String),
+
+    #[error(
+        "the Persistent Storage is not unlocked: unlock it in the Welcome Screen (or in the Persistent Storage \
+         settings), then try again"
+    )]
+    PersistentStorageLocked,
 }
 
 impl Error {
@@ -237,6 +292,8 @@ impl Error {
             InvalidBackup { .. } | InvalidImport { .. } => ErrorKind::InvalidInput,
             ImportConflict(_) => ErrorKind::Conflict,
             Encryption(_) => ErrorKind::Storage,
+            NotAuthorized(_) => ErrorKind::NotAuthorized,
+            PersistentStorageLocked => ErrorKind::PersistentStorageLocked,
         }
     }
 

@@ -7,8 +7,15 @@
 //! - [`model`]: the records kept per service;
 //! - [`store`]: the sled store (locking, transactions, snapshots, recovery);
 //! - [`tails`]: the only module that knows Tails and Debian paths;
-//! - [`tor`]: the control-port connection;
-//! - [`manager`]: the operations every front end (CLI, daemon, hooks) calls.
+//! - [`tor`]: the control-port connection, secrets only to a tor that proved itself;
+//! - [`manager`]: the operations on stored services;
+//! - [`reconcile`]: the one policy for tor — what it runs always converges to the store.
+//!
+//! Every front end (the CLI, the daemon, the D-Bus service) calls these; none holds policy.
+
+// The library states facts and returns them; printing is the front ends' business (the
+// daemon's logger is the one exception, and says so).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod backup;
 pub mod catalog;

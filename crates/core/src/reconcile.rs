@@ -58,7 +58,7 @@ pub fn fingerprint(record: &ServiceRecord) -> String {
 
 /// Whether a stored service should be running in tor now.
 fn wanted(record: &ServiceRecord, ledger: &Ledger) -> bool {
-    record.enabled && (autostart(record) || ledger.session.contains(record.name.as_str()))
+    record.enabled && (autostart(record) || ledger.session.contains(&record.address().service_id()))
 }
 
 fn autostart(record: &ServiceRecord) -> bool {
@@ -73,8 +73,10 @@ pub struct Ledger {
     pub tor: Option<TorInstance>,
     /// Service id (no `.onion`) → what was published.
     pub published: BTreeMap<String, LedgerEntry>,
-    /// Services without autostart that were enabled by hand since boot: they are kept
-    /// published across tor restarts until shutdown (the runtime directory is a tmpfs).
+    /// Service ids of services without autostart that were enabled by hand since boot: they
+    /// are kept published across tor restarts until shutdown (the runtime directory is a
+    /// tmpfs). By id, not name: a service removed and another imported under its name is
+    /// not the one that was enabled.
     pub session: BTreeSet<String>,
 }
 
@@ -111,10 +113,23 @@ impl Ledger {
         self.tor.filter(|t| t.same_as(tor)).and_then(|_| self.published.get(service_id))
     }
 
-    fn forget_other_instances(&mut self, tor: &TorInstance) {
-        if !self.tor.is_some_and(|t| t.same_as(tor)) {
-            self.published.clear();
-            self.tor = Some(*tor);
+    /// Takes `tor` as the instance the entries concern. Entries tor no longer lists are
+    /// dropped by the caller; here the question is whether those it still lists are ours as
+    /// recorded. The same process whose start time seems to move is the same tor (the clock
+    /// was set, as Tails' htpdate does after bootstrapping): nothing changes. Another process
+    /// may list our ids with other clients: every entry must be republished to be sure, but
+    /// none is forgotten, so services removed meanwhile are still taken off.
+    fn adopt_instance(&mut self, tor: &TorInstance) {
+        match self.tor {
+            Some(known) if known.same_as(tor) => {}
+            Some(known) if known.pid == tor.pid => self.tor = Some(*tor),
+            _ => {
+                for entry in self.published.values_mut() {
+                    entry.confirmed = false;
+                    entry.uploaded_at = None;
+                }
+                self.tor = Some(*tor);
+            }
         }
     }
 }
@@ -171,6 +186,14 @@ pub enum Action {
     Unchanged,
     /// Removed from tor: no longer stored, disabled, or not to be started.
     Removed,
+}
+
+/// What a change recorded by the publisher produced: the reconcile that went with it (None
+/// when tor could not be reached) and the store's warnings (the change stands).
+#[derive(Debug, Default)]
+pub struct Changed {
+    pub report: Option<SyncReport>,
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -279,13 +302,18 @@ impl Publisher {
         also_wanted: Option<&ServiceName>,
     ) -> Result<SyncReport> {
         let start = Instant::now();
+        // What an unverified peer says about onion services is worth nothing, and what it
+        // would be sent must not be sent: no reconcile over such a connection.
+        tor.require_verified("onion keys")?;
         let instance = tor.instance().await?;
         let detached = tor.detached_onions().await?;
         let records = self.read_services().await?;
         let mut ledger = Ledger::load(runtime_dir);
-        ledger.forget_other_instances(&instance);
+        ledger.adopt_instance(&instance);
         // Entries tor no longer lists are gone (deleted by someone, or never added).
         ledger.published.retain(|id, _| detached.contains(id));
+        // Hand-enabled services no longer stored or enabled leave the session.
+        ledger.session.retain(|id| records.iter().any(|r| r.enabled && &r.address().service_id() == id));
         let mut report = SyncReport { tor: Some(instance), ..SyncReport::default() };
 
         let desired: BTreeMap<String, &ServiceRecord> = records
@@ -352,9 +380,13 @@ impl Publisher {
                     report.actions.insert(name, action);
                 }
                 Err(e) if is_connection_loss(&e) => return Err(e),
+                // tor said no: it does not run it. Any other answer leaves the entry
+                // unconfirmed, for the next reconcile to check against tor's list.
                 Err(e) => {
-                    ledger.published.remove(&id);
-                    ledger.save(runtime_dir)?;
+                    if matches!(e, Error::TorRejected { .. } | Error::WrongAddress { .. } | Error::LastClient { .. }) {
+                        ledger.published.remove(&id);
+                        ledger.save(runtime_dir)?;
+                    }
                     report.failed.push((name, e));
                 }
             }
@@ -367,43 +399,44 @@ impl Publisher {
     /// tor changes nothing. Returns the report of the reconcile that published it.
     /// `tor` None means tor is unreachable: the service is recorded as enabled and is
     /// published by the next reconcile (the daemon's, or the next login's).
-    pub async fn enable(&self, tor: Option<&mut TorControl>, name: &ServiceName) -> Result<Option<SyncReport>> {
+    pub async fn enable(&self, tor: Option<&mut TorControl>, name: &ServiceName) -> Result<Changed> {
         let runtime_dir = self.runtime_dir()?.to_owned();
         let _lock = lock_ledger(&runtime_dir).await?;
         let Some(tor) = tor else {
-            self.record_enabled(name, true, &runtime_dir).await?;
-            return Ok(None);
+            let warnings = self.record_enabled(name, true, &runtime_dir).await?;
+            return Ok(Changed { report: None, warnings });
         };
-        // Fails early (no such service) before tor is touched.
+        // Fails early (no such service, not tor) before anything is sent or recorded.
         self.read_one(name).await?;
+        tor.require_verified("onion keys")?;
         let report = self.sync_locked(tor, &runtime_dir, Some(name)).await?;
         if let Some(error) = report.failed.iter().find(|(n, _)| n == name.as_str()).map(|(_, e)| e) {
             return Err(clone_error(error));
         }
-        if let Err(e) = self.record_enabled(name, true, &runtime_dir).await {
-            // Not recorded, so not published: take it off again.
-            let id = self.read_one(name).await.map(|r| r.address().service_id());
-            if let Ok(id) = id {
-                if publish::unpublish_id(tor, &id).await.is_ok() {
-                    let mut ledger = Ledger::load(&runtime_dir);
-                    ledger.published.remove(&id);
-                    let _ = ledger.save(&runtime_dir);
+        match self.record_enabled(name, true, &runtime_dir).await {
+            Ok(warnings) => Ok(Changed { report: Some(report), warnings }),
+            Err(e) => {
+                // Not recorded, so not published: take it off again.
+                let id = self.read_one(name).await.map(|r| r.address().service_id());
+                if let Ok(id) = id {
+                    if publish::unpublish_id(tor, &id).await.is_ok() {
+                        let mut ledger = Ledger::load(&runtime_dir);
+                        ledger.published.remove(&id);
+                        let _ = ledger.save(&runtime_dir);
+                    }
                 }
+                Err(e)
             }
-            return Err(e);
         }
-        Ok(Some(report))
     }
 
-    /// Records a service as disabled, then reconciles (which removes it from tor).
-    pub async fn disable(&self, tor: Option<&mut TorControl>, name: &ServiceName) -> Result<Option<SyncReport>> {
+    /// Records a service as disabled: the reconcile that follows (the caller's, or a
+    /// running daemon's, told by the change notice) removes it from tor. Returns the
+    /// store's warnings.
+    pub async fn disable(&self, name: &ServiceName) -> Result<Vec<String>> {
         let runtime_dir = self.runtime_dir()?.to_owned();
         let _lock = lock_ledger(&runtime_dir).await?;
-        self.record_enabled(name, false, &runtime_dir).await?;
-        match tor {
-            Some(tor) => self.sync_locked(tor, &runtime_dir, None).await.map(Some),
-            None => Ok(None),
-        }
+        self.record_enabled(name, false, &runtime_dir).await
     }
 
     async fn read_one(&self, name: &ServiceName) -> Result<ServiceRecord> {
@@ -411,26 +444,32 @@ impl Publisher {
         records.into_iter().find(|r| &r.name == name).ok_or_else(|| Error::NoSuchService(name.to_string()))
     }
 
-    async fn record_enabled(&self, name: &ServiceName, enabled: bool, runtime_dir: &Path) -> Result<()> {
+    /// Stores the enabled flag. Once the store has it, the rest (the session mark, the
+    /// change notice) can only add warnings: the change stands.
+    async fn record_enabled(&self, name: &ServiceName, enabled: bool, runtime_dir: &Path) -> Result<Vec<String>> {
         let config = self.config.clone();
         let owned = name.clone();
-        let record = tokio::task::spawn_blocking(move || {
+        let (record, mut warnings) = tokio::task::spawn_blocking(move || {
             let mut manager = Manager::open(config)?;
-            manager.set_enabled(&owned, enabled).map(|(record, _)| record)
+            let (record, _) = manager.set_enabled(&owned, enabled)?;
+            Ok::<_, Error>((record, manager.warnings()))
         })
         .await
         .map_err(|e| Error::TorProtocol { target: "the store".into(), detail: e.to_string() })??;
         // A service enabled by hand without autostart stays up until shutdown.
         let mut ledger = Ledger::load(runtime_dir);
-        let changed = if enabled && !autostart(&record) {
-            ledger.session.insert(name.to_string())
-        } else {
-            ledger.session.remove(name.as_str())
-        };
+        let id = record.address().service_id();
+        let changed =
+            if enabled && !autostart(&record) { ledger.session.insert(id) } else { ledger.session.remove(&id) };
         if changed {
-            ledger.save(runtime_dir)?;
+            if let Err(e) = ledger.save(runtime_dir) {
+                warnings.push(format!("cannot note that {name} was enabled by hand: {e}"));
+            }
         }
-        Ok(())
+        if let Err(e) = self.note_change() {
+            warnings.push(format!("cannot tell a running daemon about the change: {e}"));
+        }
+        Ok(warnings)
     }
 
     /// What is still to be applied, judged from the ledger and the store without asking
@@ -462,10 +501,11 @@ impl Publisher {
     /// Keeps an enabled service published until shutdown even without `autostart` (set
     /// when autostart is turned off on a service that is enabled now).
     pub async fn keep_for_session(&self, name: &ServiceName) -> Result<()> {
+        let record = self.read_one(name).await?;
         let runtime_dir = self.runtime_dir()?.to_owned();
         let _lock = lock_ledger(&runtime_dir).await?;
         let mut ledger = Ledger::load(&runtime_dir);
-        if ledger.session.insert(name.to_string()) {
+        if ledger.session.insert(record.address().service_id()) {
             ledger.save(&runtime_dir)?;
         }
         Ok(())
@@ -590,19 +630,23 @@ mod tests {
     }
 
     #[test]
-    fn a_new_tor_instance_starts_with_an_empty_ledger_but_keeps_the_session() {
+    fn another_tor_process_makes_every_entry_unconfirmed_but_forgets_none() {
         let mut ledger = Ledger::default();
         let first = TorInstance { pid: 10, started: 1000 };
-        ledger.forget_other_instances(&first);
+        ledger.adopt_instance(&first);
         ledger.published.insert(
             "abc".into(),
-            LedgerEntry { name: "web".into(), fingerprint: "f".into(), confirmed: true, uploaded_at: None },
+            LedgerEntry { name: "web".into(), fingerprint: "f".into(), confirmed: true, uploaded_at: Some(5) },
         );
-        ledger.session.insert("web".into());
-        ledger.forget_other_instances(&TorInstance { pid: 10, started: 1001 });
-        assert_eq!(ledger.published.len(), 1, "the same instance (uptime is coarse)");
-        ledger.forget_other_instances(&TorInstance { pid: 10, started: 1100 });
-        assert!(ledger.published.is_empty() && ledger.session.contains("web"));
+        ledger.session.insert("abc".into());
+        ledger.adopt_instance(&TorInstance { pid: 10, started: 1001 });
+        assert!(ledger.published["abc"].confirmed, "the same instance (uptime is coarse)");
+        ledger.adopt_instance(&TorInstance { pid: 10, started: 1100 });
+        assert!(ledger.published["abc"].confirmed, "the same process after the clock was set");
+        ledger.adopt_instance(&TorInstance { pid: 11, started: 1100 });
+        let entry = &ledger.published["abc"];
+        assert!(!entry.confirmed && entry.uploaded_at.is_none(), "to be republished, not forgotten");
+        assert!(ledger.session.contains("abc"));
     }
 
     #[test]
@@ -611,7 +655,7 @@ mod tests {
         r.options.insert(crate::options::AUTOSTART.into(), crate::options::OptionValue::Bool(false));
         let mut ledger = Ledger::default();
         assert!(!wanted(&r, &ledger));
-        ledger.session.insert("web".into());
+        ledger.session.insert(r.address().service_id());
         assert!(wanted(&r, &ledger));
         r.enabled = false;
         assert!(!wanted(&r, &ledger));

@@ -58,6 +58,7 @@ pub enum Level {
     Info = 6,
 }
 
+#[allow(clippy::print_stderr)] // the one logger: stderr is what journald reads
 pub fn log(level: Level, message: &str) {
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         eprintln!("<{}>{message}", level as u8);
@@ -81,6 +82,7 @@ pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> 
     publisher.on_store_busy = Some(|message| log(Level::Notice, message));
     let mut lost_at = Instant::now();
     let mut last_error = String::new();
+    let mut last_serve_error = String::new();
     log(Level::Notice, &format!("starting; tor control port: {}", options.control.target));
     loop {
         let connected = tokio::select! {
@@ -108,11 +110,17 @@ pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> 
             Ok(Served::Shutdown) => return stopping(),
             Ok(Served::TorGone) => {
                 lost_at = Instant::now();
+                last_serve_error.clear();
                 log(Level::Warning, "tor went away; republishing when it comes back");
             }
             Err(e) => {
                 lost_at = Instant::now();
-                log(Level::Warning, &format!("{e}; reconnecting"));
+                // Logged once while it repeats (a stand-in on tor's port fails every time).
+                let text = e.to_string();
+                if text != last_serve_error {
+                    log(Level::Warning, &format!("{text}; reconnecting"));
+                    last_serve_error = text;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(retry_delay(&options, lost_at)) => {},
                     _ = &mut shutdown => return stopping(),
@@ -160,10 +168,13 @@ async fn serve(
     tor.set_events(&["HS_DESC", "STATUS_CLIENT"]).await?;
     let mut seen_change = publisher.last_change();
     let mut next_reconcile = match reconcile(tor, publisher).await {
-        Ok(count) => {
+        Ok((count, already)) => {
             log(
                 Level::Notice,
-                &format!("{count} service(s) published {} ms after tor answered", answered.elapsed().as_millis()),
+                &format!(
+                    "{count} service(s) published {} ms after tor answered ({already} already running)",
+                    answered.elapsed().as_millis()
+                ),
             );
             tokio::time::Instant::now() + options.reconcile_every
         }
@@ -213,8 +224,13 @@ async fn serve(
     }
 }
 
+/// Errors after which this connection is not used again: tor went away, stopped
+/// answering, or is not shown to be tor.
 fn is_tor_loss(e: &Error) -> bool {
-    matches!(e, Error::TorGone { .. } | Error::TorConnect { .. } | Error::TorProtocol { .. })
+    matches!(
+        e,
+        Error::TorGone { .. } | Error::TorConnect { .. } | Error::TorProtocol { .. } | Error::TorUntrusted { .. }
+    )
 }
 
 async fn record_upload(publisher: &Publisher, instance: &TorInstance, service_id: &str) {
@@ -225,8 +241,9 @@ async fn record_upload(publisher: &Publisher, instance: &TorInstance, service_id
     }
 }
 
-/// One reconcile, logged. Returns how many services tor runs for us.
-async fn reconcile(tor: &mut TorControl, publisher: &Publisher) -> Result<usize> {
+/// One reconcile, logged. Returns how many services it published and how many tor already
+/// ran as stored.
+async fn reconcile(tor: &mut TorControl, publisher: &Publisher) -> Result<(usize, usize)> {
     let report = publisher.sync(tor).await?;
     for name in report.names(Action::Published) {
         log(Level::Info, &format!("{name}: published"));
@@ -240,5 +257,6 @@ async fn reconcile(tor: &mut TorControl, publisher: &Publisher) -> Result<usize>
     for (name, error) in &report.failed {
         log(Level::Error, &format!("{name}: could not be published: {error}"));
     }
-    Ok(report.actions.values().filter(|a| **a != Action::Removed).count())
+    let published = report.names(Action::Published).len() + report.names(Action::Republished).len();
+    Ok((published, report.names(Action::Unchanged).len()))
 }

@@ -3,7 +3,8 @@
 //! everything torut lacks (verified SAFECOOKIE, V3Auth, replies we need) is done here.
 
 use std::collections::{HashSet, VecDeque};
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -178,6 +179,9 @@ pub struct TorControl {
     auth_method: AuthMethod,
     tor_version: String,
     trust: Trust,
+    /// A reply did not come in time: a late one would be read as the answer to the next
+    /// command, so the connection is not used again.
+    out_of_step: bool,
 }
 
 impl TorControl {
@@ -191,9 +195,9 @@ impl TorControl {
                     .await
                     .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
                     .map_err(connect_error)?;
-                let owner = match stream.peer_addr() {
-                    Ok(peer) => tcp_listener_owner(peer),
-                    Err(e) => Err(format!("cannot tell which address it is ({e})")),
+                let owner = match (stream.peer_addr(), stream.local_addr()) {
+                    (Ok(peer), Ok(local)) => tcp_server_owner(peer, local),
+                    (Err(e), _) | (_, Err(e)) => Err(format!("cannot tell which address it is ({e})")),
                 };
                 (Box::new(stream), owner)
             }
@@ -240,6 +244,7 @@ impl TorControl {
             auth_method: AuthMethod::Null,
             tor_version: String::new(),
             trust,
+            out_of_step: false,
         };
         // A listener that accepts but never answers (a stopped or paused tor: the kernel
         // completes the handshake) is as unreachable as one that refuses.
@@ -266,6 +271,11 @@ impl TorControl {
                 reason: reason.clone(),
             }),
         }
+    }
+
+    /// Refuses unless the other end has shown it is tor (`what`: what would be at stake).
+    pub fn require_verified(&self, what: &str) -> Result<()> {
+        self.require_trust(what)
     }
 
     /// Whether secrets may be sent on this connection.
@@ -311,19 +321,21 @@ impl TorControl {
                 }
             }
         }
+        let given_cookie = config.cookie_file.is_some();
         let cookie_file = config.cookie_file.clone().or(cookie_file);
+        let trusted = config.trusted_uids()?;
         // SAFECOOKIE whenever offered: tor proves it knows the cookie before we prove we do.
         // Every other method either sends a secret (the cookie itself, a password) or lets
         // us in without proof, so it needs the listener to belong to tor (see `send`).
         let safecookie = methods.contains("SAFECOOKIE");
         let cookie = match (&cookie_file, safecookie) {
-            (Some(path), true) => Some(self.read_cookie(path)),
+            (Some(path), true) => Some(self.read_cookie(path, given_cookie, &trusted)),
             _ => None,
         };
         let use_password = config.password.is_some() && methods.contains("HASHEDPASSWORD");
-        let command = if let Some(Ok(cookie)) = &cookie {
+        let command = if let Some(Ok((cookie, tor_s))) = &cookie {
             self.auth_method = AuthMethod::SafeCookie;
-            self.safecookie_response(cookie).await?
+            self.safecookie_response(cookie, *tor_s).await?
         } else if use_password {
             // The password given, when tor's cookie cannot be read: sent only to a
             // listener that belongs to tor.
@@ -343,7 +355,7 @@ impl TorControl {
             // listener that belongs to tor, as every other secret.
             self.auth_method = AuthMethod::Cookie;
             self.require_trust("tor's authentication cookie")?;
-            let cookie = self.read_cookie(path)?;
+            let (cookie, _) = self.read_cookie(path, given_cookie, &trusted)?;
             let hex = Zeroizing::new(data_encoding::HEXUPPER.encode(cookie.as_ref()));
             CommandLine::new("AUTHENTICATE").secret_arg("cookie", &hex)?
         } else if methods.contains("HASHEDPASSWORD") {
@@ -364,25 +376,45 @@ impl TorControl {
         Ok(())
     }
 
-    fn read_cookie(&self, path: &PathBuf) -> Result<Zeroizing<[u8; 32]>> {
-        let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
+    /// Reads a cookie file: a regular file of exactly 32 bytes, opened without following a
+    /// link and without blocking (the path may come from whoever answers on the port: a FIFO
+    /// or /dev/zero must not hang or exhaust us). Also tells whether the file is tor's: given
+    /// by the user, or owned by root or tor's user in a directory no one else can write.
+    fn read_cookie(&self, path: &Path, given_by_user: bool, trusted: &[u32]) -> Result<(Zeroizing<[u8; 32]>, bool)> {
+        use std::io::Read;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let unreadable = |e: std::io::Error| {
             self.auth_error(format!("cannot read tor's authentication cookie {}: {e}", path.display()))
-        })?);
-        if bytes.len() != 32 {
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(unreadable)?;
+        let meta = file.metadata().map_err(unreadable)?;
+        if !meta.is_file() {
+            return Err(self.auth_error(format!("{} is not a tor cookie (not a regular file)", path.display())));
+        }
+        if meta.len() != 32 {
             return Err(self.auth_error(format!(
                 "{} is not a tor cookie (it has {} bytes, not 32)",
                 path.display(),
-                bytes.len()
+                meta.len()
             )));
         }
         let mut cookie = Zeroizing::new([0u8; 32]);
-        cookie.copy_from_slice(&bytes);
-        Ok(cookie)
+        file.read_exact(cookie.as_mut()).map_err(unreadable)?;
+        let owned_by_tor = |m: &std::fs::Metadata| trusted.contains(&m.uid()) && m.mode() & 0o022 == 0;
+        let dir_is_tor_s =
+            path.parent().and_then(|d| std::fs::symlink_metadata(d).ok()).is_some_and(|m| owned_by_tor(&m));
+        Ok((cookie, given_by_user || (owned_by_tor(&meta) && dir_is_tor_s)))
     }
 
     /// SAFECOOKIE: prove we know the cookie without sending it, and check that tor does too
     /// (torut skips this check; without it, anything listening on the port could pose as tor).
-    async fn safecookie_response(&mut self, cookie: &[u8; 32]) -> Result<CommandLine> {
+    /// The server's proof counts only when the cookie is tor's (`cookie_is_tor_s`): a cookie
+    /// file named by whoever answers, and written by them, proves nothing.
+    async fn safecookie_response(&mut self, cookie: &[u8; 32], cookie_is_tor_s: bool) -> Result<CommandLine> {
         let mut client_nonce = [0u8; 32];
         crate::keys::os_random(&mut client_nonce)?;
         let challenge = CommandLine::new("AUTHCHALLENGE")
@@ -417,10 +449,23 @@ impl TorControl {
                  it may not be the tor you think, or the cookie file belongs to another tor",
             ));
         }
-        self.trust = Trust::Proved;
+        if cookie_is_tor_s {
+            self.trust = Trust::Proved;
+        }
         let response =
             Zeroizing::new(data_encoding::HEXUPPER.encode(&mac(CONTROLLER_TO_SERVER).finalize().into_bytes()));
         CommandLine::new("AUTHENTICATE").secret_arg("SAFECOOKIE response", &response)
+    }
+
+    /// tor stopped answering: as unreachable as a closed port, and worth reconnecting.
+    fn gave_up(&self, command: &CommandLine) -> Error {
+        Error::TorConnect {
+            target: self.target.to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no reply to {} within {REPLY_TIMEOUT:?}", command.keyword()),
+            ),
+        }
     }
 
     fn protocol_error(&self, detail: impl std::fmt::Display) -> Error {
@@ -471,6 +516,9 @@ impl TorControl {
         if command.is_secret() {
             self.require_trust(command.keyword().to_owned())?;
         }
+        if self.out_of_step {
+            return Err(self.gave_up(command));
+        }
         let bytes = command.wire_bytes();
         let written = async {
             self.writer.write_all(&bytes).await?;
@@ -479,7 +527,10 @@ impl TorControl {
         written.await.map_err(|e| self.conn_error(ConnError::IOError(e)))?;
         match self.read_reply(Some(REPLY_TIMEOUT), false).await? {
             Some(reply) => Ok(reply),
-            None => Err(self.protocol_error(format!("no reply to {} within {REPLY_TIMEOUT:?}", command.keyword()))),
+            None => {
+                self.out_of_step = true;
+                Err(self.gave_up(command))
+            }
         }
     }
 
@@ -571,68 +622,60 @@ fn trusted_names(config: &ControlConfig) -> String {
     }
 }
 
-/// The owner of the listening socket at `addr`, from the kernel's socket tables
-/// (`/proc/net/tcp`, `/proc/net/tcp6`): the uid column of the LISTEN entry for that
-/// address or the wildcard address on that port.
-fn tcp_listener_owner(addr: std::net::SocketAddr) -> std::result::Result<u32, String> {
-    let tables: &[&str] = if addr.is_ipv4() { &["/proc/net/tcp", "/proc/net/tcp6"] } else { &["/proc/net/tcp6"] };
-    for table in tables {
+/// The owner of the socket serving our connection, from the kernel's socket tables
+/// (`/proc/net/tcp`, `/proc/net/tcp6`): the entry whose local end is `server` and remote end
+/// is `client`. An accepted connection carries its listener's owner, so this is who answers
+/// *this* connection (not whoever listens on the port now).
+fn tcp_server_owner(server: SocketAddr, client: SocketAddr) -> std::result::Result<u32, String> {
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else { continue };
-        if let Some(uid) = listener_uid(&text, addr) {
+        if let Some(uid) = connection_uid(&text, server, client) {
             return Ok(uid);
         }
     }
-    Err(format!("no listening socket at {addr} on this computer (a remote or forwarded port cannot be checked)"))
+    Err(format!("{server} is not served on this computer (a remote or forwarded port cannot be checked)"))
 }
 
-/// Finds the LISTEN entry (state 0A) serving `addr` in one of the kernel's tables.
-fn listener_uid(table: &str, addr: std::net::SocketAddr) -> Option<u32> {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    let port = addr.port();
-    let ip = match addr.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+/// Unmaps `::ffff:a.b.c.d`, so that either table's form compares equal.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
         v4 => v4,
-    };
-    let serves = |local: IpAddr| -> bool {
-        match (local, ip) {
-            (IpAddr::V4(l), IpAddr::V4(want)) => l == want || l.is_unspecified(),
-            (IpAddr::V6(l), IpAddr::V4(want)) => l.is_unspecified() || l.to_ipv4_mapped() == Some(want),
-            (IpAddr::V6(l), IpAddr::V6(want)) => l == want || l.is_unspecified(),
-            (IpAddr::V4(_), IpAddr::V6(_)) => false,
-        }
-    };
-    for line in table.lines().skip(1) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some(local), Some(state), Some(uid)) = (fields.get(1), fields.get(3), fields.get(7)) else { continue };
-        if *state != "0A" {
-            continue;
-        }
-        let Some((hex_ip, hex_port)) = local.split_once(':') else { continue };
-        if u16::from_str_radix(hex_port, 16).ok() != Some(port) {
-            continue;
-        }
-        // The kernel prints the address's bytes, in network order in memory, as 32-bit
-        // words read in host order: the words' native bytes are the address.
-        let local_ip = match hex_ip.len() {
-            8 => u32::from_str_radix(hex_ip, 16).ok().map(|w| IpAddr::V4(Ipv4Addr::from(w.to_ne_bytes()))),
-            32 => {
-                let mut octets = [0u8; 16];
-                let mut ok = true;
-                for (i, chunk) in hex_ip.as_bytes().chunks(8).enumerate() {
-                    match std::str::from_utf8(chunk).ok().and_then(|c| u32::from_str_radix(c, 16).ok()) {
-                        Some(word) => octets[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes()),
-                        None => ok = false,
-                    }
-                }
-                ok.then(|| IpAddr::V6(Ipv6Addr::from(octets)))
-            }
-            _ => None,
-        };
-        if local_ip.is_some_and(serves) {
-            return uid.parse().ok();
-        }
     }
-    None
+}
+
+/// Parses one `ADDR:PORT` field of the kernel's tables. The kernel prints the address's
+/// bytes (network order in memory) as 32-bit words read in host order: the words' native
+/// bytes are the address.
+fn parse_table_addr(field: &str) -> Option<SocketAddr> {
+    let (hex_ip, hex_port) = field.split_once(':')?;
+    let port = u16::from_str_radix(hex_port, 16).ok()?;
+    let ip = match hex_ip.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(u32::from_str_radix(hex_ip, 16).ok()?.to_ne_bytes())),
+        32 => {
+            let mut octets = [0u8; 16];
+            for (i, chunk) in hex_ip.as_bytes().chunks(8).enumerate() {
+                let word = u32::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
+                octets[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        _ => return None,
+    };
+    Some(canonical(SocketAddr::new(ip, port)))
+}
+
+/// The uid column of the entry for the server's end of the connection `client` → `server`.
+fn connection_uid(table: &str, server: SocketAddr, client: SocketAddr) -> Option<u32> {
+    let (server, client) = (canonical(server), canonical(client));
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote, uid) = (fields.get(1)?, fields.get(2)?, fields.get(7)?);
+        (parse_table_addr(local)? == server && parse_table_addr(remote)? == client).then(|| uid.parse().ok())?
+    })
 }
 
 impl Drop for TorControl {
@@ -692,20 +735,24 @@ mod tests {
     }
 
     #[test]
-    fn listener_owner_is_read_from_the_kernel_table() {
+    fn the_owner_of_our_connection_is_read_from_the_kernel_table() {
         let table =
             "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
            0: 0100007F:2382 00000000:0000 0A 00000000:00000000 00:00000000 00000000   108        0 1 1 0\n\
-           1: 0100007F:2383 0100007F:9C40 01 00000000:00000000 00:00000000 00000000  1000        0 2 1 0\n\
-           2: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000    33        0 3 1 0\n";
-        let at = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
-        assert_eq!(listener_uid(table, at("127.0.0.1:9090")), Some(108));
-        assert_eq!(listener_uid(table, at("127.0.0.1:9091")), None, "an established connection is no listener");
-        assert_eq!(listener_uid(table, at("127.0.0.1:80")), Some(33), "wildcard listener");
-        assert_eq!(listener_uid(table, at("127.0.0.2:9090")), None);
+           1: 0100007F:2382 0100007F:9C40 01 00000000:00000000 00:00000000 00000000   108        0 2 1 0\n\
+           2: 0100007F:9C40 0100007F:2382 01 00000000:00000000 00:00000000 00000000  1000        0 3 1 0\n\
+           3: 0100007F:2382 0100007F:9C41 01 00000000:00000000 00:00000000 00000000  1001        0 4 1 0\n";
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let server = at("127.0.0.1:9090");
+        assert_eq!(connection_uid(table, server, at("127.0.0.1:40000")), Some(108), "the server's end, not ours");
+        assert_eq!(connection_uid(table, server, at("127.0.0.1:40001")), Some(1001), "each connection its own");
+        assert_eq!(connection_uid(table, server, at("127.0.0.1:40002")), None);
+        assert_eq!(connection_uid(table, server, at("[::ffff:127.0.0.1]:40000")), Some(108), "v4-mapped");
         let table6 = "  sl  local_address                         remote_address                        st\n\
-           0: 00000000000000000000000001000000:2382 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1\n";
-        assert_eq!(listener_uid(table6, at("[::1]:9090")), Some(0));
+           0: 00000000000000000000000001000000:2382 00000000000000000000000001000000:9C40 01 00000000:00000000 00:00000000 00000000     0        0 1\n\
+           1: 0000000000000000FFFF00000100007F:2383 0000000000000000FFFF00000100007F:9C40 01 00000000:00000000 00:00000000 00000000   108        0 2\n";
+        assert_eq!(connection_uid(table6, at("[::1]:9090"), at("[::1]:40000")), Some(0));
+        assert_eq!(connection_uid(table6, at("127.0.0.1:9091"), at("127.0.0.1:40000")), Some(108), "mapped in tcp6");
     }
 
     #[test]

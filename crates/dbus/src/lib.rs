@@ -1,0 +1,190 @@
+//! The D-Bus interface of the tails-server system service (`tails-server service`), version 1.
+//!
+//! One crate for everything a caller and the service must agree on: the bus name, object
+//! path and interface name; the error names (one per [`ErrorKind`], mapped here and nowhere
+//! else); the polkit actions; the proxy a client calls; and the JSON documents the methods
+//! return, which are the same objects as the CLI's `--format json` output ([`views`]).
+//! Changing any of these is a new interface version (`org.boum.tails.Server2`), never an
+//! edit of this one.
+
+pub mod views;
+
+use std::collections::HashMap;
+
+pub use tails_server::ErrorKind;
+
+/// The well-known name the service owns on the system bus.
+pub const BUS_NAME: &str = "org.boum.tails.Server";
+/// The one object the service exports.
+pub const OBJECT_PATH: &str = "/org/boum/tails/Server";
+/// The interface, versioned in its name.
+pub const INTERFACE: &str = "org.boum.tails.Server1";
+/// Prefix of every error name the interface returns.
+pub const ERROR_PREFIX: &str = "org.boum.tails.Server1.Error";
+/// The value of the `Version` property.
+pub const API_VERSION: u32 = 1;
+
+/// The polkit actions, checked per call (declared in
+/// `persistence-hooks/polkit/org.boum.tails.server.policy`).
+pub mod actions {
+    /// Listing services, their status, options (secret ones hidden) and clients.
+    pub const READ: &str = "org.boum.tails.server.read";
+    /// Adding, removing, enabling, disabling, changing options and clients, importing.
+    pub const CHANGE: &str = "org.boum.tails.server.change";
+    /// Seeing a client's private key, a secret option's value, or exporting a backup.
+    pub const REVEAL_SECRET: &str = "org.boum.tails.server.reveal-secret";
+}
+
+/// A failed call: the D-Bus error name says the kind (`org.boum.tails.Server1.Error.NotFound`),
+/// the message is the text the CLI prints for the same failure.
+#[derive(zbus::DBusError, Debug)]
+#[zbus(prefix = "org.boum.tails.Server1.Error")]
+pub enum ServiceError {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    InvalidInput(String),
+    NotFound(String),
+    Conflict(String),
+    Busy(String),
+    Storage(String),
+    Catalog(String),
+    TorUnavailable(String),
+    TorAuth(String),
+    TorRefused(String),
+    NotAuthorized(String),
+    PersistentStorageLocked(String),
+    /// The change is stored, but tor could not be updated yet: the service applies it as
+    /// soon as tor answers (the CLI's exit status 3).
+    Pending(String),
+    /// Anything without a kind (a bug, an internal failure); the message says what.
+    Failed(String),
+}
+
+impl ServiceError {
+    /// The one mapping from the library's error kinds to D-Bus errors.
+    pub fn new(kind: ErrorKind, message: String) -> Self {
+        match kind {
+            ErrorKind::InvalidInput => ServiceError::InvalidInput(message),
+            ErrorKind::NotFound => ServiceError::NotFound(message),
+            ErrorKind::Conflict => ServiceError::Conflict(message),
+            ErrorKind::Busy => ServiceError::Busy(message),
+            ErrorKind::Storage => ServiceError::Storage(message),
+            ErrorKind::Catalog => ServiceError::Catalog(message),
+            ErrorKind::TorUnavailable => ServiceError::TorUnavailable(message),
+            ErrorKind::TorAuth => ServiceError::TorAuth(message),
+            ErrorKind::TorRefused => ServiceError::TorRefused(message),
+            ErrorKind::NotAuthorized => ServiceError::NotAuthorized(message),
+            ErrorKind::PersistentStorageLocked => ServiceError::PersistentStorageLocked(message),
+            _ => ServiceError::Failed(message),
+        }
+    }
+
+    /// The library error's kind, when it has one (None: [`ServiceError::Pending`],
+    /// [`ServiceError::Failed`] or a D-Bus transport error).
+    pub fn kind(&self) -> Option<ErrorKind> {
+        Some(match self {
+            ServiceError::InvalidInput(_) => ErrorKind::InvalidInput,
+            ServiceError::NotFound(_) => ErrorKind::NotFound,
+            ServiceError::Conflict(_) => ErrorKind::Conflict,
+            ServiceError::Busy(_) => ErrorKind::Busy,
+            ServiceError::Storage(_) => ErrorKind::Storage,
+            ServiceError::Catalog(_) => ErrorKind::Catalog,
+            ServiceError::TorUnavailable(_) => ErrorKind::TorUnavailable,
+            ServiceError::TorAuth(_) => ErrorKind::TorAuth,
+            ServiceError::TorRefused(_) => ErrorKind::TorRefused,
+            ServiceError::NotAuthorized(_) => ErrorKind::NotAuthorized,
+            ServiceError::PersistentStorageLocked(_) => ErrorKind::PersistentStorageLocked,
+            ServiceError::Pending(_) | ServiceError::Failed(_) | ServiceError::ZBus(_) => return None,
+        })
+    }
+
+    /// The message as the CLI would print it.
+    pub fn message(&self) -> String {
+        match self {
+            ServiceError::ZBus(e) => e.to_string(),
+            ServiceError::InvalidInput(m)
+            | ServiceError::NotFound(m)
+            | ServiceError::Conflict(m)
+            | ServiceError::Busy(m)
+            | ServiceError::Storage(m)
+            | ServiceError::Catalog(m)
+            | ServiceError::TorUnavailable(m)
+            | ServiceError::TorAuth(m)
+            | ServiceError::TorRefused(m)
+            | ServiceError::NotAuthorized(m)
+            | ServiceError::PersistentStorageLocked(m)
+            | ServiceError::Pending(m)
+            | ServiceError::Failed(m) => m.clone(),
+        }
+    }
+}
+
+impl From<tails_server::Error> for ServiceError {
+    fn from(e: tails_server::Error) -> Self {
+        ServiceError::new(e.kind(), e.to_string())
+    }
+}
+
+/// The service as a client sees it. Every method returns a JSON document (see [`views`]
+/// and the README's "Output keys"), or a [`ServiceError`].
+#[zbus::proxy(
+    interface = "org.boum.tails.Server1",
+    default_service = "org.boum.tails.Server",
+    default_path = "/org/boum/tails/Server"
+)]
+pub trait Server {
+    /// The kinds of service that can be added.
+    fn catalog(&self) -> Result<String, ServiceError>;
+    /// Every service (`list`).
+    fn list(&self) -> Result<String, ServiceError>;
+    /// One service (`info`).
+    fn info(&self, name: &str) -> Result<String, ServiceError>;
+    /// One service as stored and as tor runs it (`status [--probe]`).
+    fn status(&self, name: &str, probe: bool) -> Result<String, ServiceError>;
+    /// Adds a service (`add`). `options`: `name`, `local-port`, `remote-port`,
+    /// `first-client`, and `option.NAME` → value.
+    fn add(&self, kind: &str, options: HashMap<String, String>) -> Result<String, ServiceError>;
+    /// Removes a service and destroys its keys (`remove`).
+    fn remove(&self, name: &str) -> Result<String, ServiceError>;
+    fn enable(&self, name: &str) -> Result<String, ServiceError>;
+    fn disable(&self, name: &str) -> Result<String, ServiceError>;
+    fn get_option(&self, name: &str, option: &str) -> Result<String, ServiceError>;
+    fn set_option(&self, name: &str, option: &str, value: &str) -> Result<String, ServiceError>;
+    fn clients(&self, name: &str) -> Result<String, ServiceError>;
+    /// `public_key` empty: a new key pair is made and its private key kept.
+    fn add_client(&self, name: &str, client: &str, public_key: &str) -> Result<String, ServiceError>;
+    fn remove_client(&self, name: &str, client: &str) -> Result<String, ServiceError>;
+    /// A client's credential: `form` is `auth-private`, `key` or `auth`.
+    fn credential(&self, name: &str, client: &str, form: &str) -> Result<String, ServiceError>;
+    /// Reconciles now (`restore`).
+    fn restore(&self) -> Result<String, ServiceError>;
+
+    /// Emitted after any change, with the names of the services it concerned.
+    #[zbus(signal)]
+    fn changed(&self, names: Vec<String>) -> zbus::Result<()>;
+
+    /// [`API_VERSION`].
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<u32>;
+
+    /// Whether the Persistent Storage is unlocked (persistent services reachable).
+    #[zbus(property)]
+    fn persistent_storage_unlocked(&self) -> zbus::Result<bool>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_own_error_name() {
+        let mut names = std::collections::BTreeSet::new();
+        for kind in ErrorKind::ALL {
+            let error = ServiceError::new(*kind, "m".into());
+            assert_eq!(error.kind(), Some(*kind), "{kind:?} maps back to itself");
+            let name = zbus::DBusError::name(&error).to_string();
+            assert_eq!(name, format!("{ERROR_PREFIX}.{}", kind.name()));
+            assert!(names.insert(name));
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The tails-server system service: what `tails-server service` runs as root on Tails, where
+//! the logged-in user can reach neither tor's control port nor the Persistent Storage. It
+//! owns `org.boum.tails.Server` on the system bus and exports the interface of
+//! [`tails_server_dbus`] over the library; it keeps services published (the library's
+//! reconcile loop) once the Persistent Storage is unlocked. It holds no policy of its own:
+//! each method is a checked call into the library.
+
+pub mod authority;
+pub mod persistent_storage;
+mod server;
+
+use std::future::Future;
+
+use tails_server::daemon::{self, DaemonOptions};
+use tails_server::reconcile::Publisher;
+use tails_server_dbus::{BUS_NAME, OBJECT_PATH};
+
+pub use authority::Authority;
+pub use persistent_storage::Source as PersistentStorageSource;
+
+/// Which bus to serve on.
+#[derive(Debug, Clone)]
+pub enum Bus {
+    System,
+    /// A bus address (`unix:path=...`): tests run a private dbus-daemon.
+    Address(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    pub bus: Bus,
+    pub daemon: DaemonOptions,
+    pub authority: Authority,
+    pub persistent_storage: PersistentStorageSource,
+}
+
+/// Serves until `shutdown` completes. Errors only when the service cannot start (the bus is
+/// not there, the name is owned by another process or refused by the bus policy).
+pub async fn run(options: ServiceOptions, shutdown: impl Future<Output = ()>) -> zbus::Result<()> {
+    let connection = match &options.bus {
+        Bus::System => zbus::connection::Builder::system(),
+        Bus::Address(address) => zbus::connection::Builder::address(address.as_str()),
+    }
+    .build()
+    .await?;
+    let mut unlocked = persistent_storage::follow(options.persistent_storage, &connection).await?;
+    let publisher = Publisher::new(options.daemon.config.clone(), options.daemon.control.clone());
+    let server = server::Server { publisher, authority: options.authority.clone(), unlocked: unlocked.clone() };
+    connection.object_server().at(OBJECT_PATH, server).await?;
+    connection.request_name(BUS_NAME).await?;
+    daemon::log(daemon::Level::Notice, &format!("serving {BUS_NAME} on the bus"));
+
+    // The reconcile loop runs while the Persistent Storage is unlocked: before, nothing may
+    // be created where the volume will be mounted.
+    tokio::pin!(shutdown);
+    loop {
+        while !*unlocked.borrow_and_update() {
+            daemon::log(daemon::Level::Notice, "waiting for the Persistent Storage to be unlocked");
+            tokio::select! {
+                changed = unlocked.changed() => if changed.is_err() { break },
+                _ = &mut shutdown => return Ok(()),
+            }
+        }
+        notify_unlocked(&connection).await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let daemon_options = options.daemon.clone();
+        let loop_task = tokio::spawn(async move {
+            let _ = daemon::run(daemon_options, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        // Until the volume goes away (locked again, or the service stops).
+        let done = loop {
+            tokio::select! {
+                changed = unlocked.changed() => {
+                    if changed.is_err() || !*unlocked.borrow() { break false; }
+                }
+                _ = &mut shutdown => break true,
+            }
+        };
+        let _ = stop.send(());
+        let _ = loop_task.await;
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// Lets clients following the property know the state changed.
+async fn notify_unlocked(connection: &zbus::Connection) {
+    if let Ok(iface) = connection.object_server().interface::<_, server::Server>(OBJECT_PATH).await {
+        let _ = iface.get().await.persistent_storage_unlocked_changed(iface.signal_emitter()).await;
+    }
+}

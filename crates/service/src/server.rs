@@ -1,0 +1,536 @@
+//! The exported object: `org.boum.tails.Server1` at `/org/boum/tails/Server`. Each method
+//! checks the caller with polkit, checks its arguments as the CLI does (the same library
+//! types parse them), calls the library and answers with the same JSON documents as the
+//! CLI's `--format json`. A failing call is answered with a named error and the service goes
+//! on serving and publishing.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+
+use tails_server::keys::ClientPublicKey;
+use tails_server::names::{ClientName, ServiceName};
+use tails_server::reconcile::{Action, Pending, Publisher};
+use tails_server::{AddRequest, Error, Manager};
+use tails_server_dbus::views::{self, ServiceView, StatusView, TorState};
+use tails_server_dbus::{actions, ServiceError, API_VERSION};
+
+use crate::authority::Authority;
+
+/// Largest string argument taken: names, keys and option values are all far shorter.
+const MAX_ARGUMENT: usize = 4096;
+
+pub struct Server {
+    pub publisher: Publisher,
+    pub authority: Authority,
+    pub unlocked: watch::Receiver<bool>,
+}
+
+/// What a change did to tor, in every change's answer.
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct TorOutcome {
+    /// tor runs what is stored (true), or could not be told yet (false: see `pending`).
+    applied: bool,
+    pending: Vec<String>,
+    /// Services tor did not take (other than unreachable).
+    failed: Vec<String>,
+}
+
+fn check_length(what: &str, value: &str) -> Result<(), ServiceError> {
+    if value.len() > MAX_ARGUMENT {
+        return Err(ServiceError::InvalidInput(format!("{what} is too long ({} bytes)", value.len())));
+    }
+    Ok(())
+}
+
+fn service_name(name: &str) -> Result<ServiceName, ServiceError> {
+    check_length("the service name", name)?;
+    ServiceName::new(name).map_err(ServiceError::from)
+}
+
+fn client_name(name: &str) -> Result<ClientName, ServiceError> {
+    check_length("the client name", name)?;
+    ClientName::new(name).map_err(ServiceError::from)
+}
+
+fn json<T: Serialize>(value: &T) -> Result<String, ServiceError> {
+    serde_json::to_string(value).map_err(|e| ServiceError::Failed(e.to_string()))
+}
+
+impl Server {
+    async fn authorize(
+        &self,
+        connection: &zbus::Connection,
+        header: &Header<'_>,
+        action: &str,
+    ) -> Result<(), ServiceError> {
+        let sender = header.sender().ok_or_else(|| ServiceError::NotAuthorized("the call has no sender".into()))?;
+        self.authority.check(connection, sender.as_str(), action).await
+    }
+
+    /// Runs `work` on the stores in a blocking thread, once the Persistent Storage is there.
+    async fn with_manager<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Manager) -> tails_server::Result<T> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        if !*self.unlocked.borrow() {
+            return Err(Error::PersistentStorageLocked.into());
+        }
+        let config = self.publisher.config.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut manager = Manager::open(config)?;
+            work(&mut manager)
+        })
+        .await
+        .map_err(|e| ServiceError::Failed(format!("internal error: {e}")))?
+        .map_err(ServiceError::from)
+    }
+
+    /// After a change: tells the reconcile loop, and reconciles now to say what is true.
+    async fn apply(&self, emitter: &SignalEmitter<'_>, names: Vec<String>) -> TorOutcome {
+        let _ = self.publisher.note_change();
+        let _ = Self::changed(emitter, names).await;
+        let why = match self.publisher.connect().await {
+            Ok(mut tor) => match self.publisher.sync(&mut tor).await {
+                Ok(report) => {
+                    return TorOutcome {
+                        applied: true,
+                        pending: Vec::new(),
+                        failed: report.failed.iter().map(|(n, e)| format!("{n}: {e}")).collect(),
+                    }
+                }
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        let pending = self.publisher.pending().await.unwrap_or_default();
+        TorOutcome {
+            applied: pending.is_empty(),
+            pending: pending
+                .iter()
+                .map(|p| match p {
+                    Pending::StillRunning { name, .. } => format!("tor may still run {name} ({why})"),
+                    Pending::Outdated { name } => format!("tor may still run {name} with its previous clients ({why})"),
+                    Pending::NotPublished { name } => format!("{name} is not published yet ({why})"),
+                })
+                .collect(),
+            failed: Vec::new(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Changed<T: Serialize> {
+    #[serde(flatten)]
+    result: T,
+    tor: TorOutcome,
+}
+
+#[zbus::interface(name = "org.boum.tails.Server1")]
+impl Server {
+    async fn catalog(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, &header, actions::READ).await?;
+        let kinds = self.with_manager(|m| Ok(m.catalog().kinds().cloned().collect::<Vec<_>>())).await?;
+        json(&kinds)
+    }
+
+    async fn list(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, &header, actions::READ).await?;
+        let list: Vec<ServiceView> =
+            self.with_manager(|m| Ok(m.list()?.iter().map(|r| views::service_view(m, r)).collect())).await?;
+        json(&list)
+    }
+
+    async fn info(
+        &self,
+        name: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, &header, actions::READ).await?;
+        let name = service_name(name)?;
+        let view = self.with_manager(move |m| Ok(views::service_view(m, &m.get(&name)?))).await?;
+        json(&view)
+    }
+
+    async fn status(
+        &self,
+        name: &str,
+        probe: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, &header, actions::READ).await?;
+        if probe {
+            return Err(ServiceError::InvalidInput(
+                "probing through tor is not offered over D-Bus in this version; run `tails-server status --probe` \
+                 as root"
+                    .into(),
+            ));
+        }
+        let name = service_name(name)?;
+        let (record, mut view): (_, StatusView) = self
+            .with_manager(move |m| {
+                let record = m.get(&name)?;
+                let view = views::status_view(m, &record);
+                Ok((record, view))
+            })
+            .await?;
+        view.tor = tor_state(&self.publisher, &record).await;
+        json(&view)
+    }
+
+    async fn add(
+        &self,
+        kind: &str,
+        options: HashMap<String, String>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, &header, actions::CHANGE).await?;
+        check_length("the kind", kind)?;
+        let mut request = AddRequest::new(kind);
+        for (key, value) in &options {
+            check_length(key, value)?;
+            let port = |v: &str| {
+                v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    ServiceError::InvalidInput(format!(
+                        "invalid port {v:?} for {key}: expected a number from 1 to 65535"
+                    ))
+                })
+            };
+            match key.as_str() {
+                "name" => request.name = Some(service_name(value)?),
+                "local-port" => request.local_port = Some(port(value)?),
+                "remote-port" => request.remote_port = Some(port(value)?),
+                "first-client" => request.first_client = client_name(value)?,
+                other => match other.strip_prefix("option.") {
+                    Some(option) => request.options.push((option.to_owned(), value.clone())),
+                    None => {
+                        return Err(ServiceError::InvalidInput(format!(
+                            "unknown argument {other:?}: expected name, local-port, remote-port, first-client or \
+                             option.NAME"
+                        )))
+                    }
+                },
+            }
+        }
+        // Client authorization is not optional over D-Bus: the opt-out is the CLI's hidden flag.
+        let view = self
+            .with_manager(move |m| {
+                let record = m.add(request)?;
+                Ok(views::service_view(m, &record))
+            })
+            .await?;
+        let tor = self.apply(&emitter, vec![view.name.clone()]).await;
+        json(&Changed { result: view, tor })
+    }
+
+    async fn remove(
+        &self,
+        name: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, &header, actions::CHANGE).await?;
+        let name = service_name(name)?;
+        let removed = self.with_manager(move |m| m.remove(&name)).await?;
+        #[derive(Serialize)]
+        struct Removed {
+            name: String,
+            address: String,
+        }
+        let tor = self.apply(&emitter, vec![removed.name.to_string()]).await;
+        json(&Changed {
+            result: Removed { name: removed.name.to_string(), address: removed.address().to_string() },
+            tor,
+        })
+    }
+
+    async fn enable(
+        &self,
+        name: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, ServiceError> {
+        self.set_enabled(name, true, &header, connection, &emitter).await
+    }
+
+    async fn disable(
+        &self,
+        name: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, ServiceError> {
+        self.set_enabled(name, false, &header, connection, &emitter).await
+    }
+
+    async fn get_option(
+        &self,
+        name: &str,
+        option: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, &header, actions::READ).await?;
+        let name = service_name(name)?;
+        check_length("the option", option)?;
+        let option = option.to_owned();
+        let (service, option, spec_secret, value) = self
+            .with_manager(move |m| {
+                let (spec, value) = m.get_option(&name, &option)?;
+                Ok((name, option, spec.secret, value))
+            })
+            .await?;
+        if spec_secret {
+            // A secret's value is shown only to whom may see secrets.
+            self.authorize(connection, &header, actions::REVEAL_SECRET).await?;
+        }
+        json(&serde_json::json!({ "name": service.as_str(), "option": option, "value": value }))
+    }
+
+    async fn set_option(
+        &self,
+        name: &str,
+        option: &str,
+        value: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, &header, actions::CHANGE).await?;
+        let name = service_name(name)?;
+        check_length("the option", option)?;
+        check_length("the value", value)?;
+        let (option, value) = (option.to_owned(), zeroize::Zeroizing::new(value.to_owned()));
+        let view = self
+            .with_manager(move |m| {
+                let (record, _) = m.set_option(&name, &option, &value)?;
+                Ok(views::service_view(m, &record))
+            })
+            .await?;
+        let tor = self.apply(&emitter, vec![view.name.clone()]).await;
+        json(&Changed { result: view, tor })
+    }
+
+    async fn clients(
+        &self,
+        name: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, &header, actions::READ).await?;
+        let name = service_name(name)?;
+        let view = self.with_manager(move |m| Ok(views::service_view(m, &m.get(&name)?))).await?;
+        json(&view.clients)
+    }
+
+    async fn add_client(
+        &self,
+        name: &str,
+        client: &str,
+        public_key: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, &header, actions::CHANGE).await?;
+        let name = service_name(name)?;
+        let client = client_name(client)?;
+        check_length("the public key", public_key)?;
+        let key = if public_key.is_empty() { None } else { Some(ClientPublicKey::parse(public_key)?) };
+        let view = self
+            .with_manager(move |m| {
+                m.add_client(&name, client, key)?;
+                Ok(views::service_view(m, &m.get(&name)?))
+            })
+            .await?;
+        let tor = self.apply(&emitter, vec![view.name.clone()]).await;
+        json(&Changed { result: view, tor })
+    }
+
+    async fn remove_client(
+        &self,
+        name: &str,
+        client: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, &header, actions::CHANGE).await?;
+        let name = service_name(name)?;
+        let client = client_name(client)?;
+        let view = self
+            .with_manager(move |m| {
+                m.remove_client(&name, &client)?;
+                Ok(views::service_view(m, &m.get(&name)?))
+            })
+            .await?;
+        let tor = self.apply(&emitter, vec![view.name.clone()]).await;
+        json(&Changed { result: view, tor })
+    }
+
+    async fn credential(
+        &self,
+        name: &str,
+        client: &str,
+        form: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<String, ServiceError> {
+        let secret = match form {
+            "auth-private" | "key" => true,
+            "auth" => false,
+            other => {
+                return Err(ServiceError::InvalidInput(format!(
+                    "unknown credential form {other:?}: expected auth-private, key or auth"
+                )))
+            }
+        };
+        let action = if secret { actions::REVEAL_SECRET } else { actions::READ };
+        self.authorize(connection, &header, action).await?;
+        let name = service_name(name)?;
+        let client = client_name(client)?;
+        let form = form.to_owned();
+        let view = self
+            .with_manager(move |m| {
+                let (record, client) = m.client(&name, &client)?;
+                let no_key =
+                    || Error::NoPrivateKey { service: record.name.to_string(), client: client.name.to_string() };
+                let value = match form.as_str() {
+                    "auth-private" => {
+                        client.secret_key.as_ref().ok_or_else(no_key)?.auth_private_line(&record.address())
+                    }
+                    "key" => client.secret_key.as_ref().ok_or_else(no_key)?.to_base32(),
+                    _ => zeroize::Zeroizing::new(client.public_key.auth_line()),
+                };
+                Ok(serde_json::json!({
+                    "service": record.name.as_str(),
+                    "client": client.name.as_str(),
+                    "address": record.address().to_string(),
+                    "form": form,
+                    "value": value.as_str(),
+                }))
+            })
+            .await?;
+        json(&view)
+    }
+
+    async fn restore(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, &header, actions::CHANGE).await?;
+        if !*self.unlocked.borrow() {
+            return Err(Error::PersistentStorageLocked.into());
+        }
+        let mut tor = self.publisher.connect().await?;
+        let report = self.publisher.sync(&mut tor).await?;
+        json(&serde_json::json!({
+            "published": report.names(Action::Published),
+            "republished": report.names(Action::Republished),
+            "already-published": report.names(Action::Unchanged),
+            "removed": report.names(Action::Removed),
+            "failed": report.failed.iter().map(|(n, e)| serde_json::json!({"name": n, "error": e.to_string()})).collect::<Vec<_>>(),
+            "elapsed-ms": report.elapsed.as_secs_f64() * 1e3,
+        }))
+    }
+
+    /// Emitted after every change, with the services it concerned.
+    #[zbus(signal)]
+    async fn changed(emitter: &SignalEmitter<'_>, names: Vec<String>) -> zbus::Result<()>;
+
+    #[zbus(property)]
+    fn version(&self) -> u32 {
+        API_VERSION
+    }
+
+    #[zbus(property)]
+    fn persistent_storage_unlocked(&self) -> bool {
+        *self.unlocked.borrow()
+    }
+}
+
+impl Server {
+    async fn set_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+        header: &Header<'_>,
+        connection: &zbus::Connection,
+        emitter: &SignalEmitter<'_>,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, header, actions::CHANGE).await?;
+        if !*self.unlocked.borrow() {
+            return Err(Error::PersistentStorageLocked.into());
+        }
+        let name = service_name(name)?;
+        // The library's policy: publish then record for enable, record then remove for
+        // disable; a refusal by tor changes nothing.
+        let tor = self.publisher.connect().await.ok();
+        let mut tor = tor;
+        let changed = if enabled {
+            self.publisher.enable(tor.as_mut(), &name).await?
+        } else {
+            let warnings = self.publisher.disable(&name).await?;
+            tails_server::reconcile::Changed { report: None, warnings }
+        };
+        let _ = changed;
+        let outcome = self.apply(emitter, vec![name.to_string()]).await;
+        let view = self.with_manager(move |m| Ok(views::service_view(m, &m.get(&name)?))).await?;
+        json(&Changed { result: view, tor: outcome })
+    }
+}
+
+/// What tor says about one service, as `status` shows it; tor being unreachable is
+/// reported in `tor-error`, not as a failure.
+async fn tor_state(publisher: &Publisher, record: &tails_server::model::ServiceRecord) -> TorState {
+    let mut state = TorState::default();
+    let mut tor = match publisher.connect().await {
+        Ok(tor) => tor,
+        Err(e) => {
+            state.tor_error = Some(e.to_string());
+            return state;
+        }
+    };
+    let id = record.address().service_id();
+    let (registered, instance) = match (tor.detached_onions().await, tor.instance().await) {
+        (Ok(detached), Ok(instance)) => (detached.contains(&id), instance),
+        (Err(e), _) | (_, Err(e)) => {
+            state.tor_error = Some(e.to_string());
+            return state;
+        }
+    };
+    state.registered = Some(registered);
+    let entry = publisher
+        .config
+        .runtime_dir
+        .as_deref()
+        .and_then(|d| tails_server::reconcile::Ledger::load(d).entry_for(&instance, &id).cloned());
+    let uploaded_at = if registered { entry.as_ref().and_then(|e| e.uploaded_at) } else { None };
+    state.uploaded = if !registered { Some(false) } else { uploaded_at.map(|_| true) };
+    state.uploaded_at = uploaded_at.map(views::rfc3339);
+    state.published_as_stored = if registered {
+        entry.map(|e| e.fingerprint == tails_server::reconcile::fingerprint(record))
+    } else {
+        Some(false)
+    };
+    state
+}

@@ -1,0 +1,396 @@
+//! The system service against a real dbus-daemon started here, with the repository's bus
+//! policy (persistence-hooks/dbus) included as the system bus includes it. polkit does not
+//! run on this private bus: the service is told to allow user id 0 only (its documented
+//! test backend); polkit itself is proven in the VM tests. The Persistent Storage service of
+//! Tails (Python, tpsd) is stood in for by a small zbus object exporting the same interface
+//! and properties — it stands in for tpsd only, and says so.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{LocalTor, TestEnv};
+use tails_server_dbus::{ServerProxy, ServiceError, BUS_NAME};
+
+const STAND_IN_NAME: &str = "org.boum.tails.PersistentStorage";
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A private bus configured like Debian's system bus (deny by default), plus the repo's
+/// policy file and one line letting root own the Persistent Storage stand-in's name.
+struct Bus {
+    dir: tempfile::TempDir,
+    _daemon: KillOnDrop,
+    address: String,
+}
+
+impl Bus {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // Other users (the unauthorized caller) must reach the socket.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let socket = dir.path().join("system_bus_socket");
+        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("persistence-hooks/dbus/org.boum.tails.Server.conf");
+        let config = format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+  </policy>
+  <policy user="root">
+    <allow own="{STAND_IN_NAME}"/>
+    <allow send_destination="{STAND_IN_NAME}"/>
+  </policy>
+  <include>{policy}</include>
+</busconfig>
+"#,
+            socket = socket.display(),
+            policy = policy.display(),
+        );
+        let config_path = dir.path().join("bus.conf");
+        std::fs::write(&config_path, config).unwrap();
+        let daemon = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config_path.display()))
+            .args(["--nofork", "--nopidfile", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon is installed (Debian: dbus-daemon)");
+        let mut daemon = KillOnDrop(daemon);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(daemon.0.stdout.take().unwrap()), &mut line).unwrap();
+        assert!(line.starts_with("unix:"), "dbus-daemon did not start: {line:?}");
+        Bus { dir, _daemon: daemon, address: format!("unix:path={}", socket.display()) }
+    }
+
+    async fn connect(&self) -> zbus::Connection {
+        zbus::connection::Builder::address(self.address.as_str()).build().await.unwrap()
+    }
+}
+
+/// `tails-server service` on the bus, as root, allowing uid 0 only.
+fn start_service(env: &TestEnv, bus: &Bus, tor: Option<&LocalTor>, persistent_storage: &str) -> KillOnDrop {
+    let mut command = env.command();
+    if let Some(tor) = tor {
+        command.env("TAILS_SERVER_CONTROL_PORT", tor.control());
+    } else {
+        command.env("TAILS_SERVER_CONTROL_SOCKET", bus.dir.path().join("no-tor"));
+    }
+    let log = std::fs::File::create(env.root.path().join("service.log")).unwrap();
+    KillOnDrop(
+        command
+            .args(["service", "--bus", &bus.address, "--authorization", "uids:0"])
+            .args(["--persistent-storage", persistent_storage])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+async fn wait_for_name(connection: &zbus::Connection, name: &str, log: &Path) {
+    let dbus = zbus::fdo::DBusProxy::new(connection).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let owned = dbus.name_has_owner(zbus::names::BusName::try_from(name).unwrap()).await.unwrap();
+        if owned {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never appeared:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// tor's `onions/detached` (empty while tor does not answer), from inside the test's runtime.
+async fn detached(tor: &LocalTor) -> std::collections::HashSet<String> {
+    match tails_server::tor::TorControl::connect(&tor.config()).await {
+        Ok(mut control) => control.detached_onions().await.unwrap_or_default(),
+        Err(_) => Default::default(),
+    }
+}
+
+fn error_name<T: std::fmt::Debug>(result: Result<T, ServiceError>) -> String {
+    match result {
+        Err(e) => zbus::DBusError::name(&e).to_string(),
+        Ok(v) => panic!("expected an error, got {v:?}"),
+    }
+}
+
+fn root_only() -> bool {
+    if tails_server::unix::euid() != 0 {
+        // The repository's policy lets only root own the name (as on Tails); CI runs as root.
+        eprintln!("skipped: the D-Bus tests own org.boum.tails.Server, which the bus policy allows root only");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn every_method_answers_with_the_clis_documents_or_a_named_error() {
+    if !root_only() {
+        return;
+    }
+    let bus = Bus::start();
+    let env = TestEnv::new();
+    let tor = LocalTor::start();
+    let _service = start_service(&env, &bus, Some(&tor), "none");
+    rt().block_on(async {
+        let connection = bus.connect().await;
+        wait_for_name(&connection, BUS_NAME, &env.root.path().join("service.log")).await;
+        let server = ServerProxy::new(&connection).await.unwrap();
+        assert_eq!(server.version().await.unwrap(), 1);
+
+        // The interface as documented in the repository is the one served.
+        let introspectable = zbus::fdo::IntrospectableProxy::builder(&connection)
+            .destination(BUS_NAME)
+            .path(tails_server_dbus::OBJECT_PATH)
+            .build()
+            .await
+            .unwrap();
+        let xml = introspectable.introspect().await.unwrap();
+        let start = xml.find(r#"<interface name="org.boum.tails.Server1">"#).expect("the interface is exported");
+        let served = &xml[start..start + xml[start..].find("</interface>").unwrap() + "</interface>".len()];
+        let documented_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dbus/org.boum.tails.Server1.xml");
+        if std::env::var_os("TAILS_SERVER_WRITE_INTROSPECTION").is_some() {
+            std::fs::write(&documented_path, format!("{served}\n")).unwrap();
+        }
+        let documented = std::fs::read_to_string(&documented_path).unwrap_or_default();
+        assert_eq!(documented.trim(), served.trim(), "docs/dbus/org.boum.tails.Server1.xml is out of date");
+        assert!(server.persistent_storage_unlocked().await.unwrap());
+
+        let catalog: serde_json::Value = serde_json::from_str(&server.catalog().await.unwrap()).unwrap();
+        assert!(catalog.as_array().unwrap().iter().any(|k| k["name"] == "mumble"), "{catalog}");
+
+        // Signals a GUI can follow.
+        use futures_util::StreamExt;
+        let mut changes = server.receive_changed().await.unwrap();
+
+        let added = server
+            .add("custom", HashMap::from([("name".into(), "web".into()), ("local-port".into(), "8080".into())]))
+            .await
+            .unwrap();
+        let added: serde_json::Value = serde_json::from_str(&added).unwrap();
+        assert_eq!(added["name"], "web");
+        assert_eq!(added["enabled"], false);
+        let signal = tokio::time::timeout(Duration::from_secs(10), changes.next()).await.unwrap().unwrap();
+        assert_eq!(signal.args().unwrap().names, vec!["web".to_owned()]);
+
+        // The same document as the CLI's `--format json info`, from the same store.
+        let over_dbus: serde_json::Value = serde_json::from_str(&server.info("web").await.unwrap()).unwrap();
+        assert_eq!(over_dbus, env.service("web"));
+        let list: serde_json::Value = serde_json::from_str(&server.list().await.unwrap()).unwrap();
+        assert_eq!(list, env.listing());
+
+        let enabled: serde_json::Value = serde_json::from_str(&server.enable("web").await.unwrap()).unwrap();
+        assert_eq!(enabled["enabled"], true);
+        assert_eq!(enabled["tor"]["applied"], true, "{enabled}");
+        let id = common::service_id(&env.service("web"));
+        assert!(detached(&tor).await.contains(&id));
+        let status: serde_json::Value = serde_json::from_str(&server.status("web", false).await.unwrap()).unwrap();
+        assert_eq!(status["registered"], true, "{status}");
+        assert_eq!(status["published-as-stored"], true, "{status}");
+
+        let with_bob: serde_json::Value =
+            serde_json::from_str(&server.add_client("web", "bob", "").await.unwrap()).unwrap();
+        assert_eq!(with_bob["clients"].as_array().unwrap().len(), 2);
+        let clients: serde_json::Value = serde_json::from_str(&server.clients("web").await.unwrap()).unwrap();
+        assert_eq!(clients.as_array().unwrap().len(), 2);
+        let line: serde_json::Value =
+            serde_json::from_str(&server.credential("web", "bob", "auth-private").await.unwrap()).unwrap();
+        let cli_line = env.run(&["client", "show", "web", "bob", "--as", "auth-private"]).ok().stdout;
+        assert_eq!(line["value"].as_str().unwrap(), cli_line.trim());
+        server.remove_client("web", "bob").await.unwrap();
+
+        let set: serde_json::Value =
+            serde_json::from_str(&server.set_option("web", "autostart", "false").await.unwrap()).unwrap();
+        assert_eq!(set["options"]["autostart"], false);
+        let got: serde_json::Value =
+            serde_json::from_str(&server.get_option("web", "autostart").await.unwrap()).unwrap();
+        assert_eq!(got["value"], false);
+
+        let disabled: serde_json::Value = serde_json::from_str(&server.disable("web").await.unwrap()).unwrap();
+        assert_eq!(disabled["enabled"], false);
+        assert!(!detached(&tor).await.contains(&id), "disable over D-Bus removes it from tor");
+        let restored: serde_json::Value = serde_json::from_str(&server.restore().await.unwrap()).unwrap();
+        assert_eq!(restored["failed"], serde_json::json!([]));
+
+        // Every failure is a named error carrying the CLI's message; the service goes on.
+        let prefix = "org.boum.tails.Server1.Error";
+        assert_eq!(error_name(server.info("no-such").await), format!("{prefix}.NotFound"));
+        assert_eq!(error_name(server.info("Bad Name").await), format!("{prefix}.InvalidInput"));
+        let exists = server
+            .add("custom", HashMap::from([("name".into(), "web".into()), ("local-port".into(), "1".into())]))
+            .await;
+        assert_eq!(error_name(exists), format!("{prefix}.Conflict"));
+        assert_eq!(error_name(server.add("nope", HashMap::new()).await), format!("{prefix}.InvalidInput"));
+        assert_eq!(
+            error_name(server.add("custom", HashMap::from([("colour".into(), "red".into())])).await),
+            format!("{prefix}.InvalidInput")
+        );
+        assert_eq!(error_name(server.info(&"a".repeat(100_000)).await), format!("{prefix}.InvalidInput"));
+        assert_eq!(error_name(server.credential("web", "client-1", "qr").await), format!("{prefix}.InvalidInput"));
+        match server.info("no-such").await {
+            Err(e) => assert!(e.message().contains("there is no service named \"no-such\""), "{}", e.message()),
+            Ok(_) => unreachable!(),
+        }
+        let removed: serde_json::Value = serde_json::from_str(&server.remove("web").await.unwrap()).unwrap();
+        assert_eq!(removed["name"], "web");
+        assert_eq!(server.list().await.unwrap(), "[]", "still serving after every failure");
+    });
+}
+
+/// Runs `gdbus call` as user `nobody` against the service; returns its stderr and status.
+fn call_as_nobody(bus: &Bus, args: &[&str]) -> (bool, String) {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "gdbus", "call", "--address", &bus.address])
+        .args(args)
+        .output()
+        .expect("setpriv and gdbus are installed");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+}
+
+#[test]
+fn an_unauthorized_caller_is_refused_and_only_root_may_own_the_name() {
+    if !root_only() {
+        return;
+    }
+    let bus = Bus::start();
+    let env = TestEnv::new();
+    let _service = start_service(&env, &bus, None, "none");
+    rt().block_on(async {
+        let connection = bus.connect().await;
+        wait_for_name(&connection, BUS_NAME, &env.root.path().join("service.log")).await;
+    });
+    let (ok, out) = call_as_nobody(
+        &bus,
+        &["--dest", BUS_NAME, "--object-path", "/org/boum/tails/Server", "--method", "org.boum.tails.Server1.List"],
+    );
+    assert!(!ok && out.contains("org.boum.tails.Server1.Error.NotAuthorized"), "{out}");
+    let (ok, out) = call_as_nobody(
+        &bus,
+        &[
+            "--dest",
+            "org.freedesktop.DBus",
+            "--object-path",
+            "/org/freedesktop/DBus",
+            "--method",
+            "org.freedesktop.DBus.RequestName",
+            "org.boum.tails.Server",
+            "4",
+        ],
+    );
+    assert!(!ok && out.contains("AccessDenied"), "only root may own the name: {out}");
+}
+
+/// Stands in for Tails' Persistent Storage service (tpsd): the same name, object,
+/// interface and properties, starting NOT_UNLOCKED.
+struct PersistentStorageStandIn {
+    unlocked: bool,
+}
+
+#[zbus::interface(name = "org.boum.tails.PersistentStorage")]
+impl PersistentStorageStandIn {
+    #[zbus(property)]
+    fn state(&self) -> String {
+        if self.unlocked { "UNLOCKED" } else { "NOT_UNLOCKED" }.into()
+    }
+
+    #[zbus(property)]
+    fn is_unlocked(&self) -> bool {
+        self.unlocked
+    }
+}
+
+#[test]
+fn the_service_waits_for_the_persistent_storage_then_opens_the_store_and_publishes() {
+    if !root_only() {
+        return;
+    }
+    let bus = Bus::start();
+    let env = TestEnv::new();
+    let mut tor = LocalTor::start();
+    // A service stored and enabled earlier (a previous boot).
+    env.run(&["add", "custom", "--name", "web", "--local-port", "8080"]).ok();
+    env.run(&["--control-port", &tor.control(), "enable", "web"]).ok();
+    let id = common::service_id(&env.service("web"));
+    tor.restart();
+    std::fs::remove_dir_all(env.runtime_dir()).ok();
+    // The volume is not there yet: the state directory must not be touched.
+    let state = env.state_dir();
+    let hidden = env.root.path().join("volume-not-mounted");
+    std::fs::rename(&state, &hidden).unwrap();
+
+    rt().block_on(async {
+        let connection = bus.connect().await;
+        let stand_in = zbus::connection::Builder::address(bus.address.as_str())
+            .name(STAND_IN_NAME)
+            .serve_at("/org/boum/tails/PersistentStorage", PersistentStorageStandIn { unlocked: false })
+            .build()
+            .await
+            .unwrap();
+        let _service = start_service(&env, &bus, Some(&tor), "tails");
+        wait_for_name(&connection, BUS_NAME, &env.root.path().join("service.log")).await;
+        let server = ServerProxy::new(&connection).await.unwrap();
+        assert!(!server.persistent_storage_unlocked().await.unwrap());
+        assert_eq!(error_name(server.list().await), "org.boum.tails.Server1.Error.PersistentStorageLocked");
+        match server.list().await {
+            Err(e) => assert!(e.message().contains("Persistent Storage is not unlocked"), "{}", e.message()),
+            Ok(_) => unreachable!(),
+        }
+        assert!(!state.exists(), "nothing is created where the volume will be mounted");
+
+        // tpsd unlocks the volume: the service opens the store and publishes, unprompted.
+        std::fs::rename(&hidden, &state).unwrap();
+        let iface = stand_in
+            .object_server()
+            .interface::<_, PersistentStorageStandIn>("/org/boum/tails/PersistentStorage")
+            .await
+            .unwrap();
+        iface.get_mut().await.unlocked = true;
+        iface.get().await.is_unlocked_changed(iface.signal_emitter()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !detached(&tor).await.contains(&id) {
+            assert!(
+                Instant::now() < deadline,
+                "not published after the unlock:\n{}",
+                std::fs::read_to_string(env.root.path().join("service.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let list: serde_json::Value = serde_json::from_str(&server.list().await.unwrap()).unwrap();
+        assert_eq!(list[0]["name"], "web");
+    });
+}

@@ -1,0 +1,271 @@
+//! Reboot, power-cut and tor-restart scenarios in a VM (see README.md). Each boots QEMU
+//! (under TCG here: tens of seconds per boot); a global lock keeps one QEMU at a time.
+//! The CLI runs as root in direct mode until the .deb, its system service and D-Bus exist.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vm_tests::tails_server::{self as ts, STATE_DIR};
+use vm_tests::vm::sh_words;
+use vm_tests::{BootOptions, Error, Result, Vm, VmConfig};
+
+fn scenario(name: &str, f: impl FnOnce(&mut Vm) -> Result<()>) {
+    let mut vm = match Vm::new(name, VmConfig::default()) {
+        Ok(vm) => vm,
+        Err(e) => panic!("{name}: {e}"),
+    };
+    let t0 = Instant::now(); // after Vm::new, which waits for any other scenario's QEMU
+    if let Err(e) = f(&mut vm) {
+        panic!("{name}: {e}\n(logs in {})", vm.dir.display());
+    }
+    vm.record("scenario total", t0.elapsed());
+    vm.pass();
+}
+
+fn check(cond: bool, what: impl Into<String>) -> Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(Error::Protocol(format!("check failed: {}", what.into())))
+    }
+}
+
+/// tor answers on its control socket (cookie authentication) in the guest.
+fn wait_for_tor(vm: &mut Vm) -> Result<()> {
+    let cmd = format!("python3 -c {} >/dev/null", sh_words(&[ts::TOR_ONIONS_PY]));
+    let d = vm.wait_until("root", &cmd, Duration::from_secs(120))?;
+    vm.record("tor's control socket answering (after systemd finished)", d);
+    Ok(())
+}
+
+fn wait_unlocked(vm: &mut Vm) -> Result<()> {
+    vm.wait_until("root", "mountpoint -q /live/persistence/TailsData_unlocked", Duration::from_secs(120))?;
+    Ok(())
+}
+
+/// `list --format json` as name -> address.
+fn addresses(vm: &mut Vm) -> Result<Vec<(String, String)>> {
+    let list = ts::json(vm, &["list"])?;
+    let arr = list.as_array().ok_or_else(|| Error::Protocol(format!("list is not an array: {list}")))?;
+    Ok(arr
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap_or("").to_owned(), s["address"].as_str().unwrap_or("").to_owned()))
+        .collect())
+}
+
+fn address_of(list: &[(String, String)], name: &str) -> Option<String> {
+    list.iter().find(|(n, _)| n == name).map(|(_, a)| a.clone())
+}
+
+/// The remote shell protocol itself: every request type, errors, ids, a timeout.
+#[test]
+fn a0_remote_shell_protocol() {
+    scenario("remote-shell-protocol", |vm| {
+        vm.boot(BootOptions::locked())?;
+        let out = vm.sh("amnesia", "id -u; echo err >&2; exit 3")?;
+        check(out.rc == 3 && out.stdout.trim() == "1000" && out.stderr.trim() == "err", format!("sh_call as amnesia: {out:?}"))?;
+        check(vm.sh_ok("root", "cat /etc/tails-stand-in")?.contains("not Tails"), "the stand-in says it is not Tails")?;
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        check(vm.file_write("/tmp/blob", &data)? == data.len() as u64, "file_write count")?;
+        check(vm.file_append("/tmp/blob", b"tail")? == 4, "file_append count")?;
+        let back = vm.file_read("/tmp/blob")?;
+        check(back.len() == data.len() + 4 && back[..data.len()] == data[..] && &back[data.len()..] == b"tail", "file_read round trip (200 kB, > 32 KiB chunks)")?;
+        match vm.file_read("/nonexistent") {
+            Err(Error::Remote { message, .. }) => check(message.contains("FileNotFoundError"), format!("error message {message}"))?,
+            other => check(false, format!("file_read of a missing file: {other:?}"))?,
+        }
+        vm.spawn("root", "echo spawned > /run/spawned")?;
+        vm.wait_until("root", "grep -q spawned /run/spawned", Duration::from_secs(10))?;
+        vm.signal_ready()?;
+        check(vm.sh("root", "test -e /run/tails-autotest-remote-shell.ready")?.success(), "signal_ready")?;
+        // A request that times out on the host: its late reply must not be taken for the next one's.
+        match vm.sh_env_timeout("root", &Default::default(), "sleep 3; echo late", Duration::from_secs(1)) {
+            Err(Error::Timeout { .. }) => {}
+            other => check(false, format!("expected a timeout, got {other:?}"))?,
+        }
+        let next = vm.sh_env_timeout("root", &Default::default(), "sleep 4; echo next", Duration::from_secs(20))?;
+        check(next.stdout.trim() == "next", format!("reply after a timed-out request: {next:?}"))?;
+        check(vm.sh_ok("root", "id -u; stat -c %a /run/tor")?.starts_with('0'), "root")?;
+        Ok(())
+    });
+}
+
+/// (b) Power cut (QMP quit) right after `client add` and `set-option` were acknowledged:
+/// both are there after the next boot and the store opens.
+#[test]
+fn b_power_cut_after_acknowledged_changes() {
+    scenario("b-power-cut", |vm| {
+        vm.boot(BootOptions::unlocked())?;
+        wait_unlocked(vm)?;
+        ts::ok(vm, &["add", "custom", "--name", "cut", "--local-port", "8080"])?;
+        let t = Instant::now();
+        ts::ok(vm, &["client", "add", "cut", "alice"])?;
+        ts::ok(vm, &["set-option", "cut", "autostart", "false"])?;
+        vm.record("client add + set-option (direct mode, unthrottled stick)", t.elapsed());
+        vm.power_cut()?;
+        vm.boot(BootOptions::unlocked())?;
+        wait_unlocked(vm)?;
+        let out = ts::run(vm, &["--format", "json", "info", "cut"])?;
+        let _ = std::fs::write(vm.dir.join("info-after-power-cut.txt"), format!("rc {}\n{}\n--- stderr\n{}", out.rc, out.stdout, out.stderr));
+        check(out.success(), format!("the store opens after the power cut: rc {} {}", out.rc, out.stderr))?;
+        if !out.stderr.trim().is_empty() {
+            eprintln!("vm-tests: b-power-cut: stderr of the first open after the cut: {}", out.stderr.trim());
+        }
+        let info: Value = serde_json::from_str(&out.stdout).map_err(|e| Error::Protocol(format!("info json: {e}")))?;
+        let clients: Vec<&str> = info["clients"].as_array().map(|a| a.iter().filter_map(|c| c["name"].as_str()).collect()).unwrap_or_default();
+        check(clients.contains(&"alice"), format!("alice survived the power cut: {clients:?}"))?;
+        check(info["options"]["autostart"] == Value::Bool(false), format!("autostart=false survived: {}", info["options"]))?;
+        Ok(())
+    });
+}
+
+/// (c) tor restarted inside the VM with `tails-server daemon` running: every service is
+/// registered again; the delay from tor's control socket answering to all registered.
+#[test]
+fn c_tor_restart_with_daemon() {
+    scenario("c-tor-restart", |vm| {
+        vm.boot(BootOptions::unlocked())?;
+        wait_unlocked(vm)?;
+        wait_for_tor(vm)?;
+        let names = ["svc-a", "svc-b", "svc-c"];
+        for (i, n) in names.iter().enumerate() {
+            let port = (8080 + i).to_string();
+            ts::ok(vm, &["add", "custom", "--name", n, "--local-port", &port])?;
+            ts::ok(vm, &["enable", n])?;
+        }
+        let list = addresses(vm)?;
+        let ids: Vec<String> = names
+            .iter()
+            .map(|n| address_of(&list, n).unwrap_or_default().trim_end_matches(".onion").to_owned())
+            .collect();
+        let onions = ts::tor_detached_onions(vm)?;
+        check(ids.iter().all(|id| onions.contains(&format!("{id}.onion"))), format!("all registered before the restart: {onions:?}"))?;
+        vm.spawn("root", &format!("{} >/run/tails-server-daemon.log 2>&1", ts::command(&["daemon"])))?;
+        vm.wait_until("root", "pgrep -f 'tails-server .*daemon' >/dev/null", Duration::from_secs(20))?;
+        vm.file_write("/run/watch-tor-restart.py", WATCH_TOR_RESTART_PY.as_bytes())?;
+        let out = vm.sh_ok("root", &format!("python3 /run/watch-tor-restart.py {}", sh_words(&ids)))?;
+        let m: Value = serde_json::from_str(out.trim()).map_err(|e| Error::Protocol(format!("watch script: {e}: {out}")))?;
+        let _ = std::fs::write(vm.dir.join("tor-restart.json"), &out);
+        check(m["all_registered"] == Value::Bool(true), format!("every service registered again after tor's restart: {m}"))?;
+        let secs = |k: &str| Duration::from_secs_f64(m[k].as_f64().unwrap_or(f64::NAN));
+        vm.record("tor restart: `systemctl restart` command to control socket answering", secs("answer_after_restart_s"));
+        vm.record("tor restart: control socket answering to all services registered", secs("all_after_answer_s"));
+        let log = String::from_utf8_lossy(&vm.file_read("/run/tails-server-daemon.log")?).into_owned();
+        let _ = std::fs::write(vm.dir.join("daemon.log"), &log);
+        Ok(())
+    });
+}
+
+/// Restarts tor and watches its control socket every 10 ms: when the new tor first answers,
+/// and when every id given is registered. Prints one JSON object.
+const WATCH_TOR_RESTART_PY: &str = r#"
+import json, socket, subprocess, sys, time
+want = set(sys.argv[1:])
+cookie_path = "/run/tor/control.authcookie"
+def ask():
+    s = socket.socket(socket.AF_UNIX); s.settimeout(2)
+    try:
+        s.connect("/run/tor/control")
+        f = s.makefile("rwb")
+        def cmd(line):
+            f.write((line + "\r\n").encode()); f.flush(); out = []
+            while True:
+                l = f.readline().decode().rstrip("\r\n")
+                if not l: raise OSError("closed")
+                out.append(l)
+                if l[3:4] == " ": return out
+        if not cmd("AUTHENTICATE " + open(cookie_path, "rb").read().hex())[-1].startswith("250"): return None
+        r = cmd("GETINFO process/pid onions/detached")
+        pid, ids = None, set()
+        for l in r:
+            l = l[4:]
+            if l.startswith("process/pid="): pid = l.split("=", 1)[1]; continue
+            if l.startswith("onions/detached="): l = l.split("=", 1)[1]
+            if l and l != "OK": ids.add(l)
+        return pid, ids
+    except OSError:
+        return None
+    finally:
+        s.close()
+old = ask()
+old_pid = old[0] if old else None
+t0 = time.monotonic()
+p = subprocess.Popen(["systemctl", "restart", "tor@default"])
+t_answer = t_all = None
+while time.monotonic() - t0 < 90:
+    r = ask()
+    now = time.monotonic()
+    if r and r[0] != old_pid:
+        if t_answer is None: t_answer = now
+        if want <= r[1]: t_all = now; break
+    time.sleep(0.01)
+p.wait()
+print(json.dumps({"old_pid": old_pid, "all_registered": t_all is not None,
+    "answer_after_restart_s": (t_answer - t0) if t_answer else None,
+    "all_after_answer_s": (t_all - t_answer) if t_all else None}))
+"#;
+
+/// (d) A persistence=false service is gone after a reboot; a persistent one is back with the
+/// same address (after `restore`, what the login hook runs).
+#[test]
+fn d_amnesic_service_gone_persistent_back() {
+    scenario("d-amnesic-vs-persistent", |vm| {
+        vm.boot(BootOptions::unlocked())?;
+        wait_unlocked(vm)?;
+        wait_for_tor(vm)?;
+        ts::ok(vm, &["add", "custom", "--name", "keep", "--local-port", "8080"])?;
+        ts::ok(vm, &["add", "custom", "--name", "gone", "--local-port", "8081", "--set", "persistence=false"])?;
+        ts::ok(vm, &["enable", "keep"])?;
+        ts::ok(vm, &["enable", "gone"])?;
+        let before = addresses(vm)?;
+        let keep = address_of(&before, "keep").ok_or_else(|| Error::Protocol(format!("keep not listed: {before:?}")))?;
+        let gone = address_of(&before, "gone").ok_or_else(|| Error::Protocol(format!("gone not listed: {before:?}")))?;
+        let onions = ts::tor_detached_onions(vm)?;
+        check(onions.contains(&keep) && onions.contains(&gone), format!("both registered: {onions:?}"))?;
+
+        vm.reboot(BootOptions::unlocked())?;
+        wait_unlocked(vm)?;
+        wait_for_tor(vm)?;
+        let t = Instant::now();
+        let restore = ts::json(vm, &["restore"])?;
+        vm.record("restore after reboot (direct mode)", t.elapsed());
+        let _ = std::fs::write(vm.dir.join("restore.json"), restore.to_string());
+        let after = addresses(vm)?;
+        check(address_of(&after, "keep").as_deref() == Some(keep.as_str()), format!("keep back with the same address: {after:?}"))?;
+        check(address_of(&after, "gone").is_none(), format!("the persistence=false service is gone: {after:?}"))?;
+        let onions = ts::tor_detached_onions(vm)?;
+        check(onions.contains(&keep), format!("keep registered again: {onions:?}"))?;
+        check(!onions.contains(&gone), format!("gone not registered: {onions:?}"))?;
+        Ok(())
+    });
+}
+
+/// (e) Boot without unlocking: the store is not created on the volume (QEMU counts no write
+/// to the stick), whatever the CLI is asked; after unlocking, the volume has no store.
+#[test]
+fn e_locked_boot_writes_nothing_to_the_volume() {
+    scenario("e-locked-boot", |vm| {
+        vm.boot(BootOptions::locked())?;
+        check(!vm.sh("root", "mountpoint -q /live/persistence/TailsData_unlocked")?.success(), "not unlocked")?;
+        check(!vm.sh("root", "test -e /dev/mapper/TailsData_unlocked")?.success(), "no mapping")?;
+        let (w0, _) = vm.stick_writes()?;
+        // What a user (here root, as the scenarios run) would type, without --state-dir.
+        let plain = vm.sh("root", "TAILS_SERVER_RUNTIME_DIR=/run/tails-server tails-server add custom --name x --local-port 8080")?;
+        let _ = std::fs::write(vm.dir.join("cli-while-locked.txt"), format!("rc {}\n{}\n--- stderr\n{}", plain.rc, plain.stdout, plain.stderr));
+        eprintln!("vm-tests: e-locked-boot: `tails-server add` while locked: rc {} stderr: {}", plain.rc, plain.stderr.trim());
+        // And in direct mode with the state directory named explicitly.
+        let direct = ts::run(vm, &["add", "custom", "--name", "y", "--local-port", "8081"])?;
+        eprintln!("vm-tests: e-locked-boot: direct mode --state-dir {STATE_DIR} while locked: rc {} stderr: {}", direct.rc, direct.stderr.trim());
+        let _ = std::fs::write(vm.dir.join("cli-direct-while-locked.txt"), format!("rc {}\n{}\n--- stderr\n{}", direct.rc, direct.stdout, direct.stderr));
+        let landed = vm.sh("root", &format!("test -e {STATE_DIR} && echo 'on the tmpfs under the mount point'; ls -d /root/.local/share/tails-server 2>/dev/null"))?;
+        eprintln!("vm-tests: e-locked-boot: stores created while locked: {}", landed.stdout.trim().replace('\n', "; "));
+        vm.sh_ok("root", "sync")?;
+        let (w1, ops) = vm.stick_writes()?;
+        check(w1 == w0, format!("no write reached the stick while locked ({} bytes in {ops} operations)", w1 - w0))?;
+        vm.reboot(BootOptions::unlocked())?;
+        wait_unlocked(vm)?;
+        let ls = vm.sh_ok("root", "ls -A /live/persistence/TailsData_unlocked")?;
+        check(!ls.lines().any(|l| l == "tails-server"), format!("no store on the volume: {ls}"))?;
+        Ok(())
+    });
+}
