@@ -10,6 +10,8 @@
 mod common;
 #[path = "../../tests/common/tor.rs"]
 mod local_tor;
+#[path = "../../tests/common/fake_tor.rs"]
+mod fake_tor;
 mod support;
 
 use std::sync::Arc;
@@ -55,6 +57,7 @@ fn main() {
             "j_a_client_removed_during_a_republish_storm_is_refused",
             j_a_client_removed_during_a_republish_storm_is_refused,
         ),
+        ("k_a_stand_in_on_the_control_port_gets_no_secret", k_a_stand_in_on_the_control_port_gets_no_secret),
     ];
     if args.list {
         let trials = tests.iter().map(|(name, _)| Trial::test(*name, || Ok(()))).collect();
@@ -497,4 +500,50 @@ fn j_a_client_removed_during_a_republish_storm_is_refused(ctx: &Ctx) {
         assert_eq!(bob.fetch_until(&address, 80, 0xF5, REACH).await.0, 0xF5, "the removed client is refused");
         assert_eq!(alice.fetch_until(&address, 80, 0x00, REACH).await.0, 0x00, "the remaining client gets in");
     });
+}
+
+fn k_a_stand_in_on_the_control_port_gets_no_secret(ctx: &Ctx) {
+    let user = User::new(&ctx.net);
+    published(&user, "site-k", 0);
+    let key = local_tor::onion_key_blob(&user.state_dir(), &user.home.path().join("run"), "site-k");
+    let key = key.trim_start_matches("ED25519-V3:")[..40].to_owned();
+    // The onion-service tor's real cookie, which a stand-in can name in COOKIEFILE.
+    let cookie_file = ctx.net.dir("hs/control_auth_cookie");
+    let cookie = data_encoding::HEXUPPER.encode(&std::fs::read(&cookie_file).unwrap());
+    for methods in ["NULL", "COOKIE"] {
+        let fake = fake_tor::FakeControlPort::start("tcp", methods, Some(&cookie_file));
+        let run: common::Run = user
+            .command()
+            .env("TAILS_SERVER_CONTROL_PORT", &fake.target)
+            .args(["client", "add", "site-k", &format!("c-{methods}").to_lowercase()])
+            .output()
+            .unwrap()
+            .into();
+        assert_eq!(run.code, 3, "saved, tor not told: {}", run.stderr);
+        assert!(run.stderr.contains("refusing to send"), "{methods}: {}", run.stderr);
+        let received = fake.received();
+        assert!(received.contains("PROTOCOLINFO"), "{methods}: the stand-in was reached");
+        assert!(!received.contains(&key) && !received.to_uppercase().contains(&cookie[..16]), "{methods}: {received}");
+    }
+    // The daemon redials briskly while tor restarts: exactly when a stand-in can take the port.
+    let fake = fake_tor::FakeControlPort::start("tcp", "NULL", None);
+    let log_path = user.home.path().join("daemon.log");
+    let _daemon = KillOnDrop(
+        user.command()
+            .env("TAILS_SERVER_CONTROL_PORT", &fake.target)
+            .arg("daemon")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fake.received().matches("PROTOCOLINFO").count() < 3 {
+        assert!(Instant::now() < deadline, "the daemon did not redial:\n{}", std::fs::read_to_string(&log_path).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let received = fake.received();
+    assert!(!received.contains(&key) && !received.contains("ADD_ONION"), "{received}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("refusing to send") && !log.contains(&key), "{log}");
 }

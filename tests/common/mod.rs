@@ -3,9 +3,12 @@
 //! the benchmarks include them too (`#[path]`).
 #![allow(dead_code)]
 
+mod fake_tor;
 mod run;
 mod tor;
 
+#[allow(unused_imports)] // not every test runs a stand-in
+pub use fake_tor::*;
 pub use run::*;
 #[allow(unused_imports)] // not every test starts a tor
 pub use tor::*;

@@ -143,9 +143,6 @@ impl Drop for LocalTor {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// The stored onion key blob of a service, read through the library (the CLI never prints
 /// it): what a test needs to make another controller hold the same address.

@@ -77,7 +77,7 @@ def main():
     if not r[-1].startswith("250"): raise SystemExit(str(r))
     r = cmd("GETINFO onions/detached")
     for l in r:
-        l = l[4:]
+        if l[:3].isdigit() and l[3:4] in "-+ ": l = l[4:]
         if l.startswith("onions/detached="): l = l[len("onions/detached="):]
         if l and l != "OK" and all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in l): print(l)
 main()

@@ -139,7 +139,7 @@ fn c_tor_restart_with_daemon() {
             .map(|n| address_of(&list, n).unwrap_or_default().trim_end_matches(".onion").to_owned())
             .collect();
         let onions = ts::tor_detached_onions(vm)?;
-        check(ids.iter().all(|id| onions.contains(&format!("{id}.onion"))), format!("all registered before the restart: {onions:?}"))?;
+        check(ids.iter().all(|id| onions.contains(&format!("{id}.onion"))), format!("all registered before the restart: tor runs {onions:?}, list says {list:?}"))?;
         vm.spawn("root", &format!("{} >/run/tails-server-daemon.log 2>&1", ts::command(&["daemon"])))?;
         vm.wait_until("root", "pgrep -f 'tails-server .*daemon' >/dev/null", Duration::from_secs(20))?;
         vm.file_write("/run/watch-tor-restart.py", WATCH_TOR_RESTART_PY.as_bytes())?;
@@ -178,7 +178,7 @@ def ask():
         r = cmd("GETINFO process/pid onions/detached")
         pid, ids = None, set()
         for l in r:
-            l = l[4:]
+            if l[:3].isdigit() and l[3:4] in "-+ ": l = l[4:]
             if l.startswith("process/pid="): pid = l.split("=", 1)[1]; continue
             if l.startswith("onions/detached="): l = l.split("=", 1)[1]
             if l and l != "OK": ids.add(l)
@@ -221,7 +221,7 @@ fn d_amnesic_service_gone_persistent_back() {
         let keep = address_of(&before, "keep").ok_or_else(|| Error::Protocol(format!("keep not listed: {before:?}")))?;
         let gone = address_of(&before, "gone").ok_or_else(|| Error::Protocol(format!("gone not listed: {before:?}")))?;
         let onions = ts::tor_detached_onions(vm)?;
-        check(onions.contains(&keep) && onions.contains(&gone), format!("both registered: {onions:?}"))?;
+        check(onions.contains(&keep) && onions.contains(&gone), format!("both registered: tor runs {onions:?}, list says {before:?}"))?;
 
         vm.reboot(BootOptions::unlocked())?;
         wait_unlocked(vm)?;
@@ -268,4 +268,47 @@ fn e_locked_boot_writes_nothing_to_the_volume() {
         check(!ls.lines().any(|l| l == "tails-server"), format!("no store on the volume: {ls}"))?;
         Ok(())
     });
+}
+
+/// Runs the CLI in the guest and returns its wall time measured there (no remote-shell
+/// round trip); fails on a non-zero exit.
+fn timed(vm: &mut Vm, args: &[&str]) -> Result<Duration> {
+    let cmd = format!("s=$(date +%s%N); {} >/dev/null || exit $?; e=$(date +%s%N); echo $(( (e - s) / 1000 ))", ts::command(args));
+    let out = vm.sh_ok("root", &cmd)?;
+    let us: u64 = out.trim().parse().map_err(|_| Error::Protocol(format!("timing output {out:?}")))?;
+    Ok(Duration::from_micros(us))
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// (f) On the stick throttled to USB-2 speeds (4 MiB/s, 60 write IOPS): medians of `list`,
+/// `set-option` and `client add`, measured inside the guest (figures for the design note).
+#[test]
+fn f_throttled_stick_medians() {
+    let mut vm = Vm::new("f-throttled", VmConfig { throttle_stick: true, ..VmConfig::default() })
+        .unwrap_or_else(|e| panic!("f-throttled: {e}"));
+    let t0 = Instant::now();
+    let r = (|| -> Result<()> {
+        vm.boot(BootOptions::unlocked())?;
+        wait_unlocked(&mut vm)?;
+        ts::ok(&mut vm, &["add", "custom", "--name", "bench", "--local-port", "8080"])?;
+        let (mut list, mut set, mut add) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..5 {
+            list.push(timed(&mut vm, &["list"])?);
+            set.push(timed(&mut vm, &["set-option", "bench", "autostart", if i % 2 == 0 { "false" } else { "true" }])?);
+            add.push(timed(&mut vm, &["client", "add", "bench", &format!("c{i}")])?);
+        }
+        vm.record("median `list` (throttled stick, in the guest, TCG)", median(list));
+        vm.record("median `set-option` (throttled stick, in the guest, TCG)", median(set));
+        vm.record("median `client add` (throttled stick, in the guest, TCG)", median(add));
+        Ok(())
+    })();
+    if let Err(e) = r {
+        panic!("f-throttled: {e}\n(logs in {})", vm.dir.display());
+    }
+    vm.record("scenario total", t0.elapsed());
+    vm.pass();
 }
