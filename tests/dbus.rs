@@ -9,89 +9,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{LocalTor, TestEnv};
+use common::{Bus, KillOnDrop, LocalTor, TestEnv, STAND_IN_NAME};
 use tails_server_dbus::{ServerProxy, ServiceError, BUS_NAME};
-
-const STAND_IN_NAME: &str = "org.boum.tails.PersistentStorage";
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A private bus configured like Debian's system bus (deny by default), plus the repo's
-/// policy file and one line letting root own the Persistent Storage stand-in's name.
-struct Bus {
-    dir: tempfile::TempDir,
-    _daemon: KillOnDrop,
-    address: String,
-}
-
-impl Bus {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        // Other users (the unauthorized caller) must reach the socket.
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let socket = dir.path().join("system_bus_socket");
-        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("persistence-hooks/dbus/org.boum.tails.Server.conf");
-        let config = format!(
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <policy user="root">
-    <allow own="{STAND_IN_NAME}"/>
-    <allow send_destination="{STAND_IN_NAME}"/>
-  </policy>
-  <include>{policy}</include>
-</busconfig>
-"#,
-            socket = socket.display(),
-            policy = policy.display(),
-        );
-        let config_path = dir.path().join("bus.conf");
-        std::fs::write(&config_path, config).unwrap();
-        let daemon = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config_path.display()))
-            .args(["--nofork", "--nopidfile", "--print-address=1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon is installed (Debian: dbus-daemon)");
-        let mut daemon = KillOnDrop(daemon);
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(daemon.0.stdout.take().unwrap()), &mut line).unwrap();
-        assert!(line.starts_with("unix:"), "dbus-daemon did not start: {line:?}");
-        Bus { dir, _daemon: daemon, address: format!("unix:path={}", socket.display()) }
-    }
-
-    async fn connect(&self) -> zbus::Connection {
-        zbus::connection::Builder::address(self.address.as_str()).build().await.unwrap()
-    }
-}
 
 /// `tails-server service` on the bus, as root, allowing uid 0 only.
 fn start_service(env: &TestEnv, bus: &Bus, tor: Option<&LocalTor>, persistent_storage: &str) -> KillOnDrop {

@@ -8,10 +8,10 @@
 /// Shared with the main package's tests: command outcomes, and a tor on loopback.
 #[path = "../../tests/common/run.rs"]
 mod common;
-#[path = "../../tests/common/tor.rs"]
-mod local_tor;
 #[path = "../../tests/common/fake_tor.rs"]
 mod fake_tor;
+#[path = "../../tests/common/tor.rs"]
+mod local_tor;
 mod support;
 
 use std::sync::Arc;
@@ -539,7 +539,11 @@ fn k_a_stand_in_on_the_control_port_gets_no_secret(ctx: &Ctx) {
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     while fake.received().matches("PROTOCOLINFO").count() < 3 {
-        assert!(Instant::now() < deadline, "the daemon did not redial:\n{}", std::fs::read_to_string(&log_path).unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not redial:\n{}",
+            std::fs::read_to_string(&log_path).unwrap()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let received = fake.received();

@@ -113,7 +113,6 @@ impl Drop for FakeControlPort {
     }
 }
 
-
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }

@@ -3,11 +3,14 @@
 //! the benchmarks include them too (`#[path]`).
 #![allow(dead_code)]
 
+mod bus;
 mod fake_tor;
 mod run;
 mod tor;
 
-#[allow(unused_imports)] // not every test runs a stand-in
+#[allow(unused_imports)] // not every test runs a bus or a stand-in
+pub use bus::*;
+#[allow(unused_imports)]
 pub use fake_tor::*;
 pub use run::*;
 #[allow(unused_imports)] // not every test starts a tor

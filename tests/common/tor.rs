@@ -143,7 +143,6 @@ impl Drop for LocalTor {
     }
 }
 
-
 /// The stored onion key blob of a service, read through the library (the CLI never prints
 /// it): what a test needs to make another controller hold the same address.
 pub fn onion_key_blob(state_dir: &Path, runtime_dir: &Path, name: &str) -> String {

@@ -5,18 +5,32 @@ use std::time::Duration;
 #[derive(Debug)]
 pub enum Error {
     /// A wait ran past its deadline.
-    Timeout { what: String, after: Duration },
+    Timeout {
+        what: String,
+        after: Duration,
+    },
     /// The guest answered `[id, "error", "Exc: msg"]`.
-    Remote { request: String, message: String },
+    Remote {
+        request: String,
+        message: String,
+    },
     /// A command run through the remote shell exited non-zero where success was required.
-    Command { cmd: String, rc: i64, stdout: String, stderr: String },
+    Command {
+        cmd: String,
+        rc: i64,
+        stdout: String,
+        stderr: String,
+    },
     /// The remote shell or QMP said something the protocol does not allow, or went away.
     Protocol(String),
     /// QEMU could not be started or died.
     Qemu(String),
     /// Building or finding the image failed.
     Image(String),
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

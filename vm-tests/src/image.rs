@@ -72,7 +72,11 @@ impl Image {
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
         let field = |k: &str| {
-            stdout.lines().rev().find_map(|l| l.strip_prefix(k)).map(PathBuf::from)
+            stdout
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix(k))
+                .map(PathBuf::from)
                 .ok_or_else(|| Error::Image(format!("build.sh printed no {k}: {stdout}")))
         };
         eprintln!("vm-tests: image ready in {:.1} s", t0.elapsed().as_secs_f64());

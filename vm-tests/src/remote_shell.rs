@@ -79,7 +79,10 @@ impl RemoteShell {
             .map_err(Error::io("starting the remote-shell reader"))?;
         // Ids unique across connections, so a late reply to an earlier connection's request
         // can never be taken for an answer.
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(1);
         Ok(RemoteShell { writer: stream, replies: rx, next_id: (seed % 1_000_000_000) * 1000 })
     }
 
@@ -124,7 +127,13 @@ impl RemoteShell {
         }
     }
 
-    pub fn sh_call(&mut self, user: &str, env: &BTreeMap<String, String>, cmd: &str, timeout: Duration) -> Result<ShOutput> {
+    pub fn sh_call(
+        &mut self,
+        user: &str,
+        env: &BTreeMap<String, String>,
+        cmd: &str,
+        timeout: Duration,
+    ) -> Result<ShOutput> {
         let r = self.call(vec![json!("sh_call"), json!(user), json!(env), json!(cmd)], timeout)?;
         match r.as_slice() {
             [rc, out, err, ..] => Ok(ShOutput {
@@ -141,7 +150,13 @@ impl RemoteShell {
         self.send(vec![json!("sh_spawn"), json!(user), json!(env), json!(cmd)]).map(drop)
     }
 
-    pub fn python_execute(&mut self, user: &str, env: &BTreeMap<String, String>, code: &str, timeout: Duration) -> Result<Vec<Value>> {
+    pub fn python_execute(
+        &mut self,
+        user: &str,
+        env: &BTreeMap<String, String>,
+        code: &str,
+        timeout: Duration,
+    ) -> Result<Vec<Value>> {
         self.call(vec![json!("python_execute"), json!(user), json!(env), json!(code)], timeout)
     }
 

@@ -42,7 +42,8 @@ pub fn json(vm: &mut Vm, args: &[&str]) -> Result<Value> {
     let mut a = vec!["--format", "json"];
     a.extend_from_slice(args);
     let out = ok(vm, &a)?;
-    serde_json::from_str(&out).map_err(|e| Error::Protocol(format!("tails-server {args:?} printed non-JSON ({e}): {out}")))
+    serde_json::from_str(&out)
+        .map_err(|e| Error::Protocol(format!("tails-server {args:?} printed non-JSON ({e}): {out}")))
 }
 
 /// The onion addresses tor runs detached, as seen on its control socket (`GETINFO
@@ -51,7 +52,12 @@ pub fn json(vm: &mut Vm, args: &[&str]) -> Result<Value> {
 pub fn tor_detached_onions(vm: &mut Vm) -> Result<Vec<String>> {
     let out = vm.sh("root", &format!("python3 -c {}", sh_words(&[TOR_ONIONS_PY])))?;
     if !out.success() {
-        return Err(Error::Command { cmd: "GETINFO onions/detached".into(), rc: out.rc, stdout: out.stdout, stderr: out.stderr });
+        return Err(Error::Command {
+            cmd: "GETINFO onions/detached".into(),
+            rc: out.rc,
+            stdout: out.stdout,
+            stderr: out.stderr,
+        });
     }
     Ok(out.stdout.split_whitespace().map(|s| format!("{s}.onion")).collect())
 }

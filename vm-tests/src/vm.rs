@@ -50,11 +50,28 @@ pub fn accel(kernel: &Path) -> Accel {
         let probe = std::env::temp_dir().join(format!("vm-tests-kvm-probe-{}.log", std::process::id()));
         let _ = fs::remove_file(&probe);
         let child = Command::new("qemu-system-x86_64")
-            .args(["-accel", "kvm", "-cpu", "host", "-m", "256", "-display", "none", "-monitor", "none", "-nic", "none", "-no-reboot"])
+            .args([
+                "-accel",
+                "kvm",
+                "-cpu",
+                "host",
+                "-m",
+                "256",
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+                "-nic",
+                "none",
+                "-no-reboot",
+            ])
             .args(["-chardev", &format!("file,id=con,path={}", probe.display()), "-serial", "chardev:con"])
-            .arg("-kernel").arg(kernel)
+            .arg("-kernel")
+            .arg(kernel)
             .args(["-append", "console=ttyS0 panic=-1"])
-            .stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn();
         let Ok(mut child) = child else { return Accel::Tcg };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -72,8 +89,15 @@ pub fn accel(kernel: &Path) -> Accel {
         let _ = child.kill();
         let _ = child.wait();
         let _ = fs::remove_file(&probe);
-        eprintln!("vm-tests: KVM probe: {}", if ok { "kernel started, using KVM" } else { "no kernel output in 10 s, TCG" });
-        if ok { Accel::Kvm } else { Accel::Tcg }
+        eprintln!(
+            "vm-tests: KVM probe: {}",
+            if ok { "kernel started, using KVM" } else { "no kernel output in 10 s, TCG" }
+        );
+        if ok {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        }
     })
 }
 
@@ -213,19 +237,24 @@ impl Vm {
         };
         c.args(["-m", &self.config.mem_mib.to_string(), "-smp", &self.config.smp.to_string()]);
         c.args(["-display", "none", "-monitor", "none", "-nic", "none", "-name", &self.name]);
-        c.args(["-chardev", &format!("file,id=con,path={},append=on", d.join("console.log").display()), "-serial", "chardev:con"]);
+        c.args([
+            "-chardev",
+            &format!("file,id=con,path={},append=on", d.join("console.log").display()),
+            "-serial",
+            "chardev:con",
+        ]);
         c.args(["-chardev", &format!("socket,id=qmp,path={},server=on,wait=off", d.join("qmp.sock").display())]);
         c.args(["-mon", "chardev=qmp,mode=control"]);
         c.args(["-device", "virtio-serial-pci,id=vser"]);
-        c.args(["-chardev", &format!("socket,id=rshell,path={},server=on,wait=off", d.join("remote-shell.sock").display())]);
+        c.args([
+            "-chardev",
+            &format!("socket,id=rshell,path={},server=on,wait=off", d.join("remote-shell.sock").display()),
+        ]);
         c.args(["-device", "virtserialport,bus=vser.0,chardev=rshell,name=org.tails.remote_shell.0"]);
         c.arg("-kernel").arg(&kernel).arg("-initrd").arg(&initrd);
         let mut append: Vec<String> = Vec::new();
-        let throttle = if self.config.throttle_stick {
-            ",throttling.bps-write=4194304,throttling.iops-write=60"
-        } else {
-            ""
-        };
+        let throttle =
+            if self.config.throttle_stick { ",throttling.bps-write=4194304,throttling.iops-write=60" } else { "" };
         match &self.image {
             Image::StandIn { payload, .. } => {
                 append.extend(["console=ttyS0", "loglevel=4", "panic=30"].map(String::from));
@@ -248,7 +277,10 @@ impl Vm {
             }
         }
         c.args(["-device", "qemu-xhci,id=xhci"]);
-        c.args(["-drive", &format!("if=none,id=stick,file={},format=qcow2{throttle}", d.join("stick.qcow2").display())]);
+        c.args([
+            "-drive",
+            &format!("if=none,id=stick,file={},format=qcow2{throttle}", d.join("stick.qcow2").display()),
+        ]);
         c.args(["-device", "usb-storage,bus=xhci.0,drive=stick,removable=on"]);
         append.push("autotest_never_use_this_option".into());
         if opts.unlock {
@@ -271,10 +303,15 @@ impl Vm {
         }
         let mut cmd = self.qemu_command(&opts);
         let redacted = format!("{cmd:?}").replace(self.image.passphrase(), "<passphrase>");
-        let mut console = OpenOptions::new().create(true).append(true).open(self.console_log()).map_err(Error::io("console.log"))?;
+        let mut console =
+            OpenOptions::new().create(true).append(true).open(self.console_log()).map_err(Error::io("console.log"))?;
         let _ = writeln!(console, "\n===== vm-tests: boot {} of {} =====", self.boots, self.name);
         drop(console);
-        let qemu_log = OpenOptions::new().create(true).append(true).open(self.dir.join("qemu.log")).map_err(Error::io("qemu.log"))?;
+        let qemu_log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("qemu.log"))
+            .map_err(Error::io("qemu.log"))?;
         let mut ql = qemu_log.try_clone().map_err(Error::io("qemu.log"))?;
         let _ = writeln!(ql, "boot {}: {redacted}", self.boots);
         let t0 = Instant::now();
@@ -289,7 +326,10 @@ impl Vm {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !(self.dir.join("qmp.sock").exists() && self.dir.join("remote-shell.sock").exists()) {
             if let Ok(Some(st)) = child.try_wait() {
-                return Err(Error::Qemu(format!("exited at start ({st}); see {}", self.dir.join("qemu.log").display())));
+                return Err(Error::Qemu(format!(
+                    "exited at start ({st}); see {}",
+                    self.dir.join("qemu.log").display()
+                )));
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -325,7 +365,10 @@ impl Vm {
             let r = self.running()?;
             if let Ok(Some(st)) = r.child.try_wait() {
                 self.running = None;
-                return Err(Error::Qemu(format!("exited during boot ({st}); console: {}", self.console_log().display())));
+                return Err(Error::Qemu(format!(
+                    "exited during boot ({st}); console: {}",
+                    self.console_log().display()
+                )));
             }
             match r.shell.sh_call("root", &BTreeMap::new(), "true", Duration::from_secs(2)) {
                 Ok(_) => return Ok(()),
@@ -351,7 +394,13 @@ impl Vm {
         Ok(state)
     }
 
-    pub fn sh_env_timeout(&mut self, user: &str, env: &BTreeMap<String, String>, cmd: &str, timeout: Duration) -> Result<ShOutput> {
+    pub fn sh_env_timeout(
+        &mut self,
+        user: &str,
+        env: &BTreeMap<String, String>,
+        cmd: &str,
+        timeout: Duration,
+    ) -> Result<ShOutput> {
         self.running()?.shell.sh_call(user, env, cmd, timeout)
     }
 
@@ -483,7 +532,12 @@ impl Vm {
 
     /// The journal of the current boot, as far as the remote shell still answers.
     pub fn save_journal(&mut self) -> Result<PathBuf> {
-        let out = self.sh_env_timeout("root", &BTreeMap::new(), "journalctl -b --no-pager -o short-monotonic", Duration::from_secs(60))?;
+        let out = self.sh_env_timeout(
+            "root",
+            &BTreeMap::new(),
+            "journalctl -b --no-pager -o short-monotonic",
+            Duration::from_secs(60),
+        )?;
         let path = self.dir.join(format!("journal-boot{}.txt", self.boots));
         fs::write(&path, out.stdout).map_err(Error::io("writing the journal"))?;
         Ok(path)
@@ -508,7 +562,11 @@ impl Drop for Vm {
         }
         let _ = fs::write(self.dir.join("timings.txt"), t);
         if failed {
-            eprintln!("vm-tests: {} FAILED: console log, QEMU log and journal kept in {}", self.name, self.dir.display());
+            eprintln!(
+                "vm-tests: {} FAILED: console log, QEMU log and journal kept in {}",
+                self.name,
+                self.dir.display()
+            );
         } else {
             for f in ["system.qcow2", "stick.qcow2", "qmp.sock", "remote-shell.sock"] {
                 let _ = fs::remove_file(self.dir.join(f));

@@ -63,15 +63,23 @@ fn a0_remote_shell_protocol() {
     scenario("remote-shell-protocol", |vm| {
         vm.boot(BootOptions::locked())?;
         let out = vm.sh("amnesia", "id -u; echo err >&2; exit 3")?;
-        check(out.rc == 3 && out.stdout.trim() == "1000" && out.stderr.trim() == "err", format!("sh_call as amnesia: {out:?}"))?;
+        check(
+            out.rc == 3 && out.stdout.trim() == "1000" && out.stderr.trim() == "err",
+            format!("sh_call as amnesia: {out:?}"),
+        )?;
         check(vm.sh_ok("root", "cat /etc/tails-stand-in")?.contains("not Tails"), "the stand-in says it is not Tails")?;
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         check(vm.file_write("/tmp/blob", &data)? == data.len() as u64, "file_write count")?;
         check(vm.file_append("/tmp/blob", b"tail")? == 4, "file_append count")?;
         let back = vm.file_read("/tmp/blob")?;
-        check(back.len() == data.len() + 4 && back[..data.len()] == data[..] && &back[data.len()..] == b"tail", "file_read round trip (200 kB, > 32 KiB chunks)")?;
+        check(
+            back.len() == data.len() + 4 && back[..data.len()] == data[..] && &back[data.len()..] == b"tail",
+            "file_read round trip (200 kB, > 32 KiB chunks)",
+        )?;
         match vm.file_read("/nonexistent") {
-            Err(Error::Remote { message, .. }) => check(message.contains("FileNotFoundError"), format!("error message {message}"))?,
+            Err(Error::Remote { message, .. }) => {
+                check(message.contains("FileNotFoundError"), format!("error message {message}"))?
+            }
             other => check(false, format!("file_read of a missing file: {other:?}"))?,
         }
         vm.spawn("root", "echo spawned > /run/spawned")?;
@@ -106,15 +114,24 @@ fn b_power_cut_after_acknowledged_changes() {
         vm.boot(BootOptions::unlocked())?;
         wait_unlocked(vm)?;
         let out = ts::run(vm, &["--format", "json", "info", "cut"])?;
-        let _ = std::fs::write(vm.dir.join("info-after-power-cut.txt"), format!("rc {}\n{}\n--- stderr\n{}", out.rc, out.stdout, out.stderr));
+        let _ = std::fs::write(
+            vm.dir.join("info-after-power-cut.txt"),
+            format!("rc {}\n{}\n--- stderr\n{}", out.rc, out.stdout, out.stderr),
+        );
         check(out.success(), format!("the store opens after the power cut: rc {} {}", out.rc, out.stderr))?;
         if !out.stderr.trim().is_empty() {
             eprintln!("vm-tests: b-power-cut: stderr of the first open after the cut: {}", out.stderr.trim());
         }
         let info: Value = serde_json::from_str(&out.stdout).map_err(|e| Error::Protocol(format!("info json: {e}")))?;
-        let clients: Vec<&str> = info["clients"].as_array().map(|a| a.iter().filter_map(|c| c["name"].as_str()).collect()).unwrap_or_default();
+        let clients: Vec<&str> = info["clients"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|c| c["name"].as_str()).collect())
+            .unwrap_or_default();
         check(clients.contains(&"alice"), format!("alice survived the power cut: {clients:?}"))?;
-        check(info["options"]["autostart"] == Value::Bool(false), format!("autostart=false survived: {}", info["options"]))?;
+        check(
+            info["options"]["autostart"] == Value::Bool(false),
+            format!("autostart=false survived: {}", info["options"]),
+        )?;
         Ok(())
     });
 }
@@ -139,16 +156,26 @@ fn c_tor_restart_with_daemon() {
             .map(|n| address_of(&list, n).unwrap_or_default().trim_end_matches(".onion").to_owned())
             .collect();
         let onions = ts::tor_detached_onions(vm)?;
-        check(ids.iter().all(|id| onions.contains(&format!("{id}.onion"))), format!("all registered before the restart: tor runs {onions:?}, list says {list:?}"))?;
+        check(
+            ids.iter().all(|id| onions.contains(&format!("{id}.onion"))),
+            format!("all registered before the restart: tor runs {onions:?}, list says {list:?}"),
+        )?;
         vm.spawn("root", &format!("{} >/run/tails-server-daemon.log 2>&1", ts::command(&["daemon"])))?;
         vm.wait_until("root", "pgrep -f 'tails-server .*daemon' >/dev/null", Duration::from_secs(20))?;
         vm.file_write("/run/watch-tor-restart.py", WATCH_TOR_RESTART_PY.as_bytes())?;
         let out = vm.sh_ok("root", &format!("python3 /run/watch-tor-restart.py {}", sh_words(&ids)))?;
-        let m: Value = serde_json::from_str(out.trim()).map_err(|e| Error::Protocol(format!("watch script: {e}: {out}")))?;
+        let m: Value =
+            serde_json::from_str(out.trim()).map_err(|e| Error::Protocol(format!("watch script: {e}: {out}")))?;
         let _ = std::fs::write(vm.dir.join("tor-restart.json"), &out);
-        check(m["all_registered"] == Value::Bool(true), format!("every service registered again after tor's restart: {m}"))?;
+        check(
+            m["all_registered"] == Value::Bool(true),
+            format!("every service registered again after tor's restart: {m}"),
+        )?;
         let secs = |k: &str| Duration::from_secs_f64(m[k].as_f64().unwrap_or(f64::NAN));
-        vm.record("tor restart: `systemctl restart` command to control socket answering", secs("answer_after_restart_s"));
+        vm.record(
+            "tor restart: `systemctl restart` command to control socket answering",
+            secs("answer_after_restart_s"),
+        );
         vm.record("tor restart: control socket answering to all services registered", secs("all_after_answer_s"));
         let log = String::from_utf8_lossy(&vm.file_read("/run/tails-server-daemon.log")?).into_owned();
         let _ = std::fs::write(vm.dir.join("daemon.log"), &log);
@@ -218,10 +245,15 @@ fn d_amnesic_service_gone_persistent_back() {
         ts::ok(vm, &["enable", "keep"])?;
         ts::ok(vm, &["enable", "gone"])?;
         let before = addresses(vm)?;
-        let keep = address_of(&before, "keep").ok_or_else(|| Error::Protocol(format!("keep not listed: {before:?}")))?;
-        let gone = address_of(&before, "gone").ok_or_else(|| Error::Protocol(format!("gone not listed: {before:?}")))?;
+        let keep =
+            address_of(&before, "keep").ok_or_else(|| Error::Protocol(format!("keep not listed: {before:?}")))?;
+        let gone =
+            address_of(&before, "gone").ok_or_else(|| Error::Protocol(format!("gone not listed: {before:?}")))?;
         let onions = ts::tor_detached_onions(vm)?;
-        check(onions.contains(&keep) && onions.contains(&gone), format!("both registered: tor runs {onions:?}, list says {before:?}"))?;
+        check(
+            onions.contains(&keep) && onions.contains(&gone),
+            format!("both registered: tor runs {onions:?}, list says {before:?}"),
+        )?;
 
         vm.reboot(BootOptions::unlocked())?;
         wait_unlocked(vm)?;
@@ -231,7 +263,10 @@ fn d_amnesic_service_gone_persistent_back() {
         vm.record("restore after reboot (direct mode)", t.elapsed());
         let _ = std::fs::write(vm.dir.join("restore.json"), restore.to_string());
         let after = addresses(vm)?;
-        check(address_of(&after, "keep").as_deref() == Some(keep.as_str()), format!("keep back with the same address: {after:?}"))?;
+        check(
+            address_of(&after, "keep").as_deref() == Some(keep.as_str()),
+            format!("keep back with the same address: {after:?}"),
+        )?;
         check(address_of(&after, "gone").is_none(), format!("the persistence=false service is gone: {after:?}"))?;
         let onions = ts::tor_detached_onions(vm)?;
         check(onions.contains(&keep), format!("keep registered again: {onions:?}"))?;
@@ -250,13 +285,30 @@ fn e_locked_boot_writes_nothing_to_the_volume() {
         check(!vm.sh("root", "test -e /dev/mapper/TailsData_unlocked")?.success(), "no mapping")?;
         let (w0, _) = vm.stick_writes()?;
         // What a user (here root, as the scenarios run) would type, without --state-dir.
-        let plain = vm.sh("root", "TAILS_SERVER_RUNTIME_DIR=/run/tails-server tails-server add custom --name x --local-port 8080")?;
-        let _ = std::fs::write(vm.dir.join("cli-while-locked.txt"), format!("rc {}\n{}\n--- stderr\n{}", plain.rc, plain.stdout, plain.stderr));
-        eprintln!("vm-tests: e-locked-boot: `tails-server add` while locked: rc {} stderr: {}", plain.rc, plain.stderr.trim());
+        let plain = vm.sh(
+            "root",
+            "TAILS_SERVER_RUNTIME_DIR=/run/tails-server tails-server add custom --name x --local-port 8080",
+        )?;
+        let _ = std::fs::write(
+            vm.dir.join("cli-while-locked.txt"),
+            format!("rc {}\n{}\n--- stderr\n{}", plain.rc, plain.stdout, plain.stderr),
+        );
+        eprintln!(
+            "vm-tests: e-locked-boot: `tails-server add` while locked: rc {} stderr: {}",
+            plain.rc,
+            plain.stderr.trim()
+        );
         // And in direct mode with the state directory named explicitly.
         let direct = ts::run(vm, &["add", "custom", "--name", "y", "--local-port", "8081"])?;
-        eprintln!("vm-tests: e-locked-boot: direct mode --state-dir {STATE_DIR} while locked: rc {} stderr: {}", direct.rc, direct.stderr.trim());
-        let _ = std::fs::write(vm.dir.join("cli-direct-while-locked.txt"), format!("rc {}\n{}\n--- stderr\n{}", direct.rc, direct.stdout, direct.stderr));
+        eprintln!(
+            "vm-tests: e-locked-boot: direct mode --state-dir {STATE_DIR} while locked: rc {} stderr: {}",
+            direct.rc,
+            direct.stderr.trim()
+        );
+        let _ = std::fs::write(
+            vm.dir.join("cli-direct-while-locked.txt"),
+            format!("rc {}\n{}\n--- stderr\n{}", direct.rc, direct.stdout, direct.stderr),
+        );
         let landed = vm.sh("root", &format!("test -e {STATE_DIR} && echo 'on the tmpfs under the mount point'; ls -d /root/.local/share/tails-server 2>/dev/null"))?;
         eprintln!("vm-tests: e-locked-boot: stores created while locked: {}", landed.stdout.trim().replace('\n', "; "));
         vm.sh_ok("root", "sync")?;
@@ -273,7 +325,10 @@ fn e_locked_boot_writes_nothing_to_the_volume() {
 /// Runs the CLI in the guest and returns its wall time measured there (no remote-shell
 /// round trip); fails on a non-zero exit.
 fn timed(vm: &mut Vm, args: &[&str]) -> Result<Duration> {
-    let cmd = format!("s=$(date +%s%N); {} >/dev/null || exit $?; e=$(date +%s%N); echo $(( (e - s) / 1000 ))", ts::command(args));
+    let cmd = format!(
+        "s=$(date +%s%N); {} >/dev/null || exit $?; e=$(date +%s%N); echo $(( (e - s) / 1000 ))",
+        ts::command(args)
+    );
     let out = vm.sh_ok("root", &cmd)?;
     let us: u64 = out.trim().parse().map_err(|_| Error::Protocol(format!("timing output {out:?}")))?;
     Ok(Duration::from_micros(us))
