@@ -92,6 +92,9 @@ pub struct Manager {
 impl Manager {
     /// Opens the stores (waiting a bounded time if another process has them).
     pub fn open(config: Config) -> Result<Self> {
+        if crate::tails::persistent_storage_missing_for(&config.state_dir) {
+            return Err(Error::PersistentStorageLocked);
+        }
         let catalog = Catalog::load(config.catalog_dir.as_deref());
         let mut recoveries = Vec::new();
         let (persistent, recovery) =

@@ -861,8 +861,12 @@ fn list_snapshots(dir: &Path) -> Result<Vec<SnapshotFile>> {
     Ok(found)
 }
 
-fn encode(record: &ServiceRecord) -> Result<Vec<u8>> {
-    Ok(serde_json::to_vec(record).expect("service records always serialize"))
+/// A record as stored. It holds the onion key: the buffer is zeroized when dropped, and
+/// sized up front so that growing it leaves no stray copy behind.
+fn encode(record: &ServiceRecord) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(16 * 1024));
+    serde_json::to_writer(&mut *bytes, record).expect("service records always serialize");
+    Ok(bytes)
 }
 
 fn decode(dir: &Path, bytes: &[u8]) -> Result<ServiceRecord> {

@@ -30,6 +30,41 @@ pub fn default_state_dir() -> PathBuf {
     home.join(".local/share").join(APP_DIR)
 }
 
+/// Whether `dir` lies under Tails' Persistent Storage mount point while the volume is not
+/// mounted there: what is written would land on the amnesic filesystem underneath and be
+/// gone at shutdown, while the user believes it persistent.
+pub fn persistent_storage_missing_for(dir: &Path) -> bool {
+    dir.starts_with(PERSISTENT_STORAGE)
+        && !std::fs::read_to_string("/proc/self/mountinfo")
+            .is_ok_and(|mounts| is_mount_point(&mounts, Path::new(PERSISTENT_STORAGE)))
+}
+
+/// Whether `path` is a mount point in a /proc/self/mountinfo text (field 5).
+fn is_mount_point(mountinfo: &str, path: &Path) -> bool {
+    mountinfo
+        .lines()
+        .any(|line| line.split(' ').nth(4).map(unescape_mountinfo).is_some_and(|mount| Path::new(&mount) == path))
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal `\NNN`.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            if let Ok(v) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("x"), 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Where services with `persistence=false` live: the per-user runtime directory, a tmpfs
 /// that is gone at shutdown (and everything in Tails is gone at shutdown anyway).
 pub fn default_runtime_dir() -> Result<PathBuf> {
@@ -83,6 +118,17 @@ impl InstalledPackages {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_persistent_storage_is_there_only_when_mounted() {
+        let mounted = "36 25 0:32 / / rw,relatime - overlay overlay rw\n\
+                       40 36 253:1 / /live/persistence/TailsData_unlocked rw,noatime - ext4 /dev/mapper/TailsData_unlocked rw\n";
+        let unmounted = "36 25 0:32 / / rw,relatime - overlay overlay rw\n";
+        let path = std::path::Path::new(super::PERSISTENT_STORAGE);
+        assert!(super::is_mount_point(mounted, path));
+        assert!(!super::is_mount_point(unmounted, path));
+        assert!(super::is_mount_point("1 2 0:1 / /a\\040b rw - x y rw\n", std::path::Path::new("/a b")));
+    }
+
     use super::*;
 
     #[test]
