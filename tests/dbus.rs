@@ -316,3 +316,83 @@ fn the_service_waits_for_the_persistent_storage_then_opens_the_store_and_publish
         assert_eq!(list[0]["name"], "web");
     });
 }
+
+/// The CLI run as `nobody` (a user who can read neither the store nor tor's port, as
+/// amnesia on Tails), with the private bus as its system bus.
+fn cli_as_nobody(bus: &Bus, args: &[&str]) -> common::Run {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_tails-server")])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+        .into()
+}
+
+#[test]
+fn the_cli_of_a_user_without_rights_goes_through_the_service_with_the_same_outputs() {
+    if !root_only() {
+        return;
+    }
+    let bus = Bus::start();
+    let env = TestEnv::new();
+    let tor = LocalTor::start();
+    env.run(&["add", "custom", "--name", "web", "--local-port", "8080", "--remote-port", "80"]).ok();
+    env.run(&["client", "add", "web", "bob"]).ok();
+    // The service may serve nobody (the allow-list stands in for polkit's allow_active).
+    let mut command = env.command();
+    let _service = KillOnDrop(
+        command
+            .env("TAILS_SERVER_CONTROL_PORT", tor.control())
+            .args(["service", "--bus", &bus.address, "--authorization", "uids:0,65534"])
+            .args(["--persistent-storage", "none"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(env.root.path().join("service.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    rt().block_on(async {
+        wait_for_name(&bus.connect().await, BUS_NAME, &env.root.path().join("service.log")).await;
+    });
+    let direct = |args: &[&str]| {
+        let mut all = vec!["--control-port", tor.control().leak()];
+        all.extend_from_slice(args);
+        env.run(&all)
+    };
+    for format in ["human", "json", "yaml"] {
+        for command in [&["list"][..], &["info", "web"], &["info", "web", "--details"], &["client", "list", "web"]] {
+            let args = [&["--format", format][..], command].concat();
+            let through = cli_as_nobody(&bus, &args);
+            let here = direct(&args);
+            assert_eq!(through.code, 0, "{args:?}: {}", through.stderr);
+            assert_eq!(through.stdout, here.stdout, "{args:?}: the same output in both modes");
+        }
+    }
+    let status = [&["--format", "json", "status", "web"][..]].concat();
+    assert_eq!(cli_as_nobody(&bus, &status).json(), direct(&status).json());
+
+    // Changes, with the same words and exit statuses.
+    let enabled = cli_as_nobody(&bus, &["enable", "web"]);
+    assert_eq!(enabled.code, 0, "{}", enabled.stderr);
+    assert!(enabled.stdout.contains("web is enabled and registered with tor"), "{}", enabled.stdout);
+    let id = common::service_id(&env.service("web"));
+    assert!(tor.detached().contains(&id));
+    let set = cli_as_nobody(&bus, &["set-option", "web", "autostart", "false"]);
+    assert_eq!(set.stdout, "web: autostart = false (was true)\n", "{}", set.stderr);
+    let missing = cli_as_nobody(&bus, &["info", "no-such"]);
+    let missing_here = direct(&["info", "no-such"]);
+    assert_eq!((missing.code, missing.stderr.clone()), (missing_here.code, missing_here.stderr), "errors alike");
+    let disabled = cli_as_nobody(&bus, &["disable", "web"]);
+    assert_eq!(disabled.stdout, "web is disabled.\n", "{}", disabled.stderr);
+    assert!(!tor.detached().contains(&id));
+    // What the service does not offer yet is said, not attempted.
+    cli_as_nobody(&bus, &["add", "custom", "--name", "x", "--local-port", "1"])
+        .fails_with("not offered by the tails-server service yet");
+    let removed = cli_as_nobody(&bus, &["remove", "web", "--yes"]);
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    assert_eq!(env.listing(), serde_json::json!([]));
+}

@@ -1,5 +1,6 @@
 //! Command-line definitions (clap) and the dispatch to library operations.
 
+mod client;
 mod output;
 mod secret_input;
 mod tor;
@@ -352,6 +353,10 @@ impl Drop for Opened {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    // On Tails, as the logged-in user: through the system service.
+    if let Some(runtime) = client::wanted(&cli) {
+        return client::run(&cli, runtime);
+    }
     let out = Printer::new(cli.format);
     match &cli.command {
         Command::Completions { .. } | Command::Man => run_docs(&cli),
@@ -666,7 +671,7 @@ fn without_hidden_flag(script: &str) -> String {
 }
 
 /// Removing a service destroys its onion key: the address can never come back.
-fn confirm_removal(name: &ServiceName) -> Result<()> {
+pub(crate) fn confirm_removal(name: &ServiceName) -> Result<()> {
     if !std::io::stdin().is_terminal() {
         bail!(
             "removing {name} destroys its onion address and client keys for good; \

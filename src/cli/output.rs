@@ -111,6 +111,12 @@ impl Printer {
 
     pub fn list(&self, manager: &Manager, records: &[ServiceRecord]) -> Result<()> {
         let views: Vec<_> = records.iter().map(|r| service_view(manager, r)).collect();
+        self.list_views(&views)
+    }
+
+    /// `list` from the documents themselves (direct mode builds them, client mode receives
+    /// them from the service): one printer for both.
+    pub fn list_views(&self, views: &[ServiceView]) -> Result<()> {
         if self.structured(&views)? {
             return Ok(());
         }
@@ -120,7 +126,7 @@ impl Printer {
         }
         let width = views.iter().map(|v| v.name.len()).max().unwrap_or(4).max(4);
         let mut text = format!("{:width$}  {:8}  {:62}  {:7}  CLIENTS\n", "NAME", "KIND", "ADDRESS", "ENABLED");
-        for v in &views {
+        for v in views {
             let clients = if v.client_authorization { v.clients.len().to_string() } else { "anyone!".into() };
             text.push_str(&format!(
                 "{:width$}  {:8}  {:62}  {:7}  {clients}\n",
@@ -135,10 +141,20 @@ impl Printer {
 
     pub fn info(&self, manager: &Manager, record: &ServiceRecord, details: bool) -> Result<()> {
         let view = service_view(manager, record);
-        if self.structured(&view)? {
+        self.info_view(&view, manager.kind_of(record), &manager.option_specs(record), details)
+    }
+
+    /// `info` from the document, with the kind's definition (from the catalog) when known.
+    pub fn info_view(
+        &self,
+        view: &ServiceView,
+        kind: Option<&tails_server::catalog::KindDefinition>,
+        specs: &std::collections::BTreeMap<String, tails_server::options::OptionSpec>,
+        details: bool,
+    ) -> Result<()> {
+        if self.structured(view)? {
             return Ok(());
         }
-        let kind = manager.kind_of(record);
         let gui = kind.map(|k| k.name_in_gui.as_str()).unwrap_or("kind no longer defined");
         let mut t = format!("Service:   {} ({}, {gui})\n", view.name, view.kind);
         t += &format!("Address:   {}\n", view.address);
@@ -156,7 +172,6 @@ impl Printer {
             t += "Client authorization: OFF - anyone who knows the address can reach this service\n";
         }
         t += "Options:\n";
-        let specs = manager.option_specs(record);
         let width = view.options.keys().map(String::len).max().unwrap_or(0);
         for (name, value) in &view.options {
             let shown = match value {
@@ -380,16 +395,25 @@ impl Printer {
 
     pub fn clients(&self, record: &ServiceRecord) -> Result<()> {
         let views: Vec<_> = record.clients.iter().map(client_view).collect();
+        self.client_list(record.name.as_str(), record.client_auth, &views)
+    }
+
+    /// `client list` from a service's document (client mode).
+    pub fn client_views(&self, service: &ServiceView) -> Result<()> {
+        self.client_list(&service.name, service.client_authorization, &service.clients)
+    }
+
+    fn client_list(&self, name: &str, client_auth: bool, views: &[ClientView]) -> Result<()> {
         if self.structured(&views)? {
             return Ok(());
         }
-        if !record.client_auth {
-            eprintln!("Service {} has no client authorization: anyone with its address can connect.", record.name);
+        if !client_auth {
+            eprintln!("Service {name} has no client authorization: anyone with its address can connect.");
             return Ok(());
         }
         let width = views.iter().map(|v| v.name.len()).max().unwrap_or(6).max(6);
         let mut t = format!("{:width$}  {:20}  PRIVATE KEY\n", "CLIENT", "ADDED");
-        for v in &views {
+        for v in views {
             t += &format!(
                 "{:width$}  {:20}  {}\n",
                 v.name,

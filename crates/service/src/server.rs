@@ -319,14 +319,34 @@ impl Server {
         check_length("the option", option)?;
         check_length("the value", value)?;
         let (option, value) = (option.to_owned(), zeroize::Zeroizing::new(value.to_owned()));
-        let view = self
+        let (view, change) = self
             .with_manager(move |m| {
-                let (record, _) = m.set_option(&name, &option, &value)?;
-                Ok(views::service_view(m, &record))
+                let (record, previous) = m.set_option(&name, &option, &value)?;
+                let (spec, new) = m.get_option(&name, &option)?;
+                // A secret's values are never sent back, only whether they changed or are empty.
+                let shown = |v: &tails_server::options::OptionValue| match (spec.secret, v) {
+                    (true, tails_server::options::OptionValue::String(s)) if s.is_empty() => serde_json::json!(""),
+                    (true, _) => serde_json::json!(views::HIDDEN),
+                    (false, v) => serde_json::json!(v),
+                };
+                let change = serde_json::json!({
+                    "option": option,
+                    "secret": spec.secret,
+                    "changed": new != previous,
+                    "value": shown(&new),
+                    "previous": shown(&previous),
+                });
+                Ok((views::service_view(m, &record), change))
             })
             .await?;
         let tor = self.apply(&emitter, vec![view.name.clone()]).await;
-        json(&Changed { result: view, tor })
+        #[derive(Serialize)]
+        struct WithChange {
+            #[serde(flatten)]
+            view: ServiceView,
+            change: serde_json::Value,
+        }
+        json(&Changed { result: WithChange { view, change }, tor })
     }
 
     async fn clients(

@@ -1,0 +1,195 @@
+//! The CLI as a client of the system service. On Tails the logged-in user can read neither
+//! the store nor tor's control port: when not root, without `--state-dir`, and with
+//! `org.boum.tails.Server` on the system bus, commands go through the service and print
+//! the same outputs, with the same exit statuses, as in direct mode. Commands the service
+//! does not offer yet say so.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+
+use tails_server::catalog::Catalog;
+use tails_server_dbus::views::{ServiceView, StatusView};
+use tails_server_dbus::{ServerProxy, ServiceError, BUS_NAME};
+
+use super::output::Printer;
+use super::{Cli, ClientCommand, Command};
+
+/// Whether this command should go through the service: not root, no state directory
+/// given, a command the service serves, and the service on the system bus.
+pub fn wanted(cli: &Cli) -> Option<tokio::runtime::Runtime> {
+    if tails_server::unix::euid() == 0 || cli.state_dir.is_some() {
+        return None;
+    }
+    if matches!(
+        cli.command,
+        Command::Service { .. } | Command::Daemon | Command::Completions { .. } | Command::Man | Command::Catalog
+    ) {
+        return None;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    let present = runtime.block_on(async {
+        let connection = zbus::Connection::system().await.ok()?;
+        let dbus = zbus::fdo::DBusProxy::new(&connection).await.ok()?;
+        dbus.name_has_owner(zbus::names::BusName::try_from(BUS_NAME).ok()?).await.ok()
+    });
+    present.unwrap_or(false).then_some(runtime)
+}
+
+/// What a change did to tor, as the service reports it.
+#[derive(Deserialize)]
+struct TorOutcome {
+    applied: bool,
+    pending: Vec<String>,
+    failed: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Changed {
+    #[serde(flatten)]
+    view: ServiceView,
+    tor: TorOutcome,
+}
+
+/// The service's answer to an error, as the CLI says it (the message is the CLI's own).
+fn failed(e: ServiceError) -> anyhow::Error {
+    match e {
+        ServiceError::ZBus(e) => anyhow!("cannot talk to the tails-server service: {e}"),
+        other => anyhow!("{}", other.message()),
+    }
+}
+
+/// Exit 3 when the change is stored but tor could not be told, as in direct mode.
+fn after_change(tor: &TorOutcome) -> Result<()> {
+    for failure in &tor.failed {
+        eprintln!("tails-server: warning: {failure}");
+    }
+    if tor.applied {
+        return Ok(());
+    }
+    Err(super::TorPending(format!(
+        "saved, but tor could not be updated:\n  {}\n  the tails-server service applies it as soon as tor answers",
+        tor.pending.join("\n  ")
+    ))
+    .into())
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(json: &str) -> Result<T> {
+    serde_json::from_str(json).context("the tails-server service answered something unexpected")
+}
+
+pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
+    let out = Printer::new(cli.format);
+    runtime.block_on(async {
+        let connection = zbus::Connection::system().await.context("cannot reach the system bus")?;
+        let server = ServerProxy::new(&connection).await.context("cannot reach the tails-server service")?;
+        match &cli.command {
+            Command::List => {
+                let views: Vec<ServiceView> = parse(&server.list().await.map_err(failed)?)?;
+                out.list_views(&views)
+            }
+            Command::Info { name, details } => {
+                let view: ServiceView = parse(&server.info(name.as_str()).await.map_err(failed)?)?;
+                // The kind's words come from the built-in catalog (drop-ins live in the store).
+                let catalog = Catalog::load(None);
+                let kind = catalog.get(&view.kind).ok();
+                let specs = kind.map(|k| k.all_options()).unwrap_or_default();
+                out.info_view(&view, kind, &specs, *details)
+            }
+            Command::Status { name, probe } => {
+                if *probe {
+                    bail!("--probe is not offered by the tails-server service yet: run it as root");
+                }
+                let mut view: StatusView = parse(&server.status(name.as_str(), false).await.map_err(failed)?)?;
+                let tor = std::mem::take(&mut view.tor);
+                out.status(view, tor)
+            }
+            Command::Enable { name, wait, .. } => {
+                if *wait {
+                    bail!("--wait is not offered by the tails-server service yet: run `tails-server status` later");
+                }
+                let changed: Changed = parse(&server.enable(name.as_str()).await.map_err(failed)?)?;
+                if changed.tor.applied {
+                    out.message(&format!("{name} is enabled and registered with tor at {}.", changed.view.address))?;
+                } else {
+                    out.message(&format!("{name} is enabled."))?;
+                }
+                after_change(&changed.tor)
+            }
+            Command::Disable { name } => {
+                let changed: Changed = parse(&server.disable(name.as_str()).await.map_err(failed)?)?;
+                out.message(&format!("{name} is disabled."))?;
+                after_change(&changed.tor)
+            }
+            Command::Remove { name, yes } => {
+                if !yes {
+                    super::confirm_removal(name)?;
+                }
+                #[derive(Deserialize)]
+                struct Removed {
+                    name: String,
+                    address: String,
+                    tor: TorOutcome,
+                }
+                let removed: Removed = parse(&server.remove(name.as_str()).await.map_err(failed)?)?;
+                out.message(&format!(
+                    "Removed service {} ({}) from the store. Its onion key and client keys are destroyed.",
+                    removed.name, removed.address
+                ))?;
+                after_change(&removed.tor)
+            }
+            Command::GetOption { name, option } => {
+                #[derive(Deserialize)]
+                struct Got {
+                    value: tails_server::options::OptionValue,
+                }
+                let got: Got = parse(&server.get_option(name.as_str(), option).await.map_err(failed)?)?;
+                out.option_value(name, option, &got.value)
+            }
+            Command::SetOption { name, option, value } => {
+                // Whether the option is secret decides how its value may be given; the
+                // built-in catalog knows, else the service refuses a bad value anyway.
+                let secret = Catalog::load(None)
+                    .kinds()
+                    .flat_map(|k| k.options.get(option.as_str()).map(|spec| spec.secret))
+                    .any(|s| s);
+                let raw = if secret {
+                    super::secret_input::read(name, option, value.as_deref())?
+                } else {
+                    zeroize::Zeroizing::new(value.clone().ok_or_else(|| {
+                        anyhow!("give the new value of {option}: `tails-server set-option {name} {option} VALUE`")
+                    })?)
+                };
+                #[derive(Deserialize)]
+                struct Change {
+                    secret: bool,
+                    changed: bool,
+                    value: tails_server::options::OptionValue,
+                    previous: tails_server::options::OptionValue,
+                }
+                #[derive(Deserialize)]
+                struct SetAnswer {
+                    change: Change,
+                    tor: TorOutcome,
+                }
+                let answer: SetAnswer = parse(&server.set_option(name.as_str(), option, &raw).await.map_err(failed)?)?;
+                let change = answer.change;
+                // Secret values come back hidden: whether they changed is said apart.
+                let previous = match (change.secret, change.changed) {
+                    (true, true) => tails_server::options::OptionValue::String("(previous)".into()),
+                    (true, false) => change.value.clone(),
+                    (false, _) => change.previous,
+                };
+                out.option_changed(name, option, change.secret, &change.value, &previous)?;
+                after_change(&answer.tor)
+            }
+            Command::Client(ClientCommand::List { name }) => {
+                let view: ServiceView = parse(&server.info(name.as_str()).await.map_err(failed)?)?;
+                out.client_views(&view)
+            }
+            _ => bail!(
+                "this command is not offered by the tails-server service yet; run it as root, or give \
+                 --state-dir to use a store of your own"
+            ),
+        }
+    })
+}
