@@ -307,17 +307,22 @@ pub fn restore(publisher: &Publisher, out: &Printer) -> Result<()> {
     Ok(())
 }
 
+/// Completes on SIGTERM (systemd stopping us) or Ctrl-C.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    })
+}
+
 pub fn daemon(args: &TorArgs, config: Config) -> Result<()> {
     let options = DaemonOptions::new(control_config(args)?, config);
     runtime()?.block_on(async {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot watch for SIGTERM")?;
-        let shutdown = async move {
-            tokio::select! {
-                _ = terminate.recv() => {},
-                _ = tokio::signal::ctrl_c() => {},
-            }
-        };
+        let shutdown = shutdown_signal()?;
         daemon::run(options, shutdown).await.map_err(anyhow::Error::from)
     })
 }
@@ -340,14 +345,7 @@ pub fn service(
         },
     };
     runtime()?.block_on(async {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot watch for SIGTERM")?;
-        let shutdown = async move {
-            tokio::select! {
-                _ = terminate.recv() => {},
-                _ = tokio::signal::ctrl_c() => {},
-            }
-        };
+        let shutdown = shutdown_signal()?;
         tails_server_service::run(options, shutdown).await.context("the D-Bus service cannot run")
     })
 }

@@ -15,8 +15,8 @@
 //! waiting for tor or for the ledger (the order is always ledger, then store).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::File;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -146,15 +146,7 @@ async fn lock_ledger(runtime_dir: &Path) -> Result<LedgerLock> {
         .create(runtime_dir)
         .map_err(|e| Error::io("cannot create the runtime directory", runtime_dir, e))?;
     let path = runtime_dir.join(LEDGER_LOCK);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|e| Error::io("cannot open the lock file", &path, e))?;
+    let file = crate::secret_file::open_lock_file(&path)?;
     let start = Instant::now();
     loop {
         match file.try_lock() {

@@ -423,6 +423,20 @@ fn already_exists(path: &Path) -> Error {
     )
 }
 
+/// Opens (creating it 0600) a lock file without following a link planted in its place.
+pub(crate) fn open_lock_file(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::io("cannot open the lock file", path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

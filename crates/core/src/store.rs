@@ -940,14 +940,7 @@ pub(crate) fn write_atomically(path: &Path, parts: &[&[u8]]) -> Result<()> {
 
 fn acquire_lock(dir: &Path, timeout: Duration) -> Result<File> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| Error::io("cannot open the lock file", &path, e))?;
+    let file = crate::secret_file::open_lock_file(&path)?;
     let start = Instant::now();
     loop {
         match file.try_lock() {
