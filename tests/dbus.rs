@@ -389,6 +389,18 @@ fn the_cli_of_a_user_without_rights_goes_through_the_service_with_the_same_outpu
     let disabled = cli_as_nobody(&bus, &["disable", "web"]);
     assert_eq!(disabled.stdout, "web is disabled.\n", "{}", disabled.stderr);
     assert!(!tor.detached().contains(&id));
+    // A new client's key is shown once, the stored one, in the same words and keys.
+    let added = cli_as_nobody(&bus, &["client", "add", "web", "carol"]);
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let key = direct(&["client", "show", "web", "carol", "--as", "key"]).ok().stdout;
+    assert!(added.stdout.starts_with("Added client carol to service web ("), "{}", added.stdout);
+    assert!(added.stdout.contains(&format!("\n    {}\n", key.trim())), "{}", added.stdout);
+    let added = cli_as_nobody(&bus, &["--format", "json", "client", "add", "web", "dave"]).json();
+    let line = direct(&["client", "show", "web", "dave", "--as", "auth-private"]).ok().stdout;
+    assert_eq!(added["credential"]["auth-private"], line.trim(), "{added}");
+    assert_eq!(added["client"]["private-key-stored"], true);
+    let removed = cli_as_nobody(&bus, &["client", "remove", "web", "dave"]);
+    assert_eq!(removed.stdout, "Removed client dave of service web from the store.\n", "{}", removed.stderr);
     // What the service does not offer yet is said, not attempted.
     cli_as_nobody(&bus, &["add", "custom", "--name", "x", "--local-port", "1"])
         .fails_with("not offered by the tails-server service yet");

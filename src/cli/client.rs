@@ -182,6 +182,44 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 out.option_changed(name, option, change.secret, &change.value, &previous)?;
                 after_change(&answer.tor)
             }
+            Command::Client(ClientCommand::Add { name, client, public_key }) => {
+                let key = public_key.map(|k| k.auth_line()).unwrap_or_default();
+                let changed: Changed =
+                    parse(&server.add_client(name.as_str(), client.as_str(), &key).await.map_err(failed)?)?;
+                let added = changed
+                    .view
+                    .clients
+                    .iter()
+                    .find(|c| c.name == client.as_str())
+                    .ok_or_else(|| anyhow!("the tails-server service did not add {client}"))?;
+                // The new key pair's secret forms, shown once, as in direct mode.
+                let (secret_key, line) = if public_key.is_none() {
+                    #[derive(Deserialize)]
+                    struct Credential {
+                        value: String,
+                    }
+                    let show = |form: &'static str| server.credential(name.as_str(), client.as_str(), form);
+                    let key: Credential = parse(&show("key").await.map_err(failed)?)?;
+                    let line: Credential = parse(&show("auth-private").await.map_err(failed)?)?;
+                    (Some(zeroize::Zeroizing::new(key.value)), Some(zeroize::Zeroizing::new(line.value)))
+                } else {
+                    (None, None)
+                };
+                out.client_added_view(
+                    name.as_str(),
+                    &changed.view.address,
+                    added,
+                    secret_key.as_deref().map(String::as_str),
+                    line.as_deref().map(String::as_str),
+                )?;
+                after_change(&changed.tor)
+            }
+            Command::Client(ClientCommand::Remove { name, client }) => {
+                let changed: Changed =
+                    parse(&server.remove_client(name.as_str(), client.as_str()).await.map_err(failed)?)?;
+                out.message(&format!("Removed client {client} of service {name} from the store."))?;
+                after_change(&changed.tor)
+            }
             Command::Client(ClientCommand::List { name }) => {
                 let view: ServiceView = parse(&server.info(name.as_str()).await.map_err(failed)?)?;
                 out.client_views(&view)

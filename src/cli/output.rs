@@ -355,7 +355,7 @@ impl Printer {
         t += "Address (share it with the people who should reach the service):\n";
         t += &format!("    {}\n", record.address());
         if let (Some(client), Some(key)) = (first, key) {
-            t += &credential_text(record, client.name.as_str(), &key);
+            t += &credential_text(record.name.as_str(), &record.address().to_string(), client.name.as_str(), &key);
         }
         t += &format!("\nEnable it with: tails-server enable {}\n", record.name);
         self.human(&t)
@@ -364,7 +364,26 @@ impl Printer {
     pub fn client_added(&self, record: &ServiceRecord, client: &ClientRecord) -> Result<()> {
         let key = client.secret_key.as_ref().map(|k| k.to_base32());
         let line = client.secret_key.as_ref().map(|k| k.auth_private_line(&record.address()));
-        let view = match (&key, &line) {
+        self.client_added_view(
+            record.name.as_str(),
+            &record.address().to_string(),
+            &client_view(client),
+            key.as_deref().map(String::as_str),
+            line.as_deref().map(String::as_str),
+        )
+    }
+
+    /// `client add` from the documents (client mode gets them from the service); `key` and
+    /// `line` are the new client's secret forms, None when only its public key was given.
+    pub fn client_added_view(
+        &self,
+        service: &str,
+        address: &str,
+        client: &ClientView,
+        key: Option<&str>,
+        line: Option<&str>,
+    ) -> Result<()> {
+        let view = match (key, line) {
             (Some(k), Some(l)) => Some(SecretView { name: client.name.as_str(), key: k, auth_private: l }),
             _ => None,
         };
@@ -372,22 +391,16 @@ impl Printer {
         #[serde(rename_all = "kebab-case")]
         struct Added<'a> {
             service: &'a str,
-            address: String,
-            client: ClientView,
+            address: &'a str,
+            client: &'a ClientView,
             credential: Option<SecretView<'a>>,
         }
-        let added = Added {
-            service: record.name.as_str(),
-            address: record.address().to_string(),
-            client: client_view(client),
-            credential: view,
-        };
-        if self.structured(&added)? {
+        if self.structured(&Added { service, address, client, credential: view })? {
             return Ok(());
         }
-        let mut t = format!("Added client {} to service {} ({}).\n", client.name, record.name, record.address());
+        let mut t = format!("Added client {} to service {service} ({address}).\n", client.name);
         match key {
-            Some(key) => t += &credential_text(record, client.name.as_str(), &key),
+            Some(key) => t += &credential_text(service, address, client.name.as_str(), key),
             None => t += "It was added with its public key: its holder already has the private key.\n",
         }
         self.human(&t)
@@ -489,14 +502,12 @@ struct SecretView<'a> {
     auth_private: &'a str,
 }
 
-fn credential_text(record: &ServiceRecord, client: &str, key: &str) -> String {
+fn credential_text(name: &str, addr: &str, client: &str, key: &str) -> String {
     format!(
         "\nKey of client {client} (SECRET: whoever holds it can reach the service; give it only to that \
          person, privately):\n    {key}\n\n\
          In Tor Browser, paste this key when {addr} asks for authentication.\n\
          For tor's ClientOnionAuthDir: tails-server client show {name} {client} --as auth-private\n",
-        addr = record.address(),
-        name = record.name,
     )
 }
 
