@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{onion_key_blob, service_id, FakeControlPort, LocalTor, TestEnv};
+use common::{onion_key_blob, service_id, FakeControlPort, KillOnDrop, LocalTor, TestEnv};
 
 /// Runs the CLI against `control` (HOST:PORT).
 fn at(env: &TestEnv, control: &str, args: &[&str]) -> common::Run {
@@ -178,16 +178,6 @@ fn the_daemon_republishes_as_soon_as_a_busy_store_is_released() {
     while !tor.try_detached().is_some_and(|d| d.contains(&id)) {
         assert!(Instant::now() < deadline, "not republished after the store was released:\n{}", read(&log_path));
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A child process that must not outlive a failing test (it would hold the test's pipes).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Arguments, Failed, Trial};
 use tokio::runtime::Runtime;
 
+use common::KillOnDrop;
 use support::network::Network;
 use support::{snapshot_files, wait_uploaded, wrong_key_line, Client, User};
 use tails_server::tor::{CommandLine, TorControl, TorEvent};
@@ -365,16 +366,6 @@ fn g_bad_input_reaching_tor_changes_nothing(ctx: &Ctx) {
     user.run(&[&no_cookie[..], &["--password-file", right.to_str().unwrap(), "enable", "site-g"]].concat()).ok();
     assert_eq!(user.run(&["--format", "json", "status", "site-g"]).ok().json()["registered"], true);
     assert_eq!(user.address("site-g"), address);
-}
-
-/// A child process that must not outlive a failing trial.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn fetch_code_within(ctx: &Ctx, who: &Client, address: &str, limit: Duration) -> u8 {

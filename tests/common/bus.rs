@@ -3,20 +3,12 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use super::run::KillOnDrop;
 
 /// Tails' Persistent Storage service name (the tests stand in for it).
 pub const STAND_IN_NAME: &str = "org.boum.tails.PersistentStorage";
-
-/// A child process that must not outlive a failing test.
-pub struct KillOnDrop(pub Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A private bus configured like Debian's system bus (deny by default), plus the repo's
 /// policy file and one line letting root own the Persistent Storage stand-in's name.

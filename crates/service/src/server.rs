@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
+use tails_server::daemon::{log, Level};
 use tails_server::keys::ClientPublicKey;
 use tails_server::names::{ClientName, ServiceName};
 use tails_server::reconcile::{Action, Pending, Publisher};
@@ -83,11 +84,25 @@ impl Server {
         let config = self.publisher.config.clone();
         tokio::task::spawn_blocking(move || {
             let mut manager = Manager::open(config)?;
-            work(&mut manager)
+            for recovery in manager.recoveries() {
+                log(Level::Warning, &recovery.to_string());
+            }
+            let result = work(&mut manager);
+            // Problems after a change was stored (a snapshot not written, an old copy of a
+            // removed key not erased): the change stands, the journal must say it.
+            for warning in manager.warnings() {
+                log(Level::Warning, &warning);
+            }
+            result
         })
         .await
         .map_err(|e| ServiceError::Failed(format!("internal error: {e}")))?
         .map_err(ServiceError::from)
+    }
+
+    /// One service's document.
+    async fn view_of(&self, name: ServiceName) -> Result<ServiceView, ServiceError> {
+        self.with_manager(move |m| Ok(views::service_view(m, &m.get(&name)?))).await
     }
 
     /// After a change: tells the reconcile loop, and reconciles now to say what is true.
@@ -161,7 +176,7 @@ impl Server {
     ) -> Result<String, ServiceError> {
         self.authorize(connection, &header, actions::READ).await?;
         let name = service_name(name)?;
-        let view = self.with_manager(move |m| Ok(views::service_view(m, &m.get(&name)?))).await?;
+        let view = self.view_of(name).await?;
         json(&view)
     }
 
@@ -357,7 +372,7 @@ impl Server {
     ) -> Result<String, ServiceError> {
         self.authorize(connection, &header, actions::READ).await?;
         let name = service_name(name)?;
-        let view = self.with_manager(move |m| Ok(views::service_view(m, &m.get(&name)?))).await?;
+        let view = self.view_of(name).await?;
         json(&view.clients)
     }
 
@@ -504,17 +519,17 @@ impl Server {
         let name = service_name(name)?;
         // The library's policy: publish then record for enable, record then remove for
         // disable; a refusal by tor changes nothing.
-        let tor = self.publisher.connect().await.ok();
-        let mut tor = tor;
-        let changed = if enabled {
-            self.publisher.enable(tor.as_mut(), &name).await?
+        let warnings = if enabled {
+            let mut tor = self.publisher.connect().await.ok();
+            self.publisher.enable(tor.as_mut(), &name).await?.warnings
         } else {
-            let warnings = self.publisher.disable(&name).await?;
-            tails_server::reconcile::Changed { report: None, warnings }
+            self.publisher.disable(&name).await?
         };
-        let _ = changed;
+        for warning in warnings {
+            log(Level::Warning, &warning);
+        }
         let outcome = self.apply(emitter, vec![name.to_string()]).await;
-        let view = self.with_manager(move |m| Ok(views::service_view(m, &m.get(&name)?))).await?;
+        let view = self.view_of(name).await?;
         json(&Changed { result: view, tor: outcome })
     }
 }
