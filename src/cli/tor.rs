@@ -14,7 +14,7 @@ use tails_server::daemon::{self, DaemonOptions};
 use tails_server::model::ServiceRecord;
 use tails_server::names::ServiceName;
 use tails_server::publish;
-use tails_server::reconcile::{Action, Ledger, Pending, Publisher, SyncReport};
+use tails_server::reconcile::{Action, DaemonControl, Ledger, Pending, Publisher, SyncReport};
 use tails_server::tor::{CommandLine, ControlConfig, ControlTarget, TorControl};
 use tails_server::{tails, Config, Error, ErrorKind};
 
@@ -82,7 +82,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub fn publisher(args: &TorArgs, config: Config) -> Result<Publisher> {
-    Ok(Publisher::new(config, control_config(args)?))
+    let mut publisher = Publisher::new(config, control_config(args)?);
+    publisher.daemons = DaemonControl::detect();
+    Ok(publisher)
 }
 
 /// Whether an error means tor could not be reached at all (as opposed to tor refusing).
@@ -111,12 +113,30 @@ fn tell(report: &SyncReport, affected: Option<&ServiceName>) -> bool {
     for name in report.names(Action::Removed) {
         eprintln!("{name}: removed from tor.");
     }
-    let mut affected_failed = false;
+    let mut affected_failed = tell_daemons(&report.daemons, affected);
     for (name, error) in &report.failed {
         let ours = affected.is_none_or(|a| a.as_str() == name);
         affected_failed |= ours;
         let tag = if ours { "error" } else { "warning" };
         eprintln!("tails-server: {tag}: {name}: tor did not take it: {error}");
+    }
+    affected_failed
+}
+
+/// Tells what was done to the services' programs; returns whether `affected`'s failed.
+fn tell_daemons(report: &tails_server::system::DaemonReport, affected: Option<&ServiceName>) -> bool {
+    for name in &report.started {
+        eprintln!("{name}: its program is running.");
+    }
+    for name in &report.stopped {
+        eprintln!("{name}: its program is stopped.");
+    }
+    let mut affected_failed = false;
+    for (name, error) in &report.failed {
+        let ours = affected.is_none_or(|a| a.as_str() == name);
+        affected_failed |= ours;
+        let tag = if ours { "error" } else { "warning" };
+        eprintln!("tails-server: {tag}: {name}: its program cannot run: {error}");
     }
     affected_failed
 }
@@ -166,6 +186,13 @@ async fn sync_stored(
     affected: Option<&ServiceName>,
 ) -> Result<()> {
     let Some(mut tor) = tor else {
+        // The services' programs do not wait for tor.
+        if publisher.daemons == DaemonControl::Systemd {
+            let report = publisher.sync_daemons().await?;
+            if tell_daemons(&report, affected) {
+                bail!("the change is saved, but the service's program cannot run (see above)");
+            }
+        }
         return pending_after(publisher, &why.expect("set when unreachable")).await;
     };
     match publisher.sync(&mut tor).await {
@@ -320,7 +347,8 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
 }
 
 pub fn daemon(args: &TorArgs, config: Config) -> Result<()> {
-    let options = DaemonOptions::new(control_config(args)?, config);
+    let mut options = DaemonOptions::new(control_config(args)?, config);
+    options.daemons = DaemonControl::detect();
     runtime()?.block_on(async {
         let shutdown = shutdown_signal()?;
         daemon::run(options, shutdown).await.map_err(anyhow::Error::from)
@@ -337,7 +365,7 @@ pub fn service(
     use tails_server_service::{Authority, Bus, PersistentStorageSource, ServiceOptions};
     let options = ServiceOptions {
         bus: if bus == "system" { Bus::System } else { Bus::Address(bus.to_owned()) },
-        daemon: DaemonOptions::new(control_config(&cli.tor)?, super::config(cli)?),
+        daemon: DaemonOptions { daemons: DaemonControl::detect(), ..DaemonOptions::new(control_config(&cli.tor)?, super::config(cli)?) },
         authority: Authority::parse(authorization).map_err(|e| anyhow!("--authorization {e}"))?,
         persistent_storage: match persistent_storage {
             super::PersistentStorageArg::Tails => PersistentStorageSource::Tails,

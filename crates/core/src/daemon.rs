@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::manager::Config;
-use crate::reconcile::{Action, Publisher};
+use crate::reconcile::{Action, DaemonControl, Publisher};
 use crate::tor::{ControlConfig, TorControl, TorEvent, TorInstance};
 
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct DaemonOptions {
     /// Delay before trying again when a reconcile could not finish (the store busy past
     /// its retries, a disk error): soon, not at the next periodic reconcile.
     pub retry_failed: Duration,
+    /// Whether the catalog's daemons are started here (the system service) or by the user.
+    pub daemons: DaemonControl,
 }
 
 impl DaemonOptions {
@@ -44,6 +46,7 @@ impl DaemonOptions {
             slow_retry: Duration::from_secs(2),
             retry_failed: Duration::from_secs(1),
             watch_changes_every: Duration::from_millis(500),
+            daemons: DaemonControl::Manual,
         }
     }
 }
@@ -80,6 +83,14 @@ pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> 
     tokio::pin!(shutdown);
     let mut publisher = Publisher::new(options.config.clone(), options.control.clone());
     publisher.on_store_busy = Some(|message| log(Level::Notice, message));
+    publisher.daemons = options.daemons;
+    // The services' programs do not need tor: they start now, before tor answers.
+    if publisher.daemons == DaemonControl::Systemd {
+        match publisher.sync_daemons().await {
+            Ok(report) => log_daemons(&report),
+            Err(e) => log(Level::Error, &format!("cannot start the services' programs: {e}")),
+        }
+    }
     let mut lost_at = Instant::now();
     let mut last_error = String::new();
     let mut last_serve_error = String::new();
@@ -257,6 +268,19 @@ async fn reconcile(tor: &mut TorControl, publisher: &Publisher) -> Result<(usize
     for (name, error) in &report.failed {
         log(Level::Error, &format!("{name}: could not be published: {error}"));
     }
+    log_daemons(&report.daemons);
     let published = report.names(Action::Published).len() + report.names(Action::Republished).len();
     Ok((published, report.names(Action::Unchanged).len()))
+}
+
+fn log_daemons(report: &crate::system::DaemonReport) {
+    for name in &report.started {
+        log(Level::Info, &format!("{name}: its program started"));
+    }
+    for name in &report.stopped {
+        log(Level::Info, &format!("{name}: its program stopped"));
+    }
+    for (name, error) in &report.failed {
+        log(Level::Error, &format!("{name}: its program cannot run: {error}"));
+    }
 }

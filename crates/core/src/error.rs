@@ -35,6 +35,9 @@ pub enum ErrorKind {
     NotAuthorized,
     /// The Persistent Storage is not unlocked yet, so persistent services cannot be reached.
     PersistentStorageLocked,
+    /// This system lacks what the request needs (a package, a Tails helper), or a service's
+    /// daemon could not be started: the user must change the system, not the request.
+    System,
 }
 
 impl ErrorKind {
@@ -51,6 +54,7 @@ impl ErrorKind {
         ErrorKind::TorRefused,
         ErrorKind::NotAuthorized,
         ErrorKind::PersistentStorageLocked,
+        ErrorKind::System,
     ];
 
     /// A stable name, used in D-Bus error names and JSON.
@@ -67,6 +71,7 @@ impl ErrorKind {
             ErrorKind::TorRefused => "TorRefused",
             ErrorKind::NotAuthorized => "NotAuthorized",
             ErrorKind::PersistentStorageLocked => "PersistentStorageLocked",
+            ErrorKind::System => "System",
         }
     }
 
@@ -253,6 +258,18 @@ pub enum Error {
          settings), then try again"
     )]
     PersistentStorageLocked,
+
+    #[error(
+        "{packages} is not installed; install it with Additional Software (in a terminal with an \
+         administration password: sudo apt install {packages}, then choose \"Install Every Time\")"
+    )]
+    MissingPackage { packages: String },
+
+    #[error("{unit}: {detail}")]
+    Daemon { unit: String, detail: String },
+
+    #[error("{what} is not supported here: {reason}")]
+    NotSupported { what: String, reason: String },
 }
 
 impl Error {
@@ -294,6 +311,7 @@ impl Error {
             Encryption(_) => ErrorKind::Storage,
             NotAuthorized(_) => ErrorKind::NotAuthorized,
             PersistentStorageLocked => ErrorKind::PersistentStorageLocked,
+            MissingPackage { .. } | Daemon { .. } | NotSupported { .. } => ErrorKind::System,
         }
     }
 

@@ -8,6 +8,7 @@
 //! - [`store`]: the sled store (locking, transactions, snapshots, recovery);
 //! - [`tails`]: the only module that knows Tails and Debian paths;
 //! - [`tor`]: the control-port connection, secrets only to a tor that proved itself;
+//! - [`system`]: the catalog's daemons as systemd units, and LAN access;
 //! - [`manager`]: the operations on stored services;
 //! - [`reconcile`]: the one policy for tor — what it runs always converges to the store.
 //!
@@ -31,6 +32,7 @@ pub mod publish;
 pub mod reconcile;
 pub mod secret_file;
 pub mod store;
+pub mod system;
 pub mod tails;
 pub mod tor;
 pub mod unix;

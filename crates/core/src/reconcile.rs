@@ -78,6 +78,10 @@ pub struct Ledger {
     /// tmpfs). By id, not name: a service removed and another imported under its name is
     /// not the one that was enabled.
     pub session: BTreeSet<String>,
+    /// Service name → the daemon tails-server started for it (kept across tor restarts:
+    /// the daemons do not depend on tor).
+    #[serde(default)]
+    pub daemons: BTreeMap<String, crate::system::DaemonEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +198,8 @@ pub struct SyncReport {
     /// By service name (removed services keep the name the ledger knew them by).
     pub actions: BTreeMap<String, Action>,
     pub failed: Vec<(String, Error)>,
+    /// What was done to the services' daemons (empty with [`DaemonControl::Manual`]).
+    pub daemons: crate::system::DaemonReport,
     pub elapsed: Duration,
 }
 
@@ -231,11 +237,36 @@ impl Pending {
     }
 }
 
+/// Who runs the programs behind the services (Mumble, a web server…).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DaemonControl {
+    /// The user does (a developer's machine, a CLI without root): tails-server only
+    /// publishes.
+    #[default]
+    Manual,
+    /// tails-server starts and stops the catalog's daemons as systemd units, configured
+    /// from the services' options (the system service, root on a systemd system).
+    Systemd,
+}
+
+impl DaemonControl {
+    /// [`DaemonControl::Systemd`] when this process may start system units: root, on a
+    /// system booted with systemd.
+    pub fn detect() -> Self {
+        if crate::unix::euid() == 0 && Path::new("/run/systemd/system").is_dir() {
+            DaemonControl::Systemd
+        } else {
+            DaemonControl::Manual
+        }
+    }
+}
+
 /// Makes tor match the store. One per front end; cheap to build.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     pub config: Config,
     pub control: ControlConfig,
+    pub daemons: DaemonControl,
     /// Told once per read when the store is busy and tor work waits for it (the daemon
     /// logs it; the library itself never prints).
     pub on_store_busy: Option<fn(&str)>,
@@ -243,7 +274,7 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(config: Config, control: ControlConfig) -> Self {
-        Self { config, control, on_store_busy: None }
+        Self { config, control, daemons: DaemonControl::Manual, on_store_busy: None }
     }
 
     fn runtime_dir(&self) -> Result<&Path> {
@@ -308,7 +339,7 @@ impl Publisher {
         ledger.session.retain(|id| records.iter().any(|r| r.enabled && &r.address().service_id() == id));
         let mut report = SyncReport { tor: Some(instance), ..SyncReport::default() };
 
-        let desired: BTreeMap<String, &ServiceRecord> = records
+        let mut desired: BTreeMap<String, &ServiceRecord> = records
             .iter()
             .filter(|r| wanted(r, &ledger) || also_wanted == Some(&r.name))
             .map(|r| (r.address().service_id(), r))
@@ -331,6 +362,22 @@ impl Publisher {
                 }
                 Err(e) if is_connection_loss(&e) => return Err(e),
                 Err(e) => report.failed.push((name, e)),
+            }
+        }
+
+        // The programs behind the services first, so that a published service answers.
+        if self.daemons == DaemonControl::Systemd {
+            let dirs = crate::system::StoreDirs { persistent: &self.config.state_dir, amnesic: runtime_dir };
+            let catalog = crate::catalog::Catalog::load(self.config.catalog_dir.as_deref());
+            let wanted: Vec<&ServiceRecord> = desired.values().copied().collect();
+            crate::system::sync(&catalog, &wanted, &dirs, &mut ledger.daemons, &mut report.daemons).await;
+            ledger.save(runtime_dir)?;
+            // A service enabled now whose program cannot run is not published: enabling
+            // it fails and changes nothing.
+            if let Some(name) = also_wanted {
+                if report.daemons.failure(name.as_str()).is_some() {
+                    desired.retain(|_, r| &r.name != name);
+                }
             }
         }
 
@@ -402,7 +449,7 @@ impl Publisher {
         self.read_one(name).await?;
         tor.require_verified("onion keys")?;
         let report = self.sync_locked(tor, &runtime_dir, Some(name)).await?;
-        if let Some(error) = report.failed.iter().find(|(n, _)| n == name.as_str()).map(|(_, e)| e) {
+        if let Some(error) = report.daemons.failure(name.as_str()).or_else(|| report.failure(name.as_str())) {
             return Err(clone_error(error));
         }
         match self.record_enabled(name, true, &runtime_dir).await {
@@ -428,7 +475,34 @@ impl Publisher {
     pub async fn disable(&self, name: &ServiceName) -> Result<Vec<String>> {
         let runtime_dir = self.runtime_dir()?.to_owned();
         let _lock = lock_ledger(&runtime_dir).await?;
-        self.record_enabled(name, false, &runtime_dir).await
+        let mut warnings = self.record_enabled(name, false, &runtime_dir).await?;
+        // Its program stops now, whether tor can be told or not.
+        let report = self.sync_daemons_locked(&runtime_dir).await?;
+        warnings.extend(report.failed.iter().map(|(n, e)| format!("{n}: {e}")));
+        Ok(warnings)
+    }
+
+    /// Makes the services' daemons match the store, without tor (for when tor cannot be
+    /// reached: a removed or disabled service's program stops all the same).
+    pub async fn sync_daemons(&self) -> Result<crate::system::DaemonReport> {
+        let runtime_dir = self.runtime_dir()?.to_owned();
+        let _lock = lock_ledger(&runtime_dir).await?;
+        self.sync_daemons_locked(&runtime_dir).await
+    }
+
+    async fn sync_daemons_locked(&self, runtime_dir: &Path) -> Result<crate::system::DaemonReport> {
+        let mut report = crate::system::DaemonReport::default();
+        if self.daemons != DaemonControl::Systemd {
+            return Ok(report);
+        }
+        let records = self.read_services().await?;
+        let mut ledger = Ledger::load(runtime_dir);
+        let wanted_now: Vec<&ServiceRecord> = records.iter().filter(|r| wanted(r, &ledger)).collect();
+        let dirs = crate::system::StoreDirs { persistent: &self.config.state_dir, amnesic: runtime_dir };
+        let catalog = crate::catalog::Catalog::load(self.config.catalog_dir.as_deref());
+        crate::system::sync(&catalog, &wanted_now, &dirs, &mut ledger.daemons, &mut report).await;
+        ledger.save(runtime_dir)?;
+        Ok(report)
     }
 
     async fn read_one(&self, name: &ServiceName) -> Result<ServiceRecord> {
@@ -560,6 +634,10 @@ fn clone_error(e: &Error) -> Error {
         Error::TorUntrusted { target, what, reason } => {
             Error::TorUntrusted { target: target.clone(), what: what.clone(), reason: reason.clone() }
         }
+        Error::MissingPackage { packages } => Error::MissingPackage { packages: packages.clone() },
+        Error::Daemon { unit, detail } => Error::Daemon { unit: unit.clone(), detail: detail.clone() },
+        Error::NotSupported { what, reason } => Error::NotSupported { what: what.clone(), reason: reason.clone() },
+        Error::Timeout { what, waited } => Error::Timeout { what: what.clone(), waited: *waited },
         other => Error::TorProtocol { target: "tor".into(), detail: other.to_string() },
     }
 }

@@ -344,7 +344,7 @@ impl PrivateDir {
 }
 
 /// `mkdir -p` with mode 0700 for every directory created (whatever the umask).
-fn create_dir_all_private(path: &Path) -> Result<()> {
+pub(crate) fn create_dir_all_private(path: &Path) -> Result<()> {
     if path.is_dir() {
         return Ok(());
     }

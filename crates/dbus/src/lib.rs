@@ -53,6 +53,7 @@ pub enum ServiceError {
     TorRefused(String),
     NotAuthorized(String),
     PersistentStorageLocked(String),
+    System(String),
     /// The change is stored, but tor could not be updated yet: the service applies it as
     /// soon as tor answers (the CLI's exit status 3).
     Pending(String),
@@ -75,6 +76,7 @@ impl ServiceError {
             ErrorKind::TorRefused => ServiceError::TorRefused(message),
             ErrorKind::NotAuthorized => ServiceError::NotAuthorized(message),
             ErrorKind::PersistentStorageLocked => ServiceError::PersistentStorageLocked(message),
+            ErrorKind::System => ServiceError::System(message),
             _ => ServiceError::Failed(message),
         }
     }
@@ -94,6 +96,7 @@ impl ServiceError {
             ServiceError::TorRefused(_) => ErrorKind::TorRefused,
             ServiceError::NotAuthorized(_) => ErrorKind::NotAuthorized,
             ServiceError::PersistentStorageLocked(_) => ErrorKind::PersistentStorageLocked,
+            ServiceError::System(_) => ErrorKind::System,
             ServiceError::Pending(_) | ServiceError::Failed(_) | ServiceError::ZBus(_) => return None,
         })
     }
@@ -113,6 +116,7 @@ impl ServiceError {
             | ServiceError::TorRefused(m)
             | ServiceError::NotAuthorized(m)
             | ServiceError::PersistentStorageLocked(m)
+            | ServiceError::System(m)
             | ServiceError::Pending(m)
             | ServiceError::Failed(m) => m.clone(),
         }

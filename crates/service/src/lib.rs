@@ -44,7 +44,8 @@ pub async fn run(options: ServiceOptions, shutdown: impl Future<Output = ()>) ->
     .build()
     .await?;
     let mut unlocked = persistent_storage::follow(options.persistent_storage, &connection).await?;
-    let publisher = Publisher::new(options.daemon.config.clone(), options.daemon.control.clone());
+    let mut publisher = Publisher::new(options.daemon.config.clone(), options.daemon.control.clone());
+    publisher.daemons = options.daemon.daemons;
     let server = server::Server { publisher, authority: options.authority.clone(), unlocked: unlocked.clone() };
     connection.object_server().at(OBJECT_PATH, server).await?;
     connection.request_name(BUS_NAME).await?;

@@ -32,14 +32,25 @@ pub struct KindDefinition {
     pub documentation: Option<String>,
     #[serde(default)]
     pub packages: Vec<String>,
+    /// The built-in daemon tails-server runs for services of this kind (see
+    /// [`crate::system::BUILTIN_DAEMONS`]), configured from their options. None: the user
+    /// runs the program listening on the local port.
     #[serde(default)]
-    pub systemd_service: Option<String>,
+    pub daemon: Option<String>,
+    /// The system user the daemon runs as (created by its package).
+    #[serde(default)]
+    pub daemon_user: Option<String>,
+    /// Units of the package that would take the same port (stopped before ours starts).
+    #[serde(default)]
+    pub conflicts: Vec<String>,
     /// Port the daemon listens on, on 127.0.0.1. None: the user must give one (custom).
     #[serde(default)]
     pub local_port: Option<u16>,
     /// Virtual port on the onion address. None: same as the local port.
     #[serde(default)]
     pub remote_port: Option<u16>,
+    /// Folders the user fills (a web site, shared files), inside the service's data
+    /// directory `<store>/data/<service>/`, which is kept with the store.
     #[serde(default)]
     pub persistent_paths: Vec<String>,
     #[serde(default)]
@@ -69,9 +80,27 @@ impl KindDefinition {
                 return Err(fail(format!("field `packages`: {pkg:?} is not a Debian package name")));
             }
         }
+        if let Some(daemon) = &def.daemon {
+            if !crate::system::BUILTIN_DAEMONS.contains(&daemon.as_str()) {
+                return Err(fail(format!(
+                    "field `daemon`: {daemon:?} is not one tails-server runs ({})",
+                    crate::system::BUILTIN_DAEMONS.join(", ")
+                )));
+            }
+        }
+        for unit in &def.conflicts {
+            let ok = unit.ends_with(".service")
+                && unit.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+            if !ok {
+                return Err(fail(format!("field `conflicts`: {unit:?} is not a systemd service name")));
+            }
+        }
         for path in &def.persistent_paths {
-            if !path.starts_with('/') || path.split('/').any(|p| p == "..") {
-                return Err(fail(format!("field `persistent-paths`: {path:?} must be an absolute path without '..'")));
+            if path.is_empty() || path.starts_with('/') || path.split('/').any(|p| p == ".." || p == ".") {
+                return Err(fail(format!(
+                    "field `persistent-paths`: {path:?} must be a folder inside the service's data directory \
+                     (a relative path without '.' or '..')"
+                )));
             }
         }
         let common = common_options();
@@ -195,7 +224,10 @@ mod tests {
             (&format!("{base}local-port = 0\n"), "local-port"),
             (&format!("{base}colour = \"red\"\n"), "colour"),
             (&format!("{base}packages = [\"Bad Pkg\"]\n"), "packages"),
-            (&format!("{base}persistent-paths = [\"relative\"]\n"), "persistent-paths"),
+            (&format!("{base}persistent-paths = [\"/absolute\"]\n"), "persistent-paths"),
+            (&format!("{base}persistent-paths = [\"a/../b\"]\n"), "persistent-paths"),
+            (&format!("{base}daemon = \"sshd\"\n"), "field `daemon`"),
+            (&format!("{base}conflicts = [\"x; rm\"]\n"), "field `conflicts`"),
             (&format!("{base}[options.autostart]\ntype=\"bool\"\ndefault=true\ndescription=\"\"\n"), "common option"),
             (
                 &format!("{base}[options.size]\ntype=\"port\"\ndefault=\"big\"\ndescription=\"\"\n"),

@@ -1,0 +1,217 @@
+//! The configuration each built-in daemon gets, written from the service's options. Pure
+//! functions: what they produce is checked by unit tests here and by the daemons themselves
+//! in the VM tests.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use crate::error::{Error, Result};
+
+/// What a renderer needs, in the paths the daemon sees inside its unit's namespace.
+#[derive(Clone)]
+pub struct RenderInput<'a> {
+    pub port: u16,
+    /// 127.0.0.1, then the LAN addresses when allow-lan-connections is on.
+    pub listen: &'a [Ipv4Addr],
+    /// The persistent data directory, as mounted for the daemon.
+    pub data_dir: &'a str,
+    /// The directory holding the rendered files, as mounted for the daemon.
+    pub config_dir: &'a str,
+    /// The service's options, defaults filled in.
+    pub option: &'a dyn Fn(&str) -> Option<crate::options::OptionValue>,
+}
+
+/// One daemon's files and command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// (file name in the config directory, contents). Some hold secrets (passwords): they
+    /// are written 0600 and readable by the daemon only through its namespace.
+    pub files: Vec<(String, String)>,
+    pub exec: Vec<String>,
+}
+
+fn string(input: &RenderInput, name: &str) -> String {
+    match (input.option)(name) {
+        Some(crate::options::OptionValue::String(s)) => s,
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
+}
+
+fn integer(input: &RenderInput, name: &str) -> Result<i64> {
+    match (input.option)(name) {
+        Some(crate::options::OptionValue::Integer(i)) => Ok(i),
+        other => Err(Error::InvalidOptionValue {
+            option: name.to_owned(),
+            value: other.map(|v| v.to_string()).unwrap_or_default(),
+            expected: "a whole number".into(),
+        }),
+    }
+}
+
+fn boolean(input: &RenderInput, name: &str) -> bool {
+    matches!((input.option)(name), Some(crate::options::OptionValue::Bool(true)))
+}
+
+/// A value in double quotes for Qt's INI reader (murmurd) and lighttpd: both take `\"` and
+/// `\\`. Option strings hold no control characters (checked when set).
+fn quoted(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Mumble (murmurd, Debian's mumble-server): its INI file.
+pub fn mumble(input: &RenderInput) -> Result<Rendered> {
+    let users = integer(input, "max-users")?;
+    let hosts: Vec<String> = input.listen.iter().map(|a| a.to_string()).collect();
+    let mut ini = String::new();
+    let _ = writeln!(ini, "; Written by tails-server from the service's options; rewritten at every start.");
+    let _ = writeln!(ini, "database={}/mumble-server.sqlite", input.data_dir);
+    let _ = writeln!(ini, "host={}", hosts.join(" "));
+    let _ = writeln!(ini, "port={}", input.port);
+    let _ = writeln!(ini, "users={users}");
+    let _ = writeln!(ini, "welcometext={}", quoted(&string(input, "welcome-message")));
+    let _ = writeln!(ini, "serverpassword={}", quoted(&string(input, "server-password")));
+    // An unauthenticated ping tells anyone who can reach the port the number of users:
+    // only key holders reach it, but they need not learn that either.
+    let _ = writeln!(ini, "allowping=false");
+    // Logs go to the journal (murmurd -fg writes to its output); no pid file.
+    let _ = writeln!(ini, "logfile=");
+    let _ = writeln!(ini, "pidfile=");
+    let _ = writeln!(ini, "bonjour=false");
+    let _ = writeln!(ini, "registerName=");
+    Ok(Rendered {
+        files: vec![("mumble-server.ini".into(), ini)],
+        exec: vec!["/usr/sbin/murmurd".into(), "-fg".into(), "-ini".into(), format!("{}/mumble-server.ini", input.config_dir)],
+    })
+}
+
+/// A static web site (lighttpd) serving the data directory's `site/` folder.
+pub fn web(input: &RenderInput) -> Result<Rendered> {
+    let mut conf = String::new();
+    let _ = writeln!(conf, "# Written by tails-server from the service's options; rewritten at every start.");
+    let _ = writeln!(conf, "server.modules = (\"mod_indexfile\", \"mod_staticfile\", \"mod_dirlisting\")");
+    let _ = writeln!(conf, "server.document-root = {}", quoted(&format!("{}/site", input.data_dir)));
+    let _ = writeln!(conf, "server.port = {}", input.port);
+    let _ = writeln!(conf, "server.bind = {}", quoted(&input.listen[0].to_string()));
+    for extra in &input.listen[1..] {
+        let _ = writeln!(conf, "$SERVER[\"socket\"] == {} {{ }}", quoted(&format!("{extra}:{}", input.port)));
+    }
+    // No version in headers or error pages: it would help whoever probes the service.
+    let _ = writeln!(conf, "server.tag = \"\"");
+    let _ = writeln!(conf, "server.errorlog = \"/dev/stderr\"");
+    let _ = writeln!(conf, "index-file.names = (\"index.html\", \"index.htm\")");
+    let _ = writeln!(conf, "dir-listing.activate = {}", if boolean(input, "directory-listing") { "\"enable\"" } else { "\"disable\"" });
+    let _ = writeln!(conf, "static-file.exclude-extensions = ()");
+    let _ = writeln!(conf, "mimetype.assign = (");
+    for (ext, mime) in [
+        (".html", "text/html; charset=utf-8"),
+        (".htm", "text/html; charset=utf-8"),
+        (".css", "text/css; charset=utf-8"),
+        (".js", "text/javascript; charset=utf-8"),
+        (".txt", "text/plain; charset=utf-8"),
+        (".md", "text/plain; charset=utf-8"),
+        (".json", "application/json"),
+        (".svg", "image/svg+xml"),
+        (".png", "image/png"),
+        (".jpg", "image/jpeg"),
+        (".jpeg", "image/jpeg"),
+        (".gif", "image/gif"),
+        (".webp", "image/webp"),
+        (".ico", "image/x-icon"),
+        (".pdf", "application/pdf"),
+        (".woff2", "font/woff2"),
+        ("", "application/octet-stream"),
+    ] {
+        let _ = writeln!(conf, "  \"{ext}\" => \"{mime}\",");
+    }
+    let _ = writeln!(conf, ")");
+    Ok(Rendered {
+        files: vec![("lighttpd.conf".into(), conf)],
+        exec: vec!["/usr/sbin/lighttpd".into(), "-D".into(), "-f".into(), format!("{}/lighttpd.conf", input.config_dir)],
+    })
+}
+
+/// Gobby's server (infinoted), documents in the data directory's `documents/` folder. The
+/// password goes in its key file, never on its command line.
+pub fn gobby(input: &RenderInput) -> Result<Rendered> {
+    let interval = integer(input, "autosave-interval")?;
+    let password = string(input, "server-password");
+    let mut conf = String::new();
+    let _ = writeln!(conf, "# Written by tails-server from the service's options; rewritten at every start.");
+    let _ = writeln!(conf, "[infinoted]");
+    let _ = writeln!(conf, "root-directory={}/documents", input.data_dir);
+    let _ = writeln!(conf, "port={}", input.port);
+    // Tor already encrypts and authenticates the connection (the onion address is the
+    // server's identity); a self-signed certificate would only add a warning to click away.
+    let _ = writeln!(conf, "security-policy=no-tls");
+    let _ = writeln!(conf, "autosave-interval={interval}");
+    if !password.is_empty() {
+        let _ = writeln!(conf, "password={password}");
+    }
+    Ok(Rendered {
+        files: vec![("infinoted.conf".into(), conf)],
+        exec: vec!["/usr/bin/infinoted".into(), "--config-file".into(), format!("{}/infinoted.conf", input.config_dir)],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::OptionValue;
+
+    fn input<'a>(listen: &'a [Ipv4Addr], option: &'a dyn Fn(&str) -> Option<OptionValue>) -> RenderInput<'a> {
+        RenderInput { port: 64738, listen, data_dir: "/var/lib/tails-server/chat", config_dir: "/etc/tails-server/chat", option }
+    }
+
+    #[test]
+    fn mumble_listens_on_loopback_unless_lan_and_quotes_what_users_typed() {
+        let options = |name: &str| match name {
+            "max-users" => Some(OptionValue::Integer(5)),
+            "welcome-message" => Some(OptionValue::String(r#"Hi "friends" \o/"#.into())),
+            "server-password" => Some(OptionValue::String("pw".into())),
+            _ => None,
+        };
+        let local = [Ipv4Addr::LOCALHOST];
+        let out = mumble(&input(&local, &options)).unwrap();
+        let ini = &out.files[0].1;
+        assert!(ini.contains("\nhost=127.0.0.1\n"), "{ini}");
+        assert!(ini.contains("\nport=64738\n") && ini.contains("\nusers=5\n"), "{ini}");
+        assert!(ini.contains(r#"welcometext="Hi \"friends\" \\o/""#), "{ini}");
+        assert!(ini.contains("serverpassword=\"pw\"") && ini.contains("allowping=false"), "{ini}");
+        assert_eq!(out.exec.last().unwrap(), "/etc/tails-server/chat/mumble-server.ini");
+        let lan = [Ipv4Addr::LOCALHOST, Ipv4Addr::new(192, 168, 1, 7)];
+        let ini = &mumble(&input(&lan, &options)).unwrap().files[0].1;
+        assert!(ini.contains("\nhost=127.0.0.1 192.168.1.7\n"), "{ini}");
+    }
+
+    #[test]
+    fn web_serves_the_site_folder_and_lists_only_when_asked() {
+        let listing = std::cell::Cell::new(false);
+        let options = |name: &str| (name == "directory-listing").then(|| OptionValue::Bool(listing.get()));
+        let local = [Ipv4Addr::LOCALHOST];
+        let out = web(&input(&local, &options)).unwrap();
+        let conf = &out.files[0].1;
+        assert!(conf.contains("server.document-root = \"/var/lib/tails-server/chat/site\""), "{conf}");
+        assert!(conf.contains("server.bind = \"127.0.0.1\"") && conf.contains("dir-listing.activate = \"disable\""));
+        assert!(!conf.contains("$SERVER"), "{conf}");
+        listing.set(true);
+        let lan = [Ipv4Addr::LOCALHOST, Ipv4Addr::new(10, 0, 0, 2)];
+        let conf = &web(&input(&lan, &options)).unwrap().files[0].1;
+        assert!(conf.contains("dir-listing.activate = \"enable\""), "{conf}");
+        assert!(conf.contains("$SERVER[\"socket\"] == \"10.0.0.2:64738\" { }"), "{conf}");
+    }
+
+    #[test]
+    fn gobby_keeps_its_password_off_the_command_line() {
+        let options = |name: &str| match name {
+            "autosave-interval" => Some(OptionValue::Integer(30)),
+            "server-password" => Some(OptionValue::String("s3cret".into())),
+            _ => None,
+        };
+        let local = [Ipv4Addr::LOCALHOST];
+        let out = gobby(&input(&local, &options)).unwrap();
+        assert!(out.files[0].1.contains("\npassword=s3cret\n"));
+        assert!(out.files[0].1.contains("autosave-interval=30"));
+        assert!(!out.exec.iter().any(|a| a.contains("s3cret")), "{:?}", out.exec);
+    }
+}

@@ -1,0 +1,376 @@
+//! The daemons behind the catalog's kinds (Mumble, Gobby, a web site…): what each one is
+//! given, and starting and stopping them through systemd. Like tor, they follow the store:
+//! an enabled service's daemon runs, configured from its options; a disabled or removed
+//! one's does not.
+//!
+//! Each daemon runs as a transient systemd unit `tails-server-<service>.service`: nothing
+//! is written to /etc (Tails' root is a tmpfs overlay anyway), the unit is rebuilt from the
+//! store at every start, and systemd sandboxes it. The daemon's persistent data lives in
+//! the store's directory, `<store>/data/<service>/` (root-only, like the store), and is
+//! bind-mounted into the unit at `/var/lib/tails-server/<service>`; its configuration is
+//! written to the runtime directory and mounted read-only at `/etc/tails-server/<service>`.
+
+pub mod configs;
+pub mod lan;
+pub mod systemd;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::catalog::KindDefinition;
+use crate::error::{Error, Result};
+use crate::model::ServiceRecord;
+use crate::names::ServiceName;
+use crate::options::{OptionValue, ALLOW_LAN};
+use crate::tails::InstalledPackages;
+use serde::{Deserialize, Serialize};
+
+use configs::{RenderInput, Rendered};
+use systemd::{Systemd, TransientService};
+
+/// How long a started daemon may take to accept connections on its port.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The built-in daemons a kind can name (`daemon = "…"` in its definition).
+pub const BUILTIN_DAEMONS: &[&str] = &["mumble", "web", "gobby"];
+
+/// The unit that runs a service's daemon.
+pub fn unit_name(service: &ServiceName) -> String {
+    format!("tails-server-{service}.service")
+}
+
+/// Where a service's daemon keeps its data: beside the store that holds the service.
+pub fn data_dir(store_dir: &Path, service: &ServiceName) -> PathBuf {
+    store_dir.join("data").join(service.as_str())
+}
+
+/// Everything needed to start one service's daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonPlan {
+    pub unit: String,
+    /// Units to stop first: the package's own, which would hold the same port.
+    pub conflicts: Vec<String>,
+    pub packages: Vec<String>,
+    pub config_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub rendered: Rendered,
+    /// The kind's folders inside the data directory (its `persistent-paths`).
+    pub folders: Vec<String>,
+    pub user: Option<String>,
+    /// Where to check that the daemon accepts connections.
+    pub port: u16,
+    /// allow-lan-connections: also listening on the LAN addresses, the port open to the LAN.
+    pub lan: bool,
+}
+
+/// The daemon a service needs, if its kind has one tails-server runs.
+pub fn plan(
+    kind: &KindDefinition,
+    record: &ServiceRecord,
+    store_dir: &Path,
+    runtime_dir: &Path,
+    lan: &[Ipv4Addr],
+) -> Result<Option<DaemonPlan>> {
+    let Some(daemon) = kind.daemon.as_deref() else { return Ok(None) };
+    let specs = kind.all_options();
+    let option = |name: &str| -> Option<OptionValue> {
+        record.options.get(name).cloned().or_else(|| specs.get(name).map(|s| s.default.clone()))
+    };
+    let mut listen = vec![Ipv4Addr::LOCALHOST];
+    let allow_lan = option(ALLOW_LAN).and_then(|v| v.as_bool()) == Some(true);
+    if allow_lan {
+        listen.extend(lan.iter().copied().filter(|a| !a.is_loopback()));
+    }
+    let seen_data = format!("/var/lib/tails-server/{}", record.name);
+    let seen_config = format!("/etc/tails-server/{}", record.name);
+    let input =
+        RenderInput { port: record.local_port, listen: &listen, data_dir: &seen_data, config_dir: &seen_config, option: &option };
+    let rendered = match daemon {
+        "mumble" => configs::mumble(&input)?,
+        "web" => configs::web(&input)?,
+        "gobby" => configs::gobby(&input)?,
+        other => {
+            return Err(Error::Daemon {
+                unit: unit_name(&record.name),
+                detail: format!(
+                    "tails-server cannot run the {other:?} daemon of kind {} yet; it knows {}",
+                    kind.name,
+                    BUILTIN_DAEMONS.join(", ")
+                ),
+            })
+        }
+    };
+    Ok(Some(DaemonPlan {
+        unit: unit_name(&record.name),
+        conflicts: kind.conflicts.clone(),
+        packages: kind.packages.clone(),
+        config_dir: runtime_dir.join("daemons").join(record.name.as_str()),
+        data_dir: data_dir(store_dir, &record.name),
+        rendered,
+        folders: kind.persistent_paths.clone(),
+        lan: allow_lan,
+        user: kind.daemon_user.clone(),
+        port: record.local_port,
+    }))
+}
+
+/// Refuses to start a daemon whose package is missing, saying how to get it on Tails.
+pub fn check_packages(plan: &DaemonPlan, installed: &InstalledPackages) -> Result<()> {
+    let missing: Vec<&String> = plan.packages.iter().filter(|p| !installed.all(std::slice::from_ref(p))).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names = missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+    Err(Error::MissingPackage { packages: names })
+}
+
+/// Writes the daemon's files and prepares its data directory (created root-only; the unit
+/// hands it to the daemon's user before starting).
+fn prepare(plan: &DaemonPlan) -> Result<()> {
+    use crate::secret_file::{create_dir_all_private, write_secret_file, Replace};
+    use std::os::unix::fs::PermissionsExt;
+    create_dir_all_private(&plan.config_dir)?;
+    // The daemon's user reads its files through the read-only bind mount; nobody else can
+    // reach them, the runtime directory above being root's (0700).
+    let readable = |path: &Path, mode: u32| {
+        let wanted = if plan.user.is_some() { mode } else { mode & 0o700 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(wanted))
+            .map_err(|e| Error::io("cannot set the permissions of", path, e))
+    };
+    readable(&plan.config_dir, 0o755)?;
+    for (name, contents) in &plan.rendered.files {
+        let path = plan.config_dir.join(name);
+        write_secret_file(&path, &[contents.as_bytes()], Replace::Always)?;
+        readable(&path, 0o644)?;
+    }
+    create_dir_all_private(&plan.data_dir)?;
+    for sub in &plan.folders {
+        let dir = plan.data_dir.join(sub);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+    }
+    Ok(())
+}
+
+/// Starts the daemon (if it is not running with this configuration already) and waits
+/// until it accepts connections on its port.
+pub async fn start(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
+    prepare(plan)?;
+    for conflict in &plan.conflicts {
+        systemd.stop(conflict).await?;
+    }
+    // Restarted every time: the configuration may have changed, and a restart of these
+    // daemons costs clients a reconnection only.
+    systemd.stop(&plan.unit).await?;
+    let seen_data = format!("/var/lib/tails-server/{}", plan.unit_service());
+    let seen_config = format!("/etc/tails-server/{}", plan.unit_service());
+    let mut pre = Vec::new();
+    if let Some(user) = &plan.user {
+        // The user's uid can change between sessions (Additional Software installs the
+        // package again at each login): hand the data over at every start.
+        // Run by systemd as root outside the unit's namespace, hence the host path.
+        pre.push(vec!["/bin/chown".to_owned(), "-R".to_owned(), format!("{user}:"), plan.data_dir.display().to_string()]);
+    }
+    let service = TransientService {
+        description: format!("tails-server: the daemon of onion service {}", plan.unit_service()),
+        exec: plan.rendered.exec.clone(),
+        exec_start_pre_privileged: pre,
+        user: plan.user.clone(),
+        binds: vec![
+            (plan.data_dir.display().to_string(), seen_data, false),
+            (plan.config_dir.display().to_string(), seen_config, true),
+        ],
+    };
+    systemd.start_transient(&plan.unit, &service).await?;
+    wait_listening(systemd, plan).await
+}
+
+impl DaemonPlan {
+    fn unit_service(&self) -> &str {
+        self.unit.trim_start_matches("tails-server-").trim_end_matches(".service")
+    }
+}
+
+/// Waits until 127.0.0.1:port accepts a connection, or the unit stops.
+async fn wait_listening(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, plan.port)).await.is_ok() {
+            return Ok(());
+        }
+        let state = systemd.active_state(&plan.unit).await?;
+        if state != "active" && state != "activating" && state != "reloading" {
+            return Err(Error::Daemon {
+                unit: plan.unit.clone(),
+                detail: format!("it stopped ({state}) before listening on port {}; see `journalctl -u {}`", plan.port, plan.unit),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Timeout { what: format!("{} to listen on port {}", plan.unit, plan.port), waited: READY_TIMEOUT });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stops a service's daemon (nothing when it does not run).
+pub async fn stop(systemd: &Systemd, service: &ServiceName) -> Result<()> {
+    systemd.stop(&unit_name(service)).await
+}
+
+/// Where the stores are: a service's data lives beside the store that holds it.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreDirs<'a> {
+    pub persistent: &'a Path,
+    /// The amnesic store, also the runtime directory holding the daemons' configurations.
+    pub amnesic: &'a Path,
+}
+
+/// A daemon tails-server started, as the reconcile ledger remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DaemonEntry {
+    pub unit: String,
+    /// Of the configuration it was started with: a change restarts it.
+    pub configuration: String,
+    /// The port opened to the LAN in Tails' firewall, if any.
+    #[serde(default)]
+    pub lan_port: Option<u16>,
+}
+
+/// What one daemon reconcile did.
+#[derive(Debug, Default)]
+pub struct DaemonReport {
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+    pub failed: Vec<(String, Error)>,
+}
+
+impl DaemonReport {
+    pub fn failure(&self, service: &str) -> Option<&Error> {
+        self.failed.iter().find(|(n, _)| n == service).map(|(_, e)| e)
+    }
+}
+
+impl DaemonPlan {
+    /// A digest of everything the daemon is started with.
+    pub fn configuration(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for (name, contents) in &self.rendered.files {
+            hash.update(name.as_bytes());
+            hash.update([0]);
+            hash.update(contents.as_bytes());
+            hash.update([0]);
+        }
+        hash.update(self.rendered.exec.join("\0").as_bytes());
+        hash.update(format!("{:?}{:?}{:?}", self.user, self.data_dir, self.folders).as_bytes());
+        data_encoding::HEXLOWER.encode(&hash.finalize()[..16])
+    }
+}
+
+/// Makes the running daemons match `wanted` (the services that should run now): starts
+/// missing ones, restarts those whose configuration changed, stops those of services no
+/// longer wanted. Failures are per service, in the report.
+pub async fn sync(
+    catalog: &crate::catalog::Catalog,
+    wanted: &[&ServiceRecord],
+    dirs: &StoreDirs<'_>,
+    started: &mut std::collections::BTreeMap<String, DaemonEntry>,
+    report: &mut DaemonReport,
+) {
+    let plans: Vec<(&ServiceRecord, Result<Option<DaemonPlan>>)> = {
+        let lan = lan::lan_addresses();
+        wanted
+            .iter()
+            .filter_map(|record| {
+                let kind = catalog.get(&record.kind).ok()?;
+                let store = if record.is_persistent() { dirs.persistent } else { dirs.amnesic };
+                Some((*record, plan(kind, record, store, dirs.amnesic, &lan)))
+            })
+            .collect()
+    };
+    let needed = plans.iter().any(|(_, p)| !matches!(p, Ok(None))) || !started.is_empty();
+    if !needed {
+        return;
+    }
+    let systemd = match Systemd::connect().await {
+        Ok(systemd) => systemd,
+        Err(e) => {
+            for (record, _) in plans.iter().filter(|(_, p)| !matches!(p, Ok(None))) {
+                report.failed.push((record.name.to_string(), clone_system_error(&e)));
+            }
+            return;
+        }
+    };
+    let installed = InstalledPackages::read(Path::new(crate::tails::DPKG_STATUS));
+    let mut keep = std::collections::BTreeSet::new();
+    for (record, plan) in plans {
+        let name = record.name.to_string();
+        let plan = match plan {
+            Ok(Some(plan)) => plan,
+            Ok(None) => continue,
+            Err(e) => {
+                report.failed.push((name, e));
+                continue;
+            }
+        };
+        keep.insert(name.clone());
+        let configuration = plan.configuration();
+        let lan_port = plan.lan.then_some(plan.port);
+        let running = systemd.active_state(&plan.unit).await.is_ok_and(|s| s == "active");
+        if running && started.get(&name).is_some_and(|e| e.configuration == configuration && e.lan_port == lan_port) {
+            continue;
+        }
+        let outcome = async {
+            check_packages(&plan, &installed)?;
+            if lan_port.is_some() {
+                lan::check_supported(Path::new(lan::SESSION_FIREWALL_HELPER))?;
+            }
+            start(&systemd, &plan).await?;
+            let previous = started.get(&name).and_then(|e| e.lan_port);
+            if previous != lan_port {
+                if let Some(port) = previous {
+                    lan::close(&systemd, &record.name, port).await?;
+                }
+                if let Some(port) = lan_port {
+                    lan::open(&systemd, &record.name, port).await?;
+                }
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                started.insert(name.clone(), DaemonEntry { unit: plan.unit.clone(), configuration, lan_port });
+                report.started.push(name);
+            }
+            Err(e) => {
+                // Not recorded: the next reconcile tries again.
+                started.remove(&name);
+                report.failed.push((name, e));
+            }
+        }
+    }
+    let unwanted: Vec<(String, DaemonEntry)> =
+        started.iter().filter(|(n, _)| !keep.contains(*n)).map(|(n, e)| (n.clone(), e.clone())).collect();
+    for (name, entry) in unwanted {
+        let mut outcome = systemd.stop(&entry.unit).await;
+        if let (Ok(()), Some(port), Ok(service)) = (&outcome, entry.lan_port, ServiceName::new(&name)) {
+            outcome = lan::close(&systemd, &service, port).await;
+        }
+        match outcome {
+            Ok(()) => {
+                started.remove(&name);
+                report.stopped.push(name);
+            }
+            Err(e) => report.failed.push((name, e)),
+        }
+    }
+}
+
+fn clone_system_error(e: &Error) -> Error {
+    match e {
+        Error::Daemon { unit, detail } => Error::Daemon { unit: unit.clone(), detail: detail.clone() },
+        other => Error::Daemon { unit: "systemd".into(), detail: other.to_string() },
+    }
+}

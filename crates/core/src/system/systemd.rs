@@ -1,0 +1,207 @@
+//! A small client of systemd's manager (`org.freedesktop.systemd1`) on the system bus:
+//! start a transient unit and wait for its job, stop a unit and wait, ask a unit's state.
+//! Transient units live in /run only, which is what Tails wants: nothing to clean up on
+//! the read-only image, everything rebuilt from the store at each start.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use zbus::{OwnedObjectPath, Variant as Value};
+
+use crate::error::{Error, Result};
+
+/// How long a start or stop job may take (systemd's own default start timeout).
+const JOB_TIMEOUT: Duration = Duration::from_secs(90);
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+trait Manager {
+    fn subscribe(&self) -> zbus::Result<()>;
+    fn start_transient_unit(
+        &self,
+        name: &str,
+        mode: &str,
+        properties: &[(&str, Value<'_>)],
+        aux: &[(&str, &[(&str, Value<'_>)])],
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(signal)]
+    fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
+}
+
+#[zbus::proxy(interface = "org.freedesktop.systemd1.Unit", default_service = "org.freedesktop.systemd1")]
+trait Unit {
+    #[zbus(property)]
+    fn active_state(&self) -> zbus::Result<String>;
+}
+
+/// One connection to systemd.
+pub struct Systemd {
+    connection: zbus::Connection,
+    manager: ManagerProxy<'static>,
+}
+
+fn failed(unit: &str, what: &str, detail: impl std::fmt::Display) -> Error {
+    Error::Daemon { unit: unit.to_owned(), detail: format!("{what}: {detail}") }
+}
+
+/// The parts of a transient service unit that tails-server sets.
+#[derive(Debug, Clone, Default)]
+pub struct TransientService {
+    pub description: String,
+    pub exec: Vec<String>,
+    /// Run by root before the daemon (prepares the data directory).
+    pub exec_start_pre_privileged: Vec<Vec<String>>,
+    pub user: Option<String>,
+    /// (host path, path seen by the daemon, read-only)
+    pub binds: Vec<(String, String, bool)>,
+}
+
+impl Systemd {
+    pub async fn connect() -> Result<Self> {
+        let connection = zbus::Connection::system()
+            .await
+            .map_err(|e| failed("systemd", "cannot reach systemd on the system bus", e))?;
+        let manager = ManagerProxy::new(&connection).await.map_err(|e| failed("systemd", "cannot talk to systemd", e))?;
+        manager.subscribe().await.map_err(|e| failed("systemd", "cannot follow systemd's jobs", e))?;
+        Ok(Self { connection, manager })
+    }
+
+    /// The unit's ActiveState ("active", "failed", …); "inactive" when systemd does not
+    /// know it.
+    pub async fn active_state(&self, unit: &str) -> Result<String> {
+        let path = match self.manager.get_unit(unit).await {
+            Ok(path) => path,
+            Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" => {
+                return Ok("inactive".into())
+            }
+            Err(e) => return Err(failed(unit, "cannot ask systemd about it", e)),
+        };
+        let proxy = UnitProxy::builder(&self.connection)
+            .path(path)
+            .build()
+            .await
+            .map_err(|e| failed(unit, "cannot ask systemd about it", e))?;
+        proxy.active_state().await.map_err(|e| failed(unit, "cannot ask systemd about it", e))
+    }
+
+    /// Starts a transient service and waits until systemd has started it.
+    pub async fn start_transient(&self, unit: &str, service: &TransientService) -> Result<()> {
+        // A failed transient unit lingers until reset; its name would be taken.
+        let _ = self.manager.reset_failed_unit(unit).await;
+        let exec = |argv: &[String]| (argv[0].clone(), argv.to_vec(), false);
+        let mut properties: Vec<(&str, Value<'_>)> = vec![
+            ("Description", Value::from(service.description.clone())),
+            ("Type", Value::from("exec")),
+            ("ExecStart", Value::from(vec![exec(&service.exec)])),
+            ("Restart", Value::from("on-failure")),
+            ("CollectMode", Value::from("inactive-or-failed")),
+            ("NoNewPrivileges", Value::from(true)),
+            ("ProtectSystem", Value::from("strict")),
+            ("ProtectHome", Value::from("yes")),
+            ("PrivateTmp", Value::from(true)),
+            ("PrivateDevices", Value::from(true)),
+            ("UMask", Value::from(0o077u32)),
+        ];
+        if !service.exec_start_pre_privileged.is_empty() {
+            let pre: Vec<(String, Vec<String>, Vec<String>)> = service
+                .exec_start_pre_privileged
+                .iter()
+                .map(|argv| (argv[0].clone(), argv.clone(), vec!["privileged".to_owned()]))
+                .collect();
+            properties.push(("ExecStartPreEx", Value::from(pre)));
+        }
+        if let Some(user) = &service.user {
+            properties.push(("User", Value::from(user.clone())));
+        }
+        let bind = |read_only: bool| -> Vec<(String, String, bool, u64)> {
+            service
+                .binds
+                .iter()
+                .filter(|b| b.2 == read_only)
+                .map(|(from, to, _)| (from.clone(), to.clone(), false, 0))
+                .collect()
+        };
+        let (rw, ro) = (bind(false), bind(true));
+        if !rw.is_empty() {
+            properties.push(("BindPaths", Value::from(rw)));
+        }
+        if !ro.is_empty() {
+            properties.push(("BindReadOnlyPaths", Value::from(ro)));
+        }
+        let jobs = self.jobs().await?;
+        let job = self
+            .manager
+            .start_transient_unit(unit, "replace", &properties, &[])
+            .await
+            .map_err(|e| failed(unit, "systemd refused to start it", e))?;
+        self.wait(jobs, &job, unit, "start").await
+    }
+
+    /// Runs a command as root in a transient oneshot unit (outside tails-server's own
+    /// sandbox) and waits for it to finish successfully.
+    pub async fn run(&self, unit: &str, argv: &[String]) -> Result<()> {
+        let _ = self.manager.reset_failed_unit(unit).await;
+        let properties: Vec<(&str, Value<'_>)> = vec![
+            ("Description", Value::from(format!("tails-server: {}", argv.join(" ")))),
+            ("Type", Value::from("oneshot")),
+            ("ExecStart", Value::from(vec![(argv[0].clone(), argv.to_vec(), false)])),
+            ("CollectMode", Value::from("inactive-or-failed")),
+        ];
+        let jobs = self.jobs().await?;
+        let job = self
+            .manager
+            .start_transient_unit(unit, "replace", &properties, &[])
+            .await
+            .map_err(|e| failed(unit, "systemd refused to run it", e))?;
+        self.wait(jobs, &job, unit, "run").await
+    }
+
+    /// Stops a unit and waits; a unit systemd does not know is already stopped.
+    pub async fn stop(&self, unit: &str) -> Result<()> {
+        if self.active_state(unit).await? == "inactive" {
+            return Ok(());
+        }
+        let jobs = self.jobs().await?;
+        let job = match self.manager.stop_unit(unit, "replace").await {
+            Ok(job) => job,
+            Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" => {
+                return Ok(())
+            }
+            Err(e) => return Err(failed(unit, "systemd refused to stop it", e)),
+        };
+        self.wait(jobs, &job, unit, "stop").await
+    }
+
+    async fn jobs(&self) -> Result<JobRemovedStream> {
+        self.manager.receive_job_removed().await.map_err(|e| failed("systemd", "cannot follow systemd's jobs", e))
+    }
+
+    async fn wait(&self, mut jobs: JobRemovedStream, job: &OwnedObjectPath, unit: &str, what: &str) -> Result<()> {
+        let wait = async {
+            while let Some(signal) = jobs.next().await {
+                let Ok(args) = signal.args() else { continue };
+                if &args.job == job {
+                    return Some(args.result.clone());
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(JOB_TIMEOUT, wait).await {
+            Ok(Some(result)) if result == "done" => Ok(()),
+            Ok(Some(result)) => Err(failed(
+                unit,
+                &format!("systemd could not {what} it ({result})"),
+                format_args!("see `journalctl -u {unit}`"),
+            )),
+            Ok(None) => Err(failed(unit, "systemd went away", "the system bus connection closed")),
+            Err(_) => Err(Error::Timeout { what: format!("systemd to {what} {unit}"), waited: JOB_TIMEOUT }),
+        }
+    }
+}
