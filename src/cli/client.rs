@@ -22,7 +22,12 @@ pub fn wanted(cli: &Cli) -> Option<tokio::runtime::Runtime> {
     }
     if matches!(
         cli.command,
-        Command::Service { .. } | Command::Daemon | Command::Completions { .. } | Command::Man | Command::Catalog
+        Command::Service { .. }
+            | Command::Daemon
+            | Command::Completions { .. }
+            | Command::Man
+            | Command::Catalog
+            | Command::Setup { .. }
     ) {
         return None;
     }

@@ -22,7 +22,7 @@ pub fn advice(err: &anyhow::Error) -> Option<&'static str> {
 }
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -204,6 +204,21 @@ enum Command {
         #[arg(long, value_enum, default_value_t = PersistentStorageArg::Tails)]
         persistent_storage: PersistentStorageArg,
     },
+    /// On Tails, make tails-server come back at every login (root, once): a local apt
+    /// repository on the Persistent Storage holding the package, and an entry in Additional
+    /// Software. Run it again after an upgrade; `--undo` takes it back and keeps the services
+    Setup {
+        /// The tails-server .deb to install at every login
+        #[arg(long, value_name = "FILE", required_unless_present = "undo")]
+        deb: Option<PathBuf>,
+        /// Take back what setup did (the services and their keys are kept)
+        #[arg(long, conflicts_with = "deb")]
+        undo: bool,
+        /// Work under this directory instead of / (the same layout, without Tails' mounts):
+        /// for tests and image builds
+        #[arg(long, hide = true, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
     /// Print shell completions
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
@@ -376,12 +391,24 @@ pub fn run(cli: Cli) -> Result<()> {
             tor::service(&cli, bus, authorization, *persistent_storage)
         }
         Command::Client(command) => run_client(&cli, command, &out),
+        Command::Setup { deb, undo, root } => run_setup(deb.as_deref(), *undo, root.as_deref(), &out),
         Command::Export { .. }
         | Command::ImportTorDir { .. }
         | Command::ImportOnionshare { .. }
         | Command::Import { .. }
         | Command::ExportTorDir { .. } => run_transfer(&cli, &out),
     }
+}
+
+fn run_setup(deb: Option<&Path>, undo: bool, root: Option<&Path>, out: &Printer) -> Result<()> {
+    use tails_server::tails::setup::{self, SetupPaths};
+    let paths = root.map(SetupPaths::under).unwrap_or_else(SetupPaths::tails);
+    let report = match (undo, deb) {
+        (true, _) => setup::undo(&paths)?,
+        (false, Some(deb)) => setup::setup(&paths, deb)?,
+        (false, None) => unreachable!("clap requires --deb without --undo"),
+    };
+    out.setup_report(&report, undo)
 }
 
 /// The manual page and shell completions, generated from the definitions above.

@@ -82,6 +82,39 @@ impl Printer {
         Ok(())
     }
 
+    pub fn setup_report(&self, report: &tails_server::tails::setup::SetupReport, undo: bool) -> Result<()> {
+        #[derive(Serialize)]
+        struct Step<'a> {
+            what: &'a str,
+            changed: bool,
+        }
+        #[derive(Serialize)]
+        struct Report<'a> {
+            version: Option<&'a str>,
+            steps: Vec<Step<'a>>,
+        }
+        let steps = report.steps.iter().map(|s| Step { what: &s.what, changed: s.changed }).collect();
+        if self.structured(&Report { version: report.version.as_deref(), steps })? {
+            return Ok(());
+        }
+        let mut text = String::new();
+        for step in &report.steps {
+            text.push_str(&format!("{} {}\n", if step.changed { "done:   " } else { "already:" }, step.what));
+        }
+        if undo {
+            text.push_str(
+                "tails-server will not be installed at the next login. Your services and their keys are kept in the \
+                 Persistent Storage (tails-server remove deletes them).\n",
+            );
+        } else {
+            text.push_str(
+                "From the next login on, Additional Software installs tails-server and its service republishes your \
+                 onion services, with no command to type.\n",
+            );
+        }
+        self.human(&text)
+    }
+
     pub fn catalog(&self, catalog: &Catalog) -> Result<()> {
         let kinds: Vec<_> = catalog.kinds().collect();
         if self.structured(&kinds)? {

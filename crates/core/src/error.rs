@@ -265,6 +265,9 @@ pub enum Error {
     )]
     MissingPackage { packages: String },
 
+    #[error("{path} is not a package setup can use: {reason}")]
+    InvalidPackage { path: PathBuf, reason: String },
+
     #[error("{unit}: {detail}")]
     Daemon { unit: String, detail: String },
 
@@ -311,6 +314,7 @@ impl Error {
             Encryption(_) => ErrorKind::Storage,
             NotAuthorized(_) => ErrorKind::NotAuthorized,
             PersistentStorageLocked => ErrorKind::PersistentStorageLocked,
+            InvalidPackage { .. } => ErrorKind::InvalidInput,
             MissingPackage { .. } | Daemon { .. } | NotSupported { .. } => ErrorKind::System,
         }
     }

@@ -13,6 +13,15 @@ pub fn uid_of(name: &str) -> Option<u32> {
     passwd_entries().find(|(n, _)| n == name).map(|(_, uid)| uid)
 }
 
+/// The user id and primary group id of a local user.
+pub fn ids_of(name: &str) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() > 3 && fields[0] == name).then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))?
+    })
+}
+
 /// The name of a user id, for messages.
 pub fn name_of(uid: u32) -> Option<String> {
     passwd_entries().find(|(_, u)| *u == uid).map(|(n, _)| n)

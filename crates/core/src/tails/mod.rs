@@ -1,6 +1,8 @@
 //! Everything that knows where Tails (and Debian) keep things. No other module hard-codes
 //! a system path: they receive paths from here, or from the caller.
 
+pub mod setup;
+
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -40,7 +42,7 @@ pub fn persistent_storage_missing_for(dir: &Path) -> bool {
 }
 
 /// Whether `path` is a mount point in a /proc/self/mountinfo text (field 5).
-fn is_mount_point(mountinfo: &str, path: &Path) -> bool {
+pub(crate) fn is_mount_point(mountinfo: &str, path: &Path) -> bool {
     mountinfo
         .lines()
         .any(|line| line.split(' ').nth(4).map(unescape_mountinfo).is_some_and(|mount| Path::new(&mount) == path))

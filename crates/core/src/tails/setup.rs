@@ -1,0 +1,511 @@
+//! `tails-server setup`: makes tails-server come back at every login on Tails.
+//!
+//! Tails installs third-party programs only through Additional Software, which installs,
+//! at each login and offline, the packages listed in `live-additional-software.conf` from
+//! apt's persisted lists and cache. So setup (run once, as root) puts the .deb in a local
+//! apt repository on the Persistent Storage, adds that repository to apt's sources through
+//! the custom persistence feature Tails documents (`/etc/apt/sources.list.d
+//! source=apt-sources.list.d,link`), fetches its index into the persisted lists, and lists
+//! the package in Additional Software. At the next login Tails installs the package; its
+//! system unit starts, waits for tor and republishes. Every step is idempotent; `undo`
+//! takes them back and keeps the services' store.
+
+use std::fmt::Write as _;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+pub const PACKAGE: &str = "tails-server";
+/// The local apt repository on the Persistent Storage.
+const REPOSITORY_DIR: &str = "tails-server-apt";
+/// Our sources entry.
+const SOURCES_FILE: &str = "tails-server.list";
+/// Where Tails' documentation keeps persistent apt sources.
+const DEFAULT_SOURCES_DIR: &str = "apt-sources.list.d";
+const SOURCES_DESTINATION: &str = "/etc/apt/sources.list.d";
+const PERSISTENCE_CONF: &str = "persistence.conf";
+const ADDITIONAL_SOFTWARE_CONF: &str = "live-additional-software.conf";
+/// tps owns its configuration files and refuses others (persistence.conf is renamed
+/// `.invalid` when not this user's, 0600).
+const TPS_USER: &str = "tails-persistent-storage";
+
+/// Where setup reads and writes: Tails' paths, or the same layout under a test root.
+#[derive(Debug, Clone)]
+pub struct SetupPaths {
+    pub persistent_storage: PathBuf,
+    /// What apt reads its sources from (`/etc/apt/sources.list.d`).
+    pub etc_sources: PathBuf,
+    /// apt's lists, persisted by the Additional Software feature.
+    pub apt_lists: PathBuf,
+    /// Tails' command-line client of the Persistent Storage service.
+    pub tpscli: PathBuf,
+    /// On Tails: the Persistent Storage and the Additional Software feature must be mounted,
+    /// and tps's configuration files belong to tps's user.
+    pub tails: bool,
+}
+
+impl SetupPaths {
+    pub fn tails() -> Self {
+        Self {
+            persistent_storage: PathBuf::from(super::PERSISTENT_STORAGE),
+            etc_sources: PathBuf::from(SOURCES_DESTINATION),
+            apt_lists: PathBuf::from("/var/lib/apt/lists"),
+            tpscli: PathBuf::from("/usr/local/lib/tpscli"),
+            tails: true,
+        }
+    }
+
+    /// The same layout under `root`, without Tails' mounts (tests, image builds).
+    pub fn under(root: &Path) -> Self {
+        Self {
+            persistent_storage: root.join("live/persistence/TailsData_unlocked"),
+            etc_sources: root.join("etc/apt/sources.list.d"),
+            apt_lists: root.join("var/lib/apt/lists"),
+            tpscli: root.join("usr/local/lib/tpscli"),
+            tails: false,
+        }
+    }
+
+    fn repository(&self) -> PathBuf {
+        self.persistent_storage.join(REPOSITORY_DIR)
+    }
+}
+
+/// One step and whether it changed anything (false: it was already so).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub what: String,
+    pub changed: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SetupReport {
+    pub version: Option<String>,
+    pub steps: Vec<Step>,
+}
+
+impl SetupReport {
+    fn step(&mut self, what: impl Into<String>, changed: bool) {
+        self.steps.push(Step { what: what.into(), changed });
+    }
+}
+
+fn require_root() -> Result<()> {
+    if crate::unix::euid() != 0 {
+        return Err(Error::NotAuthorized(
+            "setup changes apt's sources and the Persistent Storage's configuration, which only root may do".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |e| Error::io(action, path, e)
+}
+
+/// Makes tails-server permanent: see the module documentation.
+pub fn setup(paths: &SetupPaths, deb: &Path) -> Result<SetupReport> {
+    require_root()?;
+    let mut report = SetupReport::default();
+    if paths.tails && super::persistent_storage_missing_for(&paths.persistent_storage) {
+        return Err(Error::PersistentStorageLocked);
+    }
+    let control = read_control(deb)?;
+    let version = field(&control, "Version").unwrap_or_default();
+    let arch = field(&control, "Architecture").unwrap_or_else(|| "amd64".into());
+    report.version = Some(version.clone());
+
+    ensure_additional_software(paths, &mut report)?;
+
+    let state = paths.persistent_storage.join("tails-server");
+    let existed = state.is_dir();
+    crate::secret_file::create_dir_all_private(&state)?;
+    report.step(format!("the store's directory {}", state.display()), !existed);
+
+    let changed = write_repository(paths, deb, &control, &version, &arch)?;
+    report.step(format!("the local apt repository {} holds tails-server {version}", paths.repository().display()), changed);
+
+    let sources_dir = sources_dir(paths)?;
+    let list = paths.persistent_storage.join(&sources_dir).join(SOURCES_FILE);
+    let entry = format!("deb [trusted=yes] file:{} ./\n", paths.repository().display());
+    public_dir(&paths.persistent_storage.join(&sources_dir))?;
+    let changed = write_public_file(&list, entry.as_bytes())?;
+    report.step(format!("apt's source for it, {}", list.display()), changed);
+
+    let changed = add_persistence_line(paths, &sources_dir)?;
+    report.step(
+        format!("the custom persistence feature \"{SOURCES_DESTINATION} source={sources_dir},link\""),
+        changed,
+    );
+
+    // What tps would do at the next activation, done now so that apt sees it at once.
+    let link = paths.etc_sources.join(SOURCES_FILE);
+    let changed = match std::fs::symlink_metadata(&link) {
+        Ok(_) => false,
+        Err(_) => {
+            std::fs::create_dir_all(&paths.etc_sources).map_err(io("cannot create", &paths.etc_sources))?;
+            std::os::unix::fs::symlink(&list, &link).map_err(io("cannot link", &link))?;
+            true
+        }
+    };
+    report.step(format!("{} for this session", link.display()), changed);
+
+    update_index(paths, &link)?;
+    report.step("apt's index of the local repository, in the persisted lists", true);
+
+    let changed = edit_additional_software(paths, true)?;
+    report.step(format!("{PACKAGE} in Additional Software ({ADDITIONAL_SOFTWARE_CONF})"), changed);
+    Ok(report)
+}
+
+/// Takes back what [`setup`] did. The store (the services, their keys) is kept.
+pub fn undo(paths: &SetupPaths) -> Result<SetupReport> {
+    require_root()?;
+    let mut report = SetupReport::default();
+    if paths.tails && super::persistent_storage_missing_for(&paths.persistent_storage) {
+        return Err(Error::PersistentStorageLocked);
+    }
+    let changed = edit_additional_software(paths, false)?;
+    report.step(format!("{PACKAGE} taken out of Additional Software"), changed);
+
+    let sources_dir = sources_dir(paths)?;
+    let dir = paths.persistent_storage.join(&sources_dir);
+    let list = dir.join(SOURCES_FILE);
+    let changed = remove_file(&list)? | remove_file(&paths.etc_sources.join(SOURCES_FILE))?;
+    report.step(format!("apt's source {} removed", list.display()), changed);
+
+    // The feature line goes only if it is the one setup adds and nothing else uses it.
+    let empty = std::fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+    let mut changed = false;
+    if sources_dir == DEFAULT_SOURCES_DIR && empty {
+        changed = remove_persistence_line(paths, &sources_dir)?;
+        let _ = std::fs::remove_dir(&dir);
+    }
+    report.step("the custom persistence feature for apt's sources (when nothing else uses it) removed", changed);
+
+    let repository = paths.repository();
+    let changed = repository.exists();
+    if changed {
+        std::fs::remove_dir_all(&repository).map_err(io("cannot remove", &repository))?;
+    }
+    report.step(format!("the local apt repository {} removed", repository.display()), changed);
+    Ok(report)
+}
+
+fn remove_file(path: &Path) -> Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("cannot remove", path, e)),
+    }
+}
+
+/// The .deb's control fields, through dpkg-deb (which Tails has).
+fn read_control(deb: &Path) -> Result<String> {
+    let bad = |reason: String| Error::InvalidPackage { path: deb.to_owned(), reason };
+    let output = Command::new("dpkg-deb")
+        .arg("--field")
+        .arg(deb)
+        .output()
+        .map_err(|e| bad(format!("cannot run dpkg-deb: {e}")))?;
+    if !output.status.success() {
+        return Err(bad(format!(
+            "not a Debian package: {}",
+            String::from_utf8_lossy(&output.stderr).trim().trim_start_matches("dpkg-deb: error: ")
+        )));
+    }
+    let control = String::from_utf8_lossy(&output.stdout).into_owned();
+    match field(&control, "Package") {
+        Some(p) if p == PACKAGE => Ok(control),
+        other => Err(bad(format!("it is the package {:?}, not {PACKAGE}", other.unwrap_or_default()))),
+    }
+}
+
+fn field(control: &str, name: &str) -> Option<String> {
+    control.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(|v| v.trim().to_owned()))
+}
+
+/// Additional Software keeps apt's lists and cache on the Persistent Storage: without it
+/// the index setup writes, and so the offline install at login, would be gone at shutdown.
+fn ensure_additional_software(paths: &SetupPaths, report: &mut SetupReport) -> Result<()> {
+    if !paths.tails {
+        return Ok(());
+    }
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| super::is_mount_point(&m, &paths.apt_lists))
+    };
+    if mounted() {
+        report.step("the Additional Software feature of the Persistent Storage is on", false);
+        return Ok(());
+    }
+    let turned_on = paths.tpscli.is_file()
+        && Command::new(&paths.tpscli)
+            .args(["ensure-is-active", "AdditionalSoftware"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if turned_on && mounted() {
+        report.step("the Additional Software feature of the Persistent Storage turned on", true);
+        return Ok(());
+    }
+    Err(Error::NotSupported {
+        what: "setup".into(),
+        reason: "the Additional Software feature of the Persistent Storage is off and could not be turned on; \
+                 turn it on in Applications ▸ Tails ▸ Persistent Storage, then run setup again"
+            .into(),
+    })
+}
+
+fn public_dir(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(io("cannot create", dir))
+}
+
+/// Writes a file others may read (apt's sources and repository), atomically; returns
+/// whether its contents changed.
+fn write_public_file(path: &Path, contents: &[u8]) -> Result<bool> {
+    if std::fs::read(path).is_ok_and(|old| old == contents) {
+        return Ok(false);
+    }
+    let tmp = path.with_extension("tails-server-new");
+    std::fs::write(&tmp, contents).map_err(io("cannot write", &tmp))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).map_err(io("cannot protect", &tmp))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io("cannot write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io("cannot write", path))?;
+    Ok(true)
+}
+
+/// The .deb, its `Packages` index and a `Release` file: a flat repository apt reads offline.
+fn write_repository(paths: &SetupPaths, deb: &Path, control: &str, version: &str, arch: &str) -> Result<bool> {
+    let repository = paths.repository();
+    public_dir(&repository)?;
+    let bytes = std::fs::read(deb).map_err(io("cannot read", deb))?;
+    let file_name = format!("{PACKAGE}_{}_{arch}.deb", version.replace(':', "%3a"));
+    let mut changed = write_public_file(&repository.join(&file_name), &bytes)?;
+    for entry in std::fs::read_dir(&repository).map_err(io("cannot read", &repository))? {
+        let name = entry.map_err(io("cannot read", &repository))?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&format!("{PACKAGE}_")) && name.ends_with(".deb") && name != file_name {
+            changed |= remove_file(&repository.join(name.as_ref()))?;
+        }
+    }
+    let mut packages = control.trim_end().to_owned();
+    let _ = write!(
+        packages,
+        "\nFilename: ./{file_name}\nSize: {}\nSHA256: {}\n",
+        bytes.len(),
+        data_encoding::HEXLOWER.encode(&Sha256::digest(&bytes))
+    );
+    changed |= write_public_file(&repository.join("Packages"), packages.as_bytes())?;
+    let release = format!(
+        "Origin: tails-server\nLabel: tails-server (local, written by tails-server setup)\nDate: {}\nSHA256:\n {} {} Packages\n",
+        rfc2822(crate::model::now_unix()),
+        data_encoding::HEXLOWER.encode(&Sha256::digest(packages.as_bytes())),
+        packages.len()
+    );
+    // The date alone changing is no change.
+    let old = std::fs::read_to_string(repository.join("Release")).unwrap_or_default();
+    let without_date = |s: &str| s.lines().filter(|l| !l.starts_with("Date:")).collect::<Vec<_>>().join("\n");
+    if without_date(&old) != without_date(&release) {
+        write_public_file(&repository.join("Release"), release.as_bytes())?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// "Fri, 27 Nov 2026 15:00:00 UTC", as apt wants a Release file's date.
+fn rfc2822(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    let month_name = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][month as usize - 1];
+    format!(
+        "{weekday}, {day:02} {month_name} {year} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// persistence.conf's lines: (destination, options) for the ones tps can read.
+fn persistence_lines(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (dest, options) = (fields.next()?, fields.next()?);
+            (fields.next().is_none() && !dest.starts_with('#')).then(|| (dest.to_owned(), options.to_owned()))
+        })
+        .collect()
+}
+
+fn source_of(options: &str) -> Option<&str> {
+    options.split(',').find_map(|o| o.strip_prefix("source="))
+}
+
+/// The persistent directory linked to /etc/apt/sources.list.d: an existing custom feature's
+/// (Tails' documentation and its Dangerzone instructions use different ones), else ours.
+fn sources_dir(paths: &SetupPaths) -> Result<String> {
+    let text = read_optional(&paths.persistent_storage.join(PERSISTENCE_CONF))?;
+    let existing = persistence_lines(&text).into_iter().find_map(|(dest, options)| {
+        (dest == SOURCES_DESTINATION && options.split(',').any(|o| o == "link"))
+            .then(|| source_of(&options).map(str::to_owned))?
+    });
+    match existing {
+        Some(dir) if !dir.is_empty() && !dir.starts_with('/') && !dir.split('/').any(|p| p == "..") => Ok(dir),
+        Some(dir) => Err(Error::NotSupported {
+            what: "setup".into(),
+            reason: format!("persistence.conf links {SOURCES_DESTINATION} to {dir:?}, which setup does not understand"),
+        }),
+        None => Ok(DEFAULT_SOURCES_DIR.to_owned()),
+    }
+}
+
+fn read_optional(path: &Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(Error::io("cannot read", path, e)),
+    }
+}
+
+fn our_line(sources_dir: &str) -> String {
+    format!("{SOURCES_DESTINATION}\tsource={sources_dir},link")
+}
+
+fn add_persistence_line(paths: &SetupPaths, sources_dir: &str) -> Result<bool> {
+    let path = paths.persistent_storage.join(PERSISTENCE_CONF);
+    let text = read_optional(&path)?;
+    if persistence_lines(&text).iter().any(|(dest, options)| {
+        dest == SOURCES_DESTINATION && source_of(options) == Some(sources_dir) && options.split(',').any(|o| o == "link")
+    }) {
+        return Ok(false);
+    }
+    let mut new = text.clone();
+    if !new.is_empty() && !new.ends_with('\n') {
+        new.push('\n');
+    }
+    new.push_str(&our_line(sources_dir));
+    new.push('\n');
+    write_tps_file(paths, &path, new.as_bytes(), 0o600)?;
+    Ok(true)
+}
+
+fn remove_persistence_line(paths: &SetupPaths, sources_dir: &str) -> Result<bool> {
+    let path = paths.persistent_storage.join(PERSISTENCE_CONF);
+    let text = read_optional(&path)?;
+    let ours = our_line(sources_dir);
+    let kept: Vec<&str> = text.lines().filter(|l| l.split_whitespace().collect::<Vec<_>>().join("\t") != ours).collect();
+    if kept.len() == text.lines().count() {
+        return Ok(false);
+    }
+    let mut new = kept.join("\n");
+    if !new.is_empty() {
+        new.push('\n');
+    }
+    write_tps_file(paths, &path, new.as_bytes(), 0o600)?;
+    Ok(true)
+}
+
+/// Adds or removes our package in Additional Software's list, written as Tails writes it
+/// (sorted, one per line, no final newline, tps's user, 0644).
+fn edit_additional_software(paths: &SetupPaths, present: bool) -> Result<bool> {
+    let path = paths.persistent_storage.join(ADDITIONAL_SOFTWARE_CONF);
+    let text = read_optional(&path)?;
+    let mut packages: Vec<String> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    // Tails compares names without their /release, =version or :arch.
+    let is_ours = |p: &String| p.split(['/', ':', '=']).next() == Some(PACKAGE);
+    let listed = packages.iter().any(is_ours);
+    if listed == present {
+        return Ok(false);
+    }
+    if present {
+        packages.push(PACKAGE.to_owned());
+    } else {
+        packages.retain(|p| !is_ours(p));
+    }
+    packages.sort();
+    packages.dedup();
+    write_tps_file(paths, &path, packages.join("\n").as_bytes(), 0o644)?;
+    Ok(true)
+}
+
+/// Writes one of tps's files as tps does: a temporary file beside it, tps's user, then a
+/// rename over it.
+fn write_tps_file(paths: &SetupPaths, path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let owner = match crate::unix::ids_of(TPS_USER) {
+        Some(ids) => ids,
+        None if !paths.tails => (0, 0),
+        None => {
+            return Err(Error::NotSupported {
+                what: "setup".into(),
+                reason: format!("there is no user {TPS_USER}: this does not look like Tails"),
+            })
+        }
+    };
+    let tmp = path.with_extension("tails-server-new");
+    std::fs::write(&tmp, contents).map_err(io("cannot write", &tmp))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io("cannot protect", &tmp))?;
+    std::os::unix::fs::chown(&tmp, Some(owner.0), Some(owner.1)).map_err(io("cannot hand over", &tmp))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io("cannot write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io("cannot write", path))
+}
+
+/// Fetches the local repository's index into apt's lists, and only it (Tails may be
+/// offline; the other sources' lists are left as they are).
+fn update_index(paths: &SetupPaths, list: &Path) -> Result<()> {
+    let mut apt = Command::new("apt-get");
+    apt.args(["--quiet", "update"])
+        .arg(format!("-oDir::Etc::SourceList={}", list.display()))
+        .arg("-oDir::Etc::SourceParts=-")
+        .arg("-oAPT::Get::List-Cleanup=0")
+        // The repository is in root's Persistent Storage, which apt's _apt user cannot
+        // read; the only source here is that local directory.
+        .arg("-oAPT::Sandbox::User=root");
+    if !paths.tails {
+        std::fs::create_dir_all(paths.apt_lists.join("partial")).map_err(io("cannot create", &paths.apt_lists))?;
+        apt.arg(format!("-oDir::State::Lists={}", paths.apt_lists.display()));
+    }
+    let output = apt.output().map_err(|e| Error::Daemon { unit: "apt-get".into(), detail: format!("cannot run it: {e}") })?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() || stderr.lines().any(|l| l.starts_with("E:") || l.starts_with("W:")) {
+        return Err(Error::Daemon {
+            unit: "apt-get update".into(),
+            detail: format!("it could not read the local repository: {}", stderr.trim()),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_dates_are_what_apt_reads() {
+        assert_eq!(rfc2822(0), "Thu, 01 Jan 1970 00:00:00 UTC");
+        assert_eq!(rfc2822(1_795_791_600), "Fri, 27 Nov 2026 15:00:00 UTC");
+        assert_eq!(rfc2822(951_782_400), "Tue, 29 Feb 2000 00:00:00 UTC");
+    }
+
+    #[test]
+    fn an_existing_sources_feature_is_reused() {
+        let lines = persistence_lines(
+            "/home/amnesia/Persistent\tsource=Persistent\n/etc/apt/sources.list.d\tsource=apt/sources,link\n",
+        );
+        assert_eq!(lines[1], ("/etc/apt/sources.list.d".to_owned(), "source=apt/sources,link".to_owned()));
+        assert_eq!(source_of(&lines[1].1), Some("apt/sources"));
+    }
+}
