@@ -372,6 +372,16 @@ fn the_cli_of_a_user_without_rights_goes_through_the_service_with_the_same_outpu
             assert_eq!(through.stdout, here.stdout, "{args:?}: the same output in both modes");
         }
     }
+    // A client's credential, in every form and format, as direct mode shows it.
+    for format in ["human", "json", "yaml"] {
+        for form in ["auth-private", "key", "auth", "qr"] {
+            let args = ["--format", format, "client", "show", "web", "bob", "--as", form];
+            let through = cli_as_nobody(&bus, &args);
+            let here = direct(&args);
+            assert_eq!(through.code, 0, "{args:?}: {}", through.stderr);
+            assert_eq!((through.stdout, through.stderr), (here.stdout, here.stderr), "{args:?}: the same in both modes");
+        }
+    }
     let status = [&["--format", "json", "status", "web"][..]].concat();
     assert_eq!(cli_as_nobody(&bus, &status).json(), direct(&status).json());
 
@@ -401,9 +411,31 @@ fn the_cli_of_a_user_without_rights_goes_through_the_service_with_the_same_outpu
     assert_eq!(added["client"]["private-key-stored"], true);
     let removed = cli_as_nobody(&bus, &["client", "remove", "web", "dave"]);
     assert_eq!(removed.stdout, "Removed client dave of service web from the store.\n", "{}", removed.stderr);
+    // A new service and its first client's key, shown once, as direct mode shows them.
+    let added = cli_as_nobody(&bus, &["add", "custom", "--name", "blog", "--local-port", "8081", "--set", "autostart=false"]);
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let blog = env.service("blog");
+    let key = direct(&["client", "show", "blog", "client-1", "--as", "key"]).ok().stdout;
+    assert!(added.stdout.starts_with("Added service blog (custom). It is not enabled yet."), "{}", added.stdout);
+    assert!(added.stdout.contains(&format!("\n    {}\n", blog["address"].as_str().unwrap())), "{}", added.stdout);
+    assert!(added.stdout.contains(&format!("\n    {}\n", key.trim())), "{}", added.stdout);
+    assert_eq!(blog["options"]["autostart"], false);
+    let added = cli_as_nobody(&bus, &["--format", "json", "add", "custom", "--name", "wiki", "--local-port", "8082", "--client", "erin"]).json();
+    let line = direct(&["client", "show", "wiki", "erin", "--as", "auth-private"]).ok().stdout;
+    assert_eq!(added["first-client"]["auth-private"], line.trim(), "{added}");
+    assert_eq!(added["address"], env.service("wiki")["address"]);
+    // Bad input gets the library's message, as in direct mode.
+    let bad = ["add", "custom", "--name", "x", "--local-port", "8083", "--set", "colour=red"];
+    let (through, here) = (cli_as_nobody(&bus, &bad), direct(&bad));
+    assert_eq!((through.code, through.stderr), (here.code, here.stderr));
+    // The opt-out stays the root CLI's.
+    cli_as_nobody(&bus, &["add", "custom", "--name", "x", "--local-port", "1", "--allow-anyone-with-the-address"])
+        .fails_with("not offered by the tails-server service");
     // What the service does not offer yet is said, not attempted.
-    cli_as_nobody(&bus, &["add", "custom", "--name", "x", "--local-port", "1"])
-        .fails_with("not offered by the tails-server service yet");
+    cli_as_nobody(&bus, &["export", "--output", "/tmp/x.age"]).fails_with("not offered by the tails-server service yet");
+    for name in ["blog", "wiki"] {
+        assert_eq!(cli_as_nobody(&bus, &["remove", name, "--yes"]).code, 0);
+    }
     let removed = cli_as_nobody(&bus, &["remove", "web", "--yes"]);
     assert_eq!(removed.code, 0, "{}", removed.stderr);
     assert_eq!(env.listing(), serde_json::json!([]));

@@ -11,8 +11,10 @@ use tails_server::catalog::Catalog;
 use tails_server_dbus::views::{ServiceView, StatusView};
 use tails_server_dbus::{ServerProxy, ServiceError, BUS_NAME};
 
-use super::output::Printer;
-use super::{Cli, ClientCommand, Command};
+use std::collections::HashMap;
+
+use super::output::{self, Printer};
+use super::{Cli, ClientCommand, Command, CredentialForm};
 
 /// Whether this command should go through the service: not root, no state directory
 /// given, a command the service serves, and the service on the system bus.
@@ -38,6 +40,12 @@ pub fn wanted(cli: &Cli) -> Option<tokio::runtime::Runtime> {
         dbus.name_has_owner(zbus::names::BusName::try_from(BUS_NAME).ok()?).await.ok()
     });
     present.unwrap_or(false).then_some(runtime)
+}
+
+/// One form of a client's credential, as the service returns it; wiped when dropped.
+#[derive(Deserialize)]
+struct CredentialValue {
+    value: zeroize::Zeroizing<String>,
 }
 
 /// What a change did to tor, as the service reports it.
@@ -199,14 +207,10 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                     .ok_or_else(|| anyhow!("the tails-server service did not add {client}"))?;
                 // The new key pair's secret forms, shown once, as in direct mode.
                 let (secret_key, line) = if public_key.is_none() {
-                    #[derive(Deserialize)]
-                    struct Credential {
-                        value: String,
-                    }
                     let show = |form: &'static str| server.credential(name.as_str(), client.as_str(), form);
-                    let key: Credential = parse(&show("key").await.map_err(failed)?)?;
-                    let line: Credential = parse(&show("auth-private").await.map_err(failed)?)?;
-                    (Some(zeroize::Zeroizing::new(key.value)), Some(zeroize::Zeroizing::new(line.value)))
+                    let key: CredentialValue = parse(&show("key").await.map_err(failed)?)?;
+                    let line: CredentialValue = parse(&show("auth-private").await.map_err(failed)?)?;
+                    (Some(key.value), Some(line.value))
                 } else {
                     (None, None)
                 };
@@ -224,6 +228,47 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                     parse(&server.remove_client(name.as_str(), client.as_str()).await.map_err(failed)?)?;
                 out.message(&format!("Removed client {client} of service {name} from the store."))?;
                 after_change(&changed.tor)
+            }
+            Command::Add { kind, name, local_port, remote_port, options, client, allow_anyone_with_the_address } => {
+                if *allow_anyone_with_the_address {
+                    bail!(
+                        "turning client authorization off is not offered by the tails-server service: run it as root"
+                    );
+                }
+                let mut arguments: HashMap<String, String> = options
+                    .iter()
+                    .map(|(option, value)| (format!("option.{option}"), value.clone()))
+                    .collect();
+                arguments.insert("first-client".into(), client.to_string());
+                if let Some(name) = name {
+                    arguments.insert("name".into(), name.to_string());
+                }
+                if let Some(port) = local_port {
+                    arguments.insert("local-port".into(), port.to_string());
+                }
+                if let Some(port) = remote_port {
+                    arguments.insert("remote-port".into(), port.to_string());
+                }
+                let changed: Changed = parse(&server.add(kind, arguments).await.map_err(failed)?)?;
+                let service = changed.view.name.clone();
+                let show = |form: &'static str| server.credential(&service, client.as_str(), form);
+                let key: CredentialValue = parse(&show("key").await.map_err(failed)?)?;
+                let line: CredentialValue = parse(&show("auth-private").await.map_err(failed)?)?;
+                let secret = output::SecretView { name: client.as_str(), key: &key.value, auth_private: &line.value };
+                out.added_view(changed.view, Some(secret))?;
+                after_change(&changed.tor)
+            }
+            Command::Client(ClientCommand::Show { name, client, form, output: file, force }) => {
+                let wire = match form {
+                    CredentialForm::AuthPrivate => "auth-private",
+                    CredentialForm::Key | CredentialForm::Qr => "key",
+                    CredentialForm::Auth => "auth",
+                };
+                let view: ServiceView = parse(&server.info(name.as_str()).await.map_err(failed)?)?;
+                let value: CredentialValue =
+                    parse(&server.credential(name.as_str(), client.as_str(), wire).await.map_err(failed)?)?;
+                let who = output::CredentialOf { service: name.as_str(), address: &view.address, client: client.as_str() };
+                super::show_credential_value(&who, *form, &value.value, file.as_deref(), *force, &out)
             }
             Command::Client(ClientCommand::List { name }) => {
                 let view: ServiceView = parse(&server.info(name.as_str()).await.map_err(failed)?)?;

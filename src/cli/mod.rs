@@ -648,20 +648,37 @@ fn show_credential(
     out: &Printer,
 ) -> Result<()> {
     let (_, value) = output::credential_value(record, client, form)?;
+    let who = output::CredentialOf {
+        service: record.name.as_str(),
+        address: &record.address().to_string(),
+        client: client.name.as_str(),
+    };
+    show_credential_value(&who, form, &value, output, force, out)
+}
+
+/// Prints or writes one form of a client's credential (direct mode and through the service).
+fn show_credential_value(
+    who: &output::CredentialOf<'_>,
+    form: CredentialForm,
+    value: &str,
+    output: Option<&std::path::Path>,
+    force: bool,
+    out: &Printer,
+) -> Result<()> {
     let text = match form {
         CredentialForm::Qr => format!(
             "Address of {} - may be shared with the people who should reach it:\n{}{}\n\n\
              Key of client {} - SECRET, show it only to {}:\n{}{}\n",
-            record.name,
-            transfer::qr_text(&record.address().to_string())?,
-            record.address(),
-            client.name,
-            client.name,
-            transfer::qr_text(&value)?,
-            value.as_str()
+            who.service,
+            transfer::qr_text(who.address)?,
+            who.address,
+            who.client,
+            who.client,
+            transfer::qr_text(value)?,
+            value
         ),
-        _ if output.is_some() => format!("{}\n", value.as_str()),
-        _ => return out.credential(record, client, form),
+        _ if output.is_some() => format!("{value}\n"),
+        _ => return out.credential(who, form, value),
     };
     let text = zeroize::Zeroizing::new(text);
     match output {

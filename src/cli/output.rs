@@ -367,30 +367,35 @@ impl Printer {
     }
 
     pub fn added(&self, manager: &Manager, record: &ServiceRecord) -> Result<()> {
+        let first = record.clients.first();
+        let key = first.and_then(|c| c.secret_key.as_ref()).map(|k| k.to_base32());
+        let line = first.and_then(|c| c.secret_key.as_ref()).map(|k| k.auth_private_line(&record.address()));
+        let secret = match (first, &key, &line) {
+            (Some(c), Some(k), Some(l)) => Some(SecretView { name: c.name.as_str(), key: k, auth_private: l }),
+            _ => None,
+        };
+        self.added_view(service_view(manager, record), secret)
+    }
+
+    /// A new service and its first client's key, shown once.
+    pub fn added_view(&self, service: ServiceView, first_client: Option<SecretView<'_>>) -> Result<()> {
         #[derive(Serialize)]
         #[serde(rename_all = "kebab-case")]
         struct Added<'a> {
             #[serde(flatten)]
-            service: ServiceView,
-            first_client: Option<SecretView<'a>>,
+            service: &'a ServiceView,
+            first_client: &'a Option<SecretView<'a>>,
         }
-        let first = record.clients.first();
-        let key = first.and_then(|c| c.secret_key.as_ref()).map(|k| k.to_base32());
-        let line = first.and_then(|c| c.secret_key.as_ref()).map(|k| k.auth_private_line(&record.address()));
-        let secret_view = match (first, &key, &line) {
-            (Some(c), Some(k), Some(l)) => Some(SecretView { name: c.name.as_str(), key: k, auth_private: l }),
-            _ => None,
-        };
-        if self.structured(&Added { service: service_view(manager, record), first_client: secret_view })? {
+        if self.structured(&Added { service: &service, first_client: &first_client })? {
             return Ok(());
         }
-        let mut t = format!("Added service {} ({}). It is not enabled yet.\n\n", record.name, record.kind);
+        let mut t = format!("Added service {} ({}). It is not enabled yet.\n\n", service.name, service.kind);
         t += "Address (share it with the people who should reach the service):\n";
-        t += &format!("    {}\n", record.address());
-        if let (Some(client), Some(key)) = (first, key) {
-            t += &credential_text(record.name.as_str(), &record.address().to_string(), client.name.as_str(), &key);
+        t += &format!("    {}\n", service.address);
+        if let Some(client) = &first_client {
+            t += &credential_text(&service.name, &service.address, client.name, client.key);
         }
-        t += &format!("\nEnable it with: tails-server enable {}\n", record.name);
+        t += &format!("\nEnable it with: tails-server enable {}\n", service.name);
         self.human(&t)
     }
 
@@ -470,42 +475,47 @@ impl Printer {
         self.human(&t)
     }
 
-    pub fn credential(&self, record: &ServiceRecord, client: &ClientRecord, form: CredentialForm) -> Result<()> {
-        let (form_name, value) = credential_value(record, client, form)?;
-        let (form_name, value) = match form {
+    pub fn credential(&self, who: &CredentialOf<'_>, form: CredentialForm, value: &str) -> Result<()> {
+        let form_name = match form {
             CredentialForm::Qr => unreachable!("QR codes are rendered by the caller"),
-            _ => (form_name, value),
+            CredentialForm::AuthPrivate => "auth-private",
+            CredentialForm::Key => "key",
+            CredentialForm::Auth => "auth",
         };
         let view = CredentialView {
-            service: record.name.as_str(),
-            client: client.name.as_str(),
-            address: record.address().to_string(),
+            service: who.service,
+            client: who.client,
+            address: who.address.to_owned(),
             form: form_name,
-            value: &value,
+            value,
         };
         if self.structured(&view)? {
             return Ok(());
         }
-        self.human(&format!("{}\n", value.as_str()))?;
+        self.human(&format!("{value}\n"))?;
+        let (service, client, address) = (who.service, who.client, who.address);
         match form {
             CredentialForm::AuthPrivate => eprintln!(
-                "This line is SECRET: it lets its holder reach {}. Save it as {}.auth_private in the \
-                 directory named by tor's ClientOnionAuthDir.",
-                record.name, client.name
+                "This line is SECRET: it lets its holder reach {service}. Save it as {client}.auth_private in the \
+                 directory named by tor's ClientOnionAuthDir."
             ),
             CredentialForm::Key => eprintln!(
-                "This key is SECRET: give it only to {}, privately. Tor Browser asks for it when opening {}.",
-                client.name,
-                record.address()
+                "This key is SECRET: give it only to {client}, privately. Tor Browser asks for it when opening {address}."
             ),
             CredentialForm::Auth => eprintln!(
-                "This is {}'s public key, for the service side (authorized_clients/{}.auth); it is not secret.",
-                client.name, client.name
+                "This is {client}'s public key, for the service side (authorized_clients/{client}.auth); it is not secret."
             ),
             CredentialForm::Qr => {}
         }
         Ok(())
     }
+}
+
+/// Whose credential is shown.
+pub struct CredentialOf<'a> {
+    pub service: &'a str,
+    pub address: &'a str,
+    pub client: &'a str,
 }
 
 /// One form of a client's credential: its name and the text.
@@ -529,10 +539,10 @@ pub fn credential_value(
 
 #[derive(Serialize)]
 #[serde(rename_all = "kebab-case")]
-struct SecretView<'a> {
-    name: &'a str,
-    key: &'a str,
-    auth_private: &'a str,
+pub struct SecretView<'a> {
+    pub name: &'a str,
+    pub key: &'a str,
+    pub auth_private: &'a str,
 }
 
 fn credential_text(name: &str, addr: &str, client: &str, key: &str) -> String {

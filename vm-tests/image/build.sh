@@ -1,12 +1,14 @@
 #!/bin/sh
 # Builds the stand-in image for vm-tests: a Debian stand-in with Tails' paths, not Tails.
 #
-#   vm-tests/image/build.sh [--binary PATH] [--out DIR]
+#   vm-tests/image/build.sh [--binary PATH] [--deb PATH] [--out DIR]
 #
 # Prints, as its last lines on stdout:
 #   image=DIR      DIR/{vmlinuz,initrd.img,system.squashfs,persistent-template.raw,passphrase}
 #   payload=FILE   a squashfs holding PATH (default target/debug/tails-server) as
-#                  /usr/local/bin/tails-server, laid over the system by the initramfs
+#                  /usr/local/bin/tails-server, and the --deb package (if given) as
+#                  /usr/local/share/tails-server/tails-server.deb, laid over the system by the
+#                  initramfs
 #
 # The image is cached under OUT/image-<hash of the recipe> (OUT defaults to target/vm-tests):
 # the recipe is this script, rootfs/ and initramfs/. The payload is cached by the binary's hash.
@@ -25,10 +27,12 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 binary="$repo/target/debug/tails-server"
+deb=
 out="$repo/target/vm-tests"
 while [ $# -gt 0 ]; do
     case "$1" in
         --binary) binary=$2; shift 2 ;;
+        --deb) deb=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
@@ -42,6 +46,7 @@ for tool in mmdebstrap mksquashfs qemu-system-x86_64 qemu-img busybox; do
     command -v "$tool" >/dev/null || die "$tool is missing (apt-get install -y mmdebstrap squashfs-tools qemu-system-x86 qemu-utils busybox-static)"
 done
 [ -f "$binary" ] || die "no binary at $binary (cargo build first, or --binary PATH)"
+[ -z "$deb" ] || [ -f "$deb" ] || die "no package at $deb (./scripts/package first)"
 
 mkdir -p "$out"
 exec 9>"$out/build.lock"
@@ -61,7 +66,7 @@ img="$out/image-$recipe_hash"
 PASSPHRASE=stand-in-TailsData-1
 
 # --- the payload: the project's binary -----------------------------------------------------
-bin_hash=$(sha256sum < "$binary" | cut -c1-16)
+bin_hash=$(cat "$binary" ${deb:+"$deb"} | sha256sum | cut -c1-16)
 payload="$out/payload-$bin_hash.squashfs"
 if [ ! -f "$payload" ]; then
     t0=$(date +%s)
@@ -69,6 +74,10 @@ if [ ! -f "$payload" ]; then
     mkdir -p "$stage/usr/local/bin"
     cp "$binary" "$stage/usr/local/bin/tails-server"
     chmod 755 "$stage/usr/local/bin/tails-server"
+    if [ -n "$deb" ]; then
+        mkdir -p "$stage/usr/local/share/tails-server"
+        cp "$deb" "$stage/usr/local/share/tails-server/tails-server.deb"
+    fi
     nice -n 10 mksquashfs "$stage" "$payload.tmp" -comp zstd -Xcompression-level 1 -noappend -quiet \
         -all-root >/dev/null
     mv "$payload.tmp" "$payload"
@@ -102,6 +111,8 @@ set -- "deb $mirror bookworm main" "deb $mirror bookworm-updates main"
 
 packages=systemd,systemd-sysv,dbus,polkitd,tor,cryptsetup-bin,udev,python3,mumble-server,linux-image-amd64
 packages=$packages,e2fsprogs,fdisk,kmod,acl,procps,iproute2,util-linux
+# The tps stand-in (Python with GLib, like Tails' own), and the catalog's other daemons.
+packages=$packages,python3-gi,gir1.2-glib-2.0,lighttpd,infinoted
 {
 nice -n 10 mmdebstrap --mode=root --variant=minbase --include="$packages" \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
@@ -115,9 +126,10 @@ nice -n 10 mmdebstrap --mode=root --variant=minbase --include="$packages" \
     --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
     --customize-hook="cp -a '$here/rootfs/.' \"\$1/\"" \
     --customize-hook='chroot "$1" useradd -m -u 1000 -U -s /bin/bash -c "amnesia" amnesia' \
+    --customize-hook='chroot "$1" useradd --system -U -M -d /nonexistent -s /usr/sbin/nologin tails-persistent-storage' \
     --customize-hook='echo localhost > "$1/etc/hostname"; mkdir -p "$1/live/persistence"' \
-    --customize-hook='chroot "$1" systemctl enable tails-autotest-remote-shell.service tails-stand-in-unlock.service tails-stand-in-create.service' \
-    --customize-hook='chroot "$1" systemctl disable mumble-server.service' \
+    --customize-hook='chroot "$1" systemctl enable tails-autotest-remote-shell.service tails-stand-in-unlock.service tails-stand-in-create.service tails-stand-in-additional-software.service' \
+    --customize-hook='chroot "$1" systemctl disable mumble-server.service lighttpd.service' \
     --customize-hook='chroot "$1" systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer systemd-timesyncd.service 2>/dev/null || true' \
     --customize-hook='cd "$1/lib/modules/"*/kernel && rm -rf sound drivers/gpu drivers/media drivers/infiniband drivers/net/wireless drivers/staging drivers/bluetooth drivers/isdn net/wireless net/bluetooth net/mac80211 drivers/iio drivers/hid drivers/input/touchscreen' \
     --customize-hook='chroot "$1" sh -c "depmod \$(ls /lib/modules)"' \

@@ -57,6 +57,91 @@ fn address_of(list: &[(String, String)], name: &str) -> Option<String> {
     list.iter().find(|(n, _)| n == name).map(|(_, a)| a.clone())
 }
 
+/// The package the scenarios install, as the payload carries it.
+const DEB: &str = "/usr/local/share/tails-server/tails-server.deb";
+
+/// A shell test that tor runs every one of `addresses` (with `.onion`).
+fn registered_cmd(addresses: &[&str]) -> String {
+    let mut cmd = format!("ids=$(python3 -c {})", sh_words(&[ts::TOR_ONIONS_PY]));
+    for address in addresses {
+        let id = address.trim_end_matches(".onion");
+        cmd.push_str(&format!(" && printf '%s\\n' \"$ids\" | grep -qx {id}"));
+    }
+    cmd
+}
+
+/// Mumble's server listens on 127.0.0.1:64738, and on nothing else.
+const MUMBLE_LOCAL_ONLY: &str =
+    "ss -ltnH 'sport = :64738' | awk '{print $4}' | sort -u | tr '\\n' ' ' | grep -qx '127.0.0.1:64738 '";
+
+/// The web site's program answers on 127.0.0.1:8080 with the page put in its folder.
+const WEB_SERVES_HELLO: &str = "python3 -c \"import urllib.request as u; \
+    assert b'hello from tails-server' in u.urlopen('http://127.0.0.1:8080/', timeout=5).read()\"";
+
+/// (a) The path a Tails user takes: install the package once, `setup`, add a Mumble and a
+/// custom service and enable them; reboot and unlock: with no command typed, Additional
+/// Software installs the package again, its system service starts Mumble's server and
+/// registers both addresses in tor, clients and options intact.
+#[test]
+fn a_setup_then_every_boot_restores_with_no_command_typed() {
+    scenario("a-setup-and-restore", |vm| {
+        vm.boot(BootOptions::unlocked())?;
+        wait_unlocked(vm)?;
+        wait_for_tor(vm)?;
+        // The first installation, as with an administration password (apt install ./….deb).
+        let t = Instant::now();
+        vm.sh_ok("root", &format!("DEBIAN_FRONTEND=noninteractive apt-get install -y -q {DEB} >/dev/null"))?;
+        vm.record("first installation of the .deb", t.elapsed());
+        vm.wait_until("root", "systemctl is-active -q tails-server.service", Duration::from_secs(60))?;
+        // The package's unit, as systemd itself reads it where the package is installed (the
+        // stand-in, like Tails, has no manual pages to check its Documentation= against).
+        let unit = vm.sh("root", "systemd-analyze verify --man=no tails-server.service 2>&1")?;
+        check(unit.success() && unit.stdout.trim().is_empty(), format!("systemd-analyze verify: {}", unit.stdout))?;
+        let setup = vm.sh_ok("root", &format!("/usr/bin/tails-server setup --deb {DEB}"))?;
+        check(setup.contains("done:    tails-server in Additional Software"), format!("setup said: {setup}"))?;
+        let again = vm.sh_ok("root", &format!("/usr/bin/tails-server setup --deb {DEB}"))?;
+        check(!again.contains("done:    tails-server in"), format!("setup again changes nothing: {again}"))?;
+
+        ts::ok(vm, &["add", "mumble", "--name", "chat", "--set", "max-users=7"])?;
+        ts::ok(vm, &["add", "custom", "--name", "site", "--local-port", "8090"])?;
+        ts::ok(vm, &["add", "web", "--name", "www"])?;
+        ts::ok(vm, &["add", "gobby", "--name", "docs", "--set", "autosave-interval=30"])?;
+        ts::ok(vm, &["client", "add", "chat", "alice"])?;
+        ts::ok(vm, &["enable", "chat"])?;
+        ts::ok(vm, &["enable", "site"])?;
+        ts::ok(vm, &["enable", "www"])?;
+        ts::ok(vm, &["enable", "docs"])?;
+        // The web site serves what is put in its folder; Gobby's server listens.
+        vm.sh_ok("root", &format!("echo 'hello from tails-server' > {STATE_DIR}/data/www/site/index.html"))?;
+        vm.sh_ok("root", WEB_SERVES_HELLO)?;
+        vm.sh_ok("root", "ss -ltnH 'sport = :6523' | grep -q LISTEN")?;
+        let before = addresses(vm)?;
+        let chat = address_of(&before, "chat").ok_or_else(|| Error::Protocol(format!("chat not listed: {before:?}")))?;
+        let site = address_of(&before, "site").ok_or_else(|| Error::Protocol(format!("site not listed: {before:?}")))?;
+        vm.sh_ok("root", &registered_cmd(&[&chat, &site]))?;
+        vm.sh_ok("root", MUMBLE_LOCAL_ONLY)?;
+        let ini = vm.sh_ok("root", "cat /run/tails-server/daemons/chat/mumble-server.ini")?;
+        check(ini.contains("\nusers=7\n"), format!("the option reached Mumble's configuration: {ini}"))?;
+
+        vm.reboot(BootOptions::unlocked())?;
+        // No tails-server command from here on: only waiting and looking.
+        let d = vm.wait_until("root", &registered_cmd(&[&chat, &site]), Duration::from_secs(180))?;
+        vm.record("both addresses registered again (after systemd finished)", d);
+        vm.sh_ok("root", "dpkg-query -W -f '${Status}' tails-server | grep -q 'install ok installed'")?;
+        let d = vm.wait_until("root", MUMBLE_LOCAL_ONLY, Duration::from_secs(60))?;
+        vm.record("Mumble's server listening again", d);
+        vm.wait_until("root", WEB_SERVES_HELLO, Duration::from_secs(60))?;
+        vm.wait_until("root", "ss -ltnH 'sport = :6523' | grep -q LISTEN", Duration::from_secs(60))?;
+        let info = ts::json(vm, &["info", "chat"])?;
+        check(info["address"] == chat.as_str(), format!("same address: {info}"))?;
+        let clients: Vec<&str> =
+            info["clients"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+        check(clients == ["alice", "client-1"] || clients == ["client-1", "alice"], format!("clients intact: {info}"))?;
+        check(info["options"]["max-users"] == 7, format!("options intact: {info}"))?;
+        Ok(())
+    });
+}
+
 /// The remote shell protocol itself: every request type, errors, ids, a timeout.
 #[test]
 fn a0_remote_shell_protocol() {

@@ -450,11 +450,15 @@ impl Publisher {
         tor.require_verified("onion keys")?;
         let report = self.sync_locked(tor, &runtime_dir, Some(name)).await?;
         if let Some(error) = report.daemons.failure(name.as_str()).or_else(|| report.failure(name.as_str())) {
-            return Err(clone_error(error));
+            // Not enabled: a program started for it stops again.
+            let error = clone_error(error);
+            let _ = self.sync_daemons_locked(&runtime_dir).await;
+            return Err(error);
         }
         match self.record_enabled(name, true, &runtime_dir).await {
             Ok(warnings) => Ok(Changed { report: Some(report), warnings }),
             Err(e) => {
+                let _ = self.sync_daemons_locked(&runtime_dir).await;
                 // Not recorded, so not published: take it off again.
                 let id = self.read_one(name).await.map(|r| r.address().service_id());
                 if let Ok(id) = id {
@@ -476,9 +480,12 @@ impl Publisher {
         let runtime_dir = self.runtime_dir()?.to_owned();
         let _lock = lock_ledger(&runtime_dir).await?;
         let mut warnings = self.record_enabled(name, false, &runtime_dir).await?;
-        // Its program stops now, whether tor can be told or not.
-        let report = self.sync_daemons_locked(&runtime_dir).await?;
-        warnings.extend(report.failed.iter().map(|(n, e)| format!("{n}: {e}")));
+        // Its program stops now, whether tor can be told or not. The change is stored:
+        // what goes wrong here is a warning.
+        match self.sync_daemons_locked(&runtime_dir).await {
+            Ok(report) => warnings.extend(report.failed.iter().map(|(n, e)| format!("{n}: {e}"))),
+            Err(e) => warnings.push(format!("the services' programs could not be checked: {e}")),
+        }
         Ok(warnings)
     }
 

@@ -11,8 +11,10 @@ use crate::error::{Error, Result};
 #[derive(Clone)]
 pub struct RenderInput<'a> {
     pub port: u16,
-    /// 127.0.0.1, then the LAN addresses when allow-lan-connections is on.
-    pub listen: &'a [Ipv4Addr],
+    /// 127.0.0.1; 0.0.0.0 when allow-lan-connections is on (Tails' firewall then admits the
+    /// private ranges only: binding the LAN addresses themselves would break at the next
+    /// DHCP renewal or network change).
+    pub listen: Ipv4Addr,
     /// The persistent data directory, as mounted for the daemon.
     pub data_dir: &'a str,
     /// The directory holding the rendered files, as mounted for the daemon.
@@ -24,8 +26,9 @@ pub struct RenderInput<'a> {
 /// One daemon's files and command line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendered {
-    /// (file name in the config directory, contents). Some hold secrets (passwords): they
-    /// are written 0600 and readable by the daemon only through its namespace.
+    /// (file name in the config directory, contents). Some hold secrets (passwords): the
+    /// daemon reads them through its read-only bind mount; nobody else can reach them (the
+    /// runtime directory above is root's, 0700).
     pub files: Vec<(String, String)>,
     pub exec: Vec<String>,
 }
@@ -53,24 +56,44 @@ fn boolean(input: &RenderInput, name: &str) -> bool {
     matches!((input.option)(name), Some(crate::options::OptionValue::Bool(true)))
 }
 
-/// A value in double quotes for Qt's INI reader (murmurd) and lighttpd: both take `\"` and
-/// `\\`. Option strings hold no control characters (checked when set).
-fn quoted(value: &str) -> String {
-    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+/// A value in double quotes for Qt's INI reader (murmurd), which unescapes `\"` and `\\`,
+/// and reads a leading `@` as a type marker (`@@` is a plain `@`). Option strings hold no
+/// control characters (checked when set).
+fn qt_quoted(value: &str) -> String {
+    let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+    let escaped = match escaped.strip_prefix('@') {
+        Some(rest) => format!("@@{rest}"),
+        None => escaped,
+    };
+    format!("\"{escaped}\"")
+}
+
+/// A lighttpd string: only fixed paths and addresses reach it, never what a user typed.
+fn lighttpd_quoted(value: &str) -> String {
+    debug_assert!(!value.contains(['"', '\\']));
+    format!("\"{value}\"")
+}
+
+/// A GLib key-file value (infinoted): backslashes and a leading space are escaped.
+fn keyfile_value(value: &str) -> String {
+    let escaped = value.replace('\\', "\\\\");
+    match escaped.strip_prefix(' ') {
+        Some(rest) => format!("\\s{rest}"),
+        None => escaped,
+    }
 }
 
 /// Mumble (murmurd, Debian's mumble-server): its INI file.
 pub fn mumble(input: &RenderInput) -> Result<Rendered> {
     let users = integer(input, "max-users")?;
-    let hosts: Vec<String> = input.listen.iter().map(|a| a.to_string()).collect();
     let mut ini = String::new();
     let _ = writeln!(ini, "; Written by tails-server from the service's options; rewritten at every start.");
     let _ = writeln!(ini, "database={}/mumble-server.sqlite", input.data_dir);
-    let _ = writeln!(ini, "host={}", hosts.join(" "));
+    let _ = writeln!(ini, "host={}", input.listen);
     let _ = writeln!(ini, "port={}", input.port);
     let _ = writeln!(ini, "users={users}");
-    let _ = writeln!(ini, "welcometext={}", quoted(&string(input, "welcome-message")));
-    let _ = writeln!(ini, "serverpassword={}", quoted(&string(input, "server-password")));
+    let _ = writeln!(ini, "welcometext={}", qt_quoted(&string(input, "welcome-message")));
+    let _ = writeln!(ini, "serverpassword={}", qt_quoted(&string(input, "server-password")));
     // An unauthenticated ping tells anyone who can reach the port the number of users:
     // only key holders reach it, but they need not learn that either.
     let _ = writeln!(ini, "allowping=false");
@@ -89,16 +112,14 @@ pub fn mumble(input: &RenderInput) -> Result<Rendered> {
 pub fn web(input: &RenderInput) -> Result<Rendered> {
     let mut conf = String::new();
     let _ = writeln!(conf, "# Written by tails-server from the service's options; rewritten at every start.");
-    let _ = writeln!(conf, "server.modules = (\"mod_indexfile\", \"mod_staticfile\", \"mod_dirlisting\")");
-    let _ = writeln!(conf, "server.document-root = {}", quoted(&format!("{}/site", input.data_dir)));
+    let _ = writeln!(conf, "server.modules = (\"mod_indexfile\", \"mod_dirlisting\", \"mod_staticfile\")");
+    let _ = writeln!(conf, "server.document-root = {}", lighttpd_quoted(&format!("{}/site", input.data_dir)));
     let _ = writeln!(conf, "server.port = {}", input.port);
-    let _ = writeln!(conf, "server.bind = {}", quoted(&input.listen[0].to_string()));
-    for extra in &input.listen[1..] {
-        let _ = writeln!(conf, "$SERVER[\"socket\"] == {} {{ }}", quoted(&format!("{extra}:{}", input.port)));
-    }
+    let _ = writeln!(conf, "server.bind = {}", lighttpd_quoted(&input.listen.to_string()));
     // No version in headers or error pages: it would help whoever probes the service.
     let _ = writeln!(conf, "server.tag = \"\"");
-    let _ = writeln!(conf, "server.errorlog = \"/dev/stderr\"");
+    // A link in the site must not serve what lies outside it.
+    let _ = writeln!(conf, "server.follow-symlink = \"disable\"");
     let _ = writeln!(conf, "index-file.names = (\"index.html\", \"index.htm\")");
     let _ = writeln!(conf, "dir-listing.activate = {}", if boolean(input, "directory-listing") { "\"enable\"" } else { "\"disable\"" });
     let _ = writeln!(conf, "static-file.exclude-extensions = ()");
@@ -144,10 +165,13 @@ pub fn gobby(input: &RenderInput) -> Result<Rendered> {
     // Tor already encrypts and authenticates the connection (the onion address is the
     // server's identity); a self-signed certificate would only add a warning to click away.
     let _ = writeln!(conf, "security-policy=no-tls");
-    let _ = writeln!(conf, "autosave-interval={interval}");
+    // Once plugins are listed, the text editor's must be too.
+    let _ = writeln!(conf, "plugins=note-text;autosave");
     if !password.is_empty() {
-        let _ = writeln!(conf, "password={password}");
+        let _ = writeln!(conf, "password={}", keyfile_value(&password));
     }
+    let _ = writeln!(conf, "[autosave]");
+    let _ = writeln!(conf, "interval={interval}");
     Ok(Rendered {
         files: vec![("infinoted.conf".into(), conf)],
         exec: vec!["/usr/bin/infinoted".into(), "--config-file".into(), format!("{}/infinoted.conf", input.config_dir)],
@@ -159,7 +183,7 @@ mod tests {
     use super::*;
     use crate::options::OptionValue;
 
-    fn input<'a>(listen: &'a [Ipv4Addr], option: &'a dyn Fn(&str) -> Option<OptionValue>) -> RenderInput<'a> {
+    fn input<'a>(listen: Ipv4Addr, option: &'a dyn Fn(&str) -> Option<OptionValue>) -> RenderInput<'a> {
         RenderInput { port: 64738, listen, data_dir: "/var/lib/tails-server/chat", config_dir: "/etc/tails-server/chat", option }
     }
 
@@ -168,50 +192,45 @@ mod tests {
         let options = |name: &str| match name {
             "max-users" => Some(OptionValue::Integer(5)),
             "welcome-message" => Some(OptionValue::String(r#"Hi "friends" \o/"#.into())),
-            "server-password" => Some(OptionValue::String("pw".into())),
+            "server-password" => Some(OptionValue::String("@pw".into())),
             _ => None,
         };
-        let local = [Ipv4Addr::LOCALHOST];
-        let out = mumble(&input(&local, &options)).unwrap();
+        let out = mumble(&input(Ipv4Addr::LOCALHOST, &options)).unwrap();
         let ini = &out.files[0].1;
         assert!(ini.contains("\nhost=127.0.0.1\n"), "{ini}");
         assert!(ini.contains("\nport=64738\n") && ini.contains("\nusers=5\n"), "{ini}");
         assert!(ini.contains(r#"welcometext="Hi \"friends\" \\o/""#), "{ini}");
-        assert!(ini.contains("serverpassword=\"pw\"") && ini.contains("allowping=false"), "{ini}");
+        assert!(ini.contains("serverpassword=\"@@pw\"") && ini.contains("allowping=false"), "{ini}");
         assert_eq!(out.exec.last().unwrap(), "/etc/tails-server/chat/mumble-server.ini");
-        let lan = [Ipv4Addr::LOCALHOST, Ipv4Addr::new(192, 168, 1, 7)];
-        let ini = &mumble(&input(&lan, &options)).unwrap().files[0].1;
-        assert!(ini.contains("\nhost=127.0.0.1 192.168.1.7\n"), "{ini}");
+        let ini = &mumble(&input(Ipv4Addr::UNSPECIFIED, &options)).unwrap().files[0].1;
+        assert!(ini.contains("\nhost=0.0.0.0\n"), "{ini}");
     }
 
     #[test]
     fn web_serves_the_site_folder_and_lists_only_when_asked() {
         let listing = std::cell::Cell::new(false);
         let options = |name: &str| (name == "directory-listing").then(|| OptionValue::Bool(listing.get()));
-        let local = [Ipv4Addr::LOCALHOST];
-        let out = web(&input(&local, &options)).unwrap();
+        let out = web(&input(Ipv4Addr::LOCALHOST, &options)).unwrap();
         let conf = &out.files[0].1;
         assert!(conf.contains("server.document-root = \"/var/lib/tails-server/chat/site\""), "{conf}");
         assert!(conf.contains("server.bind = \"127.0.0.1\"") && conf.contains("dir-listing.activate = \"disable\""));
-        assert!(!conf.contains("$SERVER"), "{conf}");
+        assert!(!conf.contains("errorlog"), "lighttpd -D logs to the journal: {conf}");
         listing.set(true);
-        let lan = [Ipv4Addr::LOCALHOST, Ipv4Addr::new(10, 0, 0, 2)];
-        let conf = &web(&input(&lan, &options)).unwrap().files[0].1;
+        let conf = &web(&input(Ipv4Addr::UNSPECIFIED, &options)).unwrap().files[0].1;
         assert!(conf.contains("dir-listing.activate = \"enable\""), "{conf}");
-        assert!(conf.contains("$SERVER[\"socket\"] == \"10.0.0.2:64738\" { }"), "{conf}");
+        assert!(conf.contains("server.bind = \"0.0.0.0\""), "{conf}");
     }
 
     #[test]
     fn gobby_keeps_its_password_off_the_command_line() {
         let options = |name: &str| match name {
             "autosave-interval" => Some(OptionValue::Integer(30)),
-            "server-password" => Some(OptionValue::String("s3cret".into())),
+            "server-password" => Some(OptionValue::String(r" s3\cret".into())),
             _ => None,
         };
-        let local = [Ipv4Addr::LOCALHOST];
-        let out = gobby(&input(&local, &options)).unwrap();
-        assert!(out.files[0].1.contains("\npassword=s3cret\n"));
-        assert!(out.files[0].1.contains("autosave-interval=30"));
-        assert!(!out.exec.iter().any(|a| a.contains("s3cret")), "{:?}", out.exec);
+        let out = gobby(&input(Ipv4Addr::LOCALHOST, &options)).unwrap();
+        assert!(out.files[0].1.contains("\npassword=\\ss3\\\\cret\n"), "{}", out.files[0].1);
+        assert!(out.files[0].1.contains("plugins=note-text;autosave\n") && out.files[0].1.contains("[autosave]\ninterval=30\n"));
+        assert!(!out.exec.iter().any(|a| a.contains("s3")), "{:?}", out.exec);
     }
 }

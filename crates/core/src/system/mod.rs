@@ -48,6 +48,7 @@ pub fn data_dir(store_dir: &Path, service: &ServiceName) -> PathBuf {
 /// Everything needed to start one service's daemon.
 #[derive(Debug, Clone)]
 pub struct DaemonPlan {
+    pub service: ServiceName,
     pub unit: String,
     /// Units to stop first: the package's own, which would hold the same port.
     pub conflicts: Vec<String>,
@@ -70,22 +71,18 @@ pub fn plan(
     record: &ServiceRecord,
     store_dir: &Path,
     runtime_dir: &Path,
-    lan: &[Ipv4Addr],
 ) -> Result<Option<DaemonPlan>> {
     let Some(daemon) = kind.daemon.as_deref() else { return Ok(None) };
     let specs = kind.all_options();
     let option = |name: &str| -> Option<OptionValue> {
         record.options.get(name).cloned().or_else(|| specs.get(name).map(|s| s.default.clone()))
     };
-    let mut listen = vec![Ipv4Addr::LOCALHOST];
     let allow_lan = option(ALLOW_LAN).and_then(|v| v.as_bool()) == Some(true);
-    if allow_lan {
-        listen.extend(lan.iter().copied().filter(|a| !a.is_loopback()));
-    }
+    let listen = if allow_lan { Ipv4Addr::UNSPECIFIED } else { Ipv4Addr::LOCALHOST };
     let seen_data = format!("/var/lib/tails-server/{}", record.name);
     let seen_config = format!("/etc/tails-server/{}", record.name);
     let input =
-        RenderInput { port: record.local_port, listen: &listen, data_dir: &seen_data, config_dir: &seen_config, option: &option };
+        RenderInput { port: record.local_port, listen, data_dir: &seen_data, config_dir: &seen_config, option: &option };
     let rendered = match daemon {
         "mumble" => configs::mumble(&input)?,
         "web" => configs::web(&input)?,
@@ -102,6 +99,7 @@ pub fn plan(
         }
     };
     Ok(Some(DaemonPlan {
+        service: record.name.clone(),
         unit: unit_name(&record.name),
         conflicts: kind.conflicts.clone(),
         packages: kind.packages.clone(),
@@ -144,11 +142,8 @@ fn prepare(plan: &DaemonPlan) -> Result<()> {
         write_secret_file(&path, &[contents.as_bytes()], Replace::Always)?;
         readable(&path, 0o644)?;
     }
+    // Once handed to the daemon's user, only systemd (as root, below) looks inside it.
     create_dir_all_private(&plan.data_dir)?;
-    for sub in &plan.folders {
-        let dir = plan.data_dir.join(sub);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
-    }
     Ok(())
 }
 
@@ -162,9 +157,14 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
     // Restarted every time: the configuration may have changed, and a restart of these
     // daemons costs clients a reconnection only.
     systemd.stop(&plan.unit).await?;
-    let seen_data = format!("/var/lib/tails-server/{}", plan.unit_service());
-    let seen_config = format!("/etc/tails-server/{}", plan.unit_service());
+    let seen_data = format!("/var/lib/tails-server/{}", plan.service);
+    let seen_config = format!("/etc/tails-server/{}", plan.service);
     let mut pre = Vec::new();
+    if !plan.folders.is_empty() {
+        let mut mkdir = vec!["/bin/mkdir".to_owned(), "-p".to_owned()];
+        mkdir.extend(plan.folders.iter().map(|f| plan.data_dir.join(f).display().to_string()));
+        pre.push(mkdir);
+    }
     if let Some(user) = &plan.user {
         // The user's uid can change between sessions (Additional Software installs the
         // package again at each login): hand the data over at every start.
@@ -172,7 +172,7 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
         pre.push(vec!["/bin/chown".to_owned(), "-R".to_owned(), format!("{user}:"), plan.data_dir.display().to_string()]);
     }
     let service = TransientService {
-        description: format!("tails-server: the daemon of onion service {}", plan.unit_service()),
+        description: format!("tails-server: the program of onion service {}", plan.service),
         exec: plan.rendered.exec.clone(),
         exec_start_pre_privileged: pre,
         user: plan.user.clone(),
@@ -183,12 +183,6 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
     };
     systemd.start_transient(&plan.unit, &service).await?;
     wait_listening(systemd, plan).await
-}
-
-impl DaemonPlan {
-    fn unit_service(&self) -> &str {
-        self.unit.trim_start_matches("tails-server-").trim_end_matches(".service")
-    }
 }
 
 /// Waits until 127.0.0.1:port accepts a connection, or the unit stops.
@@ -278,17 +272,14 @@ pub async fn sync(
     started: &mut std::collections::BTreeMap<String, DaemonEntry>,
     report: &mut DaemonReport,
 ) {
-    let plans: Vec<(&ServiceRecord, Result<Option<DaemonPlan>>)> = {
-        let lan = lan::lan_addresses();
-        wanted
-            .iter()
-            .filter_map(|record| {
-                let kind = catalog.get(&record.kind).ok()?;
-                let store = if record.is_persistent() { dirs.persistent } else { dirs.amnesic };
-                Some((*record, plan(kind, record, store, dirs.amnesic, &lan)))
-            })
-            .collect()
-    };
+    let plans: Vec<(&ServiceRecord, Result<Option<DaemonPlan>>)> = wanted
+        .iter()
+        .filter_map(|record| {
+            let kind = catalog.get(&record.kind).ok()?;
+            let store = if record.is_persistent() { dirs.persistent } else { dirs.amnesic };
+            Some((*record, plan(kind, record, store, dirs.amnesic)))
+        })
+        .collect();
     let needed = plans.iter().any(|(_, p)| !matches!(p, Ok(None))) || !started.is_empty();
     if !needed {
         return;
@@ -321,13 +312,19 @@ pub async fn sync(
         if running && started.get(&name).is_some_and(|e| e.configuration == configuration && e.lan_port == lan_port) {
             continue;
         }
+        let previous = started.get(&name).and_then(|e| e.lan_port);
         let outcome = async {
             check_packages(&plan, &installed)?;
             if lan_port.is_some() {
                 lan::check_supported(Path::new(lan::SESSION_FIREWALL_HELPER))?;
             }
+            // Recorded before anything runs, so that a failure half-way is undone by the
+            // next reconcile even if the cleanup below fails too.
+            started.insert(
+                name.clone(),
+                DaemonEntry { unit: plan.unit.clone(), configuration: String::new(), lan_port: previous.or(lan_port) },
+            );
             start(&systemd, &plan).await?;
-            let previous = started.get(&name).and_then(|e| e.lan_port);
             if previous != lan_port {
                 if let Some(port) = previous {
                     lan::close(&systemd, &record.name, port).await?;
@@ -345,8 +342,15 @@ pub async fn sync(
                 report.started.push(name);
             }
             Err(e) => {
-                // Not recorded: the next reconcile tries again.
-                started.remove(&name);
+                // Nothing half-started stays: the program stops, the ports close. What
+                // cannot be undone now stays recorded, for the next reconcile.
+                let mut undone = systemd.stop(&plan.unit).await.is_ok();
+                for port in [previous, lan_port].into_iter().flatten().collect::<std::collections::BTreeSet<_>>() {
+                    undone &= lan::close(&systemd, &record.name, port).await.is_ok();
+                }
+                if undone {
+                    started.remove(&name);
+                }
                 report.failed.push((name, e));
             }
         }

@@ -10,8 +10,10 @@ use zbus::{OwnedObjectPath, Variant as Value};
 
 use crate::error::{Error, Result};
 
-/// How long a start or stop job may take (systemd's own default start timeout).
-const JOB_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a start or stop job may take: longer than the units' own stop timeout below.
+const JOB_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long systemd waits for a program to stop before killing it.
+const STOP_TIMEOUT_USEC: u64 = 10_000_000;
 
 #[zbus::proxy(
     interface = "org.freedesktop.systemd1.Manager",
@@ -108,6 +110,7 @@ impl Systemd {
             ("PrivateTmp", Value::from(true)),
             ("PrivateDevices", Value::from(true)),
             ("UMask", Value::from(0o077u32)),
+            ("TimeoutStopUSec", Value::from(STOP_TIMEOUT_USEC)),
         ];
         if !service.exec_start_pre_privileged.is_empty() {
             let pre: Vec<(String, Vec<String>, Vec<String>)> = service

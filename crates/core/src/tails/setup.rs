@@ -115,7 +115,10 @@ pub fn setup(paths: &SetupPaths, deb: &Path) -> Result<SetupReport> {
         return Err(Error::PersistentStorageLocked);
     }
     let control = read_control(deb)?;
-    let version = field(&control, "Version").unwrap_or_default();
+    let version = field(&control, "Version").filter(|v| !v.is_empty()).ok_or_else(|| Error::InvalidPackage {
+        path: deb.to_owned(),
+        reason: "its control data has no Version".into(),
+    })?;
     let arch = field(&control, "Architecture").unwrap_or_else(|| "amd64".into());
     report.version = Some(version.clone());
 
@@ -179,7 +182,10 @@ pub fn undo(paths: &SetupPaths) -> Result<SetupReport> {
     report.step(format!("apt's source {} removed", list.display()), changed);
 
     // The feature line goes only if it is the one setup adds and nothing else uses it.
-    let empty = std::fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+    let empty = match std::fs::read_dir(&dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    };
     let mut changed = false;
     if sources_dir == DEFAULT_SOURCES_DIR && empty {
         changed = remove_persistence_line(paths, &sources_dir)?;
@@ -269,12 +275,42 @@ fn write_public_file(path: &Path, contents: &[u8]) -> Result<bool> {
     if std::fs::read(path).is_ok_and(|old| old == contents) {
         return Ok(false);
     }
-    let tmp = path.with_extension("tails-server-new");
-    std::fs::write(&tmp, contents).map_err(io("cannot write", &tmp))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).map_err(io("cannot protect", &tmp))?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io("cannot write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io("cannot write", path))?;
+    replace_file(path, contents, 0o644, None)?;
     Ok(true)
+}
+
+/// Writes `path` through a new temporary file beside it (created exclusively, never through
+/// a link), given its mode and owner on the open file, fsynced, renamed over `path`, and the
+/// directory fsynced. A failure removes the temporary file and leaves `path` as it was.
+fn replace_file(path: &Path, contents: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut suffix = [0u8; 6];
+    getrandom::fill(&mut suffix).map_err(|e| Error::Random(e.to_string()))?;
+    let tmp = path.with_extension(format!("tails-server-{}", data_encoding::HEXLOWER.encode(&suffix)));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+        }
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io("cannot write", path, e)
+    })
 }
 
 /// The .deb, its `Packages` index and a `Release` file: a flat repository apt reads offline.
@@ -301,7 +337,9 @@ fn write_repository(paths: &SetupPaths, deb: &Path, control: &str, version: &str
     changed |= write_public_file(&repository.join("Packages"), packages.as_bytes())?;
     let release = format!(
         "Origin: tails-server\nLabel: tails-server (local, written by tails-server setup)\nDate: {}\nSHA256:\n {} {} Packages\n",
-        rfc2822(crate::model::now_unix()),
+        // Long past: a Release dated "now" would be "not valid yet" to apt whenever Tails'
+        // clock is behind (before it is set once tor is connected).
+        rfc2822(0),
         data_encoding::HEXLOWER.encode(&Sha256::digest(packages.as_bytes())),
         packages.len()
     );
@@ -455,19 +493,15 @@ fn write_tps_file(paths: &SetupPaths, path: &Path, contents: &[u8], mode: u32) -
             })
         }
     };
-    let tmp = path.with_extension("tails-server-new");
-    std::fs::write(&tmp, contents).map_err(io("cannot write", &tmp))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io("cannot protect", &tmp))?;
-    std::os::unix::fs::chown(&tmp, Some(owner.0), Some(owner.1)).map_err(io("cannot hand over", &tmp))?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io("cannot write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io("cannot write", path))
+    replace_file(path, contents, mode, Some(owner))
 }
 
 /// Fetches the local repository's index into apt's lists, and only it (Tails may be
 /// offline; the other sources' lists are left as they are).
 fn update_index(paths: &SetupPaths, list: &Path) -> Result<()> {
     let mut apt = Command::new("apt-get");
-    apt.args(["--quiet", "update"])
+    apt.env("LC_ALL", "C")
+        .args(["--quiet", "update"])
         .arg(format!("-oDir::Etc::SourceList={}", list.display()))
         .arg("-oDir::Etc::SourceParts=-")
         .arg("-oAPT::Get::List-Cleanup=0")
