@@ -188,6 +188,33 @@ fn every_method_answers_with_the_clis_documents_or_a_named_error() {
             Err(e) => assert!(e.message().contains("there is no service named \"no-such\""), "{}", e.message()),
             Ok(_) => unreachable!(),
         }
+        // A backup out and in again, and what is not one.
+        let backup = server.export(vec![], "a long enough passphrase").await.unwrap();
+        assert!(backup.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"), "ASCII-armored age");
+        let dry: serde_json::Value = serde_json::from_str(
+            &server.import(backup.clone(), "a long enough passphrase", "skip", true).await.unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (&dry["skipped"], &dry["dry-run"]),
+            (&serde_json::json!(["web"]), &serde_json::json!(true)),
+            "{dry}"
+        );
+        let wrong = server.import(backup.clone(), "another passphrase", "skip", true).await;
+        assert_eq!(error_name(wrong), format!("{prefix}.InvalidInput"));
+        let conflict = server.import(backup.clone(), "a long enough passphrase", "fail", false).await;
+        assert_eq!(error_name(conflict), format!("{prefix}.Conflict"));
+        let rule = server.import(backup, "a long enough passphrase", "merge", false).await;
+        assert_eq!(error_name(rule), format!("{prefix}.InvalidInput"));
+        assert_eq!(
+            error_name(server.import(b"not a backup".to_vec(), "x", "skip", true).await),
+            format!("{prefix}.InvalidInput")
+        );
+        assert_eq!(error_name(server.export(vec![], "").await), format!("{prefix}.InvalidInput"));
+        assert_eq!(error_name(server.export(vec!["no-such".into()], "pw").await), format!("{prefix}.NotFound"));
+        let huge = vec![b'x'; (tails_server::backup::MAX_BACKUP_SIZE + 1) as usize];
+        assert_eq!(error_name(server.import(huge, "x", "skip", true).await), format!("{prefix}.InvalidInput"));
+
         let removed: serde_json::Value = serde_json::from_str(&server.remove("web").await.unwrap()).unwrap();
         assert_eq!(removed["name"], "web");
         assert_eq!(server.list().await.unwrap(), "[]", "still serving after every failure");
@@ -379,7 +406,11 @@ fn the_cli_of_a_user_without_rights_goes_through_the_service_with_the_same_outpu
             let through = cli_as_nobody(&bus, &args);
             let here = direct(&args);
             assert_eq!(through.code, 0, "{args:?}: {}", through.stderr);
-            assert_eq!((through.stdout, through.stderr), (here.stdout, here.stderr), "{args:?}: the same in both modes");
+            assert_eq!(
+                (through.stdout, through.stderr),
+                (here.stdout, here.stderr),
+                "{args:?}: the same in both modes"
+            );
         }
     }
     let status = [&["--format", "json", "status", "web"][..]].concat();
@@ -412,7 +443,8 @@ fn the_cli_of_a_user_without_rights_goes_through_the_service_with_the_same_outpu
     let removed = cli_as_nobody(&bus, &["client", "remove", "web", "dave"]);
     assert_eq!(removed.stdout, "Removed client dave of service web from the store.\n", "{}", removed.stderr);
     // A new service and its first client's key, shown once, as direct mode shows them.
-    let added = cli_as_nobody(&bus, &["add", "custom", "--name", "blog", "--local-port", "8081", "--set", "autostart=false"]);
+    let added =
+        cli_as_nobody(&bus, &["add", "custom", "--name", "blog", "--local-port", "8081", "--set", "autostart=false"]);
     assert_eq!(added.code, 0, "{}", added.stderr);
     let blog = env.service("blog");
     let key = direct(&["client", "show", "blog", "client-1", "--as", "key"]).ok().stdout;
@@ -420,7 +452,11 @@ fn the_cli_of_a_user_without_rights_goes_through_the_service_with_the_same_outpu
     assert!(added.stdout.contains(&format!("\n    {}\n", blog["address"].as_str().unwrap())), "{}", added.stdout);
     assert!(added.stdout.contains(&format!("\n    {}\n", key.trim())), "{}", added.stdout);
     assert_eq!(blog["options"]["autostart"], false);
-    let added = cli_as_nobody(&bus, &["--format", "json", "add", "custom", "--name", "wiki", "--local-port", "8082", "--client", "erin"]).json();
+    let added = cli_as_nobody(
+        &bus,
+        &["--format", "json", "add", "custom", "--name", "wiki", "--local-port", "8082", "--client", "erin"],
+    )
+    .json();
     let line = direct(&["client", "show", "wiki", "erin", "--as", "auth-private"]).ok().stdout;
     assert_eq!(added["first-client"]["auth-private"], line.trim(), "{added}");
     assert_eq!(added["address"], env.service("wiki")["address"]);
@@ -431,8 +467,37 @@ fn the_cli_of_a_user_without_rights_goes_through_the_service_with_the_same_outpu
     // The opt-out stays the root CLI's.
     cli_as_nobody(&bus, &["add", "custom", "--name", "x", "--local-port", "1", "--allow-anyone-with-the-address"])
         .fails_with("not offered by the tails-server service");
-    // What the service does not offer yet is said, not attempted.
-    cli_as_nobody(&bus, &["export", "--output", "/tmp/x.age"]).fails_with("not offered by the tails-server service yet");
+    // An encrypted backup made through the service opens in direct mode, and imports
+    // through the service say what direct mode says.
+    let home = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(home.path(), Some(65534), Some(65534)).unwrap();
+    let pass = home.path().join("passphrase");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let backup = home.path().join("services.age");
+    let (pass, backup) = (pass.to_str().unwrap(), backup.to_str().unwrap());
+    let exported = cli_as_nobody(&bus, &["export", "--output", backup, "--passphrase-file", pass]);
+    assert_eq!(exported.code, 0, "{}", exported.stderr);
+    assert!(exported.stdout.starts_with("Exported 3 service(s) (blog, web, wiki) to "), "{}", exported.stdout);
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(backup).unwrap().permissions()) & 0o777;
+    assert_eq!(mode, 0o600);
+    for args in [
+        &["import", backup, "--passphrase-file", pass, "--dry-run", "--on-conflict", "skip"][..],
+        &["--format", "json", "import", backup, "--passphrase-file", pass, "--dry-run", "--on-conflict", "replace"],
+        &["import", backup, "--passphrase-file", pass],
+    ] {
+        let (through, here) = (cli_as_nobody(&bus, args), direct(args));
+        assert_eq!(
+            (through.code, &through.stdout, &through.stderr),
+            (here.code, &here.stdout, &here.stderr),
+            "{args:?}"
+        );
+    }
+    let wrong = home.path().join("wrong");
+    std::fs::write(&wrong, "not the passphrase\n").unwrap();
+    let args = ["import", backup, "--passphrase-file", wrong.to_str().unwrap(), "--on-conflict", "skip"];
+    let (through, here) = (cli_as_nobody(&bus, &args), direct(&args));
+    assert_ne!(through.code, 0);
+    assert_eq!((through.code, through.stderr), (here.code, here.stderr), "a wrong passphrase, the same words");
     for name in ["blog", "wiki"] {
         assert_eq!(cli_as_nobody(&bus, &["remove", name, "--yes"]).code, 0);
     }

@@ -46,9 +46,7 @@ impl Root {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix("Candidate: ").map(str::to_owned))
-            .filter(|c| c != "(none)")
+        text.lines().find_map(|l| l.trim().strip_prefix("Candidate: ").map(str::to_owned)).filter(|c| c != "(none)")
     }
 }
 
@@ -175,7 +173,8 @@ fn setup_refuses_what_is_not_a_tails_server_package_and_changes_nothing() {
 
     let text = debs.path().join("notes.txt");
     std::fs::write(&text, "not a package").unwrap();
-    root.setup(&["--deb", text.to_str().unwrap()]).fails_with("notes.txt is not a package setup can use: not a Debian package");
+    root.setup(&["--deb", text.to_str().unwrap()])
+        .fails_with("notes.txt is not a package setup can use: not a Debian package");
     let other = deb(debs.path(), "mumble-server", "1.0");
     root.setup(&["--deb", other.to_str().unwrap()]).fails_with("it is the package \"mumble-server\", not tails-server");
     root.setup(&["--deb", "/nonexistent.deb"]).fails_with("/nonexistent.deb is not a package setup can use");

@@ -235,10 +235,8 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                         "turning client authorization off is not offered by the tails-server service: run it as root"
                     );
                 }
-                let mut arguments: HashMap<String, String> = options
-                    .iter()
-                    .map(|(option, value)| (format!("option.{option}"), value.clone()))
-                    .collect();
+                let mut arguments: HashMap<String, String> =
+                    options.iter().map(|(option, value)| (format!("option.{option}"), value.clone())).collect();
                 arguments.insert("first-client".into(), client.to_string());
                 if let Some(name) = name {
                     arguments.insert("name".into(), name.to_string());
@@ -267,8 +265,55 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 let view: ServiceView = parse(&server.info(name.as_str()).await.map_err(failed)?)?;
                 let value: CredentialValue =
                     parse(&server.credential(name.as_str(), client.as_str(), wire).await.map_err(failed)?)?;
-                let who = output::CredentialOf { service: name.as_str(), address: &view.address, client: client.as_str() };
+                let who =
+                    output::CredentialOf { service: name.as_str(), address: &view.address, client: client.as_str() };
                 super::show_credential_value(&who, *form, &value.value, file.as_deref(), *force, &out)
+            }
+            Command::Export { output: file, services, passphrase_file, force } => {
+                super::transfer::check_private_target(file, *force)?;
+                let names: Vec<String> = if services.is_empty() {
+                    let views: Vec<ServiceView> = parse(&server.list().await.map_err(failed)?)?;
+                    views.into_iter().map(|v| v.name).collect()
+                } else {
+                    services.iter().map(|s| s.to_string()).collect()
+                };
+                if names.is_empty() {
+                    bail!("there is no service to export");
+                }
+                let passphrase = super::transfer::passphrase(passphrase_file.as_deref(), true)?;
+                let encrypted = zeroize::Zeroizing::new(
+                    server
+                        .export(services.iter().map(|s| s.to_string()).collect(), &passphrase)
+                        .await
+                        .map_err(failed)?,
+                );
+                super::transfer::write_private_file(file, &encrypted, *force)?;
+                super::transfer::exported(&names, file, &out)
+            }
+            Command::Import { file, passphrase_file, dry_run, on_conflict } => {
+                let bytes = super::transfer::read_backup_bytes(file)?;
+                let passphrase = super::transfer::passphrase(passphrase_file.as_deref(), false)?;
+                let rule = match on_conflict {
+                    super::transfer::ConflictArg::Fail => "fail",
+                    super::transfer::ConflictArg::Skip => "skip",
+                    super::transfer::ConflictArg::Replace => "replace",
+                };
+                #[derive(Deserialize)]
+                struct Imported {
+                    added: Vec<String>,
+                    replaced: Vec<String>,
+                    skipped: Vec<String>,
+                    tor: TorOutcome,
+                }
+                let imported: Imported =
+                    parse(&server.import(bytes, &passphrase, rule, *dry_run).await.map_err(failed)?)?;
+                let report = tails_server::ImportReport {
+                    added: imported.added,
+                    replaced: imported.replaced,
+                    skipped: imported.skipped,
+                };
+                super::transfer::print_import(&report, *dry_run, &out)?;
+                after_change(&imported.tor)
             }
             Command::Client(ClientCommand::List { name }) => {
                 let view: ServiceView = parse(&server.info(name.as_str()).await.map_err(failed)?)?;

@@ -365,7 +365,10 @@ pub fn service(
     use tails_server_service::{Authority, Bus, PersistentStorageSource, ServiceOptions};
     let options = ServiceOptions {
         bus: if bus == "system" { Bus::System } else { Bus::Address(bus.to_owned()) },
-        daemon: DaemonOptions { daemons: DaemonControl::detect(), ..DaemonOptions::new(control_config(&cli.tor)?, super::config(cli)?) },
+        daemon: DaemonOptions {
+            daemons: DaemonControl::detect(),
+            ..DaemonOptions::new(control_config(&cli.tor)?, super::config(cli)?)
+        },
         authority: Authority::parse(authorization).map_err(|e| anyhow!("--authorization {e}"))?,
         persistent_storage: match persistent_storage {
             super::PersistentStorageArg::Tails => PersistentStorageSource::Tails,

@@ -116,6 +116,10 @@ pub fn export(
     let encrypted = backup::encrypt(&document, &passphrase)?;
     write_private_file(output, &encrypted, force)?;
     let names: Vec<_> = document.services.iter().map(|s| s.name.to_string()).collect();
+    exported(&names, output, out)
+}
+
+pub fn exported(names: &[String], output: &Path, out: &Printer) -> Result<()> {
     out.message(&format!(
         "Exported {} service(s) ({}) to {}, encrypted with your passphrase (age, scrypt). Keep the passphrase: \
          without it the backup cannot be opened.",
@@ -126,6 +130,13 @@ pub fn export(
 }
 
 pub fn read_backup(file: &Path, passphrase_file: Option<&Path>) -> Result<BackupDocument> {
+    let encrypted = read_backup_bytes(file)?;
+    let passphrase = passphrase(passphrase_file, false)?;
+    Ok(backup::decrypt(&encrypted, &passphrase)?)
+}
+
+/// A backup file's bytes, bounded; not decrypted.
+pub fn read_backup_bytes(file: &Path) -> Result<Vec<u8>> {
     let meta = std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
     if !meta.is_file() {
         bail!("{} is not a file", file.display());
@@ -133,9 +144,7 @@ pub fn read_backup(file: &Path, passphrase_file: Option<&Path>) -> Result<Backup
     if meta.len() > backup::MAX_BACKUP_SIZE {
         bail!("{} is not a tails-server backup: it is larger than {} bytes", file.display(), backup::MAX_BACKUP_SIZE);
     }
-    let encrypted = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let passphrase = passphrase(passphrase_file, false)?;
-    Ok(backup::decrypt(&encrypted, &passphrase)?)
+    std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
 }
 
 #[derive(Serialize)]

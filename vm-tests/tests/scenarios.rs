@@ -116,8 +116,10 @@ fn a_setup_then_every_boot_restores_with_no_command_typed() {
         vm.sh_ok("root", WEB_SERVES_HELLO)?;
         vm.sh_ok("root", "ss -ltnH 'sport = :6523' | grep -q LISTEN")?;
         let before = addresses(vm)?;
-        let chat = address_of(&before, "chat").ok_or_else(|| Error::Protocol(format!("chat not listed: {before:?}")))?;
-        let site = address_of(&before, "site").ok_or_else(|| Error::Protocol(format!("site not listed: {before:?}")))?;
+        let chat =
+            address_of(&before, "chat").ok_or_else(|| Error::Protocol(format!("chat not listed: {before:?}")))?;
+        let site =
+            address_of(&before, "site").ok_or_else(|| Error::Protocol(format!("site not listed: {before:?}")))?;
         vm.sh_ok("root", &registered_cmd(&[&chat, &site]))?;
         vm.sh_ok("root", MUMBLE_LOCAL_ONLY)?;
         let ini = vm.sh_ok("root", "cat /run/tails-server/daemons/chat/mumble-server.ini")?;

@@ -162,6 +162,17 @@ pub trait Server {
     fn credential(&self, name: &str, client: &str, form: &str) -> Result<String, ServiceError>;
     /// Reconciles now (`restore`).
     fn restore(&self) -> Result<String, ServiceError>;
+    /// An encrypted backup (age with the passphrase, ASCII-armored) of the named services,
+    /// every one when `services` is empty (`export`).
+    fn export(&self, services: Vec<String>, passphrase: &str) -> Result<Vec<u8>, ServiceError>;
+    /// Imports an encrypted backup (`import`): `on_conflict` is `fail`, `skip` or `replace`.
+    fn import(
+        &self,
+        backup: Vec<u8>,
+        passphrase: &str,
+        on_conflict: &str,
+        dry_run: bool,
+    ) -> Result<String, ServiceError>;
 
     /// Emitted after any change, with the names of the services it concerned.
     #[zbus(signal)]

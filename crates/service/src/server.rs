@@ -15,7 +15,7 @@ use tails_server::daemon::{log, Level};
 use tails_server::keys::ClientPublicKey;
 use tails_server::names::{ClientName, ServiceName};
 use tails_server::reconcile::{Action, Pending, Publisher};
-use tails_server::{AddRequest, Error, Manager};
+use tails_server::{backup, AddRequest, Error, Manager, OnConflict};
 use tails_server_dbus::views::{self, ServiceView, StatusView, TorState};
 use tails_server_dbus::{actions, ServiceError, API_VERSION};
 
@@ -23,6 +23,8 @@ use crate::authority::Authority;
 
 /// Largest string argument taken: names, keys and option values are all far shorter.
 const MAX_ARGUMENT: usize = 4096;
+/// Most service names one call may list.
+const MAX_SERVICES_ARGUMENT: usize = 256;
 
 pub struct Server {
     pub publisher: Publisher,
@@ -465,6 +467,96 @@ impl Server {
             })
             .await?;
         json(&view)
+    }
+
+    async fn export(
+        &self,
+        services: Vec<String>,
+        passphrase: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<Vec<u8>, ServiceError> {
+        self.authorize(connection, &header, actions::REVEAL_SECRET).await?;
+        check_length("the passphrase", passphrase)?;
+        if passphrase.is_empty() {
+            return Err(ServiceError::InvalidInput("the passphrase is empty".into()));
+        }
+        if services.len() > MAX_SERVICES_ARGUMENT {
+            return Err(ServiceError::InvalidInput(format!("more than {MAX_SERVICES_ARGUMENT} services named")));
+        }
+        let names = services.iter().map(|s| service_name(s)).collect::<Result<Vec<_>, _>>()?;
+        let records = self.with_manager(move |m| m.export(&names)).await?;
+        if records.is_empty() {
+            return Err(ServiceError::NotFound("there is no service to export".into()));
+        }
+        let passphrase = zeroize::Zeroizing::new(passphrase.to_owned());
+        // scrypt takes a second of CPU: not on the bus's thread.
+        tokio::task::spawn_blocking(move || backup::encrypt(&backup::BackupDocument::new(records), &passphrase))
+            .await
+            .map_err(|e| ServiceError::Failed(e.to_string()))?
+            .map_err(Into::into)
+    }
+
+    #[allow(clippy::too_many_arguments)] // zbus passes the header, connection and emitter as arguments
+    async fn import(
+        &self,
+        backup: Vec<u8>,
+        passphrase: &str,
+        on_conflict: &str,
+        dry_run: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, &header, actions::CHANGE).await?;
+        check_length("the passphrase", passphrase)?;
+        if backup.len() as u64 > backup::MAX_BACKUP_SIZE {
+            return Err(ServiceError::InvalidInput(format!(
+                "this is not a tails-server backup: it is larger than {} bytes",
+                backup::MAX_BACKUP_SIZE
+            )));
+        }
+        let conflict = match on_conflict {
+            "fail" => OnConflict::Fail,
+            "skip" => OnConflict::Skip,
+            "replace" => OnConflict::Replace,
+            other => {
+                return Err(ServiceError::InvalidInput(format!(
+                    "unknown conflict rule {other:?}: expected fail, skip or replace"
+                )))
+            }
+        };
+        let passphrase = zeroize::Zeroizing::new(passphrase.to_owned());
+        let document = tokio::task::spawn_blocking(move || backup::decrypt(&backup, &passphrase))
+            .await
+            .map_err(|e| ServiceError::Failed(e.to_string()))??;
+        let enabled: Vec<String> = document.services.iter().filter(|r| r.enabled).map(|r| r.name.to_string()).collect();
+        let report = self
+            .with_manager(move |m| {
+                document.validate(m.catalog())?;
+                m.import(document.services, conflict, dry_run)
+            })
+            .await?;
+        #[derive(Serialize)]
+        #[serde(rename_all = "kebab-case")]
+        struct Imported {
+            dry_run: bool,
+            added: Vec<String>,
+            replaced: Vec<String>,
+            skipped: Vec<String>,
+        }
+        let touched: Vec<String> = report.added.iter().chain(&report.replaced).cloned().collect();
+        let touches_tor = !report.replaced.is_empty() || report.added.iter().any(|n| enabled.contains(n));
+        let result = Imported { dry_run, added: report.added, replaced: report.replaced, skipped: report.skipped };
+        let tor = if dry_run || touched.is_empty() {
+            TorOutcome { applied: true, pending: vec![], failed: vec![] }
+        } else if touches_tor {
+            self.apply(&emitter, touched).await
+        } else {
+            let _ = Self::changed(&emitter, touched).await;
+            TorOutcome { applied: true, pending: vec![], failed: vec![] }
+        };
+        json(&Changed { result, tor })
     }
 
     async fn restore(

@@ -89,8 +89,8 @@ impl KindDefinition {
             }
         }
         for unit in &def.conflicts {
-            let ok = unit.ends_with(".service")
-                && unit.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+            let ok =
+                unit.ends_with(".service") && unit.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
             if !ok {
                 return Err(fail(format!("field `conflicts`: {unit:?} is not a systemd service name")));
             }

@@ -104,7 +104,12 @@ pub fn mumble(input: &RenderInput) -> Result<Rendered> {
     let _ = writeln!(ini, "registerName=");
     Ok(Rendered {
         files: vec![("mumble-server.ini".into(), ini)],
-        exec: vec!["/usr/sbin/murmurd".into(), "-fg".into(), "-ini".into(), format!("{}/mumble-server.ini", input.config_dir)],
+        exec: vec![
+            "/usr/sbin/murmurd".into(),
+            "-fg".into(),
+            "-ini".into(),
+            format!("{}/mumble-server.ini", input.config_dir),
+        ],
     })
 }
 
@@ -121,7 +126,11 @@ pub fn web(input: &RenderInput) -> Result<Rendered> {
     // A link in the site must not serve what lies outside it.
     let _ = writeln!(conf, "server.follow-symlink = \"disable\"");
     let _ = writeln!(conf, "index-file.names = (\"index.html\", \"index.htm\")");
-    let _ = writeln!(conf, "dir-listing.activate = {}", if boolean(input, "directory-listing") { "\"enable\"" } else { "\"disable\"" });
+    let _ = writeln!(
+        conf,
+        "dir-listing.activate = {}",
+        if boolean(input, "directory-listing") { "\"enable\"" } else { "\"disable\"" }
+    );
     let _ = writeln!(conf, "static-file.exclude-extensions = ()");
     let _ = writeln!(conf, "mimetype.assign = (");
     for (ext, mime) in [
@@ -148,7 +157,12 @@ pub fn web(input: &RenderInput) -> Result<Rendered> {
     let _ = writeln!(conf, ")");
     Ok(Rendered {
         files: vec![("lighttpd.conf".into(), conf)],
-        exec: vec!["/usr/sbin/lighttpd".into(), "-D".into(), "-f".into(), format!("{}/lighttpd.conf", input.config_dir)],
+        exec: vec![
+            "/usr/sbin/lighttpd".into(),
+            "-D".into(),
+            "-f".into(),
+            format!("{}/lighttpd.conf", input.config_dir),
+        ],
     })
 }
 
@@ -184,7 +198,13 @@ mod tests {
     use crate::options::OptionValue;
 
     fn input<'a>(listen: Ipv4Addr, option: &'a dyn Fn(&str) -> Option<OptionValue>) -> RenderInput<'a> {
-        RenderInput { port: 64738, listen, data_dir: "/var/lib/tails-server/chat", config_dir: "/etc/tails-server/chat", option }
+        RenderInput {
+            port: 64738,
+            listen,
+            data_dir: "/var/lib/tails-server/chat",
+            config_dir: "/etc/tails-server/chat",
+            option,
+        }
     }
 
     #[test]
@@ -230,7 +250,10 @@ mod tests {
         };
         let out = gobby(&input(Ipv4Addr::LOCALHOST, &options)).unwrap();
         assert!(out.files[0].1.contains("\npassword=\\ss3\\\\cret\n"), "{}", out.files[0].1);
-        assert!(out.files[0].1.contains("plugins=note-text;autosave\n") && out.files[0].1.contains("[autosave]\ninterval=30\n"));
+        assert!(
+            out.files[0].1.contains("plugins=note-text;autosave\n")
+                && out.files[0].1.contains("[autosave]\ninterval=30\n")
+        );
         assert!(!out.exec.iter().any(|a| a.contains("s3")), "{:?}", out.exec);
     }
 }

@@ -95,6 +95,8 @@ mod tests {
     #[test]
     fn a_missing_helper_is_not_supported_here() {
         let error = check_supported(Path::new("/nonexistent/helper")).unwrap_err();
-        assert!(error.to_string().contains("allow-lan-connections") && error.to_string().contains("/nonexistent/helper"));
+        assert!(
+            error.to_string().contains("allow-lan-connections") && error.to_string().contains("/nonexistent/helper")
+        );
     }
 }

@@ -81,8 +81,13 @@ pub fn plan(
     let listen = if allow_lan { Ipv4Addr::UNSPECIFIED } else { Ipv4Addr::LOCALHOST };
     let seen_data = format!("/var/lib/tails-server/{}", record.name);
     let seen_config = format!("/etc/tails-server/{}", record.name);
-    let input =
-        RenderInput { port: record.local_port, listen, data_dir: &seen_data, config_dir: &seen_config, option: &option };
+    let input = RenderInput {
+        port: record.local_port,
+        listen,
+        data_dir: &seen_data,
+        config_dir: &seen_config,
+        option: &option,
+    };
     let rendered = match daemon {
         "mumble" => configs::mumble(&input)?,
         "web" => configs::web(&input)?,
@@ -169,7 +174,12 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
         // The user's uid can change between sessions (Additional Software installs the
         // package again at each login): hand the data over at every start.
         // Run by systemd as root outside the unit's namespace, hence the host path.
-        pre.push(vec!["/bin/chown".to_owned(), "-R".to_owned(), format!("{user}:"), plan.data_dir.display().to_string()]);
+        pre.push(vec![
+            "/bin/chown".to_owned(),
+            "-R".to_owned(),
+            format!("{user}:"),
+            plan.data_dir.display().to_string(),
+        ]);
     }
     let service = TransientService {
         description: format!("tails-server: the program of onion service {}", plan.service),
@@ -196,11 +206,17 @@ async fn wait_listening(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
         if state != "active" && state != "activating" && state != "reloading" {
             return Err(Error::Daemon {
                 unit: plan.unit.clone(),
-                detail: format!("it stopped ({state}) before listening on port {}; see `journalctl -u {}`", plan.port, plan.unit),
+                detail: format!(
+                    "it stopped ({state}) before listening on port {}; see `journalctl -u {}`",
+                    plan.port, plan.unit
+                ),
             });
         }
         if Instant::now() > deadline {
-            return Err(Error::Timeout { what: format!("{} to listen on port {}", plan.unit, plan.port), waited: READY_TIMEOUT });
+            return Err(Error::Timeout {
+                what: format!("{} to listen on port {}", plan.unit, plan.port),
+                waited: READY_TIMEOUT,
+            });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

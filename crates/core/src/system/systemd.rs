@@ -70,7 +70,8 @@ impl Systemd {
         let connection = zbus::Connection::system()
             .await
             .map_err(|e| failed("systemd", "cannot reach systemd on the system bus", e))?;
-        let manager = ManagerProxy::new(&connection).await.map_err(|e| failed("systemd", "cannot talk to systemd", e))?;
+        let manager =
+            ManagerProxy::new(&connection).await.map_err(|e| failed("systemd", "cannot talk to systemd", e))?;
         manager.subscribe().await.map_err(|e| failed("systemd", "cannot follow systemd's jobs", e))?;
         Ok(Self { connection, manager })
     }

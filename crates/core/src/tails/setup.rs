@@ -130,7 +130,10 @@ pub fn setup(paths: &SetupPaths, deb: &Path) -> Result<SetupReport> {
     report.step(format!("the store's directory {}", state.display()), !existed);
 
     let changed = write_repository(paths, deb, &control, &version, &arch)?;
-    report.step(format!("the local apt repository {} holds tails-server {version}", paths.repository().display()), changed);
+    report.step(
+        format!("the local apt repository {} holds tails-server {version}", paths.repository().display()),
+        changed,
+    );
 
     let sources_dir = sources_dir(paths)?;
     let list = paths.persistent_storage.join(&sources_dir).join(SOURCES_FILE);
@@ -140,10 +143,7 @@ pub fn setup(paths: &SetupPaths, deb: &Path) -> Result<SetupReport> {
     report.step(format!("apt's source for it, {}", list.display()), changed);
 
     let changed = add_persistence_line(paths, &sources_dir)?;
-    report.step(
-        format!("the custom persistence feature \"{SOURCES_DESTINATION} source={sources_dir},link\""),
-        changed,
-    );
+    report.step(format!("the custom persistence feature \"{SOURCES_DESTINATION} source={sources_dir},link\""), changed);
 
     // What tps would do at the next activation, done now so that apt sees it at once.
     let link = paths.etc_sources.join(SOURCES_FILE);
@@ -241,9 +241,8 @@ fn ensure_additional_software(paths: &SetupPaths, report: &mut SetupReport) -> R
     if !paths.tails {
         return Ok(());
     }
-    let mounted = || {
-        std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| super::is_mount_point(&m, &paths.apt_lists))
-    };
+    let mounted =
+        || std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| super::is_mount_point(&m, &paths.apt_lists));
     if mounted() {
         report.step("the Additional Software feature of the Persistent Storage is on", false);
         return Ok(());
@@ -368,13 +367,9 @@ fn rfc2822(unix: u64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
-    let month_name = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][month as usize - 1];
-    format!(
-        "{weekday}, {day:02} {month_name} {year} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    let month_name =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][month as usize - 1];
+    format!("{weekday}, {day:02} {month_name} {year} {:02}:{:02}:{:02} UTC", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 /// persistence.conf's lines: (destination, options) for the ones tps can read.
@@ -426,7 +421,9 @@ fn add_persistence_line(paths: &SetupPaths, sources_dir: &str) -> Result<bool> {
     let path = paths.persistent_storage.join(PERSISTENCE_CONF);
     let text = read_optional(&path)?;
     if persistence_lines(&text).iter().any(|(dest, options)| {
-        dest == SOURCES_DESTINATION && source_of(options) == Some(sources_dir) && options.split(',').any(|o| o == "link")
+        dest == SOURCES_DESTINATION
+            && source_of(options) == Some(sources_dir)
+            && options.split(',').any(|o| o == "link")
     }) {
         return Ok(false);
     }
@@ -444,7 +441,8 @@ fn remove_persistence_line(paths: &SetupPaths, sources_dir: &str) -> Result<bool
     let path = paths.persistent_storage.join(PERSISTENCE_CONF);
     let text = read_optional(&path)?;
     let ours = our_line(sources_dir);
-    let kept: Vec<&str> = text.lines().filter(|l| l.split_whitespace().collect::<Vec<_>>().join("\t") != ours).collect();
+    let kept: Vec<&str> =
+        text.lines().filter(|l| l.split_whitespace().collect::<Vec<_>>().join("\t") != ours).collect();
     if kept.len() == text.lines().count() {
         return Ok(false);
     }
@@ -461,8 +459,7 @@ fn remove_persistence_line(paths: &SetupPaths, sources_dir: &str) -> Result<bool
 fn edit_additional_software(paths: &SetupPaths, present: bool) -> Result<bool> {
     let path = paths.persistent_storage.join(ADDITIONAL_SOFTWARE_CONF);
     let text = read_optional(&path)?;
-    let mut packages: Vec<String> =
-        text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    let mut packages: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
     // Tails compares names without their /release, =version or :arch.
     let is_ours = |p: &String| p.split(['/', ':', '=']).next() == Some(PACKAGE);
     let listed = packages.iter().any(is_ours);
@@ -512,7 +509,8 @@ fn update_index(paths: &SetupPaths, list: &Path) -> Result<()> {
         std::fs::create_dir_all(paths.apt_lists.join("partial")).map_err(io("cannot create", &paths.apt_lists))?;
         apt.arg(format!("-oDir::State::Lists={}", paths.apt_lists.display()));
     }
-    let output = apt.output().map_err(|e| Error::Daemon { unit: "apt-get".into(), detail: format!("cannot run it: {e}") })?;
+    let output =
+        apt.output().map_err(|e| Error::Daemon { unit: "apt-get".into(), detail: format!("cannot run it: {e}") })?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() || stderr.lines().any(|l| l.starts_with("E:") || l.starts_with("W:")) {
         return Err(Error::Daemon {
