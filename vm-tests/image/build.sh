@@ -113,6 +113,8 @@ packages=systemd,systemd-sysv,dbus,polkitd,tor,cryptsetup-bin,udev,python3,mumbl
 packages=$packages,e2fsprogs,fdisk,kmod,acl,procps,iproute2,util-linux
 # The tps stand-in (Python with GLib, like Tails' own), and the catalog's other daemons.
 packages=$packages,python3-gi,gir1.2-glib-2.0,lighttpd,infinoted
+# amnesia's login session (logind), for polkit's allow_active.
+packages=$packages,libpam-systemd
 {
 nice -n 10 mmdebstrap --mode=root --variant=minbase --include="$packages" \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \

@@ -101,16 +101,33 @@ fn a_setup_then_every_boot_restores_with_no_command_typed() {
         check(setup.contains("done:    tails-server in Additional Software"), format!("setup said: {setup}"))?;
         let again = vm.sh_ok("root", &format!("/usr/bin/tails-server setup --deb {DEB}"))?;
         check(!again.contains("done:    tails-server in"), format!("setup again changes nothing: {again}"))?;
+        // polkit decides every call: root may, and amnesia, logged in at the computer (an
+        // active session, as on Tails' desktop); a user without a session is refused, in the
+        // CLI's words; nobody but root may own the service's name.
+        vm.sh_ok("root", LIST_OVER_DBUS)?;
+        let refused = vm.sh("nobody", "tails-server list")?;
+        check(
+            !refused.success() && refused.stderr.contains("not authorized: org.boum.tails.server.read was refused"),
+            format!("a user without an active session refused by polkit: {refused:?}"),
+        )?;
+        let owner = vm.sh("amnesia", "busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus RequestName su org.boum.tails.Server 4")?;
+        check(!owner.success(), format!("only root may own the service's name: {owner:?}"))?;
+        vm.wait_until("root", "loginctl show-user amnesia -p State | grep -q State=active", Duration::from_secs(60))?;
 
-        ts::ok(vm, &["add", "mumble", "--name", "chat", "--set", "max-users=7"])?;
-        ts::ok(vm, &["add", "custom", "--name", "site", "--local-port", "8090"])?;
-        ts::ok(vm, &["add", "web", "--name", "www"])?;
-        ts::ok(vm, &["add", "gobby", "--name", "docs", "--set", "autosave-interval=30"])?;
-        ts::ok(vm, &["client", "add", "chat", "alice"])?;
-        ts::ok(vm, &["enable", "chat"])?;
-        ts::ok(vm, &["enable", "site"])?;
-        ts::ok(vm, &["enable", "www"])?;
-        ts::ok(vm, &["enable", "docs"])?;
+        // Everything else as amnesia: the CLI goes through the service.
+        for args in [
+            "add mumble --name chat --set max-users=7",
+            "add custom --name site --local-port 8090",
+            "add web --name www",
+            "add gobby --name docs --set autosave-interval=30",
+            "client add chat alice",
+            "enable chat",
+            "enable site",
+            "enable www",
+            "enable docs",
+        ] {
+            vm.sh_ok("amnesia", &format!("tails-server {args}"))?;
+        }
         // The web site serves what is put in its folder; Gobby's server listens.
         vm.sh_ok("root", &format!("echo 'hello from tails-server' > {STATE_DIR}/data/www/site/index.html"))?;
         vm.sh_ok("root", WEB_SERVES_HELLO)?;
@@ -143,6 +160,49 @@ fn a_setup_then_every_boot_restores_with_no_command_typed() {
         Ok(())
     });
 }
+
+/// (e, second half) An image that ships tails-server, booted without unlocking: the service
+/// runs, answers "not unlocked" and writes nothing to the stick; the volume is unlocked
+/// later (the Welcome Screen's moment) and, with no command typed, the service opens the
+/// store (told by the tps stand-in's PropertiesChanged) and registers the stored service.
+#[test]
+fn e2_the_service_waits_for_the_unlock_then_restores() {
+    scenario("e2-unlock-later", |vm| {
+        vm.boot(BootOptions::unlocked())?;
+        wait_unlocked(vm)?;
+        wait_for_tor(vm)?;
+        ts::ok(vm, &["add", "custom", "--name", "keep", "--local-port", "8080"])?;
+        ts::ok(vm, &["enable", "keep"])?;
+        let listed = addresses(vm)?;
+        let keep = address_of(&listed, "keep").ok_or_else(|| Error::Protocol(format!("keep not listed: {listed:?}")))?;
+
+        vm.reboot(BootOptions::locked())?;
+        wait_for_tor(vm)?;
+        vm.sh_ok("root", &format!("DEBIAN_FRONTEND=noninteractive apt-get install -y -q {DEB} >/dev/null"))?;
+        vm.wait_until("root", "systemctl is-active -q tails-server.service", Duration::from_secs(60))?;
+        let (w0, _) = vm.stick_writes()?;
+        let locked = vm.sh("root", &format!("{LIST_OVER_DBUS} 2>&1"))?;
+        check(
+            !locked.success() && locked.stdout.contains("the Persistent Storage is not unlocked"),
+            format!("the service says the Persistent Storage is not unlocked: {locked:?}"),
+        )?;
+        vm.sh_ok("root", "sync")?;
+        let (w1, ops) = vm.stick_writes()?;
+        check(w1 == w0, format!("nothing written to the stick while locked ({} bytes in {ops} operations)", w1 - w0))?;
+
+        let passphrase = vm.image.passphrase().to_owned();
+        let t = Instant::now();
+        vm.sh_ok("root", &format!("printf %s {} | tails-stand-in-persistence unlock-stdin", sh_words(&[passphrase])))?;
+        vm.record("unlocking (stand-in)", t.elapsed());
+        let d = vm.wait_until("root", &registered_cmd(&[&keep]), Duration::from_secs(120))?;
+        vm.record("the stored service registered after the unlock, no command typed", d);
+        vm.sh_ok("root", LIST_OVER_DBUS)?;
+        Ok(())
+    });
+}
+
+/// The service's `List`, as root over the system bus.
+const LIST_OVER_DBUS: &str = "busctl call org.boum.tails.Server /org/boum/tails/Server org.boum.tails.Server1 List";
 
 /// The remote shell protocol itself: every request type, errors, ids, a timeout.
 #[test]

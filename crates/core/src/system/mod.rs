@@ -394,3 +394,60 @@ fn clone_system_error(e: &Error) -> Error {
         other => Error::Daemon { unit: "systemd".into(), detail: other.to_string() },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::keys::OnionSecretKey;
+
+    fn record(kind: &str, name: &str, options: &[(&str, OptionValue)]) -> ServiceRecord {
+        ServiceRecord {
+            name: ServiceName::new(name).unwrap(),
+            kind: kind.into(),
+            local_port: 64738,
+            remote_port: 64738,
+            enabled: true,
+            client_auth: true,
+            options: options.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            key: OnionSecretKey::generate().unwrap(),
+            clients: vec![],
+            created: 0,
+        }
+    }
+
+    #[test]
+    fn a_missing_package_is_named_with_the_way_to_add_it() {
+        let catalog = Catalog::builtin();
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan(catalog.get("mumble").unwrap(), &record("mumble", "chat", &[]), dir.path(), dir.path())
+            .unwrap()
+            .expect("mumble has a program");
+        let status = dir.path().join("status");
+        std::fs::write(&status, "Package: tor\nStatus: install ok installed\n").unwrap();
+        let error = check_packages(&plan, &InstalledPackages::read(&status)).unwrap_err();
+        assert_eq!(error.kind(), crate::ErrorKind::System);
+        let text = error.to_string();
+        assert!(text.starts_with("mumble-server is not installed") && text.contains("Additional Software"), "{text}");
+        std::fs::write(&status, "Package: mumble-server\nStatus: install ok installed\n").unwrap();
+        check_packages(&plan, &InstalledPackages::read(&status)).unwrap();
+    }
+
+    #[test]
+    fn plans_follow_the_options_and_name_units_and_folders_by_service() {
+        let catalog = Catalog::builtin();
+        let dir = tempfile::tempdir().unwrap();
+        let (store, run) = (dir.path().join("store"), dir.path().join("run"));
+        let web = plan(catalog.get("web").unwrap(), &record("web", "tails-server-x", &[]), &store, &run).unwrap().unwrap();
+        assert_eq!(web.unit, "tails-server-tails-server-x.service");
+        assert_eq!(web.data_dir, store.join("data/tails-server-x"));
+        assert_eq!(web.config_dir, run.join("daemons/tails-server-x"));
+        assert_eq!((web.folders.clone(), web.user.as_deref(), web.lan), (vec!["site".to_owned()], Some("www-data"), false));
+        assert!(web.rendered.files[0].1.contains("/var/lib/tails-server/tails-server-x/site"));
+        let lan = record("web", "w", &[(ALLOW_LAN, OptionValue::Bool(true))]);
+        let lan = plan(catalog.get("web").unwrap(), &lan, &store, &run).unwrap().unwrap();
+        assert!(lan.lan && lan.rendered.files[0].1.contains("server.bind = \"0.0.0.0\""));
+        assert_ne!(lan.configuration(), web.configuration(), "a changed option restarts the program");
+        assert!(plan(catalog.get("custom").unwrap(), &record("custom", "c", &[]), &store, &run).unwrap().is_none());
+    }
+}
