@@ -114,7 +114,8 @@ fn a_setup_then_every_boot_restores_with_no_command_typed() {
         check(!owner.success(), format!("only root may own the service's name: {owner:?}"))?;
         vm.wait_until("root", "loginctl show-user amnesia -p State | grep -q State=active", Duration::from_secs(60))?;
 
-        // Everything else as amnesia: the CLI goes through the service.
+        // Everything else as amnesia in that session (the stand-in's agent plays the part of
+        // a terminal on Tails' desktop): the CLI goes through the service.
         for args in [
             "add mumble --name chat --set max-users=7",
             "add custom --name site --local-port 8090",
@@ -126,7 +127,7 @@ fn a_setup_then_every_boot_restores_with_no_command_typed() {
             "enable www",
             "enable docs",
         ] {
-            vm.sh_ok("amnesia", &format!("tails-server {args}"))?;
+            vm.sh_ok("amnesia", &format!("tails-stand-in-in-session tails-server {args}"))?;
         }
         // The web site serves what is put in its folder; Gobby's server listens.
         vm.sh_ok("root", &format!("echo 'hello from tails-server' > {STATE_DIR}/data/www/site/index.html"))?;
