@@ -188,6 +188,8 @@ fn every_method_answers_with_the_clis_documents_or_a_named_error() {
             Err(e) => assert!(e.message().contains("there is no service named \"no-such\""), "{}", e.message()),
             Ok(_) => unreachable!(),
         }
+        assert_eq!(error_name(server.wait_uploaded("web", 0).await), format!("{prefix}.InvalidInput"));
+        assert_eq!(error_name(server.wait_uploaded("no-such", 5).await), format!("{prefix}.NotFound"));
         // A backup out and in again, and what is not one.
         let backup = server.export(vec![], "a long enough passphrase").await.unwrap();
         assert!(backup.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"), "ASCII-armored age");

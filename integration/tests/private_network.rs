@@ -5,6 +5,8 @@
 //! Run: `cargo test -p tails-server-integration` (needs Docker and the Debian packages
 //! `tor` and `busybox-static`, which scripts/deps installs).
 
+#[path = "../../tests/common/bus.rs"]
+mod bus;
 /// Shared with the main package's tests: command outcomes, and a tor on loopback.
 #[path = "../../tests/common/run.rs"]
 mod common;
@@ -12,6 +14,8 @@ mod common;
 mod fake_tor;
 #[path = "../../tests/common/tor.rs"]
 mod local_tor;
+/// bus.rs names the command helpers `run`, as in the main package's tests.
+use common as run;
 mod support;
 
 use std::sync::Arc;
@@ -59,6 +63,10 @@ fn main() {
             j_a_client_removed_during_a_republish_storm_is_refused,
         ),
         ("k_a_stand_in_on_the_control_port_gets_no_secret", k_a_stand_in_on_the_control_port_gets_no_secret),
+        (
+            "l_through_the_system_service_enable_waits_for_the_upload_and_status_probes",
+            l_through_the_system_service_enable_waits_for_the_upload_and_status_probes,
+        ),
     ];
     if args.list {
         let trials = tests.iter().map(|(name, _)| Trial::test(*name, || Ok(()))).collect();
@@ -541,4 +549,64 @@ fn k_a_stand_in_on_the_control_port_gets_no_secret(ctx: &Ctx) {
     assert!(!received.contains(&key) && !received.contains("ADD_ONION"), "{received}");
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("refusing to send") && !log.contains(&key), "{log}");
+}
+
+/// The system service (root) on a private system bus, and the CLI of a user without rights
+/// going through it, as amnesia's does on Tails: `enable --wait` returns once the service's
+/// loop has seen tor upload the descriptor, `status --probe` reaches the service through
+/// the onion-service tor with a stored key, and a client fetches the page.
+fn l_through_the_system_service_enable_waits_for_the_upload_and_status_probes(ctx: &Ctx) {
+    let user = User::new(&ctx.net);
+    let bus = bus::Bus::start();
+    let log = user.home.path().join("service.log");
+    let _service = KillOnDrop(
+        user.command()
+            .args(["service", "--bus", &bus.address, "--authorization", "uids:0,65534"])
+            .args(["--persistent-storage", "none"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let as_nobody = |args: &[&str]| -> support::Run {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(support::binary())
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", "/nonexistent")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+            .into()
+    };
+    // The service owns its name once it answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while as_nobody(&["list"]).code != 0 {
+        assert!(Instant::now() < deadline, "the service did not answer: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let port = ctx.net.ports.backend(0).to_string();
+    as_nobody(&["add", "custom", "--name", "site-l", "--local-port", &port, "--remote-port", "80"]).ok();
+    let enabled = as_nobody(&["enable", "site-l", "--wait", "--timeout", "120"]);
+    let service_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(enabled.code, 0, "{}\nthe service's log:\n{}", enabled.stderr, service_log());
+    assert!(enabled.stderr.contains("The descriptor is uploaded"), "{}", enabled.stderr);
+    let status = as_nobody(&["--format", "json", "status", "site-l", "--probe"]).ok().json();
+    assert_eq!(
+        (&status["registered"], &status["uploaded"]),
+        (&serde_json::json!(true), &serde_json::json!(true)),
+        "{status}"
+    );
+    assert_eq!(status["reachable"], true, "{status}");
+    let address = user.address("site-l");
+    let line = user.auth_private("site-l", "client-1");
+    let (code, body) = ctx.rt.block_on(async {
+        let alice = client(ctx, 0);
+        alice.set_keys(&[("site-l", &line)]).await;
+        alice.fetch_until(&address, 80, 0x00, REACH).await
+    });
+    assert_eq!((code, body.as_deref()), (0x00, Some(ctx.net.backend_body(0).as_str())));
 }

@@ -109,24 +109,28 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 out.info_view(&view, kind, &specs, *details)
             }
             Command::Status { name, probe } => {
-                if *probe {
-                    bail!("--probe is not offered by the tails-server service yet: run it as root");
-                }
-                let mut view: StatusView = parse(&server.status(name.as_str(), false).await.map_err(failed)?)?;
+                let mut view: StatusView = parse(&server.status(name.as_str(), *probe).await.map_err(failed)?)?;
                 let tor = std::mem::take(&mut view.tor);
                 out.status(view, tor)
             }
-            Command::Enable { name, wait, .. } => {
-                if *wait {
-                    bail!("--wait is not offered by the tails-server service yet: run `tails-server status` later");
-                }
+            Command::Enable { name, wait, timeout } => {
                 let changed: Changed = parse(&server.enable(name.as_str()).await.map_err(failed)?)?;
                 if changed.tor.applied {
                     out.message(&format!("{name} is enabled and registered with tor at {}.", changed.view.address))?;
                 } else {
                     out.message(&format!("{name} is enabled."))?;
                 }
-                after_change(&changed.tor)
+                after_change(&changed.tor)?;
+                if *wait {
+                    // The service's loop follows tor's upload events; this waits for its record.
+                    let seconds = u32::try_from(*timeout).unwrap_or(u32::MAX).clamp(1, 3600);
+                    server.wait_uploaded(name.as_str(), seconds).await.map_err(failed)?;
+                    eprintln!(
+                        "The descriptor is uploaded: clients holding a key can now reach {}.",
+                        changed.view.address
+                    );
+                }
+                Ok(())
             }
             Command::Disable { name } => {
                 let changed: Changed = parse(&server.disable(name.as_str()).await.map_err(failed)?)?;

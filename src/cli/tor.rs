@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
 
 use tails_server::daemon::{self, DaemonOptions};
@@ -15,7 +14,7 @@ use tails_server::model::ServiceRecord;
 use tails_server::names::ServiceName;
 use tails_server::publish;
 use tails_server::reconcile::{Action, DaemonControl, Ledger, Pending, Publisher, SyncReport};
-use tails_server::tor::{CommandLine, ControlConfig, ControlTarget, TorControl};
+use tails_server::tor::{ControlConfig, ControlTarget, TorControl};
 use tails_server::{tails, Config, Error, ErrorKind};
 
 use super::output::{rfc3339, Printer, TorState};
@@ -383,114 +382,5 @@ pub fn service(
 
 /// What tor says about one service; tor being unreachable is reported, not an error.
 pub fn tor_status(publisher: &Publisher, record: &ServiceRecord, probe: bool) -> Result<TorState> {
-    runtime()?.block_on(async {
-        let mut state = TorState::default();
-        let mut tor = match publisher.connect().await {
-            Ok(tor) => tor,
-            Err(e) => {
-                state.tor_error = Some(e.to_string());
-                return Ok(state);
-            }
-        };
-        let id = record.address().service_id();
-        let registered = tor.detached_onions().await?.contains(&id);
-        state.registered = Some(registered);
-        let instance = tor.instance().await?;
-        let entry =
-            publisher.config.runtime_dir.as_deref().and_then(|d| Ledger::load(d).entry_for(&instance, &id).cloned());
-        let uploaded_at = if registered { entry.as_ref().and_then(|e| e.uploaded_at) } else { None };
-        state.uploaded = if !registered {
-            Some(false)
-        } else if uploaded_at.is_some() {
-            Some(true)
-        } else {
-            None
-        };
-        state.uploaded_at = uploaded_at.map(rfc3339);
-        state.published_as_stored = if registered {
-            entry.map(|e| e.fingerprint == tails_server::reconcile::fingerprint(record))
-        } else {
-            Some(false)
-        };
-        if probe {
-            let (reachable, detail) = probe_service(&mut tor, record).await?;
-            state.reachable = reachable;
-            state.probe_detail = Some(detail);
-        }
-        Ok(state)
-    })
-}
-
-/// Connects to the service through tor's own SOCKS port, as a client would, with one of
-/// the stored client keys registered in tor just for the probe.
-async fn probe_service(tor: &mut TorControl, record: &ServiceRecord) -> Result<(Option<bool>, String)> {
-    let Some(socks) = tor.socks_listeners().await?.into_iter().next() else {
-        return Ok((None, "tor has no SocksPort to probe through".into()));
-    };
-    let id = record.address().service_id();
-    let mut registered_key = false;
-    // A credential this tor already holds for the address (the user's own, perhaps
-    // permanent) is used as it is and never replaced or removed.
-    let existing = tor.execute(&CommandLine::new("ONION_CLIENT_AUTH_VIEW").arg("service id", &id)?).await?;
-    let has_credential = existing.lines.iter().any(|l| l.starts_with("CLIENT "));
-    if record.client_auth && !has_credential {
-        let Some(secret) = record.clients.iter().find_map(|c| c.secret_key.as_ref()) else {
-            return Ok((None, "no client private key is stored to probe with".into()));
-        };
-        let key = Zeroizing::new(format!("x25519:{}", secret.to_base64().as_str()));
-        tor.execute(&CommandLine::new("ONION_CLIENT_AUTH_ADD").arg("service id", &id)?.secret_arg("client key", &key)?)
-            .await?;
-        registered_key = true;
-    }
-    let result = tokio::time::timeout(
-        Duration::from_secs(90),
-        socks_connect(&socks, &format!("{id}.onion"), record.remote_port),
-    )
-    .await;
-    if registered_key {
-        let _ = tor.send(&CommandLine::new("ONION_CLIENT_AUTH_REMOVE").arg("service id", &id)?).await;
-    }
-    Ok(match result {
-        Err(_) => (Some(false), "no answer within 90 s".into()),
-        Ok(Err(e)) => (None, format!("cannot use tor's SocksPort {socks}: {e}")),
-        Ok(Ok(0x00)) => (Some(true), "a connection through tor succeeded".into()),
-        Ok(Ok(code)) => (Some(code == 0x05), socks_reply_meaning(code, record.local_port)),
-    })
-}
-
-async fn socks_connect(proxy: &str, host: &str, port: u16) -> std::io::Result<u8> {
-    let mut stream = tokio::net::TcpStream::connect(proxy).await?;
-    stream.write_all(&[5, 1, 0]).await?;
-    let mut greeting = [0u8; 2];
-    stream.read_exact(&mut greeting).await?;
-    if greeting != [5, 0] {
-        return Err(std::io::Error::other("the SOCKS port refused unauthenticated access"));
-    }
-    let mut request = vec![5, 1, 0, 3, host.len() as u8];
-    request.extend_from_slice(host.as_bytes());
-    request.extend_from_slice(&port.to_be_bytes());
-    stream.write_all(&request).await?;
-    let mut reply = [0u8; 2];
-    stream.read_exact(&mut reply).await?;
-    Ok(reply[1])
-}
-
-/// SOCKS5 replies, with tor's extended onion-service codes (SocksPort ExtendedErrors).
-pub fn socks_reply_meaning(code: u8, local_port: u16) -> String {
-    match code {
-        0x00 => "connected".into(),
-        0x01 => "general failure".into(),
-        0x04 => "host unreachable".into(),
-        0x05 => format!("the onion service answered, but nothing accepted the connection on 127.0.0.1:{local_port}"),
-        0x06 => "timed out".into(),
-        0xF0 => "descriptor not found (not uploaded yet?)".into(),
-        0xF1 => "descriptor invalid".into(),
-        0xF2 => "introduction failed".into(),
-        0xF3 => "rendezvous failed".into(),
-        0xF4 => "client authorization required but no key given".into(),
-        0xF5 => "the client key was refused".into(),
-        0xF6 => "bad onion address".into(),
-        0xF7 => "introduction timed out".into(),
-        other => format!("SOCKS reply {other:#04x}"),
-    }
+    Ok(runtime()?.block_on(publisher.tor_view(record, probe))?.into())
 }

@@ -24,7 +24,12 @@ impl Bus {
         // Other users (the unauthorized caller) must reach the socket.
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let socket = dir.path().join("system_bus_socket");
-        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("persistence-hooks/dbus/org.boum.tails.Server.conf");
+        // This package's directory, or the repository above it (the container suite).
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .find(|d| d.join("persistence-hooks").is_dir())
+            .expect("the repository's persistence-hooks/");
+        let policy = repo.join("persistence-hooks/dbus/org.boum.tails.Server.conf");
         let config = format!(
             r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">

@@ -175,7 +175,8 @@ fn e2_the_service_waits_for_the_unlock_then_restores() {
         ts::ok(vm, &["add", "custom", "--name", "keep", "--local-port", "8080"])?;
         ts::ok(vm, &["enable", "keep"])?;
         let listed = addresses(vm)?;
-        let keep = address_of(&listed, "keep").ok_or_else(|| Error::Protocol(format!("keep not listed: {listed:?}")))?;
+        let keep =
+            address_of(&listed, "keep").ok_or_else(|| Error::Protocol(format!("keep not listed: {listed:?}")))?;
 
         vm.reboot(BootOptions::locked())?;
         wait_for_tor(vm)?;

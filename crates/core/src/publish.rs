@@ -144,3 +144,79 @@ mod tests {
         assert!(add_onion_command(&record(0, true)).is_err());
     }
 }
+
+/// Connects to the service through tor's own SocksPort, as a client would. With client
+/// authorization, a stored client's key is lent to tor for the probe only — unless tor
+/// already holds a credential for the address (the user's own, perhaps permanent), which is
+/// used as it is and never replaced or removed. Returns whether it was reached (None: could
+/// not tell) and why.
+pub async fn probe(tor: &mut TorControl, record: &ServiceRecord) -> Result<(Option<bool>, String)> {
+    let Some(socks) = tor.socks_listeners().await?.into_iter().next() else {
+        return Ok((None, "tor has no SocksPort to probe through".into()));
+    };
+    let id = record.address().service_id();
+    let mut lent_key = false;
+    let existing = tor.execute(&CommandLine::new("ONION_CLIENT_AUTH_VIEW").arg("service id", &id)?).await?;
+    let has_credential = existing.lines.iter().any(|l| l.starts_with("CLIENT "));
+    if record.client_auth && !has_credential {
+        let Some(secret) = record.clients.iter().find_map(|c| c.secret_key.as_ref()) else {
+            return Ok((None, "no client private key is stored to probe with".into()));
+        };
+        let key = zeroize::Zeroizing::new(format!("x25519:{}", secret.to_base64().as_str()));
+        tor.execute(&CommandLine::new("ONION_CLIENT_AUTH_ADD").arg("service id", &id)?.secret_arg("client key", &key)?)
+            .await?;
+        lent_key = true;
+    }
+    let result =
+        tokio::time::timeout(PROBE_TIMEOUT, socks_connect(&socks, &format!("{id}.onion"), record.remote_port)).await;
+    if lent_key {
+        let _ = tor.send(&CommandLine::new("ONION_CLIENT_AUTH_REMOVE").arg("service id", &id)?).await;
+    }
+    Ok(match result {
+        Err(_) => (Some(false), format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+        Ok(Err(e)) => (None, format!("cannot use tor's SocksPort {socks}: {e}")),
+        Ok(Ok(0x00)) => (Some(true), "a connection through tor succeeded".into()),
+        Ok(Ok(code)) => (Some(code == 0x05), socks_reply_meaning(code, record.local_port)),
+    })
+}
+
+/// How long a probe waits for tor: fetching a descriptor and building two circuits.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(90);
+
+async fn socks_connect(proxy: &str, host: &str, port: u16) -> std::io::Result<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy).await?;
+    stream.write_all(&[5, 1, 0]).await?;
+    let mut greeting = [0u8; 2];
+    stream.read_exact(&mut greeting).await?;
+    if greeting != [5, 0] {
+        return Err(std::io::Error::other("the SOCKS port refused unauthenticated access"));
+    }
+    let mut request = vec![5, 1, 0, 3, host.len() as u8];
+    request.extend_from_slice(host.as_bytes());
+    request.extend_from_slice(&port.to_be_bytes());
+    stream.write_all(&request).await?;
+    let mut reply = [0u8; 2];
+    stream.read_exact(&mut reply).await?;
+    Ok(reply[1])
+}
+
+/// SOCKS5 replies, with tor's extended onion-service codes (SocksPort ExtendedErrors).
+pub fn socks_reply_meaning(code: u8, local_port: u16) -> String {
+    match code {
+        0x00 => "connected".into(),
+        0x01 => "general failure".into(),
+        0x04 => "host unreachable".into(),
+        0x05 => format!("the onion service answered, but nothing accepted the connection on 127.0.0.1:{local_port}"),
+        0x06 => "timed out".into(),
+        0xF0 => "descriptor not found (not uploaded yet?)".into(),
+        0xF1 => "descriptor invalid".into(),
+        0xF2 => "introduction failed".into(),
+        0xF3 => "rendezvous failed".into(),
+        0xF4 => "client authorization required but no key given".into(),
+        0xF5 => "the client key was refused".into(),
+        0xF6 => "bad onion address".into(),
+        0xF7 => "introduction timed out".into(),
+        other => format!("SOCKS reply {other:#04x}"),
+    }
+}

@@ -249,6 +249,23 @@ pub enum DaemonControl {
     Systemd,
 }
 
+/// What tor says about one stored service (`status`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TorView {
+    /// tor accepted ADD_ONION: it is in `onions/detached`.
+    pub registered: Option<bool>,
+    /// tor reported the descriptor uploaded (seen by a daemon or `enable --wait`).
+    pub uploaded: Option<bool>,
+    pub uploaded_at: Option<u64>,
+    /// tor runs it with the stored clients and ports.
+    pub published_as_stored: Option<bool>,
+    /// A connection through tor reached it (only when probed).
+    pub reachable: Option<bool>,
+    pub probe_detail: Option<String>,
+    /// Why tor could not be asked; everything above is then unknown.
+    pub tor_error: Option<String>,
+}
+
 impl DaemonControl {
     /// [`DaemonControl::Systemd`] when this process may start system units: root, on a
     /// system booted with systemd.
@@ -284,6 +301,57 @@ impl Publisher {
     /// Connects to tor.
     pub async fn connect(&self) -> Result<TorControl> {
         TorControl::connect(&self.control).await
+    }
+
+    /// What tor says about `record`; with `probe`, a connection through tor's SocksPort
+    /// too (a stored client key lent to tor for it). tor being unreachable is part of the
+    /// answer, not an error.
+    pub async fn tor_view(&self, record: &ServiceRecord, probe: bool) -> Result<TorView> {
+        let mut view = TorView::default();
+        let mut tor = match self.connect().await {
+            Ok(tor) => tor,
+            Err(e) => {
+                view.tor_error = Some(e.to_string());
+                return Ok(view);
+            }
+        };
+        let id = record.address().service_id();
+        let registered = tor.detached_onions().await?.contains(&id);
+        view.registered = Some(registered);
+        let instance = tor.instance().await?;
+        let entry = self.config.runtime_dir.as_deref().and_then(|d| Ledger::load(d).entry_for(&instance, &id).cloned());
+        view.uploaded_at = if registered { entry.as_ref().and_then(|e| e.uploaded_at) } else { None };
+        view.uploaded = if !registered { Some(false) } else { view.uploaded_at.map(|_| true) };
+        view.published_as_stored =
+            if registered { entry.map(|e| e.fingerprint == fingerprint(record)) } else { Some(false) };
+        if probe {
+            let (reachable, detail) = publish::probe(&mut tor, record).await?;
+            view.reachable = reachable;
+            view.probe_detail = Some(detail);
+        }
+        Ok(view)
+    }
+
+    /// Waits until tor has reported `record`'s descriptor uploaded, as a running daemon
+    /// records it in the ledger (the system service's loop does). Returns when.
+    pub async fn wait_recorded_upload(&self, record: &ServiceRecord, timeout: Duration) -> Result<u64> {
+        let runtime_dir = self.runtime_dir()?.to_owned();
+        let id = record.address().service_id();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ledger = Ledger::load(&runtime_dir);
+            let uploaded = ledger.tor.and_then(|tor| ledger.entry_for(&tor, &id)).and_then(|e| e.uploaded_at);
+            if let Some(at) = uploaded {
+                return Ok(at);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    what: format!("tor to upload the descriptor of {}", record.name),
+                    waited: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Reads every stored service, waiting (bounded) while another process holds the

@@ -162,6 +162,9 @@ pub trait Server {
     fn credential(&self, name: &str, client: &str, form: &str) -> Result<String, ServiceError>;
     /// Reconciles now (`restore`).
     fn restore(&self) -> Result<String, ServiceError>;
+    /// Waits until tor reports the service's descriptor uploaded (`enable --wait`):
+    /// `{name, address, uploaded-at}`, or a `TorUnavailable` error after `timeout_s`.
+    fn wait_uploaded(&self, name: &str, timeout_s: u32) -> Result<String, ServiceError>;
     /// An encrypted backup (age with the passphrase, ASCII-armored) of the named services,
     /// every one when `services` is empty (`export`).
     fn export(&self, services: Vec<String>, passphrase: &str) -> Result<Vec<u8>, ServiceError>;

@@ -68,6 +68,20 @@ pub struct TorState {
     pub tor_error: Option<String>,
 }
 
+impl From<tails_server::reconcile::TorView> for TorState {
+    fn from(view: tails_server::reconcile::TorView) -> Self {
+        TorState {
+            registered: view.registered,
+            uploaded: view.uploaded,
+            uploaded_at: view.uploaded_at.map(rfc3339),
+            published_as_stored: view.published_as_stored,
+            reachable: view.reachable,
+            probe_detail: view.probe_detail,
+            tor_error: view.tor_error,
+        }
+    }
+}
+
 pub fn status_view(manager: &Manager, record: &ServiceRecord) -> StatusView {
     StatusView {
         name: record.name.to_string(),

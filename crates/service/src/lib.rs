@@ -58,7 +58,11 @@ pub async fn run(options: ServiceOptions, shutdown: impl Future<Output = ()>) ->
         while !*unlocked.borrow_and_update() {
             daemon::log(daemon::Level::Notice, "waiting for the Persistent Storage to be unlocked");
             tokio::select! {
-                changed = unlocked.changed() => if changed.is_err() { break },
+                changed = unlocked.changed() => if changed.is_err() {
+                    // Nobody will tell us any more: it stays locked.
+                    shutdown.as_mut().await;
+                    return Ok(());
+                },
                 _ = &mut shutdown => return Ok(()),
             }
         }
@@ -74,9 +78,16 @@ pub async fn run(options: ServiceOptions, shutdown: impl Future<Output = ()>) ->
         // Until the volume goes away (locked again, or the service stops).
         let done = loop {
             tokio::select! {
-                changed = unlocked.changed() => {
-                    if changed.is_err() || !*unlocked.borrow() { break false; }
-                }
+                changed = unlocked.changed() => match changed {
+                    Ok(()) if !*unlocked.borrow() => break false,
+                    Ok(()) => {}
+                    // Nobody will tell us any more (no Persistent Storage to follow): it
+                    // stays unlocked until the service stops.
+                    Err(_) => {
+                        shutdown.as_mut().await;
+                        break true;
+                    }
+                },
                 _ = &mut shutdown => break true,
             }
         };

@@ -23,6 +23,8 @@ use crate::authority::Authority;
 
 /// Largest string argument taken: names, keys and option values are all far shorter.
 const MAX_ARGUMENT: usize = 4096;
+/// The longest `WaitUploaded` may wait (the CLI's --timeout is bounded alike).
+const MAX_WAIT_S: u32 = 3600;
 /// Most service names one call may list.
 const MAX_SERVICES_ARGUMENT: usize = 256;
 
@@ -190,13 +192,6 @@ impl Server {
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<String, ServiceError> {
         self.authorize(connection, &header, actions::READ).await?;
-        if probe {
-            return Err(ServiceError::InvalidInput(
-                "probing through tor is not offered over D-Bus in this version; run `tails-server status --probe` \
-                 as root"
-                    .into(),
-            ));
-        }
         let name = service_name(name)?;
         let (record, mut view): (_, StatusView) = self
             .with_manager(move |m| {
@@ -205,8 +200,37 @@ impl Server {
                 Ok((record, view))
             })
             .await?;
-        view.tor = tor_state(&self.publisher, &record).await;
+        view.tor = match self.publisher.tor_view(&record, probe).await {
+            Ok(tor) => tor.into(),
+            Err(e) => TorState { tor_error: Some(e.to_string()), ..TorState::default() },
+        };
         json(&view)
+    }
+
+    /// Waits (at most `timeout_s` seconds) until tor reports the service's descriptor
+    /// uploaded (`enable --wait`).
+    async fn wait_uploaded(
+        &self,
+        name: &str,
+        timeout_s: u32,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, &header, actions::READ).await?;
+        let name = service_name(name)?;
+        if timeout_s == 0 || timeout_s > MAX_WAIT_S {
+            return Err(ServiceError::InvalidInput(format!("the timeout must be 1 to {MAX_WAIT_S} seconds")));
+        }
+        let record = self.with_manager(move |m| m.get(&name)).await?;
+        if !record.enabled {
+            return Err(ServiceError::InvalidInput(format!("{} is not enabled: enable it first", record.name)));
+        }
+        let at = self.publisher.wait_recorded_upload(&record, std::time::Duration::from_secs(timeout_s.into())).await?;
+        json(&serde_json::json!({
+            "name": record.name.as_str(),
+            "address": record.address().to_string(),
+            "uploaded-at": views::rfc3339(at),
+        }))
     }
 
     async fn add(
@@ -624,40 +648,4 @@ impl Server {
         let view = self.view_of(name).await?;
         json(&Changed { result: view, tor: outcome })
     }
-}
-
-/// What tor says about one service, as `status` shows it; tor being unreachable is
-/// reported in `tor-error`, not as a failure.
-async fn tor_state(publisher: &Publisher, record: &tails_server::model::ServiceRecord) -> TorState {
-    let mut state = TorState::default();
-    let mut tor = match publisher.connect().await {
-        Ok(tor) => tor,
-        Err(e) => {
-            state.tor_error = Some(e.to_string());
-            return state;
-        }
-    };
-    let id = record.address().service_id();
-    let (registered, instance) = match (tor.detached_onions().await, tor.instance().await) {
-        (Ok(detached), Ok(instance)) => (detached.contains(&id), instance),
-        (Err(e), _) | (_, Err(e)) => {
-            state.tor_error = Some(e.to_string());
-            return state;
-        }
-    };
-    state.registered = Some(registered);
-    let entry = publisher
-        .config
-        .runtime_dir
-        .as_deref()
-        .and_then(|d| tails_server::reconcile::Ledger::load(d).entry_for(&instance, &id).cloned());
-    let uploaded_at = if registered { entry.as_ref().and_then(|e| e.uploaded_at) } else { None };
-    state.uploaded = if !registered { Some(false) } else { uploaded_at.map(|_| true) };
-    state.uploaded_at = uploaded_at.map(views::rfc3339);
-    state.published_as_stored = if registered {
-        entry.map(|e| e.fingerprint == tails_server::reconcile::fingerprint(record))
-    } else {
-        Some(false)
-    };
-    state
 }

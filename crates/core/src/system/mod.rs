@@ -438,11 +438,15 @@ mod tests {
         let catalog = Catalog::builtin();
         let dir = tempfile::tempdir().unwrap();
         let (store, run) = (dir.path().join("store"), dir.path().join("run"));
-        let web = plan(catalog.get("web").unwrap(), &record("web", "tails-server-x", &[]), &store, &run).unwrap().unwrap();
+        let web =
+            plan(catalog.get("web").unwrap(), &record("web", "tails-server-x", &[]), &store, &run).unwrap().unwrap();
         assert_eq!(web.unit, "tails-server-tails-server-x.service");
         assert_eq!(web.data_dir, store.join("data/tails-server-x"));
         assert_eq!(web.config_dir, run.join("daemons/tails-server-x"));
-        assert_eq!((web.folders.clone(), web.user.as_deref(), web.lan), (vec!["site".to_owned()], Some("www-data"), false));
+        assert_eq!(
+            (web.folders.clone(), web.user.as_deref(), web.lan),
+            (vec!["site".to_owned()], Some("www-data"), false)
+        );
         assert!(web.rendered.files[0].1.contains("/var/lib/tails-server/tails-server-x/site"));
         let lan = record("web", "w", &[(ALLOW_LAN, OptionValue::Bool(true))]);
         let lan = plan(catalog.get("web").unwrap(), &lan, &store, &run).unwrap().unwrap();
