@@ -90,61 +90,6 @@ pub async fn wait_uploaded(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::keys::{ClientSecretKey, OnionSecretKey};
-    use crate::model::ClientRecord;
-    use crate::names::{ClientName, ServiceName};
-
-    fn record(clients: usize, auth: bool) -> ServiceRecord {
-        ServiceRecord {
-            name: ServiceName::new("web").unwrap(),
-            kind: "web".into(),
-            local_port: 8080,
-            remote_port: 80,
-            enabled: true,
-            client_auth: auth,
-            options: Default::default(),
-            key: OnionSecretKey::generate().unwrap(),
-            clients: (0..clients)
-                .map(|i| {
-                    let s = ClientSecretKey::generate().unwrap();
-                    ClientRecord {
-                        name: ClientName::new(&format!("c{i}")).unwrap(),
-                        public_key: s.public_key(),
-                        secret_key: Some(s),
-                        created: 0,
-                    }
-                })
-                .collect(),
-            created: 0,
-        }
-    }
-
-    #[test]
-    fn add_onion_line_has_every_client_and_hides_the_key() {
-        let r = record(3, true);
-        let cmd = add_onion_command(&r).unwrap();
-        let shown = cmd.to_string();
-        assert_eq!(shown.matches("ClientAuthV3=").count(), 3);
-        assert!(shown.starts_with("ADD_ONION [secret] Flags=Detach,V3Auth Port=80,127.0.0.1:8080 "));
-        let wire = String::from_utf8(cmd.wire_bytes().to_vec()).unwrap();
-        assert!(wire.contains(r.key.to_control_blob().as_str()));
-        assert!(wire.ends_with("\r\n") && wire.matches("\r\n").count() == 1);
-        for c in &r.clients {
-            assert!(wire.contains(&format!("ClientAuthV3={}", c.public_key.to_base32())));
-        }
-    }
-
-    #[test]
-    fn no_client_auth_means_no_v3auth_flag() {
-        let cmd = add_onion_command(&record(0, false)).unwrap().to_string();
-        assert!(cmd.contains("Flags=Detach ") && !cmd.contains("V3Auth") && !cmd.contains("ClientAuthV3"));
-        assert!(add_onion_command(&record(0, true)).is_err());
-    }
-}
-
 /// Connects to the service through tor's own SocksPort, as a client would. With client
 /// authorization, a stored client's key is lent to tor for the probe only — unless tor
 /// already holds a credential for the address (the user's own, perhaps permanent), which is
@@ -218,5 +163,60 @@ pub fn socks_reply_meaning(code: u8, local_port: u16) -> String {
         0xF6 => "bad onion address".into(),
         0xF7 => "introduction timed out".into(),
         other => format!("SOCKS reply {other:#04x}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{ClientSecretKey, OnionSecretKey};
+    use crate::model::ClientRecord;
+    use crate::names::{ClientName, ServiceName};
+
+    fn record(clients: usize, auth: bool) -> ServiceRecord {
+        ServiceRecord {
+            name: ServiceName::new("web").unwrap(),
+            kind: "web".into(),
+            local_port: 8080,
+            remote_port: 80,
+            enabled: true,
+            client_auth: auth,
+            options: Default::default(),
+            key: OnionSecretKey::generate().unwrap(),
+            clients: (0..clients)
+                .map(|i| {
+                    let s = ClientSecretKey::generate().unwrap();
+                    ClientRecord {
+                        name: ClientName::new(&format!("c{i}")).unwrap(),
+                        public_key: s.public_key(),
+                        secret_key: Some(s),
+                        created: 0,
+                    }
+                })
+                .collect(),
+            created: 0,
+        }
+    }
+
+    #[test]
+    fn add_onion_line_has_every_client_and_hides_the_key() {
+        let r = record(3, true);
+        let cmd = add_onion_command(&r).unwrap();
+        let shown = cmd.to_string();
+        assert_eq!(shown.matches("ClientAuthV3=").count(), 3);
+        assert!(shown.starts_with("ADD_ONION [secret] Flags=Detach,V3Auth Port=80,127.0.0.1:8080 "));
+        let wire = String::from_utf8(cmd.wire_bytes().to_vec()).unwrap();
+        assert!(wire.contains(r.key.to_control_blob().as_str()));
+        assert!(wire.ends_with("\r\n") && wire.matches("\r\n").count() == 1);
+        for c in &r.clients {
+            assert!(wire.contains(&format!("ClientAuthV3={}", c.public_key.to_base32())));
+        }
+    }
+
+    #[test]
+    fn no_client_auth_means_no_v3auth_flag() {
+        let cmd = add_onion_command(&record(0, false)).unwrap().to_string();
+        assert!(cmd.contains("Flags=Detach ") && !cmd.contains("V3Auth") && !cmd.contains("ClientAuthV3"));
+        assert!(add_onion_command(&record(0, true)).is_err());
     }
 }
