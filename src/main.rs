@@ -19,6 +19,8 @@ fn main() -> ExitCode {
             eprintln!("tails-server: {err}");
             ExitCode::from(cli::EXIT_PENDING)
         }
+        // A reader that stopped reading (`tails-server man | head`) is not a failure.
+        Err(err) if broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("tails-server: error: {err}");
             let top = err.to_string();
@@ -34,4 +36,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .is_some_and(|e| e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+    })
 }

@@ -669,3 +669,52 @@ fn an_import_that_cannot_create_the_runtime_dir_changes_nothing_and_names_it() {
     import("replace").fails_with(&runtime.display().to_string());
     assert_eq!(target.listing(), before, "the old service is still there, unchanged");
 }
+
+/// Completions driven in a real bash, as a shell does on Tab: two words deep, a value
+/// list, an option prefix.
+#[test]
+fn bash_completion_completes_past_the_first_word() {
+    let env = TestEnv::new();
+    let script = env.root.path().join("tails-server.bash");
+    std::fs::write(&script, env.run(&["completions", "bash"]).ok().stdout).unwrap();
+    let complete = |words: &[&str]| -> Vec<String> {
+        let current = words.len() - 1;
+        let program = format!(
+            "source {script}\nCOMP_WORDS=({words})\nCOMP_CWORD={current}\n\
+             _tails__server tails-server {cur} {prev}\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+            script = script.display(),
+            words = words.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" "),
+            cur = format!("'{}'", words[current]),
+            prev = format!("'{}'", words[current - 1]),
+        );
+        let out = std::process::Command::new("bash").arg("-c").arg(program).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    };
+    let client = complete(&["tails-server", "client", ""]);
+    for verb in ["add", "list", "remove", "show"] {
+        assert!(client.iter().any(|w| w == verb), "client <Tab>: {client:?}");
+    }
+    let forms = complete(&["tails-server", "client", "show", "mumble", "client-1", "--as", ""]);
+    for form in ["auth-private", "key", "auth", "qr"] {
+        assert!(forms.iter().any(|w| w == form), "--as <Tab>: {forms:?}");
+    }
+    assert_eq!(complete(&["tails-server", "status", "--pr"]), ["--probe"]);
+    assert!(
+        !complete(&["tails-server", "add", "--"]).iter().any(|w| w.contains("allow-anyone")),
+        "the opt-out stays hidden"
+    );
+}
+
+/// `tails-server man | head`: a reader that goes away is success, with nothing on stderr.
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    let env = TestEnv::new();
+    for args in [&["man"][..], &["completions", "bash"], &["--format", "json", "catalog"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = env.command().args(args).stdout(writer).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
+    }
+}

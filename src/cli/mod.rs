@@ -219,11 +219,9 @@ enum Command {
         #[arg(long, hide = true, value_name = "DIR")]
         root: Option<PathBuf>,
     },
-    /// Print shell completions
-    #[command(hide = true)]
+    /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions { shell: clap_complete::Shell },
-    /// Print the manual page (roff)
-    #[command(hide = true)]
+    /// Print the manual page (roff): tails-server man | man -l -
     Man,
 }
 
@@ -699,6 +697,10 @@ fn show_credential_value(
 /// all options of a command on one line, the other shells one option per line.
 fn without_hidden_flag(script: &str) -> String {
     const FLAG: &str = "--allow-anyone-with-the-address";
+    // clap_complete's bash script names the states of a program called `tails-server`
+    // `tails__server__subcmd__…` where it sets them but `tails__subcmd__server__subcmd__…`
+    // where it matches them, so completion stopped after the first word.
+    let script = script.replace("tails__subcmd__server", "tails__server");
     let mut out = String::with_capacity(script.len());
     for line in script.lines() {
         if line.contains(&FLAG[2..]) {
