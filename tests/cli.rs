@@ -718,3 +718,28 @@ fn a_closed_pipe_is_not_an_error() {
         assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
     }
 }
+
+/// Option bounds from the catalog hold on every way in, and the error says the range.
+#[test]
+fn integer_options_keep_to_their_bounds() {
+    let env = TestEnv::new();
+    env.run(&["add", "mumble"]).ok();
+    let before = store_state(&env.state_dir());
+    for value in ["0", "100000"] {
+        env.run(&["set-option", "mumble", "max-users", value]).fails_with("a whole number from 1 to 1000");
+    }
+    env.run(&["add", "mumble", "--name", "big", "--set", "max-users=5000"]).fails_with("a whole number from 1 to 1000");
+    assert_eq!(store_state(&env.state_dir()), before, "nothing stored");
+    let set = env.run(&["set-option", "mumble", "max-users", "1000"]).ok();
+    assert!(set.stdout.contains("max-users = 1000"), "{}", set.stdout);
+    // A drop-in kind with bounds that cannot hold is refused, naming the option.
+    let catalog = env.state_dir().join("catalog.d");
+    std::fs::create_dir_all(&catalog).unwrap();
+    std::fs::write(
+        catalog.join("irc.toml"),
+        "name = \"irc\"\nname-in-gui = \"IRC\"\ndescription = \"chat\"\nlocal-port = 6667\n\n\
+         [options.users]\ntype = \"integer\"\ndefault = 5\ndescription = \"\"\nmin = 10\nmax = 1\n",
+    )
+    .unwrap();
+    env.run(&["catalog"]).fails_with("option `users`: min 10 is above max 1");
+}

@@ -198,6 +198,8 @@ impl Manager {
                         description: String::new(),
                         display_status: false,
                         secret: false,
+                        min: None,
+                        max: None,
                     });
                 }
                 specs

@@ -87,6 +87,11 @@ pub struct OptionSpec {
     /// `set-option`'s report or in an error (only `get-option`, asked for it by name, prints it).
     #[serde(default)]
     pub secret: bool,
+    /// Bounds of an integer option (a Mumble server for 0 users is no server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i64>,
 }
 
 impl OptionSpec {
@@ -99,7 +104,10 @@ impl OptionSpec {
                 "false" | "no" | "off" => Ok(OptionValue::Bool(false)),
                 _ => Err(invalid()),
             },
-            OptionType::Integer => raw.parse().map(OptionValue::Integer).map_err(|_| invalid()),
+            OptionType::Integer => {
+                let value = raw.parse().map(OptionValue::Integer).map_err(|_| invalid())?;
+                self.check(option, &value).map(|_| value)
+            }
             OptionType::Port => match raw.parse::<u16>() {
                 Ok(p) if p > 0 => Ok(OptionValue::Integer(p.into())),
                 _ => Err(invalid()),
@@ -115,7 +123,9 @@ impl OptionSpec {
     pub fn check(&self, option: &str, value: &OptionValue) -> Result<()> {
         let ok = match (self.value_type, value) {
             (OptionType::Bool, OptionValue::Bool(_)) => true,
-            (OptionType::Integer, OptionValue::Integer(_)) => true,
+            (OptionType::Integer, OptionValue::Integer(i)) => {
+                self.min.is_none_or(|min| *i >= min) && self.max.is_none_or(|max| *i <= max)
+            }
             (OptionType::Port, OptionValue::Integer(p)) => (1..=65535).contains(p),
             (OptionType::String, OptionValue::String(s)) => {
                 s.chars().count() <= MAX_STRING_LEN && !s.chars().any(char::is_control)
@@ -139,7 +149,17 @@ impl OptionSpec {
         } else {
             format!("(hidden: {} characters)", raw.chars().count())
         };
-        Error::InvalidOptionValue { option: option.to_owned(), value, expected: self.value_type.expected().to_owned() }
+        Error::InvalidOptionValue { option: option.to_owned(), value, expected: self.expected() }
+    }
+
+    /// What a value must be, bounds included.
+    pub fn expected(&self) -> String {
+        match (self.value_type, self.min, self.max) {
+            (OptionType::Integer, Some(min), Some(max)) => format!("a whole number from {min} to {max}"),
+            (OptionType::Integer, Some(min), None) => format!("a whole number, at least {min}"),
+            (OptionType::Integer, None, Some(max)) => format!("a whole number, at most {max}"),
+            (other, _, _) => other.expected().to_owned(),
+        }
     }
 }
 
@@ -151,6 +171,8 @@ pub fn common_options() -> BTreeMap<String, OptionSpec> {
         description: description.to_owned(),
         display_status,
         secret: false,
+        min: None,
+        max: None,
     };
     BTreeMap::from([
         (
@@ -183,7 +205,15 @@ mod tests {
     use super::*;
 
     fn spec(t: OptionType, default: OptionValue) -> OptionSpec {
-        OptionSpec { value_type: t, default, description: String::new(), display_status: false, secret: false }
+        OptionSpec {
+            value_type: t,
+            default,
+            description: String::new(),
+            display_status: false,
+            secret: false,
+            min: None,
+            max: None,
+        }
     }
 
     #[test]
@@ -233,5 +263,16 @@ mod tests {
         // Values of ordinary options are still quoted: they help and hide nothing.
         let err = spec(OptionType::Integer, OptionValue::Integer(0)).parse("max-users", "ten").unwrap_err();
         assert!(err.to_string().contains("\"ten\""), "{err}");
+    }
+
+    #[test]
+    fn integer_bounds_are_checked_and_named() {
+        let users = OptionSpec { min: Some(1), max: Some(1000), ..spec(OptionType::Integer, OptionValue::Integer(10)) };
+        assert_eq!(users.parse("max-users", "1000").unwrap(), OptionValue::Integer(1000));
+        for bad in ["0", "100000", "-5"] {
+            let error = users.parse("max-users", bad).unwrap_err().to_string();
+            assert!(error.contains("a whole number from 1 to 1000") && error.contains(bad), "{error}");
+        }
+        assert!(users.check("max-users", &OptionValue::Integer(1001)).is_err(), "stored values too (import, D-Bus)");
     }
 }

@@ -109,6 +109,14 @@ impl KindDefinition {
             if common.contains_key(option) {
                 return Err(fail(format!("option `{option}` is a common option and cannot be redefined")));
             }
+            if spec.value_type != crate::options::OptionType::Integer && (spec.min.is_some() || spec.max.is_some()) {
+                return Err(fail(format!("option `{option}`: only integer options have bounds (min, max)")));
+            }
+            if let (Some(min), Some(max)) = (spec.min, spec.max) {
+                if min > max {
+                    return Err(fail(format!("option `{option}`: min {min} is above max {max}")));
+                }
+            }
             spec.check(option, &spec.default).map_err(|e| fail(format!("field `options.{option}.default`: {e}")))?;
         }
         Ok(def)
