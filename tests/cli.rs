@@ -602,7 +602,7 @@ fn removal_leaves_no_copy_of_the_removed_keys_in_any_file() {
     env.run(&["add", "custom", "--name", "amnesic", "--local-port", "7002", "--set", "persistence=false"]).ok();
     env.run(&["client", "add", "amnesic", "bob"]).ok();
     for i in 0..4 {
-        env.run(&["set-option", "mumble", "max-users", &i.to_string()]).ok();
+        env.run(&["set-option", "mumble", "max-users", &(i + 1).to_string()]).ok();
         env.run(&["set-option", "amnesic", "autostart", if i % 2 == 0 { "false" } else { "true" }]).ok();
     }
     let mumble = stored_onion_key(&env.state_dir(), "mumble");

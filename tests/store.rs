@@ -96,7 +96,7 @@ fn damage_without_any_snapshot_is_reported_and_nothing_is_deleted() {
 fn only_a_few_snapshots_are_kept() {
     let env = populated();
     for i in 0..5 {
-        env.run(&["set-option", "mumble", "max-users", &i.to_string()]).ok();
+        env.run(&["set-option", "mumble", "max-users", &(i + 1).to_string()]).ok();
     }
     let count = fs::read_dir(env.state_dir().join("snapshots")).unwrap().count();
     assert_eq!(count, 3);
