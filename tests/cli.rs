@@ -743,3 +743,51 @@ fn integer_options_keep_to_their_bounds() {
     .unwrap();
     env.run(&["catalog"]).fails_with("option `users`: min 10 is above max 1");
 }
+
+/// Every command's help describes every argument and option, and keeps the tor connection
+/// options under their own heading, after the command's own.
+#[test]
+fn help_describes_everything_and_puts_tor_options_last() {
+    let env = TestEnv::new();
+    let mut commands: Vec<Vec<String>> = vec![vec![]];
+    let mut seen = 0;
+    let mut undescribed = Vec::new();
+    while let Some(command) = commands.pop() {
+        seen += 1;
+        let mut args: Vec<&str> = command.iter().map(String::as_str).collect();
+        args.push("-h");
+        let help = env.run(&args).ok().stdout;
+        let mut section = String::new();
+        for line in help.lines() {
+            if !line.starts_with(' ') && line.ends_with(':') {
+                section = line.to_owned();
+                continue;
+            }
+            // Items start within 6 columns; deeper lines continue a wrapped description.
+            let indent = line.len() - line.trim_start().len();
+            if indent > 6 {
+                continue;
+            }
+            let item = line.trim();
+            let blank = item.starts_with('<') && item.ends_with('>') && !item.contains("  ")
+                || item.starts_with('-') && !item.contains("  ") && !item.is_empty();
+            if blank {
+                undescribed.push(format!("{command:?}: {}", item));
+            }
+            if section == "Commands:" && indent == 2 && !item.is_empty() {
+                let name = item.split_whitespace().next().unwrap();
+                if name != "help" {
+                    commands.push(command.iter().cloned().chain([name.to_owned()]).collect());
+                }
+            }
+        }
+        if help.contains("--control-port") {
+            let tor = help.find("Connecting to tor:").unwrap_or_else(|| panic!("{command:?}: no tor heading\n{help}"));
+            let options = help.find("Options:").expect("an Options section");
+            assert!(options < tor, "{command:?}: the command's options come first\n{help}");
+            assert!(!help[options..tor].contains("--control-port"), "{command:?}\n{help}");
+        }
+    }
+    assert!(seen > 25, "every command visited ({seen})");
+    assert_eq!(undescribed, Vec::<String>::new(), "arguments and options without a description");
+}

@@ -93,6 +93,7 @@ enum Command {
     },
     /// Remove a service and destroy its onion key and client keys
     Remove {
+        /// The service (see `tails-server list`)
         name: ServiceName,
         /// Do not ask for confirmation
         #[arg(long)]
@@ -102,6 +103,7 @@ enum Command {
     List,
     /// Show a service's settings
     Info {
+        /// The service (see `tails-server list`)
         name: ServiceName,
         /// Also describe each option
         #[arg(long)]
@@ -109,6 +111,7 @@ enum Command {
     },
     /// Show a service's state: stored, registered with tor, descriptor uploaded, reachable
     Status {
+        /// The service (see `tails-server list`)
         name: ServiceName,
         /// Also try to connect to the service through tor (uses a stored client key)
         #[arg(long)]
@@ -116,6 +119,7 @@ enum Command {
     },
     /// Enable a service and publish it on tor
     Enable {
+        /// The service (see `tails-server list`)
         name: ServiceName,
         /// Wait until tor has uploaded the service's descriptor
         #[arg(long)]
@@ -125,16 +129,26 @@ enum Command {
         timeout: u64,
     },
     /// Disable a service and remove it from tor
-    Disable { name: ServiceName },
+    Disable {
+        /// The service (see `tails-server list`)
+        name: ServiceName,
+    },
     /// Publish every enabled service with autostart (what the login hook runs)
     Restore,
     /// Keep services published: republish them every time tor (re)starts
     Daemon,
     /// Print the value of an option
-    GetOption { name: ServiceName, option: String },
+    GetOption {
+        /// The service (see `tails-server list`)
+        name: ServiceName,
+        /// The option (see `tails-server info SERVICE --details`)
+        option: String,
+    },
     /// Change the value of an option
     SetOption {
+        /// The service (see `tails-server list`)
         name: ServiceName,
+        /// The option (see `tails-server info SERVICE --details`)
         option: String,
         /// The new value. Secret options (passwords) never take one here: leave it out to
         /// be asked on the terminal (twice, not shown), or give `-` to read one line of
@@ -155,12 +169,15 @@ enum Command {
         /// Read the passphrase from the first line of FILE instead of asking twice
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
+        /// Overwrite FILE if it exists
         #[arg(long)]
         force: bool,
     },
     /// Restore services from a backup made by `export` (all or nothing)
     Import {
+        /// The backup `tails-server export` wrote
         file: PathBuf,
+        /// Read the passphrase from the first line of FILE instead of asking
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
         /// Show what would change and write nothing
@@ -172,19 +189,23 @@ enum Command {
     },
     /// Make a service of a C tor HiddenServiceDir (same address, its authorized clients)
     ImportTorDir {
+        /// The HiddenServiceDir (hs_ed25519_secret_key, authorized_clients/)
         dir: PathBuf,
         #[command(flatten)]
         target: ImportTarget,
     },
     /// Make a service of an OnionShare persistent-mode settings file (same address and key)
     ImportOnionshare {
+        /// OnionShare's settings file (onionshare.json, or a mode's own settings)
         file: PathBuf,
         #[command(flatten)]
         target: ImportTarget,
     },
     /// Write a service as a C tor HiddenServiceDir, which tor itself can run
     ExportTorDir {
+        /// The service (see `tails-server list`)
         name: ServiceName,
+        /// The directory to write (created 0700 if missing)
         dir: PathBuf,
         /// Write into a non-empty directory (only our files are replaced)
         #[arg(long)]
@@ -229,7 +250,9 @@ enum Command {
 enum ClientCommand {
     /// Add a client, with a new key pair or with the public key the client sent you
     Add {
+        /// The service (see `tails-server list`)
         name: ServiceName,
+        /// The client (see `tails-server client list SERVICE`)
         client: ClientName,
         /// The client's x25519 public key (base32, or a `descriptor:x25519:` line); no
         /// private key is then stored
@@ -237,12 +260,22 @@ enum ClientCommand {
         public_key: Option<ClientPublicKey>,
     },
     /// Remove a client: it can no longer reach the service
-    Remove { name: ServiceName, client: ClientName },
+    Remove {
+        /// The service (see `tails-server list`)
+        name: ServiceName,
+        /// The client (see `tails-server client list SERVICE`)
+        client: ClientName,
+    },
     /// List a service's clients
-    List { name: ServiceName },
+    List {
+        /// The service (see `tails-server list`)
+        name: ServiceName,
+    },
     /// Print a client's credential, in the form the client's software takes
     Show {
+        /// The service (see `tails-server list`)
         name: ServiceName,
+        /// The client (see `tails-server client list SERVICE`)
         client: ClientName,
         /// auth-private: a line for tor's ClientOnionAuthDir; key: the bare key for Tor
         /// Browser's prompt; auth: the service-side line (public key)

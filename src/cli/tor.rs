@@ -20,6 +20,7 @@ use tails_server::{tails, Config, Error, ErrorKind};
 use super::output::{rfc3339, Printer, TorState};
 
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Connecting to tor")]
 pub struct TorArgs {
     /// tor's control port, HOST:PORT (overrides --control-socket)
     #[arg(long, global = true, env = "TAILS_SERVER_CONTROL_PORT", value_name = "HOST:PORT")]
