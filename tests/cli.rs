@@ -791,3 +791,18 @@ fn help_describes_everything_and_puts_tor_options_last() {
     assert!(seen > 25, "every command visited ({seen})");
     assert_eq!(undescribed, Vec::<String>::new(), "arguments and options without a description");
 }
+
+/// Small wordings a newcomer met: the kind is not repeated when it is the name, an empty
+/// default says "empty", an integer's range is shown where its options are described.
+#[test]
+fn newcomer_wordings() {
+    let env = TestEnv::new();
+    let added = env.run(&["add", "mumble"]).ok().stdout;
+    assert!(added.starts_with("Added service mumble. It is not enabled yet."), "{added}");
+    let other = env.run(&["add", "custom", "--name", "blog", "--local-port", "8080"]).ok().stdout;
+    assert!(other.starts_with("Added service blog (custom). It is not enabled yet."), "{other}");
+    let details = env.run(&["info", "mumble", "--details"]).ok().stdout;
+    assert!(details.contains("integer from 1 to 1000 (default: 10)."), "{details}");
+    assert!(details.contains("string (default: empty)."), "{details}");
+    assert!(!details.contains("(default: )"), "{details}");
+}

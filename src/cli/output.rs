@@ -214,9 +214,19 @@ impl Printer {
             t += &format!("  {name:width$}  {shown}\n");
             if details {
                 if let Some(spec) = specs.get(name) {
+                    let default = match &spec.default {
+                        OptionValue::String(s) if s.is_empty() => "empty".to_owned(),
+                        v => v.to_string(),
+                    };
+                    let range = match (spec.min, spec.max) {
+                        (Some(min), Some(max)) => format!(" from {min} to {max}"),
+                        (Some(min), None) => format!(", at least {min}"),
+                        (None, Some(max)) => format!(", at most {max}"),
+                        (None, None) => String::new(),
+                    };
                     t += &format!(
-                        "  {:width$}    {} (default: {}). {}\n",
-                        "", spec.value_type, spec.default, spec.description
+                        "  {:width$}    {}{range} (default: {default}). {}\n",
+                        "", spec.value_type, spec.description
                     );
                 }
             }
@@ -389,7 +399,9 @@ impl Printer {
         if self.structured(&Added { service: &service, first_client: &first_client })? {
             return Ok(());
         }
-        let mut t = format!("Added service {} ({}). It is not enabled yet.\n\n", service.name, service.kind);
+        // "Added service mumble (mumble)" says nothing twice.
+        let kind = if service.kind == service.name { String::new() } else { format!(" ({})", service.kind) };
+        let mut t = format!("Added service {}{kind}. It is not enabled yet.\n\n", service.name);
         t += "Address (share it with the people who should reach the service):\n";
         t += &format!("    {}\n", service.address);
         if let Some(client) = &first_client {
