@@ -806,3 +806,21 @@ fn newcomer_wordings() {
     assert!(details.contains("string (default: empty)."), "{details}");
     assert!(!details.contains("(default: )"), "{details}");
 }
+
+/// `status` when tor cannot be asked says so on every line it cannot fill, instead of
+/// "not probed" after --probe or a bare "unknown" that reads like a claim.
+#[test]
+fn status_without_tor_says_why_each_answer_is_unknown() {
+    let env = TestEnv::new();
+    env.run(&["add", "custom", "--name", "web", "--local-port", "8080"]).ok();
+    let out = env.run(&["--control-port", "127.0.0.1:1", "status", "web", "--probe"]).ok().stdout;
+    for line in [
+        "registered: unknown (tor cannot be asked",
+        "uploaded:   unknown (tor cannot be asked",
+        "reachable:  unknown (tor cannot be asked",
+    ] {
+        assert!(out.contains(line), "{line:?} in:\n{out}");
+    }
+    assert!(!out.contains("not probed"), "{out}");
+    assert!(out.contains("  tor:        cannot reach tor's control port at 127.0.0.1:1"), "{out}");
+}

@@ -254,35 +254,46 @@ impl Printer {
         if self.structured(&view)? {
             return Ok(());
         }
-        let level = |v: Option<bool>| match v {
-            Some(true) => "yes",
-            Some(false) => "no",
-            None => "unknown",
+        // Each line says what is known and, when it is not, why and what would tell.
+        let unasked = view.tor.tor_error.is_some();
+        let unknown = |otherwise: &str| {
+            if unasked {
+                "unknown (tor cannot be asked: see `tor:` below)".to_owned()
+            } else {
+                format!("unknown ({otherwise})")
+            }
         };
         let mut t = format!("{}: {}\n", view.name, if view.enabled { "enabled" } else { "disabled" });
         t += &format!("  address:    {}\n  installed:  {}\n", view.address, yes_no(view.installed));
-        t += &format!("  registered: {}   (tor runs the service)\n", level(view.tor.registered));
+        let registered = match view.tor.registered {
+            Some(true) => "yes (tor runs it)".to_owned(),
+            Some(false) => "no (tor does not run it)".to_owned(),
+            None => unknown("tor did not say"),
+        };
+        t += &format!("  registered: {registered}\n");
         if view.tor.registered == Some(true) {
-            t += &format!(
-                "  current:    {}   (tor runs it with the stored clients and ports)\n",
-                level(view.tor.published_as_stored)
-            );
+            let current = match view.tor.published_as_stored {
+                Some(true) => "yes (with the stored clients and ports)".to_owned(),
+                Some(false) => "no (an older version: it is republished at the next reconcile)".to_owned(),
+                None => unknown("published by another process"),
+            };
+            t += &format!("  current:    {current}\n");
         }
-        t += &format!(
-            "  uploaded:   {}{}   (tor sent its descriptor to the directories)\n",
-            level(view.tor.uploaded),
-            view.tor.uploaded_at.as_deref().map(|a| format!(" at {a}")).unwrap_or_default()
-        );
-        match view.tor.reachable {
-            Some(r) => {
-                t += &format!("  reachable:  {}", yes_no(r));
-                if let Some(detail) = &view.tor.probe_detail {
-                    t += &format!(" ({detail})");
-                }
-                t += "\n";
-            }
-            None => t += "  reachable:  not probed (--probe)\n",
-        }
+        let uploaded = match (view.tor.uploaded, view.tor.uploaded_at.as_deref()) {
+            (Some(true), Some(at)) => format!("yes, at {at} (its descriptor is in the directories)"),
+            (Some(true), None) => "yes (its descriptor is in the directories)".to_owned(),
+            (Some(false), _) => "no".to_owned(),
+            (None, _) => unknown("no running daemon saw the upload; `enable --wait` waits for it"),
+        };
+        t += &format!("  uploaded:   {uploaded}\n");
+        let reachable = match (view.tor.reachable, &view.tor.probe_detail) {
+            (Some(r), Some(detail)) => format!("{} ({detail})", yes_no(r)),
+            (Some(r), None) => yes_no(r).to_owned(),
+            (None, Some(detail)) => format!("unknown ({detail})"),
+            (None, None) if unasked => unknown(""),
+            (None, None) => "not probed (add --probe to try a connection through tor)".to_owned(),
+        };
+        t += &format!("  reachable:  {reachable}\n");
         if let Some(e) = &view.tor.tor_error {
             t += &format!("  tor:        {e}\n");
         }
