@@ -681,11 +681,11 @@ fn bash_completion_completes_past_the_first_word() {
         let current = words.len() - 1;
         let program = format!(
             "source {script}\nCOMP_WORDS=({words})\nCOMP_CWORD={current}\n\
-             _tails__server tails-server {cur} {prev}\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+             _tails__server tails-server '{cur}' '{prev}'\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
             script = script.display(),
             words = words.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" "),
-            cur = format!("'{}'", words[current]),
-            prev = format!("'{}'", words[current - 1]),
+            cur = words[current],
+            prev = words[current - 1],
         );
         let out = std::process::Command::new("bash").arg("-c").arg(program).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -92,6 +92,8 @@ fn setup_makes_the_package_installable_offline_keeps_tps_files_and_undo_takes_it
     let run = root.setup(&["--deb", first.to_str().unwrap()]).ok();
     assert!(run.stdout.contains("done:    tails-server in Additional Software"), "{}", run.stdout);
     assert_eq!(root.candidate().as_deref(), Some("0.1.0-1"), "apt installs it from the lists alone");
+    let release = std::fs::read_to_string(root.persistent("tails-server-apt/Release")).unwrap();
+    assert!(release.contains("\nDate: Thu, 01 Jan 1970 00:00:00 UTC\n"), "never in apt's future: {release}");
     assert_eq!(
         std::fs::read_to_string(root.persistent("persistence.conf")).unwrap(),
         format!("{other_feature}/etc/apt/sources.list.d\tsource=apt-sources.list.d,link\n")

@@ -435,11 +435,8 @@ impl Publisher {
 
         // The programs behind the services first, so that a published service answers.
         if self.daemons == DaemonControl::Systemd {
-            let dirs = crate::system::StoreDirs { persistent: &self.config.state_dir, amnesic: runtime_dir };
-            let catalog = crate::catalog::Catalog::load(self.config.catalog_dir.as_deref());
             let wanted: Vec<&ServiceRecord> = desired.values().copied().collect();
-            crate::system::sync(&catalog, &wanted, &dirs, &mut ledger.daemons, &mut report.daemons).await;
-            ledger.save(runtime_dir)?;
+            self.run_daemons(&wanted, runtime_dir, &mut ledger, &mut report.daemons).await?;
             // A service enabled now whose program cannot run is not published: enabling
             // it fails and changes nothing.
             if let Some(name) = also_wanted {
@@ -573,11 +570,22 @@ impl Publisher {
         let records = self.read_services().await?;
         let mut ledger = Ledger::load(runtime_dir);
         let wanted_now: Vec<&ServiceRecord> = records.iter().filter(|r| wanted(r, &ledger)).collect();
+        self.run_daemons(&wanted_now, runtime_dir, &mut ledger, &mut report).await?;
+        Ok(report)
+    }
+
+    /// Makes the programs of `wanted` run (and only theirs), recording them in the ledger.
+    async fn run_daemons(
+        &self,
+        wanted: &[&ServiceRecord],
+        runtime_dir: &Path,
+        ledger: &mut Ledger,
+        report: &mut crate::system::DaemonReport,
+    ) -> Result<()> {
         let dirs = crate::system::StoreDirs { persistent: &self.config.state_dir, amnesic: runtime_dir };
         let catalog = crate::catalog::Catalog::load(self.config.catalog_dir.as_deref());
-        crate::system::sync(&catalog, &wanted_now, &dirs, &mut ledger.daemons, &mut report).await;
-        ledger.save(runtime_dir)?;
-        Ok(report)
+        crate::system::sync(&catalog, wanted, &dirs, &mut ledger.daemons, report).await;
+        ledger.save(runtime_dir)
     }
 
     async fn read_one(&self, name: &ServiceName) -> Result<ServiceRecord> {

@@ -335,41 +335,15 @@ fn write_repository(paths: &SetupPaths, deb: &Path, control: &str, version: &str
     );
     changed |= write_public_file(&repository.join("Packages"), packages.as_bytes())?;
     let release = format!(
-        "Origin: tails-server\nLabel: tails-server (local, written by tails-server setup)\nDate: {}\nSHA256:\n {} {} Packages\n",
         // Long past: a Release dated "now" would be "not valid yet" to apt whenever Tails'
         // clock is behind (before it is set once tor is connected).
-        rfc2822(0),
+        "Origin: tails-server\nLabel: tails-server (local, written by tails-server setup)\n\
+         Date: Thu, 01 Jan 1970 00:00:00 UTC\nSHA256:\n {} {} Packages\n",
         data_encoding::HEXLOWER.encode(&Sha256::digest(packages.as_bytes())),
         packages.len()
     );
-    // The date alone changing is no change.
-    let old = std::fs::read_to_string(repository.join("Release")).unwrap_or_default();
-    let without_date = |s: &str| s.lines().filter(|l| !l.starts_with("Date:")).collect::<Vec<_>>().join("\n");
-    if without_date(&old) != without_date(&release) {
-        write_public_file(&repository.join("Release"), release.as_bytes())?;
-        changed = true;
-    }
+    changed |= write_public_file(&repository.join("Release"), release.as_bytes())?;
     Ok(changed)
-}
-
-/// "Fri, 27 Nov 2026 15:00:00 UTC", as apt wants a Release file's date.
-fn rfc2822(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
-    let month_name =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][month as usize - 1];
-    format!("{weekday}, {day:02} {month_name} {year} {:02}:{:02}:{:02} UTC", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 /// persistence.conf's lines: (destination, options) for the ones tps can read.
@@ -524,13 +498,6 @@ fn update_index(paths: &SetupPaths, list: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn release_dates_are_what_apt_reads() {
-        assert_eq!(rfc2822(0), "Thu, 01 Jan 1970 00:00:00 UTC");
-        assert_eq!(rfc2822(1_795_791_600), "Fri, 27 Nov 2026 15:00:00 UTC");
-        assert_eq!(rfc2822(951_782_400), "Tue, 29 Feb 2000 00:00:00 UTC");
-    }
 
     #[test]
     fn an_existing_sources_feature_is_reused() {
