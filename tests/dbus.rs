@@ -349,17 +349,7 @@ fn the_service_waits_for_the_persistent_storage_then_opens_the_store_and_publish
 /// The CLI run as `nobody` (a user who can read neither the store nor tor's port, as
 /// amnesia on Tails), with the private bus as its system bus.
 fn cli_as_nobody(bus: &Bus, args: &[&str]) -> common::Run {
-    Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_tails-server")])
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", "/nonexistent")
-        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-        .into()
+    bus.run_as_nobody(Path::new(env!("CARGO_BIN_EXE_tails-server")), args)
 }
 
 #[test]

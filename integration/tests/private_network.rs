@@ -568,20 +568,8 @@ fn l_through_the_system_service_enable_waits_for_the_upload_and_status_probes(ct
             .spawn()
             .unwrap(),
     );
-    let as_nobody = |args: &[&str]| -> support::Run {
-        std::process::Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(support::binary())
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", "/nonexistent")
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
-            .into()
-    };
+    let binary = support::binary();
+    let as_nobody = |args: &[&str]| bus.run_as_nobody(&binary, args);
     // The service owns its name once it answers.
     let deadline = Instant::now() + Duration::from_secs(30);
     while as_nobody(&["list"]).code != 0 {

@@ -77,6 +77,23 @@ impl Bus {
         Bus { dir, _daemon: daemon, address: format!("unix:path={}", socket.display()) }
     }
 
+    /// Runs `binary` as user nobody (a user without rights, as amnesia is to the service),
+    /// with this bus as its system bus.
+    pub fn run_as_nobody(&self, binary: &Path, args: &[&str]) -> super::run::Run {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(binary)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", "/nonexistent")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .into()
+    }
+
     pub async fn connect(&self) -> zbus::Connection {
         zbus::connection::Builder::address(self.address.as_str()).build().await.unwrap()
     }
