@@ -112,7 +112,7 @@ set -- "deb $mirror bookworm main" "deb $mirror bookworm-updates main"
 packages=systemd,systemd-sysv,dbus,polkitd,tor,cryptsetup-bin,udev,python3,mumble-server,linux-image-amd64
 packages=$packages,e2fsprogs,fdisk,kmod,acl,procps,iproute2,util-linux
 # The tps stand-in (Python with GLib, like Tails' own), and the catalog's other daemons.
-packages=$packages,python3-gi,gir1.2-glib-2.0,lighttpd,infinoted
+packages=$packages,python3-gi,gir1.2-glib-2.0,lighttpd,infinoted,openssh-server,openssh-client,adduser
 # amnesia's login session (logind), for polkit's allow_active.
 packages=$packages,libpam-systemd
 {
@@ -131,7 +131,7 @@ nice -n 10 mmdebstrap --mode=root --variant=minbase --include="$packages" \
     --customize-hook='chroot "$1" useradd --system -U -M -d /nonexistent -s /usr/sbin/nologin tails-persistent-storage' \
     --customize-hook='echo localhost > "$1/etc/hostname"; mkdir -p "$1/live/persistence"' \
     --customize-hook='chroot "$1" systemctl enable tails-autotest-remote-shell.service tails-stand-in-unlock.service tails-stand-in-create.service tails-stand-in-additional-software.service' \
-    --customize-hook='chroot "$1" systemctl disable mumble-server.service lighttpd.service' \
+    --customize-hook='chroot "$1" systemctl disable mumble-server.service lighttpd.service ssh.service' \
     --customize-hook='chroot "$1" systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer systemd-timesyncd.service 2>/dev/null || true' \
     --customize-hook='cd "$1/lib/modules/"*/kernel && rm -rf sound drivers/gpu drivers/media drivers/infiniband drivers/net/wireless drivers/staging drivers/bluetooth drivers/isdn net/wireless net/bluetooth net/mac80211 drivers/iio drivers/hid drivers/input/touchscreen' \
     --customize-hook='chroot "$1" sh -c "depmod \$(ls /lib/modules)"' \

@@ -74,6 +74,17 @@ fn registered_cmd(addresses: &[&str]) -> String {
 const MUMBLE_LOCAL_ONLY: &str =
     "ss -ltnH 'sport = :64738' | awk '{print $4}' | sort -u | tr '\\n' ' ' | grep -qx '127.0.0.1:64738 '";
 
+/// An SFTP session on the local port with one of amnesia's test keys, commands from stdin.
+fn sftp_batch(key: &str, commands: &str) -> String {
+    format!(
+        "printf '{commands}\\n' | sftp -b - -i /tmp/{key} -P 2222 -o StrictHostKeyChecking=no \
+         -o UserKnownHostsFile=/dev/null -o BatchMode=yes tails-server-sftp@127.0.0.1"
+    )
+}
+
+/// The SFTP server's host key as a client sees it.
+const SFTP_HOST_KEY: &str = "ssh-keyscan -t ed25519 -p 2222 127.0.0.1 2>/dev/null";
+
 /// The web site's program answers on 127.0.0.1:8080 with the page put in its folder.
 const WEB_SERVES_HELLO: &str = "python3 -c \"import urllib.request as u; \
     assert b'hello from tails-server' in u.urlopen('http://127.0.0.1:8080/', timeout=5).read()\"";
@@ -143,6 +154,32 @@ fn a_setup_then_every_boot_restores_with_no_command_typed() {
         let ini = vm.sh_ok("root", "cat /run/tails-server/daemons/chat/mumble-server.ini")?;
         check(ini.contains("\nusers=7\n"), format!("the option reached Mumble's configuration: {ini}"))?;
 
+        // SFTP: a friend's key lets them in, locked into the shared folder; another key
+        // does not. The friend's key pair stays with the test across the reboot.
+        vm.sh_ok("amnesia", "rm -f /tmp/friend* /tmp/stranger* && ssh-keygen -q -t ed25519 -N '' -f /tmp/friend")?;
+        vm.sh_ok("amnesia", "ssh-keygen -q -t ed25519 -N '' -f /tmp/stranger")?;
+        vm.sh_ok(
+            "amnesia",
+            "tails-stand-in-in-session 'tails-server add sftp --name share --set \"authorized-keys=$(cat /tmp/friend.pub)\"'",
+        )?;
+        vm.sh_ok("amnesia", "tails-stand-in-in-session tails-server enable share")?;
+        let listing = vm.sh_ok(
+            "amnesia",
+            &format!("cd /tmp && echo shared > note.txt && {}", sftp_batch("friend", "put note.txt\nls -1 /")),
+        )?;
+        check(
+            listing.lines().any(|l| l.trim() == "/files") && !listing.contains("ssh_host"),
+            format!("the friend sees the shared folder only: {listing}"),
+        )?;
+        vm.sh_ok("root", &format!("test \"$(stat -c %U {STATE_DIR}/data/share/files/note.txt)\" = tails-server-sftp"))?;
+        let stranger = vm.sh("amnesia", &sftp_batch("stranger", "ls"))?;
+        check(
+            !stranger.success() && stranger.stderr.contains("Permission denied"),
+            format!("another key is refused: {stranger:?}"),
+        )?;
+        let friend_key = vm.sh_ok("amnesia", "cat /tmp/friend")?;
+        let host_key = vm.sh_ok("root", SFTP_HOST_KEY)?;
+
         vm.reboot(BootOptions::unlocked())?;
         // No tails-server command from here on: only waiting and looking.
         let d = vm.wait_until("root", &registered_cmd(&[&chat, &site]), Duration::from_secs(180))?;
@@ -158,6 +195,16 @@ fn a_setup_then_every_boot_restores_with_no_command_typed() {
             info["clients"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
         check(clients == ["alice", "client-1"] || clients == ["client-1", "alice"], format!("clients intact: {info}"))?;
         check(info["options"]["max-users"] == 7, format!("options intact: {info}"))?;
+        // The SFTP server is back with the same host key (a client that remembers it
+        // connects without a warning) and the friend finds the file.
+        vm.wait_until("root", "ss -ltnH 'sport = :2222' | grep -q LISTEN", Duration::from_secs(60))?;
+        check(vm.sh_ok("root", SFTP_HOST_KEY)? == host_key, "the same SSH host key after the reboot")?;
+        vm.sh_ok("amnesia", &format!("umask 077 && printf '%s' {} > /tmp/friend", sh_words(&[friend_key])))?;
+        let fetched = vm.sh_ok(
+            "amnesia",
+            &format!("cd /tmp && rm -f note.txt && {} && cat note.txt", sftp_batch("friend", "get note.txt")),
+        )?;
+        check(fetched.contains("shared"), format!("the shared file after the reboot: {fetched}"))?;
         Ok(())
     });
 }

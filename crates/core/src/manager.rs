@@ -199,6 +199,7 @@ impl Manager {
                         display_status: false,
                         secret: false,
                         min: None,
+                        format: None,
                         max: None,
                     });
                 }

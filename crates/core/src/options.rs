@@ -12,6 +12,8 @@ pub const AUTOSTART: &str = "autostart";
 pub const ALLOW_LAN: &str = "allow-lan-connections";
 
 const MAX_STRING_LEN: usize = 1024;
+/// Room for about 30 ed25519 keys or 5 RSA ones, under the D-Bus API's 4096-byte arguments.
+const MAX_SSH_KEYS_LEN: usize = 4000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -92,6 +94,64 @@ pub struct OptionSpec {
     pub min: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<i64>,
+    /// What a string option's text must be, beyond a string (SFTP's authorized keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<TextFormat>,
+}
+
+/// The shapes a string option can be required to have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TextFormat {
+    /// OpenSSH public keys (`ssh-ed25519 AAAA… comment`), separated by commas. No
+    /// `authorized_keys` options (`command=…`, `from=…`) can slip in: each entry must start
+    /// with a key type, and its key must decode to that type.
+    SshPublicKeys,
+}
+
+/// The key types OpenSSH's sshd accepts for user authentication (9.2, Debian 12).
+const SSH_KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "sk-ssh-ed25519@openssh.com",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+    "ssh-rsa",
+];
+
+/// The public keys in an [`TextFormat::SshPublicKeys`] value, one `type base64 [comment]`
+/// line each, or why one is not a key.
+pub fn ssh_public_keys(value: &str) -> std::result::Result<Vec<String>, String> {
+    let mut keys = Vec::new();
+    for (i, entry) in value.split(',').map(str::trim).enumerate() {
+        if entry.is_empty() {
+            if value.trim().is_empty() {
+                break;
+            }
+            return Err(format!("entry {} is empty", i + 1));
+        }
+        let mut words = entry.split_whitespace();
+        let (Some(kind), Some(blob)) = (words.next(), words.next()) else {
+            return Err(format!("entry {} is not `type key [comment]`", i + 1));
+        };
+        if !SSH_KEY_TYPES.contains(&kind) {
+            return Err(format!("entry {} starts with {kind:?}, not an SSH key type", i + 1));
+        }
+        // The key blob starts with its own type, as a length-prefixed string (RFC 4253 §6.6).
+        let decoded = data_encoding::BASE64.decode(blob.as_bytes()).ok();
+        let inner = decoded.as_deref().and_then(|b| {
+            let len = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+            b.get(4..4 + len)
+        });
+        if inner != Some(kind.as_bytes()) {
+            return Err(format!("entry {} ({kind}) does not hold a {kind} key", i + 1));
+        }
+        keys.push(entry.split_whitespace().collect::<Vec<_>>().join(" "));
+    }
+    Ok(keys)
 }
 
 impl OptionSpec {
@@ -128,7 +188,17 @@ impl OptionSpec {
             }
             (OptionType::Port, OptionValue::Integer(p)) => (1..=65535).contains(p),
             (OptionType::String, OptionValue::String(s)) => {
-                s.chars().count() <= MAX_STRING_LEN && !s.chars().any(char::is_control)
+                let text = s.chars().count() <= self.max_len() && !s.chars().any(char::is_control);
+                if text && self.format == Some(TextFormat::SshPublicKeys) {
+                    if let Err(why) = ssh_public_keys(s) {
+                        return Err(Error::InvalidOptionValue {
+                            option: option.to_owned(),
+                            value: s.clone(),
+                            expected: format!("{} ({why})", self.expected()),
+                        });
+                    }
+                }
+                text
             }
             _ => false,
         };
@@ -152,12 +222,25 @@ impl OptionSpec {
         Error::InvalidOptionValue { option: option.to_owned(), value, expected: self.expected() }
     }
 
+    /// The longest text a string option takes: a few SSH keys need more than a password.
+    fn max_len(&self) -> usize {
+        match self.format {
+            Some(TextFormat::SshPublicKeys) => MAX_SSH_KEYS_LEN,
+            None => MAX_STRING_LEN,
+        }
+    }
+
     /// What a value must be, bounds included.
     pub fn expected(&self) -> String {
         match (self.value_type, self.min, self.max) {
             (OptionType::Integer, Some(min), Some(max)) => format!("a whole number from {min} to {max}"),
             (OptionType::Integer, Some(min), None) => format!("a whole number, at least {min}"),
             (OptionType::Integer, None, Some(max)) => format!("a whole number, at most {max}"),
+            (OptionType::String, _, _) if self.format == Some(TextFormat::SshPublicKeys) => {
+                "OpenSSH public keys (each the line of a .pub file, like `ssh-ed25519 AAAA… name`), \
+                 separated by commas, 4000 characters in all"
+                    .to_owned()
+            }
             (other, _, _) => other.expected().to_owned(),
         }
     }
@@ -173,6 +256,7 @@ pub fn common_options() -> BTreeMap<String, OptionSpec> {
         secret: false,
         min: None,
         max: None,
+        format: None,
     };
     BTreeMap::from([
         (
@@ -213,6 +297,7 @@ mod tests {
             secret: false,
             min: None,
             max: None,
+            format: None,
         }
     }
 
@@ -274,5 +359,29 @@ mod tests {
             assert!(error.contains("a whole number from 1 to 1000") && error.contains(bad), "{error}");
         }
         assert!(users.check("max-users", &OptionValue::Integer(1001)).is_err(), "stored values too (import, D-Bus)");
+    }
+
+    const ALICE: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOh4sgryCCw4zaVE7laV88IQHnVk0qbHQ+Nh+6mJ+unx alice@tails";
+    const BOB: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBMXtmBQaDLxp51MdRYLAJP9NJ/V1vFAnAS3OlgBAjzOPclDPTo4ruVFY3jLhFKeR2ydPQpvdqQa9/HF8+XKkx5Q=";
+
+    #[test]
+    fn ssh_public_keys_are_real_keys_and_nothing_else() {
+        let keys = OptionSpec {
+            format: Some(TextFormat::SshPublicKeys),
+            ..spec(OptionType::String, OptionValue::String(String::new()))
+        };
+        assert_eq!(keys.parse("authorized-keys", "").unwrap(), OptionValue::String(String::new()));
+        assert_eq!(ssh_public_keys(&format!(" {ALICE} ,{BOB}")).unwrap(), [ALICE, BOB]);
+        for (bad, why) in [
+            (format!("command=\"sh\" {ALICE}"), "not an SSH key type"),
+            (format!("{ALICE},"), "entry 2 is empty"),
+            ("ssh-ed25519".to_owned(), "not `type key [comment]`"),
+            (BOB.replace("ecdsa-sha2-nistp256 ", "ssh-ed25519 "), "does not hold a ssh-ed25519 key"),
+            ("ssh-rsa bm90IGJhc2U2NA!!".to_owned(), "does not hold a ssh-rsa key"),
+        ] {
+            let error = keys.parse("authorized-keys", &bad).unwrap_err().to_string();
+            assert!(error.contains(why) && error.contains("OpenSSH public keys"), "{bad}: {error}");
+            assert!(keys.check("authorized-keys", &OptionValue::String(bad)).is_err(), "stored values too");
+        }
     }
 }

@@ -40,6 +40,10 @@ pub struct KindDefinition {
     /// The system user the daemon runs as (created by its package).
     #[serde(default)]
     pub daemon_user: Option<String>,
+    /// The user that owns the kind's folders when it is not the daemon's own (SFTP: sshd
+    /// runs as root, the friends' files belong to the account they log in as).
+    #[serde(default)]
+    pub folders_user: Option<String>,
     /// Units of the package that would take the same port (stopped before ours starts).
     #[serde(default)]
     pub conflicts: Vec<String>,
@@ -88,6 +92,14 @@ impl KindDefinition {
                 )));
             }
         }
+        for user in def.daemon_user.iter().chain(&def.folders_user) {
+            let ok = !user.is_empty()
+                && user.len() <= 32
+                && user.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_".contains(c));
+            if !ok {
+                return Err(fail(format!("{user:?} is not a system user name (daemon-user, folders-user)")));
+            }
+        }
         for unit in &def.conflicts {
             let ok =
                 unit.ends_with(".service") && unit.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
@@ -111,6 +123,9 @@ impl KindDefinition {
             }
             if spec.value_type != crate::options::OptionType::Integer && (spec.min.is_some() || spec.max.is_some()) {
                 return Err(fail(format!("option `{option}`: only integer options have bounds (min, max)")));
+            }
+            if spec.value_type != crate::options::OptionType::String && spec.format.is_some() {
+                return Err(fail(format!("option `{option}`: only string options have a format")));
             }
             if let (Some(min), Some(max)) = (spec.min, spec.max) {
                 if min > max {
@@ -236,6 +251,13 @@ mod tests {
             (&format!("{base}persistent-paths = [\"a/../b\"]\n"), "persistent-paths"),
             (&format!("{base}daemon = \"sshd\"\n"), "field `daemon`"),
             (&format!("{base}conflicts = [\"x; rm\"]\n"), "field `conflicts`"),
+            (&format!("{base}folders-user = \"root:root\"\n"), "not a system user name"),
+            (
+                &format!(
+                    "{base}[options.n]\ntype=\"integer\"\ndefault=1\ndescription=\"\"\nformat=\"ssh-public-keys\"\n"
+                ),
+                "only string options have a format",
+            ),
             (&format!("{base}[options.autostart]\ntype=\"bool\"\ndefault=true\ndescription=\"\"\n"), "common option"),
             (
                 &format!("{base}[options.size]\ntype=\"port\"\ndefault=\"big\"\ndescription=\"\"\n"),

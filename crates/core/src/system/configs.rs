@@ -19,6 +19,8 @@ pub struct RenderInput<'a> {
     pub data_dir: &'a str,
     /// The directory holding the rendered files, as mounted for the daemon.
     pub config_dir: &'a str,
+    /// The account that owns the kind's folders (its `folders-user`), when not the daemon's.
+    pub folders_user: Option<&'a str>,
     /// The service's options, defaults filled in.
     pub option: &'a dyn Fn(&str) -> Option<crate::options::OptionValue>,
 }
@@ -31,6 +33,19 @@ pub struct Rendered {
     /// runtime directory above is root's, 0700).
     pub files: Vec<(String, String)>,
     pub exec: Vec<String>,
+    /// Folders of the data directory also mounted elsewhere (folder, path the daemon sees).
+    pub binds: Vec<(String, String)>,
+    /// Commands run as root, outside the unit's sandbox, before the daemon starts.
+    pub pre_privileged: Vec<Vec<String>>,
+    /// An SSH host key kept in the data directory (this file name), made once: a key that
+    /// changed at every start would make every client refuse the server.
+    pub ssh_host_key: Option<String>,
+}
+
+impl Rendered {
+    fn new(files: Vec<(String, String)>, exec: Vec<String>) -> Self {
+        Self { files, exec, binds: Vec::new(), pre_privileged: Vec::new(), ssh_host_key: None }
+    }
 }
 
 fn string(input: &RenderInput, name: &str) -> String {
@@ -102,15 +117,15 @@ pub fn mumble(input: &RenderInput) -> Result<Rendered> {
     let _ = writeln!(ini, "pidfile=");
     let _ = writeln!(ini, "bonjour=false");
     let _ = writeln!(ini, "registerName=");
-    Ok(Rendered {
-        files: vec![("mumble-server.ini".into(), ini)],
-        exec: vec![
+    Ok(Rendered::new(
+        vec![("mumble-server.ini".into(), ini)],
+        vec![
             "/usr/sbin/murmurd".into(),
             "-fg".into(),
             "-ini".into(),
             format!("{}/mumble-server.ini", input.config_dir),
         ],
-    })
+    ))
 }
 
 /// A static web site (lighttpd) serving the data directory's `site/` folder.
@@ -155,15 +170,10 @@ pub fn web(input: &RenderInput) -> Result<Rendered> {
         let _ = writeln!(conf, "  \"{ext}\" => \"{mime}\",");
     }
     let _ = writeln!(conf, ")");
-    Ok(Rendered {
-        files: vec![("lighttpd.conf".into(), conf)],
-        exec: vec![
-            "/usr/sbin/lighttpd".into(),
-            "-D".into(),
-            "-f".into(),
-            format!("{}/lighttpd.conf", input.config_dir),
-        ],
-    })
+    Ok(Rendered::new(
+        vec![("lighttpd.conf".into(), conf)],
+        vec!["/usr/sbin/lighttpd".into(), "-D".into(), "-f".into(), format!("{}/lighttpd.conf", input.config_dir)],
+    ))
 }
 
 /// Gobby's server (infinoted), documents in the data directory's `documents/` folder. The
@@ -186,11 +196,86 @@ pub fn gobby(input: &RenderInput) -> Result<Rendered> {
     }
     let _ = writeln!(conf, "[autosave]");
     let _ = writeln!(conf, "interval={interval}");
-    Ok(Rendered {
-        files: vec![("infinoted.conf".into(), conf)],
-        exec: vec!["/usr/bin/infinoted".into(), "--config-file".into(), format!("{}/infinoted.conf", input.config_dir)],
-    })
+    Ok(Rendered::new(
+        vec![("infinoted.conf".into(), conf)],
+        vec!["/usr/bin/infinoted".into(), "--config-file".into(), format!("{}/infinoted.conf", input.config_dir)],
+    ))
 }
+
+/// SFTP only: OpenSSH's sshd with its built-in internal-sftp. Friends log in as the kind's
+/// folders user with a key from `authorized-keys`, and each login is locked (chroot) into a
+/// directory whose only entry is the data directory's `files/` folder: no shell, no
+/// forwarding, nothing else of the system in sight.
+pub fn sftp(input: &RenderInput) -> Result<Rendered> {
+    let user = input.folders_user.ok_or_else(|| Error::Daemon {
+        unit: "sshd".into(),
+        detail: "the kind names no folders-user for its friends to log in as".into(),
+    })?;
+    let raw_keys = string(input, "authorized-keys");
+    let keys = crate::options::ssh_public_keys(&raw_keys).ok().filter(|keys| !keys.is_empty()).ok_or_else(|| {
+        Error::InvalidOptionValue {
+            option: "authorized-keys".into(),
+            value: raw_keys.clone(),
+            expected: "at least one SSH public key: nobody could log in without one".into(),
+        }
+    })?;
+    // sshd's rule for a chroot: every directory up to it root's and writable by root only.
+    // systemd makes this one as the mount point of the shared folder.
+    let chroot = format!("{}-chroot", input.data_dir);
+    let force = if boolean(input, "read-only") { "internal-sftp -d /files -R" } else { "internal-sftp -d /files" };
+    let mut conf = String::new();
+    let _ = writeln!(conf, "# Written by tails-server from the service's options; rewritten at every start.");
+    let _ = writeln!(conf, "Port {}", input.port);
+    let _ = writeln!(conf, "ListenAddress {}", input.listen);
+    let _ = writeln!(conf, "HostKey {}/{SSH_HOST_KEY}", input.data_dir);
+    let _ = writeln!(conf, "PidFile none");
+    // PAM would open a login session per connection; keys alone decide.
+    let _ = writeln!(conf, "UsePAM no");
+    let _ = writeln!(conf, "AuthenticationMethods publickey");
+    let _ = writeln!(conf, "PasswordAuthentication no");
+    let _ = writeln!(conf, "KbdInteractiveAuthentication no");
+    let _ = writeln!(conf, "PermitRootLogin no");
+    let _ = writeln!(conf, "AllowUsers {user}");
+    let _ = writeln!(conf, "AuthorizedKeysFile {}/authorized_keys", input.config_dir);
+    let _ = writeln!(conf, "ChrootDirectory {chroot}");
+    let _ = writeln!(conf, "ForceCommand {force}");
+    let _ = writeln!(conf, "Subsystem sftp {force}");
+    let _ = writeln!(conf, "DisableForwarding yes");
+    let _ = writeln!(conf, "PermitTTY no");
+    let _ = writeln!(conf, "PermitUserRC no");
+    let _ = writeln!(conf, "PrintMotd no");
+    let _ = writeln!(conf, "PrintLastLog no");
+    // What the server says before authentication: no distribution in it (Debian's option).
+    let _ = writeln!(conf, "DebianBanner no");
+    let _ = writeln!(conf, "MaxAuthTries 3");
+    let _ = writeln!(conf, "ClientAliveInterval 60");
+    // The same restrictions again on every key, should a Match block ever loosen them.
+    let authorized: String = keys.iter().map(|k| format!("restrict {k}\n")).collect();
+    let mut rendered = Rendered::new(
+        vec![("sshd_config".into(), conf), ("authorized_keys".into(), authorized)],
+        vec![
+            "/usr/sbin/sshd".into(),
+            "-D".into(),
+            "-e".into(),
+            "-f".into(),
+            format!("{}/sshd_config", input.config_dir),
+        ],
+    );
+    rendered.binds.push(("files".into(), format!("{chroot}/files")));
+    // sshd's privilege separation directory (Debian's), which its own unit would create.
+    rendered.pre_privileged.push(vec![
+        "/bin/mkdir".into(),
+        "-p".into(),
+        "-m".into(),
+        "0755".into(),
+        "/run/sshd".into(),
+    ]);
+    rendered.ssh_host_key = Some(SSH_HOST_KEY.into());
+    Ok(rendered)
+}
+
+/// The SFTP server's host key, in its data directory.
+const SSH_HOST_KEY: &str = "ssh_host_ed25519_key";
 
 #[cfg(test)]
 mod tests {
@@ -203,6 +288,7 @@ mod tests {
             listen,
             data_dir: "/var/lib/tails-server/chat",
             config_dir: "/etc/tails-server/chat",
+            folders_user: Some("tails-server-sftp"),
             option,
         }
     }
@@ -255,5 +341,42 @@ mod tests {
                 && out.files[0].1.contains("[autosave]\ninterval=30\n")
         );
         assert!(!out.exec.iter().any(|a| a.contains("s3")), "{:?}", out.exec);
+    }
+
+    #[test]
+    fn sftp_locks_friends_in_the_shared_folder_with_their_keys_only() {
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOh4sgryCCw4zaVE7laV88IQHnVk0qbHQ+Nh+6mJ+unx alice@tails";
+        let keys = std::cell::RefCell::new(String::new());
+        let read_only = std::cell::Cell::new(false);
+        let options = |name: &str| match name {
+            "authorized-keys" => Some(OptionValue::String(keys.borrow().clone())),
+            "read-only" => Some(OptionValue::Bool(read_only.get())),
+            _ => None,
+        };
+        let error = sftp(&input(Ipv4Addr::LOCALHOST, &options)).unwrap_err().to_string();
+        assert!(error.contains("authorized-keys") && error.contains("nobody could log in"), "{error}");
+        *keys.borrow_mut() = format!("{key}, {key}");
+        let out = sftp(&input(Ipv4Addr::LOCALHOST, &options)).unwrap();
+        let conf = &out.files[0].1;
+        for line in [
+            "ListenAddress 127.0.0.1",
+            "AllowUsers tails-server-sftp",
+            "AuthenticationMethods publickey",
+            "ChrootDirectory /var/lib/tails-server/chat-chroot",
+            "ForceCommand internal-sftp -d /files\n",
+            "AuthorizedKeysFile /etc/tails-server/chat/authorized_keys",
+            "HostKey /var/lib/tails-server/chat/ssh_host_ed25519_key",
+            "DisableForwarding yes",
+            "UsePAM no",
+        ] {
+            assert!(conf.contains(line), "{line}: {conf}");
+        }
+        assert_eq!(out.files[1].1, format!("restrict {key}\nrestrict {key}\n"));
+        assert_eq!(out.binds, [("files".to_owned(), "/var/lib/tails-server/chat-chroot/files".to_owned())]);
+        assert_eq!(out.ssh_host_key.as_deref(), Some("ssh_host_ed25519_key"));
+        read_only.set(true);
+        let conf = &sftp(&input(Ipv4Addr::UNSPECIFIED, &options)).unwrap().files[0].1;
+        assert!(conf.contains("ForceCommand internal-sftp -d /files -R\n"), "{conf}");
+        assert!(conf.contains("ListenAddress 0.0.0.0"), "{conf}");
     }
 }

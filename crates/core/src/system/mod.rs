@@ -33,7 +33,7 @@ use systemd::{Systemd, TransientService};
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The built-in daemons a kind can name (`daemon = "…"` in its definition).
-pub const BUILTIN_DAEMONS: &[&str] = &["mumble", "web", "gobby"];
+pub const BUILTIN_DAEMONS: &[&str] = &["mumble", "web", "gobby", "sftp"];
 
 /// The unit that runs a service's daemon.
 pub fn unit_name(service: &ServiceName) -> String {
@@ -59,6 +59,8 @@ pub struct DaemonPlan {
     /// The kind's folders inside the data directory (its `persistent-paths`).
     pub folders: Vec<String>,
     pub user: Option<String>,
+    /// Who owns the folders when the daemon's user does not (see the catalog's field).
+    pub folders_user: Option<String>,
     /// Where to check that the daemon accepts connections.
     pub port: u16,
     /// allow-lan-connections: also listening on the LAN addresses, the port open to the LAN.
@@ -86,12 +88,14 @@ pub fn plan(
         listen,
         data_dir: &seen_data,
         config_dir: &seen_config,
+        folders_user: kind.folders_user.as_deref(),
         option: &option,
     };
     let rendered = match daemon {
         "mumble" => configs::mumble(&input)?,
         "web" => configs::web(&input)?,
         "gobby" => configs::gobby(&input)?,
+        "sftp" => configs::sftp(&input)?,
         other => {
             return Err(Error::Daemon {
                 unit: unit_name(&record.name),
@@ -114,6 +118,7 @@ pub fn plan(
         folders: kind.persistent_paths.clone(),
         lan: allow_lan,
         user: kind.daemon_user.clone(),
+        folders_user: kind.folders_user.clone(),
         port: record.local_port,
     }))
 }
@@ -136,8 +141,9 @@ fn prepare(plan: &DaemonPlan) -> Result<()> {
     create_dir_all_private(&plan.config_dir)?;
     // The daemon's user reads its files through the read-only bind mount; nobody else can
     // reach them, the runtime directory above being root's (0700).
+    let shared = plan.user.is_some() || plan.folders_user.is_some();
     let readable = |path: &Path, mode: u32| {
-        let wanted = if plan.user.is_some() { mode } else { mode & 0o700 };
+        let wanted = if shared { mode } else { mode & 0o700 };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(wanted))
             .map_err(|e| Error::io("cannot set the permissions of", path, e))
     };
@@ -149,6 +155,38 @@ fn prepare(plan: &DaemonPlan) -> Result<()> {
     }
     // Once handed to the daemon's user, only systemd (as root, below) looks inside it.
     create_dir_all_private(&plan.data_dir)?;
+    for (folder, _) in &plan.rendered.binds {
+        // A bind mount's source must exist before the unit's namespace is built.
+        create_dir_all_private(&plan.data_dir.join(folder))?;
+    }
+    if let Some(name) = &plan.rendered.ssh_host_key {
+        make_ssh_host_key(&plan.unit, &plan.data_dir.join(name))?;
+    }
+    Ok(())
+}
+
+/// Makes the SSH host key once; it stays with the service's data, so clients that
+/// remember the server keep recognising it after every reboot.
+fn make_ssh_host_key(unit: &str, path: &Path) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let failed = |detail: String| Error::Daemon { unit: unit.to_owned(), detail };
+    // A half-made key from an interrupted attempt would make ssh-keygen ask to overwrite.
+    let _ = std::fs::remove_file(path.with_extension("pub"));
+    let output = std::process::Command::new("/usr/bin/ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| failed(format!("cannot run ssh-keygen to make the SSH host key: {e}")))?;
+    if !output.status.success() {
+        return Err(failed(format!(
+            "ssh-keygen could not make the SSH host key {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
     Ok(())
 }
 
@@ -164,7 +202,7 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
     systemd.stop(&plan.unit).await?;
     let seen_data = format!("/var/lib/tails-server/{}", plan.service);
     let seen_config = format!("/etc/tails-server/{}", plan.service);
-    let mut pre = Vec::new();
+    let mut pre = plan.rendered.pre_privileged.clone();
     if !plan.folders.is_empty() {
         let mut mkdir = vec!["/bin/mkdir".to_owned(), "-p".to_owned()];
         mkdir.extend(plan.folders.iter().map(|f| plan.data_dir.join(f).display().to_string()));
@@ -180,16 +218,25 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
             format!("{user}:"),
             plan.data_dir.display().to_string(),
         ]);
+    } else if let Some(user) = &plan.folders_user {
+        // Only the folders: the data directory itself stays root's (the SSH host key).
+        let mut chown = vec!["/bin/chown".to_owned(), "-R".to_owned(), format!("{user}:")];
+        chown.extend(plan.folders.iter().map(|f| plan.data_dir.join(f).display().to_string()));
+        pre.push(chown);
+    }
+    let mut binds = vec![
+        (plan.data_dir.display().to_string(), seen_data, false),
+        (plan.config_dir.display().to_string(), seen_config, true),
+    ];
+    for (folder, seen) in &plan.rendered.binds {
+        binds.push((plan.data_dir.join(folder).display().to_string(), seen.clone(), false));
     }
     let service = TransientService {
         description: format!("tails-server: the program of onion service {}", plan.service),
         exec: plan.rendered.exec.clone(),
         exec_start_pre_privileged: pre,
         user: plan.user.clone(),
-        binds: vec![
-            (plan.data_dir.display().to_string(), seen_data, false),
-            (plan.config_dir.display().to_string(), seen_config, true),
-        ],
+        binds,
     };
     systemd.start_transient(&plan.unit, &service).await?;
     wait_listening(systemd, plan).await
@@ -273,7 +320,14 @@ impl DaemonPlan {
             hash.update([0]);
         }
         hash.update(self.rendered.exec.join("\0").as_bytes());
-        hash.update(format!("{:?}{:?}{:?}", self.user, self.data_dir, self.folders).as_bytes());
+        let r = &self.rendered;
+        hash.update(
+            format!(
+                "{:?}{:?}{:?}{:?}{:?}{:?}",
+                self.user, self.folders_user, self.data_dir, self.folders, r.binds, r.pre_privileged
+            )
+            .as_bytes(),
+        );
         data_encoding::HEXLOWER.encode(&hash.finalize()[..16])
     }
 }
