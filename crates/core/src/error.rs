@@ -177,6 +177,9 @@ pub enum Error {
     )]
     StoreCorrupt { dir: PathBuf, detail: String },
 
+    #[error("the change was not saved in {dir}: {detail}")]
+    ChangeNotSaved { dir: PathBuf, detail: String },
+
     #[error("store error in {dir}: {source}")]
     Store {
         dir: PathBuf,
@@ -301,6 +304,7 @@ impl Error {
             | WrongOwner { .. }
             | NewerSchema { .. }
             | StoreCorrupt { .. }
+            | ChangeNotSaved { .. }
             | Store { .. }
             | Io { .. }
             | NoRuntimeDir { .. }

@@ -1,12 +1,17 @@
 //! The sled-backed store of service records, with the guarantees the rest relies on:
 //! - one process at a time (an advisory lock, waited for a bounded time), opened briefly;
-//! - every change is one sled transaction, flushed before `commit` returns;
-//! - after each change a checksummed snapshot is written beside the database, and opening
-//!   verifies the database against the newest one, recovering from it if sled lost or
-//!   damaged data instead of silently starting empty;
+//! - every change is first written as a checksummed snapshot of all records, then applied
+//!   to sled in one transaction, flushed before `commit` returns;
+//! - a command that only reads is answered from the newest snapshot and never opens sled
+//!   (sled rewrites part of its log at every open: on a USB stick, a read must write
+//!   nothing);
+//! - the first write of a process opens sled and checks it against the snapshots: a change
+//!   interrupted between its snapshot and its transaction is finished, and a database sled
+//!   lost or damaged is rebuilt from the newest intact snapshot, with a message, instead of
+//!   silently starting empty;
 //! - private permissions, checked like tor checks its DataDirectory.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{OnceCell, RefCell};
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -117,35 +122,49 @@ struct Trees {
 
 pub struct Store {
     dir: PathBuf,
+    /// The committed records and their change number: every read is answered from here.
+    view: RefCell<View>,
     /// Empty after `purge_history` swapped the database: reopened when next needed (every
     /// open of sled rewrites part of its log, so not opening it for nothing saves writes).
     trees: OnceCell<Trees>,
     options: StoreOptions,
-    /// Whether anything was written through this handle.
-    wrote: Cell<bool>,
+    /// Damaged databases rebuilt from a snapshot when sled was opened (see [`Recovery`]).
+    recoveries: RefCell<Vec<Recovery>>,
     /// What went wrong after a change was committed, without undoing it (see [`Store::warnings`]).
     warnings: RefCell<Vec<String>>,
     // Held for the life of the Store: the advisory lock is released when this closes
     // (after sled, which `Drop::drop` closes first).
-    lock: Option<File>,
+    _lock: File,
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
+        // sled before the lock that protects it.
         drop(self.trees.take());
-        if self.wrote.get() {
-            // sled brings its page-table snapshot up to date at the first open after a
-            // write. Do it now, while we hold the lock, so that a later process that only
-            // reads (or refuses bad input) leaves every byte as it found it. Only an existing
-            // database: never start an empty one here.
-            let path = self.dir.join(DB_DIR);
-            if path.exists() {
-                if let Ok(trees) = open_sled(&path, &self.options) {
-                    drop(trees);
-                }
-            }
-        }
     }
+}
+
+/// The records as of the newest snapshot (which is also the database's content once sled
+/// has been opened and checked), in name order.
+#[derive(Default)]
+struct View {
+    generation: u64,
+    records: std::collections::BTreeMap<String, ServiceRecord>,
+}
+
+impl View {
+    fn new(generation: u64, records: Vec<ServiceRecord>) -> Self {
+        View { generation, records: records.into_iter().map(|r| (r.name.as_str().to_owned(), r)).collect() }
+    }
+}
+
+/// What checking an opened database against the snapshots found.
+enum Checked {
+    /// The database holds the newest snapshot's change, or a newer one.
+    Current,
+    /// The newest snapshot holds one change more: a change interrupted after its snapshot
+    /// was written and before sled committed it. Finishing it is the rest of that change.
+    OneChangeBehind(u64, Vec<ServiceRecord>),
 }
 
 impl Store {
@@ -170,41 +189,122 @@ impl Store {
         // half-built or replaced databases go first (a crash between the two renames leaves
         // no database, which the snapshot recovery below rebuilds), then the purge is redone.
         let interrupted = clean_up_interrupted_purge(dir)?;
-        let (mut store, recovery) = open_locked(dir, lock, options, &snapshot_dir)?;
-        if interrupted {
+        let mut store = Store {
+            dir: dir.to_owned(),
+            view: RefCell::new(View::default()),
+            trees: OnceCell::new(),
+            options,
+            recoveries: RefCell::new(Vec::new()),
+            warnings: RefCell::new(Vec::new()),
+            _lock: lock,
+        };
+        // A database made with sled's default segment (by earlier versions) is rebuilt once.
+        let outdated = segment_size_of(&dir.join(DB_DIR)).is_some_and(|size| size != SEGMENT_SIZE);
+        // The usual case, and all a read needs: the newest snapshot, intact, beside a database.
+        if !interrupted && !outdated && dir.join(DB_DIR).exists() {
+            if let Some(newest) = list_snapshots(&snapshot_dir)?.first() {
+                if let Ok(records) = newest.verify() {
+                    *store.view.borrow_mut() = View::new(newest.generation, records);
+                    return Ok(Some((store, None)));
+                }
+            }
+        }
+        // Otherwise sled is opened now, checked, and repaired if need be.
+        store.trees()?;
+        if interrupted || outdated {
             store.destroy_history();
         }
+        let recovery = store.recoveries.borrow_mut().pop();
         Ok(Some((store, recovery)))
     }
 
-    fn new(dir: &Path, trees: Trees, options: StoreOptions, lock: File) -> Self {
-        Store {
-            dir: dir.to_owned(),
-            trees: OnceCell::from(trees),
-            options,
-            wrote: Cell::new(false),
-            warnings: RefCell::new(Vec::new()),
-            lock: Some(lock),
-        }
-    }
-
-    /// Closes sled but keeps holding the lock (to repair the store).
-    fn close_keeping_lock(mut self) -> File {
-        self.lock.take().expect("held until drop")
-    }
-
+    /// sled, opened at the first write (or when no snapshot can answer reads) and checked
+    /// against the snapshots; the view then holds what the database holds.
     fn trees(&self) -> Result<&Trees> {
         if let Some(trees) = self.trees.get() {
             return Ok(trees);
         }
-        let path = self.dir.join(DB_DIR);
-        if !path.exists() {
-            // Never start an empty database here: the next open recovers from a snapshot.
-            let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
-            return Err(Error::io("cannot reopen the store's database", path, missing));
-        }
-        let trees = open_sled(&path, &self.options).map_err(|e| open_error(&self.dir, e))?;
+        let trees = self.open_database()?;
+        let records = trees
+            .services
+            .iter()
+            .map(|item| decode(&self.dir, item.map_err(|e| self.sled_error(e))?.1.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        let generation = read_u64(&trees.meta, KEY_GENERATION)
+            .map_err(|detail| Error::StoreCorrupt { dir: self.dir.clone(), detail })?
+            .unwrap_or(0);
+        *self.view.borrow_mut() = View::new(generation, records);
         Ok(self.trees.get_or_init(|| trees))
+    }
+
+    /// Opens sled and checks it: finishes an interrupted change, rebuilds a missing or
+    /// damaged database from the newest intact snapshot (kept in `recoveries`).
+    fn open_database(&self) -> Result<Trees> {
+        let db_path = self.dir.join(DB_DIR);
+        let fresh = !db_path.exists();
+        let snapshots = list_snapshots(&self.dir.join(SNAPSHOT_DIR))?;
+        if fresh && !snapshots.is_empty() {
+            return self.rebuild(&snapshots, "its database is missing".into(), false);
+        }
+        let problem = match open_sled(&db_path, &self.options) {
+            Ok(trees) => match self.check(&trees, fresh, &snapshots) {
+                Ok(Checked::Current) => {
+                    if snapshots.is_empty() {
+                        // A new store, or one whose snapshots are gone: reads need one.
+                        let generation = read_u64(&trees.meta, KEY_GENERATION)
+                            .map_err(|detail| Error::StoreCorrupt { dir: self.dir.clone(), detail })?
+                            .unwrap_or(0);
+                        let records = trees
+                            .services
+                            .iter()
+                            .map(|item| decode(&self.dir, item.map_err(|e| self.sled_error(e))?.1.as_ref()))
+                            .collect::<Result<Vec<_>>>()?;
+                        self.write_snapshot(generation, records.iter())?;
+                    }
+                    tighten(&db_path)?;
+                    return Ok(trees);
+                }
+                Ok(Checked::OneChangeBehind(generation, records)) => {
+                    self.roll_forward(&trees, generation, &records)?;
+                    tighten(&db_path)?;
+                    return Ok(trees);
+                }
+                Err(CheckError::Fatal(e)) => return Err(e),
+                Err(CheckError::Damaged(problem)) => problem,
+            },
+            Err(SledOpenError::Damaged(problem)) => problem,
+            Err(SledOpenError::Fatal(e)) => return Err(e),
+        };
+        self.rebuild(&snapshots, problem, true)
+    }
+
+    /// Makes the database hold exactly `records` at change `generation`, in one transaction.
+    fn roll_forward(&self, trees: &Trees, generation: u64, records: &[ServiceRecord]) -> Result<()> {
+        let mut encoded = Vec::with_capacity(records.len());
+        for record in records {
+            encoded.push((record.name.as_str().to_owned(), encode(record)?));
+        }
+        let stale: Vec<sled::IVec> =
+            trees.services.iter().keys().collect::<std::result::Result<_, _>>().map_err(|e| self.sled_error(e))?;
+        use sled::transaction::{TransactionError, Transactional};
+        let result: std::result::Result<(), TransactionError<()>> =
+            (&trees.services, &trees.meta).transaction(|(services, meta)| {
+                for key in &stale {
+                    services.remove(key.as_ref())?;
+                }
+                for (key, value) in &encoded {
+                    services.insert(key.as_bytes(), value.as_slice())?;
+                }
+                meta.insert(KEY_GENERATION, &generation.to_be_bytes())?;
+                Ok(())
+            });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Storage(e)) => return Err(self.sled_error(e)),
+            Err(TransactionError::Abort(())) => unreachable!("the transaction never aborts"),
+        }
+        trees.db.flush().map_err(|e| self.sled_error(e))?;
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -212,32 +312,25 @@ impl Store {
     }
 
     pub fn services(&self) -> Result<Vec<ServiceRecord>> {
-        self.trees()?
-            .services
-            .iter()
-            .map(|item| decode(&self.dir, item.map_err(|e| self.sled_error(e))?.1.as_ref()))
-            .collect()
+        Ok(self.view.borrow().records.values().cloned().collect())
     }
 
     pub fn get(&self, name: &ServiceName) -> Result<Option<ServiceRecord>> {
-        match self.trees()?.services.get(name.as_str()).map_err(|e| self.sled_error(e))? {
-            Some(bytes) => Ok(Some(decode(&self.dir, &bytes)?)),
-            None => Ok(None),
-        }
+        Ok(self.view.borrow().records.get(name.as_str()).cloned())
     }
 
     /// The number of changes ever committed; also names the snapshots.
     pub fn generation(&self) -> Result<u64> {
-        read_u64(&self.trees()?.meta, KEY_GENERATION)
-            .map_err(|detail| Error::StoreCorrupt { dir: self.dir.clone(), detail })
-            .map(|g| g.unwrap_or(0))
+        Ok(self.view.borrow().generation)
     }
 
     /// Problems met after a change was committed that did not undo it (a snapshot that
     /// could not be written, old copies of removed keys that could not be erased). The
     /// change is stored; the caller must tell the user.
     pub fn warnings(&self) -> Vec<String> {
-        self.warnings.borrow().clone()
+        let mut all: Vec<String> = self.recoveries.borrow().iter().map(|r| format!("WARNING: {r}")).collect();
+        all.extend(self.warnings.borrow().iter().cloned());
+        all
     }
 
     /// Adds to [`Store::warnings`].
@@ -259,21 +352,35 @@ impl Store {
             .collect()
     }
 
-    /// Applies all changes in one transaction and flushes them to disk. Once that is done
-    /// the change is stored, and this returns its generation: a snapshot that cannot be
-    /// written afterwards is reported in [`Store::warnings`], not as a failure.
+    /// Stores all changes, or none: first the snapshot of the records with the changes
+    /// applied (what reads and repairs rely on), then one sled transaction, flushed. When
+    /// this returns Ok the change is on disk, and the generation it returns names it.
     pub fn commit(&self, changes: Vec<Change>) -> Result<u64> {
         let trees = self.trees()?;
-        self.wrote.set(true);
+        let (generation, mut records) = {
+            let view = self.view.borrow();
+            (view.generation + 1, view.records.clone())
+        };
         let mut encoded = Vec::with_capacity(changes.len());
-        for change in &changes {
+        for change in changes {
             match change {
-                Change::Put(record) => encoded.push((record.name.as_str().to_owned(), Some(encode(record)?))),
-                Change::Delete(name) => encoded.push((name.as_str().to_owned(), None)),
+                Change::Put(record) => {
+                    encoded.push((record.name.as_str().to_owned(), Some(encode(&record)?)));
+                    records.insert(record.name.as_str().to_owned(), record);
+                }
+                Change::Delete(name) => {
+                    encoded.push((name.as_str().to_owned(), None));
+                    records.remove(name.as_str());
+                }
             }
         }
+        let snapshot_dir = self.dir.join(SNAPSHOT_DIR);
+        self.write_snapshot(generation, records.values()).map_err(|e| Error::ChangeNotSaved {
+            dir: self.dir.clone(),
+            detail: format!("its snapshot could not be written: {e}. Nothing was changed"),
+        })?;
         use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-        let result: std::result::Result<u64, TransactionError<()>> =
+        let result: std::result::Result<(), TransactionError<()>> =
             (&trees.services, &trees.meta).transaction(|(services, meta)| {
                 for (key, value) in &encoded {
                     match value {
@@ -281,38 +388,46 @@ impl Store {
                         None => services.remove(key.as_bytes())?,
                     };
                 }
-                let generation = match meta.get(KEY_GENERATION)? {
-                    Some(bytes) => u64_from(&bytes).ok_or(ConflictableTransactionError::Abort(()))? + 1,
-                    None => 1,
-                };
+                let previous = meta.get(KEY_GENERATION)?.and_then(|bytes| u64_from(&bytes));
+                if previous != Some(generation - 1) {
+                    return Err(ConflictableTransactionError::Abort(()));
+                }
                 meta.insert(KEY_GENERATION, &generation.to_be_bytes())?;
-                Ok(generation)
+                Ok(())
             });
-        for (_, value) in &mut encoded {
-            if let Some(bytes) = value {
-                zeroize::Zeroize::zeroize(bytes);
-            }
-        }
-        let generation = match result {
-            Ok(g) => g,
-            Err(TransactionError::Storage(e)) => return Err(self.sled_error(e)),
+        drop(encoded);
+        let stored = match result {
+            Ok(()) => trees.db.flush().map(drop).map_err(|e| self.sled_error(e)),
+            Err(TransactionError::Storage(e)) => Err(self.sled_error(e)),
             Err(TransactionError::Abort(())) => {
-                return Err(Error::StoreCorrupt {
-                    dir: self.dir.clone(),
-                    detail: "its change counter is unreadable".into(),
-                })
+                Err(Error::StoreCorrupt { dir: self.dir.clone(), detail: "its change counter is unreadable".into() })
             }
         };
-        trees.db.flush().map_err(|e| self.sled_error(e))?;
-        // Committed and on disk: from here on, what goes wrong is reported, not failed.
-        if let Err(e) = self.write_snapshot(generation) {
-            self.warn(format!(
-                "the change was saved in {}, but its snapshot (the copy used to repair the database after \
-                 a crash) could not be written: {e}. The next change writes a new one",
-                self.dir.display()
-            ));
+        if let Err(e) = stored {
+            // The snapshot would otherwise apply the change at the next open.
+            let path = snapshot_path(&snapshot_dir, generation);
+            return Err(
+                match scrub(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| sync_dir(&snapshot_dir).map_err(|e| e.to_string()))
+                {
+                    Ok(()) => e,
+                    Err(why) => Error::ChangeNotSaved {
+                        dir: self.dir.clone(),
+                        detail: format!(
+                            "{e}; and its snapshot {} could not be removed ({why}), so the change will be applied \
+                         when tails-server next opens the store",
+                            path.display()
+                        ),
+                    },
+                },
+            );
         }
-        if let Err(e) = self.tighten_permissions() {
+        *self.view.borrow_mut() = View { generation, records };
+        for old in list_snapshots(&snapshot_dir).unwrap_or_default().into_iter().skip(self.options.snapshots_kept) {
+            let _ = fs::remove_file(&old.path);
+        }
+        if let Err(e) = tighten(&self.dir.join(DB_DIR)) {
             self.warn(format!("the change was saved, but {e}"));
         }
         Ok(generation)
@@ -352,10 +467,7 @@ impl Store {
     /// every snapshot but the current one, and the damaged copies kept by recoveries.
     pub fn purge_history(&mut self) -> Result<()> {
         let trees = self.trees()?;
-        self.wrote.set(true);
-        let generation = read_u64(&trees.meta, KEY_GENERATION)
-            .map_err(|detail| Error::StoreCorrupt { dir: self.dir.clone(), detail })?
-            .unwrap_or(0);
+        let generation = self.view.borrow().generation;
         let records =
             trees.services.iter().collect::<std::result::Result<Vec<_>, _>>().map_err(|e| self.sled_error(e))?;
         let db_path = self.dir.join(DB_DIR);
@@ -381,7 +493,7 @@ impl Store {
         // 2. The current snapshot, so that no older one is needed to recover.
         let snapshot_dir = self.dir.join(SNAPSHOT_DIR);
         if !snapshot_path(&snapshot_dir, generation).exists() {
-            if let Err(e) = self.write_snapshot(generation) {
+            if let Err(e) = self.write_snapshot(generation, self.view.borrow().records.values()) {
                 self.warn(format!(
                     "the snapshot of change {generation} in {} could not be written: {e}",
                     self.dir.display()
@@ -463,15 +575,19 @@ impl Store {
         Error::Store { dir: self.dir.clone(), source }
     }
 
-    /// Verifies schema, records and change counter. A damaged store is reported so it can be
-    /// recovered; a store from a newer tails-server is refused untouched.
-    fn check(&self, fresh: bool, snapshots: &[SnapshotFile]) -> std::result::Result<(), CheckError> {
-        let trees = self.trees().map_err(CheckError::Fatal)?;
+    /// Verifies schema, records and change counter, against the snapshots. A damaged store
+    /// is reported so it can be rebuilt; a store from a newer tails-server is refused
+    /// untouched.
+    fn check(
+        &self,
+        trees: &Trees,
+        fresh: bool,
+        snapshots: &[SnapshotFile],
+    ) -> std::result::Result<Checked, CheckError> {
         let damaged = |p: String| CheckError::Damaged(p);
         let schema = read_u64(&trees.meta, KEY_SCHEMA).map_err(|e| damaged(format!("cannot read it: {e}")))?;
         match schema {
             None if fresh => {
-                self.wrote.set(true);
                 trees
                     .meta
                     .insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())
@@ -487,7 +603,7 @@ impl Store {
                     supported: SCHEMA_VERSION,
                 }))
             }
-            Some(v) if v < SCHEMA_VERSION => migrate(self, v).map_err(CheckError::Fatal)?,
+            Some(v) if v < SCHEMA_VERSION => migrate(self, trees, v).map_err(CheckError::Fatal)?,
             Some(_) => {}
         }
         for item in trees.services.iter() {
@@ -501,45 +617,37 @@ impl Store {
         let generation = read_u64(&trees.meta, KEY_GENERATION)
             .map_err(|e| damaged(format!("cannot read its change counter: {e}")))?
             .ok_or_else(|| damaged("its change counter is missing".into()))?;
-        // sled may drop the last writes after a crash without an error: a snapshot newer
-        // than the database is the evidence.
-        for snap in snapshots.iter().filter(|s| s.generation > generation) {
-            if snap.verify().is_ok() {
-                return Err(damaged(format!(
-                    "it holds change {generation} but change {} was saved; recent changes were lost",
-                    snap.generation
-                )));
+        // A snapshot newer than the database: one change newer is a change interrupted
+        // before sled committed it; more, and sled dropped writes it had acknowledged
+        // (it may, after a crash, without an error).
+        let newer = snapshots
+            .iter()
+            .filter(|s| s.generation > generation)
+            .find_map(|s| s.verify().ok().map(|records| (s.generation, records)));
+        match newer {
+            None => Ok(Checked::Current),
+            Some((g, records)) if g == generation + 1 => Ok(Checked::OneChangeBehind(g, records)),
+            Some((g, _)) => {
+                Err(damaged(format!("it holds change {generation} but change {g} was saved; recent changes were lost")))
             }
         }
-        Ok(())
     }
 
-    fn write_snapshot(&self, generation: u64) -> Result<()> {
-        let trees = self.trees()?;
-        let mut body = Vec::new();
+    /// Writes the snapshot of change `generation` (records in name order), durably.
+    fn write_snapshot<'a>(&self, generation: u64, records: impl Iterator<Item = &'a ServiceRecord>) -> Result<()> {
+        let mut body = zeroize::Zeroizing::new(Vec::with_capacity(64 * 1024));
         body.push(b'[');
-        for (i, item) in trees.services.iter().enumerate() {
-            let (_, value) = item.map_err(|e| self.sled_error(e))?;
+        for (i, record) in records.enumerate() {
             if i > 0 {
                 body.push(b',');
             }
-            body.extend_from_slice(&value);
+            body.extend_from_slice(&encode(record)?);
         }
         body.push(b']');
         let digest = data_encoding::HEXLOWER.encode(&Sha256::digest(&body));
         let header = format!("{SNAPSHOT_MAGIC} {SCHEMA_VERSION} {generation} {} {digest}\n", now_unix());
         let dir = self.dir.join(SNAPSHOT_DIR);
-        let written = write_atomically(&snapshot_path(&dir, generation), &[header.as_bytes(), &body]);
-        zeroize::Zeroize::zeroize(&mut body);
-        written?;
-        for old in list_snapshots(&dir)?.into_iter().skip(self.options.snapshots_kept) {
-            let _ = fs::remove_file(&old.path);
-        }
-        Ok(())
-    }
-
-    fn tighten_permissions(&self) -> Result<()> {
-        tighten(&self.dir.join(DB_DIR))
+        write_atomically(&snapshot_path(&dir, generation), &[header.as_bytes(), &body])
     }
 
     /// Test hook: makes the change counter unreadable, so that the next commit fails.
@@ -547,45 +655,6 @@ impl Store {
     pub(crate) fn break_change_counter_for_test(&self) {
         self.trees().unwrap().meta.insert(KEY_GENERATION, &[1u8, 2, 3][..]).unwrap();
     }
-}
-
-/// The rest of `Store::open`, with the lock held: opens, checks and, if need be, recovers.
-fn open_locked(
-    dir: &Path,
-    lock: File,
-    options: StoreOptions,
-    snapshot_dir: &Path,
-) -> Result<(Store, Option<Recovery>)> {
-    let db_path = dir.join(DB_DIR);
-    let fresh = !db_path.exists();
-    let snapshots = list_snapshots(snapshot_dir)?;
-    if fresh && !snapshots.is_empty() {
-        let (store, recovery) = recover(dir, lock, options, &snapshots, "its database is missing".into(), false)?;
-        return Ok((store, Some(recovery)));
-    }
-
-    let problem = match open_sled(&db_path, &options) {
-        Ok(trees) => {
-            let store = Store::new(dir, trees, options.clone(), lock);
-            match store.check(fresh, &snapshots) {
-                Ok(()) => {
-                    if fresh {
-                        store.write_snapshot(0)?;
-                    }
-                    store.tighten_permissions()?;
-                    return Ok((store, None));
-                }
-                Err(CheckError::Fatal(e)) => return Err(e),
-                Err(CheckError::Damaged(problem)) => {
-                    let lock = store.close_keeping_lock();
-                    return recover(dir, lock, options, &snapshots, problem, true).map(|(s, r)| (s, Some(r)));
-                }
-            }
-        }
-        Err(SledOpenError::Damaged(problem)) => problem,
-        Err(SledOpenError::Fatal(e)) => return Err(e),
-    };
-    recover(dir, lock, options, &snapshots, problem, true).map(|(s, r)| (s, Some(r)))
 }
 
 /// Scrubs what an interrupted purge left (`db.new`, `db.old`). Returns whether a purge was
@@ -616,14 +685,12 @@ enum SledOpenError {
 }
 
 /// Schema migrations, one step at a time. Version 1 is the first; later versions add a step.
-fn migrate(store: &Store, from: u64) -> Result<()> {
-    store.wrote.set(true);
+fn migrate(store: &Store, trees: &Trees, from: u64) -> Result<()> {
     let mut version = from;
     while version < SCHEMA_VERSION {
         // match version { 1 => migrate_1_to_2(store)?, ... }
         version += 1;
     }
-    let trees = store.trees()?;
     trees
         .meta
         .insert(KEY_SCHEMA, &version.to_be_bytes())
@@ -632,9 +699,23 @@ fn migrate(store: &Store, from: u64) -> Result<()> {
     Ok(())
 }
 
+/// sled's log segment for new databases. At every open sled zeroes what follows the last
+/// write in the current segment, and sled is opened at every change: its default (512 KiB)
+/// made each change write half a megabyte to the stick. Records up to a quarter of a
+/// segment stay in the log (larger ones go to a file of their own).
+const SEGMENT_SIZE: usize = 64 * 1024;
+
+/// The segment size an existing database was made with (sled refuses another).
+fn segment_size_of(db: &Path) -> Option<usize> {
+    let conf = fs::read(db.join("conf")).ok()?;
+    let text = String::from_utf8_lossy(&conf);
+    text.lines().find_map(|line| line.strip_prefix("segment_size: ")?.trim().parse().ok())
+}
+
 fn open_sled(path: &Path, options: &StoreOptions) -> std::result::Result<Trees, SledOpenError> {
     let config = sled::Config::new()
         .path(path)
+        .segment_size(segment_size_of(path).unwrap_or(SEGMENT_SIZE))
         .cache_capacity(options.cache_capacity)
         .flush_every_ms(None)
         .use_compression(false)
@@ -662,52 +743,46 @@ fn open_sled(path: &Path, options: &StoreOptions) -> std::result::Result<Trees, 
     }
 }
 
-/// Moves the damaged database aside and rebuilds it from the newest intact snapshot.
-fn recover(
-    dir: &Path,
-    lock: File,
-    options: StoreOptions,
-    snapshots: &[SnapshotFile],
-    problem: String,
-    keep_damaged: bool,
-) -> Result<(Store, Recovery)> {
-    let (snapshot, records) = snapshots
-        .iter()
-        .find_map(|s| s.verify().ok().map(|records| (s, records)))
-        .ok_or_else(|| Error::StoreCorrupt { dir: dir.to_owned(), detail: problem.clone() })?;
-    let db_path = dir.join(DB_DIR);
-    let damaged_copy = if keep_damaged && db_path.exists() {
-        let copy = free_damaged_copy_name(dir);
-        fs::rename(&db_path, &copy).map_err(|e| Error::io("cannot move the damaged database aside", &db_path, e))?;
-        Some(copy)
-    } else {
-        None
-    };
-    let trees = open_sled(&db_path, &options).map_err(|e| open_error(dir, e))?;
-    let store = Store::new(dir, trees, options, lock);
-    store.wrote.set(true);
-    let sled_err = |e| Error::Store { dir: dir.to_owned(), source: e };
-    let trees = store.trees()?;
-    for record in &records {
-        let mut encoded = encode(record)?;
-        trees.services.insert(record.name.as_str(), encoded.as_slice()).map_err(sled_err)?;
-        zeroize::Zeroize::zeroize(&mut encoded);
+impl Store {
+    /// Moves the damaged database aside (if `keep_damaged`) and rebuilds it from the newest
+    /// intact snapshot; what happened goes to `recoveries`, for the user.
+    fn rebuild(&self, snapshots: &[SnapshotFile], problem: String, keep_damaged: bool) -> Result<Trees> {
+        let dir = &self.dir;
+        let (snapshot, records) = snapshots
+            .iter()
+            .find_map(|s| s.verify().ok().map(|records| (s, records)))
+            .ok_or_else(|| Error::StoreCorrupt { dir: dir.to_owned(), detail: problem.clone() })?;
+        let db_path = dir.join(DB_DIR);
+        let damaged_copy = if keep_damaged && db_path.exists() {
+            let copy = free_damaged_copy_name(dir);
+            fs::rename(&db_path, &copy)
+                .map_err(|e| Error::io("cannot move the damaged database aside", &db_path, e))?;
+            Some(copy)
+        } else {
+            None
+        };
+        let trees = open_sled(&db_path, &self.options).map_err(|e| open_error(dir, e))?;
+        let sled_err = |e| Error::Store { dir: dir.to_owned(), source: e };
+        for record in &records {
+            let encoded = encode(record)?;
+            trees.services.insert(record.name.as_str(), encoded.as_slice()).map_err(sled_err)?;
+        }
+        trees.meta.insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes()).map_err(sled_err)?;
+        trees.meta.insert(KEY_GENERATION, &snapshot.generation.to_be_bytes()).map_err(sled_err)?;
+        trees.db.flush().map_err(sled_err)?;
+        tighten(&db_path)?;
+        // Each recovery keeps the damaged database; only the newest few stay.
+        let erased_copies = erase_old_damaged_copies(dir, DAMAGED_COPIES_KEPT, damaged_copy.as_deref());
+        self.recoveries.borrow_mut().push(Recovery {
+            dir: dir.to_owned(),
+            problem,
+            snapshot: snapshot.path.clone(),
+            generation: snapshot.generation,
+            damaged_copy,
+            erased_copies,
+        });
+        Ok(trees)
     }
-    trees.meta.insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes()).map_err(sled_err)?;
-    trees.meta.insert(KEY_GENERATION, &snapshot.generation.to_be_bytes()).map_err(sled_err)?;
-    trees.db.flush().map_err(sled_err)?;
-    store.tighten_permissions()?;
-    // Each recovery keeps the damaged database; only the newest few stay.
-    let erased_copies = erase_old_damaged_copies(dir, DAMAGED_COPIES_KEPT, damaged_copy.as_deref());
-    let recovery = Recovery {
-        dir: dir.to_owned(),
-        problem,
-        snapshot: snapshot.path.clone(),
-        generation: snapshot.generation,
-        damaged_copy,
-        erased_copies,
-    };
-    Ok((store, recovery))
 }
 
 fn open_error(dir: &Path, e: SledOpenError) -> Error {
@@ -918,7 +993,11 @@ fn tighten(path: &Path) -> Result<()> {
     let Ok(entries) = fs::read_dir(path) else {
         return Ok(());
     };
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io("cannot protect", path, e))?;
+    // Only what needs it: a chmod is a write to the stick too.
+    if fs::metadata(path).is_ok_and(|m| m.mode() & 0o077 != 0) {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("cannot protect", path, e))?;
+    }
     for entry in entries.flatten() {
         let p = entry.path();
         let Ok(meta) = entry.metadata() else { continue };
