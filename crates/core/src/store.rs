@@ -701,9 +701,10 @@ fn migrate(store: &Store, trees: &Trees, from: u64) -> Result<()> {
 
 /// sled's log segment for new databases. At every open sled zeroes what follows the last
 /// write in the current segment, and sled is opened at every change: its default (512 KiB)
-/// made each change write half a megabyte to the stick. Records up to a quarter of a
-/// segment stay in the log (larger ones go to a file of their own).
-const SEGMENT_SIZE: usize = 64 * 1024;
+/// made each change write half a megabyte to the stick; 32 KiB makes it 31 KiB in all
+/// (`cargo bench --bench stick`). Log entries over a quarter of a segment go to a file of
+/// their own (sled's blobs), which is what a store of many clients costs instead.
+const SEGMENT_SIZE: usize = 32 * 1024;
 
 /// The segment size an existing database was made with (sled refuses another).
 fn segment_size_of(db: &Path) -> Option<usize> {

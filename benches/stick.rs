@@ -1,0 +1,184 @@
+//! What the commands cost a USB stick: bytes written and fsync-class calls (fsync,
+//! fdatasync, sync_file_range, counted with strace on the state directory's files only)
+//! per command, the medians of `list`, `set-option` and `client add`, and the size of the
+//! store on disk (20 services × 32 clients, then after 10,000 alternating changes).
+//!
+//!   cargo bench --bench stick                       in a temporary directory
+//!   sudo ./scripts/stick-bench                      on a USB-2-like device (a throttled
+//!                                                   loop device; the script sets it up)
+//!
+//! TAILS_SERVER_BENCH_CHURN sets the number of changes of the churn (default 10,000).
+//!
+//! TAILS_SERVER_BENCH_DIR puts the stores there (the script's mount point). Goals (issue 10):
+//! a read writes 0 bytes with 0 fsyncs; a change at most 64 KiB with at most 3 fsync-class
+//! calls; on the throttled device `list` <= 15 ms and a change <= 100 ms.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tails_server::names::{ClientName, ServiceName};
+use tails_server::{AddRequest, Config, Manager};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tails-server");
+
+fn command(state: &Path, program: &str) -> Command {
+    let mut command = Command::new(program);
+    command
+        .env("TAILS_SERVER_STATE_DIR", state)
+        .env("TAILS_SERVER_RUNTIME_DIR", state.with_extension("run"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn run(state: &Path, args: &[&str]) -> Duration {
+    let start = Instant::now();
+    let out = command(state, BIN).args(args).output().expect("run tails-server");
+    let took = start.elapsed();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    took
+}
+
+/// Bytes written and fsync-class calls on files under `state`, from strace's `-y` paths.
+fn count(state: &Path, args: &[&str]) -> Option<(u64, u32)> {
+    let trace = state.with_extension("trace");
+    let status = command(state, "strace")
+        .args(["-f", "-qq", "-y", "-o"])
+        .arg(&trace)
+        .args(["-e", "trace=write,pwrite64,writev,pwritev,pwritev2,fsync,fdatasync,sync_file_range,syncfs"])
+        .arg(BIN)
+        .args(args)
+        .status()
+        .ok()?;
+    assert!(status.success(), "{args:?} under strace failed");
+    let text = std::fs::read_to_string(&trace).ok()?;
+    let _ = std::fs::remove_file(&trace);
+    let prefix = format!("<{}/", state.display());
+    let (mut bytes, mut syncs) = (0u64, 0u32);
+    for line in text.lines() {
+        // "1234 pwrite64(5</state/db/db>, "..."..., 24, 23735) = 24"
+        let Some(call) = line.split_whitespace().nth(1) else { continue };
+        if !call.contains(&prefix) {
+            continue;
+        }
+        if call.starts_with("fsync(") || call.starts_with("fdatasync(") || call.starts_with("sync_file_range(") {
+            syncs += 1;
+        } else if let Some(result) = line.rsplit_once(" = ").and_then(|(_, r)| r.trim().parse::<u64>().ok()) {
+            bytes += result;
+        }
+    }
+    Some((bytes, syncs))
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn size_on_disk(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    let own = meta.blocks() * 512;
+    if meta.is_dir() {
+        own + std::fs::read_dir(path).unwrap().map(|e| size_on_disk(&e.unwrap().path())).sum::<u64>()
+    } else {
+        own
+    }
+}
+
+fn kib(bytes: u64) -> String {
+    format!("{:.1} KiB", bytes as f64 / 1024.0)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing: a quick smoke run.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let runs = if quick { 3 } else { 31 };
+    let temp;
+    let root: PathBuf = match std::env::var_os("TAILS_SERVER_BENCH_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            temp = tempfile::tempdir().unwrap();
+            temp.path().to_owned()
+        }
+    };
+    let state = root.join("state");
+    let _ = std::fs::remove_dir_all(&state);
+    let _ = std::fs::remove_dir_all(state.with_extension("run"));
+    for i in 0..20 {
+        run(&state, &["add", "custom", "--name", &format!("svc{i}"), "--local-port", &(9000 + i).to_string()]);
+    }
+
+    let mut lists = Vec::new();
+    let mut changes = Vec::new();
+    let mut client_adds = Vec::new();
+    for i in 0..runs {
+        lists.push(run(&state, &["list"]));
+        let value = if i % 2 == 0 { "false" } else { "true" };
+        changes.push(run(&state, &["set-option", &format!("svc{}", i % 20), "autostart", value]));
+        client_adds.push(run(&state, &["client", "add", &format!("svc{}", i % 20), &format!("extra{i}")]));
+    }
+    let counted = [
+        ("list", vec!["list"]),
+        ("info --details", vec!["info", "svc1", "--details"]),
+        ("set-option", vec!["set-option", "svc2", "autostart", "false"]),
+        ("client add", vec!["client", "add", "svc3", "counted"]),
+        ("client remove", vec!["client", "remove", "svc3", "counted"]),
+    ];
+    let mut counts = Vec::new();
+    for (name, args) in &counted {
+        counts.push((name, count(&state, args)));
+    }
+    if quick {
+        println!("stick bench harness smoke run (run `cargo bench --bench stick` for figures)");
+        return;
+    }
+
+    println!("tails-server on {} (store with 20 services)", root.display());
+    for (name, samples) in [("list", lists), ("set-option", changes), ("client add", client_adds)] {
+        println!("{name:<16} median {:>7.2} ms  ({runs} runs)", median(samples).as_secs_f64() * 1e3);
+    }
+    for (name, counted) in counts {
+        match counted {
+            Some((bytes, syncs)) => println!("{name:<16} writes {:>10}  fsync-class calls {syncs}", kib(bytes)),
+            None => println!("{name:<16} (install strace to count writes)"),
+        }
+    }
+
+    // 20 services × 32 clients, in-process (the library, as the service runs it).
+    let big = root.join("big");
+    let _ = std::fs::remove_dir_all(&big);
+    let mut manager = Manager::open(Config::new(big.clone())).unwrap();
+    let mut names = Vec::new();
+    for i in 0..20u16 {
+        let mut request = AddRequest::new("custom");
+        request.name = Some(ServiceName::new(&format!("svc{i}")).unwrap());
+        request.local_port = Some(9000 + i);
+        let record = manager.add(request).unwrap();
+        for c in 1..32 {
+            manager.add_client(&record.name, ClientName::new(&format!("friend-{c}")).unwrap(), None).unwrap();
+        }
+        names.push(record.name);
+    }
+    drop(manager);
+    let big_change = count(&big, &["set-option", "svc1", "autostart", "false"]);
+    let before = size_on_disk(&big);
+    let churn: usize = std::env::var("TAILS_SERVER_BENCH_CHURN").ok().and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let started = Instant::now();
+    let mut manager = Manager::open(Config::new(big.clone())).unwrap();
+    for i in 0..churn {
+        let value = if i % 2 == 0 { "false" } else { "true" };
+        manager.set_option(&names[i % names.len()], "autostart", value).unwrap();
+    }
+    drop(manager);
+    println!(
+        "20 services x 32 clients: {} on disk; after {churn} alternating set-option changes {} ({:.1} s)",
+        kib(before),
+        kib(size_on_disk(&big)),
+        started.elapsed().as_secs_f64()
+    );
+    if let Some((bytes, syncs)) = big_change {
+        println!("set-option on that store writes {}, fsync-class calls {syncs}", kib(bytes));
+    }
+}
