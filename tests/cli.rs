@@ -807,6 +807,37 @@ fn newcomer_wordings() {
     assert!(!details.contains("(default: )"), "{details}");
 }
 
+/// Each kind says how a friend connects (a Mumble client is not Tor Browser), and where
+/// the files of a web site or an SFTP share go, where people look: `add`, `client add`,
+/// `info --details`.
+#[test]
+fn each_kind_says_how_a_friend_connects_and_where_its_files_go() {
+    // The steps are wrapped: phrases are looked for in the text with its line breaks undone.
+    let flat = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let env = TestEnv::new();
+    let mumble = env.run(&["add", "mumble"]).ok().stdout;
+    assert!(flat(&mumble).contains("How client-1 connects: In a Mumble client, client-1 adds the server"), "{mumble}");
+    assert!(flat(&mumble).contains("port 64738") && mumble.contains("client-1.auth_private"), "{mumble}");
+    assert!(!mumble.contains("Tor Browser"), "{mumble}");
+    let bob = env.run(&["client", "add", "mumble", "bob"]).ok().stdout;
+    assert!(flat(&bob).contains("In a Mumble client, bob adds") && bob.contains("bob.auth_private"), "{bob}");
+    let steps = bob.split("How bob connects:\n").nth(1).unwrap();
+    assert!(steps.lines().all(|l| l.starts_with("    ") && l.len() <= 88), "wrapped and indented: {steps}");
+
+    let web = env.run(&["add", "web", "--name", "site"]).ok().stdout;
+    let address = env.service("site")["address"].as_str().unwrap().to_owned();
+    assert!(flat(&web).contains(&format!("client-1 opens http://{address}/ in Tor Browser")), "{web}");
+    let folder = env.state_dir().join("data/site/site");
+    assert!(web.contains(&format!("Put the files it serves in {}\n", folder.display())), "{web}");
+    let details = env.run(&["info", "site", "--details"]).ok().stdout;
+    assert!(details.contains(&format!("Files:     {}\n", folder.display())), "{details}");
+    assert!(flat(&details).contains("How a client (CLIENT) connects: CLIENT opens http://"), "{details}");
+
+    let sftp = flat(&env.run(&["add", "sftp"]).ok().stdout);
+    assert!(sftp.contains("torsocks sftp -P 22 tails-server-sftp@") && sftp.contains("authorized-keys"), "{sftp}");
+    assert!(sftp.contains(&format!("{}", env.state_dir().join("data/sftp/files").display())), "{sftp}");
+}
+
 /// `status` when tor cannot be asked says so on every line it cannot fill, instead of
 /// "not probed" after --probe or a bare "unknown" that reads like a claim.
 #[test]

@@ -106,7 +106,7 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 let catalog = Catalog::load(None);
                 let kind = catalog.get(&view.kind).ok();
                 let specs = kind.map(|k| k.all_options()).unwrap_or_default();
-                out.info_view(&view, kind, &specs, *details)
+                out.info_view(&view, kind, &specs, &service_data_dir(&view), *details)
             }
             Command::Status { name, probe } => {
                 let mut view: StatusView = parse(&server.status(name.as_str(), *probe).await.map_err(failed)?)?;
@@ -218,12 +218,15 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 } else {
                     (None, None)
                 };
+                let catalog = Catalog::load(None);
+                let steps = output::steps(catalog.get(&changed.view.kind).ok(), &changed.view, client.as_str());
                 out.client_added_view(
                     name.as_str(),
                     &changed.view.address,
                     added,
                     secret_key.as_deref().map(String::as_str),
                     line.as_deref().map(String::as_str),
+                    &steps,
                 )?;
                 after_change(&changed.tor)
             }
@@ -257,7 +260,9 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 let key: CredentialValue = parse(&show("key").await.map_err(failed)?)?;
                 let line: CredentialValue = parse(&show("auth-private").await.map_err(failed)?)?;
                 let secret = output::SecretView { name: client.as_str(), key: &key.value, auth_private: &line.value };
-                out.added_view(changed.view, Some(secret))?;
+                let data_dir = service_data_dir(&changed.view);
+                let catalog = Catalog::load(None);
+                out.added_view(changed.view.clone(), catalog.get(&changed.view.kind).ok(), &data_dir, Some(secret))?;
                 after_change(&changed.tor)
             }
             Command::Client(ClientCommand::Show { name, client, form, output: file, force }) => {
@@ -329,4 +334,16 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
             ),
         }
     })
+}
+
+/// Where the system service keeps a service's files (its store is the Persistent Storage's,
+/// or its runtime directory for an amnesic service).
+fn service_data_dir(view: &ServiceView) -> std::path::PathBuf {
+    let persistent = view.options.get(tails_server::options::PERSISTENCE).and_then(|v| v.as_bool()) != Some(false);
+    let store =
+        if persistent { tails_server::tails::PERSISTENT_STATE_DIR } else { tails_server::tails::SERVICE_RUNTIME_DIR };
+    match tails_server::names::ServiceName::new(&view.name) {
+        Ok(name) => tails_server::system::data_dir(std::path::Path::new(store), &name),
+        Err(_) => std::path::Path::new(store).join("data"),
+    }
 }

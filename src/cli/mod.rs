@@ -644,12 +644,20 @@ fn import_request(target: &ImportTarget, fallback_name: &str, default_remote: Op
 fn run_client(cli: &Cli, command: &ClientCommand, out: &Printer) -> Result<()> {
     match command {
         ClientCommand::Add { name, client, public_key } => {
-            let (record, added) = {
+            let (record, added, steps) = {
                 let mut manager = open(cli)?;
                 let added = manager.add_client(name, client.clone(), *public_key)?;
-                (manager.get(name)?, added)
+                let record = manager.get(name)?;
+                let steps = tails_server::catalog::how_to_connect(
+                    manager.kind_of(&record),
+                    record.name.as_str(),
+                    &record.address().to_string(),
+                    record.remote_port,
+                    added.name.as_str(),
+                );
+                (record, added, steps)
             };
-            out.client_added(&record, &added)?;
+            out.client_added(&record, &added, &steps)?;
             tor::sync_after_change(&publisher(cli)?, Some(name))
         }
         ClientCommand::Remove { name, client } => {

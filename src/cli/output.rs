@@ -174,7 +174,13 @@ impl Printer {
 
     pub fn info(&self, manager: &Manager, record: &ServiceRecord, details: bool) -> Result<()> {
         let view = service_view(manager, record);
-        self.info_view(&view, manager.kind_of(record), &manager.option_specs(record), details)
+        self.info_view(
+            &view,
+            manager.kind_of(record),
+            &manager.option_specs(record),
+            &manager.data_dir(record),
+            details,
+        )
     }
 
     /// `info` from the document, with the kind's definition (from the catalog) when known.
@@ -183,6 +189,7 @@ impl Printer {
         view: &ServiceView,
         kind: Option<&tails_server::catalog::KindDefinition>,
         specs: &std::collections::BTreeMap<String, tails_server::options::OptionSpec>,
+        data_dir: &std::path::Path,
         details: bool,
     ) -> Result<()> {
         if self.structured(view)? {
@@ -239,6 +246,12 @@ impl Printer {
             }
         }
         if details {
+            for folder in kind.map(|k| k.persistent_paths.as_slice()).unwrap_or_default() {
+                t += &format!("Files:     {}\n", data_dir.join(folder).display());
+            }
+            if view.client_authorization {
+                t += &format!("How a client (CLIENT) connects:\n{}", wrap(&steps(kind, view, "CLIENT"), "  "));
+            }
             if let Some(kind) = kind {
                 t += &format!("Description: {}\n", kind.description);
                 if let Some(doc) = &kind.documentation {
@@ -395,11 +408,17 @@ impl Printer {
             (Some(c), Some(k), Some(l)) => Some(SecretView { name: c.name.as_str(), key: k, auth_private: l }),
             _ => None,
         };
-        self.added_view(service_view(manager, record), secret)
+        self.added_view(service_view(manager, record), manager.kind_of(record), &manager.data_dir(record), secret)
     }
 
     /// A new service and its first client's key, shown once.
-    pub fn added_view(&self, service: ServiceView, first_client: Option<SecretView<'_>>) -> Result<()> {
+    pub fn added_view(
+        &self,
+        service: ServiceView,
+        kind: Option<&tails_server::catalog::KindDefinition>,
+        data_dir: &std::path::Path,
+        first_client: Option<SecretView<'_>>,
+    ) -> Result<()> {
         #[derive(Serialize)]
         #[serde(rename_all = "kebab-case")]
         struct Added<'a> {
@@ -411,18 +430,21 @@ impl Printer {
             return Ok(());
         }
         // "Added service mumble (mumble)" says nothing twice.
-        let kind = if service.kind == service.name { String::new() } else { format!(" ({})", service.kind) };
-        let mut t = format!("Added service {}{kind}. It is not enabled yet.\n\n", service.name);
+        let kind_note = if service.kind == service.name { String::new() } else { format!(" ({})", service.kind) };
+        let mut t = format!("Added service {}{kind_note}. It is not enabled yet.\n\n", service.name);
         t += "Address (share it with the people who should reach the service):\n";
         t += &format!("    {}\n", service.address);
         if let Some(client) = &first_client {
-            t += &credential_text(&service.name, &service.address, client.name, client.key);
+            t += &credential_text(client.name, client.key, &steps(kind, &service, client.name));
+        }
+        for folder in kind.map(|k| k.persistent_paths.as_slice()).unwrap_or_default() {
+            t += &format!("\nPut the files it serves in {}\n", data_dir.join(folder).display());
         }
         t += &format!("\nEnable it with: tails-server enable {}\n", service.name);
         self.human(&t)
     }
 
-    pub fn client_added(&self, record: &ServiceRecord, client: &ClientRecord) -> Result<()> {
+    pub fn client_added(&self, record: &ServiceRecord, client: &ClientRecord, steps: &str) -> Result<()> {
         let key = client.secret_key.as_ref().map(|k| k.to_base32());
         let line = client.secret_key.as_ref().map(|k| k.auth_private_line(&record.address()));
         self.client_added_view(
@@ -431,6 +453,7 @@ impl Printer {
             &client_view(client),
             key.as_deref().map(String::as_str),
             line.as_deref().map(String::as_str),
+            steps,
         )
     }
 
@@ -443,6 +466,7 @@ impl Printer {
         client: &ClientView,
         key: Option<&str>,
         line: Option<&str>,
+        steps: &str,
     ) -> Result<()> {
         let view = match (key, line) {
             (Some(k), Some(l)) => Some(SecretView { name: client.name.as_str(), key: k, auth_private: l }),
@@ -461,7 +485,7 @@ impl Printer {
         }
         let mut t = format!("Added client {} to service {service} ({address}).\n", client.name);
         match key {
-            Some(key) => t += &credential_text(service, address, client.name.as_str(), key),
+            Some(key) => t += &credential_text(client.name.as_str(), key, steps),
             None => t += "It was added with its public key: its holder already has the private key.\n",
         }
         self.human(&t)
@@ -523,7 +547,8 @@ impl Printer {
                  directory named by tor's ClientOnionAuthDir."
             ),
             CredentialForm::Key => eprintln!(
-                "This key is SECRET: give it only to {client}, privately. Tor Browser asks for it when opening {address}."
+                "This key is SECRET: give it only to {client}, privately. `tails-server info {service} --details` \
+                 says how they connect to {address}."
             ),
             CredentialForm::Auth => eprintln!(
                 "This is {client}'s public key, for the service side (authorized_clients/{client}.auth); it is not secret."
@@ -568,13 +593,37 @@ pub struct SecretView<'a> {
     pub auth_private: &'a str,
 }
 
-fn credential_text(name: &str, addr: &str, client: &str, key: &str) -> String {
+fn credential_text(client: &str, key: &str, steps: &str) -> String {
     format!(
         "\nKey of client {client} (SECRET: whoever holds it can reach the service; give it only to that \
-         person, privately):\n    {key}\n\n\
-         In Tor Browser, paste this key when {addr} asks for authentication.\n\
-         For tor's ClientOnionAuthDir: tails-server client show {name} {client} --as auth-private\n",
+         person, privately):\n    {key}\n\nHow {client} connects:\n{}",
+        wrap(steps, "    ")
     )
+}
+
+/// Words wrapped at 88 columns, every line indented.
+pub fn wrap(text: &str, indent: &str) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && indent.len() + line.len() + 1 + word.len() > 88 {
+            out += &format!("{indent}{line}\n");
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line += word;
+    }
+    if !line.is_empty() {
+        out += &format!("{indent}{line}\n");
+    }
+    out
+}
+
+/// How a client reaches a service of this kind (the catalog's words).
+pub fn steps(kind: Option<&tails_server::catalog::KindDefinition>, service: &ServiceView, client: &str) -> String {
+    tails_server::catalog::how_to_connect(kind, &service.name, &service.address, service.remote_port, client)
 }
 
 pub fn warn_no_client_auth(name: &ServiceName) {

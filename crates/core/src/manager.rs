@@ -208,6 +208,16 @@ impl Manager {
         }
     }
 
+    /// Where a service's program keeps its data and the folders the user fills: beside the
+    /// store that holds the service.
+    pub fn data_dir(&self, record: &ServiceRecord) -> std::path::PathBuf {
+        let store = match (Self::location_for(record), &self.config.runtime_dir) {
+            (Location::Amnesic, Some(dir)) => dir,
+            _ => &self.config.state_dir,
+        };
+        crate::system::data_dir(store, &record.name)
+    }
+
     pub fn kind_of(&self, record: &ServiceRecord) -> Option<&KindDefinition> {
         self.catalog.get(&record.kind).ok()
     }

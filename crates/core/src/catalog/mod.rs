@@ -59,8 +59,27 @@ pub struct KindDefinition {
     pub persistent_paths: Vec<String>,
     #[serde(default)]
     pub icon_name: Option<String>,
+    /// How a friend connects, shown with each new client's key: `{service}`, `{address}`,
+    /// `{port}` (the onion port) and `{client}` are replaced.
+    #[serde(default)]
+    pub connect: Option<String>,
     #[serde(default)]
     pub options: BTreeMap<String, OptionSpec>,
+}
+
+/// How `client` reaches a service: its kind's `connect` text, or, for a kind that says
+/// nothing (or is no longer defined), the steps that fit any program.
+pub fn how_to_connect(kind: Option<&KindDefinition>, service: &str, address: &str, port: u16, client: &str) -> String {
+    const ANY_PROGRAM: &str = "{client} connects to {address}, port {port}, with the program this service \
+        runs, through Tor (a SOCKS5 proxy at 127.0.0.1:9050, or torsocks). Their tor must know the key \
+        first: the line of `tails-server client show {service} {client} --as auth-private`, saved as \
+        {client}.auth_private in the folder named by their tor's ClientOnionAuthDir.";
+    let text = kind.and_then(|k| k.connect.as_deref()).unwrap_or(ANY_PROGRAM);
+    text.trim()
+        .replace("{service}", service)
+        .replace("{address}", address)
+        .replace("{port}", &port.to_string())
+        .replace("{client}", client)
 }
 
 impl KindDefinition {
@@ -135,6 +154,11 @@ impl KindDefinition {
             spec.check(option, &spec.default).map_err(|e| fail(format!("field `options.{option}.default`: {e}")))?;
         }
         Ok(def)
+    }
+
+    /// [`how_to_connect`] for this kind.
+    pub fn how_to_connect(&self, service: &str, address: &str, port: u16, client: &str) -> String {
+        how_to_connect(Some(self), service, address, port, client)
     }
 
     /// The common options followed by this kind's own.

@@ -12,6 +12,8 @@ pub const PERSISTENT_STORAGE: &str = "/live/persistence/TailsData_unlocked";
 /// Our directory inside it.
 pub const PERSISTENT_STATE_DIR: &str = "/live/persistence/TailsData_unlocked/tails-server";
 /// tor's control socket and cookie on Debian (and Tails).
+/// The system service's runtime directory (its unit's RuntimeDirectory): amnesic services.
+pub const SERVICE_RUNTIME_DIR: &str = "/run/tails-server";
 pub const TOR_CONTROL_SOCKET: &str = "/run/tor/control";
 pub const TOR_CONTROL_COOKIE: &str = "/run/tor/control.authcookie";
 /// dpkg's database of installed packages.
