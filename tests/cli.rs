@@ -855,3 +855,24 @@ fn status_without_tor_says_why_each_answer_is_unknown() {
     assert!(!out.contains("not probed"), "{out}");
     assert!(out.contains("  tor:        cannot reach tor's control port at 127.0.0.1:1"), "{out}");
 }
+
+/// Removing an SFTP service destroys the host key its program made (overwritten, then
+/// unlinked) and keeps the files people shared.
+#[test]
+fn removing_a_service_destroys_its_programs_key_and_keeps_the_shared_files() {
+    let env = TestEnv::new();
+    env.run(&["add", "sftp", "--name", "share"]).ok();
+    let data = env.state_dir().join("data/share");
+    std::fs::create_dir_all(data.join("files")).unwrap();
+    std::fs::write(data.join("files/notes.txt"), b"shared").unwrap();
+    let key = data.join("ssh_host_ed25519_key");
+    std::fs::write(&key, b"-----BEGIN OPENSSH PRIVATE KEY----- made up").unwrap();
+    std::fs::write(data.join("ssh_host_ed25519_key.pub"), b"ssh-ed25519 AAAA made up").unwrap();
+    // A second name for the key's blocks shows whether they were overwritten.
+    let witness = env.root.path().join("witness");
+    std::fs::hard_link(&key, &witness).unwrap();
+    env.run(&["remove", "--yes", "share"]).ok();
+    assert!(!key.exists() && !data.join("ssh_host_ed25519_key.pub").exists());
+    assert!(std::fs::read(&witness).unwrap().iter().all(|&b| b == 0), "the key's bytes were overwritten");
+    assert_eq!(std::fs::read(data.join("files/notes.txt")).unwrap(), b"shared");
+}

@@ -386,7 +386,28 @@ impl Manager {
         self.store_mut(location)?.commit_destroying(vec![Change::Delete(name.clone())])?;
         let blob = record.key.to_control_blob();
         self.destroy_traces_elsewhere(location, Some(&record), blob.as_bytes());
+        self.destroy_program_secrets(location, &record);
         Ok(record)
+    }
+
+    /// The key material its program made (SFTP's host key) goes with the service; the
+    /// files the user put in its folders stay.
+    fn destroy_program_secrets(&mut self, location: Location, record: &ServiceRecord) {
+        let Some(kind) = self.kind_of(record) else { return };
+        let files = crate::system::secret_files(kind);
+        let dir = self.data_dir(record);
+        for file in files {
+            let path = dir.join(file);
+            if let Err(e) = crate::store::scrub(&path) {
+                if let Ok(store) = self.store(location) {
+                    store.warn(format!(
+                        "service {} was removed, but {} could not be erased: {e}",
+                        record.name,
+                        path.display()
+                    ));
+                }
+            }
+        }
     }
 
     /// Records the enabled flag. Returns the record and whether anything changed.

@@ -838,7 +838,7 @@ fn snapshot_path(snapshot_dir: &Path, generation: u64) -> PathBuf {
 /// Overwrites every file under `path` (a file or a directory) with zeros, syncs it, then
 /// removes it. Only the blocks that are not zeros already are written (sled's files are
 /// mostly zeros). Symbolic links are removed, never followed. Nothing there is not an error.
-fn scrub(path: &Path) -> std::io::Result<()> {
+pub(crate) fn scrub(path: &Path) -> std::io::Result<()> {
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -274,8 +274,9 @@ pub fn sftp(input: &RenderInput) -> Result<Rendered> {
     Ok(rendered)
 }
 
-/// The SFTP server's host key, in its data directory.
-const SSH_HOST_KEY: &str = "ssh_host_ed25519_key";
+/// The SFTP server's host key, in its data directory, and the public half ssh-keygen writes.
+pub const SSH_HOST_KEY: &str = "ssh_host_ed25519_key";
+pub const SSH_HOST_KEY_PUB: &str = "ssh_host_ed25519_key.pub";
 
 #[cfg(test)]
 mod tests {

@@ -35,6 +35,15 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// The built-in daemons a kind can name (`daemon = "…"` in its definition).
 pub const BUILTIN_DAEMONS: &[&str] = &["mumble", "web", "gobby", "sftp"];
 
+/// Files of a daemon's data directory that are key material: destroyed with the service
+/// (the rest of the folder holds the user's files and stays).
+pub fn secret_files(kind: &KindDefinition) -> &'static [&'static str] {
+    match kind.daemon.as_deref() {
+        Some("sftp") => &[configs::SSH_HOST_KEY, configs::SSH_HOST_KEY_PUB],
+        _ => &[],
+    }
+}
+
 /// The unit that runs a service's daemon.
 pub fn unit_name(service: &ServiceName) -> String {
     format!("tails-server-{service}.service")
