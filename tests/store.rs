@@ -63,17 +63,28 @@ fn a_damaged_database_is_recovered_from_the_snapshot_with_a_message() {
     assert_eq!(env.service("mumble")["clients"].as_array().unwrap().len(), 4);
 }
 
+/// Makes `changes`, then puts sled's database back as it was before them (the snapshots
+/// keep the changes). Returns the listing after the changes.
+fn changes_then_database_from_before(env: &TestEnv, changes: &[&[&str]]) -> serde_json::Value {
+    let old_db = env.root.path().join("old-db");
+    copy_dir(&env.state_dir().join("db"), &old_db);
+    for change in changes {
+        env.run(change).ok();
+    }
+    let latest = env.listing();
+    fs::remove_dir_all(env.state_dir().join("db")).unwrap();
+    copy_dir(&old_db, &env.state_dir().join("db"));
+    latest
+}
+
 #[test]
 fn changes_sled_lost_silently_are_detected_through_the_snapshots() {
     let env = populated();
-    let old_db = env.root.path().join("old-db");
-    copy_dir(&env.state_dir().join("db"), &old_db);
-    env.run(&["client", "add", "mumble", "bob"]).ok();
-    env.run(&["client", "add", "mumble", "carol"]).ok();
-    let latest = env.listing();
-    // Put back the database as it was two changes ago, as sled may leave it after a crash.
-    fs::remove_dir_all(env.state_dir().join("db")).unwrap();
-    copy_dir(&old_db, &env.state_dir().join("db"));
+    // The database as it was two changes ago, as sled may leave it after a crash.
+    let latest = changes_then_database_from_before(
+        &env,
+        &[&["client", "add", "mumble", "bob"], &["client", "add", "mumble", "carol"]],
+    );
     assert_eq!(env.listing(), latest, "reads come from the newest snapshot");
     let out = env.run(&["set-option", "mumble", "max-users", "9"]).ok();
     assert!(out.stderr.contains("recent changes were lost"), "{}", out.stderr);
@@ -85,12 +96,8 @@ fn changes_sled_lost_silently_are_detected_through_the_snapshots() {
 #[test]
 fn a_change_interrupted_after_its_snapshot_is_finished_quietly() {
     let env = populated();
-    let old_db = env.root.path().join("old-db");
-    copy_dir(&env.state_dir().join("db"), &old_db);
-    env.run(&["client", "add", "mumble", "bob"]).ok();
     // As if killed after the snapshot was written and before sled committed.
-    fs::remove_dir_all(env.state_dir().join("db")).unwrap();
-    copy_dir(&old_db, &env.state_dir().join("db"));
+    changes_then_database_from_before(&env, &[&["client", "add", "mumble", "bob"]]);
     let out = env.run(&["set-option", "mumble", "max-users", "9"]).ok();
     assert_eq!(out.stderr, "", "finishing the interrupted change is not damage");
     let mumble = env.service("mumble");
@@ -140,9 +147,7 @@ fn a_store_from_a_newer_version_is_refused_untouched() {
     let env = populated();
     {
         let path = env.state_dir().join("db");
-        let conf = String::from_utf8_lossy(&fs::read(path.join("conf")).unwrap()).into_owned();
-        let segment = conf.lines().find_map(|l| l.strip_prefix("segment_size: ")?.parse().ok()).unwrap();
-        let db = sled::Config::new().path(path).segment_size(segment).open().unwrap();
+        let db = sled::Config::new().path(&path).segment_size(segment_size(&path)).open().unwrap();
         db.open_tree("meta").unwrap().insert("schema-version", &99u64.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }

@@ -106,7 +106,7 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 let catalog = Catalog::load(None);
                 let kind = catalog.get(&view.kind).ok();
                 let specs = kind.map(|k| k.all_options()).unwrap_or_default();
-                out.info_view(&view, kind, &specs, &service_data_dir(&view), *details)
+                out.info_view(&view, kind, &specs, &service_data_dir(&view)?, *details)
             }
             Command::Status { name, probe } => {
                 let mut view: StatusView = parse(&server.status(name.as_str(), *probe).await.map_err(failed)?)?;
@@ -260,7 +260,7 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 let key: CredentialValue = parse(&show("key").await.map_err(failed)?)?;
                 let line: CredentialValue = parse(&show("auth-private").await.map_err(failed)?)?;
                 let secret = output::SecretView { name: client.as_str(), key: &key.value, auth_private: &line.value };
-                let data_dir = service_data_dir(&changed.view);
+                let data_dir = service_data_dir(&changed.view)?;
                 let catalog = Catalog::load(None);
                 out.added_view(changed.view.clone(), catalog.get(&changed.view.kind).ok(), &data_dir, Some(secret))?;
                 after_change(&changed.tor)
@@ -336,14 +336,10 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
     })
 }
 
-/// Where the system service keeps a service's files (its store is the Persistent Storage's,
-/// or its runtime directory for an amnesic service).
-fn service_data_dir(view: &ServiceView) -> std::path::PathBuf {
+/// Where the system service keeps a service's files.
+fn service_data_dir(view: &ServiceView) -> Result<std::path::PathBuf> {
     let persistent = view.options.get(tails_server::options::PERSISTENCE).and_then(|v| v.as_bool()) != Some(false);
-    let store =
-        if persistent { tails_server::tails::PERSISTENT_STATE_DIR } else { tails_server::tails::SERVICE_RUNTIME_DIR };
-    match tails_server::names::ServiceName::new(&view.name) {
-        Ok(name) => tails_server::system::data_dir(std::path::Path::new(store), &name),
-        Err(_) => std::path::Path::new(store).join("data"),
-    }
+    let name = tails_server::names::ServiceName::new(&view.name)
+        .with_context(|| format!("the tails-server service named a service {:?}", view.name))?;
+    Ok(tails_server::system::system_service_data_dir(&name, persistent))
 }

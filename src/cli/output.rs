@@ -602,7 +602,7 @@ fn credential_text(client: &str, key: &str, steps: &str) -> String {
 }
 
 /// Words wrapped at 88 columns, every line indented.
-pub fn wrap(text: &str, indent: &str) -> String {
+fn wrap(text: &str, indent: &str) -> String {
     let mut out = String::new();
     let mut line = String::new();
     for word in text.split_whitespace() {

@@ -225,6 +225,12 @@ impl Store {
             return Ok(trees);
         }
         let trees = self.open_database()?;
+        *self.view.borrow_mut() = self.contents(&trees)?;
+        Ok(self.trees.get_or_init(|| trees))
+    }
+
+    /// What the database holds: its change counter and its records.
+    fn contents(&self, trees: &Trees) -> Result<View> {
         let records = trees
             .services
             .iter()
@@ -233,8 +239,7 @@ impl Store {
         let generation = read_u64(&trees.meta, KEY_GENERATION)
             .map_err(|detail| Error::StoreCorrupt { dir: self.dir.clone(), detail })?
             .unwrap_or(0);
-        *self.view.borrow_mut() = View::new(generation, records);
-        Ok(self.trees.get_or_init(|| trees))
+        Ok(View::new(generation, records))
     }
 
     /// Opens sled and checks it: finishes an interrupted change, rebuilds a missing or
@@ -251,15 +256,8 @@ impl Store {
                 Ok(Checked::Current) => {
                     if snapshots.is_empty() {
                         // A new store, or one whose snapshots are gone: reads need one.
-                        let generation = read_u64(&trees.meta, KEY_GENERATION)
-                            .map_err(|detail| Error::StoreCorrupt { dir: self.dir.clone(), detail })?
-                            .unwrap_or(0);
-                        let records = trees
-                            .services
-                            .iter()
-                            .map(|item| decode(&self.dir, item.map_err(|e| self.sled_error(e))?.1.as_ref()))
-                            .collect::<Result<Vec<_>>>()?;
-                        self.write_snapshot(generation, records.iter())?;
+                        let view = self.contents(&trees)?;
+                        self.write_snapshot(view.generation, view.records.values())?;
                     }
                     tighten(&db_path)?;
                     return Ok(trees);
@@ -328,7 +326,8 @@ impl Store {
     /// could not be written, old copies of removed keys that could not be erased). The
     /// change is stored; the caller must tell the user.
     pub fn warnings(&self) -> Vec<String> {
-        let mut all: Vec<String> = self.recoveries.borrow().iter().map(|r| format!("WARNING: {r}")).collect();
+        // Front ends print each warning as a WARNING.
+        let mut all: Vec<String> = self.recoveries.borrow().iter().map(|r| r.to_string()).collect();
         all.extend(self.warnings.borrow().iter().cloned());
         all
     }

@@ -156,11 +156,6 @@ impl KindDefinition {
         Ok(def)
     }
 
-    /// [`how_to_connect`] for this kind.
-    pub fn how_to_connect(&self, service: &str, address: &str, port: u16, client: &str) -> String {
-        how_to_connect(Some(self), service, address, port, client)
-    }
-
     /// The common options followed by this kind's own.
     pub fn all_options(&self) -> BTreeMap<String, OptionSpec> {
         let mut all = common_options();

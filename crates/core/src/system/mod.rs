@@ -54,6 +54,13 @@ pub fn data_dir(store_dir: &Path, service: &ServiceName) -> PathBuf {
     store_dir.join("data").join(service.as_str())
 }
 
+/// Where the system service (on Tails) keeps a service's data: in the Persistent Storage's
+/// store, or in its runtime directory for an amnesic service.
+pub fn system_service_data_dir(service: &ServiceName, persistent: bool) -> PathBuf {
+    let store = if persistent { crate::tails::PERSISTENT_STATE_DIR } else { crate::tails::SERVICE_RUNTIME_DIR };
+    data_dir(Path::new(store), service)
+}
+
 /// Everything needed to start one service's daemon.
 #[derive(Debug, Clone)]
 pub struct DaemonPlan {
