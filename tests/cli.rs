@@ -566,7 +566,7 @@ fn stored_onion_key(dir: &std::path::Path, service: &str) -> Vec<u8> {
     let newest = common::dir_contents(&dir.join("snapshots")).into_iter().next_back().expect("a snapshot").1;
     let body = &newest[newest.iter().position(|&b| b == b'\n').unwrap() + 1..];
     let records: serde_json::Value = serde_json::from_slice(body).unwrap();
-    let record = records.as_array().unwrap().iter().find(|r| r["name"] == service).expect("stored there");
+    let record = records["services"].as_array().unwrap().iter().find(|r| r["name"] == service).expect("stored there");
     let blob = record["key"].as_str().unwrap().strip_prefix("ED25519-V3:").unwrap();
     let key = data_encoding::BASE64.decode(blob.as_bytes()).unwrap();
     assert_eq!(key.len(), 64);
@@ -875,4 +875,76 @@ fn removing_a_service_destroys_its_programs_key_and_keeps_the_shared_files() {
     assert!(!key.exists() && !data.join("ssh_host_ed25519_key.pub").exists());
     assert!(std::fs::read(&witness).unwrap().iter().all(|&b| b == 0), "the key's bytes were overwritten");
     assert_eq!(std::fs::read(data.join("files/notes.txt")).unwrap(), b"shared");
+}
+
+/// The friend's side from the command line: every form of a received key is kept, bad ones
+/// are refused with the reason and change nothing, and no command shows the key again.
+#[test]
+fn received_keys_are_kept_listed_and_forgotten_with_clear_errors() {
+    let owner = TestEnv::new();
+    for name in ["blog", "chat"] {
+        owner.run(&["add", "custom", "--name", name, "--local-port", "8080"]).ok();
+    }
+    let line = owner.run(&["client", "show", "blog", "client-1"]).ok().stdout;
+    let bare = owner.run(&["client", "show", "chat", "client-1", "--as", "key"]).ok().stdout;
+    let public = owner.run(&["client", "show", "chat", "client-1", "--as", "auth"]).ok().stdout;
+    let chat = owner.service("chat")["address"].as_str().unwrap().to_owned();
+    let env = TestEnv::new();
+    let no_tor = env.root.path().join("no-tor");
+    let run = |args: &[&str], input: Option<&str>| -> common::Run {
+        let mut command = env.command();
+        command.arg("--control-socket").arg(&no_tor).args(args);
+        let Some(input) = input else { return command.output().unwrap().into() };
+        command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+        command.stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap().into()
+    };
+    let file = |name: &str, text: &str| {
+        let path = env.root.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+
+    let added = run(&["key", "add", "blog-of-alice", &file("alice.txt", &line)], None);
+    assert_eq!(added.code, 3, "kept, tor to be told later: {}", added.stderr);
+    assert!(added.stdout.starts_with("Kept key blog-of-alice for "), "{}", added.stdout);
+    assert!(added.stderr.contains("tor does not have key blog-of-alice yet"), "{}", added.stderr);
+
+    let before = common::store_state(&env.state_dir());
+    for (args, input, why) in [
+        (vec!["key", "add", "x", line.trim()], None, "refusing a key on the command line"),
+        (vec!["key", "add", "x", "-"], Some(public.as_str()), "public key"),
+        (vec!["key", "add", "x", "-"], Some(bare.as_str()), "give the address too (--address"),
+        (vec!["key", "add", "x", "-"], Some(""), "no key was given"),
+        (vec!["key", "add", "x", "-"], Some(line.as_str()), "already kept as \"blog-of-alice\""),
+        (vec!["key", "add", "blog-of-alice", "-"], Some(bare.as_str()), "a key named \"blog-of-alice\""),
+        (vec!["key", "add", "x", "--address", chat.as_str(), "-"], Some(line.as_str()), "it is for"),
+        (vec!["key", "add", "X", "-"], Some(line.as_str()), "invalid key name"),
+        (vec!["key", "show", "nobody"], None, "no kept key named \"nobody\""),
+        (vec!["key", "remove", "nobody"], None, "no kept key named \"nobody\""),
+    ] {
+        run(&args, input).fails_with(why);
+    }
+    assert_eq!(common::store_state(&env.state_dir()), before, "refusals change nothing");
+
+    let added = run(&["key", "add", "chat", "--address", &chat, "--until-shutdown", "-"], Some(&bare));
+    assert_eq!(added.code, 3, "{}", added.stderr);
+    let listed = run(&["--format", "json", "key", "list"], None).ok().json();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed[1]["name"], "chat");
+    assert_eq!(listed[1]["address"], chat.as_str());
+    assert_eq!(listed[1]["persistent"], false);
+    let shown = run(&["key", "show", "chat"], None).ok().stdout;
+    assert!(shown.contains(&format!("service: {chat}")) && shown.contains("kept: until shutdown"), "{shown}");
+    for out in [listed.to_string(), shown, run(&["key", "list"], None).ok().stdout] {
+        assert!(!out.contains(bare.trim()), "a kept key is never shown again: {out}");
+    }
+    // Exit 3 still: tor is yet to get the other key.
+    let removed = run(&["key", "remove", "chat"], None);
+    assert_eq!(removed.code, 3, "{}", removed.stderr);
+    assert!(removed.stdout.starts_with("Forgot key chat for "), "{}", removed.stdout);
+    let left = run(&["--format", "json", "key", "list"], None).ok().json();
+    assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
 }

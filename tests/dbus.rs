@@ -497,3 +497,59 @@ fn the_cli_of_a_user_without_rights_goes_through_the_service_with_the_same_outpu
     assert_eq!(removed.code, 0, "{}", removed.stderr);
     assert_eq!(env.listing(), serde_json::json!([]));
 }
+
+/// The friend's side through the service, as amnesia uses it on Tails: the key is kept in
+/// the store the service opens, given to tor at once, shown alike in both modes, and taken
+/// back from tor when removed.
+#[test]
+fn a_user_without_rights_keeps_a_received_key_through_the_service() {
+    if !root_only() {
+        return;
+    }
+    let bus = Bus::start();
+    let env = TestEnv::new();
+    let tor = LocalTor::start();
+    let owner = TestEnv::new();
+    owner.run(&["add", "custom", "--name", "blog", "--local-port", "8080"]).ok();
+    let id = common::service_id(&owner.service("blog"));
+    // A file nobody may read, as a key saved in amnesia's home would be to other users.
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let from_owner = shared.path().join("from-owner.txt");
+    std::fs::write(&from_owner, owner.run(&["client", "show", "blog", "client-1"]).ok().stdout).unwrap();
+    std::fs::set_permissions(&from_owner, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let _service = KillOnDrop(
+        env.command()
+            .env("TAILS_SERVER_CONTROL_PORT", tor.control())
+            .args(["service", "--bus", &bus.address, "--authorization", "uids:0,65534"])
+            .args(["--persistent-storage", "none"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(env.root.path().join("service.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    rt().block_on(async {
+        wait_for_name(&bus.connect().await, BUS_NAME, &env.root.path().join("service.log")).await;
+    });
+    let direct = |args: &[&str]| {
+        let mut all = vec!["--control-port", tor.control().leak()];
+        all.extend_from_slice(args);
+        env.run(&all)
+    };
+    let added = cli_as_nobody(&bus, &["key", "add", "from-owner", from_owner.to_str().unwrap()]);
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    assert!(added.stdout.starts_with("Kept key from-owner for "), "{}", added.stdout);
+    assert!(tor.client_keys().contains_key(&id), "given to tor at once");
+    for args in [&["key", "list"][..], &["--format", "json", "key", "list"], &["key", "show", "from-owner"]] {
+        let (through, here) = (cli_as_nobody(&bus, args), direct(args));
+        assert_eq!((through.code, &through.stdout), (0, &here.stdout), "{args:?}: {}", through.stderr);
+    }
+    let again = ["key", "add", "again", from_owner.to_str().unwrap()];
+    let (through, here) = (cli_as_nobody(&bus, &again), direct(&again));
+    assert_eq!((through.code, &through.stderr), (here.code, &here.stderr), "the same refusal");
+    assert!(through.stderr.contains("already kept as \"from-owner\""), "{}", through.stderr);
+    let removed = cli_as_nobody(&bus, &["key", "remove", "from-owner"]);
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    assert!(!tor.client_keys().contains_key(&id), "taken back from tor");
+    assert!(direct(&["key", "list"]).stderr.contains("No keys kept"));
+}

@@ -333,3 +333,56 @@ fn a_cookie_file_that_is_not_a_file_is_refused_at_once() {
         assert!(error.contains("not a tor cookie"), "{}: {error}", cookie.display());
     }
 }
+
+/// The friend's side: a key kept with `key add` is in tor at once, given again by the daemon
+/// after tor restarts (tor forgets client keys), and taken back when removed, also when
+/// tor was unreachable at the time. A key someone else gave tor is left alone.
+#[test]
+fn a_kept_key_is_given_to_tor_after_every_restart_and_taken_back_when_removed() {
+    let mut tor = LocalTor::start();
+    let owner = TestEnv::new();
+    owner.run(&["add", "custom", "--name", "blog", "--local-port", "8080"]).ok();
+    let line = owner.run(&["client", "show", "blog", "client-1"]).ok().stdout;
+    let id = service_id(&owner.service("blog"));
+    let (_, secret) = tails_server::keys::ClientSecretKey::parse_auth_private_line(line.trim()).unwrap();
+    let expected = secret.to_base64().to_string();
+    let from_owner = owner.root.path().join("from-owner.txt");
+    std::fs::write(&from_owner, &line).unwrap();
+    let someone_elses = tails_server::keys::OnionSecretKey::generate().unwrap().address().service_id();
+    let their_key = format!("x25519:{}", tails_server::keys::ClientSecretKey::generate().unwrap().to_base64().as_str());
+
+    let friend = TestEnv::new();
+    let added = at(&friend, &tor.control(), &["key", "add", "owner", from_owner.to_str().unwrap()]).ok();
+    assert!(added.stderr.contains("key owner: given to tor"), "{}", added.stderr);
+    assert_eq!(tor.client_keys().get(&id), Some(&expected));
+
+    let log_path = friend.root.path().join("daemon.log");
+    let _daemon = KillOnDrop(
+        friend
+            .command()
+            .args(["--control-port", &tor.control(), "daemon"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_log(&log_path, "service(s) published", 1);
+    tor.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tor.try_client_keys().and_then(|keys| keys.get(&id).cloned()) != Some(expected.clone()) {
+        assert!(Instant::now() < deadline, "the key was not given to the new tor:\n{}", read(&log_path));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(read(&log_path).contains("key owner: given to tor"), "{}", read(&log_path));
+    tor.control_command("ONION_CLIENT_AUTH_ADD", &[&someone_elses, &their_key]).expect("tor takes a key");
+
+    // Removed while this command cannot reach tor: the daemon takes it back.
+    let removed = pending(unreachable(&friend, &["key", "remove", "owner"]), "tor may still hold key owner");
+    assert!(removed.stdout.contains("Forgot key owner"), "{}", removed.stdout);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tor.client_keys().contains_key(&id) {
+        assert!(Instant::now() < deadline, "the removed key stayed in tor:\n{}", read(&log_path));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(tor.client_keys().contains_key(&someone_elses), "a key tails-server did not give stays");
+}

@@ -154,9 +154,11 @@ fn a_store_from_a_newer_version_is_refused_untouched() {
     // Its snapshots are in its own format too.
     for entry in fs::read_dir(env.state_dir().join("snapshots")).unwrap() {
         let path = entry.unwrap().path();
-        let text =
-            fs::read_to_string(&path).unwrap().replacen("tails-server-snapshot 1 ", "tails-server-snapshot 99 ", 1);
-        fs::write(&path, text).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let (header, body) = text.split_once('\n').unwrap();
+        let mut fields: Vec<&str> = header.split(' ').collect();
+        fields[1] = "99";
+        fs::write(&path, format!("{}\n{body}", fields.join(" "))).unwrap();
     }
     env.run(&["list"]).fails_with("written by a newer tails-server (schema version 99");
     env.run(&["add", "web"]).fails_with("Upgrade tails-server");

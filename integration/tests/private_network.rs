@@ -67,6 +67,10 @@ fn main() {
             "l_through_the_system_service_enable_waits_for_the_upload_and_status_probes",
             l_through_the_system_service_enable_waits_for_the_upload_and_status_probes,
         ),
+        (
+            "m_a_friends_kept_key_works_after_their_tor_restarts_and_a_removed_one_stops",
+            m_a_friends_kept_key_works_after_their_tor_restarts_and_a_removed_one_stops,
+        ),
     ];
     if args.list {
         let trials = tests.iter().map(|(name, _)| Trial::test(*name, || Ok(()))).collect();
@@ -597,4 +601,41 @@ fn l_through_the_system_service_enable_waits_for_the_upload_and_status_probes(ct
         alice.fetch_until(&address, 80, 0x00, REACH).await
     });
     assert_eq!((code, body.as_deref()), (0x00, Some(ctx.net.backend_body(0).as_str())));
+}
+
+/// The friend's side: the friend keeps the key with `key add` (their tor's
+/// ClientOnionAuthDir stays empty), their tor restarts with their daemon running, and the
+/// service is reachable again without anyone touching anything; `key remove` locks them out.
+fn m_a_friends_kept_key_works_after_their_tor_restarts_and_a_removed_one_stops(ctx: &Ctx) {
+    let owner = User::new(&ctx.net);
+    let address = published(&owner, "site-m", 0);
+    let from_owner = owner.home.path().join("from-owner.txt");
+    std::fs::write(&from_owner, owner.auth_private("site-m", "client-1")).unwrap();
+    let index = 1;
+    let friend = User::friend(&ctx.net, index);
+    let tor = client(ctx, index);
+    // Nothing in the friend's tor but what tails-server gives it.
+    ctx.rt.block_on(tor.set_keys(&[]));
+    let added = friend.run(&["key", "add", "owner", from_owner.to_str().unwrap()]).ok();
+    assert!(added.stderr.contains("key owner: given to tor"), "{}", added.stderr);
+    assert_eq!(ctx.rt.block_on(tor.fetch_until(&address, 80, 0x00, REACH)).0, 0x00, "reachable with the kept key");
+
+    let log_path = friend.home.path().join("daemon.log");
+    let _daemon =
+        KillOnDrop(friend.command().arg("daemon").stderr(std::fs::File::create(&log_path).unwrap()).spawn().unwrap());
+    let restarted = Instant::now();
+    ctx.rt.block_on(ctx.net.restart_client(index));
+    let (code, body) = ctx.rt.block_on(tor.fetch_until(&address, 80, 0x00, REACH));
+    eprintln!("    fetched {:.1} s after the friend's tor began restarting", restarted.elapsed().as_secs_f64());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(code, 0x00, "the restarted tor got the key back from the daemon:\n{log}");
+    assert_eq!(body.as_deref(), Some(ctx.net.backend_body(0).as_str()));
+    assert!(std::fs::read_dir(tor.auth_dir()).unwrap().next().is_none(), "no key file was involved");
+
+    friend.run(&["key", "remove", "owner"]).ok();
+    let code = ctx.rt.block_on(async {
+        tor.newnym().await;
+        tor.fetch_until(&address, 80, 0xF5, REACH).await.0
+    });
+    assert_eq!(code, 0xF5, "refused once the key is removed");
 }

@@ -8,11 +8,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 use tails_server::catalog::Catalog;
-use tails_server_dbus::views::{ServiceView, StatusView};
+use tails_server_dbus::views::{KeyView, ServiceView, StatusView};
 use tails_server_dbus::{ServerProxy, ServiceError, BUS_NAME};
 
 use std::collections::HashMap;
 
+use super::keys::{self, KeyCommand};
 use super::output::{self, Printer};
 use super::{Cli, ClientCommand, Command, CredentialForm};
 
@@ -324,6 +325,7 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 super::transfer::print_import(&report, *dry_run, &out)?;
                 after_change(&imported.tor)
             }
+            Command::Key(command) => run_key(&server, command, &out).await,
             Command::Client(ClientCommand::List { name }) => {
                 let view: ServiceView = parse(&server.info(name.as_str()).await.map_err(failed)?)?;
                 out.client_views(&view)
@@ -334,6 +336,39 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
             ),
         }
     })
+}
+
+/// `key` through the service: the same texts as in direct mode.
+async fn run_key(server: &ServerProxy<'_>, command: &KeyCommand, out: &Printer) -> Result<()> {
+    #[derive(Deserialize)]
+    struct KeyChanged {
+        #[serde(flatten)]
+        view: KeyView,
+        tor: TorOutcome,
+    }
+    match command {
+        KeyCommand::Add { name, file, address, until_shutdown } => {
+            let text = keys::read_key_text(file.as_deref(), address.is_some())?;
+            let address = address.map(|a| a.to_string()).unwrap_or_default();
+            let changed: KeyChanged =
+                parse(&server.add_key(name.as_str(), &text, &address, !until_shutdown).await.map_err(failed)?)?;
+            keys::added(&changed.view, out)?;
+            after_change(&changed.tor)
+        }
+        KeyCommand::List => keys::list(&parse::<Vec<KeyView>>(&server.keys().await.map_err(failed)?)?, out),
+        KeyCommand::Show { name } => {
+            let views: Vec<KeyView> = parse(&server.keys().await.map_err(failed)?)?;
+            match views.iter().find(|v| v.name == name.as_str()) {
+                Some(view) => keys::show(view, out),
+                None => Err(tails_server::Error::NoSuchKey(name.to_string()).into()),
+            }
+        }
+        KeyCommand::Remove { name } => {
+            let changed: KeyChanged = parse(&server.remove_key(name.as_str()).await.map_err(failed)?)?;
+            keys::removed(&changed.view, out)?;
+            after_change(&changed.tor)
+        }
+    }
 }
 
 /// Where the system service keeps a service's files.

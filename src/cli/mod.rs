@@ -1,6 +1,7 @@
 //! Command-line definitions (clap) and the dispatch to library operations.
 
 mod client;
+mod keys;
 mod output;
 mod secret_input;
 mod tor;
@@ -158,6 +159,10 @@ enum Command {
     /// Manage the clients allowed to reach a service
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Keep the keys other people gave you for their onion services: your tor gets them at
+    /// every login and after every restart
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
     /// Write an encrypted backup (age, passphrase) of services, keys, clients and options
     Export {
         /// The backup file to write (0600; never overwritten without --force)
@@ -422,6 +427,7 @@ pub fn run(cli: Cli) -> Result<()> {
             tor::service(&cli, bus, authorization, *persistent_storage)
         }
         Command::Client(command) => run_client(&cli, command, &out),
+        Command::Key(command) => keys::run(&cli, command, &out),
         Command::Setup { deb, undo, root } => run_setup(deb.as_deref(), *undo, root.as_deref(), &out),
         Command::Export { .. }
         | Command::ImportTorDir { .. }
@@ -501,7 +507,7 @@ fn run_services(cli: &Cli, out: &Printer) -> Result<()> {
                 record.name,
                 record.address()
             ))?;
-            tor::sync_after_change(&publisher(cli)?, Some(name))
+            tor::sync_after_change(&publisher(cli)?, tor::Affected::Service(name))
         }
         Command::List => {
             let manager = open(cli)?;
@@ -601,7 +607,7 @@ fn run_transfer(cli: &Cli, out: &Printer) -> Result<()> {
             if *dry_run || !touches_tor {
                 return Ok(());
             }
-            tor::sync_after_change(&publisher(cli)?, None)
+            tor::sync_after_change(&publisher(cli)?, tor::Affected::All)
         }
         Command::ImportTorDir { dir, target } => {
             let imported = tails_server::interop::read_tor_dir(dir)?;
@@ -658,12 +664,12 @@ fn run_client(cli: &Cli, command: &ClientCommand, out: &Printer) -> Result<()> {
                 (record, added, steps)
             };
             out.client_added(&record, &added, &steps)?;
-            tor::sync_after_change(&publisher(cli)?, Some(name))
+            tor::sync_after_change(&publisher(cli)?, tor::Affected::Service(name))
         }
         ClientCommand::Remove { name, client } => {
             let removed = open(cli)?.remove_client(name, client)?;
             out.message(&format!("Removed client {} of service {name} from the store.", removed.name))?;
-            tor::sync_after_change(&publisher(cli)?, Some(name))
+            tor::sync_after_change(&publisher(cli)?, tor::Affected::Service(name))
         }
         ClientCommand::List { name } => {
             let manager = open(cli)?;

@@ -11,9 +11,9 @@ use zeroize::Zeroizing;
 
 use tails_server::daemon::{self, DaemonOptions};
 use tails_server::model::ServiceRecord;
-use tails_server::names::ServiceName;
+use tails_server::names::{KeyName, ServiceName};
 use tails_server::publish;
-use tails_server::reconcile::{Action, DaemonControl, Ledger, Pending, Publisher, SyncReport};
+use tails_server::reconcile::{Action, DaemonControl, KeyAction, Ledger, Pending, Publisher, SyncReport};
 use tails_server::tor::{ControlConfig, ControlTarget, TorControl};
 use tails_server::{tails, Config, Error, ErrorKind};
 
@@ -59,6 +59,32 @@ impl std::error::Error for TorPending {}
 /// The exit status for a change that was saved but could not be applied to tor yet.
 pub const EXIT_PENDING: u8 = 3;
 
+/// What a command changed: tor refusing that is an error, refusing anything else a warning.
+#[derive(Debug, Clone, Copy)]
+pub enum Affected<'a> {
+    All,
+    Service(&'a ServiceName),
+    Key(&'a KeyName),
+}
+
+impl Affected<'_> {
+    fn service(self, name: &str) -> bool {
+        match self {
+            Affected::All => true,
+            Affected::Service(service) => service.as_str() == name,
+            Affected::Key(_) => false,
+        }
+    }
+
+    fn key(self, name: &str) -> bool {
+        match self {
+            Affected::All => true,
+            Affected::Key(key) => key.as_str() == name,
+            Affected::Service(_) => false,
+        }
+    }
+}
+
 pub fn control_config(args: &TorArgs) -> Result<ControlConfig> {
     let target = match (&args.control_port, &args.control_socket) {
         (Some(port), _) => ControlTarget::Tcp(port.clone()),
@@ -102,8 +128,8 @@ async fn connect(publisher: &Publisher) -> Result<(Option<TorControl>, Option<Er
 }
 
 /// Tells on stderr what a reconcile did besides leaving services as they were. Returns
-/// whether `affected` (the service the command changed; None: all) failed.
-fn tell(report: &SyncReport, affected: Option<&ServiceName>) -> bool {
+/// whether what the command changed (`affected`) failed.
+fn tell(report: &SyncReport, affected: Affected<'_>) -> bool {
     for name in report.names(Action::Published) {
         eprintln!("{name}: published on tor.");
     }
@@ -113,18 +139,31 @@ fn tell(report: &SyncReport, affected: Option<&ServiceName>) -> bool {
     for name in report.names(Action::Removed) {
         eprintln!("{name}: removed from tor.");
     }
+    for (name, action) in &report.keys {
+        match action {
+            KeyAction::Registered => eprintln!("key {name}: given to tor."),
+            KeyAction::Removed => eprintln!("key {name}: taken back from tor."),
+            KeyAction::Unchanged => {}
+        }
+    }
     let mut affected_failed = tell_daemons(&report.daemons, affected);
     for (name, error) in &report.failed {
-        let ours = affected.is_none_or(|a| a.as_str() == name);
+        let ours = affected.service(name);
         affected_failed |= ours;
         let tag = if ours { "error" } else { "warning" };
         eprintln!("tails-server: {tag}: {name}: tor did not take it: {error}");
+    }
+    for (name, error) in &report.failed_keys {
+        let ours = affected.key(name);
+        affected_failed |= ours;
+        let tag = if ours { "error" } else { "warning" };
+        eprintln!("tails-server: {tag}: key {name}: tor did not take it: {error}");
     }
     affected_failed
 }
 
 /// Tells what was done to the services' programs; returns whether `affected`'s failed.
-fn tell_daemons(report: &tails_server::system::DaemonReport, affected: Option<&ServiceName>) -> bool {
+fn tell_daemons(report: &tails_server::system::DaemonReport, affected: Affected<'_>) -> bool {
     for name in &report.started {
         eprintln!("{name}: its program is running.");
     }
@@ -133,7 +172,7 @@ fn tell_daemons(report: &tails_server::system::DaemonReport, affected: Option<&S
     }
     let mut affected_failed = false;
     for (name, error) in &report.failed {
-        let ours = affected.is_none_or(|a| a.as_str() == name);
+        let ours = affected.service(name);
         affected_failed |= ours;
         let tag = if ours { "error" } else { "warning" };
         eprintln!("tails-server: {tag}: {name}: its program cannot run: {error}");
@@ -167,6 +206,12 @@ async fn pending_after(publisher: &Publisher, why: &Error) -> Result<()> {
             Pending::NotPublished { name } => {
                 format!("{name} is not published yet (it will be when tails-server reaches tor)")
             }
+            Pending::KeyNotGiven { name } => {
+                format!("tor does not have key {name} yet (it will when tails-server reaches tor)")
+            }
+            Pending::KeyStillGiven { name } => format!(
+                "tor may still hold key {name} until tor restarts or tails-server reaches it (it will be taken back then)"
+            ),
         })
         .collect();
     Err(TorPending(format!(
@@ -183,7 +228,7 @@ async fn sync_stored(
     publisher: &Publisher,
     tor: Option<TorControl>,
     why: Option<Error>,
-    affected: Option<&ServiceName>,
+    affected: Affected<'_>,
 ) -> Result<()> {
     let Some(mut tor) = tor else {
         // The services' programs do not wait for tor.
@@ -208,7 +253,7 @@ async fn sync_stored(
 }
 
 /// After a change to the store: tells a running daemon, then makes tor match the store.
-pub fn sync_after_change(publisher: &Publisher, affected: Option<&ServiceName>) -> Result<()> {
+pub fn sync_after_change(publisher: &Publisher, affected: Affected<'_>) -> Result<()> {
     if let Err(e) = publisher.note_change() {
         eprintln!("tails-server: warning: cannot tell a running daemon about the change: {e}");
     }
@@ -259,7 +304,7 @@ pub fn enable(publisher: &Publisher, name: &ServiceName, wait: bool, timeout: Du
                 .collect(),
             ..SyncReport::default()
         };
-        tell(&others, Some(name));
+        tell(&others, Affected::Service(name));
         match action {
             Some(Action::Unchanged) => {
                 out.message(&format!("{name} is enabled; tor already runs it at {}.", record.address()))?
@@ -314,7 +359,7 @@ pub fn disable(publisher: &Publisher, name: &ServiceName, out: &Printer) -> Resu
         let (tor, why) = connect(publisher).await.map_err(|e| e.context(format!("{name} was left as it was")))?;
         warn(&publisher.disable(name).await?);
         out.message(&format!("{name} is disabled."))?;
-        sync_stored(publisher, tor, why, Some(name)).await
+        sync_stored(publisher, tor, why, Affected::Service(name)).await
     })
 }
 

@@ -137,6 +137,41 @@ impl LocalTor {
     }
 }
 
+impl LocalTor {
+    /// The client keys tor holds (ONION_CLIENT_AUTH_VIEW): service id → base64 key, or None
+    /// while tor is not answering.
+    pub fn try_client_keys(&self) -> Option<std::collections::BTreeMap<String, String>> {
+        self.control_command("ONION_CLIENT_AUTH_VIEW", &[]).map(|lines| {
+            lines
+                .iter()
+                .filter_map(|line| {
+                    let mut words = line.strip_prefix("CLIENT ")?.split(' ');
+                    Some((words.next()?.to_owned(), words.next()?.strip_prefix("x25519:")?.to_owned()))
+                })
+                .collect()
+        })
+    }
+
+    pub fn client_keys(&self) -> std::collections::BTreeMap<String, String> {
+        self.try_client_keys().expect("tor answers on its control port")
+    }
+
+    /// Sends one command through the library's control layer; its reply lines if tor said OK.
+    pub fn control_command(&self, keyword: &'static str, args: &[&str]) -> Option<Vec<String>> {
+        let config = self.config();
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            let mut tor = tails_server::tor::TorControl::connect(&config).await.ok()?;
+            let mut command = tails_server::tor::CommandLine::new(keyword);
+            for arg in args {
+                command = command.arg("argument", arg).unwrap();
+            }
+            let reply = tor.send(&command).await.ok()?;
+            assert!(reply.is_ok(), "{keyword}: {reply:?}");
+            Some(reply.lines)
+        })
+    }
+}
+
 impl Drop for LocalTor {
     fn drop(&mut self) {
         self.stop();

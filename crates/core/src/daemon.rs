@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::manager::Config;
-use crate::reconcile::{Action, DaemonControl, Publisher};
+use crate::reconcile::{Action, DaemonControl, KeyAction, Publisher};
 use crate::tor::{ControlConfig, TorControl, TorEvent, TorInstance};
 
 #[derive(Debug, Clone)]
@@ -267,6 +267,16 @@ async fn reconcile(tor: &mut TorControl, publisher: &Publisher) -> Result<(usize
     }
     for (name, error) in &report.failed {
         log(Level::Error, &format!("{name}: could not be published: {error}"));
+    }
+    for (name, action) in &report.keys {
+        match action {
+            KeyAction::Registered => log(Level::Info, &format!("key {name}: given to tor")),
+            KeyAction::Removed => log(Level::Info, &format!("key {name}: taken back from tor (no longer kept)")),
+            KeyAction::Unchanged => {}
+        }
+    }
+    for (name, error) in &report.failed_keys {
+        log(Level::Error, &format!("key {name}: tor did not take it: {error}"));
     }
     log_daemons(&report.daemons);
     let published = report.names(Action::Published).len() + report.names(Action::Republished).len();

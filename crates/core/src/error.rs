@@ -105,6 +105,20 @@ pub enum Error {
     #[error("service {service:?} already has a client named {client:?}")]
     ClientExists { service: String, client: String },
 
+    #[error("there is no kept key named {0:?} (`tails-server key list` shows the keys you keep)")]
+    NoSuchKey(String),
+
+    #[error(
+        "a key named {0:?} is already kept; choose another name, or remove it first (`tails-server key remove {0}`)"
+    )]
+    KeyExists(String),
+
+    #[error(
+        "a key for {address} is already kept as {existing:?}; tor takes one key per onion service: remove that \
+         one first (`tails-server key remove {existing}`)"
+    )]
+    KeyForAddressExists { address: String, existing: String },
+
     #[error("service {service:?} already has a client with this public key (client {existing:?})")]
     DuplicateClientKey { service: String, existing: String },
 
@@ -292,8 +306,10 @@ impl Error {
             | InvalidOptionValue { .. }
             | NoPrivateKey { .. }
             | ClientAuthDisabled { .. } => ErrorKind::InvalidInput,
-            NoSuchService(_) | NoSuchClient { .. } => ErrorKind::NotFound,
+            NoSuchService(_) | NoSuchClient { .. } | NoSuchKey(_) => ErrorKind::NotFound,
             ServiceExists(_)
+            | KeyExists(_)
+            | KeyForAddressExists { .. }
             | ClientExists { .. }
             | DuplicateClientKey { .. }
             | TooManyClients { .. }

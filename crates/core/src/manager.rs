@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use crate::catalog::{Catalog, KindDefinition};
 use crate::error::{Error, Result};
-use crate::keys::{ClientPublicKey, ClientSecretKey, OnionSecretKey};
-use crate::model::{now_unix, ClientRecord, ServiceRecord, MAX_CLIENTS};
-use crate::names::{ClientName, ServiceName};
+use crate::keys::{ClientPublicKey, ClientSecretKey, OnionAddress, OnionSecretKey};
+use crate::model::{now_unix, ClientRecord, ReceivedKey, ServiceRecord, MAX_CLIENTS};
+use crate::names::{ClientName, KeyName, ServiceName};
 use crate::options::{common_options, OptionSpec, OptionType, OptionValue, PERSISTENCE};
 use crate::store::{Change, Recovery, Store, StoreOptions};
 
@@ -535,6 +535,73 @@ impl Manager {
     /// Problems met after changes were committed that did not undo them (a snapshot that
     /// could not be written, old copies of removed keys that could not be erased): the
     /// changes are stored; the caller must tell the user.
+    /// The keys received from other services' owners (the friend's side), persistent and
+    /// amnesic, in name order.
+    pub fn received_keys(&self) -> Result<Vec<ReceivedKey>> {
+        let mut all: BTreeMap<KeyName, ReceivedKey> = BTreeMap::new();
+        if let Some(amnesic) = &self.amnesic {
+            all.extend(amnesic.received_keys()?.into_iter().map(|k| (k.name.clone(), k)));
+        }
+        all.extend(self.persistent.received_keys()?.into_iter().map(|k| (k.name.clone(), k)));
+        Ok(all.into_values().collect())
+    }
+
+    fn find_key(&self, name: &KeyName) -> Result<(Location, ReceivedKey)> {
+        if let Some(key) = self.persistent.received_key(name)? {
+            return Ok((Location::Persistent, key));
+        }
+        if let Some(key) = self.amnesic.as_ref().map(|s| s.received_key(name)).transpose()?.flatten() {
+            return Ok((Location::Amnesic, key));
+        }
+        Err(Error::NoSuchKey(name.to_string()))
+    }
+
+    pub fn received_key(&self, name: &KeyName) -> Result<ReceivedKey> {
+        self.find_key(name).map(|(_, key)| key)
+    }
+
+    /// Keeps a key received from a service's owner: `text` in any form
+    /// [`crate::keys::parse_received_key`] reads. tor takes one key per onion address, so a
+    /// second key for the same address is refused, as is a key for one of our own services.
+    pub fn add_received_key(
+        &mut self,
+        name: KeyName,
+        text: &str,
+        address: Option<OnionAddress>,
+        persistent: bool,
+    ) -> Result<ReceivedKey> {
+        if self.find_key(&name).is_ok() {
+            return Err(Error::KeyExists(name.to_string()));
+        }
+        let (address, secret_key) = crate::keys::parse_received_key(text, address)?;
+        if let Some(existing) = self.received_keys()?.into_iter().find(|k| k.address == address) {
+            return Err(Error::KeyForAddressExists {
+                address: address.to_string(),
+                existing: existing.name.to_string(),
+            });
+        }
+        if let Some(own) = self.list()?.into_iter().find(|r| r.address() == address) {
+            return Err(Error::InvalidKey {
+                what: "received key",
+                reason: format!(
+                    "{address} is your own service {}: its clients' keys are managed with `tails-server client`",
+                    own.name
+                ),
+            });
+        }
+        let key = ReceivedKey { name, address, secret_key, persistent, created: now_unix() };
+        let location = if persistent { Location::Persistent } else { Location::Amnesic };
+        self.store(location)?.commit(vec![Change::PutKey(key.clone())])?;
+        Ok(key)
+    }
+
+    /// Forgets a received key and destroys every stored copy of it.
+    pub fn remove_received_key(&mut self, name: &KeyName) -> Result<ReceivedKey> {
+        let (location, key) = self.find_key(name)?;
+        self.store_mut(location)?.commit_destroying(vec![Change::DeleteKey(name.clone())])?;
+        Ok(key)
+    }
+
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = self.persistent.warnings();
         warnings.extend(self.amnesic.iter().flat_map(Store::warnings));

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{ClientPublicKey, ClientSecretKey, OnionAddress, OnionSecretKey};
-use crate::names::{ClientName, ServiceName};
+use crate::names::{ClientName, KeyName, ServiceName};
 use crate::options::{OptionValue, PERSISTENCE};
 
 /// Tor fits about 32 clients in one descriptor (tor#40455) and gives no clear error past it.
@@ -83,6 +83,34 @@ pub struct ClientRecord {
     /// Kept so the owner can share it again; None when the client sent only its public key.
     pub secret_key: Option<ClientSecretKey>,
     pub created: u64,
+}
+
+/// The friend's side: a key received from the owner of a service, kept so that it can be
+/// given to the local tor again after every restart (tor on Tails forgets client keys).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ReceivedKey {
+    pub name: KeyName,
+    /// The service it opens.
+    pub address: OnionAddress,
+    pub secret_key: ClientSecretKey,
+    /// False: kept only until shutdown (the amnesic store).
+    pub persistent: bool,
+    pub created: u64,
+}
+
+impl fmt::Debug for ReceivedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // ClientSecretKey's own Debug shows only its public half.
+        let ReceivedKey { name, address, secret_key, persistent, created } = self;
+        f.debug_struct("ReceivedKey")
+            .field("name", name)
+            .field("address", address)
+            .field("secret_key", secret_key)
+            .field("persistent", persistent)
+            .field("created", created)
+            .finish()
+    }
 }
 
 pub(crate) fn now_unix() -> u64 {

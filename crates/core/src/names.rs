@@ -81,6 +81,11 @@ name_type!(
     /// A client name, with the same rules as a service name (it becomes `NAME.auth`).
     ClientName, "client"
 );
+name_type!(
+    /// The name of a key received from a service's owner (the friend's side), with the same
+    /// rules as a service name.
+    KeyName, "key"
+);
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::keys::OnionAddress;
-use crate::model::ServiceRecord;
+use crate::model::{ReceivedKey, ServiceRecord};
 use crate::tor::{CommandLine, TorControl, TorEvent};
 
 /// The ADD_ONION line for a service. The key is a secret argument: never shown, and sent
@@ -59,6 +59,23 @@ pub async fn unpublish_id(tor: &mut TorControl, service_id: &str) -> Result<bool
 /// Removes a service from tor. Returns whether it was running.
 pub async fn unpublish(tor: &mut TorControl, address: &OnionAddress) -> Result<bool> {
     unpublish_id(tor, &address.service_id()).await
+}
+
+/// Gives tor a received client key (ONION_CLIENT_AUTH_ADD), for this tor's life only: tor
+/// replaces a key it had for the same address. The key is a secret argument.
+pub async fn give_client_key(tor: &mut TorControl, key: &ReceivedKey) -> Result<()> {
+    let blob = zeroize::Zeroizing::new(format!("x25519:{}", key.secret_key.to_base64().as_str()));
+    let command = CommandLine::new("ONION_CLIENT_AUTH_ADD")
+        .arg("service id", &key.address.service_id())?
+        .secret_arg("client key", &blob)?;
+    tor.execute(&command).await.map(drop)
+}
+
+/// Takes a client key back from tor (ONION_CLIENT_AUTH_REMOVE). One tor no longer has is
+/// not an error (tor answers 251).
+pub async fn forget_client_key(tor: &mut TorControl, service_id: &str) -> Result<()> {
+    let command = CommandLine::new("ONION_CLIENT_AUTH_REMOVE").arg("service id", service_id)?;
+    tor.execute(&command).await.map(drop)
 }
 
 /// Waits until tor reports the service's descriptor uploaded to at least one HSDir. The

@@ -9,6 +9,12 @@
 //! while tor was unreachable, because the ledger still names it (the ledger is the
 //! tombstone). A new tor instance runs nothing of ours, so its ledger starts empty.
 //!
+//! The keys received from other services' owners (the friend's side) follow the same rule:
+//! every kept key is given to tor with ONION_CLIENT_AUTH_ADD (not `Permanent`: tor writes
+//! nothing), again whenever tor is a new instance (it forgot them), and the ledger names the
+//! ones we gave so that a key no longer kept is taken back with ONION_CLIENT_AUTH_REMOVE.
+//! Keys someone else gave tor (Tor Browser's prompt) are left alone.
+//!
 //! Processes take the ledger's lock for the whole of a reconcile and read the store under
 //! it, so two reconciles never interleave and none acts on a copy read before another
 //! process's change. The store's own lock is only held for reads and writes, never while
@@ -25,7 +31,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::manager::{Config, Manager};
-use crate::model::{now_unix, ServiceRecord};
+use crate::model::{now_unix, ReceivedKey, ServiceRecord};
 use crate::names::ServiceName;
 use crate::publish;
 use crate::tor::{ControlConfig, TorControl, TorInstance};
@@ -82,6 +88,23 @@ pub struct Ledger {
     /// the daemons do not depend on tor).
     #[serde(default)]
     pub daemons: BTreeMap<String, crate::system::DaemonEntry>,
+    /// Service id → the received key we gave this tor instance for it.
+    #[serde(default)]
+    pub keys: BTreeMap<String, KeyEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct KeyEntry {
+    pub name: String,
+    /// The public half of the key given (the ledger holds no secret).
+    pub public_key: String,
+}
+
+impl KeyEntry {
+    fn of(key: &ReceivedKey) -> Self {
+        KeyEntry { name: key.name.to_string(), public_key: key.secret_key.public_key().to_base32() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +155,8 @@ impl Ledger {
                     entry.confirmed = false;
                     entry.uploaded_at = None;
                 }
+                // A new tor knows no client keys but those of its ClientOnionAuthDir.
+                self.keys.clear();
                 self.tor = Some(*tor);
             }
         }
@@ -184,6 +209,18 @@ pub enum Action {
     Removed,
 }
 
+/// What a reconcile did with one received key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyAction {
+    /// Given to tor (ONION_CLIENT_AUTH_ADD).
+    Registered,
+    /// tor already had it from us.
+    Unchanged,
+    /// Taken back from tor: no longer kept.
+    Removed,
+}
+
 /// What a change recorded by the publisher produced: the reconcile that went with it (None
 /// when tor could not be reached) and the store's warnings (the change stands).
 #[derive(Debug, Default)]
@@ -198,6 +235,10 @@ pub struct SyncReport {
     /// By service name (removed services keep the name the ledger knew them by).
     pub actions: BTreeMap<String, Action>,
     pub failed: Vec<(String, Error)>,
+    /// By received key name: what was done with it.
+    pub keys: BTreeMap<String, KeyAction>,
+    /// Received keys tor refused, by name.
+    pub failed_keys: Vec<(String, Error)>,
     /// What was done to the services' daemons (empty with [`DaemonControl::Manual`]).
     pub daemons: crate::system::DaemonReport,
     pub elapsed: Duration,
@@ -227,12 +268,20 @@ pub enum Pending {
     Outdated { name: String },
     /// A wanted service that tor does not run yet.
     NotPublished { name: String },
+    /// A kept key tor does not have from us yet.
+    KeyNotGiven { name: String },
+    /// A key we gave tor that is no longer kept (or kept with another secret).
+    KeyStillGiven { name: String },
 }
 
 impl Pending {
     pub fn name(&self) -> &str {
         match self {
-            Pending::StillRunning { name, .. } | Pending::Outdated { name } | Pending::NotPublished { name } => name,
+            Pending::StillRunning { name, .. }
+            | Pending::Outdated { name }
+            | Pending::NotPublished { name }
+            | Pending::KeyNotGiven { name }
+            | Pending::KeyStillGiven { name } => name,
         }
     }
 }
@@ -357,11 +406,20 @@ impl Publisher {
     /// Reads every stored service, waiting (bounded) while another process holds the
     /// store: a busy store delays tor work, it never skips it.
     pub async fn read_services(&self) -> Result<Vec<ServiceRecord>> {
+        self.read_store(|manager| manager.list()).await
+    }
+
+    /// Every stored service and received key, read at once (see [`Publisher::read_services`]).
+    async fn read_all(&self) -> Result<(Vec<ServiceRecord>, Vec<ReceivedKey>)> {
+        self.read_store(|manager| Ok((manager.list()?, manager.received_keys()?))).await
+    }
+
+    async fn read_store<T: Send + 'static>(&self, read: fn(&Manager) -> Result<T>) -> Result<T> {
         let start = Instant::now();
         let mut told = false;
         loop {
             let config = self.config.clone();
-            let read = tokio::task::spawn_blocking(move || Manager::open(config)?.list())
+            let read = tokio::task::spawn_blocking(move || read(&Manager::open(config)?))
                 .await
                 .map_err(|e| Error::TorProtocol { target: "the store".into(), detail: e.to_string() })?;
             match read {
@@ -398,7 +456,7 @@ impl Publisher {
         tor.require_verified("onion keys")?;
         let instance = tor.instance().await?;
         let detached = tor.detached_onions().await?;
-        let records = self.read_services().await?;
+        let (records, keys) = self.read_all().await?;
         let mut ledger = Ledger::load(runtime_dir);
         ledger.adopt_instance(&instance);
         // Entries tor no longer lists are gone (deleted by someone, or never added).
@@ -495,8 +553,63 @@ impl Publisher {
                 }
             }
         }
+        self.register_keys(tor, &keys, runtime_dir, &mut ledger, &mut report).await?;
         report.elapsed = start.elapsed();
         Ok(report)
+    }
+
+    /// Gives tor every kept key it does not have from us, and takes back those we gave it
+    /// that are no longer kept.
+    async fn register_keys(
+        &self,
+        tor: &mut TorControl,
+        keys: &[ReceivedKey],
+        runtime_dir: &Path,
+        ledger: &mut Ledger,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        let kept: BTreeMap<String, &ReceivedKey> = keys.iter().map(|k| (k.address.service_id(), k)).collect();
+        let gone: Vec<(String, KeyEntry)> = ledger
+            .keys
+            .iter()
+            .filter(|(id, entry)| kept.get(*id).is_none_or(|k| KeyEntry::of(k) != **entry))
+            .map(|(id, entry)| (id.clone(), entry.clone()))
+            .collect();
+        for (id, entry) in gone {
+            match publish::forget_client_key(tor, &id).await {
+                Ok(()) => {
+                    ledger.keys.remove(&id);
+                    ledger.save(runtime_dir)?;
+                    if !kept.contains_key(&id) {
+                        report.keys.insert(entry.name, KeyAction::Removed);
+                    }
+                }
+                Err(e) if is_connection_loss(&e) => return Err(e),
+                Err(e) => report.failed_keys.push((entry.name, e)),
+            }
+        }
+        for (id, key) in kept {
+            let entry = KeyEntry::of(key);
+            if ledger.keys.get(&id) == Some(&entry) {
+                report.keys.insert(entry.name, KeyAction::Unchanged);
+                continue;
+            }
+            // Noted before it is sent: an interrupted reconcile must still take it back.
+            ledger.keys.insert(id.clone(), entry.clone());
+            ledger.save(runtime_dir)?;
+            match publish::give_client_key(tor, key).await {
+                Ok(()) => {
+                    report.keys.insert(entry.name, KeyAction::Registered);
+                }
+                Err(e) if is_connection_loss(&e) => return Err(e),
+                Err(e) => {
+                    ledger.keys.remove(&id);
+                    ledger.save(runtime_dir)?;
+                    report.failed_keys.push((entry.name, e));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Enables a service: publishes it, then records it as enabled, so that a refusal by
@@ -625,9 +738,20 @@ impl Publisher {
     /// tor (which may be unreachable): for messages that say what is true.
     pub async fn pending(&self) -> Result<Vec<Pending>> {
         let runtime_dir = self.runtime_dir()?.to_owned();
-        let records = self.read_services().await?;
+        let (records, keys) = self.read_all().await?;
         let ledger = Ledger::load(&runtime_dir);
         let mut pending = Vec::new();
+        let kept: BTreeMap<String, &ReceivedKey> = keys.iter().map(|k| (k.address.service_id(), k)).collect();
+        for (id, entry) in &ledger.keys {
+            if kept.get(id).is_none_or(|k| KeyEntry::of(k) != *entry) {
+                pending.push(Pending::KeyStillGiven { name: entry.name.clone() });
+            }
+        }
+        for (id, key) in &kept {
+            if ledger.keys.get(id) != Some(&KeyEntry::of(key)) {
+                pending.push(Pending::KeyNotGiven { name: key.name.to_string() });
+            }
+        }
         let by_id: BTreeMap<String, &ServiceRecord> = records.iter().map(|r| (r.address().service_id(), r)).collect();
         for (id, entry) in &ledger.published {
             match by_id.get(id) {

@@ -1,4 +1,5 @@
-//! The sled-backed store of service records, with the guarantees the rest relies on:
+//! The sled-backed store of service records (and of the keys received from other services'
+//! owners), with the guarantees the rest relies on:
 //! - one process at a time (an advisory lock, waited for a bounded time), opened briefly;
 //! - every change is first written as a checksummed snapshot of all records, then applied
 //!   to sled in one transaction, flushed before `commit` returns;
@@ -22,11 +23,16 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::model::{now_unix, ServiceRecord};
-use crate::names::ServiceName;
+use std::collections::BTreeMap;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::model::{now_unix, ReceivedKey, ServiceRecord};
+use crate::names::{KeyName, ServiceName};
 
 /// Version of the layout of records in the store. Bump it with a migration in [`migrate`].
-pub const SCHEMA_VERSION: u64 = 1;
+/// 2: received keys (a tree of their own) beside the services.
+pub const SCHEMA_VERSION: u64 = 2;
 
 const DB_DIR: &str = "db";
 /// A database being rebuilt without history, and the one it replaced (see `purge_history`).
@@ -40,10 +46,13 @@ pub const DAMAGED_COPIES_KEPT: usize = 2;
 const SNAPSHOT_DIR: &str = "snapshots";
 const LOCK_FILE: &str = "lock";
 const SERVICES_TREE: &str = "services";
+const KEYS_TREE: &str = "received-keys";
 const META_TREE: &str = "meta";
 const KEY_SCHEMA: &str = "schema-version";
 const KEY_GENERATION: &str = "generation";
 const SNAPSHOT_MAGIC: &str = "tails-server-snapshot";
+/// 1: a JSON array of services; 2: `{"services": [...], "keys": [...]}`. Both are read.
+const SNAPSHOT_FORMAT: u64 = 2;
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -101,23 +110,83 @@ impl std::fmt::Display for Recovery {
 pub enum Change {
     Put(ServiceRecord),
     Delete(ServiceName),
-}
-
-impl Change {
-    /// The service the change is about.
-    pub fn name(&self) -> &ServiceName {
-        match self {
-            Change::Put(record) => &record.name,
-            Change::Delete(name) => name,
-        }
-    }
+    PutKey(ReceivedKey),
+    DeleteKey(KeyName),
 }
 
 /// sled's handles; fields drop in order, the trees before the database.
 struct Trees {
     services: sled::Tree,
+    keys: sled::Tree,
     meta: sled::Tree,
     db: sled::Db,
+}
+
+/// Everything a store holds, each kind of record by name.
+#[derive(Default, Clone)]
+struct Contents {
+    services: BTreeMap<String, ServiceRecord>,
+    keys: BTreeMap<String, ReceivedKey>,
+}
+
+impl Contents {
+    fn new(services: Vec<ServiceRecord>, keys: Vec<ReceivedKey>) -> Self {
+        Contents {
+            services: services.into_iter().map(|r| (r.name.as_str().to_owned(), r)).collect(),
+            keys: keys.into_iter().map(|k| (k.name.as_str().to_owned(), k)).collect(),
+        }
+    }
+
+    /// Applies `changes`; returns, per change, the tree, the record's name in it and its
+    /// encoding (None: deleted).
+    fn apply(&mut self, changes: Vec<Change>) -> Result<Vec<Encoded>> {
+        let mut encoded = Vec::with_capacity(changes.len());
+        for change in changes {
+            match change {
+                Change::Put(record) => {
+                    encoded.push((Tree::Services, record.name.as_str().to_owned(), Some(encode(&record)?)));
+                    self.services.insert(record.name.as_str().to_owned(), record);
+                }
+                Change::Delete(name) => {
+                    encoded.push((Tree::Services, name.as_str().to_owned(), None));
+                    self.services.remove(name.as_str());
+                }
+                Change::PutKey(key) => {
+                    encoded.push((Tree::Keys, key.name.as_str().to_owned(), Some(encode(&key)?)));
+                    self.keys.insert(key.name.as_str().to_owned(), key);
+                }
+                Change::DeleteKey(name) => {
+                    encoded.push((Tree::Keys, name.as_str().to_owned(), None));
+                    self.keys.remove(name.as_str());
+                }
+            }
+        }
+        Ok(encoded)
+    }
+
+    /// Every record, encoded, per tree: what a rebuilt database holds.
+    fn encoded(&self) -> Result<Vec<Encoded>> {
+        let services =
+            self.services.values().map(|r| Ok((Tree::Services, r.name.as_str().to_owned(), Some(encode(r)?))));
+        let keys = self.keys.values().map(|k| Ok((Tree::Keys, k.name.as_str().to_owned(), Some(encode(k)?))));
+        services.chain(keys).collect()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tree {
+    Services,
+    Keys,
+}
+
+/// A record's tree, name and encoding (None: deleted), ready for a transaction.
+type Encoded = (Tree, String, Option<zeroize::Zeroizing<Vec<u8>>>);
+
+/// The snapshot body, format 2 (records encoded one by one, see [`encode`]).
+#[derive(Deserialize)]
+struct SnapshotBody {
+    services: Vec<ServiceRecord>,
+    keys: Vec<ReceivedKey>,
 }
 
 pub struct Store {
@@ -149,13 +218,7 @@ impl Drop for Store {
 #[derive(Default)]
 struct View {
     generation: u64,
-    records: std::collections::BTreeMap<String, ServiceRecord>,
-}
-
-impl View {
-    fn new(generation: u64, records: Vec<ServiceRecord>) -> Self {
-        View { generation, records: records.into_iter().map(|r| (r.name.as_str().to_owned(), r)).collect() }
-    }
+    contents: Contents,
 }
 
 /// What checking an opened database against the snapshots found.
@@ -164,7 +227,7 @@ enum Checked {
     Current,
     /// The newest snapshot holds one change more: a change interrupted after its snapshot
     /// was written and before sled committed it. Finishing it is the rest of that change.
-    OneChangeBehind(u64, Vec<ServiceRecord>),
+    OneChangeBehind(u64, Contents),
 }
 
 impl Store {
@@ -203,8 +266,8 @@ impl Store {
         // The usual case, and all a read needs: the newest snapshot, intact, beside a database.
         if !interrupted && !outdated && dir.join(DB_DIR).exists() {
             if let Some(newest) = list_snapshots(&snapshot_dir)?.first() {
-                if let Ok(records) = newest.verify() {
-                    *store.view.borrow_mut() = View::new(newest.generation, records);
+                if let Ok(contents) = newest.verify() {
+                    *store.view.borrow_mut() = View { generation: newest.generation, contents };
                     return Ok(Some((store, None)));
                 }
             }
@@ -231,15 +294,16 @@ impl Store {
 
     /// What the database holds: its change counter and its records.
     fn contents(&self, trees: &Trees) -> Result<View> {
-        let records = trees
-            .services
-            .iter()
-            .map(|item| decode(&self.dir, item.map_err(|e| self.sled_error(e))?.1.as_ref()))
-            .collect::<Result<Vec<_>>>()?;
+        let services = self.decode_tree(&trees.services)?;
+        let keys = self.decode_tree(&trees.keys)?;
         let generation = read_u64(&trees.meta, KEY_GENERATION)
             .map_err(|detail| Error::StoreCorrupt { dir: self.dir.clone(), detail })?
             .unwrap_or(0);
-        Ok(View::new(generation, records))
+        Ok(View { generation, contents: Contents::new(services, keys) })
+    }
+
+    fn decode_tree<T: DeserializeOwned>(&self, tree: &sled::Tree) -> Result<Vec<T>> {
+        tree.iter().map(|item| decode(&self.dir, item.map_err(|e| self.sled_error(e))?.1.as_ref())).collect()
     }
 
     /// Opens sled and checks it: finishes an interrupted change, rebuilds a missing or
@@ -257,13 +321,13 @@ impl Store {
                     if snapshots.is_empty() {
                         // A new store, or one whose snapshots are gone: reads need one.
                         let view = self.contents(&trees)?;
-                        self.write_snapshot(view.generation, view.records.values())?;
+                        self.write_snapshot(view.generation, &view.contents)?;
                     }
                     tighten(&db_path)?;
                     return Ok(trees);
                 }
-                Ok(Checked::OneChangeBehind(generation, records)) => {
-                    self.roll_forward(&trees, generation, &records)?;
+                Ok(Checked::OneChangeBehind(generation, contents)) => {
+                    self.roll_forward(&trees, generation, &contents)?;
                     tighten(&db_path)?;
                     return Ok(trees);
                 }
@@ -276,22 +340,25 @@ impl Store {
         self.rebuild(&snapshots, problem, true)
     }
 
-    /// Makes the database hold exactly `records` at change `generation`, in one transaction.
-    fn roll_forward(&self, trees: &Trees, generation: u64, records: &[ServiceRecord]) -> Result<()> {
-        let mut encoded = Vec::with_capacity(records.len());
-        for record in records {
-            encoded.push((record.name.as_str().to_owned(), encode(record)?));
-        }
-        let stale: Vec<sled::IVec> =
-            trees.services.iter().keys().collect::<std::result::Result<_, _>>().map_err(|e| self.sled_error(e))?;
+    /// Makes the database hold exactly `contents` at change `generation`, in one transaction.
+    fn roll_forward(&self, trees: &Trees, generation: u64, contents: &Contents) -> Result<()> {
+        let encoded = contents.encoded()?;
+        let keys_of = |tree: &sled::Tree| -> Result<Vec<sled::IVec>> {
+            tree.iter().keys().collect::<std::result::Result<_, _>>().map_err(|e| self.sled_error(e))
+        };
+        let (stale_services, stale_keys) = (keys_of(&trees.services)?, keys_of(&trees.keys)?);
         use sled::transaction::{TransactionError, Transactional};
-        let result: std::result::Result<(), TransactionError<()>> =
-            (&trees.services, &trees.meta).transaction(|(services, meta)| {
-                for key in &stale {
+        let result: std::result::Result<(), TransactionError<()>> = (&trees.services, &trees.keys, &trees.meta)
+            .transaction(|(services, keys, meta)| {
+                for key in &stale_services {
                     services.remove(key.as_ref())?;
                 }
-                for (key, value) in &encoded {
-                    services.insert(key.as_bytes(), value.as_slice())?;
+                for key in &stale_keys {
+                    keys.remove(key.as_ref())?;
+                }
+                for (tree, name, value) in &encoded {
+                    let tree = if *tree == Tree::Services { services } else { keys };
+                    tree.insert(name.as_bytes(), value.as_deref().expect("every record").as_slice())?;
                 }
                 meta.insert(KEY_GENERATION, &generation.to_be_bytes())?;
                 Ok(())
@@ -310,11 +377,20 @@ impl Store {
     }
 
     pub fn services(&self) -> Result<Vec<ServiceRecord>> {
-        Ok(self.view.borrow().records.values().cloned().collect())
+        Ok(self.view.borrow().contents.services.values().cloned().collect())
     }
 
     pub fn get(&self, name: &ServiceName) -> Result<Option<ServiceRecord>> {
-        Ok(self.view.borrow().records.get(name.as_str()).cloned())
+        Ok(self.view.borrow().contents.services.get(name.as_str()).cloned())
+    }
+
+    /// The keys received from other services' owners, in name order.
+    pub fn received_keys(&self) -> Result<Vec<ReceivedKey>> {
+        Ok(self.view.borrow().contents.keys.values().cloned().collect())
+    }
+
+    pub fn received_key(&self, name: &KeyName) -> Result<Option<ReceivedKey>> {
+        Ok(self.view.borrow().contents.keys.get(name.as_str()).cloned())
     }
 
     /// The number of changes ever committed; also names the snapshots.
@@ -343,9 +419,17 @@ impl Store {
         changes
             .iter()
             .map(|change| {
-                Ok(match self.get(change.name())? {
-                    Some(current) => Change::Put(current),
-                    None => Change::Delete(change.name().clone()),
+                Ok(match change {
+                    Change::Put(ServiceRecord { name, .. }) | Change::Delete(name) => match self.get(name)? {
+                        Some(current) => Change::Put(current),
+                        None => Change::Delete(name.clone()),
+                    },
+                    Change::PutKey(ReceivedKey { name, .. }) | Change::DeleteKey(name) => {
+                        match self.received_key(name)? {
+                            Some(current) => Change::PutKey(current),
+                            None => Change::DeleteKey(name.clone()),
+                        }
+                    }
                 })
             })
             .collect()
@@ -356,35 +440,24 @@ impl Store {
     /// this returns Ok the change is on disk, and the generation it returns names it.
     pub fn commit(&self, changes: Vec<Change>) -> Result<u64> {
         let trees = self.trees()?;
-        let (generation, mut records) = {
+        let (generation, mut contents) = {
             let view = self.view.borrow();
-            (view.generation + 1, view.records.clone())
+            (view.generation + 1, view.contents.clone())
         };
-        let mut encoded = Vec::with_capacity(changes.len());
-        for change in changes {
-            match change {
-                Change::Put(record) => {
-                    encoded.push((record.name.as_str().to_owned(), Some(encode(&record)?)));
-                    records.insert(record.name.as_str().to_owned(), record);
-                }
-                Change::Delete(name) => {
-                    encoded.push((name.as_str().to_owned(), None));
-                    records.remove(name.as_str());
-                }
-            }
-        }
+        let encoded = contents.apply(changes)?;
         let snapshot_dir = self.dir.join(SNAPSHOT_DIR);
-        self.write_snapshot(generation, records.values()).map_err(|e| Error::ChangeNotSaved {
+        self.write_snapshot(generation, &contents).map_err(|e| Error::ChangeNotSaved {
             dir: self.dir.clone(),
             detail: format!("its snapshot could not be written: {e}. Nothing was changed"),
         })?;
         use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-        let result: std::result::Result<(), TransactionError<()>> =
-            (&trees.services, &trees.meta).transaction(|(services, meta)| {
-                for (key, value) in &encoded {
+        let result: std::result::Result<(), TransactionError<()>> = (&trees.services, &trees.keys, &trees.meta)
+            .transaction(|(services, keys, meta)| {
+                for (tree, name, value) in &encoded {
+                    let tree = if *tree == Tree::Services { services } else { keys };
                     match value {
-                        Some(bytes) => services.insert(key.as_bytes(), bytes.as_slice())?,
-                        None => services.remove(key.as_bytes())?,
+                        Some(bytes) => tree.insert(name.as_bytes(), bytes.as_slice())?,
+                        None => tree.remove(name.as_bytes())?,
                     };
                 }
                 let previous = meta.get(KEY_GENERATION)?.and_then(|bytes| u64_from(&bytes));
@@ -422,7 +495,7 @@ impl Store {
                 },
             );
         }
-        *self.view.borrow_mut() = View { generation, records };
+        *self.view.borrow_mut() = View { generation, contents };
         for old in list_snapshots(&snapshot_dir).unwrap_or_default().into_iter().skip(self.options.snapshots_kept) {
             let _ = fs::remove_file(&old.path);
         }
@@ -467,8 +540,9 @@ impl Store {
     pub fn purge_history(&mut self) -> Result<()> {
         let trees = self.trees()?;
         let generation = self.view.borrow().generation;
-        let records =
-            trees.services.iter().collect::<std::result::Result<Vec<_>, _>>().map_err(|e| self.sled_error(e))?;
+        let read =
+            |tree: &sled::Tree| tree.iter().collect::<std::result::Result<Vec<_>, _>>().map_err(|e| self.sled_error(e));
+        let (services, keys) = (read(&trees.services)?, read(&trees.keys)?);
         let db_path = self.dir.join(DB_DIR);
         let new_path = self.dir.join(DB_NEW);
         let old_path = self.dir.join(DB_OLD);
@@ -480,19 +554,21 @@ impl Store {
         {
             let fresh = open_sled(&new_path, &self.options).map_err(|e| open_error(&self.dir, e))?;
             let sled_err = |e| Error::Store { dir: self.dir.clone(), source: e };
-            for (key, value) in &records {
-                fresh.services.insert(key, value.clone()).map_err(sled_err)?;
+            for (tree, records) in [(&fresh.services, &services), (&fresh.keys, &keys)] {
+                for (key, value) in records {
+                    tree.insert(key, value.clone()).map_err(sled_err)?;
+                }
             }
             fresh.meta.insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes()).map_err(sled_err)?;
             fresh.meta.insert(KEY_GENERATION, &generation.to_be_bytes()).map_err(sled_err)?;
             fresh.db.flush().map_err(sled_err)?;
         }
-        drop(records);
+        drop((services, keys));
         tighten(&new_path)?;
         // 2. The current snapshot, so that no older one is needed to recover.
         let snapshot_dir = self.dir.join(SNAPSHOT_DIR);
         if !snapshot_path(&snapshot_dir, generation).exists() {
-            if let Err(e) = self.write_snapshot(generation, self.view.borrow().records.values()) {
+            if let Err(e) = self.write_snapshot(generation, &self.view.borrow().contents) {
                 self.warn(format!(
                     "the snapshot of change {generation} in {} could not be written: {e}",
                     self.dir.display()
@@ -613,6 +689,14 @@ impl Store {
                 return Err(damaged(format!("the record of {:?} is filed under another name", record.name)));
             }
         }
+        for item in trees.keys.iter() {
+            let (key, value) = item.map_err(|e| damaged(format!("cannot read a received key: {e}")))?;
+            let record: ReceivedKey = serde_json::from_slice(&value)
+                .map_err(|e| damaged(format!("a received key cannot be decoded: {e}")))?;
+            if key.as_ref() != record.name.as_str().as_bytes() {
+                return Err(damaged(format!("the received key {:?} is filed under another name", record.name)));
+            }
+        }
         let generation = read_u64(&trees.meta, KEY_GENERATION)
             .map_err(|e| damaged(format!("cannot read its change counter: {e}")))?
             .ok_or_else(|| damaged("its change counter is missing".into()))?;
@@ -622,10 +706,10 @@ impl Store {
         let newer = snapshots
             .iter()
             .filter(|s| s.generation > generation)
-            .find_map(|s| s.verify().ok().map(|records| (s.generation, records)));
+            .find_map(|s| s.verify().ok().map(|contents| (s.generation, contents)));
         match newer {
             None => Ok(Checked::Current),
-            Some((g, records)) if g == generation + 1 => Ok(Checked::OneChangeBehind(g, records)),
+            Some((g, contents)) if g == generation + 1 => Ok(Checked::OneChangeBehind(g, contents)),
             Some((g, _)) => {
                 Err(damaged(format!("it holds change {generation} but change {g} was saved; recent changes were lost")))
             }
@@ -633,18 +717,26 @@ impl Store {
     }
 
     /// Writes the snapshot of change `generation` (records in name order), durably.
-    fn write_snapshot<'a>(&self, generation: u64, records: impl Iterator<Item = &'a ServiceRecord>) -> Result<()> {
-        let mut body = zeroize::Zeroizing::new(Vec::with_capacity(64 * 1024));
-        body.push(b'[');
-        for (i, record) in records.enumerate() {
-            if i > 0 {
-                body.push(b',');
+    fn write_snapshot(&self, generation: u64, contents: &Contents) -> Result<()> {
+        fn array<'a, T: Serialize + 'a>(body: &mut Vec<u8>, records: impl Iterator<Item = &'a T>) -> Result<()> {
+            body.push(b'[');
+            for (i, record) in records.enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&encode(record)?);
             }
-            body.extend_from_slice(&encode(record)?);
+            body.push(b']');
+            Ok(())
         }
-        body.push(b']');
+        let mut body = zeroize::Zeroizing::new(Vec::with_capacity(64 * 1024));
+        body.extend_from_slice(b"{\"services\":");
+        array(&mut body, contents.services.values())?;
+        body.extend_from_slice(b",\"keys\":");
+        array(&mut body, contents.keys.values())?;
+        body.push(b'}');
         let digest = data_encoding::HEXLOWER.encode(&Sha256::digest(&body));
-        let header = format!("{SNAPSHOT_MAGIC} {SCHEMA_VERSION} {generation} {} {digest}\n", now_unix());
+        let header = format!("{SNAPSHOT_MAGIC} {SNAPSHOT_FORMAT} {generation} {} {digest}\n", now_unix());
         let dir = self.dir.join(SNAPSHOT_DIR);
         write_atomically(&snapshot_path(&dir, generation), &[header.as_bytes(), &body])
     }
@@ -687,7 +779,8 @@ enum SledOpenError {
 fn migrate(store: &Store, trees: &Trees, from: u64) -> Result<()> {
     let mut version = from;
     while version < SCHEMA_VERSION {
-        // match version { 1 => migrate_1_to_2(store)?, ... }
+        // 1 → 2 added the received keys' tree, which sled creates empty: nothing to move.
+        // match version { 2 => migrate_2_to_3(store)?, ... }
         version += 1;
     }
     trees
@@ -724,8 +817,9 @@ fn open_sled(path: &Path, options: &StoreOptions) -> std::result::Result<Trees, 
     let opened = std::panic::catch_unwind(AssertUnwindSafe(|| -> sled::Result<_> {
         let db = config.open()?;
         let services = db.open_tree(SERVICES_TREE)?;
+        let keys = db.open_tree(KEYS_TREE)?;
         let meta = db.open_tree(META_TREE)?;
-        Ok(Trees { services, meta, db })
+        Ok(Trees { services, keys, meta, db })
     }));
     match opened {
         Ok(Ok(trees)) => Ok(trees),
@@ -748,9 +842,9 @@ impl Store {
     /// intact snapshot; what happened goes to `recoveries`, for the user.
     fn rebuild(&self, snapshots: &[SnapshotFile], problem: String, keep_damaged: bool) -> Result<Trees> {
         let dir = &self.dir;
-        let (snapshot, records) = snapshots
+        let (snapshot, contents) = snapshots
             .iter()
-            .find_map(|s| s.verify().ok().map(|records| (s, records)))
+            .find_map(|s| s.verify().ok().map(|contents| (s, contents)))
             .ok_or_else(|| Error::StoreCorrupt { dir: dir.to_owned(), detail: problem.clone() })?;
         let db_path = dir.join(DB_DIR);
         let damaged_copy = if keep_damaged && db_path.exists() {
@@ -763,9 +857,9 @@ impl Store {
         };
         let trees = open_sled(&db_path, &self.options).map_err(|e| open_error(dir, e))?;
         let sled_err = |e| Error::Store { dir: dir.to_owned(), source: e };
-        for record in &records {
-            let encoded = encode(record)?;
-            trees.services.insert(record.name.as_str(), encoded.as_slice()).map_err(sled_err)?;
+        for (tree, name, value) in contents.encoded()? {
+            let tree = if tree == Tree::Services { &trees.services } else { &trees.keys };
+            tree.insert(name.as_str(), value.expect("every record").as_slice()).map_err(sled_err)?;
         }
         trees.meta.insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes()).map_err(sled_err)?;
         trees.meta.insert(KEY_GENERATION, &snapshot.generation.to_be_bytes()).map_err(sled_err)?;
@@ -894,7 +988,7 @@ struct SnapshotFile {
 
 impl SnapshotFile {
     /// Reads the snapshot and checks its checksum and every record in it.
-    fn verify(&self) -> std::result::Result<Vec<ServiceRecord>, String> {
+    fn verify(&self) -> std::result::Result<Contents, String> {
         let mut content = Vec::new();
         File::open(&self.path).and_then(|mut f| f.read_to_end(&mut content)).map_err(|e| e.to_string())?;
         let newline = content.iter().position(|&b| b == b'\n').ok_or("no header")?;
@@ -904,18 +998,23 @@ impl SnapshotFile {
         let [magic, schema, generation, _written, digest] = fields[..] else {
             return Err("bad header".into());
         };
-        if magic != SNAPSHOT_MAGIC || schema.parse::<u64>().ok() != Some(SCHEMA_VERSION) {
+        let format = schema.parse::<u64>().ok().filter(|f| (1..=SNAPSHOT_FORMAT).contains(f));
+        let Some(format) = format.filter(|_| magic == SNAPSHOT_MAGIC) else {
             return Err("unknown snapshot format".into());
-        }
+        };
         if generation.parse::<u64>().ok() != Some(self.generation) {
             return Err("generation mismatch".into());
         }
         if data_encoding::HEXLOWER.encode(&Sha256::digest(body)) != digest {
             return Err("checksum mismatch".into());
         }
-        let records: Vec<ServiceRecord> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let contents = if format == 1 {
+            serde_json::from_slice(body).map(|services| Contents::new(services, Vec::new()))
+        } else {
+            serde_json::from_slice(body).map(|b: SnapshotBody| Contents::new(b.services, b.keys))
+        };
         zeroize::Zeroize::zeroize(&mut content);
-        Ok(records)
+        contents.map_err(|e| e.to_string())
     }
 }
 
@@ -936,19 +1035,17 @@ fn list_snapshots(dir: &Path) -> Result<Vec<SnapshotFile>> {
     Ok(found)
 }
 
-/// A record as stored. It holds the onion key: the buffer is zeroized when dropped, and
-/// sized up front so that growing it leaves no stray copy behind.
-fn encode(record: &ServiceRecord) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+/// A record as stored. It holds a key: the buffer is zeroized when dropped, and sized up
+/// front so that growing it leaves no stray copy behind.
+fn encode<T: Serialize>(record: &T) -> Result<zeroize::Zeroizing<Vec<u8>>> {
     let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(16 * 1024));
-    serde_json::to_writer(&mut *bytes, record).expect("service records always serialize");
+    serde_json::to_writer(&mut *bytes, record).expect("records always serialize");
     Ok(bytes)
 }
 
-fn decode(dir: &Path, bytes: &[u8]) -> Result<ServiceRecord> {
-    serde_json::from_slice(bytes).map_err(|e| Error::StoreCorrupt {
-        dir: dir.to_owned(),
-        detail: format!("a service record cannot be decoded: {e}"),
-    })
+fn decode<T: DeserializeOwned>(dir: &Path, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::StoreCorrupt { dir: dir.to_owned(), detail: format!("a record cannot be decoded: {e}") })
 }
 
 fn u64_from(bytes: &[u8]) -> Option<u64> {
@@ -1096,5 +1193,89 @@ mod tests {
         let erased = erase_old_damaged_copies(root.path(), 2, Some(&first));
         assert_eq!(erased, [root.path().join("db.damaged-1")]);
         assert_eq!(damaged_copies(root.path()).unwrap(), [second, first]);
+    }
+}
+
+#[cfg(test)]
+mod received_key_tests {
+    use super::*;
+    use crate::keys::{ClientSecretKey, OnionPublicKey};
+    use proptest::strategy::{Strategy, ValueTree};
+
+    fn service() -> ServiceRecord {
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        crate::model::tests::arb_record().new_tree(&mut runner).unwrap().current()
+    }
+
+    fn key(name: &str) -> ReceivedKey {
+        ReceivedKey {
+            name: KeyName::new(name).unwrap(),
+            address: OnionPublicKey::from_bytes([7; 32]).address(),
+            secret_key: ClientSecretKey::generate().unwrap(),
+            persistent: true,
+            created: 1,
+        }
+    }
+
+    fn open(dir: &Path) -> Store {
+        Store::open(dir, StoreOptions::default(), true).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn received_keys_are_kept_beside_the_services_through_reopening_and_recovery() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state");
+        let (service, alice) = (service(), key("alice"));
+        {
+            let store = open(&dir);
+            store.commit(vec![Change::Put(service.clone()), Change::PutKey(alice.clone())]).unwrap();
+        }
+        // Answered from the snapshot.
+        let store = open(&dir);
+        assert_eq!(store.received_keys().unwrap(), vec![alice.clone()]);
+        assert_eq!(store.services().unwrap(), vec![service.clone()]);
+        drop(store);
+        // sled lost: rebuilt from the snapshot, keys included.
+        fs::remove_dir_all(dir.join(DB_DIR)).unwrap();
+        let store = open(&dir);
+        store.commit(vec![Change::DeleteKey(KeyName::new("nobody").unwrap())]).unwrap();
+        assert_eq!(store.received_key(&alice.name).unwrap(), Some(alice.clone()));
+        let view = store.contents(store.trees().unwrap()).unwrap();
+        assert_eq!(view.contents.keys.values().cloned().collect::<Vec<_>>(), vec![alice.clone()], "in sled too");
+        // Undo of a key change puts the key back as it was.
+        let undo = store.inverse(&[Change::DeleteKey(alice.name.clone())]).unwrap();
+        assert!(matches!(&undo[..], [Change::PutKey(k)] if *k == alice));
+    }
+
+    #[test]
+    fn a_store_of_the_previous_version_is_read_then_upgraded_at_its_first_change() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state");
+        let service = service();
+        let generation = {
+            let store = open(&dir);
+            store.commit(vec![Change::Put(service.clone())]).unwrap();
+            // As version 1 left it: schema 1, and a snapshot whose body is an array of services.
+            store.trees().unwrap().meta.insert(KEY_SCHEMA, &1u64.to_be_bytes()).unwrap();
+            store.trees().unwrap().db.flush().unwrap();
+            store.generation().unwrap()
+        };
+        let body = format!("[{}]", String::from_utf8(encode(&service).unwrap().to_vec()).unwrap());
+        let digest = data_encoding::HEXLOWER.encode(&Sha256::digest(body.as_bytes()));
+        let path = snapshot_path(&dir.join(SNAPSHOT_DIR), generation);
+        fs::write(&path, format!("{SNAPSHOT_MAGIC} 1 {generation} 0 {digest}\n{body}")).unwrap();
+
+        let store = open(&dir);
+        assert_eq!(store.services().unwrap(), vec![service.clone()]);
+        assert!(store.trees.get().is_none(), "read from the old snapshot, without opening sled");
+        assert!(store.received_keys().unwrap().is_empty());
+        store.commit(vec![Change::PutKey(key("alice"))]).unwrap();
+        assert_eq!(read_u64(&store.trees().unwrap().meta, KEY_SCHEMA).unwrap(), Some(SCHEMA_VERSION));
+        let newest = list_snapshots(&dir.join(SNAPSHOT_DIR)).unwrap().remove(0);
+        let header = fs::read_to_string(&newest.path).unwrap().lines().next().unwrap().to_owned();
+        assert!(header.starts_with(&format!("{SNAPSHOT_MAGIC} {SNAPSHOT_FORMAT} ")), "{header}");
+        let contents = newest.verify().unwrap();
+        assert_eq!(contents.services.values().cloned().collect::<Vec<_>>(), vec![service]);
+        assert_eq!(contents.keys.len(), 1);
     }
 }

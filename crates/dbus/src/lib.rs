@@ -5,7 +5,7 @@
 //! else); the polkit actions; the proxy a client calls; and the JSON documents the methods
 //! return, which are the same objects as the CLI's `--format json` output ([`views`]).
 //! Changing any of these is a new interface version (`org.boum.tails.Server2`), never an
-//! edit of this one.
+//! edit of this one; new methods and new keys in the documents may be added.
 
 pub mod views;
 
@@ -176,6 +176,15 @@ pub trait Server {
         on_conflict: &str,
         dry_run: bool,
     ) -> Result<String, ServiceError>;
+
+    /// The keys received from other services' owners (`key list`): [`views::KeyView`]s.
+    fn keys(&self) -> Result<String, ServiceError>;
+    /// Keeps a received key and gives it to tor (`key add`). `text`: the `.auth_private`
+    /// line, or the address and the key; `address`: the service's address when `text`
+    /// holds only the key, else empty.
+    fn add_key(&self, name: &str, text: &str, address: &str, persistent: bool) -> Result<String, ServiceError>;
+    /// Forgets a received key, destroys its stored copies and takes it back from tor.
+    fn remove_key(&self, name: &str) -> Result<String, ServiceError>;
 
     /// Emitted after any change, with the names of the services it concerned.
     #[zbus(signal)]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use tails_server::model::{ClientRecord, ServiceRecord};
+use tails_server::model::{ClientRecord, ReceivedKey, ServiceRecord};
 use tails_server::options::OptionValue;
 use tails_server::{tails, Manager};
 
@@ -144,6 +144,27 @@ pub fn service_view(manager: &Manager, record: &ServiceRecord) -> ServiceView {
         client_authorization: record.client_auth,
         options: shown_options(manager, record, false),
         clients: record.clients.iter().map(client_view).collect(),
+    }
+}
+
+/// A key received from a service's owner (the friend's side): never its secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct KeyView {
+    pub name: String,
+    /// The service it opens.
+    pub address: String,
+    /// False: forgotten at shutdown.
+    pub persistent: bool,
+    pub created: String,
+}
+
+pub fn key_view(key: &ReceivedKey) -> KeyView {
+    KeyView {
+        name: key.name.to_string(),
+        address: key.address.to_string(),
+        persistent: key.persistent,
+        created: rfc3339(key.created),
     }
 }
 

@@ -12,11 +12,11 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
 use tails_server::daemon::{log, Level};
-use tails_server::keys::ClientPublicKey;
-use tails_server::names::{ClientName, ServiceName};
+use tails_server::keys::{ClientPublicKey, OnionAddress};
+use tails_server::names::{ClientName, KeyName, ServiceName};
 use tails_server::reconcile::{Action, Pending, Publisher};
 use tails_server::{backup, AddRequest, Error, Manager, OnConflict};
-use tails_server_dbus::views::{self, ServiceView, StatusView, TorState};
+use tails_server_dbus::views::{self, KeyView, ServiceView, StatusView, TorState};
 use tails_server_dbus::{actions, ServiceError, API_VERSION};
 
 use crate::authority::Authority;
@@ -60,6 +60,11 @@ fn service_name(name: &str) -> Result<ServiceName, ServiceError> {
 fn client_name(name: &str) -> Result<ClientName, ServiceError> {
     check_length("the client name", name)?;
     ClientName::new(name).map_err(ServiceError::from)
+}
+
+fn key_name(name: &str) -> Result<KeyName, ServiceError> {
+    check_length("the key name", name)?;
+    KeyName::new(name).map_err(ServiceError::from)
 }
 
 fn json<T: Serialize>(value: &T) -> Result<String, ServiceError> {
@@ -119,7 +124,12 @@ impl Server {
                     return TorOutcome {
                         applied: true,
                         pending: Vec::new(),
-                        failed: report.failed.iter().map(|(n, e)| format!("{n}: {e}")).collect(),
+                        failed: report
+                            .failed
+                            .iter()
+                            .map(|(n, e)| format!("{n}: {e}"))
+                            .chain(report.failed_keys.iter().map(|(n, e)| format!("key {n}: {e}")))
+                            .collect(),
                     }
                 }
                 Err(e) => e,
@@ -135,6 +145,8 @@ impl Server {
                     Pending::StillRunning { name, .. } => format!("tor may still run {name} ({why})"),
                     Pending::Outdated { name } => format!("tor may still run {name} with its previous clients ({why})"),
                     Pending::NotPublished { name } => format!("{name} is not published yet ({why})"),
+                    Pending::KeyNotGiven { name } => format!("tor does not have key {name} yet ({why})"),
+                    Pending::KeyStillGiven { name } => format!("tor may still hold key {name} ({why})"),
                 })
                 .collect(),
             failed: Vec::new(),
@@ -444,6 +456,55 @@ impl Server {
             })
             .await?;
         let tor = self.apply(&emitter, vec![view.name.clone()]).await;
+        json(&Changed { result: view, tor })
+    }
+
+    async fn keys(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, &header, actions::READ).await?;
+        let keys: Vec<KeyView> =
+            self.with_manager(|m| Ok(m.received_keys()?.iter().map(views::key_view).collect())).await?;
+        json(&keys)
+    }
+
+    #[allow(clippy::too_many_arguments)] // zbus passes the header, connection and emitter as arguments
+    async fn add_key(
+        &self,
+        name: &str,
+        text: &str,
+        address: &str,
+        persistent: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, &header, actions::CHANGE).await?;
+        let name = key_name(name)?;
+        check_length("the key", text)?;
+        check_length("the address", address)?;
+        let text = zeroize::Zeroizing::new(text.to_owned());
+        let address = if address.is_empty() { None } else { Some(address.parse::<OnionAddress>()?) };
+        let view = self
+            .with_manager(move |m| Ok(views::key_view(&m.add_received_key(name, &text, address, persistent)?)))
+            .await?;
+        let tor = self.apply(&emitter, Vec::new()).await;
+        json(&Changed { result: view, tor })
+    }
+
+    async fn remove_key(
+        &self,
+        name: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, ServiceError> {
+        self.authorize(connection, &header, actions::CHANGE).await?;
+        let name = key_name(name)?;
+        let view = self.with_manager(move |m| Ok(views::key_view(&m.remove_received_key(&name)?))).await?;
+        let tor = self.apply(&emitter, Vec::new()).await;
         json(&Changed { result: view, tor })
     }
 

@@ -27,15 +27,23 @@ pub fn binary() -> PathBuf {
     bin
 }
 
-/// One user's tails-server, with its own state, pointed at the onion-service tor.
+/// One user's tails-server, with its own state, pointed at the onion-service tor (or, for
+/// a friend who keeps received keys, at a client tor).
 pub struct User<'a> {
     pub net: &'a Network,
     pub home: tempfile::TempDir,
+    /// None: the onion-service tor; Some(i): client tor i.
+    tor_client: Option<u16>,
 }
 
 impl<'a> User<'a> {
     pub fn new(net: &'a Network) -> Self {
-        User { net, home: tempfile::tempdir().unwrap() }
+        User { net, home: tempfile::tempdir().unwrap(), tor_client: None }
+    }
+
+    /// The friend's tails-server, talking to client tor `index`.
+    pub fn friend(net: &'a Network, index: u16) -> Self {
+        User { net, home: tempfile::tempdir().unwrap(), tor_client: Some(index) }
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -43,11 +51,15 @@ impl<'a> User<'a> {
     }
 
     pub fn command(&self) -> Command {
+        let (port, cookie) = match self.tor_client {
+            None => (self.net.ports.hs_control(), self.net.dir("hs/control_auth_cookie")),
+            Some(i) => (self.net.ports.client_control(i), self.net.dir(&format!("client{i}/control_auth_cookie"))),
+        };
         let mut cmd = Command::new(binary());
         cmd.env("TAILS_SERVER_STATE_DIR", self.state_dir())
             .env("TAILS_SERVER_RUNTIME_DIR", self.home.path().join("run"))
-            .env("TAILS_SERVER_CONTROL_PORT", format!("127.0.0.1:{}", self.net.ports.hs_control()))
-            .env("TAILS_SERVER_COOKIE_FILE", self.net.dir("hs/control_auth_cookie"))
+            .env("TAILS_SERVER_CONTROL_PORT", format!("127.0.0.1:{port}"))
+            .env("TAILS_SERVER_COOKIE_FILE", cookie)
             .env_remove("TAILS_SERVER_PASSWORD_FILE")
             .stdin(std::process::Stdio::null());
         cmd

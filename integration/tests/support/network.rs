@@ -358,6 +358,16 @@ impl Network {
         self.wait_bootstrapped(&self.hs_control_config(), Instant::now() + Duration::from_secs(120)).await;
     }
 
+    /// Stops client tor `i`'s container and starts it again: it forgets every client key
+    /// it was given, as a friend's tor on Tails does at every restart.
+    pub async fn restart_client(&self, i: u16) {
+        let client = &self.clients[usize::from(i)];
+        client.stop_with_timeout(Some(5)).await.expect("stop the client tor");
+        let _ = fs::remove_file(self.dir(&format!("client{i}/control_auth_cookie")));
+        client.start().await.expect("start the client tor again");
+        self.wait_bootstrapped(&self.client_control_config(i), Instant::now() + Duration::from_secs(120)).await;
+    }
+
     /// Freezes the onion-service tor (docker pause): its control port accepts connections
     /// but never answers, and the services it runs stay up, as when tails-server cannot
     /// reach a tor that is still running.

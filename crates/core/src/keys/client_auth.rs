@@ -79,6 +79,65 @@ impl ClientSecretKey {
     }
 }
 
+/// Reads a key received from a service's owner, in any form tails-server and tor hand
+/// out: a `.auth_private` line (`client show`'s default), or the address and the bare key
+/// (what `client show --as key` and the two QR codes give), one after the other in any
+/// order. `address` is the service's address when the text holds only the key. Lines
+/// starting with `#` are comments. Errors never repeat the text (it holds the secret).
+pub fn parse_received_key(text: &str, address: Option<OnionAddress>) -> Result<(OnionAddress, ClientSecretKey)> {
+    let invalid = |reason: &str| Error::InvalidKey { what: "received key", reason: reason.to_owned() };
+    let words: Vec<&str> =
+        text.lines().filter(|line| !line.trim_start().starts_with('#')).flat_map(str::split_whitespace).collect();
+    let lines: Vec<&str> = words.iter().copied().filter(|w| w.contains(&format!(":{AUTH_PREFIX}"))).collect();
+    let (found, key) = match lines[..] {
+        [line] if words.len() == 1 => {
+            let (found, key) = ClientSecretKey::parse_auth_private_line(line)?;
+            (Some(found), key)
+        }
+        [] => {
+            let mut addresses = Vec::new();
+            let mut keys = Vec::new();
+            for word in &words {
+                let bare = word.trim_start_matches("http://").trim_end_matches('/');
+                if let Ok(found) = bare.parse::<OnionAddress>() {
+                    addresses.push(found);
+                } else {
+                    keys.push(*word);
+                }
+            }
+            let key = match keys[..] {
+                // A `.auth` line is the service's side: it holds the public key.
+                [key] if key.starts_with(AUTH_PREFIX) => {
+                    return Err(invalid(
+                        "this is a client's public key (a `.auth` line, for the service's side); the friend \
+                         needs the private key: the owner's `tails-server client show SERVICE CLIENT` prints it",
+                    ))
+                }
+                [key] => ClientSecretKey::from_base32(key)?,
+                [] => return Err(invalid("no key found: expected a line `<address>:descriptor:x25519:<key>`, or the key (52 base32 characters)")),
+                _ => return Err(invalid("more than one key, or words that are neither an onion address nor a key")),
+            };
+            match addresses[..] {
+                [] => (None, key),
+                [found] => (Some(found), key),
+                _ => return Err(invalid("more than one onion address")),
+            }
+        }
+        _ => {
+            return Err(invalid(
+                "more than one key, or other words beside the `.auth_private` line: give one key at a time",
+            ))
+        }
+    };
+    match (found, address) {
+        (Some(found), Some(given)) if found != given => Err(invalid(&format!("it is for {found}, not for {given}"))),
+        (Some(found), _) | (None, Some(found)) => Ok((found, key)),
+        (None, None) => Err(invalid(
+            "it holds the key but not the service's address; give the address too (--address ADDRESS.onion)",
+        )),
+    }
+}
+
 impl fmt::Debug for ClientSecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ClientSecretKey([secret redacted], public {})", self.public_key())
@@ -226,6 +285,44 @@ mod tests {
         assert_eq!(private_line.as_str(), format!("{}:descriptor:x25519:{}", address.service_id(), b32.as_str()));
         let (a, s) = ClientSecretKey::parse_auth_private_line(&private_line).unwrap();
         assert_eq!((a, s), (address, secret));
+    }
+
+    #[test]
+    fn received_keys_are_read_in_every_form_they_are_handed_out() {
+        let secret = ClientSecretKey::generate().unwrap();
+        let address = OnionPublicKey::from_bytes([7; 32]).address();
+        let other = OnionPublicKey::from_bytes([9; 32]).address();
+        let line = secret.auth_private_line(&address);
+        let b32 = secret.to_base32();
+        let id = address.service_id();
+        for text in [
+            format!("{}\n", line.as_str()),
+            format!("# from alice\n\n  {}\r\n", line.as_str()),
+            format!("{id}.onion:descriptor:x25519:{}", b32.as_str()),
+            // `client show --as qr`: the address, then the key, as two scans pasted together.
+            format!("{address}\n{}", b32.as_str()),
+            format!("{} http://{address}/", b32.as_str().to_lowercase()),
+        ] {
+            assert_eq!(parse_received_key(&text, None).unwrap(), (address, secret.clone()), "{text}");
+        }
+        assert_eq!(parse_received_key(&b32, Some(address)).unwrap(), (address, secret.clone()));
+        assert_eq!(parse_received_key(&line, Some(address)).unwrap(), (address, secret.clone()));
+
+        let public_line = secret.public_key().auth_line();
+        for (text, given, why) in [
+            (b32.to_string(), None, "give the address too (--address"),
+            (line.to_string(), Some(other), "it is for"),
+            (public_line, Some(address), "public key"),
+            (format!("{}\n{}", line.as_str(), line.as_str()), None, "one key at a time"),
+            (format!("{address} {other} {}", b32.as_str()), None, "more than one onion address"),
+            (format!("{address} {} {}", b32.as_str(), b32.as_str()), None, "more than one key"),
+            ("# only a comment\n".to_owned(), None, "no key found"),
+            (format!("{address} hunter2"), None, "52 base32 characters"),
+        ] {
+            let err = parse_received_key(&text, given).unwrap_err().to_string();
+            assert!(err.contains(why), "{text:?}: {err}");
+            assert!(!err.contains(b32.as_str()) && !err.contains(&b32.to_lowercase()), "the key in {err}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 mod client_auth;
 mod onion;
 
-pub use client_auth::{ClientPublicKey, ClientSecretKey};
+pub use client_auth::{parse_received_key, ClientPublicKey, ClientSecretKey};
 pub use onion::{OnionAddress, OnionPublicKey, OnionSecretKey};
 
 use crate::error::{Error, Result};

@@ -203,6 +203,19 @@ impl fmt::Debug for OnionAddress {
     }
 }
 
+/// Kept as text with `.onion`, and checked (version, checksum) when read back.
+impl Serialize for OnionAddress {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for OnionAddress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for OnionAddress {
     type Err = Error;
 
