@@ -375,6 +375,11 @@ fn a_kept_key_is_given_to_tor_after_every_restart_and_taken_back_when_removed() 
     }
     assert!(read(&log_path).contains("key owner: given to tor"), "{}", read(&log_path));
     tor.control_command("ONION_CLIENT_AUTH_ADD", &[&someone_elses, &their_key]).expect("tor takes a key");
+    // Taken from tor behind our back (Tor Browser's "remove saved key"): what tor holds
+    // counts, not what we remember giving it.
+    tor.control_command("ONION_CLIENT_AUTH_REMOVE", &[&id]).expect("tor drops the key");
+    at(&friend, &tor.control(), &["restore"]).ok();
+    assert_eq!(tor.client_keys().get(&id), Some(&expected), "given again by the next reconcile");
 
     // Removed while this command cannot reach tor: the daemon takes it back.
     let removed = pending(unreachable(&friend, &["key", "remove", "owner"]), "tor may still hold key owner");

@@ -3,10 +3,11 @@
 //! `ClientAuthV3` per client; DEL_ONION. When to send them is decided in one place only,
 //! [`crate::reconcile`].
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::keys::OnionAddress;
+use crate::keys::{ClientPublicKey, ClientSecretKey, OnionAddress};
 use crate::model::{ReceivedKey, ServiceRecord};
 use crate::tor::{CommandLine, TorControl, TorEvent};
 
@@ -69,6 +70,28 @@ pub async fn give_client_key(tor: &mut TorControl, key: &ReceivedKey) -> Result<
         .arg("service id", &key.address.service_id())?
         .secret_arg("client key", &blob)?;
     tor.execute(&command).await.map(drop)
+}
+
+/// The client keys tor holds, whoever gave them (ONION_CLIENT_AUTH_VIEW), as service id →
+/// public key: tor's answer carries the private keys, which are turned into their public
+/// halves and wiped at once. Only for a tor that proved itself (the caller checks).
+pub async fn held_client_keys(tor: &mut TorControl) -> Result<HashMap<String, ClientPublicKey>> {
+    let mut reply = tor.execute(&CommandLine::new("ONION_CLIENT_AUTH_VIEW")).await?;
+    let mut held = HashMap::new();
+    for line in &reply.lines {
+        let mut words = line.strip_prefix("CLIENT ").unwrap_or_default().split(' ');
+        let (Some(id), Some(blob)) = (words.next(), words.next().and_then(|w| w.strip_prefix("x25519:"))) else {
+            continue;
+        };
+        let bytes = zeroize::Zeroizing::new(data_encoding::BASE64.decode(blob.as_bytes()).unwrap_or_default());
+        if let Ok(secret) = <[u8; 32]>::try_from(bytes.as_slice()) {
+            held.insert(id.to_owned(), ClientSecretKey::from_bytes(secret).public_key());
+        }
+    }
+    for line in &mut reply.lines {
+        zeroize::Zeroize::zeroize(line);
+    }
+    Ok(held)
 }
 
 /// Takes a client key back from tor (ONION_CLIENT_AUTH_REMOVE). One tor no longer has is

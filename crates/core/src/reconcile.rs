@@ -10,9 +10,10 @@
 //! tombstone). A new tor instance runs nothing of ours, so its ledger starts empty.
 //!
 //! The keys received from other services' owners (the friend's side) follow the same rule:
-//! every kept key is given to tor with ONION_CLIENT_AUTH_ADD (not `Permanent`: tor writes
-//! nothing), again whenever tor is a new instance (it forgot them), and the ledger names the
-//! ones we gave so that a key no longer kept is taken back with ONION_CLIENT_AUTH_REMOVE.
+//! every kept key tor does not hold (ONION_CLIENT_AUTH_VIEW) is given to it with
+//! ONION_CLIENT_AUTH_ADD (not `Permanent`: tor writes nothing), so a restarted tor gets them
+//! all back, and the ledger names the ones we gave so that a key no longer kept is taken
+//! back with ONION_CLIENT_AUTH_REMOVE.
 //! Keys someone else gave tor (Tor Browser's prompt) are left alone.
 //!
 //! Processes take the ledger's lock for the whole of a reconcile and read the store under
@@ -569,6 +570,10 @@ impl Publisher {
         report: &mut SyncReport,
     ) -> Result<()> {
         let kept: BTreeMap<String, &ReceivedKey> = keys.iter().map(|k| (k.address.service_id(), k)).collect();
+        // What tor holds is the truth, as `onions/detached` is for services: a tor restarted
+        // in a container has the same pid and start time to the second, yet no key.
+        let held = publish::held_client_keys(tor).await?;
+        ledger.keys.retain(|id, entry| held.get(id).is_some_and(|key| key.to_base32() == entry.public_key));
         let gone: Vec<(String, KeyEntry)> = ledger
             .keys
             .iter()
