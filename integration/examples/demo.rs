@@ -6,7 +6,6 @@
 //! Run: `./scripts/demo` (builds tails-server, then this).
 
 #[path = "../../tests/common/run.rs"]
-#[allow(dead_code)]
 mod common;
 #[path = "../tests/support/mod.rs"]
 #[allow(dead_code)]
