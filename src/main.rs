@@ -5,19 +5,21 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     // Everything we create holds or protects secrets: private by default.
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(0o077) };
-    let args = cli::Cli::parse();
+    let args = cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         // Saved, but tor is not updated yet: not a failure of the command, not success.
         Err(err) if err.downcast_ref::<cli::TorPending>().is_some() => {
             eprintln!("tails-server: {err}");
             ExitCode::from(cli::EXIT_PENDING)
+        }
+        Err(err) if err.downcast_ref::<cli::Unreachable>().is_some() => {
+            eprintln!("tails-server: {err}");
+            ExitCode::from(cli::EXIT_UNREACHABLE)
         }
         // A reader that stopped reading (`tails-server man | head`) is not a failure.
         Err(err) if broken_pipe(&err) => ExitCode::SUCCESS,

@@ -844,7 +844,7 @@ fn each_kind_says_how_a_friend_connects_and_where_its_files_go() {
 fn status_without_tor_says_why_each_answer_is_unknown() {
     let env = TestEnv::new();
     env.run(&["add", "custom", "--name", "web", "--local-port", "8080"]).ok();
-    let out = env.run(&["--control-port", "127.0.0.1:1", "status", "web", "--probe"]).ok().stdout;
+    let out = env.run(&["--control-port", "127.0.0.1:1", "status", "web", "--probe"]).exits(3).stdout;
     for line in [
         "registered: unknown (tor cannot be asked",
         "uploaded:   unknown (tor cannot be asked",

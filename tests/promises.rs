@@ -85,7 +85,7 @@ fn a_client_removed_while_tor_is_unreachable_loses_access_when_tor_answers() {
         "tor may still run web with its previous clients",
     );
     assert!(!out.stdout.contains("no longer opens"), "that would not be true yet: {}", out.stdout);
-    let status = at(&env, &tor.control(), &["--format", "json", "status", "web"]).ok().json();
+    let status = at(&env, &tor.control(), &["--format", "json", "status", "web"]).exits(3).json();
     assert_eq!(status["registered"], true);
     assert_eq!(status["published-as-stored"], false, "tor still admits bob: {status}");
 
@@ -275,7 +275,7 @@ fn a_control_port_that_is_not_tor_receives_no_cookie() {
     env.run(&["add", "custom", "--name", "web", "--local-port", "8080"]).ok();
     for kind in ["tcp", "unix"] {
         let fake = FakeControlPort::start(kind, "COOKIE", Some(&cookie));
-        let out = at_fake(&env, &fake, kind, &["--format", "json", "status", "web"]).ok();
+        let out = at_fake(&env, &fake, kind, &["--format", "json", "status", "web"]).exits(3);
         assert!(out.json()["tor-error"].as_str().unwrap().contains("refusing to send"), "{kind}: {}", out.stdout);
         let received = fake.received().to_uppercase();
         assert!(received.contains("PROTOCOLINFO"), "{kind}: the stand-in was reached");
@@ -328,7 +328,7 @@ fn a_cookie_file_that_is_not_a_file_is_refused_at_once() {
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     for cookie in [Path::new("/dev/zero"), fifo.as_path()] {
         let fake = FakeControlPort::start("tcp", "COOKIE,SAFECOOKIE", Some(cookie));
-        let out = at_fake(&env, &fake, "tcp", &["--format", "json", "status", "web"]).ok();
+        let out = at_fake(&env, &fake, "tcp", &["--format", "json", "status", "web"]).exits(3);
         let error = out.json()["tor-error"].as_str().unwrap().to_owned();
         assert!(error.contains("not a tor cookie"), "{}: {error}", cookie.display());
     }

@@ -83,7 +83,7 @@ fn every_authentication_method_works_and_bad_credentials_are_explained() {
     let fake_cookie = env.root.path().join("cookie");
     std::fs::write(&fake_cookie, [7u8; 32]).unwrap();
     ts(&env, &tor, &["--cookie-file", fake_cookie.to_str().unwrap(), "status", "gobby"])
-        .ok()
+        .exits(3)
         .stdout
         .contains("server hash mismatch")
         .then_some(())
@@ -91,7 +91,7 @@ fn every_authentication_method_works_and_bad_credentials_are_explained() {
     let short_cookie = env.root.path().join("short-cookie");
     std::fs::write(&short_cookie, [7u8; 5]).unwrap();
     assert!(ts(&env, &tor, &["--cookie-file", short_cookie.to_str().unwrap(), "status", "gobby"])
-        .ok()
+        .exits(3)
         .stdout
         .contains("not 32"));
 

@@ -112,7 +112,7 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
             Command::Status { name, probe } => {
                 let mut view: StatusView = parse(&server.status(name.as_str(), *probe).await.map_err(failed)?)?;
                 let tor = std::mem::take(&mut view.tor);
-                out.status(view, tor)
+                out.status_and_outcome(view, tor)
             }
             Command::Enable { name, wait, timeout } => {
                 let changed: Changed = parse(&server.enable(name.as_str()).await.map_err(failed)?)?;

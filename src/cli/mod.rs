@@ -7,7 +7,7 @@ mod secret_input;
 mod tor;
 mod transfer;
 
-pub use tor::{TorPending, EXIT_PENDING};
+pub use tor::{TorPending, Unreachable, EXIT_PENDING, EXIT_UNREACHABLE};
 
 /// What to do about an error, when the answer is a flag of this command line (the library
 /// states the fact; advice naming flags belongs here).
@@ -282,9 +282,8 @@ enum ClientCommand {
         name: ServiceName,
         /// The client (see `tails-server client list SERVICE`)
         client: ClientName,
-        /// auth-private: a line for tor's ClientOnionAuthDir; key: the bare key for Tor
-        /// Browser's prompt; auth: the service-side line (public key)
-        #[arg(long = "as", value_enum, default_value_t = CredentialForm::AuthPrivate)]
+        /// The form of the credential
+        #[arg(long = "as", value_name = "FORM", value_enum, default_value_t = CredentialForm::AuthPrivate)]
         form: CredentialForm,
         /// Write it to FILE (0600) instead of printing it
         #[arg(long, value_name = "FILE")]
@@ -320,10 +319,13 @@ pub enum PersistentStorageArg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CredentialForm {
+    /// A line for tor's ClientOnionAuthDir (`CLIENT.auth_private`): secret
     AuthPrivate,
+    /// The bare key, for Tor Browser's prompt: secret
     Key,
+    /// The service-side line (`descriptor:x25519:…`, a public key)
     Auth,
-    /// Two QR codes in the terminal: the address, then the key
+    /// Two QR codes in the terminal: the address, then the (secret) key
     Qr,
 }
 
@@ -401,6 +403,33 @@ impl Drop for Opened {
             eprintln!("tails-server: WARNING: {warning}");
         }
     }
+}
+
+/// Parses the command line; on a usage error, prints clap's message and exits. clap puts
+/// the flags given through the environment (`TAILS_SERVER_STATE_DIR`…) in an error's usage
+/// line as if they were required; the usage shown is the command's own instead.
+pub fn parse() -> Cli {
+    let err = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(err) => err,
+    };
+    if !err.use_stderr() {
+        err.exit(); // --help, --version
+    }
+    let text = err.render().to_string();
+    let Some(usage_line) = text.lines().find(|l| l.starts_with("Usage: ")) else { err.exit() };
+    let mut command = Cli::command();
+    command.build();
+    let mut current = &command;
+    for word in usage_line.split(' ').skip(2) {
+        match current.find_subcommand(word) {
+            Some(sub) => current = sub,
+            None => break,
+        }
+    }
+    let own = current.clone().render_usage().to_string();
+    eprint!("{}", text.replacen(usage_line, own.trim_end(), 1));
+    std::process::exit(err.exit_code());
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -563,7 +592,7 @@ fn run_tor(cli: &Cli, out: &Printer) -> Result<()> {
                 (record, view)
             };
             let tor_state = tor::tor_status(&publisher(cli)?, &record, *probe)?;
-            out.status(view, tor_state)
+            out.status_and_outcome(view, tor_state)
         }
         Command::Enable { name, wait, timeout } => {
             open(cli)?.get(name)?;

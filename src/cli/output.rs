@@ -316,6 +316,32 @@ impl Printer {
         self.human(&t)
     }
 
+    /// `status`, then its exit status: 0 when tor runs the service as stored (or, disabled,
+    /// does not run it), 3 ([`super::TorPending`]) when tor cannot be asked or does not run
+    /// what is stored yet, 4 ([`super::Unreachable`]) when `--probe` could not connect.
+    pub fn status_and_outcome(&self, view: StatusView, tor: TorState) -> Result<()> {
+        let (name, enabled) = (view.name.clone(), view.enabled);
+        let outcome = match (&tor.tor_error, tor.registered, tor.published_as_stored, tor.reachable) {
+            (Some(_), ..) => Err(super::TorPending(format!("{name}: tor cannot be asked, so its state is unknown")).into()),
+            (None, Some(true), _, _) if !enabled => Err(super::TorPending(format!(
+                "{name} is disabled but tor still runs it (the daemon, or the next command that reaches tor, removes it)"
+            ))
+            .into()),
+            (None, Some(false), ..) if enabled => Err(super::TorPending(format!(
+                "{name} is enabled but tor does not run it yet (`tails-server restore` publishes it)"
+            ))
+            .into()),
+            (None, Some(true), Some(false), _) => Err(super::TorPending(format!(
+                "tor runs {name} with older clients or ports (the next reconcile republishes it)"
+            ))
+            .into()),
+            (None, _, _, Some(false)) => Err(super::Unreachable(format!("{name} could not be reached through tor")).into()),
+            _ => Ok(()),
+        };
+        self.status(view, tor)?;
+        outcome
+    }
+
     pub fn restore_report(&self, report: &tails_server::reconcile::SyncReport) -> Result<()> {
         #[derive(Serialize)]
         #[serde(rename_all = "kebab-case")]

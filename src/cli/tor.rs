@@ -56,8 +56,23 @@ impl std::fmt::Display for TorPending {
 
 impl std::error::Error for TorPending {}
 
-/// The exit status for a change that was saved but could not be applied to tor yet.
+/// The exit status for a change that was saved but could not be applied to tor yet (and
+/// for `status` when tor does not run what is stored, or cannot be asked).
 pub const EXIT_PENDING: u8 = 3;
+
+/// `status --probe` could not connect to the service through tor: exit status 4.
+#[derive(Debug)]
+pub struct Unreachable(pub String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+pub const EXIT_UNREACHABLE: u8 = 4;
 
 /// What a command changed: tor refusing that is an error, refusing anything else a warning.
 #[derive(Debug, Clone, Copy)]
@@ -348,7 +363,10 @@ pub fn enable(publisher: &Publisher, name: &ServiceName, wait: bool, timeout: Du
 
 async fn report_record(publisher: &Publisher, name: &ServiceName) -> Result<ServiceRecord> {
     let records = publisher.read_services().await?;
-    records.into_iter().find(|r| &r.name == name).ok_or_else(|| anyhow!(Error::NoSuchService(name.to_string())))
+    records
+        .into_iter()
+        .find(|r| &r.name == name)
+        .ok_or_else(|| anyhow!(Error::NoSuchService { name: name.to_string(), similar: None }))
 }
 
 /// Records `disabled`, then removes the service from tor. tor refusing us (bad

@@ -17,6 +17,13 @@ impl Run {
         assert_eq!(self.code, 0, "command failed\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
         self
     }
+    /// Exited with `code` (`status` exits 3 when tor cannot be asked or does not run what
+    /// is stored).
+    #[track_caller]
+    pub fn exits(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "unexpected exit status\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
     #[track_caller]
     pub fn fails_with(self, needle: &str) -> Self {
         assert_ne!(self.code, 0, "command should have failed\nstdout: {}", self.stdout);

@@ -91,8 +91,9 @@ pub enum Error {
     #[error("invalid onion address {address:?}: {reason}")]
     InvalidAddress { address: String, reason: String },
 
-    #[error("there is no service named {0:?} (`tails-server list` shows your services)")]
-    NoSuchService(String),
+    #[error("there is no service named {name:?}{} (`tails-server list` shows your services)",
+            did_you_mean(.similar))]
+    NoSuchService { name: String, similar: Option<String> },
 
     #[error("a service named {0:?} already exists; choose another name with --name")]
     ServiceExists(String),
@@ -292,6 +293,44 @@ pub enum Error {
     NotSupported { what: String, reason: String },
 }
 
+fn did_you_mean(similar: &Option<String>) -> String {
+    similar.as_ref().map(|s| format!("; did you mean {s:?}?")).unwrap_or_default()
+}
+
+/// The name among `known` that `wanted` is most likely a typo of: at most two letters
+/// added, removed, changed or swapped (and fewer than half of it).
+pub fn similar_name<'a>(wanted: &str, known: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let limit = 2.min(wanted.chars().count() / 2);
+    known
+        .into_iter()
+        .map(|name| (edit_distance(wanted, name), name))
+        .filter(|(distance, _)| *distance <= limit)
+        .min()
+        .map(|(_, name)| name.to_owned())
+}
+
+/// Optimal string alignment distance (Levenshtein plus swaps of neighbours).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         use Error::*;
@@ -306,7 +345,7 @@ impl Error {
             | InvalidOptionValue { .. }
             | NoPrivateKey { .. }
             | ClientAuthDisabled { .. } => ErrorKind::InvalidInput,
-            NoSuchService(_) | NoSuchClient { .. } | NoSuchKey(_) => ErrorKind::NotFound,
+            NoSuchService { .. } | NoSuchClient { .. } | NoSuchKey(_) => ErrorKind::NotFound,
             ServiceExists(_)
             | KeyExists(_)
             | KeyForAddressExists { .. }
@@ -341,5 +380,21 @@ impl Error {
 
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { action, path: path.into(), source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::similar_name;
+
+    #[test]
+    fn a_typo_of_a_known_name_is_suggested_and_nothing_else() {
+        let known = ["mumble", "blog", "web", "sftp-share"];
+        for (typo, meant) in [("mumbel", "mumble"), ("blgo", "blog"), ("bog", "blog"), ("sftp-shar", "sftp-share")] {
+            assert_eq!(similar_name(typo, known).as_deref(), Some(meant), "{typo}");
+        }
+        for unrelated in ["gobby", "x", "wiki", ""] {
+            assert_eq!(similar_name(unrelated, known), None, "{unrelated}");
+        }
     }
 }

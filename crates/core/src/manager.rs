@@ -137,7 +137,9 @@ impl Manager {
         if let Some(record) = self.amnesic.as_ref().map(|s| s.get(name)).transpose()?.flatten() {
             return Ok((Location::Amnesic, record));
         }
-        Err(Error::NoSuchService(name.to_string()))
+        let known = self.list()?;
+        let similar = crate::error::similar_name(name.as_str(), known.iter().map(|r| r.name.as_str()));
+        Err(Error::NoSuchService { name: name.to_string(), similar })
     }
 
     pub fn get(&self, name: &ServiceName) -> Result<ServiceRecord> {

@@ -708,7 +708,10 @@ impl Publisher {
 
     async fn read_one(&self, name: &ServiceName) -> Result<ServiceRecord> {
         let records = self.read_services().await?;
-        records.into_iter().find(|r| &r.name == name).ok_or_else(|| Error::NoSuchService(name.to_string()))
+        records
+            .into_iter()
+            .find(|r| &r.name == name)
+            .ok_or_else(|| Error::NoSuchService { name: name.to_string(), similar: None })
     }
 
     /// Stores the enabled flag. Once the store has it, the rest (the session mark, the

@@ -201,7 +201,8 @@ pub fn wrong_key_line(address: &str) -> String {
 pub fn wait_uploaded(user: &User, service: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
-        let status = user.run(&["--format", "json", "status", service]).ok().json();
+        // Exit 3 while tor cannot be asked (restarting) or does not run it yet.
+        let status = user.run(&["--format", "json", "status", service]).json();
         if status["uploaded"] == true {
             return;
         }
