@@ -116,11 +116,12 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
             }
             Command::Enable { name, wait, timeout } => {
                 let changed: Changed = parse(&server.enable(name.as_str()).await.map_err(failed)?)?;
-                if changed.tor.applied {
-                    out.message(&format!("{name} is enabled and registered with tor at {}.", changed.view.address))?;
+                let text = if changed.tor.applied {
+                    format!("{name} is enabled and registered with tor at {}.", changed.view.address)
                 } else {
-                    out.message(&format!("{name} is enabled."))?;
-                }
+                    format!("{name} is enabled.")
+                };
+                out.changed(&text, "service", &changed.view)?;
                 after_change(&changed.tor)?;
                 if *wait {
                     // The service's loop follows tor's upload events; this waits for its record.
@@ -135,7 +136,7 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
             }
             Command::Disable { name } => {
                 let changed: Changed = parse(&server.disable(name.as_str()).await.map_err(failed)?)?;
-                out.message(&format!("{name} is disabled."))?;
+                out.changed(&format!("{name} is disabled."), "service", &changed.view)?;
                 after_change(&changed.tor)
             }
             Command::Remove { name, yes } => {
@@ -144,16 +145,13 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 }
                 #[derive(Deserialize)]
                 struct Removed {
-                    name: String,
-                    address: String,
+                    #[serde(flatten)]
+                    removed: output::RemovedService,
                     tor: TorOutcome,
                 }
-                let removed: Removed = parse(&server.remove(name.as_str()).await.map_err(failed)?)?;
-                out.message(&format!(
-                    "Removed service {} ({}) from the store. Its onion key and client keys are destroyed.",
-                    removed.name, removed.address
-                ))?;
-                after_change(&removed.tor)
+                let answer: Removed = parse(&server.remove(name.as_str()).await.map_err(failed)?)?;
+                out.removed(&answer.removed)?;
+                after_change(&answer.tor)
             }
             Command::GetOption { name, option } => {
                 #[derive(Deserialize)]
@@ -186,6 +184,8 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 }
                 #[derive(Deserialize)]
                 struct SetAnswer {
+                    #[serde(flatten)]
+                    view: ServiceView,
                     change: Change,
                     tor: TorOutcome,
                 }
@@ -197,7 +197,7 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                     (true, false) => change.value.clone(),
                     (false, _) => change.previous,
                 };
-                out.option_changed(name, option, change.secret, &change.value, &previous)?;
+                out.option_changed(&answer.view, option, change.secret, &change.value, &previous)?;
                 after_change(&answer.tor)
             }
             Command::Client(ClientCommand::Add { name, client, public_key }) => {
@@ -234,7 +234,11 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
             Command::Client(ClientCommand::Remove { name, client }) => {
                 let changed: Changed =
                     parse(&server.remove_client(name.as_str(), client.as_str()).await.map_err(failed)?)?;
-                out.message(&format!("Removed client {client} of service {name} from the store."))?;
+                out.changed(
+                    &format!("Removed client {client} of service {name} from the store."),
+                    "service",
+                    &changed.view,
+                )?;
                 after_change(&changed.tor)
             }
             Command::Add { kind, name, local_port, remote_port, options, client, allow_anyone_with_the_address } => {

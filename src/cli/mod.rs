@@ -531,11 +531,10 @@ fn run_services(cli: &Cli, out: &Printer) -> Result<()> {
                 confirm_removal(name)?;
             }
             let record = open(cli)?.remove(name)?;
-            out.message(&format!(
-                "Removed service {} ({}) from the store. Its onion key and client keys are destroyed.",
-                record.name,
-                record.address()
-            ))?;
+            out.removed(&output::RemovedService {
+                name: record.name.to_string(),
+                address: record.address().to_string(),
+            })?;
             tor::sync_after_change(&publisher(cli)?, tor::Affected::Service(name))
         }
         Command::List => {
@@ -566,8 +565,9 @@ fn run_services(cli: &Cli, out: &Printer) -> Result<()> {
                 })?)
             };
             let (record, previous) = manager.set_option(name, option, &raw)?;
+            let view = tails_server_dbus::views::service_view(&manager, &record);
             drop(manager);
-            out.option_changed(&record.name, option, spec.secret, &record.options[option], &previous)?;
+            out.option_changed(&view, option, spec.secret, &record.options[option], &previous)?;
             // autostart=false concerns the next login: a service enabled now stays up until
             // shutdown, tor restarts included.
             let turned_off = record.options[option] == tails_server::options::OptionValue::Bool(false)
@@ -696,8 +696,16 @@ fn run_client(cli: &Cli, command: &ClientCommand, out: &Printer) -> Result<()> {
             tor::sync_after_change(&publisher(cli)?, tor::Affected::Service(name))
         }
         ClientCommand::Remove { name, client } => {
-            let removed = open(cli)?.remove_client(name, client)?;
-            out.message(&format!("Removed client {} of service {name} from the store.", removed.name))?;
+            let (removed, view) = {
+                let mut manager = open(cli)?;
+                let removed = manager.remove_client(name, client)?;
+                (removed, tails_server_dbus::views::service_view(&manager, &manager.get(name)?))
+            };
+            out.changed(
+                &format!("Removed client {} of service {name} from the store.", removed.name),
+                "service",
+                &view,
+            )?;
             tor::sync_after_change(&publisher(cli)?, tor::Affected::Service(name))
         }
         ClientCommand::List { name } => {
@@ -740,6 +748,10 @@ fn show_credential_value(
     out: &Printer,
 ) -> Result<()> {
     let text = match form {
+        // With --format: the key's document, and both codes as text.
+        CredentialForm::Qr if output.is_none() && out.is_structured() => {
+            return out.credential_qr(who, value, &transfer::qr_text(who.address)?, &transfer::qr_text(value)?);
+        }
         CredentialForm::Qr => format!(
             "Address of {} - may be shared with the people who should reach it:\n{}{}\n\n\
              Key of client {} - SECRET, show it only to {}:\n{}{}\n",

@@ -38,6 +38,13 @@ pub struct Printer {
     format: Format,
 }
 
+/// What `remove` reports of a service that no longer exists.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct RemovedService {
+    pub name: String,
+    pub address: String,
+}
+
 fn yes_no(b: bool) -> &'static str {
     if b {
         "yes"
@@ -406,14 +413,33 @@ impl Printer {
     }
 
     /// `set-option`'s report. A secret option's values, new or previous, are never printed.
+    /// What a change did: the sentence for people; with `--format`, the sentence and the
+    /// changed object under `key` (`service`, `removed`).
+    pub fn changed<T: Serialize>(&self, text: &str, key: &str, object: &T) -> Result<()> {
+        let document = serde_json::json!({ "message": text, key: object });
+        if !self.structured(&document)? {
+            self.human(&format!("{text}\n"))?;
+        }
+        Ok(())
+    }
+
+    pub fn removed(&self, removed: &RemovedService) -> Result<()> {
+        let text = format!(
+            "Removed service {} ({}) from the store. Its onion key and client keys are destroyed.",
+            removed.name, removed.address
+        );
+        self.changed(&text, "removed", removed)
+    }
+
     pub fn option_changed(
         &self,
-        name: &ServiceName,
+        service: &ServiceView,
         option: &str,
         secret: bool,
         new: &OptionValue,
         previous: &OptionValue,
     ) -> Result<()> {
+        let name = &service.name;
         let text = if !secret {
             format!("{name}: {option} = {new} (was {previous})")
         } else if new == previous {
@@ -423,7 +449,7 @@ impl Printer {
         } else {
             format!("{name}: {option} changed")
         };
-        self.message(&text)
+        self.changed(&text, "service", service)
     }
 
     pub fn added(&self, manager: &Manager, record: &ServiceRecord) -> Result<()> {
@@ -546,6 +572,30 @@ impl Printer {
             );
         }
         self.human(&t)
+    }
+
+    pub fn is_structured(&self) -> bool {
+        self.format != Format::Human
+    }
+
+    /// `client show --as qr --format json|yaml`: the key's document, with the two codes.
+    pub fn credential_qr(&self, who: &CredentialOf<'_>, value: &str, address_qr: &str, key_qr: &str) -> Result<()> {
+        let view = CredentialView {
+            service: who.service,
+            client: who.client,
+            address: who.address.to_owned(),
+            form: "key",
+            value,
+        };
+        #[derive(Serialize)]
+        #[serde(rename_all = "kebab-case")]
+        struct QrView<'a> {
+            #[serde(flatten)]
+            view: CredentialView<'a>,
+            address_qr: &'a str,
+            key_qr: &'a str,
+        }
+        self.structured(&QrView { view, address_qr, key_qr }).map(drop)
     }
 
     pub fn credential(&self, who: &CredentialOf<'_>, form: CredentialForm, value: &str) -> Result<()> {

@@ -299,7 +299,7 @@ pub fn enable(publisher: &Publisher, name: &ServiceName, wait: bool, timeout: Du
             .map_err(|e| anyhow::Error::from(e).context(format!("{name} was left as it was")))?;
         warn(&changed.warnings);
         let Some(report) = changed.report else {
-            out.message(&format!("{name} is enabled."))?;
+            out.changed(&format!("{name} is enabled."), "service", &view_now(publisher, name)?)?;
             return pending_after(publisher, &why.expect("set when unreachable")).await;
         };
         let mut tor = tor.expect("connected when there is a report");
@@ -320,12 +320,11 @@ pub fn enable(publisher: &Publisher, name: &ServiceName, wait: bool, timeout: Du
             ..SyncReport::default()
         };
         tell(&others, Affected::Service(name));
-        match action {
-            Some(Action::Unchanged) => {
-                out.message(&format!("{name} is enabled; tor already runs it at {}.", record.address()))?
-            }
-            _ => out.message(&format!("{name} is enabled and registered with tor at {}.", record.address()))?,
-        }
+        let text = match action {
+            Some(Action::Unchanged) => format!("{name} is enabled; tor already runs it at {}.", record.address()),
+            _ => format!("{name} is enabled and registered with tor at {}.", record.address()),
+        };
+        out.changed(&text, "service", &view_now(publisher, name)?)?;
         if !wait {
             return Ok(());
         }
@@ -361,6 +360,13 @@ pub fn enable(publisher: &Publisher, name: &ServiceName, wait: bool, timeout: Du
     })
 }
 
+/// The service's document as stored now, for `--format`. A short read of the store (its
+/// snapshot), between tor's answers.
+fn view_now(publisher: &Publisher, name: &ServiceName) -> Result<tails_server_dbus::views::ServiceView> {
+    let manager = tails_server::Manager::open(publisher.config.clone())?;
+    Ok(tails_server_dbus::views::service_view(&manager, &manager.get(name)?))
+}
+
 async fn report_record(publisher: &Publisher, name: &ServiceName) -> Result<ServiceRecord> {
     let records = publisher.read_services().await?;
     records
@@ -376,7 +382,7 @@ pub fn disable(publisher: &Publisher, name: &ServiceName, out: &Printer) -> Resu
     runtime()?.block_on(async {
         let (tor, why) = connect(publisher).await.map_err(|e| e.context(format!("{name} was left as it was")))?;
         warn(&publisher.disable(name).await?);
-        out.message(&format!("{name} is disabled."))?;
+        out.changed(&format!("{name} is disabled."), "service", &view_now(publisher, name)?)?;
         sync_stored(publisher, tor, why, Affected::Service(name)).await
     })
 }
