@@ -948,3 +948,26 @@ fn received_keys_are_kept_listed_and_forgotten_with_clear_errors() {
     let left = run(&["--format", "json", "key", "list"], None).ok().json();
     assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
 }
+
+/// An export passphrase typed differently the second time is asked again (three tries in
+/// all), and a short one is warned about before it is confirmed; nothing is written until
+/// the two entries agree.
+#[test]
+fn a_mismatched_export_passphrase_is_asked_again() {
+    let env = TestEnv::new();
+    env.run(&["add", "gobby"]).ok();
+    let backup = env.root.path().join("backup.age");
+    let args = ["export", "--output", backup.to_str().unwrap()];
+    let (run, shown) = run_on_terminal(&env, &args, "Passphrase", &["short", "shrot", "short", "short"]);
+    let run = run.ok();
+    assert_eq!(shown.matches("Passphrase: ").count(), 2, "{shown}");
+    assert!(run.stderr.contains("the two passphrases differ; once more"), "{}", run.stderr);
+    assert_eq!(run.stderr.matches("this passphrase is short (5 characters)").count(), 2, "{}", run.stderr);
+    assert!(backup.exists());
+    assert!(!shown.contains("short") && !shown.contains("shrot"), "echoed: {shown}");
+
+    std::fs::remove_file(&backup).unwrap();
+    let (run, _) = run_on_terminal(&env, &args, "Passphrase", &["a long passphrase", "b", "c", "d", "e", "f"]);
+    run.fails_with("the two passphrases differed 3 times; nothing was written");
+    assert!(!backup.exists(), "nothing written");
+}

@@ -16,6 +16,9 @@ use tails_server::{AddRequest, ImportReport, Manager, OnConflict};
 
 use super::output::Printer;
 
+/// Mismatched terminal entries are asked again this many times in all.
+const ATTEMPTS: usize = 3;
+
 /// Shorter passphrases get a warning: the backup holds every key.
 const WEAK_PASSPHRASE: usize = 12;
 
@@ -39,33 +42,49 @@ impl From<ConflictArg> for OnConflict {
 /// The passphrase, from a file (first line) or the terminal (asked twice when `confirm`).
 /// Never from the command line or the environment.
 pub fn passphrase(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<String>> {
+    let short = |passphrase: &str| {
+        if confirm && passphrase.chars().count() < WEAK_PASSPHRASE {
+            eprintln!(
+                "tails-server: warning: this passphrase is short ({} characters). The backup holds every key: \
+                 anyone who guesses it can impersonate your services.",
+                passphrase.chars().count()
+            );
+        }
+    };
     let passphrase = match file {
-        Some(path) => super::secret_input::first_line_of(path, "passphrase")?,
+        Some(path) => {
+            let passphrase = super::secret_input::first_line_of(path, "passphrase")?;
+            short(&passphrase);
+            passphrase
+        }
         None => {
-            let first =
-                Zeroizing::new(rpassword::prompt_password("Passphrase: ").context(
-                    "cannot ask for the passphrase: there is no terminal. Give it with --passphrase-file FILE",
-                )?);
-            if confirm {
-                let second = Zeroizing::new(
-                    rpassword::prompt_password("Passphrase again: ").context("cannot read the passphrase")?,
-                );
-                if *first != *second {
-                    bail!("the two passphrases differ; nothing was written");
+            let ask = |prompt: &str| -> Result<Zeroizing<String>> {
+                rpassword::prompt_password(prompt)
+                    .map(Zeroizing::new)
+                    .context("cannot ask for the passphrase: there is no terminal. Give it with --passphrase-file FILE")
+            };
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let first = ask("Passphrase: ")?;
+                if first.is_empty() || !confirm {
+                    break first;
                 }
+                // Said before it is confirmed: a short one can still be replaced.
+                short(&first);
+                let second = ask("Passphrase again (or Ctrl-C to stop): ")?;
+                if *first == *second {
+                    break first;
+                }
+                if attempt == ATTEMPTS {
+                    bail!("the two passphrases differed {ATTEMPTS} times; nothing was written");
+                }
+                eprintln!("tails-server: the two passphrases differ; once more.");
             }
-            first
         }
     };
     if passphrase.is_empty() {
         bail!("the passphrase is empty");
-    }
-    if confirm && passphrase.chars().count() < WEAK_PASSPHRASE {
-        eprintln!(
-            "tails-server: warning: this passphrase is short ({} characters). The backup holds every key: \
-             anyone who guesses it can impersonate your services.",
-            passphrase.chars().count()
-        );
     }
     Ok(passphrase)
 }
