@@ -971,3 +971,65 @@ fn a_mismatched_export_passphrase_is_asked_again() {
     run.fails_with("the two passphrases differed 3 times; nothing was written");
     assert!(!backup.exists(), "nothing written");
 }
+
+/// The same in real fish and zsh (zsh's completion system only runs on a terminal: a zpty
+/// one, driven by tests/completions/capture.zsh).
+#[test]
+fn fish_and_zsh_completion_complete_past_the_first_word() {
+    let env = TestEnv::new();
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_tails-server")).parent().unwrap().to_owned();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let fish_script = env.root.path().join("tails-server.fish");
+    std::fs::write(&fish_script, env.run(&["completions", "fish"]).ok().stdout).unwrap();
+    let zsh_dir = env.root.path().join("zsh");
+    std::fs::create_dir(&zsh_dir).unwrap();
+    std::fs::write(zsh_dir.join("_tails-server"), env.run(&["completions", "zsh"]).ok().stdout).unwrap();
+    let capture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/completions/capture.zsh");
+
+    let fish = |line: &str| -> Vec<String> {
+        let program = format!("source {}; complete -C '{line}'", fish_script.display());
+        let out = std::process::Command::new("fish")
+            .args(["--no-config", "-c", &program])
+            .env("PATH", &path)
+            .output()
+            .expect("fish is installed (scripts/deps)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split('\t').next().unwrap().to_owned()).collect()
+    };
+    let zsh = |line: &str| -> Vec<String> {
+        let out = std::process::Command::new("timeout")
+            .arg("20")
+            .arg("zsh")
+            .arg("-f")
+            .arg(&capture)
+            .arg(&zsh_dir)
+            .arg(line)
+            .env("PATH", &path)
+            .output()
+            .expect("zsh is installed (scripts/deps)");
+        assert!(out.status.success(), "zsh: {}", String::from_utf8_lossy(&out.stderr));
+        let mut words: Vec<String> =
+            String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
+        words.sort();
+        words.dedup();
+        words
+    };
+    for (shell, complete) in [("fish", &fish as &dyn Fn(&str) -> Vec<String>), ("zsh", &zsh)] {
+        let client = complete("tails-server client ");
+        for verb in ["add", "list", "remove", "show"] {
+            assert!(client.iter().any(|w| w == verb), "{shell}: client <Tab>: {client:?}");
+        }
+        let keys = complete("tails-server key ");
+        for verb in ["add", "list", "remove", "show"] {
+            assert!(keys.iter().any(|w| w == verb), "{shell}: key <Tab>: {keys:?}");
+        }
+        let forms = complete("tails-server client show mumble client-1 --as ");
+        for form in ["auth-private", "key", "auth", "qr"] {
+            assert!(forms.iter().any(|w| w == form), "{shell}: --as <Tab>: {forms:?}");
+        }
+        assert_eq!(complete("tails-server status --pr"), ["--probe"], "{shell}");
+        let options = complete("tails-server add --");
+        assert!(options.iter().any(|w| w == "--local-port"), "{shell}: {options:?}");
+        assert!(!options.iter().any(|w| w.contains("allow-anyone")), "{shell}: the opt-out stays hidden");
+    }
+}
