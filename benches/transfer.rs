@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use tails_server::backup::{self, BackupDocument};
+use tails_server::backup;
 use tails_server::names::{ClientName, ServiceName};
 use tails_server::{AddRequest, Config, Manager, OnConflict};
 
@@ -39,8 +39,8 @@ fn main() {
     let mut encrypted = Vec::new();
     for _ in 0..runs {
         let start = Instant::now();
-        let records = Manager::open(config("source")).unwrap().export(&[]).unwrap();
-        encrypted = backup::encrypt(&BackupDocument::new(records), passphrase).unwrap();
+        let document = Manager::open(config("source")).unwrap().export(&[]).unwrap();
+        encrypted = backup::encrypt(&document, passphrase).unwrap();
         exports.push(start.elapsed());
     }
     let mut imports = Vec::new();

@@ -446,7 +446,7 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
         ));
     }
     for (label, doc, needle) in [
-        ("version 2", br#"{"format":"tails-server-backup","version":2,"services":[]}"#.to_vec(), "version 2"),
+        ("version 3", br#"{"format":"tails-server-backup","version":3,"services":[]}"#.to_vec(), "version 3"),
         ("version 0", br#"{"format":"tails-server-backup","version":0,"services":[]}"#.to_vec(), "version 0"),
         ("version 99", br#"{"format":"tails-server-backup","version":99}"#.to_vec(), "version 99"),
         (
@@ -1006,4 +1006,56 @@ fn credential_files_and_backups_never_follow_symlinks() {
     env.run(&["export", "--output", file.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap()])
         .fails_with("other users can write to this directory");
     assert!(!file.exists());
+}
+
+/// The backup holds the keys kept for other people's services too (version 2): they come
+/// back with their names and persistence, a version-1 backup still imports, and a kept key
+/// meets the same conflict rules as a service.
+#[test]
+fn kept_keys_travel_in_the_backup_under_the_same_rules() {
+    let owner = TestEnv::new();
+    for name in ["blog", "chat"] {
+        owner.run(&["add", "custom", "--name", name, "--local-port", "8080"]).ok();
+    }
+    let friend = TestEnv::new();
+    for (key, service, extra) in [("alice-blog", "blog", None), ("alice-chat", "chat", Some("--until-shutdown"))] {
+        let file = friend.root.path().join(key);
+        fs::write(&file, owner.run(&["client", "show", service, "client-1"]).ok().stdout).unwrap();
+        let mut args = vec!["--control-socket", "/nonexistent", "key", "add", key, file.to_str().unwrap()];
+        args.extend(extra);
+        assert_eq!(friend.run(&args).code, 3, "kept; tor to be told later");
+    }
+    let backup = friend.root.path().join("keys.age");
+    let pass = passfile(&friend, PASS);
+    let exported =
+        friend.run(&["export", "--output", backup.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap()]).ok();
+    assert!(
+        exported.stdout.contains("key alice-blog") && exported.stdout.contains("key alice-chat"),
+        "{}",
+        exported.stdout
+    );
+
+    let elsewhere = TestEnv::new();
+    let imported = import(&elsewhere, &backup, &["--control-socket", "/nonexistent"]);
+    assert!(imported.code == 0 || imported.code == 3, "{}", imported.stderr);
+    assert!(imported.stdout.contains("key alice-blog"), "{}", imported.stdout);
+    let keys = elsewhere.run(&["--format", "json", "key", "list"]).ok().json();
+    let kept = |name: &str| keys.as_array().unwrap().iter().find(|k| k["name"] == name).cloned().unwrap();
+    assert_eq!(kept("alice-blog")["persistent"], true);
+    assert_eq!(kept("alice-chat")["persistent"], false);
+    assert_eq!(kept("alice-blog")["address"], owner.service("blog")["address"]);
+
+    let before = store_state(&elsewhere.state_dir());
+    import(&elsewhere, &backup, &[]).fails_with("key alice-blog: a key of that name is kept");
+    assert_eq!(store_state(&elsewhere.state_dir()), before, "a refused import changes nothing");
+    let skipped = import(&elsewhere, &backup, &["--on-conflict", "skip", "--control-socket", "/nonexistent"]).ok();
+    assert!(skipped.stdout.contains("key alice-chat"), "{}", skipped.stdout);
+    // Into the owner's own store: a key for one of its own services makes no sense.
+    import(&owner, &backup, &[]).fails_with("key alice-blog: it is for your own service");
+
+    // A version-1 backup (services only), as earlier versions wrote it.
+    let document = serde_json::json!({"format": "tails-server-backup", "version": 1, "created": 0, "services": []});
+    let old = friend.root.path().join("old.age");
+    fs::write(&old, age_encrypt(document.to_string().as_bytes(), PASS)).unwrap();
+    import(&TestEnv::new(), &old, &[]).ok();
 }

@@ -120,21 +120,25 @@ fn refusal(path: &Path, e: tails_server::Error) -> anyhow::Error {
 /// Encrypts and writes the records. The caller has closed the store: nobody waits for
 /// it while the passphrase is typed.
 pub fn export(
-    records: Vec<tails_server::model::ServiceRecord>,
+    document: BackupDocument,
     output: &Path,
     passphrase_file: Option<&Path>,
     force: bool,
     out: &Printer,
 ) -> Result<()> {
     check_private_target(output, force)?;
-    if records.is_empty() {
-        bail!("there is no service to export");
+    if document.services.is_empty() && document.keys.is_empty() {
+        bail!("there is no service or kept key to export");
     }
     let passphrase = passphrase(passphrase_file, true)?;
-    let document = BackupDocument::new(records);
     let encrypted = backup::encrypt(&document, &passphrase)?;
     write_private_file(output, &encrypted, force)?;
-    let names: Vec<_> = document.services.iter().map(|s| s.name.to_string()).collect();
+    let names: Vec<_> = document
+        .services
+        .iter()
+        .map(|s| s.name.to_string())
+        .chain(document.keys.iter().map(|k| format!("key {}", k.name)))
+        .collect();
     exported(&names, output, out)
 }
 

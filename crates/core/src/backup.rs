@@ -11,11 +11,12 @@ use zeroize::Zeroizing;
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
-use crate::model::{now_unix, ServiceRecord, MAX_CLIENTS};
+use crate::model::{now_unix, ReceivedKey, ServiceRecord, MAX_CLIENTS};
 
 pub const FORMAT: &str = "tails-server-backup";
-/// Versions of the document this build reads; it writes the last.
-pub const VERSION: u32 = 1;
+/// Versions of the document this build reads (1: services; 2: and received keys); it writes
+/// the last.
+pub const VERSION: u32 = 2;
 /// scrypt work factor (log2 N) for new backups: about a second on a laptop, like `age -p`.
 pub const SCRYPT_WORK_FACTOR: u8 = 18;
 /// The largest work factor accepted when decrypting (the age CLI picks ~1 s on the machine
@@ -33,11 +34,14 @@ pub struct BackupDocument {
     /// Seconds since the Unix epoch.
     pub created: u64,
     pub services: Vec<ServiceRecord>,
+    /// Keys received for other people's services (version 2).
+    #[serde(default)]
+    pub keys: Vec<ReceivedKey>,
 }
 
 impl BackupDocument {
-    pub fn new(services: Vec<ServiceRecord>) -> Self {
-        Self { format: FORMAT.into(), version: VERSION, created: now_unix(), services }
+    pub fn new(services: Vec<ServiceRecord>, keys: Vec<ReceivedKey>) -> Self {
+        Self { format: FORMAT.into(), version: VERSION, created: now_unix(), services, keys }
     }
 
     /// Decodes the plaintext, checking the format and version before anything else.
@@ -54,7 +58,7 @@ impl BackupDocument {
             return Err(invalid(format!("it is not a tails-server backup document (format {:?})", envelope.format)));
         }
         match envelope.version.as_ref().and_then(|v| v.as_u64()) {
-            Some(v) if v == u64::from(VERSION) => {}
+            Some(v) if (1..=u64::from(VERSION)).contains(&v) => {}
             Some(v) => {
                 return Err(invalid(format!(
                     "it is version {v} of the backup format; this tails-server reads version {VERSION}. \
@@ -72,7 +76,25 @@ impl BackupDocument {
 
     /// Checks everything an import relies on, so that it can be written in one go or not at all.
     pub fn validate(&self, catalog: &Catalog) -> Result<()> {
-        validate_records(&self.services, catalog)
+        validate_records(&self.services, catalog)?;
+        let invalid = |reason: String| Error::InvalidBackup { reason };
+        if self.keys.len() > MAX_SERVICES {
+            return Err(invalid(format!(
+                "it holds {} received keys; at most {MAX_SERVICES} are accepted",
+                self.keys.len()
+            )));
+        }
+        let own: HashSet<_> = self.services.iter().map(|s| s.address()).collect();
+        let (mut names, mut addresses) = (HashSet::new(), HashSet::new());
+        for key in &self.keys {
+            if !names.insert(&key.name) {
+                return Err(invalid(format!("received key {} appears twice", key.name)));
+            }
+            if !addresses.insert(key.address) || own.contains(&key.address) {
+                return Err(invalid(format!("received key {} is for a service that has another key in it", key.name)));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -220,7 +242,7 @@ mod tests {
 
     #[test]
     fn round_trip_through_age() {
-        let doc = BackupDocument::new(records(3));
+        let doc = BackupDocument::new(records(3), Vec::new());
         let encrypted = encrypt(&doc, "correct horse").unwrap();
         assert!(encrypted.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"));
         let back = decrypt(&encrypted, "correct horse").unwrap();
@@ -231,10 +253,10 @@ mod tests {
 
     #[test]
     fn versions_and_formats_are_checked_first() {
-        let err = BackupDocument::from_json(br#"{"format":"tails-server-backup","version":2,"services":"x"}"#)
+        let err = BackupDocument::from_json(br#"{"format":"tails-server-backup","version":3,"services":"x"}"#)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("version 2"), "{err}");
+        assert!(err.contains("version 3"), "{err}");
         let err = BackupDocument::from_json(br#"{"format":"other","version":1}"#).unwrap_err().to_string();
         assert!(err.contains("not a tails-server backup"), "{err}");
         assert!(BackupDocument::from_json(b"not json").is_err());
@@ -244,7 +266,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(32))]
         #[test]
         fn document_json_round_trip(rs in proptest::collection::vec(arb_record(), 0..4)) {
-            let doc = BackupDocument::new(rs);
+            let doc = BackupDocument::new(rs, Vec::new());
             let back = BackupDocument::from_json(&doc.to_json()).unwrap();
             prop_assert_eq!(back.services, doc.services);
         }

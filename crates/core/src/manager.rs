@@ -294,12 +294,13 @@ impl Manager {
         })
     }
 
-    /// The records to back up: the named services, or all of them.
-    pub fn export(&self, names: &[ServiceName]) -> Result<Vec<ServiceRecord>> {
+    /// What to back up: the named services, or all of them and every received key.
+    pub fn export(&self, names: &[ServiceName]) -> Result<crate::backup::BackupDocument> {
         if names.is_empty() {
-            return self.list();
+            return Ok(crate::backup::BackupDocument::new(self.list()?, self.received_keys()?));
         }
-        names.iter().map(|name| self.get(name)).collect()
+        let services = names.iter().map(|name| self.get(name)).collect::<Result<_>>()?;
+        Ok(crate::backup::BackupDocument::new(services, Vec::new()))
     }
 
     /// Imports records all-or-nothing: everything is validated and every conflict resolved
@@ -308,6 +309,18 @@ impl Manager {
     pub fn import(
         &mut self,
         records: Vec<ServiceRecord>,
+        on_conflict: OnConflict,
+        dry_run: bool,
+    ) -> Result<ImportReport> {
+        self.import_with_keys(records, Vec::new(), on_conflict, dry_run)
+    }
+
+    /// [`Manager::import`] of services and received keys together (a backup): keys are
+    /// reported as `key NAME`.
+    pub fn import_with_keys(
+        &mut self,
+        records: Vec<ServiceRecord>,
+        keys: Vec<ReceivedKey>,
         on_conflict: OnConflict,
         dry_run: bool,
     ) -> Result<ImportReport> {
@@ -350,13 +363,41 @@ impl Manager {
                 }
             }
         }
+        let existing_keys = self.received_keys()?;
+        let mut key_plan = Vec::new();
+        for key in keys {
+            let label = format!("key {}", key.name);
+            if existing.iter().any(|s| s.address() == key.address) {
+                conflicts.push(format!("{label}: it is for your own service at {}", key.address));
+                continue;
+            }
+            let same_name = existing_keys.iter().find(|k| k.name == key.name);
+            let same_address = existing_keys.iter().find(|k| k.address == key.address && k.name != key.name);
+            match (same_name, same_address, on_conflict) {
+                (_, Some(_), OnConflict::Skip) | (Some(_), _, OnConflict::Skip) => report.skipped.push(label),
+                (_, Some(other), _) => {
+                    conflicts.push(format!("{label}: a key for its service is kept here as {}", other.name))
+                }
+                (Some(_), None, OnConflict::Fail) => conflicts.push(format!("{label}: a key of that name is kept")),
+                (Some(old), None, _) => {
+                    report.replaced.push(label);
+                    key_plan.push((key, Some(old.persistent)));
+                }
+                (None, None, _) => {
+                    report.added.push(label);
+                    key_plan.push((key, None));
+                }
+            }
+        }
         if !conflicts.is_empty() {
             return Err(Error::ImportConflict(format!(
                 "nothing was imported: {} (choose --on-conflict skip or replace)",
                 conflicts.join("; ")
             )));
         }
-        if plan.iter().any(|(r, _)| !r.is_persistent()) && self.config.runtime_dir.is_none() {
+        let amnesic_wanted =
+            plan.iter().any(|(r, _)| !r.is_persistent()) || key_plan.iter().any(|(k, _)| !k.persistent);
+        if amnesic_wanted && self.config.runtime_dir.is_none() {
             return Err(Error::NoRuntimeDir { uid: crate::unix::euid() });
         }
         if dry_run {
@@ -376,6 +417,21 @@ impl Manager {
             match to {
                 Location::Persistent => persistent.push(Change::Put(record)),
                 Location::Amnesic => amnesic.push(Change::Put(record)),
+            }
+        }
+        for (key, old_persistent) in key_plan {
+            if let Some(was) = old_persistent.filter(|was| *was != key.persistent) {
+                let delete = Change::DeleteKey(key.name.clone());
+                if was {
+                    persistent.push(delete)
+                } else {
+                    amnesic.push(delete)
+                }
+            }
+            if key.persistent {
+                persistent.push(Change::PutKey(key));
+            } else {
+                amnesic.push(Change::PutKey(key));
             }
         }
         self.commit_to_both(persistent, amnesic)?;

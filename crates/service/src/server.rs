@@ -570,13 +570,13 @@ impl Server {
             return Err(ServiceError::InvalidInput(format!("more than {MAX_SERVICES_ARGUMENT} services named")));
         }
         let names = services.iter().map(|s| service_name(s)).collect::<Result<Vec<_>, _>>()?;
-        let records = self.with_manager(move |m| m.export(&names)).await?;
-        if records.is_empty() {
-            return Err(ServiceError::NotFound("there is no service to export".into()));
+        let document = self.with_manager(move |m| m.export(&names)).await?;
+        if document.services.is_empty() && document.keys.is_empty() {
+            return Err(ServiceError::NotFound("there is no service or kept key to export".into()));
         }
         let passphrase = zeroize::Zeroizing::new(passphrase.to_owned());
         // scrypt takes a second of CPU: not on the bus's thread.
-        tokio::task::spawn_blocking(move || backup::encrypt(&backup::BackupDocument::new(records), &passphrase))
+        tokio::task::spawn_blocking(move || backup::encrypt(&document, &passphrase))
             .await
             .map_err(|e| ServiceError::Failed(e.to_string()))?
             .map_err(Into::into)
@@ -619,7 +619,7 @@ impl Server {
         let report = self
             .with_manager(move |m| {
                 document.validate(m.catalog())?;
-                m.import(document.services, conflict, dry_run)
+                m.import_with_keys(document.services, document.keys, conflict, dry_run)
             })
             .await?;
         #[derive(Serialize)]
