@@ -33,8 +33,13 @@ struct Step {
 fn parse(text: &str, file: &Path) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     let mut in_stderr = false;
+    // Blank lines are held until the next line of the same output: the one before the next
+    // command (or the end) separates the sessions' steps and belongs to neither.
+    let mut blanks = 0;
     for line in text.lines() {
         if let Some(command) = line.strip_prefix("$ ") {
+            finish(steps.last_mut(), in_stderr, blanks);
+            blanks = 0;
             let args = shell_words(command);
             assert_eq!(args.first().map(String::as_str), Some("tails-server"), "{}: {line}", file.display());
             steps.push(Step {
@@ -60,17 +65,33 @@ fn parse(text: &str, file: &Path) -> Vec<Step> {
             } else {
                 panic!("{}: expected `< input` or `? STATUS` after the command, got {line:?}", file.display());
             }
-        } else if line == "--- stderr" {
+            continue;
+        }
+        if line.is_empty() {
+            blanks += 1;
+            continue;
+        }
+        let section = if in_stderr { &mut step.stderr } else { &mut step.stdout };
+        section.push_str(&"\n".repeat(blanks));
+        blanks = 0;
+        if line == "--- stderr" {
             in_stderr = true;
-        } else if in_stderr {
-            step.stderr.push_str(line);
-            step.stderr.push('\n');
         } else {
-            step.stdout.push_str(line);
-            step.stdout.push('\n');
+            let section = if in_stderr { &mut step.stderr } else { &mut step.stdout };
+            section.push_str(line);
+            section.push('\n');
         }
     }
+    finish(steps.last_mut(), in_stderr, blanks);
     steps
+}
+
+/// Ends a step: of the blank lines held, all but the separator belong to its last output.
+fn finish(step: Option<&mut Step>, in_stderr: bool, blanks: usize) {
+    if let Some(step) = step {
+        let section = if in_stderr { &mut step.stderr } else { &mut step.stdout };
+        section.push_str(&"\n".repeat(blanks.saturating_sub(1)));
+    }
 }
 
 /// Splits a command line as a shell would for the simple quoting these files use ('…', "…").
@@ -172,7 +193,7 @@ fn run_session(file: &Path, bless: bool) -> Result<(), String> {
         }
     }
     if bless {
-        std::fs::write(file, actual.trim_end().to_owned() + "\n").unwrap();
+        std::fs::write(file, actual).unwrap();
         return Ok(());
     }
     if failures.is_empty() {

@@ -202,6 +202,18 @@ pub enum Error {
         source: sled::Error,
     },
 
+    #[error(
+        "{action} {path}: there is no space left on its device. Free some space there, then try again \
+         (what was stored before is intact)"
+    )]
+    NoSpace { action: &'static str, path: PathBuf },
+
+    #[error(
+        "{action} {path}: its file system is read-only. A USB stick is switched to read-only after an I/O \
+         error: your services can still be listed and exported, but check the stick before changing anything"
+    )]
+    ReadOnlyMedium { action: &'static str, path: PathBuf },
+
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -362,6 +374,8 @@ impl Error {
             | ChangeNotSaved { .. }
             | Store { .. }
             | Io { .. }
+            | NoSpace { .. }
+            | ReadOnlyMedium { .. }
             | NoRuntimeDir { .. }
             | Random(_) => ErrorKind::Storage,
             TorConnect { .. } | TorGone { .. } | Timeout { .. } => ErrorKind::TorUnavailable,
@@ -378,8 +392,24 @@ impl Error {
         }
     }
 
+    /// An I/O error; a full or read-only medium gets an error that says so, and what to do.
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { action, path: path.into(), source }
+        let path = path.into();
+        match source.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => Error::NoSpace { action, path },
+            Some(libc::EROFS) => Error::ReadOnlyMedium { action, path },
+            _ => Error::Io { action, path, source },
+        }
+    }
+
+    /// An error of sled's, on the store in `dir` (its I/O errors as [`Error::io`] words them).
+    pub(crate) fn store(dir: impl Into<PathBuf>, source: sled::Error) -> Self {
+        match source {
+            sled::Error::Io(io) if matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS)) => {
+                Error::io("cannot write the store in", dir, io)
+            }
+            source => Error::Store { dir: dir.into(), source },
+        }
     }
 }
 

@@ -569,6 +569,9 @@ impl Publisher {
         ledger: &mut Ledger,
         report: &mut SyncReport,
     ) -> Result<()> {
+        if keys.is_empty() && ledger.keys.is_empty() {
+            return Ok(()); // nothing to give or take back: no round trip to tor
+        }
         let kept: BTreeMap<String, &ReceivedKey> = keys.iter().map(|k| (k.address.service_id(), k)).collect();
         // What tor holds is the truth, as `onions/detached` is for services: a tor restarted
         // in a container has the same pid and start time to the second, yet no key.

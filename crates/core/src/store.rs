@@ -203,7 +203,7 @@ pub struct Store {
     warnings: RefCell<Vec<String>>,
     // Held for the life of the Store: the advisory lock is released when this closes
     // (after sled, which `Drop::drop` closes first).
-    _lock: File,
+    _lock: Option<File>,
 }
 
 impl Drop for Store {
@@ -553,7 +553,7 @@ impl Store {
         // 1. A fresh database holding only the current records, on disk before it is used.
         {
             let fresh = open_sled(&new_path, &self.options).map_err(|e| open_error(&self.dir, e))?;
-            let sled_err = |e| Error::Store { dir: self.dir.clone(), source: e };
+            let sled_err = |e| Error::store(&self.dir, e);
             for (tree, records) in [(&fresh.services, &services), (&fresh.keys, &keys)] {
                 for (key, value) in records {
                     tree.insert(key, value.clone()).map_err(sled_err)?;
@@ -647,7 +647,7 @@ impl Store {
     }
 
     fn sled_error(&self, source: sled::Error) -> Error {
-        Error::Store { dir: self.dir.clone(), source }
+        Error::store(&self.dir, source)
     }
 
     /// Verifies schema, records and change counter, against the snapshots. A damaged store
@@ -832,7 +832,7 @@ fn open_sled(path: &Path, options: &StoreOptions) -> std::result::Result<Trees, 
         {
             Err(SledOpenError::Damaged(format!("sled could not read its files: {e}")))
         }
-        Ok(Err(e)) => Err(SledOpenError::Fatal(Error::Store { dir: path.to_owned(), source: e })),
+        Ok(Err(e)) => Err(SledOpenError::Fatal(Error::store(path, e))),
         Err(_) => Err(SledOpenError::Damaged("sled crashed while reading it".into())),
     }
 }
@@ -856,7 +856,7 @@ impl Store {
             None
         };
         let trees = open_sled(&db_path, &self.options).map_err(|e| open_error(dir, e))?;
-        let sled_err = |e| Error::Store { dir: dir.to_owned(), source: e };
+        let sled_err = |e| Error::store(dir, e);
         for (tree, name, value) in contents.encoded()? {
             let tree = if tree == Tree::Services { &trees.services } else { &trees.keys };
             tree.insert(name.as_str(), value.expect("every record").as_slice()).map_err(sled_err)?;
@@ -1114,9 +1114,20 @@ pub(crate) fn write_atomically(path: &Path, parts: &[&[u8]]) -> Result<()> {
     crate::secret_file::write_secret_file(path, parts, crate::secret_file::Replace::Always)
 }
 
-fn acquire_lock(dir: &Path, timeout: Duration) -> Result<File> {
+fn acquire_lock(dir: &Path, timeout: Duration) -> Result<Option<File>> {
     let path = dir.join(LOCK_FILE);
-    let file = crate::secret_file::open_lock_file(&path)?;
+    let file = match crate::secret_file::open_lock_file(&path) {
+        Ok(file) => file,
+        // A medium gone read-only: nothing can change the store, so reads need no lock
+        // (the lock file, when there, is still taken: a writer on another mount waits).
+        Err(Error::ReadOnlyMedium { .. }) => {
+            match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
+                Ok(file) => file,
+                Err(_) => return Ok(None),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     let start = Instant::now();
     loop {
         match file.try_lock() {
@@ -1131,7 +1142,7 @@ fn acquire_lock(dir: &Path, timeout: Duration) -> Result<File> {
             Err(fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", &path, e)),
         }
     }
-    Ok(file)
+    Ok(Some(file))
 }
 
 /// The process holding a flock on `file`, from /proc/locks (read-only: nothing is written
