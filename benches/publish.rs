@@ -97,14 +97,22 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let all_back = |tor: &LocalTor| tor.try_detached().is_some_and(|d| d.len() == SERVICES);
+    // The same addresses every time, not just as many.
+    let expected = tor.try_detached().unwrap_or_default();
+    let all_back = |tor: &LocalTor| {
+        tor.try_detached().is_some_and(|d| d.len() == SERVICES && (expected.is_empty() || d == expected))
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while !all_back(&tor) {
         assert!(Instant::now() < deadline, "the daemon did not publish");
         std::thread::sleep(Duration::from_millis(10));
     }
+    let restarts: usize = std::env::var("TAILS_SERVER_BENCH_RESTARTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if quick { 2 } else { 50 });
     let mut republish = Vec::new();
-    for _ in 0..runs.min(8) {
+    for _ in 0..restarts {
         let answering = tor.restart();
         let deadline = answering + Duration::from_secs(30);
         while !all_back(&tor) {
@@ -135,9 +143,14 @@ fn main() {
         ms(*cold.iter().min().unwrap()),
         cold.len()
     );
+    let mut sorted = republish.clone();
+    sorted.sort();
+    let p95 = sorted[(sorted.len() * 95).div_ceil(100).saturating_sub(1)];
     println!(
-        "republish after a tor restart (daemon)             median {:>7.2} ms  max {:>7.2} ms  ({} restarts)  goal <= 1 s: {}",
+        "republish after a tor restart (daemon)             median {:>7.2} ms  p95 {:>7.2} ms  max {:>7.2} ms  ({} restarts, \
+         every service back at the same address each time)  goal <= 1 s: {}",
         ms(median(republish.clone())),
+        ms(p95),
         ms(*republish.iter().max().unwrap()),
         republish.len(),
         if median(republish.clone()) <= Duration::from_secs(1) { "met" } else { "MISSED" }
