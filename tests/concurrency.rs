@@ -15,6 +15,9 @@ use common::{service_id, KillOnDrop, LocalTor, TestEnv};
 
 const WORKERS: usize = 4;
 
+/// A command line, and what it changes once acknowledged.
+type Op = (Vec<String>, Box<dyn Fn(&mut Tally)>);
+
 #[derive(Default)]
 struct Tally {
     acknowledged: usize,
@@ -60,11 +63,16 @@ fn four_writers_and_the_daemon_lose_nothing_and_tor_ends_as_stored() {
                     let mut n = 0;
                     while Instant::now() < deadline {
                         n += 1;
-                        let (args, on_success): (Vec<String>, Box<dyn Fn(&mut Tally)>) = match n % 3 {
+                        let (args, on_success): Op = match n % 3 {
                             0 if tally.clients.len() > 1 => {
                                 let victim = tally.clients.iter().find(|c| *c != "client-1").unwrap().clone();
                                 let args = ["client", "remove", &name, &victim].map(String::from).to_vec();
-                                (args, Box::new(move |t: &mut Tally| drop(t.clients.remove(&victim))))
+                                (
+                                    args,
+                                    Box::new(move |t: &mut Tally| {
+                                        t.clients.remove(&victim);
+                                    }),
+                                )
                             }
                             1 => {
                                 let value = (!tally.autostart).to_string();
@@ -74,7 +82,12 @@ fn four_writers_and_the_daemon_lose_nothing_and_tor_ends_as_stored() {
                             _ => {
                                 let client = format!("c{n}");
                                 let args = ["client", "add", &name, &client].map(String::from).to_vec();
-                                (args, Box::new(move |t: &mut Tally| drop(t.clients.insert(client.clone()))))
+                                (
+                                    args,
+                                    Box::new(move |t: &mut Tally| {
+                                        t.clients.insert(client.clone());
+                                    }),
+                                )
                             }
                         };
                         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -77,8 +77,18 @@ pub async fn give_client_key(tor: &mut TorControl, key: &ReceivedKey) -> Result<
 /// halves and wiped at once. Only for a tor that proved itself (the caller checks).
 pub async fn held_client_keys(tor: &mut TorControl) -> Result<HashMap<String, ClientPublicKey>> {
     let mut reply = tor.execute(&CommandLine::new("ONION_CLIENT_AUTH_VIEW")).await?;
+    let held = parse_client_auth_view(&reply.lines);
+    for line in &mut reply.lines {
+        zeroize::Zeroize::zeroize(line);
+    }
+    Ok(held)
+}
+
+/// The `CLIENT <id> x25519:<base64> …` lines of an ONION_CLIENT_AUTH_VIEW reply, as service
+/// id → public key; other lines, and keys that do not decode, are skipped.
+pub fn parse_client_auth_view(lines: &[String]) -> HashMap<String, ClientPublicKey> {
     let mut held = HashMap::new();
-    for line in &reply.lines {
+    for line in lines {
         let mut words = line.strip_prefix("CLIENT ").unwrap_or_default().split(' ');
         let (Some(id), Some(blob)) = (words.next(), words.next().and_then(|w| w.strip_prefix("x25519:"))) else {
             continue;
@@ -88,10 +98,7 @@ pub async fn held_client_keys(tor: &mut TorControl) -> Result<HashMap<String, Cl
             held.insert(id.to_owned(), ClientSecretKey::from_bytes(secret).public_key());
         }
     }
-    for line in &mut reply.lines {
-        zeroize::Zeroize::zeroize(line);
-    }
-    Ok(held)
+    held
 }
 
 /// Takes a client key back from tor (ONION_CLIENT_AUTH_REMOVE). One tor no longer has is
