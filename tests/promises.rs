@@ -373,7 +373,7 @@ fn a_kept_key_is_given_to_tor_after_every_restart_and_taken_back_when_removed() 
         assert!(Instant::now() < deadline, "the key was not given to the new tor:\n{}", read(&log_path));
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(read(&log_path).contains("key owner: given to tor"), "{}", read(&log_path));
+    wait_for_log(&log_path, "key owner: given to tor", 1);
     tor.control_command("ONION_CLIENT_AUTH_ADD", &[&someone_elses, &their_key]).expect("tor takes a key");
     // Taken from tor behind our back (Tor Browser's "remove saved key"): what tor holds
     // counts, not what we remember giving it.

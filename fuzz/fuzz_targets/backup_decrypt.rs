@@ -1,7 +1,3 @@
-//! Whole backup files as they arrive: armor, age header, payload.
+//! See `tails_server::fuzz_targets::backup_decrypt` (shared with tests/fuzz_seeds.rs).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = tails_server::backup::decrypt(data, "fuzz");
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tails_server::fuzz_targets::backup_decrypt(data));

@@ -1,9 +1,3 @@
-//! The decrypted backup document: decoding, then validation.
+//! See `tails_server::fuzz_targets::backup_document` (shared with tests/fuzz_seeds.rs).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(doc) = tails_server::backup::BackupDocument::from_json(data) {
-        let _ = doc.validate(&tails_server::catalog::Catalog::builtin());
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tails_server::fuzz_targets::backup_document(data));

@@ -1,9 +1,3 @@
-//! What tor's control port says back: key=value pairs with quoted strings.
+//! See `tails_server::fuzz_targets::control_reply` (shared with tests/fuzz_seeds.rs).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = tails_server::tor::command::parse_pairs(text);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tails_server::fuzz_targets::control_reply(data));

@@ -1,7 +1,3 @@
-//! OnionShare persistent-mode settings files.
+//! See `tails_server::fuzz_targets::onionshare_json` (shared with tests/fuzz_seeds.rs).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = tails_server::interop::parse_onionshare(std::path::Path::new("fuzz.json"), data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tails_server::fuzz_targets::onionshare_json(data));

@@ -1,9 +1,3 @@
-//! Asynchronous events from tor's control port (`650` replies: HS_DESC, STATUS_CLIENT…).
+//! See `tails_server::fuzz_targets::tor_events` (shared with tests/fuzz_seeds.rs).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let lines: Vec<String> = text.split("\r\n").map(str::to_owned).collect();
-    let _ = tails_server::tor::TorEvent::parse(&lines);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tails_server::fuzz_targets::tor_events(data));

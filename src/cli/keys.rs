@@ -76,7 +76,7 @@ pub fn read_key_text(file: Option<&Path>, have_address: bool) -> Result<Zeroizin
     match file {
         Some(path) if path == Path::new("-") => read_bounded(std::io::stdin().lock(), "standard input"),
         Some(path) => {
-            if !path.exists() && looks_like_key(&path.to_string_lossy()) {
+            if !path.exists() && path.to_string_lossy().split_whitespace().any(looks_like_key) {
                 bail!(
                     "refusing a key on the command line: every program on this computer can read it there, and it \
                      stays in your shell's history (you may want to remove it from there). Nothing was kept. Run \

@@ -632,7 +632,8 @@ fn run_transfer(cli: &Cli, out: &Printer) -> Result<()> {
             transfer::print_import(&report, *dry_run, out)?;
             // A replaced service may be published with its old key or clients; an enabled
             // one imported is to be published.
-            let touches_tor = !report.replaced.is_empty() || report.added.iter().any(|n| enabled.contains(n));
+            let touches_tor = !report.replaced.is_empty()
+                || report.added.iter().any(|n| enabled.contains(n) || n.starts_with("key "));
             if *dry_run || !touches_tor {
                 return Ok(());
             }

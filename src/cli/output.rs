@@ -412,7 +412,6 @@ impl Printer {
         Ok(())
     }
 
-    /// `set-option`'s report. A secret option's values, new or previous, are never printed.
     /// What a change did: the sentence for people; with `--format`, the sentence and the
     /// changed object under `key` (`service`, `removed`).
     pub fn changed<T: Serialize>(&self, text: &str, key: &str, object: &T) -> Result<()> {
@@ -431,6 +430,7 @@ impl Printer {
         self.changed(&text, "removed", removed)
     }
 
+    /// `set-option`'s report. A secret option's values, new or previous, are never printed.
     pub fn option_changed(
         &self,
         service: &ServiceView,

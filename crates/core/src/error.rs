@@ -202,15 +202,12 @@ pub enum Error {
         source: sled::Error,
     },
 
-    #[error(
-        "{action} {path}: there is no space left on its device. Free some space there, then try again \
-         (what was stored before is intact)"
-    )]
+    #[error("{action} {path}: there is no space left on its device. Free some space there, then try again")]
     NoSpace { action: &'static str, path: PathBuf },
 
     #[error(
-        "{action} {path}: its file system is read-only. A USB stick is switched to read-only after an I/O \
-         error: your services can still be listed and exported, but check the stick before changing anything"
+        "{action} {path}: its file system is read-only (a USB stick is switched to read-only after an I/O \
+         error: check it before changing anything; what is stored can still be read)"
     )]
     ReadOnlyMedium { action: &'static str, path: PathBuf },
 

@@ -22,6 +22,8 @@ pub mod backup;
 pub mod catalog;
 pub mod daemon;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod interop;
 pub mod keys;
 pub mod manager;

@@ -329,8 +329,21 @@ impl Manager {
         let mut report = ImportReport::default();
         let mut conflicts = Vec::new();
         let mut plan = Vec::new();
+        // Kept keys are looked at first: a service imported at an address a kept key opens
+        // would be both ours and someone else's.
+        let existing_keys = self.received_keys()?;
         for record in records {
             let same_name = existing.iter().find(|e| e.name == record.name);
+            if let Some(kept) = existing_keys.iter().find(|k| k.address == record.address()) {
+                match on_conflict {
+                    OnConflict::Skip => report.skipped.push(record.name.to_string()),
+                    _ => conflicts.push(format!(
+                        "{}: its address is a service you reach with the kept key {}",
+                        record.name, kept.name
+                    )),
+                }
+                continue;
+            }
             let same_address = existing.iter().find(|e| e.address() == record.address() && e.name != record.name);
             if let Some(other) = same_address {
                 match on_conflict {
@@ -363,12 +376,14 @@ impl Manager {
                 }
             }
         }
-        let existing_keys = self.received_keys()?;
         let mut key_plan = Vec::new();
         for key in keys {
             let label = format!("key {}", key.name);
             if existing.iter().any(|s| s.address() == key.address) {
-                conflicts.push(format!("{label}: it is for your own service at {}", key.address));
+                match on_conflict {
+                    OnConflict::Skip => report.skipped.push(label),
+                    _ => conflicts.push(format!("{label}: it is for your own service at {}", key.address)),
+                }
                 continue;
             }
             let same_name = existing_keys.iter().find(|k| k.name == key.name);
@@ -590,9 +605,6 @@ fn unknown_option(service: &str, option: &str, specs: &BTreeMap<String, OptionSp
 
 /// Helpers of `import`, `remove` and `remove_client`.
 impl Manager {
-    /// Problems met after changes were committed that did not undo them (a snapshot that
-    /// could not be written, old copies of removed keys that could not be erased): the
-    /// changes are stored; the caller must tell the user.
     /// The keys received from other services' owners (the friend's side), persistent and
     /// amnesic, in name order.
     pub fn received_keys(&self) -> Result<Vec<ReceivedKey>> {
@@ -657,9 +669,15 @@ impl Manager {
     pub fn remove_received_key(&mut self, name: &KeyName) -> Result<ReceivedKey> {
         let (location, key) = self.find_key(name)?;
         self.store_mut(location)?.commit_destroying(vec![Change::DeleteKey(name.clone())])?;
+        // A copy from before it moved between the stores (an import) goes too.
+        let stored_form = key.secret_key.to_base32();
+        self.destroy_traces_elsewhere(location, None, stored_form.as_bytes());
         Ok(key)
     }
 
+    /// Problems met after changes were committed that did not undo them (a snapshot that
+    /// could not be written, old copies of removed keys that could not be erased): the
+    /// changes are stored; the caller must tell the user.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = self.persistent.warnings();
         warnings.extend(self.amnesic.iter().flat_map(Store::warnings));

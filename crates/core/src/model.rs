@@ -87,7 +87,8 @@ pub struct ClientRecord {
 
 /// The friend's side: a key received from the owner of a service, kept so that it can be
 /// given to the local tor again after every restart (tor on Tails forgets client keys).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Debug shows the key's public half only (see [`ClientSecretKey`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ReceivedKey {
     pub name: KeyName,
@@ -97,20 +98,6 @@ pub struct ReceivedKey {
     /// False: kept only until shutdown (the amnesic store).
     pub persistent: bool,
     pub created: u64,
-}
-
-impl fmt::Debug for ReceivedKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // ClientSecretKey's own Debug shows only its public half.
-        let ReceivedKey { name, address, secret_key, persistent, created } = self;
-        f.debug_struct("ReceivedKey")
-            .field("name", name)
-            .field("address", address)
-            .field("secret_key", secret_key)
-            .field("persistent", persistent)
-            .field("created", created)
-            .finish()
-    }
 }
 
 pub(crate) fn now_unix() -> u64 {

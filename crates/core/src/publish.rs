@@ -73,8 +73,9 @@ pub async fn give_client_key(tor: &mut TorControl, key: &ReceivedKey) -> Result<
 }
 
 /// The client keys tor holds, whoever gave them (ONION_CLIENT_AUTH_VIEW), as service id →
-/// public key: tor's answer carries the private keys, which are turned into their public
-/// halves and wiped at once. Only for a tor that proved itself (the caller checks).
+/// public key: tor's answer carries the private keys; only their public halves are kept and
+/// the reply's lines are wiped (copies in the connection's read buffers are not). Only for a
+/// tor that proved itself (the caller checks).
 pub async fn held_client_keys(tor: &mut TorControl) -> Result<HashMap<String, ClientPublicKey>> {
     let mut reply = tor.execute(&CommandLine::new("ONION_CLIENT_AUTH_VIEW")).await?;
     let held = parse_client_auth_view(&reply.lines);

@@ -100,12 +100,25 @@ pub struct KeyEntry {
     pub name: String,
     /// The public half of the key given (the ledger holds no secret).
     pub public_key: String,
+    /// False between sending ONION_CLIENT_AUTH_ADD and tor's OK.
+    #[serde(default)]
+    pub confirmed: bool,
 }
 
 impl KeyEntry {
     fn of(key: &ReceivedKey) -> Self {
-        KeyEntry { name: key.name.to_string(), public_key: key.secret_key.public_key().to_base32() }
+        KeyEntry { name: key.name.to_string(), public_key: key.secret_key.public_key().to_base32(), confirmed: false }
     }
+
+    /// Whether this entry is for `key`, as stored now.
+    fn is_for(&self, key: &ReceivedKey) -> bool {
+        self.name == key.name.as_str() && self.public_key == key.secret_key.public_key().to_base32()
+    }
+}
+
+/// The kept keys by the service id they open.
+fn keys_by_id(keys: &[ReceivedKey]) -> BTreeMap<String, &ReceivedKey> {
+    keys.iter().map(|k| (k.address.service_id(), k)).collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -572,7 +585,7 @@ impl Publisher {
         if keys.is_empty() && ledger.keys.is_empty() {
             return Ok(()); // nothing to give or take back: no round trip to tor
         }
-        let kept: BTreeMap<String, &ReceivedKey> = keys.iter().map(|k| (k.address.service_id(), k)).collect();
+        let kept = keys_by_id(keys);
         // What tor holds is the truth, as `onions/detached` is for services: a tor restarted
         // in a container has the same pid and start time to the second, yet no key.
         let held = publish::held_client_keys(tor).await?;
@@ -580,7 +593,7 @@ impl Publisher {
         let gone: Vec<(String, KeyEntry)> = ledger
             .keys
             .iter()
-            .filter(|(id, entry)| kept.get(*id).is_none_or(|k| KeyEntry::of(k) != **entry))
+            .filter(|(id, entry)| kept.get(*id).is_none_or(|k| !entry.is_for(k)))
             .map(|(id, entry)| (id.clone(), entry.clone()))
             .collect();
         for (id, entry) in gone {
@@ -598,7 +611,7 @@ impl Publisher {
         }
         for (id, key) in kept {
             let entry = KeyEntry::of(key);
-            if ledger.keys.get(&id) == Some(&entry) {
+            if ledger.keys.get(&id).is_some_and(|e| e.confirmed && e.is_for(key)) {
                 report.keys.insert(entry.name, KeyAction::Unchanged);
                 continue;
             }
@@ -607,6 +620,10 @@ impl Publisher {
             ledger.save(runtime_dir)?;
             match publish::give_client_key(tor, key).await {
                 Ok(()) => {
+                    if let Some(given) = ledger.keys.get_mut(&id) {
+                        given.confirmed = true;
+                    }
+                    ledger.save(runtime_dir)?;
                     report.keys.insert(entry.name, KeyAction::Registered);
                 }
                 Err(e) if is_connection_loss(&e) => return Err(e),
@@ -752,14 +769,14 @@ impl Publisher {
         let (records, keys) = self.read_all().await?;
         let ledger = Ledger::load(&runtime_dir);
         let mut pending = Vec::new();
-        let kept: BTreeMap<String, &ReceivedKey> = keys.iter().map(|k| (k.address.service_id(), k)).collect();
+        let kept = keys_by_id(&keys);
         for (id, entry) in &ledger.keys {
-            if kept.get(id).is_none_or(|k| KeyEntry::of(k) != *entry) {
+            if kept.get(id).is_none_or(|k| !entry.is_for(k)) {
                 pending.push(Pending::KeyStillGiven { name: entry.name.clone() });
             }
         }
         for (id, key) in &kept {
-            if ledger.keys.get(id) != Some(&KeyEntry::of(key)) {
+            if !ledger.keys.get(id).is_some_and(|e| e.confirmed && e.is_for(key)) {
                 pending.push(Pending::KeyNotGiven { name: key.name.to_string() });
             }
         }

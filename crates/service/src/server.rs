@@ -630,10 +630,14 @@ impl Server {
             replaced: Vec<String>,
             skipped: Vec<String>,
         }
-        let touched: Vec<String> = report.added.iter().chain(&report.replaced).cloned().collect();
-        let touches_tor = !report.replaced.is_empty() || report.added.iter().any(|n| enabled.contains(n));
+        // The Changed signal names services only; kept keys are reported as `key NAME`.
+        let touched: Vec<String> =
+            report.added.iter().chain(&report.replaced).filter(|n| !n.starts_with("key ")).cloned().collect();
+        let keys_touched = report.added.iter().chain(&report.replaced).any(|n| n.starts_with("key "));
+        let touches_tor =
+            keys_touched || !report.replaced.is_empty() || report.added.iter().any(|n| enabled.contains(n));
         let result = Imported { dry_run, added: report.added, replaced: report.replaced, skipped: report.skipped };
-        let tor = if dry_run || touched.is_empty() {
+        let tor = if dry_run || (touched.is_empty() && !keys_touched) {
             TorOutcome { applied: true, pending: vec![], failed: vec![] }
         } else if touches_tor {
             self.apply(&emitter, touched).await

@@ -126,8 +126,8 @@ pub enum TorEvent {
 }
 
 impl TorEvent {
-    /// Reads the lines of a `650` reply (public for the fuzz target).
-    pub fn parse(lines: &[String]) -> Self {
+    /// Reads the lines of a `650` reply.
+    pub(crate) fn parse(lines: &[String]) -> Self {
         let first = lines.first().map(String::as_str).unwrap_or_default();
         let words: Vec<&str> = first.split(' ').collect();
         match words.as_slice() {
