@@ -6,8 +6,11 @@
 
 use crate::keys::{parse_received_key, ClientPublicKey, ClientSecretKey, OnionAddress, OnionSecretKey};
 
+/// A target's body: panics only on a broken promise.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its directory in `fuzz/seeds/` and its binary in `fuzz/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("auth_lines", auth_lines),
     ("backup_decrypt", backup_decrypt),
     ("backup_document", backup_document),
