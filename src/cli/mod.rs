@@ -245,8 +245,8 @@ enum Command {
         #[arg(long, hide = true, value_name = "DIR")]
         root: Option<PathBuf>,
     },
-    /// Print shell completions (bash, zsh, fish, elvish, powershell)
-    Completions { shell: clap_complete::Shell },
+    /// Print shell completions (bash, zsh, fish)
+    Completions { shell: CompletionShell },
     /// Print the manual page (roff): tails-server man | man -l -
     Man,
 }
@@ -292,6 +292,24 @@ enum ClientCommand {
         #[arg(long, requires = "output")]
         force: bool,
     },
+}
+
+/// The shells whose completions are tested in the real shell (tests/cli.rs).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl From<CompletionShell> for clap_complete::Shell {
+    fn from(shell: CompletionShell) -> Self {
+        match shell {
+            CompletionShell::Bash => clap_complete::Shell::Bash,
+            CompletionShell::Zsh => clap_complete::Shell::Zsh,
+            CompletionShell::Fish => clap_complete::Shell::Fish,
+        }
+    }
 }
 
 /// How an imported service is set up here (the other tool's files do not say).
@@ -482,7 +500,12 @@ fn run_docs(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Completions { shell } => {
             let mut script = Vec::new();
-            clap_complete::generate(*shell, &mut Cli::command(), "tails-server", &mut script);
+            clap_complete::generate(
+                clap_complete::Shell::from(*shell),
+                &mut Cli::command(),
+                "tails-server",
+                &mut script,
+            );
             let script = String::from_utf8(script).context("completions are not UTF-8")?;
             std::io::stdout().write_all(without_hidden_flag(&script).as_bytes())?;
             Ok(())

@@ -238,10 +238,9 @@ impl Printer {
                         (None, Some(max)) => format!(", at most {max}"),
                         (None, None) => String::new(),
                     };
-                    t += &format!(
-                        "  {:width$}    {}{range} (default: {default}). {}\n",
-                        "", spec.value_type, spec.description
-                    );
+                    // Wrapped, each line under the value it describes.
+                    let text = format!("{}{range} (default: {default}). {}", spec.value_type, spec.description);
+                    t += &wrap(&text, &" ".repeat(width + 6));
                 }
             }
         }
