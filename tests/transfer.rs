@@ -96,7 +96,9 @@ fn export_then_import_into_an_empty_state_gives_the_same_services() {
     );
 
     // Conflicts: fail (default), skip, replace.
-    import(&target, &backup, &[]).fails_with("nothing was imported");
+    import(&target, &backup, &[])
+        .fails_with("nothing was imported")
+        .fails_with("(choose --on-conflict skip or replace)");
     let skipped = import(&target, &backup, &["--on-conflict", "skip"]).ok().json();
     assert_eq!(skipped["skipped"].as_array().unwrap().len(), 3);
     target.run(&["client", "add", "blog", "extra"]).ok();

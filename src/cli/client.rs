@@ -319,8 +319,13 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                     skipped: Vec<String>,
                     tor: TorOutcome,
                 }
-                let imported: Imported =
-                    parse(&server.import(bytes, &passphrase, rule, *dry_run).await.map_err(failed)?)?;
+                let answer = server.import(bytes, &passphrase, rule, *dry_run).await.map_err(|e| match e {
+                    ServiceError::Conflict(message) => {
+                        super::transfer::conflict_hint(tails_server::Error::ImportConflict(message))
+                    }
+                    other => failed(other),
+                })?;
+                let imported: Imported = parse(&answer)?;
                 let report = tails_server::ImportReport {
                     added: imported.added,
                     replaced: imported.replaced,

@@ -650,7 +650,9 @@ fn run_transfer(cli: &Cli, out: &Printer) -> Result<()> {
             document.validate(manager.catalog())?;
             let enabled: Vec<String> =
                 document.services.iter().filter(|r| r.enabled).map(|r| r.name.to_string()).collect();
-            let report = manager.import_with_keys(document.services, document.keys, (*on_conflict).into(), *dry_run)?;
+            let report = manager
+                .import_with_keys(document.services, document.keys, (*on_conflict).into(), *dry_run)
+                .map_err(transfer::conflict_hint)?;
             drop(manager);
             transfer::print_import(&report, *dry_run, out)?;
             // A replaced service may be published with its old key or clients; an enabled

@@ -89,6 +89,14 @@ pub fn passphrase(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<String
     Ok(passphrase)
 }
 
+/// `import`'s conflicts, with the flag that resolves them (other importers have no such flag).
+pub fn conflict_hint(e: tails_server::Error) -> anyhow::Error {
+    match e {
+        tails_server::Error::ImportConflict(_) => anyhow::anyhow!("{e} (choose --on-conflict skip or replace)"),
+        other => other.into(),
+    }
+}
+
 /// Writes a new 0600 file; an existing one (a symbolic link included) is replaced only with
 /// `force`, atomically, and never followed. The directory must be writable by nobody else.
 pub fn write_private_file(path: &Path, bytes: &[u8], force: bool) -> Result<()> {

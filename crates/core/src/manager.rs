@@ -405,10 +405,7 @@ impl Manager {
             }
         }
         if !conflicts.is_empty() {
-            return Err(Error::ImportConflict(format!(
-                "nothing was imported: {} (choose --on-conflict skip or replace)",
-                conflicts.join("; ")
-            )));
+            return Err(Error::ImportConflict(format!("nothing was imported: {}", conflicts.join("; "))));
         }
         let amnesic_wanted =
             plan.iter().any(|(r, _)| !r.is_persistent()) || key_plan.iter().any(|(k, _)| !k.persistent);
