@@ -17,6 +17,18 @@ use tails_server_dbus::{ServerProxy, ServiceError, BUS_NAME};
 
 /// `tails-server service` on the bus, as root, allowing uid 0 only.
 fn start_service(env: &TestEnv, bus: &Bus, tor: Option<&LocalTor>, persistent_storage: &str) -> KillOnDrop {
+    start_service_for(env, bus, tor, persistent_storage, "uids:0")
+}
+
+/// The same, allowing the callers `authorization` names (`uids:0,65534`: nobody too, the
+/// allow-list standing in for polkit's allow_active).
+fn start_service_for(
+    env: &TestEnv,
+    bus: &Bus,
+    tor: Option<&LocalTor>,
+    persistent_storage: &str,
+    authorization: &str,
+) -> KillOnDrop {
     let mut command = env.command();
     if let Some(tor) = tor {
         command.env("TAILS_SERVER_CONTROL_PORT", tor.control());
@@ -26,7 +38,7 @@ fn start_service(env: &TestEnv, bus: &Bus, tor: Option<&LocalTor>, persistent_st
     let log = std::fs::File::create(env.root.path().join("service.log")).unwrap();
     KillOnDrop(
         command
-            .args(["service", "--bus", &bus.address, "--authorization", "uids:0"])
+            .args(["service", "--bus", &bus.address, "--authorization", authorization])
             .args(["--persistent-storage", persistent_storage])
             .stdout(Stdio::null())
             .stderr(log)
@@ -363,17 +375,7 @@ fn the_cli_of_a_user_without_rights_goes_through_the_service_with_the_same_outpu
     env.run(&["add", "custom", "--name", "web", "--local-port", "8080", "--remote-port", "80"]).ok();
     env.run(&["client", "add", "web", "bob"]).ok();
     // The service may serve nobody (the allow-list stands in for polkit's allow_active).
-    let mut command = env.command();
-    let _service = KillOnDrop(
-        command
-            .env("TAILS_SERVER_CONTROL_PORT", tor.control())
-            .args(["service", "--bus", &bus.address, "--authorization", "uids:0,65534"])
-            .args(["--persistent-storage", "none"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(env.root.path().join("service.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _service = start_service_for(&env, &bus, Some(&tor), "none", "uids:0,65534");
     rt().block_on(async {
         wait_for_name(&bus.connect().await, BUS_NAME, &env.root.path().join("service.log")).await;
     });
@@ -518,16 +520,7 @@ fn a_user_without_rights_keeps_a_received_key_through_the_service() {
     let from_owner = shared.path().join("from-owner.txt");
     std::fs::write(&from_owner, owner.run(&["client", "show", "blog", "client-1"]).ok().stdout).unwrap();
     std::fs::set_permissions(&from_owner, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let _service = KillOnDrop(
-        env.command()
-            .env("TAILS_SERVER_CONTROL_PORT", tor.control())
-            .args(["service", "--bus", &bus.address, "--authorization", "uids:0,65534"])
-            .args(["--persistent-storage", "none"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(env.root.path().join("service.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _service = start_service_for(&env, &bus, Some(&tor), "none", "uids:0,65534");
     rt().block_on(async {
         wait_for_name(&bus.connect().await, BUS_NAME, &env.root.path().join("service.log")).await;
     });

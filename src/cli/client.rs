@@ -57,10 +57,11 @@ struct TorOutcome {
     failed: Vec<String>,
 }
 
+/// A change's answer: the changed object (a service, by default) and what tor did.
 #[derive(Deserialize)]
-struct Changed {
+struct Changed<V = ServiceView> {
     #[serde(flatten)]
-    view: ServiceView,
+    view: V,
     tor: TorOutcome,
 }
 
@@ -349,17 +350,11 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
 
 /// `key` through the service: the same texts as in direct mode.
 async fn run_key(server: &ServerProxy<'_>, command: &KeyCommand, out: &Printer) -> Result<()> {
-    #[derive(Deserialize)]
-    struct KeyChanged {
-        #[serde(flatten)]
-        view: KeyView,
-        tor: TorOutcome,
-    }
     match command {
         KeyCommand::Add { name, file, address, until_shutdown } => {
             let text = keys::read_key_text(file.as_deref(), address.is_some())?;
             let address = address.map(|a| a.to_string()).unwrap_or_default();
-            let changed: KeyChanged =
+            let changed: Changed<KeyView> =
                 parse(&server.add_key(name.as_str(), &text, &address, !until_shutdown).await.map_err(failed)?)?;
             keys::added(&changed.view, out)?;
             after_change(&changed.tor)
@@ -373,7 +368,7 @@ async fn run_key(server: &ServerProxy<'_>, command: &KeyCommand, out: &Printer) 
             }
         }
         KeyCommand::Remove { name } => {
-            let changed: KeyChanged = parse(&server.remove_key(name.as_str()).await.map_err(failed)?)?;
+            let changed: Changed<KeyView> = parse(&server.remove_key(name.as_str()).await.map_err(failed)?)?;
             keys::removed(&changed.view, out)?;
             after_change(&changed.tor)
         }

@@ -299,7 +299,7 @@ pub fn enable(publisher: &Publisher, name: &ServiceName, wait: bool, timeout: Du
             .map_err(|e| anyhow::Error::from(e).context(format!("{name} was left as it was")))?;
         warn(&changed.warnings);
         let Some(report) = changed.report else {
-            out.changed(&format!("{name} is enabled."), "service", &view_now(publisher, name))?;
+            out.changed(&format!("{name} is enabled."), "service", &view_now(publisher, name, out))?;
             return pending_after(publisher, &why.expect("set when unreachable")).await;
         };
         let mut tor = tor.expect("connected when there is a report");
@@ -324,7 +324,7 @@ pub fn enable(publisher: &Publisher, name: &ServiceName, wait: bool, timeout: Du
             Some(Action::Unchanged) => format!("{name} is enabled; tor already runs it at {}.", record.address()),
             _ => format!("{name} is enabled and registered with tor at {}.", record.address()),
         };
-        out.changed(&text, "service", &view_now(publisher, name))?;
+        out.changed(&text, "service", &view_now(publisher, name, out))?;
         if !wait {
             return Ok(());
         }
@@ -360,10 +360,14 @@ pub fn enable(publisher: &Publisher, name: &ServiceName, wait: bool, timeout: Du
     })
 }
 
-/// The service's document as stored now, for `--format`: a short read of the store (its
-/// snapshot), between tor's answers. The change is stored already: a read that fails here
-/// leaves the document out rather than fail the command.
-fn view_now(publisher: &Publisher, name: &ServiceName) -> Option<tails_server_dbus::views::ServiceView> {
+/// The service's document as stored now, for `--format` only (people get the sentence, and
+/// no second read of the store): a short read of its snapshot, between tor's answers. The
+/// change is stored already: a read that fails here leaves the document out rather than
+/// fail the command.
+fn view_now(publisher: &Publisher, name: &ServiceName, out: &Printer) -> Option<tails_server_dbus::views::ServiceView> {
+    if !out.is_structured() {
+        return None;
+    }
     let manager = tails_server::Manager::open(publisher.config.clone()).ok()?;
     Some(tails_server_dbus::views::service_view(&manager, &manager.get(name).ok()?))
 }
@@ -383,7 +387,7 @@ pub fn disable(publisher: &Publisher, name: &ServiceName, out: &Printer) -> Resu
     runtime()?.block_on(async {
         let (tor, why) = connect(publisher).await.map_err(|e| e.context(format!("{name} was left as it was")))?;
         warn(&publisher.disable(name).await?);
-        out.changed(&format!("{name} is disabled."), "service", &view_now(publisher, name))?;
+        out.changed(&format!("{name} is disabled."), "service", &view_now(publisher, name, out))?;
         sync_stored(publisher, tor, why, Affected::Service(name)).await
     })
 }

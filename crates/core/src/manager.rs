@@ -120,22 +120,32 @@ impl Manager {
     }
 
     pub fn list(&self) -> Result<Vec<ServiceRecord>> {
-        let mut all: BTreeMap<ServiceName, ServiceRecord> = BTreeMap::new();
+        self.read_both_stores(Store::services, |r| r.name.clone())
+    }
+
+    /// Every record `read` gives from both stores, in name order. A name in both stores can
+    /// only be the trace of an interrupted move: the persistent copy was written first, so
+    /// it wins.
+    fn read_both_stores<T, K: Ord>(&self, read: fn(&Store) -> Result<Vec<T>>, name: fn(&T) -> K) -> Result<Vec<T>> {
+        let mut all: BTreeMap<K, T> = BTreeMap::new();
         if let Some(amnesic) = &self.amnesic {
-            all.extend(amnesic.services()?.into_iter().map(|r| (r.name.clone(), r)));
+            all.extend(read(amnesic)?.into_iter().map(|r| (name(&r), r)));
         }
-        // A name in both stores can only be the trace of an interrupted move: the
-        // persistent copy was written first, so it wins.
-        all.extend(self.persistent.services()?.into_iter().map(|r| (r.name.clone(), r)));
+        all.extend(read(&self.persistent)?.into_iter().map(|r| (name(&r), r)));
         Ok(all.into_values().collect())
     }
 
-    fn find(&self, name: &ServiceName) -> Result<(Location, ServiceRecord)> {
-        if let Some(record) = self.persistent.get(name)? {
-            return Ok((Location::Persistent, record));
+    /// The record `get` finds, and the store it is in (the persistent one first).
+    fn find_in_stores<T>(&self, get: impl Fn(&Store) -> Result<Option<T>>) -> Result<Option<(Location, T)>> {
+        if let Some(record) = get(&self.persistent)? {
+            return Ok(Some((Location::Persistent, record)));
         }
-        if let Some(record) = self.amnesic.as_ref().map(|s| s.get(name)).transpose()?.flatten() {
-            return Ok((Location::Amnesic, record));
+        Ok(self.amnesic.as_ref().map(&get).transpose()?.flatten().map(|r| (Location::Amnesic, r)))
+    }
+
+    fn find(&self, name: &ServiceName) -> Result<(Location, ServiceRecord)> {
+        if let Some(found) = self.find_in_stores(|store| store.get(name))? {
+            return Ok(found);
         }
         let known = self.list()?;
         let similar = crate::error::similar_name(name.as_str(), known.iter().map(|r| r.name.as_str()));
@@ -605,22 +615,11 @@ impl Manager {
     /// The keys received from other services' owners (the friend's side), persistent and
     /// amnesic, in name order.
     pub fn received_keys(&self) -> Result<Vec<ReceivedKey>> {
-        let mut all: BTreeMap<KeyName, ReceivedKey> = BTreeMap::new();
-        if let Some(amnesic) = &self.amnesic {
-            all.extend(amnesic.received_keys()?.into_iter().map(|k| (k.name.clone(), k)));
-        }
-        all.extend(self.persistent.received_keys()?.into_iter().map(|k| (k.name.clone(), k)));
-        Ok(all.into_values().collect())
+        self.read_both_stores(Store::received_keys, |k| k.name.clone())
     }
 
     fn find_key(&self, name: &KeyName) -> Result<(Location, ReceivedKey)> {
-        if let Some(key) = self.persistent.received_key(name)? {
-            return Ok((Location::Persistent, key));
-        }
-        if let Some(key) = self.amnesic.as_ref().map(|s| s.received_key(name)).transpose()?.flatten() {
-            return Ok((Location::Amnesic, key));
-        }
-        Err(Error::NoSuchKey(name.to_string()))
+        self.find_in_stores(|store| store.received_key(name))?.ok_or_else(|| Error::NoSuchKey(name.to_string()))
     }
 
     pub fn received_key(&self, name: &KeyName) -> Result<ReceivedKey> {
