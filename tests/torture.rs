@@ -1,5 +1,6 @@
 //! kill -9 at every point where a change touches the disk. Each changing command (add,
-//! client add, set-option, enable, remove) is run again and again under strace, killed
+//! client add, set-option, enable, remove, import into both stores, a move between the
+//! stores) is run again and again under strace, killed
 //! (SIGKILL, injected by strace) at its 1st, 2nd, 3rd… write, fsync, rename or unlink until
 //! a run gets through; after every kill a new process must open the store and find the
 //! change fully present or fully absent, every acknowledged change present, and every
@@ -24,6 +25,7 @@ struct Seen {
     address: String,
     enabled: bool,
     autostart: bool,
+    persistent: bool,
     clients: Vec<String>,
 }
 
@@ -43,6 +45,7 @@ fn state(env: &TestEnv) -> State {
                 address: service["address"].as_str().unwrap().to_owned(),
                 enabled: service["enabled"].as_bool().unwrap(),
                 autostart: service["options"]["autostart"].as_bool().unwrap(),
+                persistent: service["options"]["persistence"].as_bool().unwrap(),
                 clients,
             },
         );
@@ -121,8 +124,41 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
 }
 
+/// A backup of two services, one persistent and one not: importing it writes to both
+/// stores. Encrypted with a low scrypt work factor, so that the many imports stay quick.
+struct TwoStoreBackup {
+    file: std::path::PathBuf,
+    passphrase: std::path::PathBuf,
+    services: State,
+}
+
+fn two_store_backup(env: &TestEnv) -> TwoStoreBackup {
+    use std::io::Write;
+    let source = TestEnv::new();
+    source.run(&["add", "custom", "--name", "imported", "--local-port", "7001"]).ok();
+    let ram = ["add", "custom", "--name", "imported-ram", "--local-port", "7002", "--set", "persistence=false"];
+    source.run(&ram).ok();
+    let passphrase = env.root.path().join("backup-passphrase");
+    std::fs::write(&passphrase, "torture passphrase\n").unwrap();
+    let exported = source.root.path().join("exported");
+    let (exported_arg, passphrase_arg) = (exported.to_str().unwrap(), passphrase.to_str().unwrap());
+    source.run(&["export", "--output", exported_arg, "--passphrase-file", passphrase_arg]).ok();
+    let document = tails_server::backup::decrypt(&std::fs::read(&exported).unwrap(), "torture passphrase").unwrap();
+    let mut recipient = age::scrypt::Recipient::new(age::secrecy::SecretString::from("torture passphrase".to_owned()));
+    recipient.set_work_factor(10);
+    let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient)).unwrap();
+    let mut encrypted = Vec::new();
+    let armor = age::armor::ArmoredWriter::wrap_output(&mut encrypted, age::armor::Format::AsciiArmor).unwrap();
+    let mut writer = encryptor.wrap_output(armor).unwrap();
+    writer.write_all(&document.to_json()).unwrap();
+    writer.finish().unwrap().finish().unwrap();
+    let file = env.root.path().join("two-stores.age");
+    std::fs::write(&file, encrypted).unwrap();
+    TwoStoreBackup { file, passphrase, services: state(&source) }
+}
+
 /// One pass: every changing command, each at every kill point. `tag` keeps names apart.
-fn pass(env: &TestEnv, counts: &mut Counts, tag: usize) {
+fn pass(env: &TestEnv, counts: &mut Counts, tag: usize, backup: &TwoStoreBackup) {
     let service = format!("t{tag}");
     env.run(&["add", "custom", "--name", &service, "--local-port", "9000"]).ok();
     let added = |point: usize| format!("t{tag}-add{point}");
@@ -203,6 +239,37 @@ fn pass(env: &TestEnv, counts: &mut Counts, tag: usize) {
             *after == expected
         },
     );
+    torture(
+        env,
+        counts,
+        |_| {
+            for name in backup.services.keys() {
+                if state(env).contains_key(name) {
+                    stored(env, &["remove", "--yes", name]);
+                }
+            }
+            let (file, passphrase) = (backup.file.to_str().unwrap(), backup.passphrase.to_str().unwrap());
+            strings(&["import", file, "--passphrase-file", passphrase])
+        },
+        |_, before, after| {
+            let mut expected = before.clone();
+            expected.extend(backup.services.clone());
+            *after == expected
+        },
+    );
+    let moved = format!("t{tag}-mv");
+    stored(env, &["add", "custom", "--name", &moved, "--local-port", "9002"]);
+    let persistent = |state: &State| state[&moved].persistent;
+    torture(
+        env,
+        counts,
+        |_| strings(&["set-option", &moved, "persistence", &(!persistent(&state(env))).to_string()]),
+        |_, before, after| {
+            let mut expected = before.clone();
+            expected.get_mut(&moved).unwrap().persistent = !persistent(before);
+            *after == expected
+        },
+    );
 }
 
 #[test]
@@ -212,8 +279,9 @@ fn kill_9_at_every_write_loses_no_acknowledged_change_and_leaves_no_half_change(
     let keep = state(&env)["keep"].clone();
     let passes: usize = std::env::var("TAILS_SERVER_TORTURE_PASSES").ok().and_then(|n| n.parse().ok()).unwrap_or(1);
     let mut counts = Counts::default();
+    let backup = two_store_backup(&env);
     for tag in 0..passes {
-        pass(&env, &mut counts, tag);
+        pass(&env, &mut counts, tag, &backup);
     }
     assert_eq!(state(&env)["keep"], keep, "an untouched service came through unchanged");
     println!(

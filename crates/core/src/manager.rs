@@ -11,7 +11,7 @@ use crate::keys::{ClientPublicKey, ClientSecretKey, OnionAddress, OnionSecretKey
 use crate::model::{now_unix, ClientRecord, ReceivedKey, ServiceRecord, MAX_CLIENTS};
 use crate::names::{ClientName, KeyName, ServiceName};
 use crate::options::{common_options, OptionSpec, OptionType, OptionValue, PERSISTENCE};
-use crate::store::{Change, Recovery, Store, StoreOptions};
+use crate::store::{self, Change, Recovery, Store, StoreOptions};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -107,6 +107,17 @@ impl Manager {
             }),
             None => None,
         };
+        if let Some(amnesic) = &amnesic {
+            // Before anything is read: a change across both stores is whole or absent.
+            if store::finish_across(amnesic, &persistent)? {
+                persistent.warn(format!(
+                    "a change to both stores (an import, or a service moved between {} and {}) had been \
+                     interrupted; it was finished now",
+                    config.state_dir.display(),
+                    amnesic.dir().display()
+                ));
+            }
+        }
         Ok(Self { config, persistent, amnesic, catalog, recoveries })
     }
 
@@ -124,8 +135,8 @@ impl Manager {
     }
 
     /// Every record `read` gives from both stores, in name order. A name in both stores can
-    /// only be the trace of an interrupted move: the persistent copy was written first, so
-    /// it wins.
+    /// only be the trace of a move interrupted by an older version (which wrote the
+    /// persistent copy first): it wins.
     fn read_both_stores<T, K: Ord>(&self, read: fn(&Store) -> Result<Vec<T>>, name: fn(&T) -> K) -> Result<Vec<T>> {
         let mut all: BTreeMap<K, T> = BTreeMap::new();
         if let Some(amnesic) = &self.amnesic {
@@ -180,16 +191,19 @@ impl Manager {
         }
     }
 
-    /// Writes a record where its persistence option says it belongs.
+    /// Writes a record where its persistence option says it belongs (a move between the
+    /// stores is one change across both).
     fn save(&mut self, from: Location, record: ServiceRecord) -> Result<()> {
         let to = Self::location_for(&record);
-        let name = record.name.clone();
-        self.store(to)?.commit(vec![Change::Put(record)])?;
-        if from != to {
-            // Written to its new home first: an interruption leaves two copies, never none.
-            self.store(from)?.commit(vec![Change::Delete(name)])?;
+        if from == to {
+            return self.store(to)?.commit(vec![Change::Put(record)]).map(drop);
         }
-        Ok(())
+        let left = vec![Change::Delete(record.name.clone())];
+        let moved = vec![Change::Put(record)];
+        match to {
+            Location::Persistent => self.commit_to_both(moved, left),
+            Location::Amnesic => self.commit_to_both(left, moved),
+        }
     }
 
     /// The option specs that apply to a service: its kind's, or, if that definition has
@@ -688,35 +702,18 @@ impl Manager {
         })
     }
 
-    /// Commits an import's changes to the stores, all or nothing: every store written to
-    /// is opened (created) before anything is written, and if the second commit fails the
-    /// first is undone.
+    /// Commits changes to the stores, all or nothing, also across a kill (see
+    /// [`store::commit_across`]): every store written to is opened (created) first.
     fn commit_to_both(&mut self, persistent: Vec<Change>, amnesic: Vec<Change>) -> Result<()> {
-        if !amnesic.is_empty() {
-            self.store(Location::Amnesic)?;
+        if amnesic.is_empty() {
+            return if persistent.is_empty() { Ok(()) } else { self.persistent.commit(persistent).map(drop) };
         }
-        match (persistent.is_empty(), amnesic.is_empty()) {
-            (true, true) => return Ok(()),
-            (false, true) => return self.store(Location::Persistent)?.commit(persistent).map(drop),
-            (true, false) => return self.store(Location::Amnesic)?.commit(amnesic).map(drop),
-            (false, false) => {}
+        let amnesic_store = self.store(Location::Amnesic)?;
+        if persistent.is_empty() {
+            return amnesic_store.commit(amnesic).map(drop);
         }
-        let undo = self.persistent.inverse(&persistent)?;
-        self.persistent.commit(persistent)?;
-        let Err(error) = self.store(Location::Amnesic)?.commit(amnesic) else {
-            return Ok(());
-        };
-        match self.persistent.commit(undo) {
-            Ok(_) => Err(error),
-            Err(undo_error) => Err(Error::Io {
-                action: "the import failed half-way, and undoing what it had written failed in",
-                path: self.config.state_dir.clone(),
-                source: std::io::Error::other(format!(
-                    "{undo_error}. The import had failed because: {error}. Check the services there \
-                     (`tails-server list`)"
-                )),
-            }),
-        }
+        let amnesic_store = self.amnesic.as_ref().expect("opened above");
+        store::commit_across(amnesic_store, amnesic, &self.persistent, persistent)
     }
 
     /// After a removal from the store at `removed_from`: the other store may still hold
@@ -785,11 +782,14 @@ mod import_rollback_tests {
         fresh.options.push(("persistence".into(), "false".into()));
         let fresh = manager.new_record(fresh, OnionSecretKey::generate().unwrap(), None).unwrap();
 
-        manager.amnesic.as_ref().unwrap().break_change_counter_for_test();
+        // The amnesic half is committed first; the persistent one then fails.
+        manager.persistent.break_change_counter_for_test();
+        let amnesic_before = manager.amnesic.as_ref().unwrap().services().unwrap();
         let error = manager.import(vec![replacement, fresh], OnConflict::Replace, false).unwrap_err();
-        assert!(error.to_string().contains(&root.path().join("run").display().to_string()), "{error}");
-        assert_eq!(manager.persistent.get(&blog.name).unwrap().unwrap(), blog, "the first store was rolled back");
-        let after: Vec<_> = manager.persistent.services().unwrap();
-        assert_eq!(after.len(), before.iter().filter(|r| r.is_persistent()).count());
+        assert!(error.to_string().contains(&root.path().join("state").display().to_string()), "{error}");
+        let amnesic = manager.amnesic.as_ref().unwrap();
+        assert_eq!(amnesic.services().unwrap(), amnesic_before, "the amnesic half was undone");
+        assert!(!amnesic.dir().join("across-stores.pending").exists(), "nothing is left to finish");
+        assert_eq!(manager.list().unwrap(), before);
     }
 }

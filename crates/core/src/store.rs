@@ -51,6 +51,9 @@ const META_TREE: &str = "meta";
 const KEY_SCHEMA: &str = "schema-version";
 const KEY_GENERATION: &str = "generation";
 const SNAPSHOT_MAGIC: &str = "tails-server-snapshot";
+/// A change across two stores, written down in the first one's directory before either
+/// store is touched, and erased once both hold it (see [`commit_across`]).
+const ACROSS_PENDING: &str = "across-stores.pending";
 /// 1: a JSON array of services; 2: `{"services": [...], "keys": [...]}`. Both are read.
 const SNAPSHOT_FORMAT: u64 = 2;
 
@@ -107,6 +110,7 @@ impl std::fmt::Display for Recovery {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 pub enum Change {
     Put(ServiceRecord),
     Delete(ServiceName),
@@ -763,6 +767,105 @@ fn clean_up_interrupted_purge(dir: &Path) -> Result<bool> {
         sync_dir(dir)?;
     }
     Ok(interrupted)
+}
+
+/// The two halves of a change across two stores, as written down by [`commit_across`].
+#[derive(Serialize)]
+struct AcrossPending<'a> {
+    first: &'a [Change],
+    second: &'a [Change],
+}
+
+#[derive(Deserialize)]
+struct AcrossPendingOwned {
+    first: Vec<Change>,
+    second: Vec<Change>,
+}
+
+/// Commits `first_changes` to `first` and `second_changes` to `second`: both or neither,
+/// also when the process is killed in between. Both halves are first written down in
+/// `first`'s directory; a process killed after that leaves them there, and the next
+/// [`finish_across`] applies them again (each change puts or deletes a whole record, so
+/// applying one twice gives the same records). An error undoes the first half.
+///
+/// The amnesic store goes first: its directory is in memory, so a shutdown takes the
+/// written-down halves with the amnesic half they belong with, and the persistent half is
+/// either committed already or never will be.
+pub fn commit_across(
+    first: &Store,
+    first_changes: Vec<Change>,
+    second: &Store,
+    second_changes: Vec<Change>,
+) -> Result<()> {
+    let pending = first.dir.join(ACROSS_PENDING);
+    let written = encode(&AcrossPending { first: &first_changes, second: &second_changes })?;
+    write_atomically(&pending, &[&written])?;
+    drop(written);
+    let undo = first.inverse(&first_changes)?;
+    let outcome = match first.commit(first_changes) {
+        Err(error) => Err(error),
+        Ok(_) => match second.commit(second_changes) {
+            Ok(_) => Ok(()),
+            Err(error) => match first.commit(undo) {
+                Ok(_) => Err(error),
+                // Nothing can be taken back: the written-down change stays, to be finished.
+                Err(undo_error) => {
+                    return Err(Error::ChangeNotSaved {
+                        dir: second.dir.clone(),
+                        detail: format!(
+                            "{error}; and what was already written to {} could not be undone ({undo_error}), so \
+                             the whole change will be applied when tails-server next opens its stores",
+                            first.dir.display()
+                        ),
+                    })
+                }
+            },
+        },
+    };
+    match (outcome, forget_pending(&pending)) {
+        (outcome, Ok(())) => outcome,
+        // Applied again at the next open: the same records, nothing lost.
+        (Ok(()), Err(e)) => {
+            first.warn(format!("the change was saved, but its record {} could not be erased ({e})", pending.display()));
+            Ok(())
+        }
+        (Err(error), Err(e)) => Err(Error::ChangeNotSaved {
+            dir: first.dir.clone(),
+            detail: format!(
+                "{error}; and its record {} could not be erased ({e}), so the change will be applied when \
+                 tails-server next opens its stores",
+                pending.display()
+            ),
+        }),
+    }
+}
+
+/// Finishes a change across `first` and `second` that a killed process left written down
+/// in `first`'s directory (see [`commit_across`]). Returns whether there was one.
+pub fn finish_across(first: &Store, second: &Store) -> Result<bool> {
+    let pending = first.dir.join(ACROSS_PENDING);
+    let mut bytes = Vec::new();
+    match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&pending) {
+        Ok(mut file) => file.read_to_end(&mut bytes).map_err(|e| Error::io("cannot read", &pending, e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("cannot read", &pending, e)),
+    };
+    let bytes = zeroize::Zeroizing::new(bytes);
+    let halves: AcrossPendingOwned = serde_json::from_slice(&bytes).map_err(|e| Error::StoreCorrupt {
+        dir: first.dir.clone(),
+        detail: format!("the interrupted change written down in {} cannot be decoded: {e}", pending.display()),
+    })?;
+    first.commit(halves.first)?;
+    second.commit(halves.second)?;
+    forget_pending(&pending)?;
+    Ok(true)
+}
+
+/// Erases the written-down change, durably: were it to come back after a later change, it
+/// would be applied over that change.
+fn forget_pending(pending: &Path) -> Result<()> {
+    scrub(pending).map_err(|e| Error::io("cannot erase", pending, e))?;
+    sync_dir(pending.parent().expect("in a store directory"))
 }
 
 enum CheckError {
