@@ -54,8 +54,10 @@ const SNAPSHOT_MAGIC: &str = "tails-server-snapshot";
 /// A change across two stores, written down in the first one's directory before either
 /// store is touched, and erased once both hold it (see [`commit_across`]).
 const ACROSS_PENDING: &str = "across-stores.pending";
-/// 1: a JSON array of services; 2: `{"services": [...], "keys": [...]}`. Both are read.
-const SNAPSHOT_FORMAT: u64 = 2;
+/// 1: a JSON array of services; 2: `{"services": [...], "keys": [...]}`; 3: the same body,
+/// and a last header field saying whether sled is flushed before the change is reported
+/// (`flushed`) or later (`deferred`, see [`StoreOptions::hold_database`]). All are read.
+const SNAPSHOT_FORMAT: u64 = 3;
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -64,11 +66,27 @@ pub struct StoreOptions {
     /// sled's page cache; its default (1 GB) is absurd for a few kilobytes of records.
     pub cache_capacity: u64,
     pub snapshots_kept: usize,
+    /// Keep sled open in this process between commands, until it has not been used for
+    /// this long (a long-running service; None: closed with the store, as a command does).
+    /// While it is held, a change is durable once its snapshot is on disk, and sled's log
+    /// reaches the disk when the database is let go: sled's open and close cost a USB stick
+    /// five fsync-class calls, a change then costs the snapshot's two. A crash in between
+    /// loses nothing: the next open rolls sled forward from the snapshots.
+    pub hold_database: Option<Duration>,
 }
+
+/// How long the system service keeps sled open after its last use. Shorter than the
+/// default `lock_timeout`, so a command run meanwhile waits for it rather than failing.
+pub const SERVICE_HOLD: Duration = Duration::from_secs(5);
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { lock_timeout: Duration::from_secs(10), cache_capacity: 2 * 1024 * 1024, snapshots_kept: 3 }
+        Self {
+            lock_timeout: Duration::from_secs(10),
+            cache_capacity: 2 * 1024 * 1024,
+            snapshots_kept: 3,
+            hold_database: None,
+        }
     }
 }
 
@@ -119,6 +137,7 @@ pub enum Change {
 }
 
 /// sled's handles; fields drop in order, the trees before the database.
+#[derive(Clone)]
 struct Trees {
     services: sled::Tree,
     keys: sled::Tree,
@@ -212,8 +231,10 @@ pub struct Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        // sled before the lock that protects it.
-        drop(self.trees.take());
+        // sled before the lock that protects it (a held database stays open, see `held`).
+        if self.trees.take().is_some() {
+            held::touch(&self.dir);
+        }
     }
 }
 
@@ -229,9 +250,10 @@ struct View {
 enum Checked {
     /// The database holds the newest snapshot's change, or a newer one.
     Current,
-    /// The newest snapshot holds one change more: a change interrupted after its snapshot
-    /// was written and before sled committed it. Finishing it is the rest of that change.
-    OneChangeBehind(u64, Contents),
+    /// A newer snapshot: a change interrupted after its snapshot was written and before
+    /// sled committed it, or changes made while sled was held and not yet flushed when the
+    /// process died. Rolling sled forward to the snapshot finishes them.
+    Behind(u64, Contents),
 }
 
 impl Store {
@@ -291,7 +313,17 @@ impl Store {
         if let Some(trees) = self.trees.get() {
             return Ok(trees);
         }
-        let trees = self.open_database()?;
+        let trees = match self.options.hold_database.and_then(|_| held::get(&self.dir)) {
+            // Still current: while this process holds sled, no other can change the store.
+            Some(trees) => trees,
+            None => {
+                let trees = self.open_database()?;
+                if let Some(idle) = self.options.hold_database {
+                    held::keep(&self.dir, trees.clone(), idle);
+                }
+                trees
+            }
+        };
         *self.view.borrow_mut() = self.contents(&trees)?;
         Ok(self.trees.get_or_init(|| trees))
     }
@@ -325,12 +357,12 @@ impl Store {
                     if snapshots.is_empty() {
                         // A new store, or one whose snapshots are gone: reads need one.
                         let view = self.contents(&trees)?;
-                        self.write_snapshot(view.generation, &view.contents)?;
+                        self.write_snapshot(view.generation, &view.contents, false)?;
                     }
                     tighten(&db_path)?;
                     return Ok(trees);
                 }
-                Ok(Checked::OneChangeBehind(generation, contents)) => {
+                Ok(Checked::Behind(generation, contents)) => {
                     self.roll_forward(&trees, generation, &contents)?;
                     tighten(&db_path)?;
                     return Ok(trees);
@@ -450,7 +482,9 @@ impl Store {
         };
         let encoded = contents.apply(changes)?;
         let snapshot_dir = self.dir.join(SNAPSHOT_DIR);
-        self.write_snapshot(generation, &contents).map_err(|e| Error::ChangeNotSaved {
+        // A held database is flushed when let go; the snapshot says so (see `check`).
+        let deferred = self.options.hold_database.is_some();
+        self.write_snapshot(generation, &contents, deferred).map_err(|e| Error::ChangeNotSaved {
             dir: self.dir.clone(),
             detail: format!("its snapshot could not be written: {e}. Nothing was changed"),
         })?;
@@ -473,6 +507,7 @@ impl Store {
             });
         drop(encoded);
         let stored = match result {
+            Ok(()) if deferred => Ok(()),
             Ok(()) => trees.db.flush().map(drop).map_err(|e| self.sled_error(e)),
             Err(TransactionError::Storage(e)) => Err(self.sled_error(e)),
             Err(TransactionError::Abort(())) => {
@@ -572,7 +607,7 @@ impl Store {
         // 2. The current snapshot, so that no older one is needed to recover.
         let snapshot_dir = self.dir.join(SNAPSHOT_DIR);
         if !snapshot_path(&snapshot_dir, generation).exists() {
-            if let Err(e) = self.write_snapshot(generation, &self.view.borrow().contents) {
+            if let Err(e) = self.write_snapshot(generation, &self.view.borrow().contents, false) {
                 self.warn(format!(
                     "the snapshot of change {generation} in {} could not be written: {e}",
                     self.dir.display()
@@ -583,6 +618,7 @@ impl Store {
         // 3. The swap. sled is closed first so that nothing it does later lands in the
         // directory that takes its place.
         drop(self.trees.take());
+        held::let_go(&self.dir);
         let swapped = fs::rename(&db_path, &old_path)
             .map_err(|e| Error::io("cannot move aside", &db_path, e))
             .and_then(|()| match fs::rename(&new_path, &db_path) {
@@ -705,23 +741,25 @@ impl Store {
             .map_err(|e| damaged(format!("cannot read its change counter: {e}")))?
             .ok_or_else(|| damaged("its change counter is missing".into()))?;
         // A snapshot newer than the database: one change newer is a change interrupted
-        // before sled committed it; more, and sled dropped writes it had acknowledged
-        // (it may, after a crash, without an error).
+        // before sled committed it; more, written while sled was held (`deferred`), are
+        // changes whose sled writes a dead process never flushed; more otherwise, and sled
+        // dropped writes it had acknowledged (it may, after a crash, without an error).
         let newer = snapshots
             .iter()
             .filter(|s| s.generation > generation)
-            .find_map(|s| s.verify().ok().map(|contents| (s.generation, contents)));
+            .find_map(|s| s.read().ok().map(|(contents, deferred)| (s.generation, contents, deferred)));
         match newer {
             None => Ok(Checked::Current),
-            Some((g, contents)) if g == generation + 1 => Ok(Checked::OneChangeBehind(g, contents)),
-            Some((g, _)) => {
+            Some((g, contents, deferred)) if g == generation + 1 || deferred => Ok(Checked::Behind(g, contents)),
+            Some((g, ..)) => {
                 Err(damaged(format!("it holds change {generation} but change {g} was saved; recent changes were lost")))
             }
         }
     }
 
-    /// Writes the snapshot of change `generation` (records in name order), durably.
-    fn write_snapshot(&self, generation: u64, contents: &Contents) -> Result<()> {
+    /// Writes the snapshot of change `generation` (records in name order), durably;
+    /// `deferred`: sled is not flushed before the change is reported.
+    fn write_snapshot(&self, generation: u64, contents: &Contents, deferred: bool) -> Result<()> {
         fn array<'a, T: Serialize + 'a>(body: &mut Vec<u8>, records: impl Iterator<Item = &'a T>) -> Result<()> {
             body.push(b'[');
             for (i, record) in records.enumerate() {
@@ -740,7 +778,8 @@ impl Store {
         array(&mut body, contents.keys.values())?;
         body.push(b'}');
         let digest = data_encoding::HEXLOWER.encode(&Sha256::digest(&body));
-        let header = format!("{SNAPSHOT_MAGIC} {SNAPSHOT_FORMAT} {generation} {} {digest}\n", now_unix());
+        let sled = if deferred { "deferred" } else { "flushed" };
+        let header = format!("{SNAPSHOT_MAGIC} {SNAPSHOT_FORMAT} {generation} {} {digest} {sled}\n", now_unix());
         let dir = self.dir.join(SNAPSHOT_DIR);
         write_atomically(&snapshot_path(&dir, generation), &[header.as_bytes(), &body])
     }
@@ -908,7 +947,30 @@ fn segment_size_of(db: &Path) -> Option<usize> {
     text.lines().find_map(|line| line.strip_prefix("segment_size: ")?.trim().parse().ok())
 }
 
+/// Opens sled, waiting up to `lock_timeout` while another process holds it open (a
+/// service keeping it between commands, see [`StoreOptions::hold_database`]).
 fn open_sled(path: &Path, options: &StoreOptions) -> std::result::Result<Trees, SledOpenError> {
+    let start = Instant::now();
+    loop {
+        match open_sled_once(path, options)? {
+            Some(trees) => return Ok(trees),
+            None if start.elapsed() < options.lock_timeout => std::thread::sleep(Duration::from_millis(25)),
+            None => {
+                let holder = File::open(path.join("db")).ok().and_then(|f| lock_holder(&f));
+                return Err(SledOpenError::Fatal(Error::StoreBusy {
+                    dir: path.parent().unwrap_or(path).to_owned(),
+                    holder: holder
+                        .map(|pid| format!(" (pid {pid}, which keeps its database open)"))
+                        .unwrap_or_default(),
+                    waited: options.lock_timeout,
+                }));
+            }
+        }
+    }
+}
+
+/// None: another process has it open.
+fn open_sled_once(path: &Path, options: &StoreOptions) -> std::result::Result<Option<Trees>, SledOpenError> {
     let config = sled::Config::new()
         .path(path)
         .segment_size(segment_size_of(path).unwrap_or(SEGMENT_SIZE))
@@ -925,7 +987,7 @@ fn open_sled(path: &Path, options: &StoreOptions) -> std::result::Result<Trees, 
         Ok(Trees { services, keys, meta, db })
     }));
     match opened {
-        Ok(Ok(trees)) => Ok(trees),
+        Ok(Ok(trees)) => Ok(Some(trees)),
         Ok(Err(sled::Error::Corruption { at, .. })) => Err(SledOpenError::Damaged(format!(
             "sled found corrupted data{}",
             at.map(|a| format!(" at {a}")).unwrap_or_default()
@@ -935,6 +997,8 @@ fn open_sled(path: &Path, options: &StoreOptions) -> std::result::Result<Trees, 
         {
             Err(SledOpenError::Damaged(format!("sled could not read its files: {e}")))
         }
+        // sled's own lock on its files (fs2's flock), held by another process.
+        Ok(Err(sled::Error::Io(e))) if e.to_string().starts_with("could not acquire lock") => Ok(None),
         Ok(Err(e)) => Err(SledOpenError::Fatal(Error::store(path, e))),
         Err(_) => Err(SledOpenError::Damaged("sled crashed while reading it".into())),
     }
@@ -1092,18 +1156,30 @@ struct SnapshotFile {
 impl SnapshotFile {
     /// Reads the snapshot and checks its checksum and every record in it.
     fn verify(&self) -> std::result::Result<Contents, String> {
+        self.read().map(|(contents, _)| contents)
+    }
+
+    /// [`SnapshotFile::verify`], and whether sled's flush of this change was deferred.
+    fn read(&self) -> std::result::Result<(Contents, bool), String> {
         let mut content = Vec::new();
         File::open(&self.path).and_then(|mut f| f.read_to_end(&mut content)).map_err(|e| e.to_string())?;
         let newline = content.iter().position(|&b| b == b'\n').ok_or("no header")?;
         let header = std::str::from_utf8(&content[..newline]).map_err(|_| "bad header")?;
         let body = &content[newline + 1..];
         let fields: Vec<&str> = header.split(' ').collect();
-        let [magic, schema, generation, _written, digest] = fields[..] else {
+        let (&[magic, schema, generation, _written, digest], sled) = (&fields[..5.min(fields.len())], fields.get(5))
+        else {
             return Err("bad header".into());
         };
         let format = schema.parse::<u64>().ok().filter(|f| (1..=SNAPSHOT_FORMAT).contains(f));
         let Some(format) = format.filter(|_| magic == SNAPSHOT_MAGIC) else {
             return Err("unknown snapshot format".into());
+        };
+        let deferred = match (format, sled.copied(), fields.len()) {
+            (1 | 2, None, 5) => false,
+            (3, Some("flushed"), 6) => false,
+            (3, Some("deferred"), 6) => true,
+            _ => return Err("bad header".into()),
         };
         if generation.parse::<u64>().ok() != Some(self.generation) {
             return Err("generation mismatch".into());
@@ -1117,7 +1193,7 @@ impl SnapshotFile {
             serde_json::from_slice(body).map(|b: SnapshotBody| Contents::new(b.services, b.keys))
         };
         zeroize::Zeroize::zeroize(&mut content);
-        contents.map_err(|e| e.to_string())
+        contents.map(|contents| (contents, deferred)).map_err(|e| e.to_string())
     }
 }
 
@@ -1264,6 +1340,104 @@ fn lock_holder(file: &File) -> Option<u32> {
     })
 }
 
+/// sled databases this process keeps open between commands (see
+/// [`StoreOptions::hold_database`]), by store directory, and the thread that lets each go
+/// (flushed, then closed) once it has not been used for its idle time.
+mod held {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Condvar, Mutex, MutexGuard, Once};
+    use std::time::{Duration, Instant};
+
+    use super::Trees;
+
+    struct Held {
+        trees: Trees,
+        idle: Duration,
+        last_used: Instant,
+    }
+
+    static HELD: Mutex<BTreeMap<PathBuf, Held>> = Mutex::new(BTreeMap::new());
+    static CHANGED: Condvar = Condvar::new();
+    static RELEASER: Once = Once::new();
+
+    fn lock() -> MutexGuard<'static, BTreeMap<PathBuf, Held>> {
+        HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn get(dir: &Path) -> Option<Trees> {
+        let mut held = lock();
+        let entry = held.get_mut(dir)?;
+        entry.last_used = Instant::now();
+        Some(entry.trees.clone())
+    }
+
+    pub(super) fn keep(dir: &Path, trees: Trees, idle: Duration) {
+        lock().insert(dir.to_owned(), Held { trees, idle, last_used: Instant::now() });
+        CHANGED.notify_all();
+        RELEASER.call_once(|| {
+            std::thread::Builder::new()
+                .name("sled-release".into())
+                .spawn(release_when_idle)
+                .expect("a thread can be started");
+        });
+    }
+
+    /// The idle time counts from the end of the last use.
+    pub(super) fn touch(dir: &Path) {
+        if let Some(entry) = lock().get_mut(dir) {
+            entry.last_used = Instant::now();
+        }
+    }
+
+    /// Flushes and closes the database of `dir` now, if held.
+    pub(super) fn let_go(dir: &Path) {
+        let entry = lock().remove(dir);
+        close(entry);
+    }
+
+    /// Flushes and closes every held database (a service stopping).
+    pub fn let_go_of_all() {
+        let all = std::mem::take(&mut *lock());
+        all.into_values().for_each(|entry| close(Some(entry)));
+    }
+
+    fn close(entry: Option<Held>) {
+        if let Some(Held { trees, .. }) = entry {
+            // A failed flush loses nothing: the snapshots hold every change, and the next
+            // open rolls sled forward (the change's snapshot says its flush was deferred).
+            let _ = trees.db.flush();
+        }
+    }
+
+    fn release_when_idle() {
+        let mut held = lock();
+        loop {
+            let now = Instant::now();
+            let idle: Vec<PathBuf> =
+                held.iter().filter(|(_, e)| now >= e.last_used + e.idle).map(|(dir, _)| dir.clone()).collect();
+            let released: Vec<Held> = idle.iter().filter_map(|dir| held.remove(dir)).collect();
+            if !released.is_empty() {
+                // Closing writes to the disk: not while other threads wait for the map.
+                drop(held);
+                released.into_iter().for_each(|entry| close(Some(entry)));
+                held = lock();
+                continue;
+            }
+            let next = held.values().map(|e| e.last_used + e.idle).min();
+            held = match next {
+                Some(deadline) => CHANGED
+                    .wait_timeout(held, deadline.saturating_duration_since(now))
+                    .map(|(guard, _)| guard)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner().0),
+                None => CHANGED.wait(held).unwrap_or_else(|poisoned| poisoned.into_inner()),
+            };
+        }
+    }
+}
+
+pub use held::let_go_of_all as let_go_of_held_databases;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1333,6 +1507,43 @@ mod received_key_tests {
 
     fn open(dir: &Path) -> Store {
         Store::open(dir, StoreOptions::default(), true).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn changes_a_held_database_never_flushed_are_rolled_forward_quietly_lost_flushed_ones_are_not() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state");
+        let store = open(&dir);
+        store.commit(vec![Change::Put(service())]).unwrap();
+        let flushed = store.generation().unwrap();
+        // As a service holding sled leaves it when killed: two changes in snapshots that
+        // say sled's flush was deferred, none of them in sled.
+        let mut contents = store.view.borrow().contents.clone();
+        for (generation, name) in [(flushed + 1, "alice"), (flushed + 2, "bob")] {
+            contents.apply(vec![Change::PutKey(key(name))]).unwrap();
+            store.write_snapshot(generation, &contents, true).unwrap();
+        }
+        drop(store);
+        let store = open(&dir);
+        store.trees().unwrap();
+        assert!(store.recoveries.borrow().is_empty(), "not a damaged store: {}", store.warnings().join("; "));
+        assert_eq!(store.generation().unwrap(), flushed + 2);
+        assert_eq!(store.received_keys().unwrap().len(), 2, "rolled forward from the snapshots");
+        drop(store);
+
+        // The same lag with snapshots that say sled was flushed: sled lost acknowledged writes.
+        let store = open(&dir);
+        let mut contents = store.view.borrow().contents.clone();
+        let at = store.generation().unwrap();
+        for generation in [at + 1, at + 2] {
+            contents.apply(vec![Change::DeleteKey(KeyName::new("alice").unwrap())]).unwrap();
+            store.write_snapshot(generation, &contents, false).unwrap();
+        }
+        drop(store);
+        let store = open(&dir);
+        store.trees().unwrap();
+        assert_eq!(store.recoveries.borrow().len(), 1, "reported as damage");
+        assert_eq!(store.received_keys().unwrap().len(), 1);
     }
 
     #[test]

@@ -36,7 +36,10 @@ pub struct ServiceOptions {
 
 /// Serves until `shutdown` completes. Errors only when the service cannot start (the bus is
 /// not there, the name is owned by another process or refused by the bus policy).
-pub async fn run(options: ServiceOptions, shutdown: impl Future<Output = ()>) -> zbus::Result<()> {
+pub async fn run(mut options: ServiceOptions, shutdown: impl Future<Output = ()>) -> zbus::Result<()> {
+    // Changes come one after another here: sled stays open between them (a change then
+    // costs the stick its snapshot's two syncs, not sled's open and close as well).
+    options.daemon.config.store.hold_database = Some(tails_server::store::SERVICE_HOLD);
     let connection = match &options.bus {
         Bus::System => zbus::connection::Builder::system(),
         Bus::Address(address) => zbus::connection::Builder::address(address.as_str()),
@@ -93,6 +96,8 @@ pub async fn run(options: ServiceOptions, shutdown: impl Future<Output = ()>) ->
         };
         let _ = stop.send(());
         let _ = loop_task.await;
+        // Flushed and closed before the volume goes (or the service stops).
+        let _ = tokio::task::spawn_blocking(tails_server::store::let_go_of_held_databases).await;
         if done {
             return Ok(());
         }
