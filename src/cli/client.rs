@@ -43,6 +43,24 @@ pub fn wanted(cli: &Cli) -> Option<tokio::runtime::Runtime> {
     present.unwrap_or(false).then_some(runtime)
 }
 
+/// Asks the system service to close the store's database, which it keeps open between
+/// changes (a command run as root meanwhile). Quietly does nothing when there is no
+/// service; the caller then waits for the database, and says who holds it.
+pub fn ask_service_to_close_store() {
+    // A thread of its own: the caller may be inside an async runtime.
+    let ask = std::thread::spawn(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        runtime.block_on(async {
+            let call = async {
+                let connection = zbus::Connection::system().await.ok()?;
+                ServerProxy::new(&connection).await.ok()?.close_store().await.ok()
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(5), call).await.ok().flatten()
+        })
+    });
+    let _ = ask.join();
+}
+
 /// One form of a client's credential, as the service returns it; wiped when dropped.
 #[derive(Deserialize)]
 struct CredentialValue {

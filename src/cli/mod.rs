@@ -31,7 +31,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use tails_server::keys::ClientPublicKey;
 use tails_server::names::{ClientName, ServiceName};
-use tails_server::store::StoreOptions;
+use tails_server::store::{BusyHook, StoreOptions};
 use tails_server::{tails, AddRequest, Config, Manager};
 
 use output::{Format, Printer};
@@ -377,7 +377,12 @@ pub(crate) fn config(cli: &Cli) -> Result<Config> {
         ),
         runtime_dir: tails::default_runtime_dir().ok(),
         state_dir,
-        store: StoreOptions { lock_timeout: Duration::from_secs_f64(cli.lock_timeout), ..StoreOptions::default() },
+        store: StoreOptions {
+            lock_timeout: Duration::from_secs_f64(cli.lock_timeout),
+            // The system service keeps the database open between its changes.
+            ask_holder_to_let_go: Some(BusyHook(std::sync::Arc::new(client::ask_service_to_close_store))),
+            ..StoreOptions::default()
+        },
     })
 }
 

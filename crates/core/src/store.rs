@@ -59,25 +59,40 @@ const ACROSS_PENDING: &str = "across-stores.pending";
 /// (`flushed`) or later (`deferred`, see [`StoreOptions::hold_database`]). All are read.
 const SNAPSHOT_FORMAT: u64 = 3;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreOptions {
     /// How long to wait for another process to release the store.
     pub lock_timeout: Duration,
     /// sled's page cache; its default (1 GB) is absurd for a few kilobytes of records.
     pub cache_capacity: u64,
     pub snapshots_kept: usize,
-    /// Keep sled open in this process between commands, until it has not been used for
-    /// this long (a long-running service; None: closed with the store, as a command does).
-    /// While it is held, a change is durable once its snapshot is on disk, and sled's log
-    /// reaches the disk when the database is let go: sled's open and close cost a USB stick
-    /// five fsync-class calls, a change then costs the snapshot's two. A crash in between
-    /// loses nothing: the next open rolls sled forward from the snapshots.
-    pub hold_database: Option<Duration>,
+    /// Keep sled open in this process between commands, until [`let_go_of_held_databases`]
+    /// (a long-running service; false: closed with the store, as a command does). While it
+    /// is held, a change is durable once its snapshot is on disk, and sled's log reaches
+    /// the disk when the database is let go: sled's open and close cost a USB stick five
+    /// fsync-class calls, a change then costs the snapshot's two. A crash in between loses
+    /// nothing: the next open rolls sled forward from the snapshots.
+    pub hold_database: bool,
+    /// Called (once) when another process holds sled open, before waiting for it: a
+    /// command asks the system service to let go (see [`StoreOptions::hold_database`]).
+    pub ask_holder_to_let_go: Option<BusyHook>,
 }
 
-/// How long the system service keeps sled open after its last use. Shorter than the
-/// default `lock_timeout`, so a command run meanwhile waits for it rather than failing.
-pub const SERVICE_HOLD: Duration = Duration::from_secs(5);
+/// What a process does to make the one holding a store's database let go of it.
+#[derive(Clone)]
+pub struct BusyHook(pub std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("lock_timeout", &self.lock_timeout)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("snapshots_kept", &self.snapshots_kept)
+            .field("hold_database", &self.hold_database)
+            .field("ask_holder_to_let_go", &self.ask_holder_to_let_go.is_some())
+            .finish()
+    }
+}
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -85,7 +100,8 @@ impl Default for StoreOptions {
             lock_timeout: Duration::from_secs(10),
             cache_capacity: 2 * 1024 * 1024,
             snapshots_kept: 3,
-            hold_database: None,
+            hold_database: false,
+            ask_holder_to_let_go: None,
         }
     }
 }
@@ -232,9 +248,7 @@ pub struct Store {
 impl Drop for Store {
     fn drop(&mut self) {
         // sled before the lock that protects it (a held database stays open, see `held`).
-        if self.trees.take().is_some() {
-            held::touch(&self.dir);
-        }
+        drop(self.trees.take());
     }
 }
 
@@ -313,13 +327,13 @@ impl Store {
         if let Some(trees) = self.trees.get() {
             return Ok(trees);
         }
-        let trees = match self.options.hold_database.and_then(|_| held::get(&self.dir)) {
+        let trees = match self.options.hold_database.then(|| held::get(&self.dir)).flatten() {
             // Still current: while this process holds sled, no other can change the store.
             Some(trees) => trees,
             None => {
                 let trees = self.open_database()?;
-                if let Some(idle) = self.options.hold_database {
-                    held::keep(&self.dir, trees.clone(), idle);
+                if self.options.hold_database {
+                    held::keep(&self.dir, trees.clone());
                 }
                 trees
             }
@@ -483,7 +497,7 @@ impl Store {
         let encoded = contents.apply(changes)?;
         let snapshot_dir = self.dir.join(SNAPSHOT_DIR);
         // A held database is flushed when let go; the snapshot says so (see `check`).
-        let deferred = self.options.hold_database.is_some();
+        let deferred = self.options.hold_database;
         self.write_snapshot(generation, &contents, deferred).map_err(|e| Error::ChangeNotSaved {
             dir: self.dir.clone(),
             detail: format!("its snapshot could not be written: {e}. Nothing was changed"),
@@ -951,16 +965,29 @@ fn segment_size_of(db: &Path) -> Option<usize> {
 /// service keeping it between commands, see [`StoreOptions::hold_database`]).
 fn open_sled(path: &Path, options: &StoreOptions) -> std::result::Result<Trees, SledOpenError> {
     let start = Instant::now();
+    let mut asked = false;
     loop {
         match open_sled_once(path, options)? {
             Some(trees) => return Ok(trees),
-            None if start.elapsed() < options.lock_timeout => std::thread::sleep(Duration::from_millis(25)),
+            None if start.elapsed() < options.lock_timeout => {
+                if let Some(hook) = options.ask_holder_to_let_go.as_ref().filter(|_| !asked) {
+                    asked = true;
+                    (hook.0)();
+                } else {
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+            }
             None => {
                 let holder = File::open(path.join("db")).ok().and_then(|f| lock_holder(&f));
                 return Err(SledOpenError::Fatal(Error::StoreBusy {
                     dir: path.parent().unwrap_or(path).to_owned(),
                     holder: holder
-                        .map(|pid| format!(" (pid {pid}, which keeps its database open)"))
+                        .map(|pid| {
+                            format!(
+                                " (pid {pid}, which keeps its database open: if it is the system service, run the \
+                                 command as the logged-in user, which goes through it)"
+                            )
+                        })
                         .unwrap_or_default(),
                     waited: options.lock_timeout,
                 }));
@@ -1341,98 +1368,45 @@ fn lock_holder(file: &File) -> Option<u32> {
 }
 
 /// sled databases this process keeps open between commands (see
-/// [`StoreOptions::hold_database`]), by store directory, and the thread that lets each go
-/// (flushed, then closed) once it has not been used for its idle time.
+/// [`StoreOptions::hold_database`]), by store directory.
 mod held {
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
-    use std::sync::{Condvar, Mutex, MutexGuard, Once};
-    use std::time::{Duration, Instant};
+    use std::sync::{Mutex, MutexGuard};
 
     use super::Trees;
 
-    struct Held {
-        trees: Trees,
-        idle: Duration,
-        last_used: Instant,
-    }
+    static HELD: Mutex<BTreeMap<PathBuf, Trees>> = Mutex::new(BTreeMap::new());
 
-    static HELD: Mutex<BTreeMap<PathBuf, Held>> = Mutex::new(BTreeMap::new());
-    static CHANGED: Condvar = Condvar::new();
-    static RELEASER: Once = Once::new();
-
-    fn lock() -> MutexGuard<'static, BTreeMap<PathBuf, Held>> {
+    fn lock() -> MutexGuard<'static, BTreeMap<PathBuf, Trees>> {
         HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(super) fn get(dir: &Path) -> Option<Trees> {
-        let mut held = lock();
-        let entry = held.get_mut(dir)?;
-        entry.last_used = Instant::now();
-        Some(entry.trees.clone())
+        lock().get(dir).cloned()
     }
 
-    pub(super) fn keep(dir: &Path, trees: Trees, idle: Duration) {
-        lock().insert(dir.to_owned(), Held { trees, idle, last_used: Instant::now() });
-        CHANGED.notify_all();
-        RELEASER.call_once(|| {
-            std::thread::Builder::new()
-                .name("sled-release".into())
-                .spawn(release_when_idle)
-                .expect("a thread can be started");
-        });
-    }
-
-    /// The idle time counts from the end of the last use.
-    pub(super) fn touch(dir: &Path) {
-        if let Some(entry) = lock().get_mut(dir) {
-            entry.last_used = Instant::now();
-        }
+    pub(super) fn keep(dir: &Path, trees: Trees) {
+        lock().insert(dir.to_owned(), trees);
     }
 
     /// Flushes and closes the database of `dir` now, if held.
     pub(super) fn let_go(dir: &Path) {
-        let entry = lock().remove(dir);
-        close(entry);
+        let trees = lock().remove(dir);
+        trees.into_iter().for_each(close);
     }
 
-    /// Flushes and closes every held database (a service stopping).
+    /// Flushes and closes every held database (the volume locked, a service stopping,
+    /// another process asking for it).
     pub fn let_go_of_all() {
         let all = std::mem::take(&mut *lock());
-        all.into_values().for_each(|entry| close(Some(entry)));
+        all.into_values().for_each(close);
     }
 
-    fn close(entry: Option<Held>) {
-        if let Some(Held { trees, .. }) = entry {
-            // A failed flush loses nothing: the snapshots hold every change, and the next
-            // open rolls sled forward (the change's snapshot says its flush was deferred).
-            let _ = trees.db.flush();
-        }
-    }
-
-    fn release_when_idle() {
-        let mut held = lock();
-        loop {
-            let now = Instant::now();
-            let idle: Vec<PathBuf> =
-                held.iter().filter(|(_, e)| now >= e.last_used + e.idle).map(|(dir, _)| dir.clone()).collect();
-            let released: Vec<Held> = idle.iter().filter_map(|dir| held.remove(dir)).collect();
-            if !released.is_empty() {
-                // Closing writes to the disk: not while other threads wait for the map.
-                drop(held);
-                released.into_iter().for_each(|entry| close(Some(entry)));
-                held = lock();
-                continue;
-            }
-            let next = held.values().map(|e| e.last_used + e.idle).min();
-            held = match next {
-                Some(deadline) => CHANGED
-                    .wait_timeout(held, deadline.saturating_duration_since(now))
-                    .map(|(guard, _)| guard)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner().0),
-                None => CHANGED.wait(held).unwrap_or_else(|poisoned| poisoned.into_inner()),
-            };
-        }
+    fn close(trees: Trees) {
+        // A failed flush loses nothing: the snapshots hold every change, and the next open
+        // rolls sled forward (the change's snapshot says its flush was deferred).
+        let _ = trees.db.flush();
     }
 }
 

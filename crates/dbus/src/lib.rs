@@ -162,6 +162,10 @@ pub trait Server {
     fn credential(&self, name: &str, client: &str, form: &str) -> Result<String, ServiceError>;
     /// Reconciles now (`restore`).
     fn restore(&self) -> Result<String, ServiceError>;
+    /// Flushes and closes the store's database, which the service keeps open between
+    /// changes, so that another process (a command run as root) can open it; the service
+    /// opens it again at its next change.
+    fn close_store(&self) -> Result<(), ServiceError>;
     /// Waits until tor reports the service's descriptor uploaded (`enable --wait`):
     /// `{name, address, uploaded-at}`, or a `TorUnavailable` error after `timeout_s`.
     fn wait_uploaded(&self, name: &str, timeout_s: u32) -> Result<String, ServiceError>;

@@ -39,7 +39,9 @@ pub struct ServiceOptions {
 pub async fn run(mut options: ServiceOptions, shutdown: impl Future<Output = ()>) -> zbus::Result<()> {
     // Changes come one after another here: sled stays open between them (a change then
     // costs the stick its snapshot's two syncs, not sled's open and close as well).
-    options.daemon.config.store.hold_database = Some(tails_server::store::SERVICE_HOLD);
+    options.daemon.config.store.hold_database = true;
+    // Another process holding sled is waited for, never asked over the bus (by ourselves).
+    options.daemon.config.store.ask_holder_to_let_go = None;
     let connection = match &options.bus {
         Bus::System => zbus::connection::Builder::system(),
         Bus::Address(address) => zbus::connection::Builder::address(address.as_str()),

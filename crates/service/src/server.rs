@@ -669,6 +669,17 @@ impl Server {
         }))
     }
 
+    async fn close_store(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<(), ServiceError> {
+        self.authorize(connection, &header, actions::CHANGE).await?;
+        tokio::task::spawn_blocking(tails_server::store::let_go_of_held_databases)
+            .await
+            .map_err(|e| ServiceError::Failed(format!("internal error: {e}")))
+    }
+
     /// Emitted after every change, with the services it concerned.
     #[zbus(signal)]
     async fn changed(emitter: &SignalEmitter<'_>, names: Vec<String>) -> zbus::Result<()>;
