@@ -502,32 +502,34 @@ impl Store {
             dir: self.dir.clone(),
             detail: format!("its snapshot could not be written: {e}. Nothing was changed"),
         })?;
-        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-        let result: std::result::Result<(), TransactionError<()>> = (&trees.services, &trees.keys, &trees.meta)
-            .transaction(|(services, keys, meta)| {
+        // Not a sled transaction: sled writes each one apart from the changes around it
+        // (two log writes, each synced), and the snapshot already makes the change whole.
+        // The counter goes last: a database whose counter says this change holds all of
+        // it; one interrupted before is behind its snapshot and rolled forward (`check`).
+        let stored = match read_u64(&trees.meta, KEY_GENERATION) {
+            Ok(Some(previous)) if previous == generation - 1 => (|| -> sled::Result<()> {
                 for (tree, name, value) in &encoded {
-                    let tree = if *tree == Tree::Services { services } else { keys };
+                    let tree = if *tree == Tree::Services { &trees.services } else { &trees.keys };
                     match value {
                         Some(bytes) => tree.insert(name.as_bytes(), bytes.as_slice())?,
                         None => tree.remove(name.as_bytes())?,
                     };
                 }
-                let previous = meta.get(KEY_GENERATION)?.and_then(|bytes| u64_from(&bytes));
-                if previous != Some(generation - 1) {
-                    return Err(ConflictableTransactionError::Abort(()));
+                trees.meta.insert(KEY_GENERATION, &generation.to_be_bytes())?;
+                if !deferred {
+                    trees.db.flush()?;
                 }
-                meta.insert(KEY_GENERATION, &generation.to_be_bytes())?;
                 Ok(())
-            });
-        drop(encoded);
-        let stored = match result {
-            Ok(()) if deferred => Ok(()),
-            Ok(()) => trees.db.flush().map(drop).map_err(|e| self.sled_error(e)),
-            Err(TransactionError::Storage(e)) => Err(self.sled_error(e)),
-            Err(TransactionError::Abort(())) => {
-                Err(Error::StoreCorrupt { dir: self.dir.clone(), detail: "its change counter is unreadable".into() })
-            }
+            })()
+            .map_err(|e| {
+                // Half written: this process must not go on from a database that differs
+                // from the snapshots; the next open rolls it back to them.
+                held::let_go(&self.dir);
+                self.sled_error(e)
+            }),
+            _ => Err(Error::StoreCorrupt { dir: self.dir.clone(), detail: "its change counter is unreadable".into() }),
         };
+        drop(encoded);
         if let Err(e) = stored {
             // The snapshot would otherwise apply the change at the next open.
             let path = snapshot_path(&snapshot_dir, generation);
@@ -758,12 +760,34 @@ impl Store {
         // before sled committed it; more, written while sled was held (`deferred`), are
         // changes whose sled writes a dead process never flushed; more otherwise, and sled
         // dropped writes it had acknowledged (it may, after a crash, without an error).
-        let newer = snapshots
+        let newest = snapshots
             .iter()
-            .filter(|s| s.generation > generation)
+            .filter(|s| s.generation >= generation)
             .find_map(|s| s.read().ok().map(|(contents, deferred)| (s.generation, contents, deferred)));
-        match newer {
+        match newest {
             None => Ok(Checked::Current),
+            // The same change: sled must hold exactly the snapshot's records (a change's
+            // records are written before its counter; anything else is put right).
+            Some((g, contents, _)) if g == generation => {
+                let all_expected = contents.encoded().map_err(CheckError::Fatal)?;
+                let holds = |tree: &sled::Tree, kind: Tree| -> std::result::Result<bool, CheckError> {
+                    let stored: Vec<(sled::IVec, sled::IVec)> = tree
+                        .iter()
+                        .collect::<std::result::Result<_, _>>()
+                        .map_err(|e| damaged(format!("cannot read a record: {e}")))?;
+                    let expected: Vec<_> = all_expected.iter().filter(|(t, ..)| *t == kind).collect();
+                    Ok(stored.len() == expected.len()
+                        && stored.iter().zip(&expected).all(|((key, value), (_, name, encoded))| {
+                            key.as_ref() == name.as_bytes()
+                                && Some(value.as_ref()) == encoded.as_deref().map(|v| &v[..])
+                        }))
+                };
+                if holds(&trees.services, Tree::Services)? && holds(&trees.keys, Tree::Keys)? {
+                    Ok(Checked::Current)
+                } else {
+                    Ok(Checked::Behind(g, contents))
+                }
+            }
             Some((g, contents, deferred)) if g == generation + 1 || deferred => Ok(Checked::Behind(g, contents)),
             Some((g, ..)) => {
                 Err(damaged(format!("it holds change {generation} but change {g} was saved; recent changes were lost")))
@@ -1481,6 +1505,30 @@ mod received_key_tests {
 
     fn open(dir: &Path) -> Store {
         Store::open(dir, StoreOptions::default(), true).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn a_database_whose_records_differ_from_the_snapshot_of_its_own_change_is_put_right() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state");
+        let record = service();
+        {
+            let store = open(&dir);
+            store.commit(vec![Change::Put(record.clone())]).unwrap();
+            // As a change interrupted between its records and its counter would leave it,
+            // were sled to keep a later write and lose an earlier one.
+            let trees = store.trees().unwrap();
+            let other = ServiceRecord { created: record.created + 1, ..record.clone() };
+            trees.services.insert(record.name.as_str(), encode(&other).unwrap().as_slice()).unwrap();
+            trees.keys.insert("stray", encode(&key("stray")).unwrap().as_slice()).unwrap();
+            trees.db.flush().unwrap();
+        }
+        let store = open(&dir);
+        let trees = store.trees().unwrap();
+        let view = store.contents(trees).unwrap();
+        assert_eq!(view.contents.services.values().cloned().collect::<Vec<_>>(), vec![record]);
+        assert!(view.contents.keys.is_empty());
+        assert!(store.recoveries.borrow().is_empty());
     }
 
     #[test]
