@@ -109,13 +109,22 @@ impl Manager {
         };
         if let Some(amnesic) = &amnesic {
             // Before anything is read: a change across both stores is whole or absent.
-            if store::finish_across(amnesic, &persistent)? {
-                persistent.warn(format!(
-                    "a change to both stores (an import, or a service moved between {} and {}) had been \
-                     interrupted; it was finished now",
-                    config.state_dir.display(),
+            let what = format!(
+                "a change to both stores (an import, or a service moved between {} and {}) had been interrupted",
+                config.state_dir.display(),
+                amnesic.dir().display()
+            );
+            match store::finish_across(amnesic, &persistent) {
+                Ok(None) => {}
+                Ok(Some(store::Interrupted::Finished)) => persistent.warn(format!("{what}; it was finished now")),
+                Ok(Some(store::Interrupted::Undone)) => persistent.warn(format!(
+                    "{what}, and the persistent store was changed since by a process that did not know of it: \
+                     what it had written to {} was undone. Check the services there (`tails-server list`) and \
+                     make that change again",
                     amnesic.dir().display()
-                ));
+                )),
+                // The stores can still be read; the next open tries again.
+                Err(e) => persistent.warn(format!("{what}, and it could not be finished now ({e})")),
             }
         }
         Ok(Self { config, persistent, amnesic, catalog, recoveries })
@@ -758,6 +767,65 @@ impl Manager {
 #[cfg(test)]
 mod import_rollback_tests {
     use super::*;
+
+    /// A move from the persistent store to the amnesic one, killed after its amnesic half;
+    /// then `change` on the persistent store by a process that did not see the note.
+    fn interrupted_move(change: impl FnOnce(&mut Manager, &ServiceName)) -> (tempfile::TempDir, ServiceRecord) {
+        let root = tempfile::tempdir().unwrap();
+        let mut config = Config::new(root.path().join("state"));
+        config.runtime_dir = Some(root.path().join("run"));
+        let mut manager = Manager::open(config.clone()).unwrap();
+        let mut blog = AddRequest::new("custom");
+        blog.name = Some(ServiceName::new("blog").unwrap());
+        blog.local_port = Some(8080);
+        let blog = manager.add(blog).unwrap();
+        let mut moved = blog.clone();
+        moved.options.insert(PERSISTENCE.into(), OptionValue::Bool(false));
+        manager.store(Location::Amnesic).unwrap();
+        store::interrupted_across_for_test(
+            manager.amnesic.as_ref().unwrap(),
+            vec![Change::Put(moved)],
+            &manager.persistent,
+            vec![Change::Delete(blog.name.clone())],
+        );
+        drop(manager);
+        // Another process, whose amnesic store is elsewhere: it does not see the note.
+        let mut elsewhere = config.clone();
+        elsewhere.runtime_dir = Some(root.path().join("elsewhere"));
+        change(&mut Manager::open(elsewhere).unwrap(), &blog.name);
+        (root, blog)
+    }
+
+    fn reopen(root: &tempfile::TempDir) -> Manager {
+        let mut config = Config::new(root.path().join("state"));
+        config.runtime_dir = Some(root.path().join("run"));
+        Manager::open(config).unwrap()
+    }
+
+    #[test]
+    fn an_interrupted_move_is_finished_at_the_next_open() {
+        let (root, blog) = interrupted_move(|_, _| {});
+        let manager = reopen(&root);
+        let (location, record) = manager.find(&blog.name).unwrap();
+        assert_eq!(location, Location::Amnesic, "moved");
+        assert!(!record.is_persistent());
+        assert!(manager.persistent.get(&blog.name).unwrap().is_none(), "no copy left behind");
+        assert!(manager.warnings().iter().any(|w| w.contains("it was finished now")), "{:?}", manager.warnings());
+    }
+
+    #[test]
+    fn an_interrupted_move_is_undone_when_the_persistent_store_changed_since() {
+        let (root, blog) = interrupted_move(|manager, name| {
+            manager.add_client(name, ClientName::new("alice").unwrap(), None).unwrap();
+        });
+        let manager = reopen(&root);
+        let (location, record) = manager.find(&blog.name).unwrap();
+        assert_eq!(location, Location::Persistent, "the later change stands");
+        assert!(record.clients.iter().any(|c| c.name.as_str() == "alice"), "alice was not lost");
+        assert!(manager.amnesic.as_ref().unwrap().get(&blog.name).unwrap().is_none(), "the amnesic half undone");
+        assert!(manager.warnings().iter().any(|w| w.contains("was undone")), "{:?}", manager.warnings());
+        assert!(!root.path().join("run/across-stores.pending").exists());
+    }
 
     #[test]
     fn a_failed_second_commit_undoes_the_first() {

@@ -463,6 +463,22 @@ impl Store {
         self.warnings.borrow_mut().push(message);
     }
 
+    /// Whether every one of `changes` is in effect (each record put as it is, or absent).
+    pub fn holds(&self, changes: &[Change]) -> Result<bool> {
+        for change in changes {
+            let holds = match change {
+                Change::Put(record) => self.get(&record.name)?.as_ref() == Some(record),
+                Change::Delete(name) => self.get(name)?.is_none(),
+                Change::PutKey(key) => self.received_key(&key.name)?.as_ref() == Some(key),
+                Change::DeleteKey(name) => self.received_key(name)?.is_none(),
+            };
+            if !holds {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The changes that would undo `changes` on the store as it is now: the current record
     /// put back, or a record that does not exist yet deleted.
     pub fn inverse(&self, changes: &[Change]) -> Result<Vec<Change>> {
@@ -486,8 +502,10 @@ impl Store {
     }
 
     /// Stores all changes, or none: first the snapshot of the records with the changes
-    /// applied (what reads and repairs rely on), then one sled transaction, flushed. When
-    /// this returns Ok the change is on disk, and the generation it returns names it.
+    /// applied (what makes the change durable and whole, and what reads and repairs rely
+    /// on), then sled's records and change counter, flushed unless the database is held
+    /// (see [`StoreOptions::hold_database`]). When this returns Ok the change is on disk,
+    /// and the generation it returns names it.
     pub fn commit(&self, changes: Vec<Change>) -> Result<u64> {
         let trees = self.trees()?;
         let (generation, mut contents) = {
@@ -697,7 +715,11 @@ impl Store {
         entries.flatten().any(|entry| {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            (name == DB_DIR || name == SNAPSHOT_DIR || name == DB_OLD || name.starts_with(DAMAGED_PREFIX))
+            (name == DB_DIR
+                || name == SNAPSHOT_DIR
+                || name == DB_OLD
+                || name == ACROSS_PENDING
+                || name.starts_with(DAMAGED_PREFIX))
                 && search(&entry.path(), needles)
         })
     }
@@ -846,24 +868,30 @@ fn clean_up_interrupted_purge(dir: &Path) -> Result<bool> {
     Ok(interrupted)
 }
 
-/// The two halves of a change across two stores, as written down by [`commit_across`].
+/// A change across two stores, as written down by [`commit_across`]: both halves, the
+/// change numbers of the stores before it, and what undoes the first half.
 #[derive(Serialize)]
 struct AcrossPending<'a> {
     first: &'a [Change],
     second: &'a [Change],
+    first_generation: u64,
+    second_generation: u64,
+    first_undo: &'a [Change],
 }
 
 #[derive(Deserialize)]
 struct AcrossPendingOwned {
     first: Vec<Change>,
     second: Vec<Change>,
+    first_generation: u64,
+    second_generation: u64,
+    first_undo: Vec<Change>,
 }
 
 /// Commits `first_changes` to `first` and `second_changes` to `second`: both or neither,
 /// also when the process is killed in between. Both halves are first written down in
-/// `first`'s directory; a process killed after that leaves them there, and the next
-/// [`finish_across`] applies them again (each change puts or deletes a whole record, so
-/// applying one twice gives the same records). An error undoes the first half.
+/// `first`'s directory; a process killed after that leaves them there, for
+/// [`finish_across`]. An error undoes the first half.
 ///
 /// The amnesic store goes first: its directory is in memory, so a shutdown takes the
 /// written-down halves with the amnesic half they belong with, and the persistent half is
@@ -874,11 +902,7 @@ pub fn commit_across(
     second: &Store,
     second_changes: Vec<Change>,
 ) -> Result<()> {
-    let pending = first.dir.join(ACROSS_PENDING);
-    let written = encode(&AcrossPending { first: &first_changes, second: &second_changes })?;
-    write_atomically(&pending, &[&written])?;
-    drop(written);
-    let undo = first.inverse(&first_changes)?;
+    let (pending, undo) = write_down(first, &first_changes, second, &second_changes)?;
     let outcome = match first.commit(first_changes) {
         Err(error) => Err(error),
         Ok(_) => match second.commit(second_changes) {
@@ -901,7 +925,7 @@ pub fn commit_across(
     };
     match (outcome, forget_pending(&pending)) {
         (outcome, Ok(())) => outcome,
-        // Applied again at the next open: the same records, nothing lost.
+        // Found again at the next open, where it is seen to be done already.
         (Ok(()), Err(e)) => {
             first.warn(format!("the change was saved, but its record {} could not be erased ({e})", pending.display()));
             Ok(())
@@ -917,25 +941,87 @@ pub fn commit_across(
     }
 }
 
+/// Writes the note [`finish_across`] reads; returns its path and the first half's undo.
+fn write_down(
+    first: &Store,
+    first_changes: &[Change],
+    second: &Store,
+    second_changes: &[Change],
+) -> Result<(PathBuf, Vec<Change>)> {
+    let pending = first.dir.join(ACROSS_PENDING);
+    let undo = first.inverse(first_changes)?;
+    let written = encode(&AcrossPending {
+        first: first_changes,
+        second: second_changes,
+        first_generation: first.generation()?,
+        second_generation: second.generation()?,
+        first_undo: &undo,
+    })?;
+    write_atomically(&pending, &[&written])?;
+    Ok((pending, undo))
+}
+
+/// Test hook: what a process killed after the first half of [`commit_across`] leaves.
+#[cfg(test)]
+pub(crate) fn interrupted_across_for_test(
+    first: &Store,
+    first_changes: Vec<Change>,
+    second: &Store,
+    second_changes: Vec<Change>,
+) {
+    write_down(first, &first_changes, second, &second_changes).unwrap();
+    first.commit(first_changes).unwrap();
+}
+
+/// What [`finish_across`] did with a change across two stores a killed process left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupted {
+    /// Both halves are in their stores now.
+    Finished,
+    /// `second` was changed since by a process that did not know (one with another
+    /// amnesic store): finishing would have overwritten that, so the first half was undone.
+    Undone,
+}
+
 /// Finishes a change across `first` and `second` that a killed process left written down
-/// in `first`'s directory (see [`commit_across`]). Returns whether there was one.
-pub fn finish_across(first: &Store, second: &Store) -> Result<bool> {
+/// in `first`'s directory (see [`commit_across`]), if `second` is as the change left it:
+/// still at its change number from before (the second half not applied), or one further
+/// with the second half's records in place (applied, the note not yet erased). Otherwise
+/// someone changed `second` since, and the first half is undone instead. `first` can only
+/// have been changed by this change: every process with this amnesic store finishes the
+/// note before anything else.
+pub fn finish_across(first: &Store, second: &Store) -> Result<Option<Interrupted>> {
     let pending = first.dir.join(ACROSS_PENDING);
     let mut bytes = Vec::new();
     match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&pending) {
         Ok(mut file) => file.read_to_end(&mut bytes).map_err(|e| Error::io("cannot read", &pending, e))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("cannot read", &pending, e)),
     };
     let bytes = zeroize::Zeroizing::new(bytes);
-    let halves: AcrossPendingOwned = serde_json::from_slice(&bytes).map_err(|e| Error::StoreCorrupt {
+    let note: AcrossPendingOwned = serde_json::from_slice(&bytes).map_err(|e| Error::StoreCorrupt {
         dir: first.dir.clone(),
         detail: format!("the interrupted change written down in {} cannot be decoded: {e}", pending.display()),
     })?;
-    first.commit(halves.first)?;
-    second.commit(halves.second)?;
+    let first_applied = first.generation()? > note.first_generation;
+    let second_now = second.generation()?;
+    let second_applied = second_now == note.second_generation + 1 && second.holds(&note.second)?;
+    let outcome = if second_now == note.second_generation || second_applied {
+        if !first_applied {
+            first.commit(note.first)?;
+        }
+        if !second_applied {
+            second.commit(note.second)?;
+        }
+        Interrupted::Finished
+    } else {
+        if first_applied {
+            first.commit(note.first_undo)?;
+        }
+        Interrupted::Undone
+    };
     forget_pending(&pending)?;
-    Ok(true)
+    Ok(Some(outcome))
 }
 
 /// Erases the written-down change, durably: were it to come back after a later change, it
@@ -1268,7 +1354,20 @@ fn list_snapshots(dir: &Path) -> Result<Vec<SnapshotFile>> {
 /// A record as stored. It holds a key: the buffer is zeroized when dropped, and sized up
 /// front so that growing it leaves no stray copy behind.
 fn encode<T: Serialize>(record: &T) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(16 * 1024));
+    /// Counts what is written: the size, found before anything holding a key exists.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut size = Count(0);
+    serde_json::to_writer(&mut size, record).expect("records always serialize");
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(size.0));
     serde_json::to_writer(&mut *bytes, record).expect("records always serialize");
     Ok(bytes)
 }

@@ -98,7 +98,8 @@ pub async fn run(mut options: ServiceOptions, shutdown: impl Future<Output = ()>
         };
         let _ = stop.send(());
         let _ = loop_task.await;
-        // Flushed and closed before the volume goes (or the service stops).
+        // Flushed and closed once the volume is locked (or the service stops); a request
+        // already running lets go itself when it ends (`Server::with_manager`).
         let _ = tokio::task::spawn_blocking(tails_server::store::let_go_of_held_databases).await;
         if done {
             return Ok(());

@@ -91,6 +91,7 @@ impl Server {
             return Err(Error::PersistentStorageLocked.into());
         }
         let config = self.publisher.config.clone();
+        let unlocked = self.unlocked.clone();
         tokio::task::spawn_blocking(move || {
             let mut manager = Manager::open(config)?;
             for recovery in manager.recoveries() {
@@ -101,6 +102,12 @@ impl Server {
             // removed key not erased): the change stands, the journal must say it.
             for warning in manager.warnings() {
                 log(Level::Warning, &warning);
+            }
+            drop(manager);
+            // The volume went away during this request: nothing of it stays open (the
+            // service let go of sled when it saw the volume locked, maybe before this).
+            if !*unlocked.borrow() {
+                tails_server::store::let_go_of_held_databases();
             }
             result
         })
