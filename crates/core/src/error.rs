@@ -195,6 +195,11 @@ pub enum Error {
     #[error("the change was not saved in {dir}: {detail}")]
     ChangeNotSaved { dir: PathBuf, detail: String },
 
+    /// A change that failed, but whose snapshot could not be taken back: it will be
+    /// applied when the store is next opened (and reads already show it).
+    #[error("the change could not be completed in {dir}: {detail}")]
+    ChangeLeftPending { dir: PathBuf, detail: String },
+
     #[error("store error in {dir}: {source}")]
     Store {
         dir: PathBuf,
@@ -369,6 +374,7 @@ impl Error {
             | NewerSchema { .. }
             | StoreCorrupt { .. }
             | ChangeNotSaved { .. }
+            | ChangeLeftPending { .. }
             | Store { .. }
             | Io { .. }
             | NoSpace { .. }

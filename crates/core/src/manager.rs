@@ -123,8 +123,17 @@ impl Manager {
                      make that change again",
                     amnesic.dir().display()
                 )),
-                // The stores can still be read; the next open tries again.
-                Err(e) => persistent.warn(format!("{what}, and it could not be finished now ({e})")),
+                // The stores can still be read; nothing is changed before it is finished
+                // (the note counts on it), which every open tries again.
+                Err(e) => {
+                    let why = format!(
+                        "{what}, and it could not be finished now ({e}); nothing can be changed until it is \
+                         (tails-server tries again at every command)"
+                    );
+                    persistent.warn(why.clone());
+                    persistent.refuse_changes(why.clone());
+                    amnesic.refuse_changes(why);
+                }
             }
         }
         Ok(Self { config, persistent, amnesic, catalog, recoveries })
@@ -768,9 +777,10 @@ impl Manager {
 mod import_rollback_tests {
     use super::*;
 
-    /// A move from the persistent store to the amnesic one, killed after its amnesic half;
-    /// then `change` on the persistent store by a process that did not see the note.
-    fn interrupted_move(change: impl FnOnce(&mut Manager, &ServiceName)) -> (tempfile::TempDir, ServiceRecord) {
+    /// A move from the persistent store to the amnesic one, killed after its amnesic half
+    /// (`both`: after both halves, before the note was erased); then `change` on the
+    /// persistent store by a process that did not see the note.
+    fn interrupted_move(both: bool, change: impl FnOnce(&mut Manager)) -> (tempfile::TempDir, ServiceRecord) {
         let root = tempfile::tempdir().unwrap();
         let mut config = Config::new(root.path().join("state"));
         config.runtime_dir = Some(root.path().join("run"));
@@ -787,12 +797,13 @@ mod import_rollback_tests {
             vec![Change::Put(moved)],
             &manager.persistent,
             vec![Change::Delete(blog.name.clone())],
+            both,
         );
         drop(manager);
         // Another process, whose amnesic store is elsewhere: it does not see the note.
         let mut elsewhere = config.clone();
         elsewhere.runtime_dir = Some(root.path().join("elsewhere"));
-        change(&mut Manager::open(elsewhere).unwrap(), &blog.name);
+        change(&mut Manager::open(elsewhere).unwrap());
         (root, blog)
     }
 
@@ -804,7 +815,7 @@ mod import_rollback_tests {
 
     #[test]
     fn an_interrupted_move_is_finished_at_the_next_open() {
-        let (root, blog) = interrupted_move(|_, _| {});
+        let (root, blog) = interrupted_move(false, |_| {});
         let manager = reopen(&root);
         let (location, record) = manager.find(&blog.name).unwrap();
         assert_eq!(location, Location::Amnesic, "moved");
@@ -815,8 +826,8 @@ mod import_rollback_tests {
 
     #[test]
     fn an_interrupted_move_is_undone_when_the_persistent_store_changed_since() {
-        let (root, blog) = interrupted_move(|manager, name| {
-            manager.add_client(name, ClientName::new("alice").unwrap(), None).unwrap();
+        let (root, blog) = interrupted_move(false, |manager| {
+            manager.add_client(&ServiceName::new("blog").unwrap(), ClientName::new("alice").unwrap(), None).unwrap();
         });
         let manager = reopen(&root);
         let (location, record) = manager.find(&blog.name).unwrap();
@@ -825,6 +836,32 @@ mod import_rollback_tests {
         assert!(manager.amnesic.as_ref().unwrap().get(&blog.name).unwrap().is_none(), "the amnesic half undone");
         assert!(manager.warnings().iter().any(|w| w.contains("was undone")), "{:?}", manager.warnings());
         assert!(!root.path().join("run/across-stores.pending").exists());
+    }
+
+    #[test]
+    fn a_move_done_but_for_its_note_stays_done_whatever_changed_since() {
+        let (root, blog) = interrupted_move(true, |manager| {
+            let mut other = AddRequest::new("custom");
+            other.name = Some(ServiceName::new("other").unwrap());
+            other.local_port = Some(8081);
+            manager.add(other).unwrap();
+        });
+        let manager = reopen(&root);
+        let (location, _) = manager.find(&blog.name).expect("the moved service is not lost");
+        assert_eq!(location, Location::Amnesic);
+        assert!(manager.find(&ServiceName::new("other").unwrap()).is_ok());
+        assert!(!root.path().join("run/across-stores.pending").exists());
+    }
+
+    #[test]
+    fn a_note_that_cannot_be_finished_lets_reads_through_and_refuses_changes() {
+        let (root, blog) = interrupted_move(false, |_| {});
+        // The note cannot be decoded: nothing can tell what it would have done.
+        std::fs::write(root.path().join("run/across-stores.pending"), b"{").unwrap();
+        let mut manager = reopen(&root);
+        assert!(manager.find(&blog.name).is_ok(), "reads work");
+        let refused = manager.set_option(&blog.name, "autostart", "false").unwrap_err();
+        assert!(refused.to_string().contains("nothing can be changed until it is"), "{refused}");
     }
 
     #[test]

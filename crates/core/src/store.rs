@@ -240,6 +240,8 @@ pub struct Store {
     recoveries: RefCell<Vec<Recovery>>,
     /// What went wrong after a change was committed, without undoing it (see [`Store::warnings`]).
     warnings: RefCell<Vec<String>>,
+    /// Why changes are refused (see [`Store::refuse_changes`]).
+    refused: RefCell<Option<String>>,
     // Held for the life of the Store: the advisory lock is released when this closes
     // (after sled, which `Drop::drop` closes first).
     _lock: Option<File>,
@@ -299,6 +301,7 @@ impl Store {
             options,
             recoveries: RefCell::new(Vec::new()),
             warnings: RefCell::new(Vec::new()),
+            refused: RefCell::new(None),
             _lock: lock,
         };
         // A database made with sled's default segment (by earlier versions) is rebuilt once.
@@ -458,6 +461,12 @@ impl Store {
         all
     }
 
+    /// From now on, every change is refused with `why` (reads still work): something the
+    /// next changes must not go past is unfinished.
+    pub fn refuse_changes(&self, why: String) {
+        *self.refused.borrow_mut() = Some(why);
+    }
+
     /// Adds to [`Store::warnings`].
     pub(crate) fn warn(&self, message: String) {
         self.warnings.borrow_mut().push(message);
@@ -507,6 +516,9 @@ impl Store {
     /// (see [`StoreOptions::hold_database`]). When this returns Ok the change is on disk,
     /// and the generation it returns names it.
     pub fn commit(&self, changes: Vec<Change>) -> Result<u64> {
+        if let Some(why) = self.refused.borrow().clone() {
+            return Err(Error::ChangeNotSaved { dir: self.dir.clone(), detail: why });
+        }
         let trees = self.trees()?;
         let (generation, mut contents) = {
             let view = self.view.borrow();
@@ -557,7 +569,7 @@ impl Store {
                     .and_then(|()| sync_dir(&snapshot_dir).map_err(|e| e.to_string()))
                 {
                     Ok(()) => e,
-                    Err(why) => Error::ChangeNotSaved {
+                    Err(why) => Error::ChangeLeftPending {
                         dir: self.dir.clone(),
                         detail: format!(
                             "{e}; and its snapshot {} could not be removed ({why}), so the change will be applied \
@@ -869,12 +881,11 @@ fn clean_up_interrupted_purge(dir: &Path) -> Result<bool> {
 }
 
 /// A change across two stores, as written down by [`commit_across`]: both halves, the
-/// change numbers of the stores before it, and what undoes the first half.
+/// second store's change number before it, and what undoes the first half.
 #[derive(Serialize)]
 struct AcrossPending<'a> {
     first: &'a [Change],
     second: &'a [Change],
-    first_generation: u64,
     second_generation: u64,
     first_undo: &'a [Change],
 }
@@ -883,7 +894,6 @@ struct AcrossPending<'a> {
 struct AcrossPendingOwned {
     first: Vec<Change>,
     second: Vec<Change>,
-    first_generation: u64,
     second_generation: u64,
     first_undo: Vec<Change>,
 }
@@ -904,14 +914,17 @@ pub fn commit_across(
 ) -> Result<()> {
     let (pending, undo) = write_down(first, &first_changes, second, &second_changes)?;
     let outcome = match first.commit(first_changes) {
+        // Applied at the next open after all: the note stays, for `finish_across`.
+        Err(error @ Error::ChangeLeftPending { .. }) => return Err(error),
         Err(error) => Err(error),
         Ok(_) => match second.commit(second_changes) {
             Ok(_) => Ok(()),
+            Err(error @ Error::ChangeLeftPending { .. }) => return Err(error),
             Err(error) => match first.commit(undo) {
                 Ok(_) => Err(error),
                 // Nothing can be taken back: the written-down change stays, to be finished.
                 Err(undo_error) => {
-                    return Err(Error::ChangeNotSaved {
+                    return Err(Error::ChangeLeftPending {
                         dir: second.dir.clone(),
                         detail: format!(
                             "{error}; and what was already written to {} could not be undone ({undo_error}), so \
@@ -930,7 +943,7 @@ pub fn commit_across(
             first.warn(format!("the change was saved, but its record {} could not be erased ({e})", pending.display()));
             Ok(())
         }
-        (Err(error), Err(e)) => Err(Error::ChangeNotSaved {
+        (Err(error), Err(e)) => Err(Error::ChangeLeftPending {
             dir: first.dir.clone(),
             detail: format!(
                 "{error}; and its record {} could not be erased ({e}), so the change will be applied when \
@@ -953,7 +966,6 @@ fn write_down(
     let written = encode(&AcrossPending {
         first: first_changes,
         second: second_changes,
-        first_generation: first.generation()?,
         second_generation: second.generation()?,
         first_undo: &undo,
     })?;
@@ -961,16 +973,21 @@ fn write_down(
     Ok((pending, undo))
 }
 
-/// Test hook: what a process killed after the first half of [`commit_across`] leaves.
+/// Test hook: what a process killed after the first half of [`commit_across`] leaves
+/// (`both`: after the second half too, before the note was erased).
 #[cfg(test)]
 pub(crate) fn interrupted_across_for_test(
     first: &Store,
     first_changes: Vec<Change>,
     second: &Store,
     second_changes: Vec<Change>,
+    both: bool,
 ) {
     write_down(first, &first_changes, second, &second_changes).unwrap();
     first.commit(first_changes).unwrap();
+    if both {
+        second.commit(second_changes).unwrap();
+    }
 }
 
 /// What [`finish_across`] did with a change across two stores a killed process left.
@@ -979,17 +996,18 @@ pub enum Interrupted {
     /// Both halves are in their stores now.
     Finished,
     /// `second` was changed since by a process that did not know (one with another
-    /// amnesic store): finishing would have overwritten that, so the first half was undone.
+    /// amnesic store): finishing could have overwritten that, so the first half was undone
+    /// (but for records that would then be in neither store).
     Undone,
 }
 
-/// Finishes a change across `first` and `second` that a killed process left written down
-/// in `first`'s directory (see [`commit_across`]), if `second` is as the change left it:
-/// still at its change number from before (the second half not applied), or one further
-/// with the second half's records in place (applied, the note not yet erased). Otherwise
-/// someone changed `second` since, and the first half is undone instead. `first` can only
-/// have been changed by this change: every process with this amnesic store finishes the
-/// note before anything else.
+/// Finishes a change across `first` and `second` that a killed process (or a failure that
+/// could not be undone) left written down in `first`'s directory (see [`commit_across`]).
+/// The change is finished when `second` is as the change left it: still at its change
+/// number from before, or holding the second half's records (applied, the note not yet
+/// erased). Otherwise someone changed `second` since, without knowing of the note (a
+/// process with another amnesic store): finishing could overwrite that, so the first half
+/// is undone instead, except where that would leave a record in neither store.
 pub fn finish_across(first: &Store, second: &Store) -> Result<Option<Interrupted>> {
     let pending = first.dir.join(ACROSS_PENDING);
     let mut bytes = Vec::new();
@@ -999,15 +1017,19 @@ pub fn finish_across(first: &Store, second: &Store) -> Result<Option<Interrupted
         Err(e) => return Err(Error::io("cannot read", &pending, e)),
     };
     let bytes = zeroize::Zeroizing::new(bytes);
+    if bytes.iter().all(|&b| b == 0) {
+        // Killed while being erased (zeroed, not yet unlinked): the change was done.
+        forget_pending(&pending)?;
+        return Ok(None);
+    }
     let note: AcrossPendingOwned = serde_json::from_slice(&bytes).map_err(|e| Error::StoreCorrupt {
         dir: first.dir.clone(),
         detail: format!("the interrupted change written down in {} cannot be decoded: {e}", pending.display()),
     })?;
-    let first_applied = first.generation()? > note.first_generation;
-    let second_now = second.generation()?;
-    let second_applied = second_now == note.second_generation + 1 && second.holds(&note.second)?;
-    let outcome = if second_now == note.second_generation || second_applied {
-        if !first_applied {
+    let second_untouched = second.generation()? == note.second_generation;
+    let second_applied = second.holds(&note.second)?;
+    let outcome = if second_untouched || second_applied {
+        if !first.holds(&note.first)? {
             first.commit(note.first)?;
         }
         if !second_applied {
@@ -1015,8 +1037,19 @@ pub fn finish_across(first: &Store, second: &Store) -> Result<Option<Interrupted
         }
         Interrupted::Finished
     } else {
-        if first_applied {
-            first.commit(note.first_undo)?;
+        let mut undo = Vec::new();
+        for change in note.first_undo {
+            let elsewhere = match &change {
+                Change::Delete(name) => second.get(name)?.is_some(),
+                Change::DeleteKey(name) => second.received_key(name)?.is_some(),
+                Change::Put(_) | Change::PutKey(_) => true,
+            };
+            if elsewhere {
+                undo.push(change);
+            }
+        }
+        if !first.holds(&undo)? {
+            first.commit(undo)?;
         }
         Interrupted::Undone
     };
