@@ -467,6 +467,13 @@ impl Store {
         *self.refused.borrow_mut() = Some(why);
     }
 
+    fn check_not_refused(&self) -> Result<()> {
+        match self.refused.borrow().clone() {
+            Some(why) => Err(Error::ChangeNotSaved { dir: self.dir.clone(), detail: why }),
+            None => Ok(()),
+        }
+    }
+
     /// Adds to [`Store::warnings`].
     pub(crate) fn warn(&self, message: String) {
         self.warnings.borrow_mut().push(message);
@@ -516,9 +523,7 @@ impl Store {
     /// (see [`StoreOptions::hold_database`]). When this returns Ok the change is on disk,
     /// and the generation it returns names it.
     pub fn commit(&self, changes: Vec<Change>) -> Result<u64> {
-        if let Some(why) = self.refused.borrow().clone() {
-            return Err(Error::ChangeNotSaved { dir: self.dir.clone(), detail: why });
-        }
+        self.check_not_refused()?;
         let trees = self.trees()?;
         let (generation, mut contents) = {
             let view = self.view.borrow();
@@ -595,6 +600,7 @@ impl Store {
     /// The change is stored when this returns Ok; a purge that could not finish is reported
     /// in [`Store::warnings`] and redone when the store is next opened.
     pub fn commit_destroying(&mut self, changes: Vec<Change>) -> Result<u64> {
+        self.check_not_refused()?;
         // The marker makes the next open finish the purge if this process dies before it.
         self.mark_purge_pending()?;
         let generation = self.commit(changes)?;
