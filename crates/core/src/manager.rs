@@ -726,11 +726,11 @@ impl Manager {
         if amnesic.is_empty() {
             return if persistent.is_empty() { Ok(()) } else { self.persistent.commit(persistent).map(drop) };
         }
-        let amnesic_store = self.store(Location::Amnesic)?;
+        self.store(Location::Amnesic)?;
+        let amnesic_store = self.amnesic.as_ref().expect("opened above");
         if persistent.is_empty() {
             return amnesic_store.commit(amnesic).map(drop);
         }
-        let amnesic_store = self.amnesic.as_ref().expect("opened above");
         store::commit_across(amnesic_store, amnesic, &self.persistent, persistent)
     }
 

@@ -162,7 +162,7 @@ struct Trees {
 }
 
 /// Everything a store holds, each kind of record by name.
-#[derive(Default, Clone)]
+#[derive(Default, Clone, PartialEq)]
 struct Contents {
     services: BTreeMap<String, ServiceRecord>,
     keys: BTreeMap<String, ReceivedKey>,
@@ -777,6 +777,7 @@ impl Store {
             Some(v) if v < SCHEMA_VERSION => migrate(self, trees, v).map_err(CheckError::Fatal)?,
             Some(_) => {}
         }
+        let mut services = Vec::new();
         for item in trees.services.iter() {
             let (key, value) = item.map_err(|e| damaged(format!("cannot read a record: {e}")))?;
             let record: ServiceRecord = serde_json::from_slice(&value)
@@ -784,7 +785,9 @@ impl Store {
             if key.as_ref() != record.name.as_str().as_bytes() {
                 return Err(damaged(format!("the record of {:?} is filed under another name", record.name)));
             }
+            services.push(record);
         }
+        let mut keys = Vec::new();
         for item in trees.keys.iter() {
             let (key, value) = item.map_err(|e| damaged(format!("cannot read a received key: {e}")))?;
             let record: ReceivedKey = serde_json::from_slice(&value)
@@ -792,7 +795,9 @@ impl Store {
             if key.as_ref() != record.name.as_str().as_bytes() {
                 return Err(damaged(format!("the received key {:?} is filed under another name", record.name)));
             }
+            keys.push(record);
         }
+        let in_sled = Contents::new(services, keys);
         let generation = read_u64(&trees.meta, KEY_GENERATION)
             .map_err(|e| damaged(format!("cannot read its change counter: {e}")))?
             .ok_or_else(|| damaged("its change counter is missing".into()))?;
@@ -808,26 +813,8 @@ impl Store {
             None => Ok(Checked::Current),
             // The same change: sled must hold exactly the snapshot's records (a change's
             // records are written before its counter; anything else is put right).
-            Some((g, contents, _)) if g == generation => {
-                let all_expected = contents.encoded().map_err(CheckError::Fatal)?;
-                let holds = |tree: &sled::Tree, kind: Tree| -> std::result::Result<bool, CheckError> {
-                    let stored: Vec<(sled::IVec, sled::IVec)> = tree
-                        .iter()
-                        .collect::<std::result::Result<_, _>>()
-                        .map_err(|e| damaged(format!("cannot read a record: {e}")))?;
-                    let expected: Vec<_> = all_expected.iter().filter(|(t, ..)| *t == kind).collect();
-                    Ok(stored.len() == expected.len()
-                        && stored.iter().zip(&expected).all(|((key, value), (_, name, encoded))| {
-                            key.as_ref() == name.as_bytes()
-                                && Some(value.as_ref()) == encoded.as_deref().map(|v| &v[..])
-                        }))
-                };
-                if holds(&trees.services, Tree::Services)? && holds(&trees.keys, Tree::Keys)? {
-                    Ok(Checked::Current)
-                } else {
-                    Ok(Checked::Behind(g, contents))
-                }
-            }
+            Some((g, contents, _)) if g == generation && contents == in_sled => Ok(Checked::Current),
+            Some((g, contents, _)) if g == generation => Ok(Checked::Behind(g, contents)),
             Some((g, contents, deferred)) if g == generation + 1 || deferred => Ok(Checked::Behind(g, contents)),
             Some((g, ..)) => {
                 Err(damaged(format!("it holds change {generation} but change {g} was saved; recent changes were lost")))
