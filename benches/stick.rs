@@ -136,13 +136,7 @@ fn through_the_service(state: &Path, runs: usize) {
         .expect("dbus-send runs");
     assert!(closed.status.success(), "CloseStore: {}", String::from_utf8_lossy(&closed.stderr));
     let after = traced();
-    // SIGTERM to the service itself (strace's child): killing strace would only detach it.
-    let pid = service.0.id();
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    if let Some(traced_service) = children.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) {
-        unsafe { libc::kill(traced_service, libc::SIGTERM) };
-    }
-    let _ = service.0.wait();
+    common::terminate_traced(&mut service);
     let _ = std::fs::remove_file(&trace);
 
     let (first, rest) = costs.split_first().expect("at least one change");

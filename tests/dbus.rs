@@ -47,6 +47,24 @@ fn start_service_for(
     )
 }
 
+/// The service allowing root and nobody (the allow-list standing in for polkit's
+/// allow_active), once its name is on the bus.
+fn serve_root_and_nobody(env: &TestEnv, bus: &Bus, tor: Option<&LocalTor>) -> KillOnDrop {
+    let service = start_service_for(env, bus, tor, "none", "uids:0,65534");
+    rt().block_on(async {
+        wait_for_name(&bus.connect().await, BUS_NAME, &env.root.path().join("service.log")).await;
+    });
+    service
+}
+
+/// The CLI in direct mode (root, on the store itself) with `tor`'s control port.
+fn direct(env: &TestEnv, tor: &LocalTor, args: &[&str]) -> common::Run {
+    let control = tor.control();
+    let mut all = vec!["--control-port", control.as_str()];
+    all.extend_from_slice(args);
+    env.run(&all)
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
@@ -374,16 +392,8 @@ fn the_cli_of_a_user_without_rights_goes_through_the_service_with_the_same_outpu
     let tor = LocalTor::start();
     env.run(&["add", "custom", "--name", "web", "--local-port", "8080", "--remote-port", "80"]).ok();
     env.run(&["client", "add", "web", "bob"]).ok();
-    // The service may serve nobody (the allow-list stands in for polkit's allow_active).
-    let _service = start_service_for(&env, &bus, Some(&tor), "none", "uids:0,65534");
-    rt().block_on(async {
-        wait_for_name(&bus.connect().await, BUS_NAME, &env.root.path().join("service.log")).await;
-    });
-    let direct = |args: &[&str]| {
-        let mut all = vec!["--control-port", tor.control().leak()];
-        all.extend_from_slice(args);
-        env.run(&all)
-    };
+    let _service = serve_root_and_nobody(&env, &bus, Some(&tor));
+    let direct = |args: &[&str]| direct(&env, &tor, args);
     for format in ["human", "json", "yaml"] {
         for command in [&["list"][..], &["info", "web"], &["info", "web", "--details"], &["client", "list", "web"]] {
             let args = [&["--format", format][..], command].concat();
@@ -520,15 +530,8 @@ fn a_user_without_rights_keeps_a_received_key_through_the_service() {
     let from_owner = shared.path().join("from-owner.txt");
     std::fs::write(&from_owner, owner.run(&["client", "show", "blog", "client-1"]).ok().stdout).unwrap();
     std::fs::set_permissions(&from_owner, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let _service = start_service_for(&env, &bus, Some(&tor), "none", "uids:0,65534");
-    rt().block_on(async {
-        wait_for_name(&bus.connect().await, BUS_NAME, &env.root.path().join("service.log")).await;
-    });
-    let direct = |args: &[&str]| {
-        let mut all = vec!["--control-port", tor.control().leak()];
-        all.extend_from_slice(args);
-        env.run(&all)
-    };
+    let _service = serve_root_and_nobody(&env, &bus, Some(&tor));
+    let direct = |args: &[&str]| direct(&env, &tor, args);
     let added = cli_as_nobody(&bus, &["key", "add", "from-owner", from_owner.to_str().unwrap()]);
     assert_eq!(added.code, 0, "{}", added.stderr);
     assert!(added.stdout.starts_with("Kept key from-owner for "), "{}", added.stdout);
@@ -575,10 +578,7 @@ fn the_service_holds_sled_between_changes_and_a_kill_loses_none_of_them() {
     }
     let bus = Bus::start();
     let env = TestEnv::new();
-    let mut service = start_service_for(&env, &bus, None, "none", "uids:0,65534");
-    rt().block_on(async {
-        wait_for_name(&bus.connect().await, BUS_NAME, &env.root.path().join("service.log")).await;
-    });
+    let mut service = serve_root_and_nobody(&env, &bus, None);
     let stored = |run: common::Run, what: &str| {
         assert!(run.code == 0 || run.code == 3, "{what}: {}", run.stderr);
         assert!(!run.stderr.contains("WARNING"), "{what}: {}", run.stderr);

@@ -134,11 +134,7 @@ fn no_secret_leaves_the_stores_and_the_outputs_asked_for() {
         assert!(Instant::now() < deadline, "not republished");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // SIGTERM to the daemon itself (strace's child); strace ends with it.
-    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", daemon.0.id())).unwrap();
-    let traced_daemon: i32 = children.split_whitespace().next().expect("the daemon runs under strace").parse().unwrap();
-    unsafe { libc::kill(traced_daemon, libc::SIGTERM) };
-    assert!(daemon.0.wait().unwrap().success(), "the daemon exits 0 on SIGTERM");
+    assert!(common::terminate_traced(&mut daemon).success(), "the daemon exits 0 on SIGTERM");
 
     // Import into a second store, and keep a key on the friend's side in a third.
     let elsewhere = TestEnv::new();

@@ -133,7 +133,6 @@ struct TwoStoreBackup {
 }
 
 fn two_store_backup(env: &TestEnv) -> TwoStoreBackup {
-    use std::io::Write;
     let source = TestEnv::new();
     source.run(&["add", "custom", "--name", "imported", "--local-port", "7001"]).ok();
     let ram = ["add", "custom", "--name", "imported-ram", "--local-port", "7002", "--set", "persistence=false"];
@@ -144,16 +143,8 @@ fn two_store_backup(env: &TestEnv) -> TwoStoreBackup {
     let (exported_arg, passphrase_arg) = (exported.to_str().unwrap(), passphrase.to_str().unwrap());
     source.run(&["export", "--output", exported_arg, "--passphrase-file", passphrase_arg]).ok();
     let document = tails_server::backup::decrypt(&std::fs::read(&exported).unwrap(), "torture passphrase").unwrap();
-    let mut recipient = age::scrypt::Recipient::new(age::secrecy::SecretString::from("torture passphrase".to_owned()));
-    recipient.set_work_factor(10);
-    let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient)).unwrap();
-    let mut encrypted = Vec::new();
-    let armor = age::armor::ArmoredWriter::wrap_output(&mut encrypted, age::armor::Format::AsciiArmor).unwrap();
-    let mut writer = encryptor.wrap_output(armor).unwrap();
-    writer.write_all(&document.to_json()).unwrap();
-    writer.finish().unwrap().finish().unwrap();
     let file = env.root.path().join("two-stores.age");
-    std::fs::write(&file, encrypted).unwrap();
+    std::fs::write(&file, common::age_encrypt(&document.to_json(), "torture passphrase")).unwrap();
     TwoStoreBackup { file, passphrase, services: state(&source) }
 }
 

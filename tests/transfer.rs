@@ -11,8 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use age::secrecy::SecretString;
-use common::{store_state, TestEnv};
+use common::{age_encrypt, store_state, TestEnv};
 use tails_server::keys::{ClientSecretKey, OnionSecretKey};
 
 const PASS: &str = "correct horse battery staple";
@@ -286,19 +285,6 @@ fn sharing_one_credential_as_qr_codes_and_files() {
     env.run(&["client", "show", "web", "client-1", "--output", file.to_str().unwrap()]).fails_with("--force");
     env.run(&["client", "show", "web", "client-1", "--as", "key", "--output", file.to_str().unwrap(), "--force"]).ok();
     assert_eq!(fs::read_to_string(&file).unwrap().trim().len(), 52);
-}
-
-/// Encrypts arbitrary bytes to a passphrase the way `age -p -a` does.
-fn age_encrypt(plaintext: &[u8], passphrase: &str) -> Vec<u8> {
-    let mut recipient = age::scrypt::Recipient::new(SecretString::from(passphrase.to_owned()));
-    recipient.set_work_factor(10);
-    let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient)).unwrap();
-    let mut out = Vec::new();
-    let armor = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor).unwrap();
-    let mut w = encryptor.wrap_output(armor).unwrap();
-    w.write_all(plaintext).unwrap();
-    w.finish().unwrap().finish().unwrap();
-    out
 }
 
 /// One hostile input: the files it needs, the command, and what the error must name.

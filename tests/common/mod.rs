@@ -75,3 +75,28 @@ pub fn store_state(state_dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 pub fn service_id(service: &serde_json::Value) -> String {
     service["address"].as_str().unwrap().trim_end_matches(".onion").to_owned()
 }
+
+/// Encrypts arbitrary bytes to a passphrase the way `age -p -a` does, with a low scrypt
+/// work factor (tails-server accepts any up to its maximum), so that tests stay quick.
+pub fn age_encrypt(plaintext: &[u8], passphrase: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut recipient = age::scrypt::Recipient::new(age::secrecy::SecretString::from(passphrase.to_owned()));
+    recipient.set_work_factor(10);
+    let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient)).unwrap();
+    let mut out = Vec::new();
+    let armor = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor).unwrap();
+    let mut w = encryptor.wrap_output(armor).unwrap();
+    w.write_all(plaintext).unwrap();
+    w.finish().unwrap().finish().unwrap();
+    out
+}
+
+/// Sends SIGTERM to the program `strace` runs (killing strace would only detach it) and
+/// waits for strace to end with it.
+pub fn terminate_traced(strace: &mut KillOnDrop) -> std::process::ExitStatus {
+    let pid = strace.0.id();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let traced: i32 = children.split_whitespace().next().expect("the program runs under strace").parse().unwrap();
+    unsafe { libc::kill(traced, libc::SIGTERM) };
+    strace.0.wait().unwrap()
+}
