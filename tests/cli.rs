@@ -1033,3 +1033,42 @@ fn fish_and_zsh_completion_complete_past_the_first_word() {
         assert!(!options.iter().any(|w| w.contains("allow-anyone")), "{shell}: the opt-out stays hidden");
     }
 }
+
+/// `socks-probe` (what the system service runs as nobody for `status --probe`): one request
+/// on stdin, tor's SOCKS answer on stdout. Here against a stand-in for tor's SocksPort that
+/// refuses as tor does without a client key (0xF4); the same code meets real tor in the
+/// container suite's `status --probe`.
+#[test]
+fn the_probe_helper_reports_the_socks_answer_to_the_request_on_its_standard_input() {
+    use std::io::{Read, Write};
+    let socks = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = socks.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = socks.accept().unwrap();
+        let mut greeting = [0u8; 3];
+        s.read_exact(&mut greeting).unwrap();
+        s.write_all(&[5, 0]).unwrap();
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).unwrap();
+        let mut rest = vec![0u8; head[4] as usize + 2];
+        s.read_exact(&mut rest).unwrap();
+        s.write_all(&[5, 0xF4, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+        String::from_utf8(rest[..head[4] as usize].to_vec()).unwrap()
+    });
+    let env = TestEnv::new();
+    let ask = |request: &str| {
+        let mut child = env
+            .command()
+            .arg("socks-probe")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(request.as_bytes()).unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+    };
+    assert_eq!(ask(&format!("127.0.0.1:{port} example.onion 80\n")), "244\n");
+    assert_eq!(server.join().unwrap(), "example.onion", "the host came from stdin");
+    assert_eq!(ask("127.0.0.1:1 example.onion 80\n").lines().next().map(|l| l.starts_with("error: ")), Some(true));
+    assert_eq!(ask("nonsense\n"), "error: expected PROXY HOST PORT\n");
+}

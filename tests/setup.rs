@@ -183,3 +183,30 @@ fn setup_refuses_what_is_not_a_tails_server_package_and_changes_nothing() {
     root.setup(&[]).fails_with("--deb <FILE>");
     assert_eq!(dir_contents(root.dir.path()), before, "nothing written");
 }
+
+#[test]
+fn setup_with_lists_the_programs_of_the_chosen_kinds_in_additional_software() {
+    if !is_root() {
+        return;
+    }
+    let root = Root::new();
+    std::fs::write(root.persistent("live-additional-software.conf"), "keepassxc").unwrap();
+    let before = dir_contents(root.dir.path());
+    root.setup(&["--with", "custom"]).fails_with("a custom service runs no program of its own");
+    root.setup(&["--with", "mumble,nope"]).fails_with("\"nope\"");
+    assert_eq!(dir_contents(root.dir.path()), before, "a bad kind writes nothing");
+
+    let run = root.setup(&["--with", "mumble,sftp"]).ok();
+    assert!(
+        run.stdout.contains("done:    mumble-server openssh-server in Additional Software (mumble, sftp)"),
+        "{}",
+        run.stdout
+    );
+    // Written as Tails writes it: sorted, no final newline; what was there stays.
+    assert_eq!(
+        std::fs::read_to_string(root.persistent("live-additional-software.conf")).unwrap(),
+        "keepassxc\nmumble-server\nopenssh-server"
+    );
+    let again = root.setup(&["--with", "sftp"]).ok();
+    assert!(again.stdout.contains("already: openssh-server in Additional Software"), "{}", again.stdout);
+}

@@ -105,6 +105,19 @@ fn every_authentication_method_works_and_bad_credentials_are_explained() {
     ts(&env, &open_tor, &["enable", "gobby"]).ok();
     assert!(open_tor.detached().contains(&id));
 
+    // The control socket absent (Tails before the person connects, tor bug #25173): the
+    // ControlPort is used, and its owner is checked there (secrets go through it).
+    rt().block_on(async {
+        let mut config = ControlConfig::new(ControlTarget::Unix(env.root.path().join("no-socket/control")));
+        config.fallback = Some(ControlTarget::Tcp(tor.control()));
+        let control = TorControl::connect(&config).await.unwrap();
+        assert_eq!(control.target(), &ControlTarget::Tcp(tor.control()));
+        assert!(control.is_verified());
+        config.fallback = Some(ControlTarget::Tcp("127.0.0.1:1".into()));
+        let both = TorControl::connect(&config).await.err().unwrap().to_string();
+        assert!(both.contains("no-socket/control (absent) or 127.0.0.1:1"), "{both}");
+    });
+
     // Nothing listening.
     let nobody = env.root.path().join("no-tor/control");
     env.run(&["--control-socket", nobody.to_str().unwrap(), "restore"]).fails_with("cannot reach tor's control port");

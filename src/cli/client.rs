@@ -17,30 +17,65 @@ use super::keys::{self, KeyCommand};
 use super::output::{self, Printer};
 use super::{Cli, ClientCommand, Command, CredentialForm};
 
-/// Whether this command should go through the service: not root, no state directory
-/// given, a command the service serves, and the service on the system bus.
-pub fn wanted(cli: &Cli) -> Option<tokio::runtime::Runtime> {
-    if tails_server::unix::euid() == 0 || cli.state_dir.is_some() {
-        return None;
+/// Where a command goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// This process opens the store itself.
+    Direct,
+    /// Through the system service.
+    Service,
+    /// The system service is installed, but not there: on Tails the person's own store
+    /// would be an empty one in the amnesic home, and what they add there lost at shutdown.
+    ServiceMissing,
+}
+
+/// The one rule: root, a state directory given, or a command the service does not serve
+/// work directly; otherwise the service when it is on the bus; and never a store of one's
+/// own where the service is installed (its bus policy file is there).
+fn route(root: bool, state_dir_given: bool, served: bool, installed: bool, on_bus: bool) -> Route {
+    match (root || state_dir_given || !served, on_bus, installed) {
+        (true, _, _) => Route::Direct,
+        (false, true, _) => Route::Service,
+        (false, false, true) => Route::ServiceMissing,
+        (false, false, false) => Route::Direct,
     }
-    if matches!(
+}
+
+/// Whether this command goes through the service (Some: the runtime to call it on); an
+/// error when it should and cannot.
+pub fn wanted(cli: &Cli) -> Result<Option<tokio::runtime::Runtime>> {
+    let served = !matches!(
         cli.command,
         Command::Service { .. }
+            | Command::SocksProbe
             | Command::Daemon
             | Command::Completions { .. }
             | Command::Man
             | Command::Catalog
             | Command::Setup { .. }
-    ) {
-        return None;
+    );
+    let root = tails_server::unix::euid() == 0;
+    if root || cli.state_dir.is_some() || !served {
+        // Decided without asking the bus.
+        return Ok(None);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-    let present = runtime.block_on(async {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
+    let on_bus = runtime.block_on(async {
         let connection = zbus::Connection::system().await.ok()?;
         let dbus = zbus::fdo::DBusProxy::new(&connection).await.ok()?;
         dbus.name_has_owner(zbus::names::BusName::try_from(BUS_NAME).ok()?).await.ok()
     });
-    present.unwrap_or(false).then_some(runtime)
+    let installed = std::path::Path::new(tails_server::tails::SERVICE_BUS_POLICY).exists();
+    match route(root, cli.state_dir.is_some(), served, installed, on_bus.unwrap_or(false)) {
+        Route::Direct => Ok(None),
+        Route::Service => Ok(Some(runtime)),
+        Route::ServiceMissing => bail!(
+            "the tails-server service is not running: nothing answers as {BUS_NAME} on the system bus, so your \
+             services cannot be reached from here. See why with `systemctl status tails-server` and \
+             `journalctl -u tails-server`"
+        ),
+    }
 }
 
 /// Asks the system service to close the store's database, which it keeps open between
@@ -399,4 +434,21 @@ fn service_data_dir(view: &ServiceView) -> Result<std::path::PathBuf> {
     let name = tails_server::names::ServiceName::new(&view.name)
         .with_context(|| format!("the tails-server service named a service {:?}", view.name))?;
     Ok(tails_server::system::system_service_data_dir(&name, persistent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{route, Route};
+
+    #[test]
+    fn where_the_service_is_installed_a_user_never_gets_a_store_of_their_own() {
+        // (root, --state-dir, served by the service, installed, on the bus)
+        assert_eq!(route(false, false, true, true, true), Route::Service);
+        assert_eq!(route(false, false, true, true, false), Route::ServiceMissing);
+        assert_eq!(route(false, false, true, false, true), Route::Service, "a service without our policy file");
+        assert_eq!(route(false, false, true, false, false), Route::Direct, "a developer's machine");
+        assert_eq!(route(true, false, true, true, false), Route::Direct, "root works on the store");
+        assert_eq!(route(false, true, true, true, false), Route::Direct, "a state directory of one's own");
+        assert_eq!(route(false, false, false, true, false), Route::Direct, "catalog, completions, man");
+    }
 }

@@ -230,15 +230,24 @@ enum Command {
         #[arg(long, value_enum, default_value_t = PersistentStorageArg::Tails)]
         persistent_storage: PersistentStorageArg,
     },
+    /// One connection through tor's SocksPort for `status --probe`, run as nobody by the
+    /// system service (reads `PROXY HOST PORT` on stdin, prints the SOCKS reply code)
+    #[command(hide = true, name = "socks-probe")]
+    SocksProbe,
     /// On Tails, make tails-server come back at every login (root, once): a local apt
     /// repository on the Persistent Storage holding the package, and an entry in Additional
-    /// Software. Run it again after an upgrade; `--undo` takes it back and keeps the services
+    /// Software; `--with KIND` installs the programs of those kinds the same way. Run it again
+    /// after an upgrade; `--undo` takes it back and keeps the services
     Setup {
         /// The tails-server .deb to install at every login
-        #[arg(long, value_name = "FILE", required_unless_present = "undo")]
+        #[arg(long, value_name = "FILE", required_unless_present_any = ["undo", "with"])]
         deb: Option<PathBuf>,
+        /// Also install the programs of these kinds of service (mumble, web, gobby, sftp)
+        /// through Additional Software: now, with the network, and at every login, offline
+        #[arg(long, value_name = "KIND", value_delimiter = ',')]
+        with: Vec<String>,
         /// Take back what setup did (the services and their keys are kept)
-        #[arg(long, conflicts_with = "deb")]
+        #[arg(long, conflicts_with_all = ["deb", "with"])]
         undo: bool,
         /// Work under this directory instead of / (the same layout, without Tails' mounts):
         /// for tests and image builds
@@ -457,7 +466,7 @@ pub fn parse() -> Cli {
 
 pub fn run(cli: Cli) -> Result<()> {
     // On Tails, as the logged-in user: through the system service.
-    if let Some(runtime) = client::wanted(&cli) {
+    if let Some(runtime) = client::wanted(&cli)? {
         return client::run(&cli, runtime);
     }
     let out = Printer::new(cli.format);
@@ -480,7 +489,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Client(command) => run_client(&cli, command, &out),
         Command::Key(command) => keys::run(&cli, command, &out),
-        Command::Setup { deb, undo, root } => run_setup(deb.as_deref(), *undo, root.as_deref(), &out),
+        Command::SocksProbe => tor::socks_probe(),
+        Command::Setup { deb, with, undo, root } => run_setup(&cli, deb.as_deref(), with, *undo, root.as_deref(), &out),
         Command::Export { .. }
         | Command::ImportTorDir { .. }
         | Command::ImportOnionshare { .. }
@@ -489,18 +499,38 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn run_setup(deb: Option<&Path>, undo: bool, root: Option<&Path>, out: &Printer) -> Result<()> {
+fn run_setup(
+    cli: &Cli,
+    deb: Option<&Path>,
+    with: &[String],
+    undo: bool,
+    root: Option<&Path>,
+    out: &Printer,
+) -> Result<()> {
     use tails_server::tails::setup::{self, SetupPaths};
     let paths = root.map(SetupPaths::under).unwrap_or_else(SetupPaths::tails);
-    let report = match (undo, deb) {
-        (true, _) => setup::undo(&paths)?,
-        (false, Some(deb)) => setup::setup(&paths, deb)?,
-        (false, None) => unreachable!("clap requires --deb without --undo"),
+    if undo {
+        return out.setup_report(&setup::undo(&paths)?, true);
+    }
+    // The kinds are checked before anything changes.
+    let catalog = tails_server::catalog::Catalog::load(config(cli)?.catalog_dir.as_deref());
+    let mut programs = Vec::new();
+    for kind in with {
+        let definition = catalog.get(kind)?;
+        if definition.packages.is_empty() {
+            bail!("a {kind} service runs no program of its own: there is nothing to install for it");
+        }
+        programs.push((kind.clone(), definition.packages.clone()));
+    }
+    let mut report = match deb {
+        Some(deb) => setup::setup(&paths, deb)?,
+        None => setup::SetupReport::default(),
     };
-    out.setup_report(&report, undo)
+    let installed = setup::install_programs(&paths, &programs)?;
+    report.steps.extend(installed.steps);
+    out.setup_report(&report, false)
 }
 
-/// The manual page and shell completions, generated from the definitions above.
 fn run_docs(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Completions { shell } => {

@@ -298,10 +298,25 @@ impl Printer {
             };
             t += &format!("  current:    {current}\n");
         }
+        let network = match (view.tor.network_enabled, view.tor.bootstrap) {
+            (Some(false), _) => Some(
+                "not connected: tor waits for you to connect to the Tor network (Tor Connection); \
+                 your services are uploaded then"
+                    .to_owned(),
+            ),
+            (Some(true), Some(p)) if p < 100 => Some(format!("connecting to the Tor network ({p} %)")),
+            (Some(true), Some(_)) => Some("connected".to_owned()),
+            _ => None,
+        };
+        if let Some(network) = &network {
+            t += &format!("  network:    {network}\n");
+        }
+        let waiting = view.tor.network_enabled == Some(false) || view.tor.bootstrap.is_some_and(|p| p < 100);
         let uploaded = match (view.tor.uploaded, view.tor.uploaded_at.as_deref()) {
             (Some(true), Some(at)) => format!("yes, at {at} (its descriptor is in the directories)"),
             (Some(true), None) => "yes (its descriptor is in the directories)".to_owned(),
             (Some(false), _) => "no".to_owned(),
+            (None, _) if waiting => "not yet (tor is not connected to the Tor network)".to_owned(),
             (None, _) => unknown("no running daemon saw the upload; `enable --wait` waits for it"),
         };
         t += &format!("  uploaded:   {uploaded}\n");

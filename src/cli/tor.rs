@@ -15,7 +15,7 @@ use tails_server::names::{KeyName, ServiceName};
 use tails_server::publish;
 use tails_server::reconcile::{Action, DaemonControl, KeyAction, Ledger, Pending, Publisher, SyncReport};
 use tails_server::tor::{ControlConfig, ControlTarget, TorControl};
-use tails_server::{tails, Config, Error, ErrorKind};
+use tails_server::{Config, Error, ErrorKind};
 
 use super::output::{rfc3339, Printer, TorState};
 
@@ -25,7 +25,8 @@ pub struct TorArgs {
     /// tor's control port, HOST:PORT (overrides --control-socket)
     #[arg(long, global = true, env = "TAILS_SERVER_CONTROL_PORT", value_name = "HOST:PORT")]
     control_port: Option<String>,
-    /// tor's control socket [default: /run/tor/control]
+    /// tor's control socket [default: /run/tor/control, else 127.0.0.1:9052, Tails'
+    /// ControlPort, while that socket does not exist]
     #[arg(long, global = true, env = "TAILS_SERVER_CONTROL_SOCKET", value_name = "PATH")]
     control_socket: Option<PathBuf>,
     /// tor's authentication cookie [default: the file tor names]
@@ -101,12 +102,11 @@ impl Affected<'_> {
 }
 
 pub fn control_config(args: &TorArgs) -> Result<ControlConfig> {
-    let target = match (&args.control_port, &args.control_socket) {
-        (Some(port), _) => ControlTarget::Tcp(port.clone()),
-        (None, Some(path)) => ControlTarget::Unix(path.clone()),
-        (None, None) => ControlTarget::Unix(PathBuf::from(tails::TOR_CONTROL_SOCKET)),
+    let mut config = match (&args.control_port, &args.control_socket) {
+        (Some(port), _) => ControlConfig::new(ControlTarget::Tcp(port.clone())),
+        (None, Some(path)) => ControlConfig::new(ControlTarget::Unix(path.clone())),
+        (None, None) => ControlConfig::system_default(),
     };
-    let mut config = ControlConfig::new(target);
     config.cookie_file = args.cookie_file.clone();
     config.tor_users = args.tor_user.clone();
     if let Some(path) = &args.password_file {
@@ -430,6 +430,15 @@ pub fn daemon(args: &TorArgs, config: Config) -> Result<()> {
 }
 
 /// The system service (`tails-server service`): the D-Bus API and the reconcile loop.
+/// `socks-probe`: what the system service runs as nobody for `status --probe`.
+pub fn socks_probe() -> Result<()> {
+    let mut request = String::new();
+    std::io::stdin().read_line(&mut request).context("cannot read the request")?;
+    let answer = runtime()?.block_on(publish::socks_probe_line(&request));
+    println!("{answer}");
+    Ok(())
+}
+
 pub fn service(
     cli: &super::Cli,
     bus: &str,

@@ -4,7 +4,7 @@
 #   vm-tests/image/build.sh [--binary PATH] [--deb PATH] [--out DIR]
 #
 # Prints, as its last lines on stdout:
-#   image=DIR      DIR/{vmlinuz,initrd.img,system.squashfs,persistent-template.raw,passphrase}
+#   image=DIR      DIR/{vmlinuz,initrd.img,system.squashfs,persistent-template.raw,passphrase,mirror/}
 #   payload=FILE   a squashfs holding PATH (default target/debug/tails-server) as
 #                  /usr/local/bin/tails-server, and the --deb package (if given) as
 #                  /usr/local/share/tails-server/tails-server.deb, laid over the system by the
@@ -14,14 +14,17 @@
 # the recipe is this script, rootfs/ and initramfs/. The payload is cached by the binary's hash.
 # A warm run only hashes. Image builds run under `nice -n 10`.
 #
-# What it imitates of Tails (and only that): Debian bookworm with systemd, dbus, polkitd, tor,
-# cryptsetup, udev, python3 and mumble-server; the amnesia user (uid 1000); Tails' torrc facts
-# (ControlSocket /run/tor/control with cookie authentication, DisableNetwork 1); a read-only
-# squashfs root under a tmpfs overlay, so only the Persistent Storage survives a reboot; a GPT
-# partition labelled TailsData with LUKS2 on a removable USB stick, unlocked at boot from the
-# kernel option unlock=<passphrase> and mounted at /live/persistence/TailsData_unlocked; the
-# guest side of the Tails test suite's remote shell, started when the kernel command line has
-# autotest_never_use_this_option.
+# What it imitates of Tails 7 (and only that; vm-tests/README.md has the table): Debian 13
+# (trixie) with apt installing no Recommends; Tails' firewall (ferm, reloaded at every
+# interface-up, with the session rules replayed); Tails' torrc facts (ControlPort
+# 127.0.0.1:9052 and no control socket, DisableNetwork 1 until a connect step, Sandbox 1) with
+# tor confined by AppArmor; a tps stand-in that keeps its features in memory; amnesia (uid
+# 1000) logged in on a logind seat session; a read-only squashfs root under a tmpfs overlay,
+# so only the Persistent Storage survives a reboot; a GPT partition labelled TailsData with
+# LUKS2 on a removable USB stick; the guest side of the Tails test suite's remote shell. The
+# catalog's programs are not installed, as on Tails: they come from a local package mirror
+# (`mirror/`, served to the guest on 10.0.2.100 once its network is up) standing in for
+# Debian's archive.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -42,8 +45,8 @@ done
 log() { echo "build.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
 
-for tool in mmdebstrap mksquashfs qemu-system-x86_64 qemu-img busybox; do
-    command -v "$tool" >/dev/null || die "$tool is missing (apt-get install -y mmdebstrap squashfs-tools qemu-system-x86 qemu-utils busybox-static)"
+for tool in mmdebstrap mksquashfs qemu-system-x86_64 qemu-img busybox dpkg-scanpackages; do
+    command -v "$tool" >/dev/null || die "$tool is missing (apt-get install -y mmdebstrap squashfs-tools qemu-system-x86 qemu-utils busybox-static dpkg-dev)"
 done
 [ -f "$binary" ] || die "no binary at $binary (cargo build first, or --binary PATH)"
 [ -z "$deb" ] || [ -f "$deb" ] || die "no package at $deb (./scripts/package first)"
@@ -106,15 +109,22 @@ uris=$(grep -hE '^[[:space:]]*(URIs:|deb )' /etc/apt/sources.list /etc/apt/sourc
 mirror=$(printf '%s\n' "$uris" | grep -oE 'https?://[^ ]+/debian/?( |$)' | head -n1 | tr -d ' ' || true)
 security=$(printf '%s\n' "$uris" | grep -oE 'https?://[^ ]+/debian-security/?( |$)' | head -n1 | tr -d ' ' || true)
 [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
-set -- "deb $mirror bookworm main" "deb $mirror bookworm-updates main"
-[ -z "$security" ] || set -- "$@" "deb $security bookworm-security main"
+set -- "deb $mirror trixie main" "deb $mirror trixie-updates main"
+[ -z "$security" ] || set -- "$@" "deb $security trixie-security main"
 
-packages=systemd,systemd-sysv,dbus,polkitd,tor,cryptsetup-bin,udev,python3,mumble-server,linux-image-amd64
-packages=$packages,e2fsprogs,fdisk,kmod,acl,procps,iproute2,util-linux
-# The tps stand-in (Python with GLib, like Tails' own), and the catalog's other daemons.
-packages=$packages,python3-gi,gir1.2-glib-2.0,lighttpd,infinoted,openssh-server,openssh-client,adduser
+packages=systemd,systemd-sysv,dbus,polkitd,tor,cryptsetup-bin,udev,python3,linux-image-amd64
+packages=$packages,e2fsprogs,fdisk,kmod,acl,procps,iproute2,util-linux,adduser
+# The tps stand-in (Python with GLib, like Tails' own); an SSH client for amnesia.
+packages=$packages,python3-gi,gir1.2-glib-2.0,openssh-client
 # amnesia's login session (logind), for polkit's allow_active.
 packages=$packages,libpam-systemd
+# Tails' firewall (ferm), tor's AppArmor confinement, an interface to bring up (ifupdown
+# stands in for NetworkManager and its dispatcher scripts).
+packages=$packages,ferm,iptables,apparmor,ifupdown
+# The catalog's programs: not in Tails, so not in the image; in the local mirror instead.
+catalog_programs="mumble-server lighttpd infinoted openssh-server"
+# AppArmor: Debian's profiles other than tor's are removed (each costs seconds at boot under
+# TCG, and tails-server depends on tor's confinement only).
 {
 nice -n 10 mmdebstrap --mode=root --variant=minbase --include="$packages" \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
@@ -124,21 +134,48 @@ nice -n 10 mmdebstrap --mode=root --variant=minbase --include="$packages" \
     --setup-hook='mkdir -p "$1/var/cache/apt/archives"' \
     --setup-hook="cp -a '$out/apt-cache/.' \"\$1/var/cache/apt/archives/\" 2>/dev/null || true" \
     --essential-hook='mkdir -p "$1/etc/initramfs-tools/conf.d" && echo MODULES=list > "$1/etc/initramfs-tools/conf.d/stand-in"' \
+    --customize-hook="chroot \"\$1\" apt-get -q -y --no-install-recommends --download-only install $catalog_programs" \
+    --customize-hook="chroot \"\$1\" apt-get -q -s --no-install-recommends install $catalog_programs > '$img.tmp/mirror.list'" \
     --customize-hook="cp -u \"\$1\"/var/cache/apt/archives/*.deb '$out/apt-cache/' 2>/dev/null || true" \
-    --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
+    --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb "$1"/etc/apt/sources.list; rm -rf "$1"/var/lib/apt/lists/*' \
     --customize-hook="cp -a '$here/rootfs/.' \"\$1/\"" \
     --customize-hook='chroot "$1" useradd -m -u 1000 -U -s /bin/bash -c "amnesia" amnesia' \
     --customize-hook='chroot "$1" useradd --system -U -M -d /nonexistent -s /usr/sbin/nologin tails-persistent-storage' \
     --customize-hook='echo localhost > "$1/etc/hostname"; mkdir -p "$1/live/persistence"' \
-    --customize-hook='chroot "$1" systemctl enable tails-autotest-remote-shell.service tails-stand-in-unlock.service tails-stand-in-create.service tails-stand-in-additional-software.service' \
-    --customize-hook='chroot "$1" systemctl disable mumble-server.service lighttpd.service ssh.service' \
+    --customize-hook='chroot "$1" systemctl enable tails-autotest-remote-shell.service tails-stand-in-unlock.service tails-stand-in-create.service tails-stand-in-additional-software.service tails-stand-in-tpsd.service ferm.service apparmor.service' \
+    --customize-hook='chroot "$1" chown -R debian-tor:debian-tor /etc/tor' \
+    --customize-hook='cd "$1/etc/apparmor.d" && for p in *; do [ -f "$p" ] && [ "$p" != system_tor ] && rm -f "$p"; done; true' \
+    --customize-hook='chroot "$1" sh -c "update-alternatives --set iptables /usr/sbin/iptables-legacy && update-alternatives --set ip6tables /usr/sbin/ip6tables-legacy" >/dev/null' \
     --customize-hook='chroot "$1" systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer systemd-timesyncd.service 2>/dev/null || true' \
     --customize-hook='cd "$1/lib/modules/"*/kernel && rm -rf sound drivers/gpu drivers/media drivers/infiniband drivers/net/wireless drivers/staging drivers/bluetooth drivers/isdn net/wireless net/bluetooth net/mac80211 drivers/iio drivers/hid drivers/input/touchscreen' \
     --customize-hook='chroot "$1" sh -c "depmod \$(ls /lib/modules)"' \
     --customize-hook='rm -f "$1"/boot/initrd.img-*' \
-    bookworm "$root" "$@"
+    trixie "$root" "$@"
 } > "$img.log" 2>&1 || die "mmdebstrap failed; see $img.log"
 log "mmdebstrap done after $(( $(date +%s) - t0 )) s"
+
+# The local mirror: the catalog's programs and what they need beyond the image, as apt chose
+# them for this image (no Recommends), with a flat repository's index.
+mkdir -p "$img.tmp/mirror"
+awk '$1 == "Inst" { v = $3; gsub(/[()]/, "", v); print $2, v }' "$img.tmp/mirror.list" > "$img.tmp/mirror.wanted"
+[ -s "$img.tmp/mirror.wanted" ] || die "apt chose no package for the mirror; see $img.tmp/mirror.list"
+while read -r name version; do
+    found=
+    for f in "$out/apt-cache/${name}"_*.deb; do
+        [ -f "$f" ] || continue
+        if [ "$(dpkg-deb -f "$f" Package)" = "$name" ] && [ "$(dpkg-deb -f "$f" Version)" = "$version" ]; then
+            cp "$f" "$img.tmp/mirror/"; found=1; break
+        fi
+    done
+    [ -n "$found" ] || die "the mirror's $name $version was not downloaded"
+done < "$img.tmp/mirror.wanted"
+rm -f "$img.tmp/mirror.wanted"
+(cd "$img.tmp/mirror" && dpkg-scanpackages --multiversion . 2>/dev/null > Packages) \
+    || die "dpkg-scanpackages failed for the mirror"
+for p in $catalog_programs; do
+    grep -qx "Package: $p" "$img.tmp/mirror/Packages" || die "the mirror has no $p"
+done
+log "mirror: $(ls "$img.tmp/mirror" | grep -c '\.deb$') packages, $(du -sm "$img.tmp/mirror" | cut -f1) MiB"
 
 kver=$(ls "$root/lib/modules")
 cp "$root/boot/vmlinuz-$kver" "$img.tmp/vmlinuz"

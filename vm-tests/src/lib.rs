@@ -4,6 +4,7 @@
 //! paths, not Tails — or a real Tails USB image (see README.md). Scenarios live in `tests/`.
 
 pub mod error;
+pub mod friend;
 pub mod image;
 pub mod qmp;
 pub mod remote_shell;

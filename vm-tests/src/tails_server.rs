@@ -1,5 +1,7 @@
-//! The project's CLI inside the guest, run as root in direct mode (until a .deb, its system
-//! service and D-Bus exist): `--state-dir` on the Persistent Storage, tor's control socket.
+//! The project's CLI inside the guest, run as root in direct mode (`--state-dir` on the
+//! Persistent Storage, tor found where it is by default), and tor's own answers read on its
+//! ControlPort as root (as Tails' own root tools do: the control socket exists only once the
+//! person has connected).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,14 +13,13 @@ use crate::remote_shell::ShOutput;
 use crate::vm::{sh_words, Vm};
 
 pub const STATE_DIR: &str = "/live/persistence/TailsData_unlocked/tails-server";
-pub const CONTROL_SOCKET: &str = "/run/tor/control";
 /// Amnesic (persistence=false) services live here: on the tmpfs.
 pub const RUNTIME_DIR: &str = "/run/tails-server";
 pub const BINARY: &str = "tails-server";
 
 /// The command line (for `sh -c`) running the CLI with `args`.
 pub fn command(args: &[&str]) -> String {
-    let mut words = vec![BINARY, "--state-dir", STATE_DIR, "--control-socket", CONTROL_SOCKET];
+    let mut words = vec![BINARY, "--state-dir", STATE_DIR];
     words.extend_from_slice(args);
     format!("TAILS_SERVER_RUNTIME_DIR={RUNTIME_DIR} {}", sh_words(&words))
 }
@@ -46,9 +47,9 @@ pub fn json(vm: &mut Vm, args: &[&str]) -> Result<Value> {
         .map_err(|e| Error::Protocol(format!("tails-server {args:?} printed non-JSON ({e}): {out}")))
 }
 
-/// The onion addresses tor runs detached, as seen on its control socket (`GETINFO
+/// The onion addresses tor runs detached, as seen on its ControlPort (`GETINFO
 /// onions/detached`), each with `.onion`. A python3 client in the guest, cookie
-/// authentication (root can read the cookie).
+/// authentication (root can read the cookie; Tails' firewall lets root reach 9052).
 pub fn tor_detached_onions(vm: &mut Vm) -> Result<Vec<String>> {
     let out = vm.sh("root", &format!("python3 -c {}", sh_words(&[TOR_ONIONS_PY])))?;
     if !out.success() {
@@ -66,9 +67,7 @@ pub fn tor_detached_onions(vm: &mut Vm) -> Result<Vec<String>> {
 pub const TOR_ONIONS_PY: &str = r#"
 import socket, sys
 def main():
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(5)
-    s.connect("/run/tor/control")
+    s = socket.create_connection(("127.0.0.1", 9052), timeout=5)
     cookie = open("/run/tor/control.authcookie", "rb").read().hex()
     f = s.makefile("rwb")
     def cmd(line):

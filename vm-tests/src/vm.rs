@@ -124,6 +124,9 @@ pub struct VmConfig {
     pub smp: u32,
     /// Throttle the stick to USB-2 stick speeds (4 MiB/s and 60 write operations per second).
     pub throttle_stick: bool,
+    /// The guest's network card reaches the host's addresses (the private Tor network's
+    /// relays); otherwise it reaches only the stand-in's package mirror at 10.0.2.100.
+    pub open_network: bool,
 }
 
 struct Running {
@@ -236,7 +239,18 @@ impl Vm {
             Accel::Tcg => c.args(["-accel", "tcg,tb-size=64"]),
         };
         c.args(["-m", &self.config.mem_mib.to_string(), "-smp", &self.config.smp.to_string()]);
-        c.args(["-display", "none", "-monitor", "none", "-nic", "none", "-name", &self.name]);
+        c.args(["-display", "none", "-monitor", "none", "-name", &self.name]);
+        // One network card, down until the scenario connects (QEMU's user network: the guest
+        // is 10.0.2.15). The stand-in's package mirror answers at 10.0.2.100:80, one busybox
+        // httpd per connection, standing in for Debian's archive through tor.
+        let mut netdev = format!("user,id=net0,restrict={}", if self.config.open_network { "off" } else { "on" });
+        if let Image::StandIn { dir, .. } = &self.image {
+            netdev.push_str(&format!(
+                ",guestfwd=tcp:10.0.2.100:80-cmd:busybox httpd -i -h {}",
+                dir.join("mirror").display()
+            ));
+        }
+        c.args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"]);
         c.args([
             "-chardev",
             &format!("file,id=con,path={},append=on", d.join("console.log").display()),
@@ -257,7 +271,7 @@ impl Vm {
             if self.config.throttle_stick { ",throttling.bps-write=4194304,throttling.iops-write=60" } else { "" };
         match &self.image {
             Image::StandIn { payload, .. } => {
-                append.extend(["console=ttyS0", "loglevel=4", "panic=30"].map(String::from));
+                append.extend(["console=ttyS0", "loglevel=4", "panic=30", "net.ifnames=0"].map(String::from));
                 c.args(["-drive", &format!("file={},if=virtio,format=qcow2", d.join("system.qcow2").display())]);
                 c.args(["-drive", &format!("file={},if=virtio,format=raw,readonly=on", payload.display())]);
             }
@@ -522,6 +536,25 @@ impl Vm {
         self.boots += 1;
         self.wait_for_remote_shell(t0 + BOOT_TIMEOUT)?;
         self.wait_system_running()?;
+        Ok(t0.elapsed())
+    }
+
+    /// The person connects (the stand-in's `tails-stand-in-connect`: the network card comes up,
+    /// which reloads the firewall and restarts tor, then DisableNetwork 0 is set and saved,
+    /// then tor restarts once more). `torrc_lines`, if any, are added to tor's configuration
+    /// first (a private Tor network's settings, standing in for the real network's). Returns
+    /// how long the step took.
+    pub fn connect(&mut self, torrc_lines: Option<&str>) -> Result<Duration> {
+        if self.image.is_real_tails() {
+            return Err(Error::Image("connecting a real Tails is Tor Connection's job: not scripted here".into()));
+        }
+        if let Some(lines) = torrc_lines {
+            let mut text = String::from("\n# vm-tests: the private Tor network stands in for the Tor network\n");
+            text.push_str(lines);
+            self.file_append("/etc/tor/torrc", text.as_bytes())?;
+        }
+        let t0 = Instant::now();
+        self.sh_ok("root", "tails-stand-in-connect")?;
         Ok(t0.elapsed())
     }
 

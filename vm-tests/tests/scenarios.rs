@@ -10,7 +10,11 @@ use vm_tests::vm::sh_words;
 use vm_tests::{BootOptions, Error, Result, Vm, VmConfig};
 
 fn scenario(name: &str, f: impl FnOnce(&mut Vm) -> Result<()>) {
-    let mut vm = match Vm::new(name, VmConfig::default()) {
+    scenario_with(name, VmConfig::default(), f)
+}
+
+fn scenario_with(name: &str, config: VmConfig, f: impl FnOnce(&mut Vm) -> Result<()>) {
+    let mut vm = match Vm::new(name, config) {
         Ok(vm) => vm,
         Err(e) => panic!("{name}: {e}"),
     };
@@ -85,128 +89,398 @@ fn sftp_batch(key: &str, commands: &str) -> String {
 /// The SFTP server's host key as a client sees it.
 const SFTP_HOST_KEY: &str = "ssh-keyscan -t ed25519 -p 2222 127.0.0.1 2>/dev/null";
 
-/// The web site's program answers on 127.0.0.1:8080 with the page put in its folder.
+/// A command of amnesia's, in its logged-in session (the stand-in's agent plays the part of a
+/// terminal on Tails' desktop): the CLI goes through the system service.
+fn in_session(vm: &mut Vm, command: &str) -> Result<vm_tests::ShOutput> {
+    // One word: the agent runs it with `sh -c`, its own quoting intact.
+    let line = format!("tails-stand-in-in-session {}", sh_words(&[command]));
+    vm.sh_env_timeout("amnesia", &Default::default(), &line, Duration::from_secs(300))
+}
+
+fn in_session_ok(vm: &mut Vm, command: &str) -> Result<String> {
+    let out = in_session(vm, command)?;
+    if !out.success() {
+        return Err(Error::Command { cmd: command.to_owned(), rc: out.rc, stdout: out.stdout, stderr: out.stderr });
+    }
+    Ok(out.stdout)
+}
+
+/// Waits inside the guest (polling every 50 ms, no remote-shell round trip per try) until
+/// `condition` succeeds as `user`; returns the guest's uptime at that moment, in seconds.
+fn wait_in_guest(vm: &mut Vm, user: &str, condition: &str, timeout: Duration) -> Result<f64> {
+    let secs = timeout.as_secs();
+    let cmd = format!(
+        "end=$(( $(cut -d. -f1 /proc/uptime) + {secs} )); until {{ {condition} ; }} >/dev/null 2>&1; do \
+         [ $(cut -d. -f1 /proc/uptime) -lt $end ] || {{ echo 'timed out' >&2; exit 124; }}; sleep 0.05; done; \
+         cut -d' ' -f1 /proc/uptime"
+    );
+    let out = vm.sh_env_timeout(user, &Default::default(), &cmd, timeout + Duration::from_secs(30))?;
+    if !out.success() {
+        return Err(Error::Timeout { what: format!("`{condition}` (in the guest)"), after: timeout });
+    }
+    out.stdout.trim().parse().map_err(|_| Error::Protocol(format!("uptime {:?}", out.stdout)))
+}
+
+fn guest_uptime(vm: &mut Vm) -> Result<f64> {
+    let out = vm.sh_ok("root", "cut -d' ' -f1 /proc/uptime")?;
+    out.trim().parse().map_err(|_| Error::Protocol(format!("uptime {out:?}")))
+}
+
+/// When a unit last finished starting (its ActiveEnterTimestampMonotonic), in seconds of uptime.
+fn unit_active_since(vm: &mut Vm, unit: &str) -> Result<f64> {
+    let out = vm.sh_ok("root", &format!("systemctl show -P ActiveEnterTimestampMonotonic {unit}"))?;
+    let us: f64 = out.trim().parse().map_err(|_| Error::Protocol(format!("{unit}'s timestamp {out:?}")))?;
+    Ok(us / 1e6)
+}
+
+/// The CPU time (user + system, in seconds) the system service has used so far.
+fn service_cpu_seconds(vm: &mut Vm) -> Result<f64> {
+    let out = vm.sh_ok(
+        "root",
+        "pid=$(systemctl show -P MainPID tails-server.service); \
+         awk -v hz=$(getconf CLK_TCK) '{print ($14 + $15) / hz}' /proc/$pid/stat",
+    )?;
+    out.trim().parse().map_err(|_| Error::Protocol(format!("CPU time {out:?}")))
+}
+
+/// The web site's program answers on 127.0.0.1:8080 with the page put in its folder (asked as
+/// amnesia: Tails' firewall lets no other user open a local connection to it, root included).
 const WEB_SERVES_HELLO: &str = "python3 -c \"import urllib.request as u; \
     assert b'hello from tails-server' in u.urlopen('http://127.0.0.1:8080/', timeout=5).read()\"";
 
-/// (a) The path a Tails user takes: install the package once, `setup`, add a Mumble and a
-/// custom service and enable them; reboot and unlock: with no command typed, Additional
-/// Software installs the package again, its system service starts Mumble's server and
-/// registers both addresses in tor, clients and options intact.
+/// A program listens on `port`.
+fn listening(port: u16) -> String {
+    format!("ss -ltnH 'sport = :{port}' | grep -q LISTEN")
+}
+
+/// Nothing listens on `port`.
+fn not_listening(port: u16) -> String {
+    format!("! ss -ltnH 'sport = :{port}' | grep -q .")
+}
+
+/// (g) The whole job, on the strict stand-in, the way a Tails user goes: a fresh stick; the
+/// package installed once and `setup` with the programs of the kinds they want (Additional
+/// Software, through the network); a Mumble service enabled before its program was there
+/// (refused, nothing half-started); a Persistent Storage feature turned on right after setup
+/// (setup's line survives); Mumble, web, Gobby, SFTP and a custom service added and enabled
+/// as amnesia through the service. Reboot; unlock before any network; with no command typed
+/// every service is registered with tor (which is not connected yet, and the service uses no
+/// CPU waiting); connect; a friend's tor in a container, on the private Tor network the guest's
+/// tor joins, holding the keys, fetches the web page, completes a Mumble handshake and logs
+/// in over SFTP; without the key it is refused. Then a LAN rule, and an interface coming up
+/// again: the firewall reloaded with the rule replayed, tor restarted, everything back.
 #[test]
-fn a_setup_then_every_boot_restores_with_no_command_typed() {
-    scenario("a-setup-and-restore", |vm| {
-        vm.boot(BootOptions::unlocked())?;
-        wait_unlocked(vm)?;
-        wait_for_tor(vm)?;
-        // The first installation, as with an administration password (apt install ./….deb).
-        let t = Instant::now();
-        vm.sh_ok("root", &format!("DEBIAN_FRONTEND=noninteractive apt-get install -y -q {DEB} >/dev/null"))?;
-        vm.record("first installation of the .deb", t.elapsed());
-        vm.wait_until("root", "systemctl is-active -q tails-server.service", Duration::from_secs(60))?;
-        // The package's unit, as systemd itself reads it where the package is installed (the
-        // stand-in, like Tails, has no manual pages to check its Documentation= against).
-        let unit = vm.sh("root", "systemd-analyze verify --man=no tails-server.service 2>&1")?;
-        check(unit.success() && unit.stdout.trim().is_empty(), format!("systemd-analyze verify: {}", unit.stdout))?;
-        let setup = vm.sh_ok("root", &format!("/usr/bin/tails-server setup --deb {DEB}"))?;
-        check(setup.contains("done:    tails-server in Additional Software"), format!("setup said: {setup}"))?;
-        let again = vm.sh_ok("root", &format!("/usr/bin/tails-server setup --deb {DEB}"))?;
-        check(!again.contains("done:    tails-server in"), format!("setup again changes nothing: {again}"))?;
-        // polkit decides every call: root may, and amnesia, logged in at the computer (an
-        // active session, as on Tails' desktop); a user without a session is refused, in the
-        // CLI's words; nobody but root may own the service's name.
-        vm.sh_ok("root", LIST_OVER_DBUS)?;
-        let refused = vm.sh("nobody", "tails-server list")?;
-        check(
-            !refused.success() && refused.stderr.contains("not authorized: org.boum.tails.server.read was refused"),
-            format!("a user without an active session refused by polkit: {refused:?}"),
-        )?;
-        let owner = vm.sh("amnesia", "busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus RequestName su org.boum.tails.Server 4")?;
-        check(!owner.success(), format!("only root may own the service's name: {owner:?}"))?;
-        vm.wait_until("root", "loginctl show-user amnesia -p State | grep -q State=active", Duration::from_secs(60))?;
+fn g_the_whole_job_from_a_fresh_stick_to_a_friend_connecting() {
+    use tails_server_integration::network::Network;
+    use vm_tests::friend;
+    let address = friend::host_address_for_guest().unwrap_or_else(|e| panic!("g-whole-job: {e}"));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let t = Instant::now();
+    let net = rt.block_on(Network::start_on(address));
+    let network_up = t.elapsed();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let config = VmConfig { open_network: true, ..VmConfig::default() };
+        scenario_with("g-whole-job", config, |vm| {
+            vm.record("the private Tor network up (host)", network_up);
+            whole_job(vm, &rt, &net)
+        })
+    }));
+    rt.block_on(net.shutdown());
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
 
-        // Everything else as amnesia in that session (the stand-in's agent plays the part of
-        // a terminal on Tails' desktop): the CLI goes through the service.
-        for args in [
-            "add mumble --name chat --set max-users=7",
-            "add custom --name site --local-port 8090",
-            "add web --name www",
-            "add gobby --name docs --set autosave-interval=30",
-            "client add chat alice",
-            "enable chat",
-            "enable site",
-            "enable www",
-            "enable docs",
-        ] {
-            vm.sh_ok("amnesia", &format!("tails-stand-in-in-session tails-server {args}"))?;
+fn whole_job(
+    vm: &mut Vm,
+    rt: &tokio::runtime::Runtime,
+    net: &tails_server_integration::network::Network,
+) -> Result<()> {
+    use vm_tests::friend;
+    let joining = net.joining_torrc();
+    let friend_socks: std::net::SocketAddr = (net.ports.address, net.ports.client_socks(0)).into();
+    let stranger_socks: std::net::SocketAddr = (net.ports.address, net.ports.client_socks(1)).into();
+
+    vm.boot(BootOptions::unlocked())?;
+    wait_unlocked(vm)?;
+    wait_for_tor(vm)?;
+    let d = vm.connect(Some(&joining))?;
+    vm.record("connect (first boot)", d);
+    // The first installation, as with an administration password (apt install ./….deb).
+    let t = Instant::now();
+    vm.sh_ok("root", &format!("DEBIAN_FRONTEND=noninteractive apt-get install -y -q {DEB} >/dev/null"))?;
+    vm.record("first installation of the .deb", t.elapsed());
+    vm.wait_until("root", "systemctl is-active -q tails-server.service", Duration::from_secs(60))?;
+    // The package's unit, as systemd itself reads it where the package is installed.
+    let unit = vm.sh("root", "systemd-analyze verify --man=no tails-server.service 2>&1")?;
+    check(unit.success() && unit.stdout.trim().is_empty(), format!("systemd-analyze verify: {}", unit.stdout))?;
+    vm.wait_until("root", "loginctl show-user amnesia -p State | grep -q State=active", Duration::from_secs(60))?;
+
+    // A Mumble service before its program is installed (Tails has none, and installs no
+    // Recommends): enabling it is refused with the way to get the program, and nothing runs.
+    in_session_ok(vm, "tails-server add mumble --name chat --set max-users=7")?;
+    let refused = in_session(vm, "tails-server enable chat")?;
+    check(
+        !refused.success()
+            && refused.stderr.contains("mumble-server is not installed")
+            && refused.stderr.contains("tails-server setup --with mumble"),
+        format!("enabling without the program: {refused:?}"),
+    )?;
+    let chat_before = in_session_ok(vm, "tails-server --format json info chat")?;
+    let chat_before: Value = serde_json::from_str(&chat_before).map_err(|e| Error::Protocol(format!("info: {e}")))?;
+    let chat = chat_before["address"].as_str().unwrap_or_default().to_owned();
+    check(chat_before["enabled"] == false, format!("chat stays disabled: {chat_before}"))?;
+    check(!vm.sh("root", "systemctl is-active -q tails-server-chat.service")?.success(), "no program unit for chat")?;
+    vm.sh_ok("root", &not_listening(64738))?;
+    check(!vm.sh("root", &registered_cmd(&[&chat]))?.success(), "tor does not run chat")?;
+
+    // setup, with the programs (their packages from the stand-in's mirror, "the network").
+    let t = Instant::now();
+    let setup = vm.sh_ok("root", &format!("/usr/bin/tails-server setup --deb {DEB} --with mumble,web,gobby,sftp"))?;
+    vm.record("setup --with mumble,web,gobby,sftp (apt through the network)", t.elapsed());
+    check(setup.contains("done:    tails-server in Additional Software"), format!("setup said: {setup}"))?;
+    let listed = vm.sh_ok("root", "cat /live/persistence/TailsData_unlocked/live-additional-software.conf")?;
+    for package in ["infinoted", "lighttpd", "mumble-server", "openssh-server", "tails-server"] {
+        check(listed.lines().any(|l| l == package), format!("{package} in Additional Software: {listed:?}"))?;
+    }
+    // A Persistent Storage feature turned on right after setup: tps rewrites persistence.conf
+    // from what it holds in memory, and setup's line must be in it.
+    vm.sh_ok(
+        "root",
+        "busctl call org.boum.tails.PersistentStorage /org/boum/tails/PersistentStorage/Features/PersistentDirectory \
+         org.boum.tails.PersistentStorage.Feature Activate",
+    )?;
+    let conf = vm.sh_ok("root", "cat /live/persistence/TailsData_unlocked/persistence.conf")?;
+    check(
+        conf.contains("/home/amnesia/Persistent\tsource=Persistent")
+            && conf.contains("/etc/apt/sources.list.d\tsource=apt-sources.list.d,link"),
+        format!("setup's line survives a feature change: {conf:?}"),
+    )?;
+    let again = vm.sh_ok("root", &format!("/usr/bin/tails-server setup --deb {DEB}"))?;
+    check(!again.contains("done:    tails-server in"), format!("setup again changes nothing: {again}"))?;
+    // polkit decides every call: root may, and amnesia, logged in at the computer; a user
+    // without a session is refused, in the CLI's words; nobody but root may own the name.
+    vm.sh_ok("root", LIST_OVER_DBUS)?;
+    let refused = vm.sh("nobody", "tails-server list")?;
+    check(
+        !refused.success() && refused.stderr.contains("not authorized: org.boum.tails.server.read was refused"),
+        format!("a user without an active session refused by polkit: {refused:?}"),
+    )?;
+    let owner = vm.sh("amnesia", "busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus RequestName su org.boum.tails.Server 4")?;
+    check(!owner.success(), format!("only root may own the service's name: {owner:?}"))?;
+
+    // The friend's SSH key, on the friend's side (the host).
+    let keys = tempfile::tempdir().map_err(Error::io("a folder for the friend's keys"))?;
+    let friend_key = keys.path().join("friend");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "friend", "-f"])
+        .arg(&friend_key)
+        .status()
+        .map_err(Error::io("running ssh-keygen"))?;
+    check(keygen.success(), "ssh-keygen made the friend's key")?;
+    let friend_pub = std::fs::read_to_string(keys.path().join("friend.pub")).map_err(Error::io("friend.pub"))?;
+    // A stranger's key, in the guest, for the local checks.
+    vm.sh_ok("amnesia", "rm -f /tmp/stranger* && ssh-keygen -q -t ed25519 -N '' -f /tmp/stranger")?;
+    vm.file_write("/tmp/friend", &std::fs::read(&friend_key).map_err(Error::io("the friend's key"))?)?;
+    vm.sh_ok("root", "chown amnesia: /tmp/friend && chmod 600 /tmp/friend")?;
+
+    for args in [
+        "enable chat",
+        "client add chat alice",
+        "add custom --name site --local-port 8090",
+        "add web --name www",
+        "add gobby --name docs --set autosave-interval=30",
+        "enable site",
+        "enable www",
+    ] {
+        in_session_ok(vm, &format!("tails-server {args}"))?;
+    }
+    // A program of amnesia's already listening on Gobby's port: refused, naming who holds it
+    // (tor would give the key holders' connections to it), and nothing started.
+    vm.spawn("amnesia", "exec python3 -c 'import socket,time; s=socket.socket(); s.bind((\"127.0.0.1\", 6523)); s.listen(); time.sleep(600)'")?;
+    vm.wait_until("root", &listening(6523), Duration::from_secs(30))?;
+    let squatted = in_session(vm, "tails-server enable docs")?;
+    check(
+        !squatted.success()
+            && squatted.stderr.contains("port 6523 is already taken by a program of uid 1000 (amnesia)"),
+        format!("a taken port: {squatted:?}"),
+    )?;
+    check(!vm.sh("root", "systemctl is-active -q tails-server-docs.service")?.success(), "no program unit for docs")?;
+    vm.sh_ok("root", "pkill -u amnesia -f 'time.sleep\\(600\\)'")?;
+    vm.wait_until("root", &not_listening(6523), Duration::from_secs(30))?;
+    in_session_ok(vm, "tails-server enable docs")?;
+    in_session_ok(
+        vm,
+        &format!(
+            "tails-server add sftp --name share --set {}",
+            sh_words(&[format!("authorized-keys={}", friend_pub.trim())])
+        ),
+    )?;
+    in_session_ok(vm, "tails-server enable share")?;
+    // The web site serves what is put in its folder; Gobby's server listens; Mumble's on
+    // 127.0.0.1 only, with its option.
+    vm.sh_ok("root", &format!("echo 'hello from tails-server' > {STATE_DIR}/data/www/site/index.html"))?;
+    vm.sh_ok("amnesia", WEB_SERVES_HELLO)?;
+    vm.sh_ok("root", &listening(6523))?;
+    vm.sh_ok("root", MUMBLE_LOCAL_ONLY)?;
+    let ini = vm.sh_ok("root", "cat /run/tails-server/daemons/chat/mumble-server.ini")?;
+    check(ini.contains("\nusers=7\n"), format!("the option reached Mumble's configuration: {ini}"))?;
+    let before = addresses(vm)?;
+    let addr =
+        |name: &str| address_of(&before, name).ok_or_else(|| Error::Protocol(format!("{name} not listed: {before:?}")));
+    let (site, www, share, docs) = (addr("site")?, addr("www")?, addr("share")?, addr("docs")?);
+    check(addr("chat")? == chat, "chat kept its address")?;
+    let all = [chat.as_str(), site.as_str(), www.as_str(), share.as_str(), docs.as_str()];
+    vm.sh_ok("root", &registered_cmd(&all))?;
+
+    // SFTP on its local port: the friend's key lets them in, locked into the shared folder;
+    // another key does not.
+    let listing = vm.sh_ok(
+        "amnesia",
+        &format!("cd /tmp && echo shared > note.txt && {}", sftp_batch("friend", "put note.txt\nls -1 /")),
+    )?;
+    check(
+        listing.lines().any(|l| l.trim() == "/files") && !listing.contains("ssh_host"),
+        format!("the friend sees the shared folder only: {listing}"),
+    )?;
+    vm.sh_ok("root", &format!("test \"$(stat -c %U {STATE_DIR}/data/share/files/note.txt)\" = tails-server-sftp"))?;
+    let stranger = vm.sh("amnesia", &sftp_batch("stranger", "ls"))?;
+    check(
+        !stranger.success() && stranger.stderr.contains("Permission denied"),
+        format!("another key is refused: {stranger:?}"),
+    )?;
+    let host_key = vm.sh_ok("amnesia", SFTP_HOST_KEY)?;
+    // The keys the friend gets: each service's first client, as `client show` prints it.
+    let mut auth_private = Vec::new();
+    for name in ["www", "chat", "share"] {
+        auth_private.push(in_session_ok(vm, &format!("tails-server client show {name} client-1 --as auth-private"))?);
+    }
+
+    // Reboot: unlocked at boot, before any network; nothing typed from here on but connect.
+    vm.reboot(BootOptions::unlocked())?;
+    let unlocked_at = unit_active_since(vm, "tails-stand-in-unlock.service")?;
+    let registered_at = wait_in_guest(vm, "root", &registered_cmd(&all), Duration::from_secs(240))?;
+    vm.record(
+        "unlock → every service registered with tor (tor not connected)",
+        Duration::from_secs_f64(registered_at - unlocked_at),
+    );
+    vm.sh_ok("root", "dpkg-query -W -f '${Status}' tails-server mumble-server | grep -q 'install ok installed'")?;
+    vm.wait_until("root", MUMBLE_LOCAL_ONLY, Duration::from_secs(60))?;
+    vm.wait_until("amnesia", WEB_SERVES_HELLO, Duration::from_secs(60))?;
+    vm.wait_until("root", &listening(6523), Duration::from_secs(60))?;
+    vm.wait_until("root", &listening(2222), Duration::from_secs(60))?;
+    check(vm.sh_ok("amnesia", SFTP_HOST_KEY)? == host_key, "the same SSH host key after the reboot")?;
+    let info = ts::json(vm, &["info", "chat"])?;
+    check(info["address"] == chat.as_str(), format!("same address: {info}"))?;
+    let clients: Vec<&str> =
+        info["clients"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+    check(clients == ["alice", "client-1"] || clients == ["client-1", "alice"], format!("clients intact: {info}"))?;
+    check(info["options"]["max-users"] == 7, format!("options intact: {info}"))?;
+
+    // tor is not connected: the service says so and waits without using the CPU.
+    let status = in_session(vm, "tails-server status www")?;
+    check(
+        status.stdout.contains("network:    not connected") && status.stdout.contains("uploaded:   not yet"),
+        format!("status while tor is not connected: {status:?}"),
+    )?;
+    let cpu0 = service_cpu_seconds(vm)?;
+    let t0 = guest_uptime(vm)?;
+    vm.sh_ok("root", "sleep 20")?; // a measurement window, not a wait for a condition
+    let (cpu, window) = (service_cpu_seconds(vm)? - cpu0, guest_uptime(vm)? - t0);
+    vm.record("the service's CPU time in a 20 s window while tor is not connected", Duration::from_secs_f64(cpu));
+    check(cpu < 0.02 * window, format!("the service uses no CPU while it waits: {cpu:.2} s in {window:.0} s"))?;
+
+    // Connect: the friend's tor fetches the page with the key; without it, refused.
+    let connect_at = guest_uptime(vm)?;
+    let d = vm.connect(Some(&joining))?;
+    vm.record("connect (the stand-in's step)", d);
+    let uploaded_at = wait_in_guest(
+        vm,
+        "amnesia",
+        "tails-stand-in-in-session 'tails-server --format json status www' | grep -q '\"uploaded\": true'",
+        Duration::from_secs(300),
+    )?;
+    vm.record("connect → the web site's descriptor uploaded", Duration::from_secs_f64(uploaded_at - connect_at));
+    let keyring = net.dir("client0/onion_auth");
+    for (i, line) in auth_private.iter().enumerate() {
+        std::fs::write(keyring.join(format!("key{i}.auth_private")), line)
+            .map_err(Error::io("a key for the friend's tor"))?;
+    }
+    rt.block_on(async {
+        let mut tor = tails_server::tor::TorControl::connect(&net.client_control_config(0)).await?;
+        tor.signal("RELOAD").await
+    })
+    .map_err(|e| Error::Protocol(format!("the friend's tor did not reload its keys: {e}")))?;
+    let t = Instant::now();
+    let page = until_ok(Duration::from_secs(240), || friends_page(friend_socks, &www))?;
+    let fetched_at = guest_uptime(vm)?;
+    vm.record("connect → the friend's first page", Duration::from_secs_f64(fetched_at - connect_at));
+    vm.record("descriptor uploaded → the friend's first page (host)", t.elapsed());
+    check(page.contains("hello from tails-server"), format!("the friend got the page: {page:?}"))?;
+    let stranger = friend::http_get(stranger_socks, &www, Duration::from_secs(120))?;
+    check(stranger == Err(0xF4), format!("a tor without the key is refused (SOCKS 0xF4): {stranger:?}"))?;
+    let handshake = until_ok(Duration::from_secs(180), || {
+        let line = friend::mumble_handshake(friend_socks, &chat, 64738, "friend")?;
+        if line.starts_with("socks ") {
+            Err(Error::Protocol(line))
+        } else {
+            Ok(line)
         }
-        // The web site serves what is put in its folder; Gobby's server listens.
-        vm.sh_ok("root", &format!("echo 'hello from tails-server' > {STATE_DIR}/data/www/site/index.html"))?;
-        vm.sh_ok("root", WEB_SERVES_HELLO)?;
-        vm.sh_ok("root", "ss -ltnH 'sport = :6523' | grep -q LISTEN")?;
-        let before = addresses(vm)?;
-        let chat =
-            address_of(&before, "chat").ok_or_else(|| Error::Protocol(format!("chat not listed: {before:?}")))?;
-        let site =
-            address_of(&before, "site").ok_or_else(|| Error::Protocol(format!("site not listed: {before:?}")))?;
-        vm.sh_ok("root", &registered_cmd(&[&chat, &site]))?;
-        vm.sh_ok("root", MUMBLE_LOCAL_ONLY)?;
-        let ini = vm.sh_ok("root", "cat /run/tails-server/daemons/chat/mumble-server.ini")?;
-        check(ini.contains("\nusers=7\n"), format!("the option reached Mumble's configuration: {ini}"))?;
+    })?;
+    check(handshake.starts_with("synced"), format!("the Mumble server took the friend in: {handshake}"))?;
+    let fetched = until_ok(Duration::from_secs(180), || {
+        let dir = keys.path().join("download");
+        let _ = std::fs::create_dir_all(&dir);
+        let (rc, out, err) =
+            friend::sftp(friend_socks, &share, &friend_key, &format!("lcd {}\nget /files/note.txt\n", dir.display()))?;
+        if rc != 0 {
+            return Err(Error::Protocol(format!("sftp exited {rc}: {out} {err}")));
+        }
+        std::fs::read_to_string(dir.join("note.txt")).map_err(Error::io("the fetched file"))
+    })?;
+    check(fetched.contains("shared"), format!("the friend read the shared file over SFTP: {fetched:?}"))?;
+    // The service's own probe, through tor's SocksPort: made by nobody (root may not).
+    let probe = in_session(vm, "tails-server status www --probe")?;
+    check(
+        probe.success() && probe.stdout.contains("reachable:  yes"),
+        format!("status --probe through the service: {probe:?}"),
+    )?;
 
-        // SFTP: a friend's key lets them in, locked into the shared folder; another key
-        // does not. The friend's key pair stays with the test across the reboot.
-        vm.sh_ok("amnesia", "rm -f /tmp/friend* /tmp/stranger* && ssh-keygen -q -t ed25519 -N '' -f /tmp/friend")?;
-        vm.sh_ok("amnesia", "ssh-keygen -q -t ed25519 -N '' -f /tmp/stranger")?;
-        vm.sh_ok(
-            "amnesia",
-            "tails-stand-in-in-session 'tails-server add sftp --name share --set \"authorized-keys=$(cat /tmp/friend.pub)\"'",
-        )?;
-        vm.sh_ok("amnesia", "tails-stand-in-in-session tails-server enable share")?;
-        let listing = vm.sh_ok(
-            "amnesia",
-            &format!("cd /tmp && echo shared > note.txt && {}", sftp_batch("friend", "put note.txt\nls -1 /")),
-        )?;
-        check(
-            listing.lines().any(|l| l.trim() == "/files") && !listing.contains("ssh_host"),
-            format!("the friend sees the shared folder only: {listing}"),
-        )?;
-        vm.sh_ok("root", &format!("test \"$(stat -c %U {STATE_DIR}/data/share/files/note.txt)\" = tails-server-sftp"))?;
-        let stranger = vm.sh("amnesia", &sftp_batch("stranger", "ls"))?;
-        check(
-            !stranger.success() && stranger.stderr.contains("Permission denied"),
-            format!("another key is refused: {stranger:?}"),
-        )?;
-        let friend_key = vm.sh_ok("amnesia", "cat /tmp/friend")?;
-        let host_key = vm.sh_ok("root", SFTP_HOST_KEY)?;
+    // A LAN rule, then an interface coming up again: the firewall is reloaded (the rule
+    // replayed) and tor restarted (every service published again, no command typed).
+    in_session_ok(vm, "tails-server set-option www allow-lan-connections true")?;
+    let lan_rules = "test $(iptables -S INPUT | grep -c -- '--dport 8080 -j ACCEPT') -eq 3";
+    vm.sh_ok("root", lan_rules)?;
+    let t = Instant::now();
+    vm.sh_ok("root", "ifdown eth0 && ifup eth0")?;
+    vm.sh_ok("root", lan_rules)?;
+    vm.wait_until("root", &registered_cmd(&all), Duration::from_secs(120))?;
+    vm.record("interface up again → every service registered with the new tor", t.elapsed());
+    let page = until_ok(Duration::from_secs(240), || friends_page(friend_socks, &www))?;
+    vm.record("interface up again → the friend's page", t.elapsed());
+    check(page.contains("hello from tails-server"), format!("the page again: {page:?}"))?;
+    Ok(())
+}
 
-        vm.reboot(BootOptions::unlocked())?;
-        // No tails-server command from here on: only waiting and looking.
-        let d = vm.wait_until("root", &registered_cmd(&[&chat, &site]), Duration::from_secs(180))?;
-        vm.record("both addresses registered again (after systemd finished)", d);
-        vm.sh_ok("root", "dpkg-query -W -f '${Status}' tails-server | grep -q 'install ok installed'")?;
-        let d = vm.wait_until("root", MUMBLE_LOCAL_ONLY, Duration::from_secs(60))?;
-        vm.record("Mumble's server listening again", d);
-        vm.wait_until("root", WEB_SERVES_HELLO, Duration::from_secs(60))?;
-        vm.wait_until("root", "ss -ltnH 'sport = :6523' | grep -q LISTEN", Duration::from_secs(60))?;
-        let info = ts::json(vm, &["info", "chat"])?;
-        check(info["address"] == chat.as_str(), format!("same address: {info}"))?;
-        let clients: Vec<&str> =
-            info["clients"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
-        check(clients == ["alice", "client-1"] || clients == ["client-1", "alice"], format!("clients intact: {info}"))?;
-        check(info["options"]["max-users"] == 7, format!("options intact: {info}"))?;
-        // The SFTP server is back with the same host key (a client that remembers it
-        // connects without a warning) and the friend finds the file.
-        vm.wait_until("root", "ss -ltnH 'sport = :2222' | grep -q LISTEN", Duration::from_secs(60))?;
-        check(vm.sh_ok("root", SFTP_HOST_KEY)? == host_key, "the same SSH host key after the reboot")?;
-        vm.sh_ok("amnesia", &format!("umask 077 && printf '%s' {} > /tmp/friend", sh_words(&[friend_key])))?;
-        let fetched = vm.sh_ok(
-            "amnesia",
-            &format!("cd /tmp && rm -f note.txt && {} && cat note.txt", sftp_batch("friend", "get note.txt")),
-        )?;
-        check(fetched.contains("shared"), format!("the shared file after the reboot: {fetched}"))?;
-        Ok(())
-    });
+/// The friend's fetch of the web site's page (a SOCKS refusal is an error, to try again).
+fn friends_page(proxy: std::net::SocketAddr, onion: &str) -> Result<String> {
+    vm_tests::friend::http_get(proxy, onion, Duration::from_secs(60))?
+        .map_err(|code| Error::Protocol(format!("tor refused the connection (SOCKS {code:#04x})")))
+}
+
+/// Calls `f` until it succeeds or the time is up (tor may need a while to find a descriptor
+/// just uploaded); the last failure is the error.
+fn until_ok<T>(timeout: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let t0 = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if t0.elapsed() > timeout => {
+                return Err(Error::Timeout { what: format!("the friend's connection (last: {e})"), after: timeout })
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
 }
 
 /// (e, second half) An image that ships tails-server, booted without unlocking: the service
@@ -238,6 +512,22 @@ fn e2_the_service_waits_for_the_unlock_then_restores() {
         vm.sh_ok("root", "sync")?;
         let (w1, ops) = vm.stick_writes()?;
         check(w1 == w0, format!("nothing written to the stick while locked ({} bytes in {ops} operations)", w1 - w0))?;
+
+        // The service installed but not running: the person's CLI says so, and never answers
+        // from a store of its own in the (amnesic) home.
+        vm.sh_ok("root", "systemctl stop tails-server.service")?;
+        let alone = vm.sh("amnesia", "tails-server list")?;
+        check(
+            !alone.success()
+                && alone.stderr.contains("the tails-server service is not running")
+                && alone.stderr.contains("journalctl -u tails-server"),
+            format!("the CLI without its service: {alone:?}"),
+        )?;
+        check(
+            !vm.sh("root", "test -e /home/amnesia/.local/share/tails-server")?.success(),
+            "no store of amnesia's own",
+        )?;
+        vm.sh_ok("root", "systemctl start tails-server.service")?;
 
         let passphrase = vm.image.passphrase().to_owned();
         let t = Instant::now();
@@ -332,8 +622,9 @@ fn b_power_cut_after_acknowledged_changes() {
     });
 }
 
-/// (c) tor restarted inside the VM with `tails-server daemon` running: every service is
-/// registered again; the delay from tor's control socket answering to all registered.
+/// (c) An interface coming up in the VM (which restarts tor, as on Tails) with `tails-server
+/// daemon` running: every service is registered again; the delay from the new tor answering
+/// on its ControlPort to all registered.
 #[test]
 fn c_tor_restart_with_daemon() {
     scenario("c-tor-restart", |vm| {
@@ -368,27 +659,25 @@ fn c_tor_restart_with_daemon() {
             format!("every service registered again after tor's restart: {m}"),
         )?;
         let secs = |k: &str| Duration::from_secs_f64(m[k].as_f64().unwrap_or(f64::NAN));
-        vm.record(
-            "tor restart: `systemctl restart` command to control socket answering",
-            secs("answer_after_restart_s"),
-        );
-        vm.record("tor restart: control socket answering to all services registered", secs("all_after_answer_s"));
+        vm.record("interface up (tor restarted by it) to the new tor answering", secs("answer_after_restart_s"));
+        vm.record("tor restart: the new tor answering to all services registered", secs("all_after_answer_s"));
         let log = String::from_utf8_lossy(&vm.file_read("/run/tails-server-daemon.log")?).into_owned();
         let _ = std::fs::write(vm.dir.join("daemon.log"), &log);
         Ok(())
     });
 }
 
-/// Restarts tor and watches its control socket every 10 ms: when the new tor first answers,
-/// and when every id given is registered. Prints one JSON object.
+/// Brings the network card up (the stand-in's if-up hook restarts tor, as NetworkManager's
+/// dispatcher does on Tails) and watches tor's ControlPort every 10 ms: when the new tor first
+/// answers, and when every id given is registered. Prints one JSON object.
 const WATCH_TOR_RESTART_PY: &str = r#"
 import json, socket, subprocess, sys, time
 want = set(sys.argv[1:])
 cookie_path = "/run/tor/control.authcookie"
 def ask():
-    s = socket.socket(socket.AF_UNIX); s.settimeout(2)
+    s = socket.socket(); s.settimeout(2)
     try:
-        s.connect("/run/tor/control")
+        s.connect(("127.0.0.1", 9052))
         f = s.makefile("rwb")
         def cmd(line):
             f.write((line + "\r\n").encode()); f.flush(); out = []
@@ -413,7 +702,7 @@ def ask():
 old = ask()
 old_pid = old[0] if old else None
 t0 = time.monotonic()
-p = subprocess.Popen(["systemctl", "restart", "tor@default"])
+p = subprocess.Popen(["ifup", "eth0"])
 t_answer = t_all = None
 while time.monotonic() - t0 < 90:
     r = ask()

@@ -94,7 +94,8 @@ pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> 
     let mut lost_at = Instant::now();
     let mut last_error = String::new();
     let mut last_serve_error = String::new();
-    log(Level::Notice, &format!("starting; tor control port: {}", options.control.target));
+    let fallback = options.control.fallback.as_ref().map(|f| format!(", else {f}")).unwrap_or_default();
+    log(Level::Notice, &format!("starting; tor control port: {}{fallback}", options.control.target));
     loop {
         let connected = tokio::select! {
             r = TorControl::connect(&options.control) => r,
@@ -170,9 +171,10 @@ async fn serve(
     log(
         Level::Notice,
         &format!(
-            "connected to tor {} (pid {}), authenticated with {:?}",
+            "connected to tor {} (pid {}) on {}, authenticated with {:?}",
             tor.tor_version(),
             instance.pid,
+            tor.target(),
             tor.auth_method()
         ),
     );
@@ -196,6 +198,8 @@ async fn serve(
         }
     };
     let mut watch = tokio::time::interval(options.watch_changes_every);
+    // Per service id: a descriptor is recorded uploaded once each of its uploads is answered.
+    let mut rounds: std::collections::HashMap<String, crate::publish::UploadRound> = Default::default();
     loop {
         let event = tokio::select! {
             e = tor.next_event(None) => e,
@@ -222,8 +226,11 @@ async fn serve(
             _ = shutdown.as_mut() => return Ok(Served::Shutdown),
         };
         match event {
-            Ok(Some(TorEvent::HsDesc { action, service_id, .. })) if action == "UPLOADED" => {
-                record_upload(publisher, &instance, &service_id).await;
+            Ok(Some(TorEvent::HsDesc { action, service_id, hsdir, descriptor_id })) => {
+                let round = rounds.entry(service_id.clone()).or_default();
+                if round.observe(&action, hsdir.as_deref(), descriptor_id.as_deref()) {
+                    record_upload(publisher, &instance, &service_id).await;
+                }
             }
             Ok(Some(TorEvent::Other(line))) if line.contains("BOOTSTRAP") && line.contains("PROGRESS=100") => {
                 log(Level::Info, "tor has bootstrapped");

@@ -292,10 +292,11 @@ pub enum Error {
     PersistentStorageLocked,
 
     #[error(
-        "{packages} is not installed; install it with Additional Software (in a terminal with an \
-         administration password: sudo apt install {packages}, then choose \"Install Every Time\")"
+        "{packages} is not installed; add it with Additional Software: connected to Tor, with an administration \
+         password, run `sudo tails-server setup --with {kind}` (it is then installed again at every login, \
+         offline)"
     )]
-    MissingPackage { packages: String },
+    MissingPackage { packages: String, kind: String },
 
     #[error("{path} is not a package setup can use: {reason}")]
     InvalidPackage { path: PathBuf, reason: String },

@@ -6,6 +6,7 @@
 //! - [`catalog`]: data-driven definitions of the kinds of service;
 //! - [`model`]: the records kept per service;
 //! - [`store`]: the sled store (locking, transactions, snapshots, recovery);
+//! - [`sockets`]: the kernel's socket tables (who listens on a port, who serves a connection);
 //! - [`tails`]: the only module that knows Tails and Debian paths;
 //! - [`tor`]: the control-port connection, secrets only to a tor that proved itself;
 //! - [`system`]: the catalog's daemons as systemd units, and LAN access;
@@ -33,6 +34,7 @@ pub mod options;
 pub mod publish;
 pub mod reconcile;
 pub mod secret_file;
+pub mod sockets;
 pub mod store;
 pub mod system;
 pub mod tails;

@@ -109,8 +109,82 @@ pub async fn forget_client_key(tor: &mut TorControl, service_id: &str) -> Result
     tor.execute(&command).await.map(drop)
 }
 
-/// Waits until tor reports the service's descriptor uploaded to at least one HSDir. The
-/// caller must have subscribed to HS_DESC before publishing.
+/// One round of a service's descriptor uploads, followed through tor's `HS_DESC` events.
+/// tor builds two descriptors (`CREATED`: the current and the next time period's; which one a
+/// client asks for depends on the time), uploads each to every HSDir responsible for it
+/// (`UPLOAD`, with the descriptor's id), and reports each answer by HSDir only (`UPLOADED`
+/// carries no descriptor id, `FAILED` may not). A client asks one HSDir of its descriptor's
+/// set at random. So "uploaded" — a friend fetching now finds it — is: every descriptor
+/// built has had its uploads launched, every HSDir has answered as many uploads as it was
+/// sent, and one succeeded at least. Measured on the private network: the first `UPLOADED`
+/// alone fired before the descriptor a client needed was even sent after a tor restart (the
+/// two descriptors' uploads then go out 1–2 s apart), leaving it the dead tor's stale copy.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UploadRound {
+    /// The descriptors built in this round, by id, and whether their uploads were launched.
+    descriptors: HashMap<String, bool>,
+    /// Uploads launched and not answered yet, by HSDir (an HSDir can be responsible for both
+    /// descriptors).
+    pending: HashMap<String, u32>,
+    succeeded: u32,
+    failed: u32,
+    complete: bool,
+}
+
+impl UploadRound {
+    /// Takes one `HS_DESC` event; returns true when it completes the round. A `CREATED` or
+    /// `UPLOAD` after completion starts a new round (a republication, a new descriptor).
+    pub fn observe(&mut self, action: &str, hsdir: Option<&str>, descriptor: Option<&str>) -> bool {
+        let hsdir = hsdir.unwrap_or_default().to_owned();
+        if self.complete && matches!(action, "CREATED" | "UPLOAD") {
+            *self = UploadRound::default();
+        }
+        match action {
+            "CREATED" => {
+                if let Some(id) = descriptor {
+                    self.descriptors.entry(id.to_owned()).or_insert(false);
+                }
+                return false;
+            }
+            "UPLOAD" => {
+                if let Some(id) = descriptor {
+                    self.descriptors.insert(id.to_owned(), true);
+                }
+                *self.pending.entry(hsdir).or_default() += 1;
+                return false;
+            }
+            "UPLOADED" | "FAILED" => {
+                if let Some(n) = self.pending.get_mut(&hsdir) {
+                    *n = n.saturating_sub(1);
+                }
+                if action == "UPLOADED" {
+                    self.succeeded += 1;
+                } else {
+                    self.failed += 1;
+                }
+            }
+            _ => return false,
+        }
+        let launched = self.descriptors.values().all(|&sent| sent);
+        if !self.complete && launched && self.succeeded > 0 && self.pending.values().all(|&n| n == 0) {
+            self.complete = true;
+            return true;
+        }
+        false
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// (uploads answered with success, with failure, still waiting).
+    pub fn counts(&self) -> (u32, u32, u32) {
+        (self.succeeded, self.failed, self.pending.values().sum())
+    }
+}
+
+/// Waits until the service's descriptor is uploaded as [`UploadRound`] defines it. The caller
+/// must have subscribed to HS_DESC before publishing.
 pub async fn wait_uploaded(
     tor: &mut TorControl,
     address: &OnionAddress,
@@ -119,22 +193,85 @@ pub async fn wait_uploaded(
 ) -> Result<()> {
     let id = address.service_id();
     let deadline = Instant::now() + timeout;
+    let mut round = UploadRound::default();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Error::Timeout { what: format!("tor to upload the descriptor of {address}"), waited: timeout });
         }
-        if let Some(TorEvent::HsDesc { action, service_id, .. }) = tor.next_event(Some(left)).await? {
-            if service_id == id {
-                match action.as_str() {
-                    "UPLOADED" => return Ok(()),
-                    "UPLOAD" => progress("uploading the descriptor"),
-                    "CREATED" => progress("descriptor built"),
-                    "FAILED" => progress("an upload failed; tor retries"),
-                    _ => {}
-                }
+        if let Some(TorEvent::HsDesc { action, service_id, hsdir, descriptor_id }) = tor.next_event(Some(left)).await? {
+            if service_id != id {
+                continue;
+            }
+            if round.observe(&action, hsdir.as_deref(), descriptor_id.as_deref()) {
+                return Ok(());
+            }
+            let (ok, failed, waiting) = round.counts();
+            match action.as_str() {
+                "CREATED" => progress("descriptor built"),
+                "UPLOAD" => progress(&format!("uploading the descriptor to {waiting} directories")),
+                "UPLOADED" | "FAILED" => progress(&format!(
+                    "uploaded to {ok} directories{}, {waiting} to go",
+                    if failed > 0 { format!(" ({failed} failed; tor retries)") } else { String::new() }
+                )),
+                _ => {}
             }
         }
+    }
+}
+
+/// Who opens the probe's connection to tor's SocksPort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeAs {
+    /// This process (a user's own CLI).
+    ThisProcess,
+    /// `nobody`, in a transient systemd unit: on Tails root may not connect to the SocksPort
+    /// (its firewall lets only a few users through, nobody among them), and a probe needs no
+    /// privilege anyway.
+    Nobody,
+}
+
+/// The hidden subcommand of the tails-server binary that makes one SOCKS connection: reads
+/// `PROXY HOST PORT` on stdin, prints the SOCKS reply code (decimal) or `error: …`.
+pub const SOCKS_PROBE_COMMAND: &str = "socks-probe";
+
+/// What [`SOCKS_PROBE_COMMAND`] does, for the binary to call.
+pub async fn socks_probe_line(request: &str) -> String {
+    let words: Vec<&str> = request.split_whitespace().collect();
+    let [proxy, host, port] = words.as_slice() else { return "error: expected PROXY HOST PORT".into() };
+    let Ok(port) = port.parse::<u16>() else { return format!("error: bad port {port:?}") };
+    match tokio::time::timeout(PROBE_TIMEOUT, socks_connect(proxy, host, port)).await {
+        Err(_) => "timeout".into(),
+        Ok(Ok(code)) => code.to_string(),
+        Ok(Err(e)) => format!("error: {e}"),
+    }
+}
+
+/// One SOCKS connection as `who`: Ok(Some(code)), Ok(None) on timeout, Err(reason).
+async fn socks_connect_as(who: ProbeAs, proxy: &str, host: &str, port: u16) -> std::result::Result<Option<u8>, String> {
+    let line = match who {
+        ProbeAs::ThisProcess => socks_probe_line(&format!("{proxy} {host} {port}")).await,
+        ProbeAs::Nobody => {
+            let exe = std::env::current_exe().map_err(|e| format!("cannot find tails-server's own program: {e}"))?;
+            let systemd = crate::system::systemd::Systemd::connect().await.map_err(|e| e.to_string())?;
+            let argv = vec![exe.display().to_string(), SOCKS_PROBE_COMMAND.to_owned()];
+            // The address goes on stdin: an argument would be visible to every local user.
+            let request = format!("{proxy} {host} {port}\n");
+            let mut suffix = [0u8; 4];
+            crate::keys::os_random(&mut suffix).map_err(|e| e.to_string())?;
+            let unit = format!("tails-server-probe-{}.service", data_encoding::HEXLOWER.encode(&suffix));
+            systemd
+                .run_as(&unit, "nobody", &argv, request.as_bytes(), PROBE_TIMEOUT + Duration::from_secs(5))
+                .await
+                .map_err(|e| e.to_string())?
+        }
+    };
+    match line.as_str() {
+        "timeout" => Ok(None),
+        other => match other.strip_prefix("error: ") {
+            Some(reason) => Err(reason.to_owned()),
+            None => other.parse().map(Some).map_err(|_| format!("unexpected answer {other:?}")),
+        },
     }
 }
 
@@ -143,7 +280,7 @@ pub async fn wait_uploaded(
 /// already holds a credential for the address (the user's own, perhaps permanent), which is
 /// used as it is and never replaced or removed. Returns whether it was reached (None: could
 /// not tell) and why.
-pub async fn probe(tor: &mut TorControl, record: &ServiceRecord) -> Result<(Option<bool>, String)> {
+pub async fn probe(tor: &mut TorControl, record: &ServiceRecord, who: ProbeAs) -> Result<(Option<bool>, String)> {
     let Some(socks) = tor.socks_listeners().await?.into_iter().next() else {
         return Ok((None, "tor has no SocksPort to probe through".into()));
     };
@@ -160,16 +297,15 @@ pub async fn probe(tor: &mut TorControl, record: &ServiceRecord) -> Result<(Opti
             .await?;
         lent_key = true;
     }
-    let result =
-        tokio::time::timeout(PROBE_TIMEOUT, socks_connect(&socks, &format!("{id}.onion"), record.remote_port)).await;
+    let result = socks_connect_as(who, &socks, &format!("{id}.onion"), record.remote_port).await;
     if lent_key {
         let _ = tor.send(&CommandLine::new("ONION_CLIENT_AUTH_REMOVE").arg("service id", &id)?).await;
     }
     Ok(match result {
-        Err(_) => (Some(false), format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
-        Ok(Err(e)) => (None, format!("cannot use tor's SocksPort {socks}: {e}")),
-        Ok(Ok(0x00)) => (Some(true), "a connection through tor succeeded".into()),
-        Ok(Ok(code)) => (Some(code == 0x05), socks_reply_meaning(code, record.local_port)),
+        Ok(None) => (Some(false), format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+        Err(e) => (None, format!("cannot use tor's SocksPort {socks}: {e}")),
+        Ok(Some(0x00)) => (Some(true), "a connection through tor succeeded".into()),
+        Ok(Some(code)) => (Some(code == 0x05), socks_reply_meaning(code, record.local_port)),
     })
 }
 
@@ -259,6 +395,50 @@ mod tests {
         for c in &r.clients {
             assert!(wire.contains(&format!("ClientAuthV3={}", c.public_key.to_base32())));
         }
+    }
+
+    #[test]
+    fn uploaded_means_every_launched_upload_answered_with_one_success_at_least() {
+        // A fresh service, as tor 0.4.9 reports it: two descriptors, each to the four HSDirs.
+        let mut round = UploadRound::default();
+        assert!(!round.observe("CREATED", None, Some("cur")));
+        assert!(!round.observe("CREATED", None, Some("next")));
+        for (dir, desc) in [("$A", "cur"), ("$B", "cur"), ("$C", "cur"), ("$D", "cur")] {
+            assert!(!round.observe("UPLOAD", Some(dir), Some(desc)));
+        }
+        for (dir, desc) in [("$A", "next"), ("$B", "next"), ("$C", "next"), ("$D", "next")] {
+            assert!(!round.observe("UPLOAD", Some(dir), Some(desc)));
+        }
+        assert!(!round.observe("UPLOADED", Some("$A"), None), "the first answer is not the last");
+        for dir in ["$B", "$C", "$D", "$A", "$B", "$C"] {
+            assert!(!round.observe("UPLOADED", Some(dir), None));
+        }
+        assert_eq!(round.counts(), (7, 0, 1));
+        assert!(round.observe("FAILED", Some("$D"), None), "every upload answered, one at least a success");
+        assert!(round.is_complete());
+        assert!(!round.observe("UPLOADED", Some("$C"), None), "complete once");
+
+        // A new descriptor (the time period's rotation) starts a new round.
+        assert!(!round.observe("CREATED", None, Some("after")));
+        assert!(!round.is_complete());
+        assert!(!round.observe("UPLOAD", Some("$A"), Some("after")));
+        assert!(round.observe("UPLOADED", Some("$A"), None));
+
+        // After a tor restart the two descriptors' uploads go out apart: the first batch all
+        // answered is not enough while the other descriptor has not been sent.
+        let mut restart = UploadRound::default();
+        restart.observe("CREATED", None, Some("cur"));
+        restart.observe("CREATED", None, Some("next"));
+        restart.observe("UPLOAD", Some("$A"), Some("next"));
+        assert!(!restart.observe("UPLOADED", Some("$A"), None), "the client's descriptor is not out yet");
+        restart.observe("UPLOAD", Some("$A"), Some("cur"));
+        assert!(restart.observe("UPLOADED", Some("$A"), None));
+
+        let mut failing = UploadRound::default();
+        failing.observe("UPLOAD", Some("$A"), Some("d"));
+        assert!(!failing.observe("FAILED", Some("$A"), None), "no success, not uploaded");
+        failing.observe("UPLOAD", Some("$A"), Some("d"));
+        assert!(failing.observe("UPLOADED", Some("$A"), None), "tor's retry succeeded");
     }
 
     #[test]

@@ -327,6 +327,10 @@ pub struct TorView {
     pub probe_detail: Option<String>,
     /// Why tor could not be asked; everything above is then unknown.
     pub tor_error: Option<String>,
+    /// Whether tor may use the network (on Tails, once the person has connected).
+    pub network_enabled: Option<bool>,
+    /// tor's bootstrap progress, in percent: below 100 nothing is uploaded yet.
+    pub bootstrap: Option<u8>,
 }
 
 impl DaemonControl {
@@ -381,6 +385,8 @@ impl Publisher {
         let id = record.address().service_id();
         let registered = tor.detached_onions().await?.contains(&id);
         view.registered = Some(registered);
+        view.network_enabled = Some(tor.network_enabled().await?);
+        view.bootstrap = Some(tor.bootstrap_progress().await?);
         let instance = tor.instance().await?;
         let entry = self.config.runtime_dir.as_deref().and_then(|d| Ledger::load(d).entry_for(&instance, &id).cloned());
         view.uploaded_at = if registered { entry.as_ref().and_then(|e| e.uploaded_at) } else { None };
@@ -388,7 +394,11 @@ impl Publisher {
         view.published_as_stored =
             if registered { entry.map(|e| e.fingerprint == fingerprint(record)) } else { Some(false) };
         if probe {
-            let (reachable, detail) = publish::probe(&mut tor, record).await?;
+            let who = match self.daemons {
+                DaemonControl::Systemd => publish::ProbeAs::Nobody,
+                DaemonControl::Manual => publish::ProbeAs::ThisProcess,
+            };
+            let (reachable, detail) = publish::probe(&mut tor, record, who).await?;
             view.reachable = reachable;
             view.probe_detail = Some(detail);
         }
@@ -869,7 +879,9 @@ fn clone_error(e: &Error) -> Error {
         Error::TorUntrusted { target, what, reason } => {
             Error::TorUntrusted { target: target.clone(), what: what.clone(), reason: reason.clone() }
         }
-        Error::MissingPackage { packages } => Error::MissingPackage { packages: packages.clone() },
+        Error::MissingPackage { packages, kind } => {
+            Error::MissingPackage { packages: packages.clone(), kind: kind.clone() }
+        }
         Error::Daemon { unit, detail } => Error::Daemon { unit: unit.clone(), detail: detail.clone() },
         Error::NotSupported { what, reason } => Error::NotSupported { what: what.clone(), reason: reason.clone() },
         Error::Timeout { what, waited } => Error::Timeout { what: what.clone(), waited: *waited },

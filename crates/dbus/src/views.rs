@@ -66,6 +66,12 @@ pub struct TorState {
     pub probe_detail: Option<String>,
     /// Why tor could not be asked.
     pub tor_error: Option<String>,
+    /// Whether tor may use the network (on Tails, once the person has connected to Tor).
+    #[serde(default)]
+    pub network_enabled: Option<bool>,
+    /// tor's bootstrap progress in percent (nothing is uploaded below 100).
+    #[serde(default)]
+    pub bootstrap: Option<u8>,
 }
 
 impl From<tails_server::reconcile::TorView> for TorState {
@@ -78,6 +84,8 @@ impl From<tails_server::reconcile::TorView> for TorState {
             reachable: view.reachable,
             probe_detail: view.probe_detail,
             tor_error: view.tor_error,
+            network_enabled: view.network_enabled,
+            bootstrap: view.bootstrap,
         }
     }
 }

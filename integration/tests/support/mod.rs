@@ -1,7 +1,7 @@
 //! What the trials share: the network, running the real `tails-server` binary, and
 //! clients that connect through tor's SOCKS port the way Tor Browser does.
 
-pub mod network;
+pub use tails_server_integration::network;
 
 pub use crate::common::Run;
 
@@ -58,7 +58,7 @@ impl<'a> User<'a> {
         let mut cmd = Command::new(binary());
         cmd.env("TAILS_SERVER_STATE_DIR", self.state_dir())
             .env("TAILS_SERVER_RUNTIME_DIR", self.home.path().join("run"))
-            .env("TAILS_SERVER_CONTROL_PORT", format!("127.0.0.1:{port}"))
+            .env("TAILS_SERVER_CONTROL_PORT", format!("{}:{port}", self.net.ports.address))
             .env("TAILS_SERVER_COOKIE_FILE", cookie)
             .env_remove("TAILS_SERVER_PASSWORD_FILE")
             .stdin(std::process::Stdio::null());
@@ -126,7 +126,7 @@ impl<'a> Client<'a> {
 
     /// One connection attempt: the SOCKS reply code and, when connected, the HTTP body.
     pub async fn fetch(&self, address: &str, port: u16) -> (u8, Option<String>) {
-        socks_fetch(self.net.ports.client_socks(self.index), address, port).await
+        socks_fetch((self.net.ports.address, self.net.ports.client_socks(self.index)).into(), address, port).await
     }
 
     /// Tries until the reply is `want` (0x00 for a successful fetch), for at most `limit`.
@@ -161,8 +161,8 @@ impl<'a> Client<'a> {
 }
 
 /// SOCKS5 CONNECT to `host:port` through tor, then `GET /`.
-pub async fn socks_fetch(socks_port: u16, host: &str, port: u16) -> (u8, Option<String>) {
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", socks_port)).await else { return (0xFE, None) };
+pub async fn socks_fetch(socks: std::net::SocketAddr, host: &str, port: u16) -> (u8, Option<String>) {
+    let Ok(mut s) = tokio::net::TcpStream::connect(socks).await else { return (0xFE, None) };
     let mut request = vec![5, 1, 0];
     if s.write_all(&request).await.is_err() {
         return (0xFE, None);

@@ -98,7 +98,21 @@ fn keyfile_value(value: &str) -> String {
     }
 }
 
-/// Mumble (murmurd, Debian's mumble-server): its INI file.
+/// The programs a built-in daemon may be, newest Debian first: the one its package installed
+/// is used ([`super::resolve_program`]). Paths, not names: nothing is looked up in $PATH.
+pub fn program_candidates(daemon: &str) -> &'static [&'static str] {
+    match daemon {
+        // Debian 13 (Mumble 1.5) renamed murmurd.
+        "mumble" => &["/usr/bin/mumble-server", "/usr/sbin/murmurd"],
+        "web" => &["/usr/sbin/lighttpd"],
+        "gobby" => &["/usr/bin/infinoted", "/usr/bin/infinoted-0.7"],
+        "sftp" => &["/usr/sbin/sshd"],
+        _ => &[],
+    }
+}
+
+/// Mumble's server (Debian's mumble-server; murmurd before 1.5): its INI file, which both
+/// versions read alike.
 pub fn mumble(input: &RenderInput) -> Result<Rendered> {
     let users = integer(input, "max-users")?;
     let mut ini = String::new();
@@ -120,7 +134,7 @@ pub fn mumble(input: &RenderInput) -> Result<Rendered> {
     Ok(Rendered::new(
         vec![("mumble-server.ini".into(), ini)],
         vec![
-            "/usr/sbin/murmurd".into(),
+            program_candidates("mumble")[0].into(),
             "-fg".into(),
             "-ini".into(),
             format!("{}/mumble-server.ini", input.config_dir),
@@ -172,7 +186,12 @@ pub fn web(input: &RenderInput) -> Result<Rendered> {
     let _ = writeln!(conf, ")");
     Ok(Rendered::new(
         vec![("lighttpd.conf".into(), conf)],
-        vec!["/usr/sbin/lighttpd".into(), "-D".into(), "-f".into(), format!("{}/lighttpd.conf", input.config_dir)],
+        vec![
+            program_candidates("web")[0].into(),
+            "-D".into(),
+            "-f".into(),
+            format!("{}/lighttpd.conf", input.config_dir),
+        ],
     ))
 }
 
@@ -198,7 +217,11 @@ pub fn gobby(input: &RenderInput) -> Result<Rendered> {
     let _ = writeln!(conf, "interval={interval}");
     Ok(Rendered::new(
         vec![("infinoted.conf".into(), conf)],
-        vec!["/usr/bin/infinoted".into(), "--config-file".into(), format!("{}/infinoted.conf", input.config_dir)],
+        vec![
+            program_candidates("gobby")[0].into(),
+            "--config-file".into(),
+            format!("{}/infinoted.conf", input.config_dir),
+        ],
     ))
 }
 
@@ -254,7 +277,7 @@ pub fn sftp(input: &RenderInput) -> Result<Rendered> {
     let mut rendered = Rendered::new(
         vec![("sshd_config".into(), conf), ("authorized_keys".into(), authorized)],
         vec![
-            "/usr/sbin/sshd".into(),
+            program_candidates("sftp")[0].into(),
             "-D".into(),
             "-e".into(),
             "-f".into(),

@@ -65,6 +65,10 @@ pub fn system_service_data_dir(service: &ServiceName, persistent: bool) -> PathB
 #[derive(Debug, Clone)]
 pub struct DaemonPlan {
     pub service: ServiceName,
+    /// The kind of the service, for messages (`setup --with KIND`).
+    pub kind: String,
+    /// Which of [`BUILTIN_DAEMONS`] it is.
+    pub daemon: String,
     pub unit: String,
     /// Units to stop first: the package's own, which would hold the same port.
     pub conflicts: Vec<String>,
@@ -125,6 +129,8 @@ pub fn plan(
     };
     Ok(Some(DaemonPlan {
         service: record.name.clone(),
+        kind: kind.name.clone(),
+        daemon: daemon.to_owned(),
         unit: unit_name(&record.name),
         conflicts: kind.conflicts.clone(),
         packages: kind.packages.clone(),
@@ -146,7 +152,30 @@ pub fn check_packages(plan: &DaemonPlan, installed: &InstalledPackages) -> Resul
         return Ok(());
     }
     let names = missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
-    Err(Error::MissingPackage { packages: names })
+    Err(Error::MissingPackage { packages: names, kind: plan.kind.clone() })
+}
+
+/// Points the plan's command at the program its package installed on this Debian release
+/// (mumble-server installs /usr/bin/mumble-server on Debian 13, /usr/sbin/murmurd on Debian
+/// 12), from the packages' file lists (`files_of`: a package's installed paths).
+pub fn resolve_program(plan: &mut DaemonPlan, files_of: impl Fn(&str) -> Option<Vec<PathBuf>>) -> Result<()> {
+    let candidates = configs::program_candidates(&plan.daemon);
+    let installed: Vec<PathBuf> = plan.packages.iter().filter_map(|p| files_of(p)).flatten().collect();
+    let Some(program) = candidates.iter().find(|c| installed.iter().any(|f| f == Path::new(c))) else {
+        return Err(Error::Daemon {
+            unit: plan.unit.clone(),
+            detail: format!(
+                "the installed {} provides none of the programs tails-server knows for it ({}); this version of \
+                 the package is not supported",
+                plan.packages.join(" "),
+                candidates.join(", ")
+            ),
+        });
+    };
+    if let Some(first) = plan.rendered.exec.first_mut() {
+        *first = (*program).to_owned();
+    }
+    Ok(())
 }
 
 /// Writes the daemon's files and prepares its data directory (created root-only; the unit
@@ -216,6 +245,8 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
     // Restarted every time: the configuration may have changed, and a restart of these
     // daemons costs clients a reconnection only.
     systemd.stop(&plan.unit).await?;
+    listener_uid(plan)?;
+    check_port_free(plan)?;
     let seen_data = format!("/var/lib/tails-server/{}", plan.service);
     let seen_config = format!("/etc/tails-server/{}", plan.service);
     let mut pre = plan.rendered.pre_privileged.clone();
@@ -258,11 +289,55 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
     wait_listening(systemd, plan).await
 }
 
-/// Waits until 127.0.0.1:port accepts a connection, or the unit stops.
+/// The user id the program's listening socket must belong to: the unit's user, or root for a
+/// program systemd starts as root (sshd).
+fn listener_uid(plan: &DaemonPlan) -> Result<u32> {
+    match &plan.user {
+        None => Ok(0),
+        Some(user) => crate::unix::uid_of(user).ok_or_else(|| Error::Daemon {
+            unit: plan.unit.clone(),
+            detail: format!(
+                "there is no user {user:?} on this computer; it comes with the package {}: install it again",
+                plan.packages.join(" ")
+            ),
+        }),
+    }
+}
+
+/// Refuses to start when someone already listens on the program's port: tor would send the
+/// key holders' connections to whoever that is.
+fn check_port_free(plan: &DaemonPlan) -> Result<()> {
+    match crate::sockets::listeners(plan.port).first() {
+        None => Ok(()),
+        Some(holder) => Err(port_taken(plan, holder)),
+    }
+}
+
+fn port_taken(plan: &DaemonPlan, holder: &crate::sockets::Listener) -> Error {
+    Error::Daemon {
+        unit: plan.unit.clone(),
+        detail: format!(
+            "port {} is already taken by a program of {} (listening on {}), so this service's program cannot \
+             listen on it; stop that program, or give the service another port with --local-port",
+            plan.port,
+            crate::unix::describe_uid(holder.uid),
+            holder.address
+        ),
+    }
+}
+
+/// Waits until the unit's program listens on its port, as the kernel's socket tables say (on
+/// Tails root may not connect to a local port, so readiness is never asked by connecting):
+/// a listening socket of the unit's user. One of anybody else's is an error naming them.
 async fn wait_listening(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
+    let owner = listener_uid(plan)?;
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        if tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, plan.port)).await.is_ok() {
+        let listeners = crate::sockets::listeners(plan.port);
+        if let Some(stranger) = listeners.iter().find(|l| l.uid != owner) {
+            return Err(port_taken(plan, stranger));
+        }
+        if !listeners.is_empty() {
             return Ok(());
         }
         let state = systemd.active_state(&plan.unit).await?;
@@ -383,7 +458,7 @@ pub async fn sync(
     let mut keep = std::collections::BTreeSet::new();
     for (record, plan) in plans {
         let name = record.name.to_string();
-        let plan = match plan {
+        let mut plan = match plan {
             Ok(Some(plan)) => plan,
             Ok(None) => continue,
             Err(e) => {
@@ -392,6 +467,9 @@ pub async fn sync(
             }
         };
         keep.insert(name.clone());
+        // A package missing is reported below, with nothing started.
+        let resolved =
+            check_packages(&plan, &installed).and_then(|()| resolve_program(&mut plan, crate::tails::package_files));
         let configuration = plan.configuration();
         let lan_port = plan.lan.then_some(plan.port);
         let running = systemd.active_state(&plan.unit).await.is_ok_and(|s| s == "active");
@@ -400,7 +478,7 @@ pub async fn sync(
         }
         let previous = started.get(&name).and_then(|e| e.lan_port);
         let outcome = async {
-            check_packages(&plan, &installed)?;
+            resolved?;
             if lan_port.is_some() {
                 lan::check_supported(Path::new(lan::SESSION_FIREWALL_HELPER))?;
             }
@@ -499,8 +577,47 @@ mod tests {
         assert_eq!(error.kind(), crate::ErrorKind::System);
         let text = error.to_string();
         assert!(text.starts_with("mumble-server is not installed") && text.contains("Additional Software"), "{text}");
+        assert!(text.contains("tails-server setup --with mumble"), "{text}");
         std::fs::write(&status, "Package: mumble-server\nStatus: install ok installed\n").unwrap();
         check_packages(&plan, &InstalledPackages::read(&status)).unwrap();
+    }
+
+    #[test]
+    fn a_port_someone_already_listens_on_is_refused_naming_them() {
+        let catalog = Catalog::builtin();
+        let dir = tempfile::tempdir().unwrap();
+        let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut web = record("web", "www", &[]);
+        web.local_port = squatter.local_addr().unwrap().port();
+        let plan = plan(catalog.get("web").unwrap(), &web, dir.path(), dir.path()).unwrap().unwrap();
+        let error = check_port_free(&plan).unwrap_err().to_string();
+        let me = crate::unix::describe_uid(crate::unix::euid());
+        assert!(error.contains(&format!("port {} is already taken by a program of {me}", web.local_port)), "{error}");
+        drop(squatter);
+        check_port_free(&plan).unwrap();
+    }
+
+    #[test]
+    fn the_program_is_the_one_the_installed_package_provides_on_this_release() {
+        let catalog = Catalog::builtin();
+        let dir = tempfile::tempdir().unwrap();
+        let chat = || {
+            plan(catalog.get("mumble").unwrap(), &record("mumble", "chat", &[]), dir.path(), dir.path())
+                .unwrap()
+                .unwrap()
+        };
+        let listing = |paths: &'static [&'static str]| {
+            move |package: &str| (package == "mumble-server").then(|| paths.iter().map(PathBuf::from).collect())
+        };
+        let mut trixie = chat();
+        resolve_program(&mut trixie, listing(&["/usr/bin/mumble-server", "/etc/mumble/mumble-server.ini"])).unwrap();
+        assert_eq!(trixie.rendered.exec[0], "/usr/bin/mumble-server");
+        let mut bookworm = chat();
+        resolve_program(&mut bookworm, listing(&["/usr/sbin/murmurd", "/etc/mumble-server.ini"])).unwrap();
+        assert_eq!(bookworm.rendered.exec[0], "/usr/sbin/murmurd");
+        assert_eq!(bookworm.rendered.exec[1..], trixie.rendered.exec[1..], "the same options either way");
+        let error = resolve_program(&mut chat(), listing(&["/usr/bin/something-else"])).unwrap_err();
+        assert!(error.to_string().contains("/usr/bin/mumble-server, /usr/sbin/murmurd"), "{error}");
     }
 
     #[test]

@@ -166,6 +166,78 @@ impl Systemd {
         self.wait(jobs, &job, unit, "run").await
     }
 
+    /// Runs a short command as `user` in a transient oneshot unit, `input` on its standard
+    /// input, and returns the first line it writes on its standard output (both are pipes
+    /// handed to systemd). For what root itself may not do on Tails, whose firewall decides
+    /// by user: the reachability probe runs as nobody.
+    pub async fn run_as(
+        &self,
+        unit: &str,
+        user: &str,
+        argv: &[String],
+        input: &[u8],
+        timeout: Duration,
+    ) -> Result<String> {
+        use std::io::{BufRead, Write};
+        let pipe = || -> Result<(std::fs::File, std::fs::File)> {
+            let mut fds = [0; 2];
+            // SAFETY: pipe2 writes two new descriptors into the array on success.
+            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+                return Err(failed(unit, "cannot make a pipe", std::io::Error::last_os_error()));
+            }
+            // SAFETY: both descriptors are new and owned by nothing else.
+            Ok(unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) })
+        };
+        use std::os::fd::FromRawFd;
+        let (stdin_read, mut stdin_write) = pipe()?;
+        let (stdout_read, stdout_write) = pipe()?;
+        // A few bytes: they fit in the pipe's buffer before anyone reads.
+        stdin_write.write_all(input).map_err(|e| failed(unit, "cannot write its input", e))?;
+        drop(stdin_write);
+        let _ = self.manager.reset_failed_unit(unit).await;
+        let properties: Vec<(&str, Value<'_>)> = vec![
+            ("Description", Value::from(format!("tails-server: {} (as {user})", argv.join(" ")))),
+            ("Type", Value::from("oneshot")),
+            ("ExecStart", Value::from(vec![(argv[0].clone(), argv.to_vec(), false)])),
+            ("User", Value::from(user.to_owned())),
+            ("CollectMode", Value::from("inactive-or-failed")),
+            ("StandardInputFileDescriptor", Value::from(zbus::Fd::from(&stdin_read))),
+            ("StandardOutputFileDescriptor", Value::from(zbus::Fd::from(&stdout_write))),
+            ("NoNewPrivileges", Value::from(true)),
+            ("ProtectSystem", Value::from("strict")),
+            ("ProtectHome", Value::from("yes")),
+            ("PrivateTmp", Value::from(true)),
+            ("PrivateDevices", Value::from(true)),
+            ("RuntimeMaxUSec", Value::from(timeout.as_micros() as u64)),
+        ];
+        let jobs = self.jobs().await?;
+        let job = self
+            .manager
+            .start_transient_unit(unit, "replace", &properties, &[])
+            .await
+            .map_err(|e| failed(unit, "systemd refused to run it", e))?;
+        // systemd holds its own copies now.
+        drop(stdin_read);
+        drop(stdout_write);
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout_read).read_line(&mut line).map(|_| line)
+        });
+        // The start job of a oneshot unit ends with its program; RuntimeMaxUSec ends that.
+        let waited = self.wait_at_most(jobs, &job, unit, "run", timeout + Duration::from_secs(10)).await;
+        let line = match tokio::time::timeout(timeout, reader).await {
+            Ok(Ok(Ok(line))) => line,
+            Ok(Ok(Err(e))) => return Err(failed(unit, "cannot read its answer", e)),
+            Ok(Err(e)) => return Err(failed(unit, "cannot read its answer", e)),
+            Err(_) => return Err(Error::Timeout { what: format!("{unit} to answer"), waited: timeout }),
+        };
+        if line.is_empty() {
+            waited?;
+            return Err(failed(unit, "it gave no answer", format_args!("see `journalctl -u {unit}`")));
+        }
+        Ok(line.trim_end().to_owned())
+    }
+
     /// Stops a unit and waits; a unit systemd does not know is already stopped.
     pub async fn stop(&self, unit: &str) -> Result<()> {
         if self.active_state(unit).await? == "inactive" {
@@ -186,7 +258,18 @@ impl Systemd {
         self.manager.receive_job_removed().await.map_err(|e| failed("systemd", "cannot follow systemd's jobs", e))
     }
 
-    async fn wait(&self, mut jobs: JobRemovedStream, job: &OwnedObjectPath, unit: &str, what: &str) -> Result<()> {
+    async fn wait(&self, jobs: JobRemovedStream, job: &OwnedObjectPath, unit: &str, what: &str) -> Result<()> {
+        self.wait_at_most(jobs, job, unit, what, JOB_TIMEOUT).await
+    }
+
+    async fn wait_at_most(
+        &self,
+        mut jobs: JobRemovedStream,
+        job: &OwnedObjectPath,
+        unit: &str,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<()> {
         let wait = async {
             while let Some(signal) = jobs.next().await {
                 let Ok(args) = signal.args() else { continue };
@@ -196,7 +279,7 @@ impl Systemd {
             }
             None
         };
-        match tokio::time::timeout(JOB_TIMEOUT, wait).await {
+        match tokio::time::timeout(timeout, wait).await {
             Ok(Some(result)) if result == "done" => Ok(()),
             Ok(Some(result)) => Err(failed(
                 unit,
@@ -204,7 +287,7 @@ impl Systemd {
                 format_args!("see `journalctl -u {unit}`"),
             )),
             Ok(None) => Err(failed(unit, "systemd went away", "the system bus connection closed")),
-            Err(_) => Err(Error::Timeout { what: format!("systemd to {what} {unit}"), waited: JOB_TIMEOUT }),
+            Err(_) => Err(Error::Timeout { what: format!("systemd to {what} {unit}"), waited: timeout }),
         }
     }
 }

@@ -11,13 +11,20 @@ use crate::error::{Error, Result};
 pub const PERSISTENT_STORAGE: &str = "/live/persistence/TailsData_unlocked";
 /// Our directory inside it.
 pub const PERSISTENT_STATE_DIR: &str = "/live/persistence/TailsData_unlocked/tails-server";
-/// tor's control socket and cookie on Debian (and Tails).
 /// The system service's runtime directory (its unit's RuntimeDirectory): amnesic services.
 pub const SERVICE_RUNTIME_DIR: &str = "/run/tails-server";
+/// tor's control socket and cookie on Debian (and Tails, once the person has connected).
 pub const TOR_CONTROL_SOCKET: &str = "/run/tor/control";
+/// Tails' ControlPort (root only, by its firewall): the way in until the socket exists.
+pub const TOR_CONTROL_PORT: &str = "127.0.0.1:9052";
 pub const TOR_CONTROL_COOKIE: &str = "/run/tor/control.authcookie";
+/// The system service's bus policy, installed with it: where it exists, the service is the
+/// only way to the stores for anyone but root.
+pub const SERVICE_BUS_POLICY: &str = "/usr/share/dbus-1/system.d/org.boum.tails.Server.conf";
 /// dpkg's database of installed packages.
 pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+/// dpkg's lists of the files each installed package put on the system.
+pub const DPKG_INFO: &str = "/var/lib/dpkg/info";
 
 const APP_DIR: &str = "tails-server";
 
@@ -87,6 +94,26 @@ pub fn default_runtime_dir() -> Result<PathBuf> {
     }
 }
 
+/// The paths an installed package put on the system (dpkg's `<package>.list`, or
+/// `<package>:<arch>.list` for a package installable for several architectures), or None when
+/// dpkg has no list for it.
+pub fn package_files(package: &str) -> Option<Vec<PathBuf>> {
+    package_files_in(Path::new(DPKG_INFO), package)
+}
+
+fn package_files_in(info: &Path, package: &str) -> Option<Vec<PathBuf>> {
+    let plain = info.join(format!("{package}.list"));
+    let text = std::fs::read_to_string(&plain).ok().or_else(|| {
+        let entries = std::fs::read_dir(info).ok()?;
+        entries.flatten().find_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let arch = name.strip_prefix(&format!("{package}:"))?.strip_suffix(".list")?;
+            (!arch.is_empty() && !arch.contains(['/', '.'])).then(|| std::fs::read_to_string(e.path()).ok())?
+        })
+    })?;
+    Some(text.lines().filter(|l| !l.is_empty()).map(PathBuf::from).collect())
+}
+
 /// The packages dpkg reports installed. Read once per command: the status file is large
 /// and every listed service asks about its packages.
 #[derive(Debug, Default)]
@@ -134,6 +161,17 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_package_s_files_come_from_its_dpkg_list_with_or_without_an_architecture() {
+        let info = tempfile::tempdir().unwrap();
+        std::fs::write(info.path().join("mumble-server.list"), "/.\n/usr/bin/mumble-server\n/etc/mumble\n").unwrap();
+        std::fs::write(info.path().join("libfoo1:amd64.list"), "/usr/lib/libfoo.so.1\n").unwrap();
+        let files = package_files_in(info.path(), "mumble-server").unwrap();
+        assert!(files.contains(&PathBuf::from("/usr/bin/mumble-server")));
+        assert_eq!(package_files_in(info.path(), "libfoo1").unwrap(), vec![PathBuf::from("/usr/lib/libfoo.so.1")]);
+        assert_eq!(package_files_in(info.path(), "lighttpd"), None);
+    }
 
     #[test]
     fn dpkg_status_parsing() {

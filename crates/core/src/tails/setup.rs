@@ -32,6 +32,9 @@ const ADDITIONAL_SOFTWARE_CONF: &str = "live-additional-software.conf";
 /// tps owns its configuration files and refuses others (persistence.conf is renamed
 /// `.invalid` when not this user's, 0600).
 const TPS_USER: &str = "tails-persistent-storage";
+/// The Persistent Storage service on the system bus (its name is also its interface's).
+const TPS_BUS_NAME: &str = "org.boum.tails.PersistentStorage";
+const TPS_OBJECT: &str = "/org/boum/tails/PersistentStorage";
 
 /// Where setup reads and writes: Tails' paths, or the same layout under a test root.
 #[derive(Debug, Clone)]
@@ -143,6 +146,10 @@ pub fn setup(paths: &SetupPaths, deb: &Path) -> Result<SetupReport> {
     report.step(format!("apt's source for it, {}", list.display()), changed);
 
     let changed = add_persistence_line(paths, &sources_dir)?;
+    if paths.tails {
+        // Even when unchanged: tps may not have read the file since an earlier setup wrote it.
+        reload_tps()?;
+    }
     report.step(format!("the custom persistence feature \"{SOURCES_DESTINATION} source={sources_dir},link\""), changed);
 
     // What tps would do at the next activation, done now so that apt sees it at once.
@@ -190,6 +197,9 @@ pub fn undo(paths: &SetupPaths) -> Result<SetupReport> {
     if sources_dir == DEFAULT_SOURCES_DIR && empty {
         changed = remove_persistence_line(paths, &sources_dir)?;
         let _ = std::fs::remove_dir(&dir);
+        if changed && paths.tails {
+            reload_tps()?;
+        }
     }
     report.step("the custom persistence feature for apt's sources (when nothing else uses it) removed", changed);
 
@@ -411,6 +421,29 @@ fn add_persistence_line(paths: &SetupPaths, sources_dir: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// tps (the Persistent Storage service) reads persistence.conf at unlock and keeps its
+/// features in memory; the next time any feature is turned on or off it rewrites the file
+/// from memory, dropping a line added behind its back. Asked to read the file again, it
+/// keeps it.
+fn reload_tps() -> Result<()> {
+    let failed = |e: &dyn std::fmt::Display| Error::NotSupported {
+        what: "setup".into(),
+        reason: format!(
+            "the Persistent Storage service did not read persistence.conf again ({e}): it would drop the line \
+             setup added at the next change of a Persistent Storage feature; run setup again"
+        ),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| failed(&e))?;
+    runtime.block_on(async {
+        let connection = zbus::Connection::system().await.map_err(|e| failed(&e))?;
+        connection
+            .call_method(Some(TPS_BUS_NAME), TPS_OBJECT, Some(TPS_BUS_NAME), "Reload", &())
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(())
+    })
+}
+
 fn remove_persistence_line(paths: &SetupPaths, sources_dir: &str) -> Result<bool> {
     let path = paths.persistent_storage.join(PERSISTENCE_CONF);
     let text = read_optional(&path)?;
@@ -428,27 +461,111 @@ fn remove_persistence_line(paths: &SetupPaths, sources_dir: &str) -> Result<bool
     Ok(true)
 }
 
-/// Adds or removes our package in Additional Software's list, written as Tails writes it
-/// (sorted, one per line, no final newline, tps's user, 0644).
+/// Adds or removes our package in Additional Software's list.
 fn edit_additional_software(paths: &SetupPaths, present: bool) -> Result<bool> {
+    edit_additional_software_list(paths, &[PACKAGE.to_owned()], present)
+}
+
+/// Adds or removes packages in Additional Software's list, written as Tails writes it
+/// (sorted, one per line, no final newline, tps's user, 0644); returns whether it changed.
+fn edit_additional_software_list(paths: &SetupPaths, names: &[String], present: bool) -> Result<bool> {
     let path = paths.persistent_storage.join(ADDITIONAL_SOFTWARE_CONF);
     let text = read_optional(&path)?;
     let mut packages: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
     // Tails compares names without their /release, =version or :arch.
-    let is_ours = |p: &String| p.split(['/', ':', '=']).next() == Some(PACKAGE);
-    let listed = packages.iter().any(is_ours);
-    if listed == present {
-        return Ok(false);
+    let bare = |p: &str| p.split(['/', ':', '=']).next().unwrap_or_default().to_owned();
+    let before = packages.clone();
+    for name in names {
+        let listed = packages.iter().any(|p| bare(p) == *name);
+        if present && !listed {
+            packages.push(name.clone());
+        } else if !present {
+            packages.retain(|p| bare(p) != *name);
+        }
     }
-    if present {
-        packages.push(PACKAGE.to_owned());
-    } else {
-        packages.retain(|p| !is_ours(p));
+    if packages == before {
+        return Ok(false);
     }
     packages.sort();
     packages.dedup();
     write_tps_file(paths, &path, packages.join("\n").as_bytes(), 0o644)?;
     Ok(true)
+}
+
+/// The packages Additional Software installs at every login.
+pub fn additional_software(paths: &SetupPaths) -> Result<Vec<String>> {
+    let text = read_optional(&paths.persistent_storage.join(ADDITIONAL_SOFTWARE_CONF))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+}
+
+/// Installs the programs of the catalog's kinds the person chose (their packages, e.g.
+/// mumble-server), through Additional Software: listed first (so that Tails does not ask
+/// whether to install them every time, and installs them again at every login, offline, from
+/// the Persistent Storage's copy of apt's cache), then installed now with apt, which needs
+/// the network (on Tails, through tor). A failed installation takes the new entries back out,
+/// so that no login tries to install what was never downloaded.
+pub fn install_programs(paths: &SetupPaths, programs: &[(String, Vec<String>)]) -> Result<SetupReport> {
+    require_root()?;
+    let mut report = SetupReport::default();
+    if paths.tails && super::persistent_storage_missing_for(&paths.persistent_storage) {
+        return Err(Error::PersistentStorageLocked);
+    }
+    if programs.is_empty() {
+        return Ok(report);
+    }
+    ensure_additional_software(paths, &mut report)?;
+    let packages: Vec<String> = programs.iter().flat_map(|(_, p)| p.iter().cloned()).collect();
+    let listed_before = additional_software(paths)?;
+    let new: Vec<String> = packages
+        .iter()
+        .filter(|p| !listed_before.iter().any(|l| l.split(['/', ':', '=']).next() == Some(p.as_str())))
+        .cloned()
+        .collect();
+    let kinds = programs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ");
+    let changed = edit_additional_software_list(paths, &packages, true)?;
+    report.step(format!("{} in Additional Software ({kinds})", packages.join(" ")), changed);
+    if !paths.tails {
+        // Under a test root: the files only; apt would change this computer.
+        return Ok(report);
+    }
+    let installed = run_apt(&["update"]).and_then(|()| {
+        let mut install = vec!["install", "--yes", "--no-install-recommends"];
+        install.extend(packages.iter().map(String::as_str));
+        run_apt(&install)
+    });
+    if let Err(e) = installed {
+        let _ = edit_additional_software_list(paths, &new, false);
+        return Err(e);
+    }
+    report.step(format!("{} installed now (and at every login, offline)", packages.join(" ")), true);
+    Ok(report)
+}
+
+/// Runs apt-get as Tails' own tools do, without questions; its error output in the error.
+fn run_apt(args: &[&str]) -> Result<()> {
+    let mut apt = Command::new("apt-get");
+    apt.env("LC_ALL", "C").env("DEBIAN_FRONTEND", "noninteractive").arg("--quiet").args(args);
+    let output = apt
+        .output()
+        .map_err(|e| Error::Daemon { unit: format!("apt-get {}", args[0]), detail: format!("cannot run it: {e}") })?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let failed = !output.status.success() || stderr.lines().any(|l| l.starts_with("E:") || l.starts_with("W:"));
+    if failed {
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("E:") || l.starts_with("W:")).collect();
+        let hint = if args[0] == "update" {
+            "; installing a program needs the network: connect to Tor, then run setup again"
+        } else {
+            ""
+        };
+        return Err(Error::Daemon {
+            unit: format!("apt-get {}", args[0]),
+            detail: format!(
+                "it failed: {}{hint}",
+                if errors.is_empty() { stderr.trim().to_owned() } else { errors.join(" ") }
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Writes one of tps's files as tps does: a temporary file beside it, tps's user, then a

@@ -3,7 +3,7 @@
 //! everything torut lacks (verified SAFECOOKIE, V3Auth, replies we need) is done here.
 
 use std::collections::{HashSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,6 +45,10 @@ impl std::fmt::Display for ControlTarget {
 #[derive(Clone)]
 pub struct ControlConfig {
     pub target: ControlTarget,
+    /// Where to go when `target` is a Unix socket that does not exist (or that nobody serves):
+    /// on Tails the control socket appears only once the person has connected (tor bug
+    /// #25173), and root reaches tor on its ControlPort until then.
+    pub fallback: Option<ControlTarget>,
     /// Overrides the COOKIEFILE tor announces (e.g. when tor runs in a container).
     pub cookie_file: Option<PathBuf>,
     /// For HASHEDPASSWORD: the password, read from a file or a prompt by the caller.
@@ -59,6 +63,7 @@ impl std::fmt::Debug for ControlConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlConfig")
             .field("target", &self.target)
+            .field("fallback", &self.fallback)
             .field("cookie_file", &self.cookie_file)
             .field("password", &self.password.as_ref().map(|_| "[secret]"))
             .field("connect_timeout", &self.connect_timeout)
@@ -68,9 +73,17 @@ impl std::fmt::Debug for ControlConfig {
 }
 
 impl ControlConfig {
+    /// Debian's control socket, else Tails' ControlPort (see [`ControlConfig::fallback`]).
+    pub fn system_default() -> Self {
+        let mut config = Self::new(ControlTarget::Unix(PathBuf::from(crate::tails::TOR_CONTROL_SOCKET)));
+        config.fallback = Some(ControlTarget::Tcp(crate::tails::TOR_CONTROL_PORT.to_owned()));
+        config
+    }
+
     pub fn new(target: ControlTarget) -> Self {
         Self {
             target,
+            fallback: None,
             cookie_file: None,
             password: None,
             connect_timeout: Duration::from_secs(5),
@@ -116,11 +129,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> ControlStream for T {}
 /// An asynchronous event tor sent (a `650` reply).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TorEvent {
-    /// `HS_DESC <action> <service id> ... [hsdir]`
+    /// `HS_DESC <action> <service id> <auth> <hsdir> [descriptor id] ...`
     HsDesc {
         action: String,
         service_id: String,
         hsdir: Option<String>,
+        /// Which descriptor (CREATED, UPLOAD, FAILED: the current and the next time period's
+        /// descriptors are two); UPLOADED does not say.
+        descriptor_id: Option<String>,
     },
     Other(String),
 }
@@ -131,14 +147,18 @@ impl TorEvent {
         let first = lines.first().map(String::as_str).unwrap_or_default();
         let words: Vec<&str> = first.split(' ').collect();
         match words.as_slice() {
-            ["HS_DESC", action, id, _auth, hsdir, ..] => TorEvent::HsDesc {
+            ["HS_DESC", action, id, _auth, hsdir, rest @ ..] => TorEvent::HsDesc {
                 action: (*action).to_owned(),
                 service_id: (*id).to_owned(),
                 hsdir: (*hsdir != "UNKNOWN").then(|| (*hsdir).to_owned()),
+                descriptor_id: rest.first().filter(|w| !w.contains('=')).map(|w| (*w).to_owned()),
             },
-            ["HS_DESC", action, id, ..] => {
-                TorEvent::HsDesc { action: (*action).to_owned(), service_id: (*id).to_owned(), hsdir: None }
-            }
+            ["HS_DESC", action, id, ..] => TorEvent::HsDesc {
+                action: (*action).to_owned(),
+                service_id: (*id).to_owned(),
+                hsdir: None,
+                descriptor_id: None,
+            },
             _ => TorEvent::Other(first.to_owned()),
         }
     }
@@ -188,31 +208,22 @@ pub struct TorControl {
 impl TorControl {
     /// Connects and authenticates, choosing the strongest method tor offers that we can use.
     pub async fn connect(config: &ControlConfig) -> Result<Self> {
-        let target = config.target.clone();
-        let connect_error = |source: std::io::Error| Error::TorConnect { target: target.to_string(), source };
-        let (stream, owner): (Box<dyn ControlStream>, std::result::Result<u32, String>) = match &config.target {
-            ControlTarget::Tcp(addr) => {
-                let stream = tokio::time::timeout(config.connect_timeout, tokio::net::TcpStream::connect(addr))
-                    .await
-                    .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
-                    .map_err(connect_error)?;
-                let owner = match (stream.peer_addr(), stream.local_addr()) {
-                    (Ok(peer), Ok(local)) => tcp_server_owner(peer, local),
-                    (Err(e), _) | (_, Err(e)) => Err(format!("cannot tell which address it is ({e})")),
-                };
-                (Box::new(stream), owner)
-            }
-            ControlTarget::Unix(path) => {
-                let stream = tokio::time::timeout(config.connect_timeout, tokio::net::UnixStream::connect(path))
-                    .await
-                    .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
-                    .map_err(connect_error)?;
-                // The kernel's record of who created the listening socket: unlike the
-                // socket file's owner, it cannot be changed after the fact.
-                let owner =
-                    stream.peer_cred().map(|cred| cred.uid()).map_err(|e| format!("cannot ask who serves it ({e})"));
-                (Box::new(stream), owner)
-            }
+        let (target, stream, owner) = match open(&config.target, config.connect_timeout).await {
+            Ok((stream, owner)) => (config.target.clone(), stream, owner),
+            Err(first) => match (&config.target, &config.fallback) {
+                (ControlTarget::Unix(path), Some(fallback)) if socket_absent(&first) => {
+                    match open(fallback, config.connect_timeout).await {
+                        Ok((stream, owner)) => (fallback.clone(), stream, owner),
+                        Err(second) => {
+                            return Err(Error::TorConnect {
+                                target: format!("{} (absent) or {fallback}", path.display()),
+                                source: second,
+                            })
+                        }
+                    }
+                }
+                _ => return Err(Error::TorConnect { target: config.target.to_string(), source: first }),
+            },
         };
         let trusted = config.trusted_uids()?;
         let trust = match owner {
@@ -253,7 +264,7 @@ impl TorControl {
             Ok(result) => result?,
             Err(_) => {
                 return Err(Error::TorConnect {
-                    target: config.target.to_string(),
+                    target: control.target.to_string(),
                     source: std::io::Error::new(std::io::ErrorKind::TimedOut, "tor did not answer"),
                 })
             }
@@ -562,6 +573,18 @@ impl TorControl {
         Ok(value.split(['\r', '\n']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
     }
 
+    /// Whether tor may use the network (`DisableNetwork 0`): on Tails, only once the person
+    /// has connected; until then tor takes services but uploads nothing.
+    pub async fn network_enabled(&mut self) -> Result<bool> {
+        let reply = self.execute(&CommandLine::new("GETCONF").arg("key", "DisableNetwork")?).await?;
+        let value = reply.values("DisableNetwork").next().map(str::to_owned);
+        match value.as_deref() {
+            Some("0") => Ok(true),
+            Some("1") => Ok(false),
+            other => Err(self.protocol_error(format!("GETCONF DisableNetwork: unexpected {other:?}"))),
+        }
+    }
+
     /// Bootstrap progress in percent.
     pub async fn bootstrap_progress(&mut self) -> Result<u8> {
         let phase = self.get_info("status/bootstrap-phase").await?;
@@ -623,59 +646,46 @@ fn trusted_names(config: &ControlConfig) -> String {
     }
 }
 
-/// The owner of the socket serving our connection, from the kernel's socket tables
-/// (`/proc/net/tcp`, `/proc/net/tcp6`): the entry whose local end is `server` and remote end
-/// is `client`. An accepted connection carries its listener's owner, so this is who answers
-/// *this* connection (not whoever listens on the port now).
+/// Connects to one control target; returns the stream and the user id serving it (or why it
+/// cannot be told).
+async fn open(
+    target: &ControlTarget,
+    timeout: Duration,
+) -> std::io::Result<(Box<dyn ControlStream>, std::result::Result<u32, String>)> {
+    let timed_out = || std::io::Error::from(std::io::ErrorKind::TimedOut);
+    match target {
+        ControlTarget::Tcp(addr) => {
+            let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+                .await
+                .map_err(|_| timed_out())??;
+            let owner = match (stream.peer_addr(), stream.local_addr()) {
+                (Ok(peer), Ok(local)) => tcp_server_owner(peer, local),
+                (Err(e), _) | (_, Err(e)) => Err(format!("cannot tell which address it is ({e})")),
+            };
+            Ok((Box::new(stream), owner))
+        }
+        ControlTarget::Unix(path) => {
+            let stream = tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path))
+                .await
+                .map_err(|_| timed_out())??;
+            // The kernel's record of who created the listening socket: unlike the socket
+            // file's owner, it cannot be changed after the fact.
+            let owner =
+                stream.peer_cred().map(|cred| cred.uid()).map_err(|e| format!("cannot ask who serves it ({e})"));
+            Ok((Box::new(stream), owner))
+        }
+    }
+}
+
+/// A Unix socket that is not there, or that nobody serves any more (a stale file).
+fn socket_absent(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused)
+}
+
+/// The owner of the socket serving our connection (see [`crate::sockets::server_owner`]).
 fn tcp_server_owner(server: SocketAddr, client: SocketAddr) -> std::result::Result<u32, String> {
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
-        if let Some(uid) = connection_uid(&text, server, client) {
-            return Ok(uid);
-        }
-    }
-    Err(format!("{server} is not served on this computer (a remote or forwarded port cannot be checked)"))
-}
-
-/// Unmaps `::ffff:a.b.c.d`, so that either table's form compares equal.
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => addr,
-        },
-        v4 => v4,
-    }
-}
-
-/// Parses one `ADDR:PORT` field of the kernel's tables. The kernel prints the address's
-/// bytes (network order in memory) as 32-bit words read in host order: the words' native
-/// bytes are the address.
-fn parse_table_addr(field: &str) -> Option<SocketAddr> {
-    let (hex_ip, hex_port) = field.split_once(':')?;
-    let port = u16::from_str_radix(hex_port, 16).ok()?;
-    let ip = match hex_ip.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(u32::from_str_radix(hex_ip, 16).ok()?.to_ne_bytes())),
-        32 => {
-            let mut octets = [0u8; 16];
-            for (i, chunk) in hex_ip.as_bytes().chunks(8).enumerate() {
-                let word = u32::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
-                octets[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
-            }
-            IpAddr::V6(Ipv6Addr::from(octets))
-        }
-        _ => return None,
-    };
-    Some(canonical(SocketAddr::new(ip, port)))
-}
-
-/// The uid column of the entry for the server's end of the connection `client` → `server`.
-fn connection_uid(table: &str, server: SocketAddr, client: SocketAddr) -> Option<u32> {
-    let (server, client) = (canonical(server), canonical(client));
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (local, remote, uid) = (fields.get(1)?, fields.get(2)?, fields.get(7)?);
-        (parse_table_addr(local)? == server && parse_table_addr(remote)? == client).then(|| uid.parse().ok())?
+    crate::sockets::server_owner(server, client).ok_or_else(|| {
+        format!("{server} is not served on this computer (a remote or forwarded port cannot be checked)")
     })
 }
 
@@ -727,33 +737,17 @@ mod tests {
             TorEvent::HsDesc {
                 action: "UPLOADED".into(),
                 service_id: "abcd".into(),
-                hsdir: Some("$AAAA~auth0".into())
+                hsdir: Some("$AAAA~auth0".into()),
+                descriptor_id: None,
             }
         );
         let e = TorEvent::parse(&["HS_DESC CREATED abcd UNKNOWN UNKNOWN descid".into()]);
-        assert!(matches!(e, TorEvent::HsDesc { hsdir: None, .. }));
+        assert!(matches!(e, TorEvent::HsDesc { hsdir: None, descriptor_id: Some(ref d), .. } if d == "descid"));
+        let e = TorEvent::parse(&["HS_DESC UPLOAD abcd UNKNOWN $AAAA~auth0 descid HSDIR_INDEX=F2C2".into()]);
+        assert!(matches!(e, TorEvent::HsDesc { descriptor_id: Some(ref d), .. } if d == "descid"));
+        let e = TorEvent::parse(&["HS_DESC FAILED abcd UNKNOWN $AAAA~auth0 REASON=UPLOAD_REJECTED".into()]);
+        assert!(matches!(e, TorEvent::HsDesc { descriptor_id: None, .. }), "{e:?}");
         assert!(matches!(TorEvent::parse(&["STATUS_CLIENT NOTICE X".into()]), TorEvent::Other(_)));
-    }
-
-    #[test]
-    fn the_owner_of_our_connection_is_read_from_the_kernel_table() {
-        let table =
-            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-           0: 0100007F:2382 00000000:0000 0A 00000000:00000000 00:00000000 00000000   108        0 1 1 0\n\
-           1: 0100007F:2382 0100007F:9C40 01 00000000:00000000 00:00000000 00000000   108        0 2 1 0\n\
-           2: 0100007F:9C40 0100007F:2382 01 00000000:00000000 00:00000000 00000000  1000        0 3 1 0\n\
-           3: 0100007F:2382 0100007F:9C41 01 00000000:00000000 00:00000000 00000000  1001        0 4 1 0\n";
-        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
-        let server = at("127.0.0.1:9090");
-        assert_eq!(connection_uid(table, server, at("127.0.0.1:40000")), Some(108), "the server's end, not ours");
-        assert_eq!(connection_uid(table, server, at("127.0.0.1:40001")), Some(1001), "each connection its own");
-        assert_eq!(connection_uid(table, server, at("127.0.0.1:40002")), None);
-        assert_eq!(connection_uid(table, server, at("[::ffff:127.0.0.1]:40000")), Some(108), "v4-mapped");
-        let table6 = "  sl  local_address                         remote_address                        st\n\
-           0: 00000000000000000000000001000000:2382 00000000000000000000000001000000:9C40 01 00000000:00000000 00:00000000 00000000     0        0 1\n\
-           1: 0000000000000000FFFF00000100007F:2383 0000000000000000FFFF00000100007F:9C40 01 00000000:00000000 00:00000000 00000000   108        0 2\n";
-        assert_eq!(connection_uid(table6, at("[::1]:9090"), at("[::1]:40000")), Some(0));
-        assert_eq!(connection_uid(table6, at("127.0.0.1:9091"), at("127.0.0.1:40000")), Some(108), "mapped in tcp6");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! A private Tor network (TestingTorNetwork) in Docker containers, one tor per container,
-//! all on the host's loopback (host networking): four directory authorities (which are
-//! also the relays; onion-service paths need four), the onion-service tor that
-//! tails-server drives, two client tors and an HTTP backend. Recipe and timings:
-//! shared/reference/private-tor-network/REPORT.md.
+//! all with host networking on one address of this machine (127.0.0.1 by default; another
+//! local address when a virtual machine's tor joins the network): four directory
+//! authorities (which are also the relays; onion-service paths need four), the
+//! onion-service tor that tails-server drives, two client tors and an HTTP backend. Recipe
+//! and timings: shared/reference/private-tor-network/REPORT.md.
 
 use std::fs;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -21,10 +23,11 @@ const AUTHORITIES: u16 = 4;
 
 pub type Container = ContainerAsync<GenericImage>;
 
-/// Ports, all on 127.0.0.1, relative to a base.
+/// Ports, all on the network's address, relative to a base.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
     pub base: u16,
+    pub address: Ipv4Addr,
 }
 
 impl Ports {
@@ -56,7 +59,7 @@ impl Ports {
         v
     }
     fn free(self) -> bool {
-        self.all().into_iter().all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        self.all().into_iter().all(|p| std::net::TcpListener::bind((self.address, p)).is_ok())
     }
 }
 
@@ -114,21 +117,22 @@ pub fn image() -> (String, String) {
     (name.to_owned(), tag.to_owned())
 }
 
-fn choose_ports() -> Ports {
+fn choose_ports(address: Ipv4Addr) -> Ports {
     // A fixed base lets the authority keys (which name their DirPort) be cached.
     for base in [27000u16, 27100, 27200, 27300] {
-        if (Ports { base }).free() {
-            return Ports { base };
+        if (Ports { base, address }).free() {
+            return Ports { base, address };
         }
     }
-    panic!("no free block of ports found in 27000-27399");
+    panic!("no free block of ports found in 27000-27399 on {address}");
 }
 
 fn key_cache(image_tag: &str, ports: Ports) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("tor-test-keys").join(format!("{image_tag}-{}", ports.base))
+    let at = if ports.address == Ipv4Addr::LOCALHOST { String::new() } else { format!("-{}", ports.address) };
+    target.join("tor-test-keys").join(format!("{image_tag}-{}{at}", ports.base))
 }
 
 impl Network {
@@ -148,12 +152,18 @@ impl Network {
         self.work.path().join(role)
     }
 
-    /// Starts the whole network and waits until the onion-service tor and both clients
-    /// report 100 % bootstrap (`status/bootstrap-phase`, no sleeps).
+    /// Starts the whole network on 127.0.0.1 and waits until the onion-service tor and both
+    /// clients report 100 % bootstrap (`status/bootstrap-phase`, no sleeps).
     pub async fn start() -> Network {
+        Self::start_on(Ipv4Addr::LOCALHOST).await
+    }
+
+    /// The same on another address of this machine: one a virtual machine reaches through
+    /// QEMU's user network (connections to it leave from this machine's own stack).
+    pub async fn start_on(address: Ipv4Addr) -> Network {
         remove_leftovers(None);
         let image = image();
-        let ports = choose_ports();
+        let ports = choose_ports(address);
         let run_id = format!("{}", std::process::id());
         // Bind mounts need a path the Docker daemon sees: this machine's own filesystem.
         let work = tempfile::Builder::new().prefix("tails-server-net-").tempdir().unwrap();
@@ -197,9 +207,10 @@ impl Network {
             fs::write(d.join("index.html"), format!("hello from backend {i} of run {}\n", self.run_id)).unwrap();
         }
         let script = format!(
-            "httpd -p 127.0.0.1:{} -h /net/www0 && exec httpd -f -p 127.0.0.1:{} -h /net/www1",
+            "httpd -p {a}:{} -h /net/www0 && exec httpd -f -p {a}:{} -h /net/www1",
             self.ports.backend(0),
-            self.ports.backend(1)
+            self.ports.backend(1),
+            a = self.ports.address
         );
         GenericImage::new(self.image.0.clone(), self.image.1.clone())
             .with_wait_for(WaitFor::Nothing)
@@ -229,10 +240,11 @@ impl Network {
                 let d = format!("/net/keygen/auth{i}");
                 script += &format!(
                     "mkdir -p {d}/keys && chmod 700 {d}\n\
-                     echo '' | tor-gencert --create-identity-key --passphrase-fd 0 -m 12 -a 127.0.0.1:{dirport} \
+                     echo '' | tor-gencert --create-identity-key --passphrase-fd 0 -m 12 -a {a}:{dirport} \
                      -i {d}/keys/authority_identity_key -s {d}/keys/authority_signing_key -c {d}/keys/authority_certificate\n\
                      tor --list-fingerprint --orport 1 --datadirectory {d} --nickname auth{i} --ignore-missing-torrc -f /dev/null >/dev/null\n",
-                    dirport = self.ports.auth_dir(i)
+                    dirport = self.ports.auth_dir(i),
+                    a = self.ports.address
                 );
             }
             fs::write(self.dir("keygen/keygen.sh"), script).unwrap();
@@ -266,12 +278,19 @@ impl Network {
             let cert = fs::read_to_string(d.join("keys/authority_certificate")).unwrap();
             let v3ident = cert.lines().find_map(|l| l.strip_prefix("fingerprint ")).unwrap().trim().to_owned();
             lines += &format!(
-                "DirAuthority auth{i} orport={} no-v2 v3ident={v3ident} 127.0.0.1:{} {fingerprint}\n",
+                "DirAuthority auth{i} orport={} no-v2 v3ident={v3ident} {}:{} {fingerprint}\n",
                 self.ports.auth_or(i),
+                self.ports.address,
                 self.ports.auth_dir(i)
             );
         }
         lines
+    }
+
+    /// The lines a tor outside the containers needs to join this network as a client or an
+    /// onion service (a virtual machine's tor, which reaches the network's address).
+    pub fn joining_torrc(&self) -> String {
+        format!("TestingTorNetwork 1\nPathsNeededToBuildCircuits 0.67\nClientUseIPv6 0\n{}", self.dirauthority_lines())
     }
 
     fn common_torrc(&self, role: &str) -> String {
@@ -289,34 +308,37 @@ impl Network {
         for i in 0..AUTHORITIES {
             let role = format!("auth{i}");
             let torrc = format!(
-                "{}SocksPort 0\nAddress 127.0.0.1\nORPort 127.0.0.1:{}\nDirPort 127.0.0.1:{}\nContactInfo {role}@test.invalid\n\
+                "{}SocksPort 0\nAddress {a}\nORPort {a}:{}\nDirPort {a}:{}\nContactInfo {role}@test.invalid\n\
                  ExitRelay 0\nExitPolicy reject *:*\nAuthoritativeDirectory 1\nV3AuthoritativeDirectory 1\nAssumeReachable 1\n\
                  TestingV3AuthInitialVotingInterval 5\nTestingV3AuthInitialVoteDelay 2\nTestingV3AuthInitialDistDelay 2\n\
                  V3AuthVotingInterval 10\nV3AuthVoteDelay 2\nV3AuthDistDelay 2\nV3AuthNIntervalsValid 2\n\
                  AuthDirVoteStableGuaranteeMinUptime 0\nAuthDirVoteStableGuaranteeMTBF 0\n",
                 self.common_torrc(&role),
                 self.ports.auth_or(i),
-                self.ports.auth_dir(i)
+                self.ports.auth_dir(i),
+                a = self.ports.address
             );
             write_private(&self.dir(&role), &torrc);
         }
         let hashed = hash_password(&self.password);
         let hs = format!(
-            "{}SocksPort 127.0.0.1:{} ExtendedErrors\nControlPort 127.0.0.1:{}\nCookieAuthentication 1\nHashedControlPassword {hashed}\n",
+            "{}SocksPort {a}:{} ExtendedErrors\nControlPort {a}:{}\nCookieAuthentication 1\nHashedControlPassword {hashed}\n",
             self.common_torrc("hs"),
             self.ports.hs_socks(),
-            self.ports.hs_control()
+            self.ports.hs_control(),
+            a = self.ports.address
         );
         write_private(&self.dir("hs"), &hs);
         for i in 0..2 {
             let role = format!("client{i}");
             let dir = self.dir(&role);
             let torrc = format!(
-                "{}SocksPort 127.0.0.1:{} ExtendedErrors\nControlPort 127.0.0.1:{}\nCookieAuthentication 1\n\
+                "{}SocksPort {a}:{} ExtendedErrors\nControlPort {a}:{}\nCookieAuthentication 1\n\
                  ClientOnionAuthDir /net/{role}/onion_auth\n",
                 self.common_torrc(&role),
                 self.ports.client_socks(i),
-                self.ports.client_control(i)
+                self.ports.client_control(i),
+                a = self.ports.address
             );
             write_private(&dir, &torrc);
             fs::create_dir_all(dir.join("onion_auth")).unwrap();
@@ -325,13 +347,15 @@ impl Network {
     }
 
     pub fn hs_control_config(&self) -> ControlConfig {
-        let mut c = ControlConfig::new(ControlTarget::Tcp(format!("127.0.0.1:{}", self.ports.hs_control())));
+        let mut c =
+            ControlConfig::new(ControlTarget::Tcp(format!("{}:{}", self.ports.address, self.ports.hs_control())));
         c.cookie_file = Some(self.dir("hs/control_auth_cookie"));
         c
     }
 
     pub fn client_control_config(&self, i: u16) -> ControlConfig {
-        let mut c = ControlConfig::new(ControlTarget::Tcp(format!("127.0.0.1:{}", self.ports.client_control(i))));
+        let mut c =
+            ControlConfig::new(ControlTarget::Tcp(format!("{}:{}", self.ports.address, self.ports.client_control(i))));
         c.cookie_file = Some(self.dir(&format!("client{i}/control_auth_cookie")));
         c
     }

@@ -1,0 +1,148 @@
+//! The kernel's TCP socket tables (`/proc/net/tcp`, `/proc/net/tcp6`): who owns a listening
+//! port, and who serves one connection. Reading them needs no privilege and opens no
+//! connection, which matters on Tails, where root may open local connections only to tor's
+//! control port: a program's readiness and a control port's owner are read here instead.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// The tables, IPv4 then IPv6.
+pub const TABLES: &[&str] = &["/proc/net/tcp", "/proc/net/tcp6"];
+
+/// `st` of a listening socket in the tables.
+const LISTEN: &str = "0A";
+
+/// A listening TCP socket: its address and the user id that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub uid: u32,
+}
+
+/// Every listening socket on `port`, from both tables (an unreadable table counts as empty).
+pub fn listeners(port: u16) -> Vec<Listener> {
+    let mut found = Vec::new();
+    for table in TABLES {
+        if let Ok(text) = std::fs::read_to_string(table) {
+            found.extend(listeners_in(&text, port));
+        }
+    }
+    found
+}
+
+/// The listening sockets on `port` in one table's text.
+pub fn listeners_in(table: &str, port: u16) -> Vec<Listener> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, uid) = (fields.get(1)?, fields.get(3)?, fields.get(7)?);
+            let address = parse_table_addr(local)?;
+            (*state == LISTEN && address.port() == port).then_some(Listener { address, uid: uid.parse().ok()? })
+        })
+        .collect()
+}
+
+/// The owner of the socket serving the connection `client` → `server`, from the tables: an
+/// accepted connection carries its listener's owner, so this is who answers *this*
+/// connection (not whoever listens on the port now).
+pub fn server_owner(server: SocketAddr, client: SocketAddr) -> Option<u32> {
+    TABLES
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .find_map(|text| connection_uid(&text, server, client))
+}
+
+/// Unmaps `::ffff:a.b.c.d`, so that either table's form compares equal.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+/// Parses one `ADDR:PORT` field of the kernel's tables. The kernel prints the address's
+/// bytes (network order in memory) as 32-bit words read in host order: the words' native
+/// bytes are the address.
+fn parse_table_addr(field: &str) -> Option<SocketAddr> {
+    let (hex_ip, hex_port) = field.split_once(':')?;
+    let port = u16::from_str_radix(hex_port, 16).ok()?;
+    let ip = match hex_ip.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(u32::from_str_radix(hex_ip, 16).ok()?.to_ne_bytes())),
+        32 => {
+            let mut octets = [0u8; 16];
+            for (i, chunk) in hex_ip.as_bytes().chunks(8).enumerate() {
+                let word = u32::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
+                octets[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        _ => return None,
+    };
+    Some(canonical(SocketAddr::new(ip, port)))
+}
+
+/// The uid column of the entry for the server's end of the connection `client` → `server`.
+pub fn connection_uid(table: &str, server: SocketAddr, client: SocketAddr) -> Option<u32> {
+    let (server, client) = (canonical(server), canonical(client));
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote, uid) = (fields.get(1)?, fields.get(2)?, fields.get(7)?);
+        (parse_table_addr(local)? == server && parse_table_addr(remote)? == client).then(|| uid.parse().ok())?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str =
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+       0: 0100007F:2382 00000000:0000 0A 00000000:00000000 00:00000000 00000000   108        0 1 1 0\n\
+       1: 0100007F:2382 0100007F:9C40 01 00000000:00000000 00:00000000 00000000   108        0 2 1 0\n\
+       2: 0100007F:9C40 0100007F:2382 01 00000000:00000000 00:00000000 00000000  1000        0 3 1 0\n\
+       3: 0100007F:2382 0100007F:9C41 01 00000000:00000000 00:00000000 00000000  1001        0 4 1 0\n\
+       4: 00000000:FC32 00000000:0000 0A 00000000:00000000 00:00000000 00000000   117        0 5 1 0\n";
+
+    fn at(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_owner_of_our_connection_is_read_from_the_kernel_table() {
+        let server = at("127.0.0.1:9090");
+        assert_eq!(connection_uid(TABLE, server, at("127.0.0.1:40000")), Some(108), "the server's end, not ours");
+        assert_eq!(connection_uid(TABLE, server, at("127.0.0.1:40001")), Some(1001), "each connection its own");
+        assert_eq!(connection_uid(TABLE, server, at("127.0.0.1:40002")), None);
+        assert_eq!(connection_uid(TABLE, server, at("[::ffff:127.0.0.1]:40000")), Some(108), "v4-mapped");
+        let table6 = "  sl  local_address                         remote_address                        st\n\
+           0: 00000000000000000000000001000000:2382 00000000000000000000000001000000:9C40 01 00000000:00000000 00:00000000 00000000     0        0 1\n\
+           1: 0000000000000000FFFF00000100007F:2383 0000000000000000FFFF00000100007F:9C40 01 00000000:00000000 00:00000000 00000000   108        0 2\n";
+        assert_eq!(connection_uid(table6, at("[::1]:9090"), at("[::1]:40000")), Some(0));
+        assert_eq!(connection_uid(table6, at("127.0.0.1:9091"), at("127.0.0.1:40000")), Some(108), "mapped in tcp6");
+    }
+
+    #[test]
+    fn listeners_are_the_listening_entries_of_a_port_with_their_owner() {
+        assert_eq!(listeners_in(TABLE, 9090), vec![Listener { address: at("127.0.0.1:9090"), uid: 108 }]);
+        assert_eq!(listeners_in(TABLE, 64562), vec![Listener { address: at("0.0.0.0:64562"), uid: 117 }]);
+        assert!(listeners_in(TABLE, 40000).is_empty(), "a connection's end is not a listener");
+        assert!(listeners_in("garbage\nnot a table at all\n", 9090).is_empty());
+    }
+
+    #[test]
+    fn this_process_s_own_listener_is_found_with_its_uid() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let found = listeners(port);
+        assert!(
+            found.iter().any(|l| l.address == listener.local_addr().unwrap() && l.uid == crate::unix::euid()),
+            "{found:?}"
+        );
+        drop(listener);
+        assert!(listeners(port).is_empty());
+    }
+}
