@@ -1,6 +1,8 @@
 //! Export and import of 20 services x 32 clients (the most tor fits): medians over several
 //! runs. Run with `cargo bench --bench transfer`. The cost is dominated by scrypt at the
-//! chosen work factor (`tails_server::backup::SCRYPT_WORK_FACTOR`), as intended.
+//! chosen work factor (`tails_server::backup::SCRYPT_WORK_FACTOR`), as intended. Also the
+//! worst import a file can ask for (`MAX_SCRYPT_WORK_FACTOR`): its time and the peak memory
+//! of a process that does only that (what the system service, root, would pay).
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,30 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The peak resident memory of this process so far (VmHWM), in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kib / 1024.0
+}
+
 fn main() {
+    // A child of this bench: decrypts one file and reports its own peak memory.
+    if let Ok(path) = std::env::var("TRANSFER_BENCH_DECRYPT_ONLY") {
+        let file = std::fs::read(path).unwrap();
+        let start = Instant::now();
+        let document = backup::decrypt(&file, "correct horse battery staple").unwrap();
+        println!("{} {:.1} {:.1}", document.services.len(), start.elapsed().as_secs_f64() * 1e3, peak_rss_mib());
+        return;
+    }
     let quick = !std::env::args().any(|a| a == "--bench");
     let runs = if quick { 1 } else { 7 };
     let root = tempfile::tempdir().unwrap();
@@ -73,4 +98,30 @@ fn main() {
         median(imports).as_secs_f64() * 1e3
     );
     println!("of which scrypt alone (a wrong passphrase)    {:>8.1} ms", kdf.as_secs_f64() * 1e3);
+
+    // The worst a backup file may ask for, in a process of its own.
+    for factor in [backup::SCRYPT_WORK_FACTOR, backup::MAX_SCRYPT_WORK_FACTOR] {
+        let document = Manager::open(config("source")).unwrap().export(&[]).unwrap();
+        let mut recipient = age::scrypt::Recipient::new(age::secrecy::SecretString::from(passphrase.to_owned()));
+        recipient.set_work_factor(factor);
+        let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient)).unwrap();
+        let mut file = Vec::new();
+        let mut writer = encryptor.wrap_output(&mut file).unwrap();
+        std::io::Write::write_all(&mut writer, &document.to_json()).unwrap();
+        writer.finish().unwrap();
+        let path = root.path().join(format!("factor-{factor}.age"));
+        std::fs::write(&path, &file).unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("TRANSFER_BENCH_DECRYPT_ONLY", &path)
+            .output()
+            .unwrap();
+        let line = String::from_utf8(out.stdout).unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        println!(
+            "decrypt at work factor {factor}{}: {:>8} ms, peak memory of the process {:>7} MiB",
+            if factor == backup::MAX_SCRYPT_WORK_FACTOR { " (the most accepted)" } else { " (export's)" },
+            fields[1],
+            fields[2]
+        );
+    }
 }

@@ -158,7 +158,9 @@ fn every_method_answers_with_the_clis_documents_or_a_named_error() {
         assert_eq!(added["name"], "web");
         assert_eq!(added["enabled"], false);
         let signal = tokio::time::timeout(Duration::from_secs(10), changes.next()).await.unwrap().unwrap();
-        assert_eq!(signal.args().unwrap().names, vec!["web".to_owned()]);
+        // Broadcast to every user of the bus: it names nothing (a service's name needs the
+        // read action, which `List` asks polkit for).
+        assert!(signal.args().unwrap().names.is_empty(), "Changed names nothing");
 
         // The same document as the CLI's `--format json info`, from the same store.
         let over_dbus: serde_json::Value = serde_json::from_str(&server.info("web").await.unwrap()).unwrap();
@@ -250,6 +252,28 @@ fn every_method_answers_with_the_clis_documents_or_a_named_error() {
         let removed: serde_json::Value = serde_json::from_str(&server.remove("web").await.unwrap()).unwrap();
         assert_eq!(removed["name"], "web");
         assert_eq!(server.list().await.unwrap(), "[]", "still serving after every failure");
+
+        // Through the service an import never lowers protection: an enabled service open to
+        // the LAN comes back disabled and without LAN access, held back for the person to turn
+        // on; an open one is refused.
+        env.run(&["add", "custom", "--name", "site", "--local-port", "8082"]).ok();
+        env.run(&["--control-port", "127.0.0.1:9", "enable", "site"]).exits(3);
+        env.run(&["set-option", "site", "allow-lan-connections", "true"]).ok();
+        let lowered = server.export(vec![], "a long enough passphrase").await.unwrap();
+        server.remove("site").await.unwrap();
+        let imported: serde_json::Value =
+            serde_json::from_str(&server.import(lowered, "a long enough passphrase", "fail", false).await.unwrap())
+                .unwrap();
+        assert_eq!(imported["held-back"].as_array().map(Vec::len), Some(2), "{imported}");
+        let site = env.service("site");
+        assert_eq!((&site["enabled"], &site["options"]["allow-lan-connections"]), (&false.into(), &false.into()));
+        server.remove("site").await.unwrap();
+        env.run(&["add", "custom", "--name", "open", "--local-port", "8081", "--allow-anyone-with-the-address"]).ok();
+        let open = server.export(vec![], "a long enough passphrase").await.unwrap();
+        server.remove("open").await.unwrap();
+        let refused = server.import(open, "a long enough passphrase", "fail", false).await;
+        assert_eq!(error_name(refused), format!("{prefix}.InvalidInput"));
+        assert_eq!(server.list().await.unwrap(), "[]", "nothing imported");
     });
 }
 

@@ -391,3 +391,60 @@ fn a_kept_key_is_given_to_tor_after_every_restart_and_taken_back_when_removed() 
     }
     assert!(tor.client_keys().contains_key(&someone_elses), "a key tails-server did not give stays");
 }
+
+/// A byte relay on a local port, run by another user, in front of the real tor whose cookie we
+/// can read: SAFECOOKIE succeeds through it unchanged (tor itself answers the challenge), and
+/// who serves the port — not the proof — decides: no onion key, and not even our proof of the
+/// cookie (which would give the relay's owner an authenticated session), goes through it.
+#[test]
+fn a_control_port_relayed_by_another_user_receives_nothing_secret_even_though_safecookie_succeeds() {
+    if tails_server::unix::euid() != 0 {
+        return; // the relay must run as another user
+    }
+    const RELAY_PY: &str = r#"
+import select, socket, sys
+target = sys.argv[1].rsplit(":", 1)
+listener = socket.socket(); listener.bind(("127.0.0.1", 0)); listener.listen(1)
+print(listener.getsockname()[1], flush=True)
+client, _ = listener.accept()
+tor = socket.create_connection((target[0], int(target[1])))
+while True:
+    ready, _, _ = select.select([client, tor], [], [])
+    for s in ready:
+        data = s.recv(65536)
+        if not data:
+            sys.exit(0)
+        if s is client:
+            sys.stdout.write(data.decode(errors="replace")); sys.stdout.flush()
+            tor.sendall(data)
+        else:
+            client.sendall(data)
+"#;
+    let tor = LocalTor::start();
+    let env = TestEnv::new();
+    env.run(&["add", "custom", "--name", "web", "--local-port", "8080"]).ok();
+    let blob = onion_key_blob(&env.state_dir(), &env.runtime_dir(), "web");
+    let mut relay = KillOnDrop(
+        Command::new("runuser")
+            .args(["-u", "nobody", "--", "python3", "-c", RELAY_PY, &tor.control()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = relay.0.stdout.take().unwrap();
+    let mut port = String::new();
+    let mut byte = [0u8; 1];
+    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        port.push(byte[0] as char);
+    }
+    let out = at(&env, &format!("127.0.0.1:{}", port.trim()), &["enable", "web"]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stderr.contains("refusing to send") && out.stderr.contains("nobody"), "{}", out.stderr);
+    let _ = relay.0.kill();
+    let mut received = String::new();
+    let _ = stdout.read_to_string(&mut received);
+    assert!(received.contains("AUTHCHALLENGE SAFECOOKIE"), "SAFECOOKIE was tried through the relay: {received}");
+    assert!(!received.contains("AUTHENTICATE "), "our proof of the cookie went through: {received}");
+    assert!(!received.contains(&blob[12..52]) && !received.contains("ADD_ONION"), "{received}");
+    assert_eq!(env.service("web")["enabled"], false, "a refusal records nothing");
+}

@@ -1057,3 +1057,46 @@ fn kept_keys_travel_in_the_backup_under_the_same_rules() {
     import(&restored, &old, &[]).ok();
     assert_eq!(restored.service("chat")["address"], owner.service("chat")["address"]);
 }
+
+/// An import never lowers protection unasked: a service open to anyone, one published at once,
+/// one open to the local network are shown and held back (imported disabled and without LAN
+/// access; an open one refused) unless the person confirms with --accept-lower-protection.
+#[test]
+fn an_import_never_lowers_protection_without_a_confirmation() {
+    let source = TestEnv::new();
+    source.run(&["add", "custom", "--name", "site", "--local-port", "8080"]).ok();
+    source.run(&["--control-port", "127.0.0.1:9", "enable", "site"]).exits(3);
+    source.run(&["set-option", "site", "allow-lan-connections", "true"]).ok();
+    let guarded = source.root.path().join("guarded.age");
+    export(&source, &guarded);
+    source.run(&["add", "custom", "--name", "open", "--local-port", "8081", "--allow-anyone-with-the-address"]).ok();
+    let with_open = source.root.path().join("with-open.age");
+    export(&source, &with_open);
+
+    // Not a terminal, no confirmation: shown, then held back.
+    let target = TestEnv::new();
+    let out = import(&target, &guarded, &[]).ok();
+    assert!(out.stderr.contains("site is enabled: it is published as soon as it is imported"), "{}", out.stderr);
+    assert!(out.stderr.contains("site allows connections from the local network"), "{}", out.stderr);
+    let held = out.json()["held-back"].as_array().unwrap().len();
+    assert_eq!(held, 2, "{}", out.stdout);
+    let site = target.service("site");
+    assert_eq!(
+        (site["enabled"].clone(), site["options"]["allow-lan-connections"].clone()),
+        (false.into(), false.into())
+    );
+
+    // An open service is never imported unconfirmed; nothing is written.
+    let before = common::store_state(&target.state_dir());
+    let refused = import(&target, &with_open, &["--on-conflict", "skip"]);
+    assert!(refused.code != 0 && refused.stderr.contains("--accept-lower-protection"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("anyone who learns its address can reach it"), "{}", refused.stderr);
+    assert!(common::store_state(&target.state_dir()) == before, "a refused import writes nothing");
+
+    // Confirmed: as the backup has it (tor is not here: saved, to be published, exit 3).
+    let confirmed = TestEnv::new();
+    let out = import(&confirmed, &with_open, &["--accept-lower-protection", "--control-port", "127.0.0.1:9"]).exits(3);
+    assert!(out.json()["held-back"].as_array().unwrap().is_empty(), "{}", out.stdout);
+    assert_eq!(confirmed.service("site")["enabled"], true);
+    assert_eq!(confirmed.service("open")["client-authorization"], false);
+}

@@ -9,6 +9,8 @@
 //!
 //! For each: "up" (the command says the service is published) and "first page" (the friend's
 //! first successful fetch, retrying at once on failure), both from the start of the command.
+//! The friend holds tails-server's key before the command starts; onionshare-cli's key exists
+//! only once it prints it, and is given to the friend's tor then (one control command).
 //! The goal: tails-server's first page ahead of onionshare-cli's.
 //!
 //! Run: `cargo bench -p tails-server-integration --bench first_fetch` (12 pairs; 2 without
@@ -152,17 +154,25 @@ fn onionshare_pair(
         .stderr(Stdio::null())
         .spawn()
         .expect("onionshare-cli starts");
+    // Its output read in a thread: a wait with a deadline, should it never print the address.
+    let stdout = child.stdout.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let (mut address, mut key) = (None, None);
-    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
+    while address.is_none() || key.is_none() {
+        let line =
+            received.recv_timeout(LIMIT.saturating_sub(start.elapsed())).expect("onionshare-cli printed its address");
         if let Some(url) = line.split_whitespace().find(|w| w.contains(".onion")) {
             address = Some(url.trim_start_matches("http://").trim_end_matches('/').to_owned());
         }
         if let Some(k) = line.split("Private key:").nth(1) {
             key = Some(k.trim().to_owned());
-        }
-        if address.is_some() && key.is_some() {
-            break;
         }
     }
     let up = start.elapsed();

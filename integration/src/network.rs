@@ -192,9 +192,9 @@ impl Network {
             net.clients.push(c);
         }
         let deadline = Instant::now() + Duration::from_secs(180);
-        net.wait_bootstrapped(&net.hs_control_config(), deadline).await;
+        net.wait_bootstrapped("hs", &net.hs_control_config(), deadline).await;
         for i in 0..2 {
-            net.wait_bootstrapped(&net.client_control_config(i), deadline).await;
+            net.wait_bootstrapped(&format!("client{i}"), &net.client_control_config(i), deadline).await;
         }
         eprintln!("private Tor network bootstrapped in {:.1} s", net.started.elapsed().as_secs_f64());
         net
@@ -360,14 +360,23 @@ impl Network {
         c
     }
 
-    async fn wait_bootstrapped(&self, config: &ControlConfig, deadline: Instant) {
+    async fn wait_bootstrapped(&self, role: &str, config: &ControlConfig, deadline: Instant) {
         loop {
-            if let Ok(mut tor) = TorControl::connect(config).await {
-                if tor.bootstrap_progress().await.ok() == Some(100) {
-                    return;
-                }
+            let last;
+            match TorControl::connect(config).await {
+                Ok(mut tor) => match tor.bootstrap_progress().await {
+                    Ok(100) => return,
+                    Ok(p) => last = format!("at {p} %"),
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
             }
-            assert!(Instant::now() < deadline, "{} did not bootstrap", config.target);
+            if Instant::now() >= deadline {
+                // What tor itself said, for whoever reads the failure.
+                let log = fs::read_to_string(self.dir(&format!("{role}/notice.log"))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+                panic!("{role} ({}) did not bootstrap ({last}); its log ends:\n{}", config.target, tail.join("\n"));
+            }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
@@ -379,7 +388,7 @@ impl Network {
         hs.stop_with_timeout(Some(5)).await.expect("stop the onion-service tor");
         let _ = fs::remove_file(self.dir("hs/control_auth_cookie"));
         hs.start().await.expect("start the onion-service tor again");
-        self.wait_bootstrapped(&self.hs_control_config(), Instant::now() + Duration::from_secs(120)).await;
+        self.wait_bootstrapped("hs", &self.hs_control_config(), Instant::now() + Duration::from_secs(120)).await;
     }
 
     /// Stops client tor `i`'s container and starts it again: it forgets every client key
@@ -389,7 +398,8 @@ impl Network {
         client.stop_with_timeout(Some(5)).await.expect("stop the client tor");
         let _ = fs::remove_file(self.dir(&format!("client{i}/control_auth_cookie")));
         client.start().await.expect("start the client tor again");
-        self.wait_bootstrapped(&self.client_control_config(i), Instant::now() + Duration::from_secs(120)).await;
+        let role = format!("client{i}");
+        self.wait_bootstrapped(&role, &self.client_control_config(i), Instant::now() + Duration::from_secs(120)).await;
     }
 
     /// Freezes the onion-service tor (docker pause): its control port accepts connections

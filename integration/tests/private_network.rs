@@ -293,7 +293,6 @@ fn e_a_removed_client_is_locked_out_and_others_stay_in(ctx: &Ctx) {
         let removed = tokio::task::block_in_place(|| user.run(&["client", "remove", "site-e", "client-1"]).ok());
         assert!(removed.stderr.contains("reconnect"), "{}", removed.stderr);
         wait_event_uploaded(&mut hs, &id).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
         alice.newnym().await;
         bob.newnym().await;
         assert_eq!(alice.fetch_until(&address, 80, 0xF5, REACH).await.0, 0xF5, "the removed client is refused");
@@ -301,13 +300,15 @@ fn e_a_removed_client_is_locked_out_and_others_stay_in(ctx: &Ctx) {
     });
 }
 
+/// Waits until the republished descriptor is uploaded as `enable --wait` defines it.
 async fn wait_event_uploaded(hs: &mut TorControl, id: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut round = tails_server::publish::UploadRound::default();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "no HS_DESC UPLOADED for {id}");
-        if let Some(TorEvent::HsDesc { action, service_id, .. }) = hs.next_event(Some(left)).await.unwrap() {
-            if action == "UPLOADED" && service_id == id {
+        assert!(!left.is_zero(), "the descriptor of {id} was not uploaded");
+        if let Some(TorEvent::HsDesc(event)) = hs.next_event(Some(left)).await.unwrap() {
+            if event.service_id == id && round.observe(&event, Instant::now()) {
                 return;
             }
         }

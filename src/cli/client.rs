@@ -72,8 +72,8 @@ pub fn wanted(cli: &Cli) -> Result<Option<tokio::runtime::Runtime>> {
         Route::Service => Ok(Some(runtime)),
         Route::ServiceMissing => bail!(
             "the tails-server service is not running: nothing answers as {BUS_NAME} on the system bus, so your \
-             services cannot be reached from here. See why with `systemctl status tails-server` and \
-             `journalctl -u tails-server`"
+             services cannot be managed from here (this command did nothing). See why with `systemctl status \
+             tails-server` and `journalctl -u tails-server`"
         ),
     }
 }
@@ -358,7 +358,13 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 super::transfer::write_private_file(file, &encrypted, *force)?;
                 super::transfer::exported(&names, file, &out)
             }
-            Command::Import { file, passphrase_file, dry_run, on_conflict } => {
+            Command::Import { file, passphrase_file, dry_run, on_conflict, accept_lower_protection } => {
+                if *accept_lower_protection {
+                    bail!(
+                        "--accept-lower-protection is for root, in direct mode: through the service an import never \
+                         lowers protection (what the backup asks for is held back, to be turned on by you)"
+                    );
+                }
                 let bytes = super::transfer::read_backup_bytes(file)?;
                 let passphrase = super::transfer::passphrase(passphrase_file.as_deref(), false)?;
                 let rule = match on_conflict {
@@ -367,10 +373,13 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                     super::transfer::ConflictArg::Replace => "replace",
                 };
                 #[derive(Deserialize)]
+                #[serde(rename_all = "kebab-case")]
                 struct Imported {
                     added: Vec<String>,
                     replaced: Vec<String>,
                     skipped: Vec<String>,
+                    #[serde(default)]
+                    held_back: Vec<String>,
                     tor: TorOutcome,
                 }
                 let answer = server.import(bytes, &passphrase, rule, *dry_run).await.map_err(|e| match e {
@@ -385,7 +394,7 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                     replaced: imported.replaced,
                     skipped: imported.skipped,
                 };
-                super::transfer::print_import(&report, *dry_run, &out)?;
+                super::transfer::print_import(&report, *dry_run, &imported.held_back, &out)?;
                 after_change(&imported.tor)
             }
             Command::Key(command) => run_key(&server, command, &out).await,

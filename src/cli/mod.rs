@@ -15,8 +15,8 @@ pub fn advice(err: &anyhow::Error) -> Option<&'static str> {
     err.chain().find_map(|cause| match cause.downcast_ref::<tails_server::Error>()? {
         tails_server::Error::TorUntrusted { .. } => Some(
             "if this really is your tor and it runs as another user, name that user with --tor-user USER \
-             (TAILS_SERVER_TOR_USER); or give tor's own cookie file with --cookie-file FILE, so that tor can \
-             prove itself (SAFECOOKIE)",
+             (TAILS_SERVER_TOR_USER); a tor on another computer, reached through a tunnel you trust, with \
+             --trust-control-port",
         ),
         _ => None,
     })
@@ -191,6 +191,11 @@ enum Command {
         /// What to do with a service that already exists
         #[arg(long, value_enum, default_value_t = transfer::ConflictArg::Fail)]
         on_conflict: transfer::ConflictArg,
+        /// Import services as the backup has them even where that lowers protection (open to
+        /// anyone with the address, published at once, reachable from the local network);
+        /// otherwise they are shown and held back (root, in direct mode, only)
+        #[arg(long)]
+        accept_lower_protection: bool,
     },
     /// Make a service of a C tor HiddenServiceDir (same address, its authorized clients)
     ImportTorDir {
@@ -232,7 +237,7 @@ enum Command {
     },
     /// One connection through tor's SocksPort for `status --probe`, run as nobody by the
     /// system service (reads `PROXY HOST PORT` on stdin, prints the SOCKS reply code)
-    #[command(hide = true, name = "socks-probe")]
+    #[command(hide = true, name = tails_server::system::SOCKS_PROBE_COMMAND)]
     SocksProbe,
     /// On Tails, make tails-server come back at every login (root, once): a local apt
     /// repository on the Persistent Storage holding the package, and an entry in Additional
@@ -531,6 +536,7 @@ fn run_setup(
     out.setup_report(&report, false)
 }
 
+/// The manual page and shell completions, generated from the definitions above.
 fn run_docs(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Completions { shell } => {
@@ -678,18 +684,19 @@ fn run_transfer(cli: &Cli, out: &Printer) -> Result<()> {
             let records = open(cli)?.export(services)?;
             transfer::export(records, output, passphrase_file.as_deref(), *force, out)
         }
-        Command::Import { file, passphrase_file, dry_run, on_conflict } => {
+        Command::Import { file, passphrase_file, dry_run, on_conflict, accept_lower_protection } => {
             // Read, decrypt and decode before touching the store.
-            let document = transfer::read_backup(file, passphrase_file.as_deref())?;
+            let mut document = transfer::read_backup(file, passphrase_file.as_deref())?;
             let mut manager = open(cli)?;
             document.validate(manager.catalog())?;
+            let held_back = transfer::confirm_lowered_protection(&mut document, *accept_lower_protection, *dry_run)?;
             let enabled: Vec<String> =
                 document.services.iter().filter(|r| r.enabled).map(|r| r.name.to_string()).collect();
             let report = manager
                 .import_with_keys(document.services, document.keys, (*on_conflict).into(), *dry_run)
                 .map_err(transfer::conflict_hint)?;
             drop(manager);
-            transfer::print_import(&report, *dry_run, out)?;
+            transfer::print_import(&report, *dry_run, &held_back, out)?;
             // A replaced service may be published with its old key or clients; an enabled
             // one imported is to be published.
             let touches_tor = !report.replaced.is_empty()

@@ -42,6 +42,11 @@ pub struct TorArgs {
     /// SAFECOOKIE, keys and passwords go only to a control port served by root or this user
     #[arg(long, global = true, env = "TAILS_SERVER_TOR_USER", value_name = "USER", value_delimiter = ',')]
     tor_user: Vec<String>,
+    /// Send keys to the control port given although who serves it cannot be checked here (a
+    /// tor on another computer, reached through a tunnel you trust). Never for a port on this
+    /// computer: any user could be listening there
+    #[arg(long, global = true, env = "TAILS_SERVER_TRUST_CONTROL_PORT")]
+    trust_control_port: bool,
 }
 
 /// A change was saved but tor does not run it yet: exit status 3, so that scripts can
@@ -109,6 +114,12 @@ pub fn control_config(args: &TorArgs) -> Result<ControlConfig> {
     };
     config.cookie_file = args.cookie_file.clone();
     config.tor_users = args.tor_user.clone();
+    if args.trust_control_port {
+        if args.control_port.is_none() && args.control_socket.is_none() {
+            bail!("--trust-control-port vouches for the port given with --control-port or --control-socket: give one");
+        }
+        config.pinned = true;
+    }
     if let Some(path) = &args.password_file {
         config.password = Some(super::secret_input::first_line_of(path, "password")?);
     } else if args.ask_password {
@@ -429,7 +440,6 @@ pub fn daemon(args: &TorArgs, config: Config) -> Result<()> {
     })
 }
 
-/// The system service (`tails-server service`): the D-Bus API and the reconcile loop.
 /// `socks-probe`: what the system service runs as nobody for `status --probe`.
 pub fn socks_probe() -> Result<()> {
     let mut request = String::new();
@@ -439,6 +449,7 @@ pub fn socks_probe() -> Result<()> {
     Ok(())
 }
 
+/// The system service (`tails-server service`): the D-Bus API and the reconcile loop.
 pub fn service(
     cli: &super::Cli,
     bus: &str,

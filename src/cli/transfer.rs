@@ -185,12 +185,20 @@ struct ImportView<'a> {
     added: &'a [String],
     replaced: &'a [String],
     skipped: &'a [String],
+    held_back: &'a [String],
 }
 
-pub fn print_import(report: &ImportReport, dry_run: bool, out: &Printer) -> Result<()> {
-    let view = ImportView { dry_run, added: &report.added, replaced: &report.replaced, skipped: &report.skipped };
+pub fn print_import(report: &ImportReport, dry_run: bool, held_back: &[String], out: &Printer) -> Result<()> {
+    let view =
+        ImportView { dry_run, added: &report.added, replaced: &report.replaced, skipped: &report.skipped, held_back };
     if out.structured(&view)? {
         return Ok(());
+    }
+    if !held_back.is_empty() {
+        eprintln!("Held back, to be turned on by you (the backup asked for less protection):");
+        for item in held_back {
+            eprintln!("  {item}");
+        }
     }
     let list = |v: &[String]| if v.is_empty() { "none".to_owned() } else { v.join(", ") };
     let verb = if dry_run { "Would import (dry run, nothing written)" } else { "Imported" };
@@ -200,6 +208,34 @@ pub fn print_import(report: &ImportReport, dry_run: bool, out: &Printer) -> Resu
         list(&report.replaced),
         list(&report.skipped)
     ))
+}
+
+/// An import never lowers protection unasked: what the backup would lower is shown, and kept
+/// back unless the person confirms it (`--accept-lower-protection`, or "yes" at the prompt).
+/// Returns what was held back.
+pub fn confirm_lowered_protection(
+    document: &mut tails_server::backup::BackupDocument,
+    accepted: bool,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    use std::io::IsTerminal;
+    let lowered = document.lowered_protection();
+    if lowered.is_empty() || accepted {
+        return Ok(Vec::new());
+    }
+    eprintln!("This backup asks for less protection than tails-server gives by itself:");
+    for item in &lowered {
+        eprintln!("  {item}");
+    }
+    if !dry_run && std::io::stdin().is_terminal() {
+        eprint!("Type yes to import them as they are; anything else imports them held back: ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).context("cannot read the answer")?;
+        if answer.trim() == "yes" {
+            return Ok(Vec::new());
+        }
+    }
+    Ok(document.hold_back_lowered_protection()?)
 }
 
 /// A service from another tool's key (and clients). A service that was open to anyone

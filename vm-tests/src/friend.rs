@@ -58,9 +58,16 @@ const MUMBLE_CLIENT_PY: &str = r#"
 import socket, ssl, struct, sys
 proxy_host, proxy_port, onion, port, user = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
 s = socket.create_connection((proxy_host, proxy_port), timeout=120)
-s.sendall(b"\x05\x01\x00"); assert s.recv(2) == b"\x05\x00"
+def exactly(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk: raise EOFError("the SOCKS port closed the connection")
+        data += chunk
+    return data
+s.sendall(b"\x05\x01\x00"); assert exactly(s, 2) == b"\x05\x00"
 s.sendall(b"\x05\x01\x00\x03" + bytes([len(onion)]) + onion.encode() + struct.pack(">H", port))
-reply = s.recv(10)
+reply = exactly(s, 10)
 if reply[1] != 0:
     print("socks %d" % reply[1]); sys.exit(0)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE

@@ -398,7 +398,8 @@ impl Vm {
     /// `systemctl is-system-running --wait`: "running" or "degraded" (then the failed units
     /// are logged to `failed-units.txt`; the scenario decides whether that matters).
     pub fn wait_system_running(&mut self) -> Result<String> {
-        let out = self.sh("root", "systemctl is-system-running --wait")?;
+        // A boot that installs packages (Additional Software) takes minutes under TCG.
+        let out = self.sh_env_timeout("root", &BTreeMap::new(), "systemctl is-system-running --wait", BOOT_TIMEOUT)?;
         let state = out.stdout.trim().to_owned();
         if state != "running" {
             let failed = self.sh("root", "systemctl --failed --no-legend --plain")?;

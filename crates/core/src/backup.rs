@@ -19,9 +19,11 @@ pub const FORMAT: &str = "tails-server-backup";
 pub const VERSION: u32 = 2;
 /// scrypt work factor (log2 N) for new backups: about a second on a laptop, like `age -p`.
 pub const SCRYPT_WORK_FACTOR: u8 = 18;
-/// The largest work factor accepted when decrypting (the age CLI picks ~1 s on the machine
-/// that encrypted; 22 is 16 times that), so a hostile file cannot make us work for hours.
-pub const MAX_SCRYPT_WORK_FACTOR: u8 = 22;
+/// The largest work factor accepted when decrypting: one step above what export writes (and
+/// what `age -p` writes, 18). The system service decrypts as root: each step doubles the time
+/// and the memory (128 × 8 × 2^N bytes: 256 MiB at 18, 512 MiB at 19, 4 GiB at 22), so a
+/// hostile file gets no more than twice an ordinary backup's cost.
+pub const MAX_SCRYPT_WORK_FACTOR: u8 = 19;
 /// Refused before reading: 20 services with 32 clients each take about 200 KB.
 pub const MAX_BACKUP_SIZE: u64 = 4 * 1024 * 1024;
 pub const MAX_SERVICES: usize = 256;
@@ -72,6 +74,55 @@ impl BackupDocument {
 
     pub fn to_json(&self) -> Zeroizing<Vec<u8>> {
         Zeroizing::new(serde_json::to_vec_pretty(self).expect("documents serialize"))
+    }
+
+    /// What importing this document would make less protected than adding the services by
+    /// hand, each in words a person can weigh: a service open to anyone with its address, one
+    /// published at once, one reachable from the local network.
+    pub fn lowered_protection(&self) -> Vec<String> {
+        let mut lowered = Vec::new();
+        for service in &self.services {
+            let name = &service.name;
+            if !service.client_auth {
+                lowered.push(format!("{name} has no client authorization: anyone who learns its address can reach it"));
+            }
+            if service.enabled {
+                lowered.push(format!("{name} is enabled: it is published as soon as it is imported"));
+            }
+            if service.options.get(crate::options::ALLOW_LAN).and_then(|v| v.as_bool()) == Some(true) {
+                lowered.push(format!("{name} allows connections from the local network"));
+            }
+        }
+        lowered
+    }
+
+    /// Takes back what an import may not grant unasked (see [`BackupDocument::lowered_protection`]):
+    /// services are imported disabled and without LAN access, to be turned on one by one; a
+    /// service without client authorization is refused. Returns what was held back.
+    pub fn hold_back_lowered_protection(&mut self) -> Result<Vec<String>> {
+        if let Some(open) = self.services.iter().find(|s| !s.client_auth) {
+            return Err(Error::InvalidBackup {
+                reason: format!(
+                    "service {} in it has no client authorization (anyone with its address could reach it); such a \
+                     service is imported only by root, after seeing this (tails-server import … \
+                     --accept-lower-protection)",
+                    open.name
+                ),
+            });
+        }
+        let mut held = Vec::new();
+        for service in &mut self.services {
+            if service.enabled {
+                service.enabled = false;
+                held.push(format!("{}: imported disabled (enable it to publish it)", service.name));
+            }
+            let lan = crate::options::ALLOW_LAN;
+            if service.options.get(lan).and_then(|v| v.as_bool()) == Some(true) {
+                service.options.insert(lan.to_owned(), crate::options::OptionValue::Bool(false));
+                held.push(format!("{}: imported without access from the local network", service.name));
+            }
+        }
+        Ok(held)
     }
 
     /// Checks everything an import relies on, so that it can be written in one go or not at all.
@@ -212,7 +263,8 @@ fn decrypt_error(e: age::DecryptError) -> Error {
             "the passphrase is wrong (or the file was not encrypted with one)".to_owned()
         }
         ExcessiveWork { required, .. } => format!(
-            "its scrypt work factor ({required}) is above the {MAX_SCRYPT_WORK_FACTOR} we accept; it would take too long"
+            "its scrypt work factor ({required}) is above the {MAX_SCRYPT_WORK_FACTOR} we accept (backups made by \
+             tails-server and by `age -p` use {SCRYPT_WORK_FACTOR}): it would take too much time and memory"
         ),
         InvalidHeader | UnknownFormat => "it is not an age-encrypted file, or its header is damaged".to_owned(),
         InvalidMac => "its header was tampered with or damaged".to_owned(),
@@ -226,6 +278,30 @@ fn decrypt_error(e: age::DecryptError) -> Error {
 mod tests {
     use super::*;
     use crate::model::tests::arb_record;
+
+    #[test]
+    fn a_work_factor_above_the_bound_is_refused_before_any_work() {
+        // A real backup at a low factor, whose header then asks for 2^20: refused at once,
+        // before the key derivation (which would need 1 GiB), never "wrong passphrase".
+        let mut recipient = age::scrypt::Recipient::new(SecretString::from("pass".to_owned()));
+        recipient.set_work_factor(10);
+        let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient)).unwrap();
+        let mut file = Vec::new();
+        let mut writer = encryptor.wrap_output(&mut file).unwrap();
+        writer.write_all(b"{}").unwrap();
+        writer.finish().unwrap();
+        let text = String::from_utf8_lossy(&file).into_owned();
+        let stanza = text.lines().find(|l| l.starts_with("-> scrypt ")).unwrap().to_owned();
+        let hostile = file
+            .windows(stanza.len())
+            .position(|w| w == stanza.as_bytes())
+            .map(|at| [&file[..at], stanza.replace(" 10", " 20").as_bytes(), &file[at + stanza.len()..]].concat())
+            .unwrap();
+        let error = decrypt(&hostile, "pass").unwrap_err().to_string();
+        assert!(error.contains("work factor (20) is above the 19 we accept"), "{error}");
+        let honest = decrypt(&file, "pass").unwrap_err().to_string();
+        assert!(!honest.contains("work factor"), "a backup at 10 is read (its content is not a document): {honest}");
+    }
     use proptest::prelude::*;
     use proptest::strategy::ValueTree;
 

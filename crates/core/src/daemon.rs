@@ -198,12 +198,30 @@ async fn serve(
         }
     };
     let mut watch = tokio::time::interval(options.watch_changes_every);
+    // dpkg's database changes when a package is installed (Additional Software installs the
+    // services' programs at login, maybe after tails-server itself): a program that could not
+    // run may run now.
+    let dpkg_changed = || std::fs::metadata(crate::tails::DPKG_STATUS).and_then(|m| m.modified()).ok();
+    let mut seen_dpkg = dpkg_changed();
     // Per service id: a descriptor is recorded uploaded once each of its uploads is answered.
     let mut rounds: std::collections::HashMap<String, crate::publish::UploadRound> = Default::default();
     loop {
         let event = tokio::select! {
             e = tor.next_event(None) => e,
             _ = watch.tick() => {
+                // Uploads tor will never answer (their connection died) settle with time.
+                let now = std::time::Instant::now();
+                let settled: Vec<String> =
+                    rounds.iter_mut().filter_map(|(id, round)| round.settle(now).then(|| id.clone())).collect();
+                for id in settled {
+                    rounds.remove(&id);
+                    record_upload(publisher, &instance, &id).await;
+                }
+                let dpkg = dpkg_changed();
+                if publisher.daemons == DaemonControl::Systemd && dpkg != seen_dpkg {
+                    seen_dpkg = dpkg;
+                    next_reconcile = tokio::time::Instant::now();
+                }
                 let change = publisher.last_change();
                 if change != seen_change {
                     // A command changed the store (and may not have reached tor itself).
@@ -226,10 +244,17 @@ async fn serve(
             _ = shutdown.as_mut() => return Ok(Served::Shutdown),
         };
         match event {
-            Ok(Some(TorEvent::HsDesc { action, service_id, hsdir, descriptor_id })) => {
-                let round = rounds.entry(service_id.clone()).or_default();
-                if round.observe(&action, hsdir.as_deref(), descriptor_id.as_deref()) {
-                    record_upload(publisher, &instance, &service_id).await;
+            Ok(Some(TorEvent::HsDesc(event))) => {
+                // Only the uploads of services this tor runs start a round: a fetch of anyone
+                // else's onion (Tor Browser's) is no business of ours.
+                let service_side = matches!(event.action.as_str(), "CREATED" | "UPLOAD");
+                if !service_side && !rounds.contains_key(&event.service_id) {
+                    continue;
+                }
+                let round = rounds.entry(event.service_id.clone()).or_default();
+                if round.observe(&event, std::time::Instant::now()) {
+                    rounds.remove(&event.service_id);
+                    record_upload(publisher, &instance, &event.service_id).await;
                 }
             }
             Ok(Some(TorEvent::Other(line))) if line.contains("BOOTSTRAP") && line.contains("PROGRESS=100") => {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::keys::{ClientPublicKey, ClientSecretKey, OnionAddress};
 use crate::model::{ReceivedKey, ServiceRecord};
-use crate::tor::{CommandLine, TorControl, TorEvent};
+use crate::tor::{CommandLine, HsDescEvent, TorControl, TorEvent};
 
 /// The ADD_ONION line for a service. The key is a secret argument: never shown, and sent
 /// only to a tor that proved itself (see [`TorControl::send`]).
@@ -113,60 +113,112 @@ pub async fn forget_client_key(tor: &mut TorControl, service_id: &str) -> Result
 /// tor builds two descriptors (`CREATED`: the current and the next time period's; which one a
 /// client asks for depends on the time), uploads each to every HSDir responsible for it
 /// (`UPLOAD`, with the descriptor's id), and reports each answer by HSDir only (`UPLOADED`
-/// carries no descriptor id, `FAILED` may not). A client asks one HSDir of its descriptor's
-/// set at random. So "uploaded" — a friend fetching now finds it — is: every descriptor
-/// built has had its uploads launched, every HSDir has answered as many uploads as it was
-/// sent, and one succeeded at least. Measured on the private network: the first `UPLOADED`
-/// alone fired before the descriptor a client needed was even sent after a tor restart (the
-/// two descriptors' uploads then go out 1–2 s apart), leaving it the dead tor's stale copy.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// carries no descriptor id). A client asks one HSDir of its descriptor's set at random. So
+/// "uploaded" — a friend fetching now finds it — is: every descriptor built has had its
+/// uploads launched, every upload has been answered, and each descriptor has one success at
+/// least. Measured on the private network: the first `UPLOADED` alone fired, after a tor
+/// restart, before the descriptor a client needed was even sent (the two descriptors' uploads
+/// then go out 1–2 s apart), leaving the client the dead tor's stale copy.
+///
+/// Two cases keep a round from ever completing by that rule, and are settled by time: an
+/// upload whose connection dies is never answered at all (tor reports neither `UPLOADED` nor
+/// `FAILED`), so [`SETTLE_AFTER`] without news ends a round in which each descriptor has a
+/// success; and a round still open when a new batch begins [`NEW_ROUND_AFTER`] later is
+/// replaced by it.
+#[derive(Debug, Default, Clone)]
 pub struct UploadRound {
-    /// The descriptors built in this round, by id, and whether their uploads were launched.
-    descriptors: HashMap<String, bool>,
-    /// Uploads launched and not answered yet, by HSDir (an HSDir can be responsible for both
-    /// descriptors).
-    pending: HashMap<String, u32>,
+    /// The descriptors built in this round: whether their uploads were launched, and whether
+    /// one of them succeeded.
+    descriptors: HashMap<String, Descriptor>,
+    /// Uploads launched and not answered yet, by HSDir, in the order they were launched (an
+    /// HSDir can hold both descriptors; its answers are taken in that order).
+    pending: HashMap<String, std::collections::VecDeque<Option<String>>>,
     succeeded: u32,
     failed: u32,
     complete: bool,
+    started: Option<Instant>,
+    last_news: Option<Instant>,
 }
 
+#[derive(Debug, Default, Clone, Copy)]
+struct Descriptor {
+    launched: bool,
+    succeeded: bool,
+}
+
+/// How long a round with a success for each descriptor waits for news before it counts as
+/// uploaded despite unanswered uploads (tor answers each within seconds, or never).
+pub const SETTLE_AFTER: Duration = Duration::from_secs(10);
+/// A new batch of descriptors this long after a round began starts a new round.
+pub const NEW_ROUND_AFTER: Duration = Duration::from_secs(60);
+
 impl UploadRound {
-    /// Takes one `HS_DESC` event; returns true when it completes the round. A `CREATED` or
-    /// `UPLOAD` after completion starts a new round (a republication, a new descriptor).
-    pub fn observe(&mut self, action: &str, hsdir: Option<&str>, descriptor: Option<&str>) -> bool {
-        let hsdir = hsdir.unwrap_or_default().to_owned();
-        if self.complete && matches!(action, "CREATED" | "UPLOAD") {
+    /// Takes one `HS_DESC` event of the service, seen at `now`; returns true when it
+    /// completes the round. Events of a client fetching the same address (`REQUESTED`,
+    /// `RECEIVED`, `FAILED` with a fetch's reason) are not the service's uploads.
+    pub fn observe(&mut self, event: &HsDescEvent, now: Instant) -> bool {
+        let hsdir = event.hsdir.clone().unwrap_or_default();
+        let batch = matches!(event.action.as_str(), "CREATED" | "UPLOAD");
+        let stale = self.started.is_some_and(|t| now.duration_since(t) > NEW_ROUND_AFTER);
+        if batch && (self.complete || stale) {
             *self = UploadRound::default();
         }
-        match action {
+        match event.action.as_str() {
             "CREATED" => {
-                if let Some(id) = descriptor {
-                    self.descriptors.entry(id.to_owned()).or_insert(false);
+                if let Some(id) = &event.descriptor_id {
+                    self.descriptors.entry(id.clone()).or_default();
                 }
-                return false;
             }
             "UPLOAD" => {
-                if let Some(id) = descriptor {
-                    self.descriptors.insert(id.to_owned(), true);
+                if let Some(id) = &event.descriptor_id {
+                    self.descriptors.entry(id.clone()).or_default().launched = true;
                 }
-                *self.pending.entry(hsdir).or_default() += 1;
-                return false;
+                self.pending.entry(hsdir).or_default().push_back(event.descriptor_id.clone());
             }
             "UPLOADED" | "FAILED" => {
-                if let Some(n) = self.pending.get_mut(&hsdir) {
-                    *n = n.saturating_sub(1);
+                let upload_failure = matches!(event.reason.as_deref(), None | Some("UPLOAD_REJECTED" | "UNEXPECTED"));
+                if event.action == "FAILED" && !upload_failure {
+                    return false;
                 }
-                if action == "UPLOADED" {
+                // An answer from an HSDir we sent nothing to is not about this round.
+                let Some(descriptor) = self.pending.get_mut(&hsdir).and_then(|q| q.pop_front()) else {
+                    return false;
+                };
+                if event.action == "UPLOADED" {
                     self.succeeded += 1;
+                    if let Some(d) = descriptor.and_then(|id| self.descriptors.get_mut(&id)) {
+                        d.succeeded = true;
+                    }
                 } else {
                     self.failed += 1;
                 }
             }
             _ => return false,
         }
-        let launched = self.descriptors.values().all(|&sent| sent);
-        if !self.complete && launched && self.succeeded > 0 && self.pending.values().all(|&n| n == 0) {
+        self.started.get_or_insert(now);
+        self.last_news = Some(now);
+        let answered = self.pending.values().all(|q| q.is_empty());
+        self.finish_if(answered && self.each_descriptor_succeeded())
+    }
+
+    /// Ends a round that has had no news for [`SETTLE_AFTER`] when each of its descriptors
+    /// has a success; returns true when it does so now.
+    pub fn settle(&mut self, now: Instant) -> bool {
+        let quiet = self.last_news.is_some_and(|t| now.duration_since(t) >= SETTLE_AFTER);
+        self.finish_if(quiet && self.each_descriptor_succeeded())
+    }
+
+    /// When [`UploadRound::settle`] may next end the round.
+    pub fn settles_at(&self) -> Option<Instant> {
+        (!self.complete && self.each_descriptor_succeeded()).then_some(self.last_news? + SETTLE_AFTER)
+    }
+
+    fn each_descriptor_succeeded(&self) -> bool {
+        self.succeeded > 0 && self.descriptors.values().all(|d| d.launched && d.succeeded)
+    }
+
+    fn finish_if(&mut self, done: bool) -> bool {
+        if done && !self.complete {
             self.complete = true;
             return true;
         }
@@ -178,8 +230,8 @@ impl UploadRound {
     }
 
     /// (uploads answered with success, with failure, still waiting).
-    pub fn counts(&self) -> (u32, u32, u32) {
-        (self.succeeded, self.failed, self.pending.values().sum())
+    pub fn counts(&self) -> (u32, u32, usize) {
+        (self.succeeded, self.failed, self.pending.values().map(|q| q.len()).sum())
     }
 }
 
@@ -195,27 +247,32 @@ pub async fn wait_uploaded(
     let deadline = Instant::now() + timeout;
     let mut round = UploadRound::default();
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let now = Instant::now();
+        if round.settle(now) {
+            return Ok(());
+        }
+        let until = round.settles_at().map_or(deadline, |t| t.min(deadline));
+        if now >= deadline {
             return Err(Error::Timeout { what: format!("tor to upload the descriptor of {address}"), waited: timeout });
         }
-        if let Some(TorEvent::HsDesc { action, service_id, hsdir, descriptor_id }) = tor.next_event(Some(left)).await? {
-            if service_id != id {
-                continue;
-            }
-            if round.observe(&action, hsdir.as_deref(), descriptor_id.as_deref()) {
-                return Ok(());
-            }
-            let (ok, failed, waiting) = round.counts();
-            match action.as_str() {
-                "CREATED" => progress("descriptor built"),
-                "UPLOAD" => progress(&format!("uploading the descriptor to {waiting} directories")),
-                "UPLOADED" | "FAILED" => progress(&format!(
-                    "uploaded to {ok} directories{}, {waiting} to go",
-                    if failed > 0 { format!(" ({failed} failed; tor retries)") } else { String::new() }
-                )),
-                _ => {}
-            }
+        let Some(TorEvent::HsDesc(event)) = tor.next_event(Some(until.saturating_duration_since(now))).await? else {
+            continue;
+        };
+        if event.service_id != id {
+            continue;
+        }
+        if round.observe(&event, Instant::now()) {
+            return Ok(());
+        }
+        let (ok, failed, waiting) = round.counts();
+        match event.action.as_str() {
+            "CREATED" => progress("descriptor built"),
+            "UPLOAD" => progress(&format!("{waiting} uploads of the descriptor under way")),
+            "UPLOADED" | "FAILED" => progress(&format!(
+                "{ok} uploads done{}, {waiting} to go",
+                if failed > 0 { format!(" ({failed} refused; tor tries again)") } else { String::new() }
+            )),
+            _ => {}
         }
     }
 }
@@ -225,17 +282,14 @@ pub async fn wait_uploaded(
 pub enum ProbeAs {
     /// This process (a user's own CLI).
     ThisProcess,
-    /// `nobody`, in a transient systemd unit: on Tails root may not connect to the SocksPort
-    /// (its firewall lets only a few users through, nobody among them), and a probe needs no
-    /// privilege anyway.
+    /// `nobody` ([`crate::system::socks_probe_as_nobody`]): on Tails root may not connect to
+    /// the SocksPort (its firewall lets only a few users through, nobody among them), and a
+    /// probe needs no privilege anyway.
     Nobody,
 }
 
-/// The hidden subcommand of the tails-server binary that makes one SOCKS connection: reads
-/// `PROXY HOST PORT` on stdin, prints the SOCKS reply code (decimal) or `error: …`.
-pub const SOCKS_PROBE_COMMAND: &str = "socks-probe";
-
-/// What [`SOCKS_PROBE_COMMAND`] does, for the binary to call.
+/// What [`crate::system::SOCKS_PROBE_COMMAND`] does, for the binary to call. The answer is one line: the
+/// reply code in decimal, `timeout`, or `error: …`, parsed strictly by the caller.
 pub async fn socks_probe_line(request: &str) -> String {
     let words: Vec<&str> = request.split_whitespace().collect();
     let [proxy, host, port] = words.as_slice() else { return "error: expected PROXY HOST PORT".into() };
@@ -251,20 +305,9 @@ pub async fn socks_probe_line(request: &str) -> String {
 async fn socks_connect_as(who: ProbeAs, proxy: &str, host: &str, port: u16) -> std::result::Result<Option<u8>, String> {
     let line = match who {
         ProbeAs::ThisProcess => socks_probe_line(&format!("{proxy} {host} {port}")).await,
-        ProbeAs::Nobody => {
-            let exe = std::env::current_exe().map_err(|e| format!("cannot find tails-server's own program: {e}"))?;
-            let systemd = crate::system::systemd::Systemd::connect().await.map_err(|e| e.to_string())?;
-            let argv = vec![exe.display().to_string(), SOCKS_PROBE_COMMAND.to_owned()];
-            // The address goes on stdin: an argument would be visible to every local user.
-            let request = format!("{proxy} {host} {port}\n");
-            let mut suffix = [0u8; 4];
-            crate::keys::os_random(&mut suffix).map_err(|e| e.to_string())?;
-            let unit = format!("tails-server-probe-{}.service", data_encoding::HEXLOWER.encode(&suffix));
-            systemd
-                .run_as(&unit, "nobody", &argv, request.as_bytes(), PROBE_TIMEOUT + Duration::from_secs(5))
-                .await
-                .map_err(|e| e.to_string())?
-        }
+        ProbeAs::Nobody => crate::system::socks_probe_as_nobody(&format!("{proxy} {host} {port}\n"), PROBE_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?,
     };
     match line.as_str() {
         "timeout" => Ok(None),
@@ -397,48 +440,84 @@ mod tests {
         }
     }
 
+    fn ev(action: &str, hsdir: Option<&str>, descriptor: Option<&str>, reason: Option<&str>) -> HsDescEvent {
+        HsDescEvent {
+            action: action.into(),
+            service_id: "abcd".into(),
+            hsdir: hsdir.map(Into::into),
+            descriptor_id: descriptor.map(Into::into),
+            reason: reason.map(Into::into),
+        }
+    }
+
     #[test]
-    fn uploaded_means_every_launched_upload_answered_with_one_success_at_least() {
+    fn uploaded_means_every_launched_upload_answered_and_a_success_for_each_descriptor() {
+        let t = Instant::now();
         // A fresh service, as tor 0.4.9 reports it: two descriptors, each to the four HSDirs.
         let mut round = UploadRound::default();
-        assert!(!round.observe("CREATED", None, Some("cur")));
-        assert!(!round.observe("CREATED", None, Some("next")));
-        for (dir, desc) in [("$A", "cur"), ("$B", "cur"), ("$C", "cur"), ("$D", "cur")] {
-            assert!(!round.observe("UPLOAD", Some(dir), Some(desc)));
+        assert!(!round.observe(&ev("CREATED", None, Some("cur"), None), t));
+        assert!(!round.observe(&ev("CREATED", None, Some("next"), None), t));
+        for desc in ["cur", "next"] {
+            for dir in ["$A", "$B", "$C", "$D"] {
+                assert!(!round.observe(&ev("UPLOAD", Some(dir), Some(desc), None), t));
+            }
         }
-        for (dir, desc) in [("$A", "next"), ("$B", "next"), ("$C", "next"), ("$D", "next")] {
-            assert!(!round.observe("UPLOAD", Some(dir), Some(desc)));
-        }
-        assert!(!round.observe("UPLOADED", Some("$A"), None), "the first answer is not the last");
+        assert!(!round.observe(&ev("UPLOADED", Some("$A"), None, None), t), "the first answer is not the last");
+        // A friend's fetch of the same address failing is not an answer to an upload.
+        assert!(!round.observe(&ev("FAILED", Some("$B"), Some("cur"), Some("NOT_FOUND")), t));
         for dir in ["$B", "$C", "$D", "$A", "$B", "$C"] {
-            assert!(!round.observe("UPLOADED", Some(dir), None));
+            assert!(!round.observe(&ev("UPLOADED", Some(dir), None, None), t));
         }
         assert_eq!(round.counts(), (7, 0, 1));
-        assert!(round.observe("FAILED", Some("$D"), None), "every upload answered, one at least a success");
+        assert!(!round.observe(&ev("UPLOADED", Some("$Z"), None, None), t), "nothing was sent to $Z");
+        assert!(round.observe(&ev("FAILED", Some("$D"), None, Some("UPLOAD_REJECTED")), t), "all answered");
         assert!(round.is_complete());
-        assert!(!round.observe("UPLOADED", Some("$C"), None), "complete once");
+        assert!(!round.observe(&ev("UPLOADED", Some("$C"), None, None), t), "complete once");
 
         // A new descriptor (the time period's rotation) starts a new round.
-        assert!(!round.observe("CREATED", None, Some("after")));
+        assert!(!round.observe(&ev("CREATED", None, Some("after"), None), t));
         assert!(!round.is_complete());
-        assert!(!round.observe("UPLOAD", Some("$A"), Some("after")));
-        assert!(round.observe("UPLOADED", Some("$A"), None));
+        assert!(!round.observe(&ev("UPLOAD", Some("$A"), Some("after"), None), t));
+        assert!(round.observe(&ev("UPLOADED", Some("$A"), None, None), t));
+    }
 
-        // After a tor restart the two descriptors' uploads go out apart: the first batch all
-        // answered is not enough while the other descriptor has not been sent.
+    #[test]
+    fn a_descriptor_not_yet_sent_or_with_no_success_keeps_the_round_open() {
+        let t = Instant::now();
+        // After a tor restart the two descriptors' uploads go out apart.
         let mut restart = UploadRound::default();
-        restart.observe("CREATED", None, Some("cur"));
-        restart.observe("CREATED", None, Some("next"));
-        restart.observe("UPLOAD", Some("$A"), Some("next"));
-        assert!(!restart.observe("UPLOADED", Some("$A"), None), "the client's descriptor is not out yet");
-        restart.observe("UPLOAD", Some("$A"), Some("cur"));
-        assert!(restart.observe("UPLOADED", Some("$A"), None));
+        restart.observe(&ev("CREATED", None, Some("cur"), None), t);
+        restart.observe(&ev("CREATED", None, Some("next"), None), t);
+        restart.observe(&ev("UPLOAD", Some("$A"), Some("next"), None), t);
+        assert!(!restart.observe(&ev("UPLOADED", Some("$A"), None, None), t), "the client's descriptor is not out");
+        restart.observe(&ev("UPLOAD", Some("$B"), Some("cur"), None), t);
+        assert!(restart.observe(&ev("UPLOADED", Some("$B"), None, None), t));
 
-        let mut failing = UploadRound::default();
-        failing.observe("UPLOAD", Some("$A"), Some("d"));
-        assert!(!failing.observe("FAILED", Some("$A"), None), "no success, not uploaded");
-        failing.observe("UPLOAD", Some("$A"), Some("d"));
-        assert!(failing.observe("UPLOADED", Some("$A"), None), "tor's retry succeeded");
+        // Every upload of one descriptor refused: not uploaded, whatever the other's success.
+        let mut refused = UploadRound::default();
+        refused.observe(&ev("UPLOAD", Some("$A"), Some("cur"), None), t);
+        refused.observe(&ev("UPLOAD", Some("$B"), Some("next"), None), t);
+        refused.observe(&ev("FAILED", Some("$A"), None, Some("UPLOAD_REJECTED")), t);
+        assert!(!refused.observe(&ev("UPLOADED", Some("$B"), None, None), t));
+        assert!(!refused.settle(t + SETTLE_AFTER * 2), "no success for cur: never settled");
+        // tor's next batch, a while later, starts over.
+        let later = t + NEW_ROUND_AFTER * 2;
+        refused.observe(&ev("UPLOAD", Some("$A"), Some("cur2"), None), later);
+        assert!(refused.observe(&ev("UPLOADED", Some("$A"), None, None), later));
+    }
+
+    #[test]
+    fn an_upload_tor_never_answers_is_settled_once_each_descriptor_has_a_success() {
+        let t = Instant::now();
+        let mut round = UploadRound::default();
+        round.observe(&ev("UPLOAD", Some("$A"), Some("cur"), None), t);
+        round.observe(&ev("UPLOAD", Some("$B"), Some("cur"), None), t);
+        assert_eq!(round.settles_at(), None, "nothing succeeded yet");
+        assert!(!round.observe(&ev("UPLOADED", Some("$A"), None, None), t));
+        assert_eq!(round.settles_at(), Some(t + SETTLE_AFTER));
+        assert!(!round.settle(t + SETTLE_AFTER / 2), "still within the wait for $B's answer");
+        assert!(round.settle(t + SETTLE_AFTER), "$B's connection died: tor will never say");
+        assert!(round.is_complete() && !round.settle(t + SETTLE_AFTER * 3));
     }
 
     #[test]

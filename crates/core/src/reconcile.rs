@@ -385,8 +385,9 @@ impl Publisher {
         let id = record.address().service_id();
         let registered = tor.detached_onions().await?.contains(&id);
         view.registered = Some(registered);
-        view.network_enabled = Some(tor.network_enabled().await?);
-        view.bootstrap = Some(tor.bootstrap_progress().await?);
+        // Behind a filter (onion-grater) these may be refused: unknown, not an error.
+        view.network_enabled = tor.network_enabled().await.ok();
+        view.bootstrap = tor.bootstrap_progress().await.ok();
         let instance = tor.instance().await?;
         let entry = self.config.runtime_dir.as_deref().and_then(|d| Ledger::load(d).entry_for(&instance, &id).cloned());
         view.uploaded_at = if registered { entry.as_ref().and_then(|e| e.uploaded_at) } else { None };
@@ -495,6 +496,17 @@ impl Publisher {
             .map(|r| (r.address().service_id(), r))
             .collect();
 
+        // The programs behind the services first, so that a published service answers. One
+        // whose program cannot run (its package not installed yet, its port taken) is not
+        // published, and taken off tor if it was: tor would forward to whoever listens there.
+        // The next reconcile tries again (the daemon's comes when dpkg installs something).
+        if self.daemons == DaemonControl::Systemd {
+            let wanted: Vec<&ServiceRecord> = desired.values().copied().collect();
+            self.run_daemons(&wanted, runtime_dir, &mut ledger, &mut report.daemons).await?;
+            let failed: Vec<String> = report.daemons.failed.iter().map(|(n, _)| n.clone()).collect();
+            desired.retain(|_, r| !failed.contains(&r.name.to_string()));
+        }
+
         // Ours, no longer wanted: remove. This is what finishes a removal that happened
         // while tor was unreachable.
         let unwanted: Vec<(String, String)> = ledger
@@ -512,19 +524,6 @@ impl Publisher {
                 }
                 Err(e) if is_connection_loss(&e) => return Err(e),
                 Err(e) => report.failed.push((name, e)),
-            }
-        }
-
-        // The programs behind the services first, so that a published service answers.
-        if self.daemons == DaemonControl::Systemd {
-            let wanted: Vec<&ServiceRecord> = desired.values().copied().collect();
-            self.run_daemons(&wanted, runtime_dir, &mut ledger, &mut report.daemons).await?;
-            // A service enabled now whose program cannot run is not published: enabling
-            // it fails and changes nothing.
-            if let Some(name) = also_wanted {
-                if report.daemons.failure(name.as_str()).is_some() {
-                    desired.retain(|_, r| &r.name != name);
-                }
             }
         }
 

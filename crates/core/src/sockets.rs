@@ -86,13 +86,32 @@ fn parse_table_addr(field: &str) -> Option<SocketAddr> {
 }
 
 /// The uid column of the entry for the server's end of the connection `client` → `server`.
+/// Where a rule rewrote our source address on the way (a NAT rule for a bridge's address),
+/// the server's end shows another remote address with our port: that entry counts when it is
+/// the only one of the server with our port.
 pub fn connection_uid(table: &str, server: SocketAddr, client: SocketAddr) -> Option<u32> {
     let (server, client) = (canonical(server), canonical(client));
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (local, remote, uid) = (fields.get(1)?, fields.get(2)?, fields.get(7)?);
-        (parse_table_addr(local)? == server && parse_table_addr(remote)? == client).then(|| uid.parse().ok())?
-    })
+    let entries: Vec<(SocketAddr, SocketAddr, u32)> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, remote, uid) = (fields.get(1)?, fields.get(2)?, fields.get(7)?);
+            Some((parse_table_addr(local)?, parse_table_addr(remote)?, uid.parse().ok()?))
+        })
+        .collect();
+    if let Some((_, _, uid)) = entries.iter().find(|(l, r, _)| *l == server && *r == client) {
+        return Some(*uid);
+    }
+    let rewritten: Vec<u32> = entries
+        .iter()
+        .filter(|(l, r, _)| *l == server && r.port() == client.port() && r.port() != 0)
+        .map(|(_, _, uid)| *uid)
+        .collect();
+    match rewritten.as_slice() {
+        [uid] => Some(*uid),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -123,6 +142,24 @@ mod tests {
            1: 0000000000000000FFFF00000100007F:2383 0000000000000000FFFF00000100007F:9C40 01 00000000:00000000 00:00000000 00000000   108        0 2\n";
         assert_eq!(connection_uid(table6, at("[::1]:9090"), at("[::1]:40000")), Some(0));
         assert_eq!(connection_uid(table6, at("127.0.0.1:9091"), at("127.0.0.1:40000")), Some(108), "mapped in tcp6");
+    }
+
+    #[test]
+    fn a_source_address_rewritten_on_the_way_still_finds_the_server_s_end_when_it_is_the_only_one() {
+        // Connected from 172.17.0.1:46678 to 172.17.0.1:53935; a NAT rule made the server see
+        // 192.0.2.2:46678 (measured on this machine, Docker's bridge address).
+        let table =
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+           0: 010011AC:D2AF 00000000:0000 0A 00000000:00000000 00:00000000 00000000   108        0 1 1 0\n\
+          14: 010011AC:D2AF 020200C0:B656 01 00000000:00000000 00:00000000 00000000   108        0 2 1 0\n\
+          62: 010011AC:B656 010011AC:D2AF 01 00000000:00000000 00:00000000 00000000     0        0 3 2 0\n";
+        let (server, client) = (at("172.17.0.1:53935"), at("172.17.0.1:46678"));
+        assert_eq!(connection_uid(table, server, client), Some(108));
+        // Two of the server's connections with our port (from two addresses): undecidable.
+        let twice = format!(
+            "{table}  63: 010011AC:D2AF 030200C0:B656 01 00000000:00000000 00:00000000 00000000  1001        0 4 1 0\n"
+        );
+        assert_eq!(connection_uid(&twice, server, client), None);
     }
 
     #[test]

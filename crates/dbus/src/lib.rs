@@ -190,7 +190,8 @@ pub trait Server {
     /// Forgets a received key, destroys its stored copies and takes it back from tor.
     fn remove_key(&self, name: &str) -> Result<String, ServiceError>;
 
-    /// Emitted after any change, with the names of the services it concerned.
+    /// Emitted after any change. Broadcast to every user of the bus, so it names nothing (the
+    /// argument is always empty): a front end asks `List`, which needs the read action.
     #[zbus(signal)]
     fn changed(&self, names: Vec<String>) -> zbus::Result<()>;
 

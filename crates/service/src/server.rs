@@ -121,10 +121,17 @@ impl Server {
         self.with_manager(move |m| Ok(views::service_view(m, &m.get(&name)?))).await
     }
 
-    /// After a change: tells the reconcile loop, and reconciles now to say what is true.
-    async fn apply(&self, emitter: &SignalEmitter<'_>, names: Vec<String>) -> TorOutcome {
+    /// `Changed`, broadcast to every user of the bus: it names nothing (names need the read
+    /// action); a front end that follows it asks `List`, which polkit decides.
+    async fn announce(emitter: &SignalEmitter<'_>) -> zbus::Result<()> {
+        Self::changed(emitter, Vec::new()).await
+    }
+
+    /// After a change: tells the reconcile loop, and reconciles now to say what is true. The
+    /// programs and the firewall follow the store whether or not tor answers.
+    async fn apply(&self, emitter: &SignalEmitter<'_>) -> TorOutcome {
         let _ = self.publisher.note_change();
-        let _ = Self::changed(emitter, names).await;
+        let _ = Self::announce(emitter).await;
         let why = match self.publisher.connect().await {
             Ok(mut tor) => match self.publisher.sync(&mut tor).await {
                 Ok(report) => {
@@ -143,6 +150,11 @@ impl Server {
             },
             Err(e) => e,
         };
+        let mut failed = Vec::new();
+        match self.publisher.sync_daemons().await {
+            Ok(report) => failed.extend(report.failed.iter().map(|(n, e)| format!("{n}: {e}"))),
+            Err(e) => failed.push(format!("the services' programs could not be checked: {e}")),
+        }
         let pending = self.publisher.pending().await.unwrap_or_default();
         TorOutcome {
             applied: pending.is_empty(),
@@ -156,7 +168,7 @@ impl Server {
                     Pending::KeyStillGiven { name } => format!("tor may still hold key {name} ({why})"),
                 })
                 .collect(),
-            failed: Vec::new(),
+            failed,
         }
     }
 }
@@ -295,7 +307,7 @@ impl Server {
                 Ok(views::service_view(m, &record))
             })
             .await?;
-        let tor = self.apply(&emitter, vec![view.name.clone()]).await;
+        let tor = self.apply(&emitter).await;
         json(&Changed { result: view, tor })
     }
 
@@ -314,7 +326,7 @@ impl Server {
             name: String,
             address: String,
         }
-        let tor = self.apply(&emitter, vec![removed.name.to_string()]).await;
+        let tor = self.apply(&emitter).await;
         json(&Changed {
             result: Removed { name: removed.name.to_string(), address: removed.address().to_string() },
             tor,
@@ -399,7 +411,7 @@ impl Server {
                 Ok((views::service_view(m, &record), change))
             })
             .await?;
-        let tor = self.apply(&emitter, vec![view.name.clone()]).await;
+        let tor = self.apply(&emitter).await;
         #[derive(Serialize)]
         struct WithChange {
             #[serde(flatten)]
@@ -441,7 +453,7 @@ impl Server {
                 Ok(views::service_view(m, &m.get(&name)?))
             })
             .await?;
-        let tor = self.apply(&emitter, vec![view.name.clone()]).await;
+        let tor = self.apply(&emitter).await;
         json(&Changed { result: view, tor })
     }
 
@@ -462,7 +474,7 @@ impl Server {
                 Ok(views::service_view(m, &m.get(&name)?))
             })
             .await?;
-        let tor = self.apply(&emitter, vec![view.name.clone()]).await;
+        let tor = self.apply(&emitter).await;
         json(&Changed { result: view, tor })
     }
 
@@ -497,7 +509,7 @@ impl Server {
         let view = self
             .with_manager(move |m| Ok(views::key_view(&m.add_received_key(name, &text, address, persistent)?)))
             .await?;
-        let tor = self.apply(&emitter, Vec::new()).await;
+        let tor = self.apply(&emitter).await;
         json(&Changed { result: view, tor })
     }
 
@@ -511,7 +523,7 @@ impl Server {
         self.authorize(connection, &header, actions::CHANGE).await?;
         let name = key_name(name)?;
         let view = self.with_manager(move |m| Ok(views::key_view(&m.remove_received_key(&name)?))).await?;
-        let tor = self.apply(&emitter, Vec::new()).await;
+        let tor = self.apply(&emitter).await;
         json(&Changed { result: view, tor })
     }
 
@@ -619,9 +631,12 @@ impl Server {
             }
         };
         let passphrase = zeroize::Zeroizing::new(passphrase.to_owned());
-        let document = tokio::task::spawn_blocking(move || backup::decrypt(&backup, &passphrase))
+        let mut document = tokio::task::spawn_blocking(move || backup::decrypt(&backup, &passphrase))
             .await
             .map_err(|e| ServiceError::Failed(e.to_string()))??;
+        // Through the service an import never lowers protection: nothing open, nothing
+        // published or opened to the LAN until the person turns it on.
+        let held_back = document.hold_back_lowered_protection()?;
         let enabled: Vec<String> = document.services.iter().filter(|r| r.enabled).map(|r| r.name.to_string()).collect();
         let report = self
             .with_manager(move |m| {
@@ -636,20 +651,21 @@ impl Server {
             added: Vec<String>,
             replaced: Vec<String>,
             skipped: Vec<String>,
+            held_back: Vec<String>,
         }
-        // The Changed signal names services only; kept keys are reported as `key NAME`.
-        let touched: Vec<String> =
-            report.added.iter().chain(&report.replaced).filter(|n| !n.starts_with("key ")).cloned().collect();
+        // Kept keys are reported as `key NAME`.
+        let changed_any = !report.added.is_empty() || !report.replaced.is_empty();
         let keys_touched = report.added.iter().chain(&report.replaced).any(|n| n.starts_with("key "));
         let touches_tor =
             keys_touched || !report.replaced.is_empty() || report.added.iter().any(|n| enabled.contains(n));
-        let result = Imported { dry_run, added: report.added, replaced: report.replaced, skipped: report.skipped };
-        let tor = if dry_run || (touched.is_empty() && !keys_touched) {
+        let result =
+            Imported { dry_run, added: report.added, replaced: report.replaced, skipped: report.skipped, held_back };
+        let tor = if dry_run || !changed_any {
             TorOutcome { applied: true, pending: vec![], failed: vec![] }
         } else if touches_tor {
-            self.apply(&emitter, touched).await
+            self.apply(&emitter).await
         } else {
-            let _ = Self::changed(&emitter, touched).await;
+            let _ = Self::announce(&emitter).await;
             TorOutcome { applied: true, pending: vec![], failed: vec![] }
         };
         json(&Changed { result, tor })
@@ -727,7 +743,7 @@ impl Server {
         for warning in warnings {
             log(Level::Warning, &warning);
         }
-        let outcome = self.apply(emitter, vec![name.to_string()]).await;
+        let outcome = self.apply(emitter).await;
         let view = self.view_of(name).await?;
         json(&Changed { result: view, tor: outcome })
     }

@@ -40,11 +40,23 @@ pub struct Rendered {
     /// An SSH host key kept in the data directory (this file name), made once: a key that
     /// changed at every start would make every client refuse the server.
     pub ssh_host_key: Option<String>,
+    /// What a program running as root keeps of root's powers (none for the others).
+    pub capabilities: Vec<super::systemd::Capability>,
+    /// System calls it needs beyond `@system-service`.
+    pub extra_syscalls: Vec<String>,
 }
 
 impl Rendered {
     fn new(files: Vec<(String, String)>, exec: Vec<String>) -> Self {
-        Self { files, exec, binds: Vec::new(), pre_privileged: Vec::new(), ssh_host_key: None }
+        Self {
+            files,
+            exec,
+            binds: Vec::new(),
+            pre_privileged: Vec::new(),
+            ssh_host_key: None,
+            capabilities: Vec::new(),
+            extra_syscalls: Vec::new(),
+        }
     }
 }
 
@@ -294,6 +306,15 @@ pub fn sftp(input: &RenderInput) -> Result<Rendered> {
         "/run/sshd".into(),
     ]);
     rendered.ssh_host_key = Some(SSH_HOST_KEY.into());
+    // sshd runs as root to lock each login into the share: it keeps what that takes (its
+    // privilege separation and chroot, changing to the login's user, signalling its
+    // children), nothing else.
+    {
+        use super::systemd::Capability::*;
+        rendered.capabilities =
+            vec![Chown, DacOverride, DacReadSearch, Fowner, Kill, Setgid, Setuid, SysChroot, AuditWrite];
+    }
+    rendered.extra_syscalls = vec!["chroot".into()];
     Ok(rendered)
 }
 

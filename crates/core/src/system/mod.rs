@@ -239,7 +239,10 @@ fn make_ssh_host_key(unit: &str, path: &Path) -> Result<()> {
 /// until it accepts connections on its port.
 pub async fn start(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
     prepare(plan)?;
+    // The package's own unit would hold the same port, as the same user: stopped, and kept
+    // from starting again this session (an upgrade's maintainer script restarts it).
     for conflict in &plan.conflicts {
+        systemd.mask_for_this_session(conflict).await?;
         systemd.stop(conflict).await?;
     }
     // Restarted every time: the configuration may have changed, and a restart of these
@@ -255,21 +258,17 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
         mkdir.extend(plan.folders.iter().map(|f| plan.data_dir.join(f).display().to_string()));
         pre.push(mkdir);
     }
+    // The user's uid can change between sessions (Additional Software installs the package
+    // again at each login): the data is handed over when its top levels are not the user's —
+    // a new folder, another uid — never walked and chowned file by file at every start,
+    // which with many files would outlast the start timeout. Run by systemd as root outside
+    // the unit's namespace, hence the host paths (ours, of validated names).
     if let Some(user) = &plan.user {
-        // The user's uid can change between sessions (Additional Software installs the
-        // package again at each login): hand the data over at every start.
-        // Run by systemd as root outside the unit's namespace, hence the host path.
-        pre.push(vec![
-            "/bin/chown".to_owned(),
-            "-R".to_owned(),
-            format!("{user}:"),
-            plan.data_dir.display().to_string(),
-        ]);
+        pre.push(hand_over(user, std::slice::from_ref(&plan.data_dir)));
     } else if let Some(user) = &plan.folders_user {
         // Only the folders: the data directory itself stays root's (the SSH host key).
-        let mut chown = vec!["/bin/chown".to_owned(), "-R".to_owned(), format!("{user}:")];
-        chown.extend(plan.folders.iter().map(|f| plan.data_dir.join(f).display().to_string()));
-        pre.push(chown);
+        let folders: Vec<PathBuf> = plan.folders.iter().map(|f| plan.data_dir.join(f)).collect();
+        pre.push(hand_over(user, &folders));
     }
     let mut binds = vec![
         (plan.data_dir.display().to_string(), seen_data, false),
@@ -284,6 +283,8 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
         exec_start_pre_privileged: pre,
         user: plan.user.clone(),
         binds,
+        capabilities: plan.rendered.capabilities.clone(),
+        extra_syscalls: plan.rendered.extra_syscalls.clone(),
     };
     systemd.start_transient(&plan.unit, &service).await?;
     wait_listening(systemd, plan).await
@@ -318,12 +319,25 @@ fn port_taken(plan: &DaemonPlan, holder: &crate::sockets::Listener) -> Error {
         unit: plan.unit.clone(),
         detail: format!(
             "port {} is already taken by a program of {} (listening on {}), so this service's program cannot \
-             listen on it; stop that program, or give the service another port with --local-port",
+             listen on it (and tor would give the key holders' connections to that program); stop it, then \
+             enable the service again",
             plan.port,
             crate::unix::describe_uid(holder.uid),
             holder.address
         ),
     }
+}
+
+/// A command (for root, before the program starts) that gives `dirs` to `user` when anything
+/// in their top two levels is someone else's.
+fn hand_over(user: &str, dirs: &[PathBuf]) -> Vec<String> {
+    let dirs: Vec<String> = dirs.iter().map(|d| format!("'{}'", d.display())).collect();
+    let dirs = dirs.join(" ");
+    let script = format!(
+        "u=$(id -u {user}) || exit 1; \
+         if [ -n \"$(find {dirs} -maxdepth 2 ! -user \"$u\" -print -quit)\" ]; then chown -R {user}: {dirs}; fi"
+    );
+    vec!["/bin/sh".to_owned(), "-c".to_owned(), script]
 }
 
 /// Waits until the unit's program listens on its port, as the kernel's socket tables say (on
@@ -536,6 +550,31 @@ pub async fn sync(
     }
 }
 
+/// The hidden subcommand of the tails-server binary that makes one SOCKS connection: reads
+/// `PROXY HOST PORT` on stdin, prints [`crate::publish::socks_probe_line`]'s answer.
+pub const SOCKS_PROBE_COMMAND: &str = "socks-probe";
+
+/// Runs tails-server's own [`SOCKS_PROBE_COMMAND`] as `nobody` in a transient
+/// unit, `request` on its standard input (an onion address on the command line would be
+/// visible to every local user); returns its one line. Another process of nobody's could read
+/// the address or write to the probe's output: it gets an address, not a key, and an answer it
+/// forges can only make `status` wrong.
+pub async fn socks_probe_as_nobody(request: &str, timeout: Duration) -> Result<String> {
+    let exe = std::env::current_exe().map_err(|e| Error::Daemon {
+        unit: "tails-server-probe".into(),
+        detail: format!("cannot find tails-server's own program: {e}"),
+    })?;
+    // An upgrade replaces the program under the running service: the new one at the same path.
+    let exe = exe.display().to_string();
+    let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_owned();
+    let mut suffix = [0u8; 4];
+    crate::keys::os_random(&mut suffix)?;
+    let unit = format!("tails-server-probe-{}.service", data_encoding::HEXLOWER.encode(&suffix));
+    let argv = vec![exe, SOCKS_PROBE_COMMAND.to_owned()];
+    let systemd = Systemd::connect().await?;
+    systemd.run_as(&unit, "nobody", &argv, request.as_bytes(), timeout + Duration::from_secs(5)).await
+}
+
 fn clone_system_error(e: &Error) -> Error {
     match e {
         Error::Daemon { unit, detail } => Error::Daemon { unit: unit.clone(), detail: detail.clone() },
@@ -580,6 +619,33 @@ mod tests {
         assert!(text.contains("tails-server setup --with mumble"), "{text}");
         std::fs::write(&status, "Package: mumble-server\nStatus: install ok installed\n").unwrap();
         check_packages(&plan, &InstalledPackages::read(&status)).unwrap();
+    }
+
+    #[test]
+    fn data_is_handed_over_only_when_its_top_levels_are_someone_else_s() {
+        if crate::unix::euid() != 0 {
+            return; // chown needs root
+        }
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let deep = data.join("a/b/c");
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("file"), "x").unwrap();
+        let nobody = crate::unix::uid_of("nobody").unwrap();
+        let owner = |p: &Path| std::fs::symlink_metadata(p).unwrap().uid();
+        let run = || {
+            let argv = hand_over("root", std::slice::from_ref(&data));
+            assert!(std::process::Command::new(&argv[0]).args(&argv[1..]).status().unwrap().success());
+        };
+        // Deep down, someone else's file: the top levels are right, nothing is walked.
+        std::os::unix::fs::lchown(deep.join("file"), Some(nobody), None).unwrap();
+        run();
+        assert_eq!(owner(&deep.join("file")), nobody, "not chowned at every start");
+        // A top level that is not the user's (a new folder, another uid): all handed over.
+        std::os::unix::fs::lchown(data.join("a"), Some(nobody), None).unwrap();
+        run();
+        assert_eq!((owner(&data.join("a")), owner(&deep.join("file"))), (0, 0));
     }
 
     #[test]

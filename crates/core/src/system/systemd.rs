@@ -32,6 +32,12 @@ trait Manager {
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn mask_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+        force: bool,
+    ) -> zbus::Result<Vec<(String, String, String)>>;
     #[zbus(signal)]
     fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
 }
@@ -62,7 +68,32 @@ pub struct TransientService {
     pub user: Option<String>,
     /// (host path, path seen by the daemon, read-only)
     pub binds: Vec<(String, String, bool)>,
+    /// The capabilities the program keeps (a program running as root: sshd locks each
+    /// login into its folder); none for the others.
+    pub capabilities: Vec<Capability>,
+    /// System calls beyond `@system-service` the program needs (sshd: `@privileged`'s chroot,
+    /// setuid and friends).
+    pub extra_syscalls: Vec<String>,
 }
+
+/// The capabilities a program may keep (their numbers in linux/capability.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    Chown = 0,
+    DacOverride = 1,
+    DacReadSearch = 2,
+    Fowner = 3,
+    Kill = 5,
+    Setgid = 6,
+    Setuid = 7,
+    SysChroot = 18,
+    AuditWrite = 29,
+}
+
+/// The limits every program's unit gets: a misbehaving or compromised program cannot take
+/// the computer's memory or fork without end.
+const PROGRAM_MEMORY_MAX: u64 = 512 * 1024 * 1024;
+const PROGRAM_TASKS_MAX: u64 = 256;
 
 impl Systemd {
     pub async fn connect() -> Result<Self> {
@@ -98,6 +129,11 @@ impl Systemd {
         // A failed transient unit lingers until reset; its name would be taken.
         let _ = self.manager.reset_failed_unit(unit).await;
         let exec = |argv: &[String]| (argv[0].clone(), argv.to_vec(), false);
+        let capabilities: u64 = service.capabilities.iter().fold(0, |mask, c| mask | 1u64 << *c as u64);
+        let mut syscalls = vec!["@system-service".to_owned()];
+        syscalls.extend(service.extra_syscalls.iter().cloned());
+        // Hardened like tails-server's own unit: the kernel's knobs, other users' processes,
+        // new namespaces, other address families and exotic system calls out of reach.
         let mut properties: Vec<(&str, Value<'_>)> = vec![
             ("Description", Value::from(service.description.clone())),
             ("Type", Value::from("exec")),
@@ -111,6 +147,30 @@ impl Systemd {
             ("PrivateDevices", Value::from(true)),
             ("UMask", Value::from(0o077u32)),
             ("TimeoutStopUSec", Value::from(STOP_TIMEOUT_USEC)),
+            ("CapabilityBoundingSet", Value::from(capabilities)),
+            ("AmbientCapabilities", Value::from(0u64)),
+            ("ProtectKernelTunables", Value::from(true)),
+            ("ProtectKernelModules", Value::from(true)),
+            ("ProtectKernelLogs", Value::from(true)),
+            ("ProtectControlGroups", Value::from(true)),
+            ("ProtectClock", Value::from(true)),
+            ("ProtectHostname", Value::from(true)),
+            ("ProtectProc", Value::from("invisible")),
+            // The namespaces it may still create: none.
+            ("RestrictNamespaces", Value::from(0u64)),
+            ("RestrictRealtime", Value::from(true)),
+            ("RestrictSUIDSGID", Value::from(true)),
+            ("LockPersonality", Value::from(true)),
+            ("MemoryDenyWriteExecute", Value::from(true)),
+            ("SystemCallArchitectures", Value::from(vec!["native".to_owned()])),
+            ("SystemCallFilter", Value::from((true, syscalls))),
+            ("SystemCallErrorNumber", Value::from(libc::EPERM)),
+            (
+                "RestrictAddressFamilies",
+                Value::from((true, vec!["AF_INET".to_owned(), "AF_INET6".to_owned(), "AF_UNIX".to_owned()])),
+            ),
+            ("MemoryMax", Value::from(PROGRAM_MEMORY_MAX)),
+            ("TasksMax", Value::from(PROGRAM_TASKS_MAX)),
         ];
         if !service.exec_start_pre_privileged.is_empty() {
             let pre: Vec<(String, Vec<String>, Vec<String>)> = service
@@ -169,7 +229,8 @@ impl Systemd {
     /// Runs a short command as `user` in a transient oneshot unit, `input` on its standard
     /// input, and returns the first line it writes on its standard output (both are pipes
     /// handed to systemd). For what root itself may not do on Tails, whose firewall decides
-    /// by user: the reachability probe runs as nobody.
+    /// by user: the reachability probe runs as nobody. systemd ends the unit after `timeout`
+    /// (a oneshot's start timeout); a failure or a timeout here stops it.
     pub async fn run_as(
         &self,
         unit: &str,
@@ -179,6 +240,7 @@ impl Systemd {
         timeout: Duration,
     ) -> Result<String> {
         use std::io::{BufRead, Write};
+        use std::os::fd::FromRawFd;
         let pipe = || -> Result<(std::fs::File, std::fs::File)> {
             let mut fds = [0; 2];
             // SAFETY: pipe2 writes two new descriptors into the array on success.
@@ -188,13 +250,11 @@ impl Systemd {
             // SAFETY: both descriptors are new and owned by nothing else.
             Ok(unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) })
         };
-        use std::os::fd::FromRawFd;
         let (stdin_read, mut stdin_write) = pipe()?;
         let (stdout_read, stdout_write) = pipe()?;
         // A few bytes: they fit in the pipe's buffer before anyone reads.
         stdin_write.write_all(input).map_err(|e| failed(unit, "cannot write its input", e))?;
         drop(stdin_write);
-        let _ = self.manager.reset_failed_unit(unit).await;
         let properties: Vec<(&str, Value<'_>)> = vec![
             ("Description", Value::from(format!("tails-server: {} (as {user})", argv.join(" ")))),
             ("Type", Value::from("oneshot")),
@@ -208,7 +268,7 @@ impl Systemd {
             ("ProtectHome", Value::from("yes")),
             ("PrivateTmp", Value::from(true)),
             ("PrivateDevices", Value::from(true)),
-            ("RuntimeMaxUSec", Value::from(timeout.as_micros() as u64)),
+            ("TimeoutStartUSec", Value::from(timeout.as_micros() as u64)),
         ];
         let jobs = self.jobs().await?;
         let job = self
@@ -216,26 +276,42 @@ impl Systemd {
             .start_transient_unit(unit, "replace", &properties, &[])
             .await
             .map_err(|e| failed(unit, "systemd refused to run it", e))?;
-        // systemd holds its own copies now.
+        // systemd holds its own copies now: the reader sees the end of the pipe once the
+        // program and the unit are gone.
         drop(stdin_read);
         drop(stdout_write);
         let reader = tokio::task::spawn_blocking(move || {
             let mut line = String::new();
             std::io::BufReader::new(stdout_read).read_line(&mut line).map(|_| line)
         });
-        // The start job of a oneshot unit ends with its program; RuntimeMaxUSec ends that.
-        let waited = self.wait_at_most(jobs, &job, unit, "run", timeout + Duration::from_secs(10)).await;
-        let line = match tokio::time::timeout(timeout, reader).await {
-            Ok(Ok(Ok(line))) => line,
-            Ok(Ok(Err(e))) => return Err(failed(unit, "cannot read its answer", e)),
+        // The start job of a oneshot unit ends with its program (or its start timeout).
+        let (waited, line) =
+            tokio::join!(self.wait_at_most(jobs, &job, unit, "run", timeout + Duration::from_secs(10)), reader);
+        let line = match line {
+            Ok(Ok(line)) => line,
             Ok(Err(e)) => return Err(failed(unit, "cannot read its answer", e)),
-            Err(_) => return Err(Error::Timeout { what: format!("{unit} to answer"), waited: timeout }),
+            Err(e) => return Err(failed(unit, "cannot read its answer", e)),
         };
+        if let Err(e) = waited {
+            let _ = self.stop(unit).await;
+            if line.is_empty() {
+                return Err(e);
+            }
+        }
         if line.is_empty() {
-            waited?;
             return Err(failed(unit, "it gave no answer", format_args!("see `journalctl -u {unit}`")));
         }
         Ok(line.trim_end().to_owned())
+    }
+
+    /// Masks a unit until the next boot (in /run): nothing can start it meanwhile, a package's
+    /// maintainer script restarting its own unit during an installation included.
+    pub async fn mask_for_this_session(&self, unit: &str) -> Result<()> {
+        self.manager
+            .mask_unit_files(&[unit], true, true)
+            .await
+            .map(drop)
+            .map_err(|e| failed(unit, "systemd refused to mask it", e))
     }
 
     /// Stops a unit and waits; a unit systemd does not know is already stopped.

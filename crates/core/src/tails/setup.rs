@@ -549,9 +549,13 @@ fn run_apt(args: &[&str]) -> Result<()> {
         .output()
         .map_err(|e| Error::Daemon { unit: format!("apt-get {}", args[0]), detail: format!("cannot run it: {e}") })?;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let failed = !output.status.success() || stderr.lines().any(|l| l.starts_with("E:") || l.starts_with("W:"));
+    // A warning (a legacy keyring, a source listed twice) is not a failure; an index that
+    // could not be fetched is, even when apt-get exits 0 about it.
+    let fatal =
+        |l: &&str| l.starts_with("E:") || l.contains("Failed to fetch") || l.contains("Some index files failed");
+    let failed = !output.status.success() || stderr.lines().any(|l| fatal(&l));
     if failed {
-        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("E:") || l.starts_with("W:")).collect();
+        let errors: Vec<&str> = stderr.lines().filter(fatal).collect();
         let hint = if args[0] == "update" {
             "; installing a program needs the network: connect to Tor, then run setup again"
         } else {

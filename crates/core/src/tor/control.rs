@@ -54,9 +54,12 @@ pub struct ControlConfig {
     /// For HASHEDPASSWORD: the password, read from a file or a prompt by the caller.
     pub password: Option<Zeroizing<String>>,
     pub connect_timeout: Duration,
-    /// Users allowed to serve the control port when tor has not proved itself with
-    /// SAFECOOKIE, besides root. Empty: tor's usual users (debian-tor, tor, _tor).
+    /// Users allowed to serve the control port, besides root. Empty: tor's usual users
+    /// (debian-tor, tor, _tor).
     pub tor_users: Vec<String>,
+    /// The person vouches for `target` as tor's although its owner cannot be checked here (a
+    /// tor on another computer, reached through a tunnel they trust): secrets go to it.
+    pub pinned: bool,
 }
 
 impl std::fmt::Debug for ControlConfig {
@@ -68,6 +71,7 @@ impl std::fmt::Debug for ControlConfig {
             .field("password", &self.password.as_ref().map(|_| "[secret]"))
             .field("connect_timeout", &self.connect_timeout)
             .field("tor_users", &self.tor_users)
+            .field("pinned", &self.pinned)
             .finish()
     }
 }
@@ -88,6 +92,7 @@ impl ControlConfig {
             password: None,
             connect_timeout: Duration::from_secs(5),
             tor_users: Vec::new(),
+            pinned: false,
         }
     }
 
@@ -112,13 +117,15 @@ impl ControlConfig {
 /// The users Debian, Fedora and the BSDs run tor as.
 const DEFAULT_TOR_USERS: &[&str] = &["debian-tor", "tor", "_tor"];
 
-/// Whether the other end of the connection has shown it is tor.
+/// Whether the other end of the connection is tor's. Only who serves the connection counts:
+/// a SAFECOOKIE proof shows knowledge of the cookie, which a byte relay run by anyone passes
+/// through unchanged, so it never makes an unknown or foreign listener trusted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Trust {
-    /// SAFECOOKIE: it proved it knows tor's cookie.
-    Proved,
-    /// The listening socket belongs to root or to tor's user.
+    /// The socket serving this connection belongs to root or to tor's user.
     OwnedByTor,
+    /// The person vouched for this endpoint ([`ControlConfig::pinned`]).
+    Pinned,
     /// Neither: the reason, for the refusal message.
     Unverified(String),
 }
@@ -129,16 +136,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> ControlStream for T {}
 /// An asynchronous event tor sent (a `650` reply).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TorEvent {
-    /// `HS_DESC <action> <service id> <auth> <hsdir> [descriptor id] ...`
-    HsDesc {
-        action: String,
-        service_id: String,
-        hsdir: Option<String>,
-        /// Which descriptor (CREATED, UPLOAD, FAILED: the current and the next time period's
-        /// descriptors are two); UPLOADED does not say.
-        descriptor_id: Option<String>,
-    },
+    HsDesc(HsDescEvent),
     Other(String),
+}
+
+/// `HS_DESC <action> <service id> <auth> <hsdir> [descriptor id] [REASON=…] …`
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HsDescEvent {
+    pub action: String,
+    pub service_id: String,
+    pub hsdir: Option<String>,
+    /// Which descriptor (CREATED, UPLOAD, client-side REQUESTED/RECEIVED: the current and the
+    /// next time period's descriptors are two); UPLOADED does not say.
+    pub descriptor_id: Option<String>,
+    /// FAILED's reason: `UPLOAD_REJECTED` or `UNEXPECTED` for an upload, `NOT_FOUND` and
+    /// others for a client's fetch of the same address.
+    pub reason: Option<String>,
 }
 
 impl TorEvent {
@@ -146,21 +159,21 @@ impl TorEvent {
     pub(crate) fn parse(lines: &[String]) -> Self {
         let first = lines.first().map(String::as_str).unwrap_or_default();
         let words: Vec<&str> = first.split(' ').collect();
-        match words.as_slice() {
-            ["HS_DESC", action, id, _auth, hsdir, rest @ ..] => TorEvent::HsDesc {
-                action: (*action).to_owned(),
-                service_id: (*id).to_owned(),
-                hsdir: (*hsdir != "UNKNOWN").then(|| (*hsdir).to_owned()),
-                descriptor_id: rest.first().filter(|w| !w.contains('=')).map(|w| (*w).to_owned()),
-            },
-            ["HS_DESC", action, id, ..] => TorEvent::HsDesc {
-                action: (*action).to_owned(),
-                service_id: (*id).to_owned(),
-                hsdir: None,
-                descriptor_id: None,
-            },
-            _ => TorEvent::Other(first.to_owned()),
+        let [event, action, id, rest @ ..] = words.as_slice() else { return TorEvent::Other(first.to_owned()) };
+        if *event != "HS_DESC" {
+            return TorEvent::Other(first.to_owned());
         }
+        // rest: auth, hsdir, then optional positional descriptor id, then KEY=value pairs.
+        let hsdir = rest.get(1).filter(|h| **h != "UNKNOWN").map(|h| (*h).to_owned());
+        let descriptor_id = rest.get(2).filter(|w| !w.contains('=')).map(|w| (*w).to_owned());
+        let reason = rest.iter().find_map(|w| w.strip_prefix("REASON=")).map(str::to_owned);
+        TorEvent::HsDesc(HsDescEvent {
+            action: (*action).to_owned(),
+            service_id: (*id).to_owned(),
+            hsdir,
+            descriptor_id,
+            reason,
+        })
     }
 }
 
@@ -216,7 +229,7 @@ impl TorControl {
                         Ok((stream, owner)) => (fallback.clone(), stream, owner),
                         Err(second) => {
                             return Err(Error::TorConnect {
-                                target: format!("{} (absent) or {fallback}", path.display()),
+                                target: format!("{} (absent or not served) or {fallback}", path.display()),
                                 source: second,
                             })
                         }
@@ -227,6 +240,7 @@ impl TorControl {
         };
         let trusted = config.trusted_uids()?;
         let trust = match owner {
+            _ if config.pinned => Trust::Pinned,
             Ok(uid) if trusted.contains(&uid) => Trust::OwnedByTor,
             Ok(uid) => Trust::Unverified(format!(
                 "it is served by {}, which is neither root nor tor's user ({})",
@@ -276,7 +290,7 @@ impl TorControl {
     /// key, a password, the cookie) never goes to a stand-in listening on tor's port.
     fn require_trust(&self, what: impl std::fmt::Display) -> Result<()> {
         match &self.trust {
-            Trust::Proved | Trust::OwnedByTor => Ok(()),
+            Trust::OwnedByTor | Trust::Pinned => Ok(()),
             Trust::Unverified(reason) => Err(Error::TorUntrusted {
                 target: self.target.to_string(),
                 what: what.to_string(),
@@ -333,21 +347,21 @@ impl TorControl {
                 }
             }
         }
-        let given_cookie = config.cookie_file.is_some();
         let cookie_file = config.cookie_file.clone().or(cookie_file);
-        let trusted = config.trusted_uids()?;
         // SAFECOOKIE whenever offered: tor proves it knows the cookie before we prove we do.
-        // Every other method either sends a secret (the cookie itself, a password) or lets
-        // us in without proof, so it needs the listener to belong to tor (see `send`).
+        // Our proof too goes only to a listener that belongs to tor (see `send`): through a
+        // byte relay it would open an authenticated session for whoever runs the relay. Every
+        // other method sends a secret (the cookie itself, a password) or lets us in without
+        // proof, and the commands that matter carry secrets.
         let safecookie = methods.contains("SAFECOOKIE");
         let cookie = match (&cookie_file, safecookie) {
-            (Some(path), true) => Some(self.read_cookie(path, given_cookie, &trusted)),
+            (Some(path), true) => Some(self.read_cookie(path)),
             _ => None,
         };
         let use_password = config.password.is_some() && methods.contains("HASHEDPASSWORD");
-        let command = if let Some(Ok((cookie, tor_s))) = &cookie {
+        let command = if let Some(Ok(cookie)) = &cookie {
             self.auth_method = AuthMethod::SafeCookie;
-            self.safecookie_response(cookie, *tor_s).await?
+            self.safecookie_response(cookie).await?
         } else if use_password {
             // The password given, when tor's cookie cannot be read: sent only to a
             // listener that belongs to tor.
@@ -367,7 +381,7 @@ impl TorControl {
             // listener that belongs to tor, as every other secret.
             self.auth_method = AuthMethod::Cookie;
             self.require_trust("tor's authentication cookie")?;
-            let (cookie, _) = self.read_cookie(path, given_cookie, &trusted)?;
+            let cookie = self.read_cookie(path)?;
             let hex = Zeroizing::new(data_encoding::HEXUPPER.encode(cookie.as_ref()));
             CommandLine::new("AUTHENTICATE").secret_arg("cookie", &hex)?
         } else if methods.contains("HASHEDPASSWORD") {
@@ -390,11 +404,10 @@ impl TorControl {
 
     /// Reads a cookie file: a regular file of exactly 32 bytes, opened without following a
     /// link and without blocking (the path may come from whoever answers on the port: a FIFO
-    /// or /dev/zero must not hang or exhaust us). Also tells whether the file is tor's: given
-    /// by the user, or owned by root or tor's user in a directory no one else can write.
-    fn read_cookie(&self, path: &Path, given_by_user: bool, trusted: &[u32]) -> Result<(Zeroizing<[u8; 32]>, bool)> {
+    /// or /dev/zero must not hang or exhaust us).
+    fn read_cookie(&self, path: &Path) -> Result<Zeroizing<[u8; 32]>> {
         use std::io::Read;
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        use std::os::unix::fs::OpenOptionsExt;
         let unreadable = |e: std::io::Error| {
             self.auth_error(format!("cannot read tor's authentication cookie {}: {e}", path.display()))
         };
@@ -416,17 +429,13 @@ impl TorControl {
         }
         let mut cookie = Zeroizing::new([0u8; 32]);
         file.read_exact(cookie.as_mut()).map_err(unreadable)?;
-        let owned_by_tor = |m: &std::fs::Metadata| trusted.contains(&m.uid()) && m.mode() & 0o022 == 0;
-        let dir_is_tor_s =
-            path.parent().and_then(|d| std::fs::symlink_metadata(d).ok()).is_some_and(|m| owned_by_tor(&m));
-        Ok((cookie, given_by_user || (owned_by_tor(&meta) && dir_is_tor_s)))
+        Ok(cookie)
     }
 
-    /// SAFECOOKIE: prove we know the cookie without sending it, and check that tor does too
-    /// (torut skips this check; without it, anything listening on the port could pose as tor).
-    /// The server's proof counts only when the cookie is tor's (`cookie_is_tor_s`): a cookie
-    /// file named by whoever answers, and written by them, proves nothing.
-    async fn safecookie_response(&mut self, cookie: &[u8; 32], cookie_is_tor_s: bool) -> Result<CommandLine> {
+    /// SAFECOOKIE: prove we know the cookie without sending it, and check that the other end
+    /// does too (torut skips this check). It authenticates us to tor; it says nothing about
+    /// who serves the connection (see [`Trust`]).
+    async fn safecookie_response(&mut self, cookie: &[u8; 32]) -> Result<CommandLine> {
         let mut client_nonce = [0u8; 32];
         crate::keys::os_random(&mut client_nonce)?;
         let challenge = CommandLine::new("AUTHCHALLENGE")
@@ -460,9 +469,6 @@ impl TorControl {
                 "the control port did not prove it knows tor's cookie (SAFECOOKIE server hash mismatch): \
                  it may not be the tor you think, or the cookie file belongs to another tor",
             ));
-        }
-        if cookie_is_tor_s {
-            self.trust = Trust::Proved;
         }
         let response =
             Zeroizing::new(data_encoding::HEXUPPER.encode(&mac(CONTROLLER_TO_SERVER).finalize().into_bytes()));
@@ -732,21 +738,25 @@ mod tests {
     #[test]
     fn hs_desc_events() {
         let e = TorEvent::parse(&["HS_DESC UPLOADED abcd UNKNOWN $AAAA~auth0".into()]);
-        assert_eq!(
-            e,
-            TorEvent::HsDesc {
-                action: "UPLOADED".into(),
+        let event = |action: &str, hsdir: Option<&str>, descriptor: Option<&str>, reason: Option<&str>| {
+            TorEvent::HsDesc(HsDescEvent {
+                action: action.into(),
                 service_id: "abcd".into(),
-                hsdir: Some("$AAAA~auth0".into()),
-                descriptor_id: None,
-            }
-        );
+                hsdir: hsdir.map(Into::into),
+                descriptor_id: descriptor.map(Into::into),
+                reason: reason.map(Into::into),
+            })
+        };
+        assert_eq!(e, event("UPLOADED", Some("$AAAA~auth0"), None, None));
         let e = TorEvent::parse(&["HS_DESC CREATED abcd UNKNOWN UNKNOWN descid".into()]);
-        assert!(matches!(e, TorEvent::HsDesc { hsdir: None, descriptor_id: Some(ref d), .. } if d == "descid"));
+        assert_eq!(e, event("CREATED", None, Some("descid"), None));
         let e = TorEvent::parse(&["HS_DESC UPLOAD abcd UNKNOWN $AAAA~auth0 descid HSDIR_INDEX=F2C2".into()]);
-        assert!(matches!(e, TorEvent::HsDesc { descriptor_id: Some(ref d), .. } if d == "descid"));
+        assert_eq!(e, event("UPLOAD", Some("$AAAA~auth0"), Some("descid"), None));
         let e = TorEvent::parse(&["HS_DESC FAILED abcd UNKNOWN $AAAA~auth0 REASON=UPLOAD_REJECTED".into()]);
-        assert!(matches!(e, TorEvent::HsDesc { descriptor_id: None, .. }), "{e:?}");
+        assert_eq!(e, event("FAILED", Some("$AAAA~auth0"), None, Some("UPLOAD_REJECTED")));
+        let e = TorEvent::parse(&["HS_DESC FAILED abcd NO_AUTH $AAAA~auth0 descid REASON=NOT_FOUND".into()]);
+        assert_eq!(e, event("FAILED", Some("$AAAA~auth0"), Some("descid"), Some("NOT_FOUND")));
+        assert_eq!(TorEvent::parse(&["HS_DESC CREATED abcd".into()]), event("CREATED", None, None, None));
         assert!(matches!(TorEvent::parse(&["STATUS_CLIENT NOTICE X".into()]), TorEvent::Other(_)));
     }
 

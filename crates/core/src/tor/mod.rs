@@ -5,4 +5,4 @@ pub mod command;
 pub mod control;
 
 pub use command::{CommandLine, Reply};
-pub use control::{AuthMethod, ControlConfig, ControlTarget, TorControl, TorEvent, TorInstance};
+pub use control::{AuthMethod, ControlConfig, ControlTarget, HsDescEvent, TorControl, TorEvent, TorInstance};
