@@ -249,9 +249,12 @@ fn a_control_port_that_is_not_tor_receives_no_onion_key() {
     env.run(&["add", "custom", "--name", "web", "--local-port", "8080"]).ok();
     let blob = onion_key_blob(&env.state_dir(), &env.runtime_dir(), "web");
     let key = blob.trim_start_matches("ED25519-V3:");
-    for kind in ["tcp", "unix"] {
+    // Pinned too: the person's pin vouches for a listener whose owner cannot be told, never
+    // for one this computer shows to be someone else's.
+    for (kind, pin) in [("tcp", false), ("unix", false), ("tcp", true), ("unix", true)] {
         let fake = FakeControlPort::start(kind, "NULL", None);
-        let out = at_fake(&env, &fake, kind, &["enable", "web"]);
+        let args: &[&str] = if pin { &["--trust-control-port", "enable", "web"] } else { &["enable", "web"] };
+        let out = at_fake(&env, &fake, kind, args);
         assert_ne!(out.code, 0, "{kind}: {}", out.stdout);
         assert!(out.stderr.contains("refusing to send"), "{kind}: {}", out.stderr);
         let received = fake.received();
@@ -395,17 +398,20 @@ fn a_kept_key_is_given_to_tor_after_every_restart_and_taken_back_when_removed() 
 /// A byte relay on a local port, run by another user, in front of the real tor whose cookie we
 /// can read: SAFECOOKIE succeeds through it unchanged (tor itself answers the challenge), and
 /// who serves the port — not the proof — decides: no onion key, and not even our proof of the
-/// cookie (which would give the relay's owner an authenticated session), goes through it.
+/// cookie (which would give the relay's owner an authenticated session), goes through it. The
+/// relay accepts late, so who serves the connection is read only once it has answered.
 #[test]
 fn a_control_port_relayed_by_another_user_receives_nothing_secret_even_though_safecookie_succeeds() {
     if tails_server::unix::euid() != 0 {
         return; // the relay must run as another user
     }
     const RELAY_PY: &str = r#"
-import select, socket, sys
+import select, socket, sys, time
 target = sys.argv[1].rsplit(":", 1)
 listener = socket.socket(); listener.bind(("127.0.0.1", 0)); listener.listen(1)
 print(listener.getsockname()[1], flush=True)
+# Accepted late: until then the kernel's table shows the connection's end with no socket.
+time.sleep(1)
 client, _ = listener.accept()
 tor = socket.create_connection((target[0], int(target[1])))
 while True:

@@ -14,9 +14,9 @@ pub use tor::{TorPending, Unreachable, EXIT_PENDING, EXIT_UNREACHABLE};
 pub fn advice(err: &anyhow::Error) -> Option<&'static str> {
     err.chain().find_map(|cause| match cause.downcast_ref::<tails_server::Error>()? {
         tails_server::Error::TorUntrusted { .. } => Some(
-            "if this really is your tor and it runs as another user, name that user with --tor-user USER \
-             (TAILS_SERVER_TOR_USER); a tor on another computer, reached through a tunnel you trust, with \
-             --trust-control-port",
+            "if this really is your tor and it runs as another user (your own, for a tor you started \
+             yourself), name that user with --tor-user USER (TAILS_SERVER_TOR_USER); vouch for a tor on \
+             another computer with --trust-control-port",
         ),
         _ => None,
     })

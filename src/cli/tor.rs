@@ -38,13 +38,14 @@ pub struct TorArgs {
     /// Ask for tor's control password on the terminal
     #[arg(long, global = true)]
     ask_password: bool,
-    /// The user tor runs as, when it is not debian-tor/tor/_tor (repeatable). Without
-    /// SAFECOOKIE, keys and passwords go only to a control port served by root or this user
+    /// The user tor runs as, when it is not debian-tor/tor/_tor (repeatable; your own user
+    /// for a tor you run yourself): keys and passwords go only to a control port served by
+    /// root or these users
     #[arg(long, global = true, env = "TAILS_SERVER_TOR_USER", value_name = "USER", value_delimiter = ',')]
     tor_user: Vec<String>,
     /// Send keys to the control port given although who serves it cannot be checked here (a
-    /// tor on another computer, reached through a tunnel you trust). Never for a port on this
-    /// computer: any user could be listening there
+    /// tor on another computer). A port this computer shows to be served by anyone but root
+    /// or tor's user is refused all the same
     #[arg(long, global = true, env = "TAILS_SERVER_TRUST_CONTROL_PORT")]
     trust_control_port: bool,
 }

@@ -227,8 +227,18 @@ pub fn confirm_lowered_protection(
     for item in &lowered {
         eprintln!("  {item}");
     }
-    if !dry_run && std::io::stdin().is_terminal() {
-        eprint!("Type yes to import them as they are; anything else imports them held back: ");
+    if dry_run {
+        eprintln!(
+            "Without --accept-lower-protection (or \"yes\" at the prompt) these are held back: services \
+             disabled, without LAN access, and one without client authorization not imported."
+        );
+        return Ok(Vec::new());
+    }
+    if std::io::stdin().is_terminal() {
+        eprint!(
+            "Type yes to import them as they are; anything else holds them back (a service without client \
+             authorization is then not imported): "
+        );
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer).context("cannot read the answer")?;
         if answer.trim() == "yes" {

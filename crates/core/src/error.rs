@@ -250,8 +250,8 @@ pub enum Error {
     TorAuth { target: String, reason: String },
 
     #[error(
-        "refusing to send {what} to the control port at {target}: {reason}. Secrets go only to a tor that \
-         proved itself with SAFECOOKIE or whose listening socket belongs to root or to tor's own user"
+        "refusing to send {what} to the control port at {target}: {reason}. Secrets go only to a control \
+         port whose socket, for this very connection, belongs to root or to tor's own user"
     )]
     TorUntrusted { target: String, what: String, reason: String },
 

@@ -176,7 +176,10 @@ impl UploadRound {
                 self.pending.entry(hsdir).or_default().push_back(event.descriptor_id.clone());
             }
             "UPLOADED" | "FAILED" => {
-                let upload_failure = matches!(event.reason.as_deref(), None | Some("UPLOAD_REJECTED" | "UNEXPECTED"));
+                // An upload's failure names no descriptor; a client's fetch (a probe through
+                // this same tor) names the one it asked for.
+                let upload_failure = event.descriptor_id.is_none()
+                    && matches!(event.reason.as_deref(), None | Some("UPLOAD_REJECTED" | "UNEXPECTED"));
                 if event.action == "FAILED" && !upload_failure {
                     return false;
                 }
@@ -465,6 +468,7 @@ mod tests {
         assert!(!round.observe(&ev("UPLOADED", Some("$A"), None, None), t), "the first answer is not the last");
         // A friend's fetch of the same address failing is not an answer to an upload.
         assert!(!round.observe(&ev("FAILED", Some("$B"), Some("cur"), Some("NOT_FOUND")), t));
+        assert!(!round.observe(&ev("FAILED", Some("$C"), Some("cur"), Some("UNEXPECTED")), t));
         for dir in ["$B", "$C", "$D", "$A", "$B", "$C"] {
             assert!(!round.observe(&ev("UPLOADED", Some(dir), None, None), t));
         }

@@ -45,12 +45,12 @@ pub fn listeners_in(table: &str, port: u16) -> Vec<Listener> {
 
 /// The owner of the socket serving the connection `client` → `server`, from the tables: an
 /// accepted connection carries its listener's owner, so this is who answers *this*
-/// connection (not whoever listens on the port now).
+/// connection (not whoever listens on the port now). Only once the server has accepted it
+/// (a socket, inode ≠ 0): before, some kernels show root for it, whoever listens.
 pub fn server_owner(server: SocketAddr, client: SocketAddr) -> Option<u32> {
-    TABLES
-        .iter()
-        .filter_map(|table| std::fs::read_to_string(table).ok())
-        .find_map(|text| connection_uid(&text, server, client))
+    // Both tables as one: an exact match in either wins over a rewritten source in either.
+    let text: String = TABLES.iter().filter_map(|table| std::fs::read_to_string(table).ok()).collect();
+    connection_uid(&text, server, client)
 }
 
 /// Unmaps `::ffff:a.b.c.d`, so that either table's form compares equal.
@@ -93,10 +93,11 @@ pub fn connection_uid(table: &str, server: SocketAddr, client: SocketAddr) -> Op
     let (server, client) = (canonical(server), canonical(client));
     let entries: Vec<(SocketAddr, SocketAddr, u32)> = table
         .lines()
-        .skip(1)
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (local, remote, uid) = (fields.get(1)?, fields.get(2)?, fields.get(7)?);
+            let (local, remote, uid, inode) = (fields.get(1)?, fields.get(2)?, fields.get(7)?, fields.get(9)?);
+            // A connection not accepted yet has no socket: its owner is not known.
+            (*inode != "0").then_some(())?;
             Some((parse_table_addr(local)?, parse_table_addr(remote)?, uid.parse().ok()?))
         })
         .collect();
@@ -142,6 +143,20 @@ mod tests {
            1: 0000000000000000FFFF00000100007F:2383 0000000000000000FFFF00000100007F:9C40 01 00000000:00000000 00:00000000 00000000   108        0 2\n";
         assert_eq!(connection_uid(table6, at("[::1]:9090"), at("[::1]:40000")), Some(0));
         assert_eq!(connection_uid(table6, at("127.0.0.1:9091"), at("127.0.0.1:40000")), Some(108), "mapped in tcp6");
+    }
+
+    #[test]
+    fn a_connection_the_server_has_not_accepted_yet_has_no_owner() {
+        // Measured on Linux 6.18: before accept() the server's end has inode 0 and the
+        // listener's uid. Nobody answers on it yet, so it proves nothing about who will.
+        let table =
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+           0: 0100007F:A79F 00000000:0000 0A 00000000:00000000 00:00000000 00000000 65534        0 275874 1 0\n\
+           1: 0100007F:EB9A 0100007F:A79F 01 00000000:00000000 00:00000000 00000000     0        0 274973 1 0\n\
+           2: 0100007F:A79F 0100007F:EB9A 01 00000000:00000000 00:00000000 00000000 65534        0 0 1 0\n";
+        assert_eq!(connection_uid(table, at("127.0.0.1:42911"), at("127.0.0.1:60314")), None);
+        let accepted = table.replace("65534        0 0 1 0\n", "65534        0 276206 1 0\n");
+        assert_eq!(connection_uid(&accepted, at("127.0.0.1:42911"), at("127.0.0.1:60314")), Some(65534));
     }
 
     #[test]

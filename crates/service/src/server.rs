@@ -143,8 +143,10 @@ impl Server {
                             .iter()
                             .map(|(n, e)| format!("{n}: {e}"))
                             .chain(report.failed_keys.iter().map(|(n, e)| format!("key {n}: {e}")))
+                            // A program that cannot run: its service is off tor until it can.
+                            .chain(report.daemons.failed.iter().map(|(n, e)| format!("{n}: {e}")))
                             .collect(),
-                    }
+                    };
                 }
                 Err(e) => e,
             },
@@ -631,9 +633,14 @@ impl Server {
             }
         };
         let passphrase = zeroize::Zeroizing::new(passphrase.to_owned());
+        // One key derivation at a time: each may take 512 MiB (scrypt at the highest work
+        // factor accepted), and the service's memory is capped.
+        static DECRYPTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+        let permit = DECRYPTING.acquire().await.map_err(|e| ServiceError::Failed(e.to_string()))?;
         let mut document = tokio::task::spawn_blocking(move || backup::decrypt(&backup, &passphrase))
             .await
             .map_err(|e| ServiceError::Failed(e.to_string()))??;
+        drop(permit);
         // Through the service an import never lowers protection: nothing open, nothing
         // published or opened to the LAN until the person turns it on.
         let held_back = document.hold_back_lowered_protection()?;

@@ -298,20 +298,36 @@ fn listener_uid(plan: &DaemonPlan) -> Result<u32> {
         Some(user) => crate::unix::uid_of(user).ok_or_else(|| Error::Daemon {
             unit: plan.unit.clone(),
             detail: format!(
-                "there is no user {user:?} on this computer; it comes with the package {}: install it again",
+                "there is no user {user:?} on this computer (the program's package, {}, or tails-server's \
+                 makes it): install them again",
                 plan.packages.join(" ")
             ),
         }),
     }
 }
 
-/// Refuses to start when someone already listens on the program's port: tor would send the
-/// key holders' connections to whoever that is.
+/// Refuses to start when someone already listens where tor sends the service's connections
+/// (127.0.0.1, or any address on the port): tor would give the key holders' connections to
+/// them. A listener on another address of the port (`::1`, 127.0.0.2) receives nothing of
+/// tor's and is left alone.
 fn check_port_free(plan: &DaemonPlan) -> Result<()> {
-    match crate::sockets::listeners(plan.port).first() {
+    match in_the_way(plan).first() {
         None => Ok(()),
         Some(holder) => Err(port_taken(plan, holder)),
     }
+}
+
+/// The listeners on the program's port that tor's connections (to 127.0.0.1) would reach, or
+/// that would keep the program from listening where it must.
+fn in_the_way(plan: &DaemonPlan) -> Vec<crate::sockets::Listener> {
+    let ours = if plan.lan { Ipv4Addr::UNSPECIFIED } else { Ipv4Addr::LOCALHOST };
+    crate::sockets::listeners(plan.port)
+        .into_iter()
+        .filter(|l| match l.address.ip() {
+            std::net::IpAddr::V4(ip) => ip.is_unspecified() || ip == Ipv4Addr::LOCALHOST || ours.is_unspecified(),
+            std::net::IpAddr::V6(ip) => ip.is_unspecified(),
+        })
+        .collect()
 }
 
 fn port_taken(plan: &DaemonPlan, holder: &crate::sockets::Listener) -> Error {
@@ -329,15 +345,14 @@ fn port_taken(plan: &DaemonPlan, holder: &crate::sockets::Listener) -> Error {
 }
 
 /// A command (for root, before the program starts) that gives `dirs` to `user` when anything
-/// in their top two levels is someone else's.
+/// in their top two levels is someone else's. The user and the folders are the script's
+/// arguments, never part of its text.
 fn hand_over(user: &str, dirs: &[PathBuf]) -> Vec<String> {
-    let dirs: Vec<String> = dirs.iter().map(|d| format!("'{}'", d.display())).collect();
-    let dirs = dirs.join(" ");
-    let script = format!(
-        "u=$(id -u {user}) || exit 1; \
-         if [ -n \"$(find {dirs} -maxdepth 2 ! -user \"$u\" -print -quit)\" ]; then chown -R {user}: {dirs}; fi"
-    );
-    vec!["/bin/sh".to_owned(), "-c".to_owned(), script]
+    const SCRIPT: &str = "u=$(id -u -- \"$1\") || exit 1; user=$1; shift; \
+        if [ -n \"$(find \"$@\" -maxdepth 2 ! -user \"$u\" -print -quit)\" ]; then chown -R -- \"$user:\" \"$@\"; fi";
+    let mut argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), SCRIPT.to_owned(), "sh".to_owned(), user.to_owned()];
+    argv.extend(dirs.iter().map(|d| d.display().to_string()));
+    argv
 }
 
 /// Waits until the unit's program listens on its port, as the kernel's socket tables say (on
@@ -347,7 +362,7 @@ async fn wait_listening(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
     let owner = listener_uid(plan)?;
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        let listeners = crate::sockets::listeners(plan.port);
+        let listeners = in_the_way(plan);
         if let Some(stranger) = listeners.iter().find(|l| l.uid != owner) {
             return Err(port_taken(plan, stranger));
         }
@@ -628,7 +643,8 @@ mod tests {
         }
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
+        // A name a shell would read as code and as two words: given as arguments, it is neither.
+        let data = dir.path().join("it's $(touch pwned) data");
         let deep = data.join("a/b/c");
         std::fs::create_dir_all(&deep).unwrap();
         std::fs::write(deep.join("file"), "x").unwrap();
@@ -646,6 +662,7 @@ mod tests {
         std::os::unix::fs::lchown(data.join("a"), Some(nobody), None).unwrap();
         run();
         assert_eq!((owner(&data.join("a")), owner(&deep.join("file"))), (0, 0));
+        assert!(!Path::new("pwned").exists() && !dir.path().join("pwned").exists());
     }
 
     #[test]
@@ -661,6 +678,15 @@ mod tests {
         assert!(error.contains(&format!("port {} is already taken by a program of {me}", web.local_port)), "{error}");
         drop(squatter);
         check_port_free(&plan).unwrap();
+        // Another loopback address on the same port receives nothing of tor's (it connects to
+        // 127.0.0.1): not in the way.
+        let elsewhere = std::net::TcpListener::bind(("127.0.0.2", web.local_port)).unwrap();
+        check_port_free(&plan).unwrap();
+        drop(elsewhere);
+        // Every address of the port is, as is every IPv4 address where LAN access listens.
+        let everywhere = std::net::TcpListener::bind(("0.0.0.0", web.local_port)).unwrap();
+        check_port_free(&plan).unwrap_err();
+        drop(everywhere);
     }
 
     #[test]

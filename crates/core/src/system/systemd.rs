@@ -176,7 +176,8 @@ impl Systemd {
             let pre: Vec<(String, Vec<String>, Vec<String>)> = service
                 .exec_start_pre_privileged
                 .iter()
-                .map(|argv| (argv[0].clone(), argv.clone(), vec!["privileged".to_owned()]))
+                // As root, and given as they are: no $VARIABLE substitution by systemd.
+                .map(|argv| (argv[0].clone(), argv.clone(), vec!["privileged".to_owned(), "no-env-expand".to_owned()]))
                 .collect();
             properties.push(("ExecStartPreEx", Value::from(pre)));
         }
@@ -269,6 +270,7 @@ impl Systemd {
             ("PrivateTmp", Value::from(true)),
             ("PrivateDevices", Value::from(true)),
             ("TimeoutStartUSec", Value::from(timeout.as_micros() as u64)),
+            ("TimeoutStopUSec", Value::from(2_000_000u64)),
         ];
         let jobs = self.jobs().await?;
         let job = self
@@ -284,9 +286,13 @@ impl Systemd {
             let mut line = String::new();
             std::io::BufReader::new(stdout_read).read_line(&mut line).map(|_| line)
         });
-        // The start job of a oneshot unit ends with its program (or its start timeout).
-        let (waited, line) =
-            tokio::join!(self.wait_at_most(jobs, &job, unit, "run", timeout + Duration::from_secs(10)), reader);
+        // The start job of a oneshot unit ends with its program (or its start timeout); should
+        // neither end in time (a program that ignores systemd's stop), it is stopped here.
+        let both = async { tokio::join!(self.wait_at_most(jobs, &job, unit, "run", timeout), reader) };
+        let Ok((waited, line)) = tokio::time::timeout(timeout + Duration::from_secs(10), both).await else {
+            let _ = self.stop(unit).await;
+            return Err(Error::Timeout { what: format!("{unit} to answer"), waited: timeout });
+        };
         let line = match line {
             Ok(Ok(line)) => line,
             Ok(Err(e)) => return Err(failed(unit, "cannot read its answer", e)),

@@ -57,8 +57,9 @@ pub struct ControlConfig {
     /// Users allowed to serve the control port, besides root. Empty: tor's usual users
     /// (debian-tor, tor, _tor).
     pub tor_users: Vec<String>,
-    /// The person vouches for `target` as tor's although its owner cannot be checked here (a
-    /// tor on another computer, reached through a tunnel they trust): secrets go to it.
+    /// The person vouches for `target` as tor's where its owner cannot be checked here (a tor
+    /// on another computer): secrets go to it. A listener this computer shows to belong to
+    /// anyone else is refused all the same.
     pub pinned: bool,
 }
 
@@ -213,6 +214,8 @@ pub struct TorControl {
     auth_method: AuthMethod,
     tor_version: String,
     trust: Trust,
+    /// A TCP connection's two ends, for reading who serves it once it is accepted.
+    tcp: Option<(SocketAddr, SocketAddr)>,
     /// A reply did not come in time: a late one would be read as the answer to the next
     /// command, so the connection is not used again.
     out_of_step: bool,
@@ -238,16 +241,13 @@ impl TorControl {
                 _ => return Err(Error::TorConnect { target: config.target.to_string(), source: first }),
             },
         };
-        let trusted = config.trusted_uids()?;
-        let trust = match owner {
-            _ if config.pinned => Trust::Pinned,
-            Ok(uid) if trusted.contains(&uid) => Trust::OwnedByTor,
-            Ok(uid) => Trust::Unverified(format!(
-                "it is served by {}, which is neither root nor tor's user ({})",
-                crate::unix::describe_uid(uid),
-                trusted_names(config)
-            )),
-            Err(reason) => Trust::Unverified(reason),
+        let (trust, tcp) = match owner {
+            Owner::Known(owner) => (trust_of(config, owner)?, None),
+            // Decided after tor's first answer: before the server accepts, the kernel's table
+            // may name root for a connection nobody has accepted yet.
+            Owner::Tcp { server, client } => {
+                (Trust::Unverified("who serves it was not read yet".into()), Some((server, client)))
+            }
         };
         let (read_half, writer) = tokio::io::split(stream);
         let (sender, replies) = mpsc::channel(256);
@@ -270,6 +270,7 @@ impl TorControl {
             auth_method: AuthMethod::Null,
             tor_version: String::new(),
             trust,
+            tcp,
             out_of_step: false,
         };
         // A listener that accepts but never answers (a stopped or paused tor: the kernel
@@ -327,6 +328,10 @@ impl TorControl {
 
     async fn authenticate(&mut self, config: &ControlConfig) -> Result<()> {
         let info = self.send(&CommandLine::new("PROTOCOLINFO").arg("version", "1")?).await?;
+        // It answered: it has accepted the connection, whose socket now shows its owner.
+        if let Some((server, client)) = self.tcp {
+            self.trust = trust_of(config, tcp_server_owner(server, client))?;
+        }
         if !info.is_ok() {
             return Err(self.auth_error(format!("PROTOCOLINFO failed: {}", info.message())));
         }
@@ -652,12 +657,17 @@ fn trusted_names(config: &ControlConfig) -> String {
     }
 }
 
-/// Connects to one control target; returns the stream and the user id serving it (or why it
-/// cannot be told).
-async fn open(
-    target: &ControlTarget,
-    timeout: Duration,
-) -> std::io::Result<(Box<dyn ControlStream>, std::result::Result<u32, String>)> {
+/// How to tell who serves a connection.
+enum Owner {
+    /// Known at once (a Unix socket: the kernel's record of who created the listener), or why not.
+    Known(std::result::Result<u32, String>),
+    /// A TCP connection: read in the kernel's tables once the server has answered, i.e.
+    /// accepted it.
+    Tcp { server: SocketAddr, client: SocketAddr },
+}
+
+/// Connects to one control target; returns the stream and how to tell who serves it.
+async fn open(target: &ControlTarget, timeout: Duration) -> std::io::Result<(Box<dyn ControlStream>, Owner)> {
     let timed_out = || std::io::Error::from(std::io::ErrorKind::TimedOut);
     match target {
         ControlTarget::Tcp(addr) => {
@@ -665,8 +675,8 @@ async fn open(
                 .await
                 .map_err(|_| timed_out())??;
             let owner = match (stream.peer_addr(), stream.local_addr()) {
-                (Ok(peer), Ok(local)) => tcp_server_owner(peer, local),
-                (Err(e), _) | (_, Err(e)) => Err(format!("cannot tell which address it is ({e})")),
+                (Ok(server), Ok(client)) => Owner::Tcp { server, client },
+                (Err(e), _) | (_, Err(e)) => Owner::Known(Err(format!("cannot tell which address it is ({e})"))),
             };
             Ok((Box::new(stream), owner))
         }
@@ -678,7 +688,7 @@ async fn open(
             // file's owner, it cannot be changed after the fact.
             let owner =
                 stream.peer_cred().map(|cred| cred.uid()).map_err(|e| format!("cannot ask who serves it ({e})"));
-            Ok((Box::new(stream), owner))
+            Ok((Box::new(stream), Owner::Known(owner)))
         }
     }
 }
@@ -686,6 +696,21 @@ async fn open(
 /// A Unix socket that is not there, or that nobody serves any more (a stale file).
 fn socket_absent(e: &std::io::Error) -> bool {
     matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused)
+}
+
+/// Whether an owner is tor's; the person's pin counts only where the owner cannot be told.
+fn trust_of(config: &ControlConfig, owner: std::result::Result<u32, String>) -> Result<Trust> {
+    let trusted = config.trusted_uids()?;
+    Ok(match owner {
+        Ok(uid) if trusted.contains(&uid) => Trust::OwnedByTor,
+        Ok(uid) => Trust::Unverified(format!(
+            "it is served by {}, which is neither root nor tor's user ({})",
+            crate::unix::describe_uid(uid),
+            trusted_names(config)
+        )),
+        Err(_) if config.pinned => Trust::Pinned,
+        Err(reason) => Trust::Unverified(reason),
+    })
 }
 
 /// The owner of the socket serving our connection (see [`crate::sockets::server_owner`]).
