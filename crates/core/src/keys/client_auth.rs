@@ -167,11 +167,46 @@ impl<'de> Deserialize<'de> for ClientSecretKey {
 /// u-coordinate of a point of small order, on the curve or its twist. Clamped scalars are
 /// multiples of 8, so with such a point every shared secret is all zeros: whoever knows the
 /// service's address could compute it and decrypt the descriptor layer meant for the client.
-/// Multiplying by 8 sends exactly these points (and no other) to the identity, u = 0.
+///
+/// There are five such u (orders 2, 4, 4 and the two of order 8), compared here rather than
+/// multiplying by 8: that ladder, run for every client each time a store was read, was most
+/// of a command's time on a full store. The tests check the list against the multiplication.
 fn has_small_order(u: &[u8; 32]) -> bool {
-    let eight = curve25519_dalek::Scalar::from(8u8);
-    (curve25519_dalek::MontgomeryPoint(*u) * eight).to_bytes() == [0u8; 32]
+    let mut u = *u;
+    u[31] &= 0x7f;
+    // p = 2^255 - 19: the encodings p .. 2^255 - 1 stand for 0 .. 18.
+    if u[31] == 0x7f && u[1..31].iter().all(|&b| b == 0xff) && u[0] >= 0xed {
+        let reduced = u[0] - 0xed;
+        u = [0; 32];
+        u[0] = reduced;
+    }
+    SMALL_ORDER_U.contains(&u)
 }
+
+/// The canonical u-coordinates of the small-order points: 0, 1, p - 1, and the two points of
+/// order 8 (little-endian, as X25519 encodes them).
+const SMALL_ORDER_U: [[u8; 32]; 5] = [
+    [0; 32],
+    {
+        let mut one = [0; 32];
+        one[0] = 1;
+        one
+    },
+    {
+        let mut minus_one = [0xff; 32];
+        minus_one[0] = 0xec;
+        minus_one[31] = 0x7f;
+        minus_one
+    },
+    [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4, 0x6a, 0xda, 0x09,
+        0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00,
+    ],
+    [
+        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef, 0x5b, 0x04, 0x44,
+        0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f, 0x11, 0x57,
+    ],
+];
 
 /// A client's x25519 public key: what the service side needs.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -355,6 +390,13 @@ mod tests {
         "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p + 1
     ];
 
+    /// The definition: multiplying by 8 (the cofactor) sends exactly the small-order points,
+    /// and no other, to the identity (u = 0).
+    fn times_eight_is_identity(u: &[u8; 32]) -> bool {
+        let eight = curve25519_dalek::Scalar::from(8u8);
+        (curve25519_dalek::MontgomeryPoint(*u) * eight).to_bytes() == [0u8; 32]
+    }
+
     fn libsodium_says_small_order(u: &[u8; 32]) -> bool {
         LIBSODIUM_BLOCKLIST.iter().any(|b| {
             let b = hex32(b);
@@ -428,6 +470,7 @@ mod tests {
         }
         for u in candidates {
             assert_eq!(refused_as_small_order(u), libsodium_says_small_order(&u), "{u:02x?}");
+            assert_eq!(has_small_order(&u), times_eight_is_identity(&u), "{u:02x?}");
         }
     }
 
@@ -463,11 +506,13 @@ mod tests {
                 bytes[bit / 8] ^= 1 << (bit % 8);
             }
             prop_assert_eq!(has_small_order(&bytes), libsodium_says_small_order(&bytes), "{:02x?}", bytes);
+            prop_assert_eq!(has_small_order(&bytes), times_eight_is_identity(&bytes), "{:02x?}", bytes);
         }
 
         #[test]
         fn random_keys_agree_with_libsodium(bytes in any::<[u8; 32]>()) {
             prop_assert_eq!(has_small_order(&bytes), libsodium_says_small_order(&bytes));
+            prop_assert_eq!(has_small_order(&bytes), times_eight_is_identity(&bytes));
         }
 
         #[test]
