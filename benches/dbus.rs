@@ -23,7 +23,7 @@ fn ms(d: Duration) -> f64 {
 
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
-    if tails_server::unix::euid() != 0 {
+    if tails_server_core::unix::euid() != 0 {
         println!("dbus bench: skipped (needs root: only root may own org.boum.tails.Server)");
         return;
     }

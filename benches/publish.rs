@@ -12,12 +12,12 @@ mod local_tor;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tails_server::names::ServiceName;
-use tails_server::reconcile::{Action, Publisher};
-use tails_server::tor::{CommandLine, TorControl};
+use tails_server_core::names::ServiceName;
+use tails_server_core::reconcile::{Action, Publisher};
+use tails_server_core::tor::{CommandLine, TorControl};
 
 use local_tor::LocalTor;
-use tails_server::{AddRequest, Config, Manager};
+use tails_server_core::{AddRequest, Config, Manager};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tails-server");
 const SERVICES: usize = 20;

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tails_server::names::{ClientName, ServiceName};
-use tails_server::{AddRequest, Config, Manager};
+use tails_server_core::names::{ClientName, ServiceName};
+use tails_server_core::{AddRequest, Config, Manager};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tails-server");
 
@@ -142,7 +142,7 @@ fn on_its_own(state: &Path, services: u16, runs: usize) -> (Duration, Duration) 
 /// `list` and a change through the system service: the caller's wall time for each, and
 /// the service's CPU per change.
 fn through_the_service(state: &Path, services: u16, runs: usize) -> Option<(Duration, Duration, Duration)> {
-    if tails_server::unix::euid() != 0 {
+    if tails_server_core::unix::euid() != 0 {
         return None;
     }
     let bus = common::Bus::start();

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tails_server::names::{ClientName, ServiceName};
-use tails_server::{AddRequest, Config, Manager};
+use tails_server_core::names::{ClientName, ServiceName};
+use tails_server_core::{AddRequest, Config, Manager};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tails-server");
 
@@ -89,7 +89,7 @@ fn tally(text: &str, state: &Path) -> (u64, u32) {
 /// Changes through the system service, traced: what each costs the stick, and how long
 /// the caller waits. Needs root (only root may own the bus name) and strace.
 fn through_the_service(state: &Path, runs: usize) {
-    if tails_server::unix::euid() != 0 {
+    if tails_server_core::unix::euid() != 0 {
         println!("through the service: skipped (needs root)");
         return;
     }

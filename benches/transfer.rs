@@ -1,14 +1,14 @@
 //! Export and import of 20 services x 32 clients (the most tor fits): medians over several
 //! runs. Run with `cargo bench --bench transfer`. The cost is dominated by scrypt at the
-//! chosen work factor (`tails_server::backup::SCRYPT_WORK_FACTOR`), as intended. Also the
+//! chosen work factor (`tails_server_core::backup::SCRYPT_WORK_FACTOR`), as intended. Also the
 //! worst import a file can ask for (`MAX_SCRYPT_WORK_FACTOR`): its time and the peak memory
 //! of a process that does only that (what the system service, root, would pay).
 
 use std::time::{Duration, Instant};
 
-use tails_server::backup;
-use tails_server::names::{ClientName, ServiceName};
-use tails_server::{AddRequest, Config, Manager, OnConflict};
+use tails_server_core::backup;
+use tails_server_core::names::{ClientName, ServiceName};
+use tails_server_core::{AddRequest, Config, Manager, OnConflict};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

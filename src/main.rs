@@ -1,5 +1,5 @@
 //! The `tails-server` command: a thin layer over the library that parses arguments,
-//! calls a [`tails_server::Manager`] operation and prints the result.
+//! calls a [`tails_server_core::Manager`] operation and prints the result.
 
 mod cli;
 

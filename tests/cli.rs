@@ -5,7 +5,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 
 use common::{store_state, TestEnv};
-use tails_server::keys::{ClientSecretKey, OnionAddress};
+use tails_server_core::keys::{ClientSecretKey, OnionAddress};
 
 #[test]
 fn state_survives_every_command_in_a_new_process() {

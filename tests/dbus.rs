@@ -88,7 +88,7 @@ async fn wait_for_name(connection: &zbus::Connection, name: &str, log: &Path) {
 
 /// tor's `onions/detached` (empty while tor does not answer), from inside the test's runtime.
 async fn detached(tor: &LocalTor) -> std::collections::HashSet<String> {
-    match tails_server::tor::TorControl::connect(&tor.config()).await {
+    match tails_server_core::tor::TorControl::connect(&tor.config()).await {
         Ok(mut control) => control.detached_onions().await.unwrap_or_default(),
         Err(_) => Default::default(),
     }
@@ -102,7 +102,7 @@ fn error_name<T: std::fmt::Debug>(result: Result<T, ServiceError>) -> String {
 }
 
 fn root_only() -> bool {
-    if tails_server::unix::euid() != 0 {
+    if tails_server_core::unix::euid() != 0 {
         // The repository's policy lets only root own the name (as on Tails); CI runs as root.
         eprintln!("skipped: the D-Bus tests own org.boum.tails.Server, which the bus policy allows root only");
         return false;
@@ -246,7 +246,7 @@ fn every_method_answers_with_the_clis_documents_or_a_named_error() {
         );
         assert_eq!(error_name(server.export(vec![], "").await), format!("{prefix}.InvalidInput"));
         assert_eq!(error_name(server.export(vec!["no-such".into()], "pw").await), format!("{prefix}.NotFound"));
-        let huge = vec![b'x'; (tails_server::backup::MAX_BACKUP_SIZE + 1) as usize];
+        let huge = vec![b'x'; (tails_server_core::backup::MAX_BACKUP_SIZE + 1) as usize];
         assert_eq!(error_name(server.import(huge, "x", "skip", true).await), format!("{prefix}.InvalidInput"));
 
         let removed: serde_json::Value = serde_json::from_str(&server.remove("web").await.unwrap()).unwrap();

@@ -1,6 +1,6 @@
 //! Every input kept in `fuzz/seeds/<target>/` (hand-made seeds, the minimized corpus of the
 //! fuzzing runs, and any input that once crashed a target) goes through the same target
-//! body as under libfuzzer (`tails_server::fuzz_targets`): what fuzzing found stays fixed.
+//! body as under libfuzzer (`tails_server_core::fuzz_targets`): what fuzzing found stays fixed.
 
 use std::path::PathBuf;
 
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 fn every_kept_fuzz_input_is_handled() {
     let seeds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
     let mut total = 0;
-    for (name, target) in tails_server::fuzz_targets::TARGETS {
+    for (name, target) in tails_server_core::fuzz_targets::TARGETS {
         let dir = seeds.join(name);
         let mut inputs: Vec<PathBuf> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -23,5 +23,5 @@ fn every_kept_fuzz_input_is_handled() {
         }
         total += inputs.len();
     }
-    eprintln!("{total} kept inputs replayed through {} targets", tails_server::fuzz_targets::TARGETS.len());
+    eprintln!("{total} kept inputs replayed through {} targets", tails_server_core::fuzz_targets::TARGETS.len());
 }

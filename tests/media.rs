@@ -68,7 +68,7 @@ fn clients(env: &TestEnv) -> Vec<String> {
 
 #[test]
 fn a_full_then_read_only_medium_gives_clear_errors_and_loses_nothing() {
-    if tails_server::unix::euid() != 0 {
+    if tails_server_core::unix::euid() != 0 {
         eprintln!("skipped: mounting a small file system needs root");
         return;
     }

@@ -233,7 +233,7 @@ fn export_lets_go_of_the_store_while_the_passphrase_is_typed() {
 /// runs as us, and we trust only root (a user named explicitly) for the test.
 fn at_fake(env: &TestEnv, fake: &FakeControlPort, kind: &str, args: &[&str]) -> common::Run {
     let mut command = env.command();
-    if tails_server::unix::euid() != 0 {
+    if tails_server_core::unix::euid() != 0 {
         command.env("TAILS_SERVER_TOR_USER", "root");
     }
     match kind {
@@ -347,12 +347,13 @@ fn a_kept_key_is_given_to_tor_after_every_restart_and_taken_back_when_removed() 
     owner.run(&["add", "custom", "--name", "blog", "--local-port", "8080"]).ok();
     let line = owner.run(&["client", "show", "blog", "client-1"]).ok().stdout;
     let id = service_id(&owner.service("blog"));
-    let (_, secret) = tails_server::keys::ClientSecretKey::parse_auth_private_line(line.trim()).unwrap();
+    let (_, secret) = tails_server_core::keys::ClientSecretKey::parse_auth_private_line(line.trim()).unwrap();
     let expected = secret.to_base64().to_string();
     let from_owner = owner.root.path().join("from-owner.txt");
     std::fs::write(&from_owner, &line).unwrap();
-    let someone_elses = tails_server::keys::OnionSecretKey::generate().unwrap().address().service_id();
-    let their_key = format!("x25519:{}", tails_server::keys::ClientSecretKey::generate().unwrap().to_base64().as_str());
+    let someone_elses = tails_server_core::keys::OnionSecretKey::generate().unwrap().address().service_id();
+    let their_key =
+        format!("x25519:{}", tails_server_core::keys::ClientSecretKey::generate().unwrap().to_base64().as_str());
 
     let friend = TestEnv::new();
     let added = at(&friend, &tor.control(), &["key", "add", "owner", from_owner.to_str().unwrap()]).ok();
@@ -402,7 +403,7 @@ fn a_kept_key_is_given_to_tor_after_every_restart_and_taken_back_when_removed() 
 /// relay accepts late, so who serves the connection is read only once it has answered.
 #[test]
 fn a_control_port_relayed_by_another_user_receives_nothing_secret_even_though_safecookie_succeeds() {
-    if tails_server::unix::euid() != 0 {
+    if tails_server_core::unix::euid() != 0 {
         return; // the relay must run as another user
     }
     const RELAY_PY: &str = r#"

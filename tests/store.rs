@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::TestEnv;
-use tails_server::{AddRequest, Config, Manager};
+use tails_server_core::{AddRequest, Config, Manager};
 
 fn flip_bytes_in_sled_log(env: &TestEnv) {
     let path = env.state_dir().join("db/db");

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{service_id, store_state, LocalTor, TestEnv};
-use tails_server::tor::{CommandLine, ControlConfig, ControlTarget, TorControl};
+use tails_server_core::tor::{CommandLine, ControlConfig, ControlTarget, TorControl};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
@@ -56,7 +56,7 @@ fn every_authentication_method_works_and_bad_credentials_are_explained() {
     rt().block_on(async {
         let config = ControlConfig::new(ControlTarget::Tcp(tor.control()));
         let control = TorControl::connect(&config).await.unwrap();
-        assert_eq!(control.auth_method(), tails_server::tor::AuthMethod::SafeCookie);
+        assert_eq!(control.auth_method(), tails_server_core::tor::AuthMethod::SafeCookie);
         assert!(control.tor_version().starts_with("0."));
     });
 
@@ -100,7 +100,7 @@ fn every_authentication_method_works_and_bad_credentials_are_explained() {
     rt().block_on(async {
         let config = ControlConfig::new(ControlTarget::Tcp(open_tor.control()));
         let control = TorControl::connect(&config).await.unwrap();
-        assert_eq!(control.auth_method(), tails_server::tor::AuthMethod::Null);
+        assert_eq!(control.auth_method(), tails_server_core::tor::AuthMethod::Null);
     });
     ts(&env, &open_tor, &["enable", "gobby"]).ok();
     assert!(open_tor.detached().contains(&id));

@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
-use tails_server::keys::{ClientSecretKey, OnionSecretKey};
+use tails_server_core::keys::{ClientSecretKey, OnionSecretKey};
 
 #[test]
 fn tor_derives_our_address_and_loads_our_client_auth_files() {

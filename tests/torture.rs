@@ -142,7 +142,8 @@ fn two_store_backup(env: &TestEnv) -> TwoStoreBackup {
     let exported = source.root.path().join("exported");
     let (exported_arg, passphrase_arg) = (exported.to_str().unwrap(), passphrase.to_str().unwrap());
     source.run(&["export", "--output", exported_arg, "--passphrase-file", passphrase_arg]).ok();
-    let document = tails_server::backup::decrypt(&std::fs::read(&exported).unwrap(), "torture passphrase").unwrap();
+    let document =
+        tails_server_core::backup::decrypt(&std::fs::read(&exported).unwrap(), "torture passphrase").unwrap();
     let file = env.root.path().join("two-stores.age");
     std::fs::write(&file, common::age_encrypt(&document.to_json(), "torture passphrase")).unwrap();
     TwoStoreBackup { file, passphrase, services: state(&source) }

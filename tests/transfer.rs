@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{age_encrypt, store_state, TestEnv};
-use tails_server::keys::{ClientSecretKey, OnionSecretKey};
+use tails_server_core::keys::{ClientSecretKey, OnionSecretKey};
 
 const PASS: &str = "correct horse battery staple";
 
@@ -319,7 +319,7 @@ fn a_corpus_of_hostile_inputs_is_refused_and_changes_nothing() {
     export(&env, &good_backup);
     let good = fs::read(&good_backup).unwrap();
     let plain: serde_json::Value = {
-        let doc = tails_server::backup::decrypt(&good, PASS).unwrap();
+        let doc = tails_server_core::backup::decrypt(&good, PASS).unwrap();
         serde_json::from_slice(&doc.to_json()).unwrap()
     };
     let service = plain["services"].as_array().unwrap().iter().find(|s| s["name"] == "mumble").unwrap().clone();
@@ -790,7 +790,7 @@ fn small_order_client_keys_are_refused_from_tor_dirs_backups_and_onionshare() {
     let good_backup = env.root.path().join("good.age");
     export(&env, &good_backup);
     let plain: serde_json::Value = serde_json::from_slice(
-        &tails_server::backup::decrypt(&fs::read(&good_backup).unwrap(), PASS).unwrap().to_json(),
+        &tails_server_core::backup::decrypt(&fs::read(&good_backup).unwrap(), PASS).unwrap().to_json(),
     )
     .unwrap();
     let mumble = plain["services"].as_array().unwrap().iter().find(|s| s["name"] == "mumble").unwrap().clone();
@@ -1046,9 +1046,10 @@ fn kept_keys_travel_in_the_backup_under_the_same_rules() {
     // A version-1 backup (services only, no `keys`), as earlier versions wrote it.
     let owners = owner.root.path().join("services.age");
     export(&owner, &owners);
-    let mut document: serde_json::Value =
-        serde_json::from_slice(&tails_server::backup::decrypt(&fs::read(&owners).unwrap(), PASS).unwrap().to_json())
-            .unwrap();
+    let mut document: serde_json::Value = serde_json::from_slice(
+        &tails_server_core::backup::decrypt(&fs::read(&owners).unwrap(), PASS).unwrap().to_json(),
+    )
+    .unwrap();
     document["version"] = 1.into();
     document.as_object_mut().unwrap().remove("keys");
     let old = friend.root.path().join("old.age");

@@ -1,3 +1,3 @@
-//! See `tails_server::fuzz_targets::auth_lines` (shared with tests/fuzz_seeds.rs).
+//! See `tails_server_core::fuzz_targets::auth_lines` (shared with tests/fuzz_seeds.rs).
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| tails_server::fuzz_targets::auth_lines(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tails_server_core::fuzz_targets::auth_lines(data));

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use support::network::Network;
 use support::{socks_fetch, User};
-use tails_server::tor::{CommandLine, TorControl};
+use tails_server_core::tor::{CommandLine, TorControl};
 
 /// How long a friend keeps trying before the pair counts as failed.
 const LIMIT: Duration = Duration::from_secs(120);

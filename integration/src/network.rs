@@ -16,7 +16,7 @@ use testcontainers::core::{Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
-use tails_server::tor::{ControlConfig, ControlTarget, TorControl};
+use tails_server_core::tor::{ControlConfig, ControlTarget, TorControl};
 
 pub const LABEL: &str = "org.tails-server.test";
 const AUTHORITIES: u16 = 4;

@@ -27,7 +27,7 @@ use tokio::runtime::Runtime;
 use common::KillOnDrop;
 use support::network::Network;
 use support::{snapshot_files, wait_uploaded, wrong_key_line, Client, User};
-use tails_server::tor::{CommandLine, TorControl, TorEvent};
+use tails_server_core::tor::{CommandLine, TorControl, TorEvent};
 
 /// How long a client may take to get the expected answer. A fetch takes 1-3 s; under load,
 /// stale descriptors and NEWNYM's rate limit (once per 10 s) can stretch it to a minute.
@@ -303,7 +303,7 @@ fn e_a_removed_client_is_locked_out_and_others_stay_in(ctx: &Ctx) {
 /// Waits until the republished descriptor is uploaded as `enable --wait` defines it.
 async fn wait_event_uploaded(hs: &mut TorControl, id: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut round = tails_server::publish::UploadRound::default();
+    let mut round = tails_server_core::publish::UploadRound::default();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(!left.is_zero(), "the descriptor of {id} was not uploaded");

@@ -7,7 +7,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
-use tails_server::catalog::Catalog;
+use tails_server_core::catalog::Catalog;
 use tails_server_dbus::views::{KeyView, ServiceView, StatusView};
 use tails_server_dbus::{ServerProxy, ServiceError, BUS_NAME};
 
@@ -54,7 +54,7 @@ pub fn wanted(cli: &Cli) -> Result<Option<tokio::runtime::Runtime>> {
             | Command::Catalog
             | Command::Setup { .. }
     );
-    let root = tails_server::unix::euid() == 0;
+    let root = tails_server_core::unix::euid() == 0;
     if root || cli.state_dir.is_some() || !served {
         // Decided without asking the bus.
         return Ok(None);
@@ -66,7 +66,7 @@ pub fn wanted(cli: &Cli) -> Result<Option<tokio::runtime::Runtime>> {
         let dbus = zbus::fdo::DBusProxy::new(&connection).await.ok()?;
         dbus.name_has_owner(zbus::names::BusName::try_from(BUS_NAME).ok()?).await.ok()
     });
-    let installed = std::path::Path::new(tails_server::tails::SERVICE_BUS_POLICY).exists();
+    let installed = std::path::Path::new(tails_server_core::tails::SERVICE_BUS_POLICY).exists();
     match route(root, cli.state_dir.is_some(), served, installed, on_bus.unwrap_or(false)) {
         Route::Direct => Ok(None),
         Route::Service => Ok(Some(runtime)),
@@ -210,7 +210,7 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
             Command::GetOption { name, option } => {
                 #[derive(Deserialize)]
                 struct Got {
-                    value: tails_server::options::OptionValue,
+                    value: tails_server_core::options::OptionValue,
                 }
                 let got: Got = parse(&server.get_option(name.as_str(), option).await.map_err(failed)?)?;
                 out.option_value(name, option, &got.value)
@@ -233,8 +233,8 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 struct Change {
                     secret: bool,
                     changed: bool,
-                    value: tails_server::options::OptionValue,
-                    previous: tails_server::options::OptionValue,
+                    value: tails_server_core::options::OptionValue,
+                    previous: tails_server_core::options::OptionValue,
                 }
                 #[derive(Deserialize)]
                 struct SetAnswer {
@@ -247,7 +247,7 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 let change = answer.change;
                 // Secret values come back hidden: whether they changed is said apart.
                 let previous = match (change.secret, change.changed) {
-                    (true, true) => tails_server::options::OptionValue::String("(previous)".into()),
+                    (true, true) => tails_server_core::options::OptionValue::String("(previous)".into()),
                     (true, false) => change.value.clone(),
                     (false, _) => change.previous,
                 };
@@ -384,12 +384,12 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 }
                 let answer = server.import(bytes, &passphrase, rule, *dry_run).await.map_err(|e| match e {
                     ServiceError::Conflict(message) => {
-                        super::transfer::conflict_hint(tails_server::Error::ImportConflict(message))
+                        super::transfer::conflict_hint(tails_server_core::Error::ImportConflict(message))
                     }
                     other => failed(other),
                 })?;
                 let imported: Imported = parse(&answer)?;
-                let report = tails_server::ImportReport {
+                let report = tails_server_core::ImportReport {
                     added: imported.added,
                     replaced: imported.replaced,
                     skipped: imported.skipped,
@@ -426,7 +426,7 @@ async fn run_key(server: &ServerProxy<'_>, command: &KeyCommand, out: &Printer) 
             let views: Vec<KeyView> = parse(&server.keys().await.map_err(failed)?)?;
             match views.iter().find(|v| v.name == name.as_str()) {
                 Some(view) => keys::show(view, out),
-                None => Err(tails_server::Error::NoSuchKey(name.to_string()).into()),
+                None => Err(tails_server_core::Error::NoSuchKey(name.to_string()).into()),
             }
         }
         KeyCommand::Remove { name } => {
@@ -439,10 +439,10 @@ async fn run_key(server: &ServerProxy<'_>, command: &KeyCommand, out: &Printer) 
 
 /// Where the system service keeps a service's files.
 fn service_data_dir(view: &ServiceView) -> Result<std::path::PathBuf> {
-    let persistent = view.options.get(tails_server::options::PERSISTENCE).and_then(|v| v.as_bool()) != Some(false);
-    let name = tails_server::names::ServiceName::new(&view.name)
+    let persistent = view.options.get(tails_server_core::options::PERSISTENCE).and_then(|v| v.as_bool()) != Some(false);
+    let name = tails_server_core::names::ServiceName::new(&view.name)
         .with_context(|| format!("the tails-server service named a service {:?}", view.name))?;
-    Ok(tails_server::system::system_service_data_dir(&name, persistent))
+    Ok(tails_server_core::system::system_service_data_dir(&name, persistent))
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use zeroize::Zeroizing;
 
-use tails_server::keys::OnionAddress;
-use tails_server::names::KeyName;
+use tails_server_core::keys::OnionAddress;
+use tails_server_core::names::KeyName;
 use tails_server_dbus::views::{key_view, KeyView};
 
 use super::output::Printer;

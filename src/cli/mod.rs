@@ -12,8 +12,8 @@ pub use tor::{TorPending, Unreachable, EXIT_PENDING, EXIT_UNREACHABLE};
 /// What to do about an error, when the answer is a flag of this command line (the library
 /// states the fact; advice naming flags belongs here).
 pub fn advice(err: &anyhow::Error) -> Option<&'static str> {
-    err.chain().find_map(|cause| match cause.downcast_ref::<tails_server::Error>()? {
-        tails_server::Error::TorUntrusted { .. } => Some(
+    err.chain().find_map(|cause| match cause.downcast_ref::<tails_server_core::Error>()? {
+        tails_server_core::Error::TorUntrusted { .. } => Some(
             "if this really is your tor and it runs as another user (your own, for a tor you started \
              yourself), name that user with --tor-user USER (TAILS_SERVER_TOR_USER); vouch for a tor on \
              another computer with --trust-control-port",
@@ -29,10 +29,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
-use tails_server::keys::ClientPublicKey;
-use tails_server::names::{ClientName, ServiceName};
-use tails_server::store::{BusyHook, StoreOptions};
-use tails_server::{tails, AddRequest, Config, Manager};
+use tails_server_core::keys::ClientPublicKey;
+use tails_server_core::names::{ClientName, ServiceName};
+use tails_server_core::store::{BusyHook, StoreOptions};
+use tails_server_core::{tails, AddRequest, Config, Manager};
 
 use output::{Format, Printer};
 
@@ -237,7 +237,7 @@ enum Command {
     },
     /// One connection through tor's SocksPort for `status --probe`, run as nobody by the
     /// system service (reads `PROXY HOST PORT` on stdin, prints the SOCKS reply code)
-    #[command(hide = true, name = tails_server::system::SOCKS_PROBE_COMMAND)]
+    #[command(hide = true, name = tails_server_core::system::SOCKS_PROBE_COMMAND)]
     SocksProbe,
     /// On Tails, make tails-server come back at every login (root, once): a local apt
     /// repository on the Persistent Storage holding the package, and an entry in Additional
@@ -400,7 +400,7 @@ pub(crate) fn config(cli: &Cli) -> Result<Config> {
     })
 }
 
-fn publisher(cli: &Cli) -> Result<tails_server::reconcile::Publisher> {
+fn publisher(cli: &Cli) -> Result<tails_server_core::reconcile::Publisher> {
     tor::publisher(&cli.tor, config(cli)?)
 }
 
@@ -512,13 +512,13 @@ fn run_setup(
     root: Option<&Path>,
     out: &Printer,
 ) -> Result<()> {
-    use tails_server::tails::setup::{self, SetupPaths};
+    use tails_server_core::tails::setup::{self, SetupPaths};
     let paths = root.map(SetupPaths::under).unwrap_or_else(SetupPaths::tails);
     if undo {
         return out.setup_report(&setup::undo(&paths)?, true);
     }
     // The kinds are checked before anything changes.
-    let catalog = tails_server::catalog::Catalog::load(config(cli)?.catalog_dir.as_deref());
+    let catalog = tails_server_core::catalog::Catalog::load(config(cli)?.catalog_dir.as_deref());
     let mut programs = Vec::new();
     for kind in with {
         let definition = catalog.get(kind)?;
@@ -634,9 +634,9 @@ fn run_services(cli: &Cli, out: &Printer) -> Result<()> {
             out.option_changed(&view, option, spec.secret, &record.options[option], &previous)?;
             // autostart=false concerns the next login: a service enabled now stays up until
             // shutdown, tor restarts included.
-            let turned_off = record.options[option] == tails_server::options::OptionValue::Bool(false)
-                && previous == tails_server::options::OptionValue::Bool(true);
-            if record.enabled && option == tails_server::options::AUTOSTART && turned_off {
+            let turned_off = record.options[option] == tails_server_core::options::OptionValue::Bool(false)
+                && previous == tails_server_core::options::OptionValue::Bool(true);
+            if record.enabled && option == tails_server_core::options::AUTOSTART && turned_off {
                 tor::keep_for_session(&publisher(cli)?, name)?;
             }
             Ok(())
@@ -707,21 +707,21 @@ fn run_transfer(cli: &Cli, out: &Printer) -> Result<()> {
             tor::sync_after_change(&publisher(cli)?, tor::Affected::All)
         }
         Command::ImportTorDir { dir, target } => {
-            let imported = tails_server::interop::read_tor_dir(dir)?;
+            let imported = tails_server_core::interop::read_tor_dir(dir)?;
             let fallback = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             let request = import_request(target, fallback, None)?;
             let mut manager = open(cli)?;
             transfer::import_foreign(&mut manager, imported, request, out)
         }
         Command::ImportOnionshare { file, target } => {
-            let imported = tails_server::interop::read_onionshare(file)?;
+            let imported = tails_server_core::interop::read_onionshare(file)?;
             let request = import_request(target, "onionshare", Some(80))?;
             let mut manager = open(cli)?;
             transfer::import_foreign(&mut manager, imported, request, out)
         }
         Command::ExportTorDir { name, dir, force } => {
             let record = open(cli)?.get(name)?;
-            tails_server::interop::write_tor_dir(&record, dir, *force)?;
+            tails_server_core::interop::write_tor_dir(&record, dir, *force)?;
             out.message(&format!(
                 "Wrote {} as a HiddenServiceDir in {}: hs_ed25519_secret_key is SECRET (whoever has it can run {}).",
                 record.name,
@@ -751,7 +751,7 @@ fn run_client(cli: &Cli, command: &ClientCommand, out: &Printer) -> Result<()> {
                 let mut manager = open(cli)?;
                 let added = manager.add_client(name, client.clone(), *public_key)?;
                 let record = manager.get(name)?;
-                let steps = tails_server::catalog::how_to_connect(
+                let steps = tails_server_core::catalog::how_to_connect(
                     manager.kind_of(&record),
                     record.name.as_str(),
                     &record.address().to_string(),
@@ -790,8 +790,8 @@ fn run_client(cli: &Cli, command: &ClientCommand, out: &Printer) -> Result<()> {
 }
 
 fn show_credential(
-    record: &tails_server::model::ServiceRecord,
-    client: &tails_server::model::ClientRecord,
+    record: &tails_server_core::model::ServiceRecord,
+    client: &tails_server_core::model::ClientRecord,
     form: CredentialForm,
     output: Option<&std::path::Path>,
     force: bool,

@@ -7,11 +7,11 @@ use anyhow::Result;
 use clap::ValueEnum;
 use serde::Serialize;
 
-use tails_server::catalog::Catalog;
-use tails_server::model::{ClientRecord, ServiceRecord, MAX_CLIENTS};
-use tails_server::names::ServiceName;
-use tails_server::options::OptionValue;
-use tails_server::Manager;
+use tails_server_core::catalog::Catalog;
+use tails_server_core::model::{ClientRecord, ServiceRecord, MAX_CLIENTS};
+use tails_server_core::names::ServiceName;
+use tails_server_core::options::OptionValue;
+use tails_server_core::Manager;
 
 use super::CredentialForm;
 use tails_server_dbus::views::{client_view, service_view, ClientView, ServiceView};
@@ -89,7 +89,7 @@ impl Printer {
         Ok(())
     }
 
-    pub fn setup_report(&self, report: &tails_server::tails::setup::SetupReport, undo: bool) -> Result<()> {
+    pub fn setup_report(&self, report: &tails_server_core::tails::setup::SetupReport, undo: bool) -> Result<()> {
         #[derive(Serialize)]
         struct Step<'a> {
             what: &'a str,
@@ -194,8 +194,8 @@ impl Printer {
     pub fn info_view(
         &self,
         view: &ServiceView,
-        kind: Option<&tails_server::catalog::KindDefinition>,
-        specs: &std::collections::BTreeMap<String, tails_server::options::OptionSpec>,
+        kind: Option<&tails_server_core::catalog::KindDefinition>,
+        specs: &std::collections::BTreeMap<String, tails_server_core::options::OptionSpec>,
         data_dir: &std::path::Path,
         details: bool,
     ) -> Result<()> {
@@ -363,7 +363,7 @@ impl Printer {
         outcome
     }
 
-    pub fn restore_report(&self, report: &tails_server::reconcile::SyncReport) -> Result<()> {
+    pub fn restore_report(&self, report: &tails_server_core::reconcile::SyncReport) -> Result<()> {
         #[derive(Serialize)]
         #[serde(rename_all = "kebab-case")]
         struct Failed {
@@ -380,7 +380,7 @@ impl Printer {
             failed: Vec<Failed>,
             elapsed_ms: f64,
         }
-        use tails_server::reconcile::Action;
+        use tails_server_core::reconcile::Action;
         let view = View {
             published: report.names(Action::Published),
             republished: report.names(Action::Republished),
@@ -481,7 +481,7 @@ impl Printer {
     pub fn added_view(
         &self,
         service: ServiceView,
-        kind: Option<&tails_server::catalog::KindDefinition>,
+        kind: Option<&tails_server_core::catalog::KindDefinition>,
         data_dir: &std::path::Path,
         first_client: Option<SecretView<'_>>,
     ) -> Result<()> {
@@ -663,7 +663,7 @@ pub fn credential_value(
     form: CredentialForm,
 ) -> Result<(&'static str, zeroize::Zeroizing<String>)> {
     let secret = || {
-        client.secret_key.as_ref().ok_or_else(|| tails_server::Error::NoPrivateKey {
+        client.secret_key.as_ref().ok_or_else(|| tails_server_core::Error::NoPrivateKey {
             service: record.name.to_string(),
             client: client.name.to_string(),
         })
@@ -712,8 +712,8 @@ fn wrap(text: &str, indent: &str) -> String {
 }
 
 /// How a client reaches a service of this kind (the catalog's words).
-pub fn steps(kind: Option<&tails_server::catalog::KindDefinition>, service: &ServiceView, client: &str) -> String {
-    tails_server::catalog::how_to_connect(kind, &service.name, &service.address, service.remote_port, client)
+pub fn steps(kind: Option<&tails_server_core::catalog::KindDefinition>, service: &ServiceView, client: &str) -> String {
+    tails_server_core::catalog::how_to_connect(kind, &service.name, &service.address, service.remote_port, client)
 }
 
 pub fn warn_no_client_auth(name: &ServiceName) {

@@ -7,8 +7,8 @@ use std::io::{BufRead, IsTerminal, Read};
 use anyhow::{anyhow, bail, Context, Result};
 use zeroize::Zeroizing;
 
-use tails_server::names::ServiceName;
-use tails_server::Manager;
+use tails_server_core::names::ServiceName;
+use tails_server_core::Manager;
 
 /// Longest line taken from standard input: any option's longest text (1024 characters of
 /// up to 4 bytes) and a line end. The buffer never grows, so no copy is left behind.

@@ -9,13 +9,13 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use zeroize::Zeroizing;
 
-use tails_server::daemon::{self, DaemonOptions};
-use tails_server::model::ServiceRecord;
-use tails_server::names::{KeyName, ServiceName};
-use tails_server::publish;
-use tails_server::reconcile::{Action, DaemonControl, KeyAction, Ledger, Pending, Publisher, SyncReport};
-use tails_server::tor::{ControlConfig, ControlTarget, TorControl};
-use tails_server::{Config, Error, ErrorKind};
+use tails_server_core::daemon::{self, DaemonOptions};
+use tails_server_core::model::ServiceRecord;
+use tails_server_core::names::{KeyName, ServiceName};
+use tails_server_core::publish;
+use tails_server_core::reconcile::{Action, DaemonControl, KeyAction, Ledger, Pending, Publisher, SyncReport};
+use tails_server_core::tor::{ControlConfig, ControlTarget, TorControl};
+use tails_server_core::{Config, Error, ErrorKind};
 
 use super::output::{rfc3339, Printer, TorState};
 
@@ -190,7 +190,7 @@ fn tell(report: &SyncReport, affected: Affected<'_>) -> bool {
 }
 
 /// Tells what was done to the services' programs; returns whether `affected`'s failed.
-fn tell_daemons(report: &tails_server::system::DaemonReport, affected: Affected<'_>) -> bool {
+fn tell_daemons(report: &tails_server_core::system::DaemonReport, affected: Affected<'_>) -> bool {
     for name in &report.started {
         eprintln!("{name}: its program is running.");
     }
@@ -380,7 +380,7 @@ fn view_now(publisher: &Publisher, name: &ServiceName, out: &Printer) -> Option<
     if !out.is_structured() {
         return None;
     }
-    let manager = tails_server::Manager::open(publisher.config.clone()).ok()?;
+    let manager = tails_server_core::Manager::open(publisher.config.clone()).ok()?;
     Some(tails_server_dbus::views::service_view(&manager, &manager.get(name).ok()?))
 }
 

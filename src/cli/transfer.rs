@@ -8,11 +8,11 @@ use clap::ValueEnum;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use tails_server::backup::{self, BackupDocument};
-use tails_server::interop;
-use tails_server::names::ServiceName;
-use tails_server::secret_file::{self, Replace};
-use tails_server::{AddRequest, ImportReport, Manager, OnConflict};
+use tails_server_core::backup::{self, BackupDocument};
+use tails_server_core::interop;
+use tails_server_core::names::ServiceName;
+use tails_server_core::secret_file::{self, Replace};
+use tails_server_core::{AddRequest, ImportReport, Manager, OnConflict};
 
 use super::output::Printer;
 
@@ -90,9 +90,9 @@ pub fn passphrase(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<String
 }
 
 /// `import`'s conflicts, with the flag that resolves them (other importers have no such flag).
-pub fn conflict_hint(e: tails_server::Error) -> anyhow::Error {
+pub fn conflict_hint(e: tails_server_core::Error) -> anyhow::Error {
     match e {
-        tails_server::Error::ImportConflict(_) => anyhow::anyhow!("{e} (choose --on-conflict skip or replace)"),
+        tails_server_core::Error::ImportConflict(_) => anyhow::anyhow!("{e} (choose --on-conflict skip or replace)"),
         other => other.into(),
     }
 }
@@ -116,9 +116,9 @@ fn replace_mode(force: bool) -> Replace {
     }
 }
 
-fn refusal(path: &Path, e: tails_server::Error) -> anyhow::Error {
+fn refusal(path: &Path, e: tails_server_core::Error) -> anyhow::Error {
     match &e {
-        tails_server::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+        tails_server_core::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
             anyhow::anyhow!("{} already exists; use --force to overwrite it", path.display())
         }
         _ => e.into(),
@@ -214,7 +214,7 @@ pub fn print_import(report: &ImportReport, dry_run: bool, held_back: &[String], 
 /// back unless the person confirms it (`--accept-lower-protection`, or "yes" at the prompt).
 /// Returns what was held back.
 pub fn confirm_lowered_protection(
-    document: &mut tails_server::backup::BackupDocument,
+    document: &mut tails_server_core::backup::BackupDocument,
     accepted: bool,
     dry_run: bool,
 ) -> Result<Vec<String>> {

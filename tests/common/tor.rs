@@ -118,8 +118,8 @@ impl LocalTor {
         path
     }
 
-    pub fn config(&self) -> tails_server::tor::ControlConfig {
-        tails_server::tor::ControlConfig::new(tails_server::tor::ControlTarget::Tcp(self.control()))
+    pub fn config(&self) -> tails_server_core::tor::ControlConfig {
+        tails_server_core::tor::ControlConfig::new(tails_server_core::tor::ControlTarget::Tcp(self.control()))
     }
 
     /// `GETINFO onions/detached`, through the library's own control layer.
@@ -131,7 +131,7 @@ impl LocalTor {
     pub fn try_detached(&self) -> Option<std::collections::HashSet<String>> {
         let config = self.config();
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-            let mut tor = tails_server::tor::TorControl::connect(&config).await.ok()?;
+            let mut tor = tails_server_core::tor::TorControl::connect(&config).await.ok()?;
             tor.detached_onions().await.ok()
         })
     }
@@ -160,8 +160,8 @@ impl LocalTor {
     pub fn control_command(&self, keyword: &'static str, args: &[&str]) -> Option<Vec<String>> {
         let config = self.config();
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-            let mut tor = tails_server::tor::TorControl::connect(&config).await.ok()?;
-            let mut command = tails_server::tor::CommandLine::new(keyword);
+            let mut tor = tails_server_core::tor::TorControl::connect(&config).await.ok()?;
+            let mut command = tails_server_core::tor::CommandLine::new(keyword);
             for arg in args {
                 command = command.arg("argument", arg).unwrap();
             }
@@ -181,9 +181,9 @@ impl Drop for LocalTor {
 /// The stored onion key blob of a service, read through the library (the CLI never prints
 /// it): what a test needs to make another controller hold the same address.
 pub fn onion_key_blob(state_dir: &Path, runtime_dir: &Path, name: &str) -> String {
-    let mut config = tails_server::Config::new(state_dir.to_owned());
+    let mut config = tails_server_core::Config::new(state_dir.to_owned());
     config.runtime_dir = Some(runtime_dir.to_owned());
-    let manager = tails_server::Manager::open(config).unwrap();
+    let manager = tails_server_core::Manager::open(config).unwrap();
     manager.get(&name.parse().unwrap()).unwrap().key.to_control_blob().to_string()
 }
 

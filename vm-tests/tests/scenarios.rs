@@ -429,7 +429,7 @@ fn whole_job(
             .map_err(Error::io("a key for the friend's tor"))?;
     }
     rt.block_on(async {
-        let mut tor = tails_server::tor::TorControl::connect(&net.client_control_config(0)).await?;
+        let mut tor = tails_server_core::tor::TorControl::connect(&net.client_control_config(0)).await?;
         tor.signal("RELOAD").await
     })
     .map_err(|e| Error::Protocol(format!("the friend's tor did not reload its keys: {e}")))?;

@@ -11,7 +11,7 @@ pub mod views;
 
 use std::collections::HashMap;
 
-pub use tails_server::ErrorKind;
+pub use tails_server_core::ErrorKind;
 
 /// The well-known name the service owns on the system bus.
 pub const BUS_NAME: &str = "org.boum.tails.Server";
@@ -123,8 +123,8 @@ impl ServiceError {
     }
 }
 
-impl From<tails_server::Error> for ServiceError {
-    fn from(e: tails_server::Error) -> Self {
+impl From<tails_server_core::Error> for ServiceError {
+    fn from(e: tails_server_core::Error) -> Self {
         ServiceError::new(e.kind(), e.to_string())
     }
 }

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use tails_server::model::{ClientRecord, ReceivedKey, ServiceRecord};
-use tails_server::options::OptionValue;
-use tails_server::{tails, Manager};
+use tails_server_core::model::{ClientRecord, ReceivedKey, ServiceRecord};
+use tails_server_core::options::OptionValue;
+use tails_server_core::{tails, Manager};
 
 pub const HIDDEN: &str = "(hidden)";
 
@@ -74,8 +74,8 @@ pub struct TorState {
     pub bootstrap: Option<u8>,
 }
 
-impl From<tails_server::reconcile::TorView> for TorState {
-    fn from(view: tails_server::reconcile::TorView) -> Self {
+impl From<tails_server_core::reconcile::TorView> for TorState {
+    fn from(view: tails_server_core::reconcile::TorView) -> Self {
         TorState {
             registered: view.registered,
             uploaded: view.uploaded,

@@ -11,8 +11,8 @@ mod server;
 
 use std::future::Future;
 
-use tails_server::daemon::{self, DaemonOptions};
-use tails_server::reconcile::Publisher;
+use tails_server_core::daemon::{self, DaemonOptions};
+use tails_server_core::reconcile::Publisher;
 use tails_server_dbus::{BUS_NAME, OBJECT_PATH};
 
 pub use authority::Authority;
@@ -100,7 +100,7 @@ pub async fn run(mut options: ServiceOptions, shutdown: impl Future<Output = ()>
         let _ = loop_task.await;
         // Flushed and closed once the volume is locked (or the service stops); a request
         // already running lets go itself when it ends (`Server::with_manager`).
-        let _ = tokio::task::spawn_blocking(tails_server::store::let_go_of_held_databases).await;
+        let _ = tokio::task::spawn_blocking(tails_server_core::store::let_go_of_held_databases).await;
         if done {
             return Ok(());
         }

@@ -11,11 +11,11 @@ use tokio::sync::watch;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
-use tails_server::daemon::{log, Level};
-use tails_server::keys::{ClientPublicKey, OnionAddress};
-use tails_server::names::{ClientName, KeyName, ServiceName};
-use tails_server::reconcile::{Action, Pending, Publisher};
-use tails_server::{backup, AddRequest, Error, Manager, OnConflict};
+use tails_server_core::daemon::{log, Level};
+use tails_server_core::keys::{ClientPublicKey, OnionAddress};
+use tails_server_core::names::{ClientName, KeyName, ServiceName};
+use tails_server_core::reconcile::{Action, Pending, Publisher};
+use tails_server_core::{backup, AddRequest, Error, Manager, OnConflict};
 use tails_server_dbus::views::{self, KeyView, ServiceView, StatusView, TorState};
 use tails_server_dbus::{actions, ServiceError, API_VERSION};
 
@@ -85,7 +85,7 @@ impl Server {
     /// Runs `work` on the stores in a blocking thread, once the Persistent Storage is there.
     async fn with_manager<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Manager) -> tails_server::Result<T> + Send + 'static,
+        work: impl FnOnce(&mut Manager) -> tails_server_core::Result<T> + Send + 'static,
     ) -> Result<T, ServiceError> {
         if !*self.unlocked.borrow() {
             return Err(Error::PersistentStorageLocked.into());
@@ -107,7 +107,7 @@ impl Server {
             // The volume went away during this request: nothing of it stays open (the
             // service let go of sled when it saw the volume locked, maybe before this).
             if !*unlocked.borrow() {
-                tails_server::store::let_go_of_held_databases();
+                tails_server_core::store::let_go_of_held_databases();
             }
             result
         })
@@ -398,8 +398,8 @@ impl Server {
                 let (record, previous) = m.set_option(&name, &option, &value)?;
                 let (spec, new) = m.get_option(&name, &option)?;
                 // A secret's values are never sent back, only whether they changed or are empty.
-                let shown = |v: &tails_server::options::OptionValue| match (spec.secret, v) {
-                    (true, tails_server::options::OptionValue::String(s)) if s.is_empty() => serde_json::json!(""),
+                let shown = |v: &tails_server_core::options::OptionValue| match (spec.secret, v) {
+                    (true, tails_server_core::options::OptionValue::String(s)) if s.is_empty() => serde_json::json!(""),
                     (true, _) => serde_json::json!(views::HIDDEN),
                     (false, v) => serde_json::json!(v),
                 };
@@ -705,7 +705,7 @@ impl Server {
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<(), ServiceError> {
         self.authorize(connection, &header, actions::CHANGE).await?;
-        tokio::task::spawn_blocking(tails_server::store::let_go_of_held_databases)
+        tokio::task::spawn_blocking(tails_server_core::store::let_go_of_held_databases)
             .await
             .map_err(|e| ServiceError::Failed(format!("internal error: {e}")))
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use tails_server::tor::{CommandLine, TorControl};
+use tails_server_core::tor::{CommandLine, TorControl};
 
 use network::Network;
 
@@ -191,7 +191,7 @@ pub async fn socks_fetch(socks: std::net::SocketAddr, host: &str, port: u16) -> 
 
 /// A throw-away `.auth_private` line for `address` with a key nobody authorized.
 pub fn wrong_key_line(address: &str) -> String {
-    let key = tails_server::keys::ClientSecretKey::generate().unwrap();
+    let key = tails_server_core::keys::ClientSecretKey::generate().unwrap();
     let id = address.trim_end_matches(".onion");
     format!("{id}:descriptor:x25519:{}", key.to_base32().as_str())
 }

@@ -21,6 +21,10 @@ const BUILTIN: &[(&str, &str)] = &[
 /// Refuse to read a drop-in definition larger than this: they are a few hundred bytes.
 const MAX_DEFINITION_SIZE: u64 = 64 * 1024;
 
+/// The built-in daemons a kind can name (`daemon = "…"` in its definition); `system` knows
+/// how to run each.
+pub const BUILTIN_DAEMONS: &[&str] = &["mumble", "web", "gobby", "sftp"];
+
 /// One kind of service, with the blueprint's attributes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -33,7 +37,7 @@ pub struct KindDefinition {
     #[serde(default)]
     pub packages: Vec<String>,
     /// The built-in daemon tails-server runs for services of this kind (see
-    /// [`crate::system::BUILTIN_DAEMONS`]), configured from their options. None: the user
+    /// [`BUILTIN_DAEMONS`]), configured from their options. None: the user
     /// runs the program listening on the local port.
     #[serde(default)]
     pub daemon: Option<String>,
@@ -104,10 +108,10 @@ impl KindDefinition {
             }
         }
         if let Some(daemon) = &def.daemon {
-            if !crate::system::BUILTIN_DAEMONS.contains(&daemon.as_str()) {
+            if !BUILTIN_DAEMONS.contains(&daemon.as_str()) {
                 return Err(fail(format!(
                     "field `daemon`: {daemon:?} is not one tails-server runs ({})",
-                    crate::system::BUILTIN_DAEMONS.join(", ")
+                    BUILTIN_DAEMONS.join(", ")
                 )));
             }
         }

@@ -18,7 +18,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::catalog::KindDefinition;
+use crate::catalog::{KindDefinition, BUILTIN_DAEMONS};
 use crate::error::{Error, Result};
 use crate::model::ServiceRecord;
 use crate::names::ServiceName;
@@ -31,9 +31,6 @@ use systemd::{Systemd, TransientService};
 
 /// How long a started daemon may take to accept connections on its port.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The built-in daemons a kind can name (`daemon = "…"` in its definition).
-pub const BUILTIN_DAEMONS: &[&str] = &["mumble", "web", "gobby", "sftp"];
 
 /// Files of a daemon's data directory that are key material: destroyed with the service
 /// (the rest of the folder holds the user's files and stays).

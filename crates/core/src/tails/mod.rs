@@ -76,19 +76,32 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Where services with `persistence=false` live: the per-user runtime directory, a tmpfs
-/// that is gone at shutdown (and everything in Tails is gone at shutdown anyway).
+/// Where services with `persistence=false` live: a tmpfs that is gone at shutdown (and
+/// everything in Tails is gone at shutdown anyway). For root, the system service's own
+/// folder, so that a root command and the service see the same amnesic services; for
+/// anyone else, their runtime directory.
 pub fn default_runtime_dir() -> Result<PathBuf> {
-    for var in ["TAILS_SERVER_RUNTIME_DIR", "XDG_RUNTIME_DIR"] {
-        if let Some(dir) = std::env::var_os(var).filter(|v| !v.is_empty()) {
-            let dir = PathBuf::from(dir);
-            return Ok(if var == "XDG_RUNTIME_DIR" { dir.join(APP_DIR) } else { dir });
-        }
-    }
     let uid = crate::unix::euid();
-    let run_user = PathBuf::from(format!("/run/user/{uid}"));
-    if run_user.is_dir() {
-        Ok(run_user.join(APP_DIR))
+    runtime_dir_for(uid, |var| std::env::var_os(var), Path::new(&format!("/run/user/{uid}")).is_dir())
+}
+
+fn runtime_dir_for(
+    uid: u32,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+    run_user_exists: bool,
+) -> Result<PathBuf> {
+    let set = |var: &str| env(var).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = set("TAILS_SERVER_RUNTIME_DIR") {
+        return Ok(dir);
+    }
+    if uid == 0 {
+        return Ok(PathBuf::from(SERVICE_RUNTIME_DIR));
+    }
+    if let Some(dir) = set("XDG_RUNTIME_DIR") {
+        return Ok(dir.join(APP_DIR));
+    }
+    if run_user_exists {
+        Ok(PathBuf::from(format!("/run/user/{uid}")).join(APP_DIR))
     } else {
         Err(Error::NoRuntimeDir { uid })
     }
@@ -149,6 +162,28 @@ impl InstalledPackages {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn root_s_amnesic_services_live_where_the_system_service_keeps_them() {
+        use std::ffi::OsString;
+        let none = |_: &str| None;
+        let session = |var: &str| (var == "XDG_RUNTIME_DIR").then(|| OsString::from("/run/user/1000"));
+        // root in a container or on a plain Debian: no variable, no /run/user/0.
+        assert_eq!(super::runtime_dir_for(0, none, false).unwrap(), std::path::Path::new("/run/tails-server"));
+        assert_eq!(super::runtime_dir_for(0, session, true).unwrap(), std::path::Path::new("/run/tails-server"));
+        assert_eq!(
+            super::runtime_dir_for(1000, session, true).unwrap(),
+            std::path::Path::new("/run/user/1000/tails-server")
+        );
+        assert_eq!(
+            super::runtime_dir_for(1000, none, true).unwrap(),
+            std::path::Path::new("/run/user/1000/tails-server")
+        );
+        let error = super::runtime_dir_for(1000, none, false).unwrap_err();
+        assert!(error.to_string().contains("TAILS_SERVER_RUNTIME_DIR"), "{error}");
+        let explicit = |var: &str| (var == "TAILS_SERVER_RUNTIME_DIR").then(|| OsString::from("/tmp/x"));
+        assert_eq!(super::runtime_dir_for(0, explicit, false).unwrap(), std::path::Path::new("/tmp/x"));
+    }
+
     #[test]
     fn the_persistent_storage_is_there_only_when_mounted() {
         let mounted = "36 25 0:32 / / rw,relatime - overlay overlay rw\n\
