@@ -33,7 +33,7 @@ fn command(state: &Path, program: &str) -> Command {
 
 /// Wall and CPU (user + system) time of one cold command.
 #[allow(clippy::zombie_processes)] // reaped by wait4, which also gives its rusage
-fn run(state: &Path, args: &[&str]) -> (Duration, Duration) {
+fn run(state: &Path, args: &[impl AsRef<std::ffi::OsStr>]) -> (Duration, Duration) {
     let start = Instant::now();
     let child = command(state, BIN).args(args).spawn().expect("spawn tails-server");
     let mut status = 0;
@@ -42,7 +42,7 @@ fn run(state: &Path, args: &[&str]) -> (Duration, Duration) {
     // SAFETY: waiting for our own child with valid pointers.
     let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
     let wall = start.elapsed();
-    assert!(pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{args:?} failed");
+    assert!(pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "a command failed");
     (wall, cpu(&usage))
 }
 
@@ -64,7 +64,7 @@ fn process_cpu(pid: u32) -> Duration {
 }
 
 /// Bytes written under `state` by one command, counted with strace (None without it).
-fn bytes_written(state: &Path, args: &[&str]) -> Option<u64> {
+fn bytes_written(state: &Path, args: &[String]) -> Option<u64> {
     let trace = state.with_extension("trace");
     let status = command(state, "strace")
         .args(["-f", "-qq", "-y", "-o"])
@@ -76,13 +76,16 @@ fn bytes_written(state: &Path, args: &[&str]) -> Option<u64> {
     assert!(status.success(), "{args:?} under strace failed");
     let text = std::fs::read_to_string(&trace).ok()?;
     let _ = std::fs::remove_file(&trace);
+    Some(tally(&text, state))
+}
+
+/// Bytes written to files under `state`, from strace's output with `-y` paths.
+fn tally(text: &str, state: &Path) -> u64 {
     let prefix = format!("<{}/", state.display());
-    Some(
-        text.lines()
-            .filter(|line| line.split_whitespace().nth(1).is_some_and(|call| call.contains(&prefix)))
-            .filter_map(|line| line.rsplit_once(" = ").and_then(|(_, r)| r.trim().parse::<u64>().ok()))
-            .sum(),
-    )
+    text.lines()
+        .filter(|line| line.split_whitespace().nth(1).is_some_and(|call| call.contains(&prefix)))
+        .filter_map(|line| line.rsplit_once(" = ").and_then(|(_, r)| r.trim().parse::<u64>().ok()))
+        .sum()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -123,31 +126,51 @@ fn make_store(dir: &Path, services: u16, clients: usize) {
 struct Figures {
     list: Duration,
     change_cpu: Duration,
-    change_bytes: Option<u64>,
-    service: Option<(Duration, Duration, Duration)>,
+    change_bytes: Option<(u64, u64)>,
+    service: Option<(Duration, Duration, Duration, u64)>,
     size: u64,
 }
 
-fn on_its_own(state: &Path, services: u16, runs: usize) -> (Duration, Duration) {
+fn on_its_own(state: &Path, services: u16, runs: usize, toggle: &mut Toggle) -> (Duration, Duration) {
     let lists: Vec<Duration> = (0..runs).map(|_| run(state, &["list"]).0).collect();
-    let changes: Vec<Duration> = (0..runs)
-        .map(|i| {
-            let value = if i % 2 == 0 { "false" } else { "true" };
-            run(state, &["set-option", &format!("svc{}", i as u16 % services), "autostart", value]).1
-        })
-        .collect();
+    let changes: Vec<Duration> = (0..runs).map(|i| run(state, &toggle.next(i as u16 % services)).1).collect();
     (median(lists), median(changes))
+}
+
+/// Changes that change something: each flips a service's autostart.
+struct Toggle(Vec<bool>);
+
+impl Toggle {
+    fn new(services: u16) -> Self {
+        Toggle(vec![true; services as usize])
+    }
+
+    fn next(&mut self, service: u16) -> [String; 4] {
+        let value = &mut self.0[service as usize];
+        *value = !*value;
+        ["set-option".into(), format!("svc{service}"), "autostart".into(), value.to_string()]
+    }
 }
 
 /// `list` and a change through the system service: the caller's wall time for each, and
 /// the service's CPU per change.
-fn through_the_service(state: &Path, services: u16, runs: usize) -> Option<(Duration, Duration, Duration)> {
+fn through_the_service(
+    state: &Path,
+    services: u16,
+    runs: usize,
+    toggle: &mut Toggle,
+) -> Option<(Duration, Duration, Duration, u64)> {
     if tails_server_core::unix::euid() != 0 {
         return None;
     }
     let bus = common::Bus::start();
+    // Traced: the bytes each change writes (the service keeps sled open between changes).
+    let trace = state.with_extension("service-trace");
     let service = common::KillOnDrop(
-        command(state, BIN)
+        command(state, "strace")
+            .args(["-f", "-qq", "-y", "-o"])
+            .arg(&trace)
+            .args(["-e", "trace=write,pwrite64,writev,pwritev,pwritev2", BIN])
             .args(["service", "--bus", &bus.address, "--authorization", "uids:0,65534"])
             .args(["--persistent-storage", "none"])
             .env("TAILS_SERVER_CONTROL_SOCKET", state.with_extension("no-tor"))
@@ -160,35 +183,60 @@ fn through_the_service(state: &Path, services: u16, runs: usize) -> Option<(Dura
         assert!(Instant::now() < deadline, "the service never answered");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (mut lists, mut changes, mut cpus) = (Vec::new(), Vec::new(), Vec::new());
+    let traced = || tally(&std::fs::read_to_string(&trace).unwrap_or_default(), state);
+    let service_pid = service_pid(service.0.id());
+    let (mut lists, mut changes, mut cpus, mut written) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
         let start = Instant::now();
         assert_eq!(as_nobody(&["list"]).code, 0);
         lists.push(start.elapsed());
-        let value = if i % 2 == 0 { "false" } else { "true" };
-        let before = process_cpu(service.0.id());
+        let change = toggle.next(i as u16 % services);
+        let (before, bytes_before) = (process_cpu(service_pid), traced());
         let start = Instant::now();
-        let out = as_nobody(&["set-option", &format!("svc{}", i as u16 % services), "autostart", value]);
+        let out = as_nobody(&change.each_ref().map(String::as_str));
         changes.push(start.elapsed());
-        cpus.push(process_cpu(service.0.id()).saturating_sub(before));
+        cpus.push(process_cpu(service_pid).saturating_sub(before));
+        written.push(traced() - bytes_before);
         assert!(out.code == 0 || out.code == 3, "through the service: {}", out.stderr);
     }
-    Some((median(lists), median(changes), median(cpus)))
+    drop(service);
+    let _ = std::fs::remove_file(&trace);
+    written.sort();
+    Some((median(lists), median(changes), median(cpus), written[written.len() / 2]))
+}
+
+/// The service's process: strace's child.
+fn service_pid(strace: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children")).unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "strace started no service");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: a quick smoke run.
     let quick = !std::env::args().any(|a| a == "--bench");
     let runs = if quick { 2 } else { 21 };
-    let root = tempfile::tempdir().unwrap();
+    // TAILS_SERVER_BENCH_DIR keeps the stores there, to look at afterwards.
+    let temp = tempfile::tempdir().unwrap();
+    let root = std::env::var_os("TAILS_SERVER_BENCH_DIR").map_or_else(|| temp.path().to_owned(), PathBuf::from);
     let mut rows = Vec::new();
     for (services, clients) in [(1u16, 1usize), (20, 1), (20, 32)] {
-        let state: PathBuf = root.path().join(format!("s{services}x{clients}"));
+        let state: PathBuf = root.join(format!("s{services}x{clients}"));
         make_store(&state, services, clients);
-        let (list, change_cpu) = on_its_own(&state, services, runs);
-        let change_bytes = bytes_written(&state, &["set-option", "svc0", "autostart", "false"])
-            .and_then(|_| bytes_written(&state, &["set-option", "svc0", "autostart", "true"]));
-        let service = through_the_service(&state, services, runs);
+        let mut toggle = Toggle::new(services);
+        let (list, change_cpu) = on_its_own(&state, services, runs, &mut toggle);
+        // sled rewrites a page whole every tenth change to it: the median and the largest.
+        let mut written: Vec<u64> =
+            (0..if quick { 1 } else { 20 }).filter_map(|i| bytes_written(&state, &toggle.next(i % services))).collect();
+        written.sort();
+        let change_bytes = (!written.is_empty()).then(|| (written[written.len() / 2], written[written.len() - 1]));
+        let service = through_the_service(&state, services, runs, &mut toggle);
         rows.push((
             (services, clients),
             Figures { list, change_cpu, change_bytes, service, size: size_on_disk(&state) },
@@ -198,14 +246,24 @@ fn main() {
         println!("scale bench harness smoke run (run `cargo bench --bench scale` for figures)");
         return;
     }
-    println!("store        list      change CPU  change writes | service: list  change  service CPU | on disk");
+    println!(
+        "store        list      change CPU     change writes   | service: list  change  service CPU  writes | on disk"
+    );
     for ((services, clients), f) in &rows {
-        let bytes = f.change_bytes.map_or("(no strace)".to_owned(), |b| format!("{:.1} KiB", b as f64 / 1024.0));
-        let service = f.service.map_or("(needs root)".to_owned(), |(list, change, cpu)| {
-            format!("{:>7.1} ms {:>6.1} ms {:>7.1} ms", ms(list), ms(change), ms(cpu))
+        let bytes = f.change_bytes.map_or("(no strace)".to_owned(), |(median, max)| {
+            format!("{:.1} (max {:.0}) KiB", median as f64 / 1024.0, max as f64 / 1024.0)
+        });
+        let service = f.service.map_or("(needs root)".to_owned(), |(list, change, cpu, bytes)| {
+            format!(
+                "{:>7.1} ms {:>6.1} ms {:>7.1} ms {:>7.1} KiB",
+                ms(list),
+                ms(change),
+                ms(cpu),
+                bytes as f64 / 1024.0
+            )
         });
         println!(
-            "{services:>2} x {clients:<2}  {:>6.2} ms  {:>7.2} ms  {bytes:>12} | {service} | {:.0} KiB",
+            "{services:>2} x {clients:<2}  {:>6.2} ms  {:>7.2} ms  {bytes:>20} | {service} | {:.0} KiB",
             ms(f.list),
             ms(f.change_cpu),
             f.size as f64 / 1024.0

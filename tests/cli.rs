@@ -563,10 +563,15 @@ fn copies_of(secret: &[u8], dirs: &[std::path::PathBuf]) -> Vec<String> {
 
 /// The 64-byte onion key of `service`, read from the newest snapshot of the store in `dir`.
 fn stored_onion_key(dir: &std::path::Path, service: &str) -> Vec<u8> {
-    let newest = common::dir_contents(&dir.join("snapshots")).into_iter().next_back().expect("a snapshot").1;
+    let files = common::dir_contents(&dir.join("snapshots"));
+    let newest = files.iter().rfind(|(path, _)| path.extension() == Some("snapshot".as_ref()));
+    let newest = newest.expect("a snapshot").1;
     let body = &newest[newest.iter().position(|&b| b == b'\n').unwrap() + 1..];
-    let records: serde_json::Value = serde_json::from_slice(body).unwrap();
-    let record = records["services"].as_array().unwrap().iter().find(|r| r["name"] == service).expect("stored there");
+    // The snapshot names each record's file: ["name", "sha256 of the file"].
+    let manifest: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let entry = manifest["services"].as_array().unwrap().iter().find(|r| r[0] == service).expect("stored there");
+    let file = std::path::PathBuf::from(format!("{}.record", entry[1].as_str().unwrap()));
+    let record: serde_json::Value = serde_json::from_slice(&files[&file]).unwrap();
     let blob = record["key"].as_str().unwrap().strip_prefix("ED25519-V3:").unwrap();
     let key = data_encoding::BASE64.decode(blob.as_bytes()).unwrap();
     assert_eq!(key.len(), 64);

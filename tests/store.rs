@@ -132,14 +132,97 @@ fn damage_without_any_snapshot_is_reported_and_nothing_is_deleted() {
     assert_eq!(fs::read_dir(env.state_dir().join("snapshots")).unwrap().count(), 0, "no empty store was made");
 }
 
+/// The record file that the newest snapshot names for `service`.
+fn newest_record_file(env: &TestEnv, service: &str) -> PathBuf {
+    let newest = snapshots(env).pop().expect("a snapshot");
+    let text = fs::read_to_string(&newest).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(text.split_once('\n').unwrap().1).unwrap();
+    let entry = manifest["services"].as_array().unwrap().iter().find(|e| e[0] == service).unwrap().clone();
+    env.state_dir().join("snapshots").join(format!("{}.record", entry[1].as_str().unwrap()))
+}
+
+#[test]
+fn a_damaged_record_file_is_not_believed_and_is_written_again() {
+    let env = populated();
+    let before = env.listing();
+    let record = newest_record_file(&env, "custom");
+    fs::write(&record, b"{\"name\":\"custom\",\"damaged\":true}").unwrap();
+    // Reads do not take the damaged record: the database answers, and says nothing is wrong.
+    assert_eq!(env.listing(), before);
+    // A change to another service keeps custom's record as it was, in a file made whole again.
+    env.run(&["set-option", "mumble", "autostart", "false"]).ok();
+    assert_eq!(newest_record_file(&env, "custom"), record);
+    let out = env.run(&["--format", "json", "list"]).ok();
+    assert_eq!(
+        out.json().as_array().unwrap().iter().find(|s| s["name"] == "custom"),
+        before.as_array().unwrap().iter().find(|s| s["name"] == "custom")
+    );
+    assert!(!fs::read_to_string(&record).unwrap().contains("damaged"), "the record file was written again");
+}
+
+/// Rewrites every snapshot in format 3 (every record in the snapshot itself, as stores
+/// written before format 4 have them) and removes the record files.
+fn downgrade_snapshots_to_format_3(env: &TestEnv) {
+    use sha2::Digest;
+    let dir = env.state_dir().join("snapshots");
+    for path in snapshots(env) {
+        let text = fs::read_to_string(&path).unwrap();
+        let (header, body) = text.split_once('\n').unwrap();
+        let manifest: serde_json::Value = serde_json::from_str(body).unwrap();
+        let records = |tree: &str| -> Vec<serde_json::Value> {
+            let entries = manifest[tree].as_array().unwrap();
+            entries
+                .iter()
+                .map(|e| {
+                    serde_json::from_slice(&fs::read(dir.join(format!("{}.record", e[1].as_str().unwrap()))).unwrap())
+                        .unwrap()
+                })
+                .collect()
+        };
+        let body =
+            serde_json::to_vec(&serde_json::json!({"services": records("services"), "keys": records("keys")})).unwrap();
+        let mut fields: Vec<String> = header.split(' ').map(str::to_owned).collect();
+        assert_eq!(fields[1], "4");
+        fields[1] = "3".into();
+        fields[4] = data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(&body));
+        fs::write(&path, [format!("{}\n", fields.join(" ")).into_bytes(), body].concat()).unwrap();
+    }
+    for record in record_files(env) {
+        fs::remove_file(record).unwrap();
+    }
+}
+
+#[test]
+fn a_store_with_snapshots_of_format_3_is_read_and_written_in_format_4_from_its_next_change() {
+    let env = populated();
+    let before = env.listing();
+    downgrade_snapshots_to_format_3(&env);
+    // Read from the format-3 snapshot alone: the database is gone, rebuilt from it.
+    fs::remove_dir_all(env.state_dir().join("db")).unwrap();
+    assert_eq!(env.listing(), before);
+    env.run(&["set-option", "mumble", "autostart", "false"]).ok();
+    let newest = fs::read_to_string(snapshots(&env).pop().unwrap()).unwrap();
+    assert!(newest.starts_with("tails-server-snapshot 4 "), "{newest}");
+    assert_eq!(record_files(&env).len(), 2, "a file for each record");
+    let after = env.listing();
+    assert_eq!(after.as_array().unwrap().len(), 2);
+    assert_eq!(after[0]["address"], before[0]["address"]);
+    // The newest snapshot is enough: sled lost, the store comes back from it.
+    fs::remove_dir_all(env.state_dir().join("db")).unwrap();
+    assert_eq!(env.listing(), after);
+}
+
 #[test]
 fn only_a_few_snapshots_are_kept() {
     let env = populated();
     for i in 0..5 {
         env.run(&["set-option", "mumble", "max-users", &(i + 1).to_string()]).ok();
     }
-    let count = fs::read_dir(env.state_dir().join("snapshots")).unwrap().count();
-    assert_eq!(count, 3);
+    assert_eq!(snapshots(&env).len(), 3);
+    // Two services, each one record file per version still named: the newest three
+    // snapshots name mumble's last three versions and custom's one.
+    assert_eq!(record_files(&env).len(), 4, "a record file no snapshot names is removed");
+    assert_eq!(entries(&env.state_dir().join("snapshots")).len(), 7, "nothing else is left there");
 }
 
 #[test]
@@ -152,8 +235,7 @@ fn a_store_from_a_newer_version_is_refused_untouched() {
         db.flush().unwrap();
     }
     // Its snapshots are in its own format too.
-    for entry in fs::read_dir(env.state_dir().join("snapshots")).unwrap() {
-        let path = entry.unwrap().path();
+    for path in snapshots(&env) {
         let text = fs::read_to_string(&path).unwrap();
         let (header, body) = text.split_once('\n').unwrap();
         let mut fields: Vec<&str> = header.split(' ').collect();
@@ -243,6 +325,22 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// The snapshots of a store (each names its record files, see `record_files`).
+fn snapshots(env: &TestEnv) -> Vec<PathBuf> {
+    entries(&env.state_dir().join("snapshots"))
+        .into_iter()
+        .filter(|p| p.extension() == Some("snapshot".as_ref()))
+        .collect()
+}
+
+/// The record files of a store's snapshots, all of them, named or not.
+fn record_files(env: &TestEnv) -> Vec<PathBuf> {
+    entries(&env.state_dir().join("snapshots"))
+        .into_iter()
+        .filter(|p| p.extension() == Some("record".as_ref()))
+        .collect()
+}
+
 fn damaged_copies(env: &TestEnv) -> Vec<PathBuf> {
     entries(&env.state_dir())
         .into_iter()
@@ -304,7 +402,7 @@ fn only_the_newest_damaged_copies_are_kept_and_the_warning_says_so() {
 fn a_purge_interrupted_between_its_renames_is_recovered_and_finished() {
     let env = populated();
     let before = env.listing();
-    assert!(entries(&env.state_dir().join("snapshots")).len() > 1);
+    assert!(snapshots(&env).len() > 1);
     // The database was moved aside and the rebuilt one not yet moved into place.
     fs::rename(env.state_dir().join("db"), env.state_dir().join("db.old")).unwrap();
     copy_dir(&env.state_dir().join("db.old"), &env.state_dir().join("db.new"));
@@ -312,7 +410,8 @@ fn a_purge_interrupted_between_its_renames_is_recovered_and_finished() {
     assert!(out.stderr.contains("database is missing"), "{}", out.stderr);
     assert_eq!(out.json(), before);
     assert!(!env.state_dir().join("db.old").exists() && !env.state_dir().join("db.new").exists());
-    assert_eq!(entries(&env.state_dir().join("snapshots")).len(), 1, "the purge was finished");
+    assert_eq!(snapshots(&env).len(), 1, "the purge was finished");
+    assert_eq!(record_files(&env).len(), 2, "only the current version of each record is left");
     let again = env.run(&["list"]).ok();
     assert_eq!(again.stderr, "");
     env.run(&["client", "add", "mumble", "bob"]).ok();
@@ -328,7 +427,8 @@ fn a_purge_interrupted_while_rebuilding_is_finished_quietly() {
     assert_eq!(out.stderr, "");
     assert_eq!(out.json(), before);
     assert!(!env.state_dir().join("db.new").exists());
-    assert_eq!(entries(&env.state_dir().join("snapshots")).len(), 1, "the purge was finished");
+    assert_eq!(snapshots(&env).len(), 1, "the purge was finished");
+    assert_eq!(record_files(&env).len(), 2, "only the current version of each record is left");
 }
 
 #[test]

@@ -267,8 +267,17 @@ fn pass(env: &TestEnv, counts: &mut Counts, tag: usize, backup: &TwoStoreBackup)
 #[test]
 fn kill_9_at_every_write_loses_no_acknowledged_change_and_leaves_no_half_change() {
     let env = TestEnv::new();
-    env.run(&["add", "custom", "--name", "keep", "--local-port", "8000"]).ok();
+    // The store at its bound around the services being changed: 20 services (these and the
+    // pass's) of 32 clients each, so that every kill also lands in a store of that size.
+    for i in 0..16 {
+        let name = if i == 0 { "keep".to_owned() } else { format!("bg{i}") };
+        env.run(&["add", "custom", "--name", &name, "--local-port", &(8000 + i).to_string()]).ok();
+        for c in 2..=32 {
+            env.run(&["client", "add", &name, &format!("friend{c}")]).ok();
+        }
+    }
     let keep = state(&env)["keep"].clone();
+    assert_eq!(keep.clients.len(), 32);
     let passes: usize = std::env::var("TAILS_SERVER_TORTURE_PASSES").ok().and_then(|n| n.parse().ok()).unwrap_or(1);
     let mut counts = Counts::default();
     let backup = two_store_backup(&env);

@@ -118,6 +118,17 @@ impl PrivateDir {
 
     /// Writes the file `name` in this directory (see the module documentation).
     pub fn write(&self, name: &OsStr, parts: &[&[u8]], replace: Replace) -> Result<()> {
+        self.write_file(name, parts, replace)?;
+        self.sync()
+    }
+
+    /// [`PrivateDir::write`] without the directory's sync: the file's content is on disk, its
+    /// name only once the caller syncs the directory (after writing more files into it).
+    pub fn write_leaving_dir_unsynced(&self, name: &OsStr, parts: &[&[u8]], replace: Replace) -> Result<()> {
+        self.write_file(name, parts, replace)
+    }
+
+    fn write_file(&self, name: &OsStr, parts: &[&[u8]], replace: Replace) -> Result<()> {
         let target = self.path.join(name);
         let c_name = component(name, &target)?;
         if replace == Replace::Never && self.entry_exists(name)? {
@@ -161,9 +172,8 @@ impl PrivateDir {
         if result.is_err() {
             // SAFETY: valid descriptor and NUL-terminated name.
             unsafe { libc::unlinkat(self.fd.as_raw_fd(), c_tmp.as_ptr(), 0) };
-            return result;
         }
-        self.sync()
+        result
     }
 
     /// Removes the entries (files and symbolic links, never directories) whose names
@@ -198,7 +208,7 @@ impl PrivateDir {
     }
 
     /// Whether anything (a dangling symbolic link included) is called `name` here.
-    fn entry_exists(&self, name: &OsStr) -> Result<bool> {
+    pub(crate) fn entry_exists(&self, name: &OsStr) -> Result<bool> {
         let path = self.path.join(name);
         let c_name = component(name, &path)?;
         self.lstat(&c_name).map(|st| st.is_some()).map_err(|e| Error::io("cannot read", &path, e))

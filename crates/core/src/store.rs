@@ -56,8 +56,13 @@ const SNAPSHOT_MAGIC: &str = "tails-server-snapshot";
 const ACROSS_PENDING: &str = "across-stores.pending";
 /// 1: a JSON array of services; 2: `{"services": [...], "keys": [...]}`; 3: the same body,
 /// and a last header field saying whether sled is flushed before the change is reported
-/// (`flushed`) or later (`deferred`, see [`StoreOptions::hold_database`]). All are read.
-const SNAPSHOT_FORMAT: u64 = 3;
+/// (`flushed`) or later (`deferred`, see [`StoreOptions::hold_database`]); 4: the same
+/// header, and a body that names each record's file instead of holding it (see
+/// [`Manifest`]), so that a change writes the records it changed, not every record. All
+/// are read.
+const SNAPSHOT_FORMAT: u64 = 4;
+/// A record's file in the snapshot folder: `<sha256 of its content>.record`.
+const RECORD_SUFFIX: &str = ".record";
 
 #[derive(Clone)]
 pub struct StoreOptions {
@@ -221,11 +226,30 @@ enum Tree {
 /// A record's tree, name and encoding (None: deleted), ready for a transaction.
 type Encoded = (Tree, String, Option<zeroize::Zeroizing<Vec<u8>>>);
 
-/// The snapshot body, format 2 (records encoded one by one, see [`encode`]).
+/// The snapshot body, formats 2 and 3 (records encoded one by one, see [`encode`]).
 #[derive(Deserialize)]
 struct SnapshotBody {
     services: Vec<ServiceRecord>,
     keys: Vec<ReceivedKey>,
+}
+
+/// The snapshot body, format 4: each record's name and the SHA-256 of its file's content,
+/// which names the file. A record that did not change keeps its file; a file is written
+/// once, before any snapshot names it, and never changed after.
+#[derive(Default, Serialize, Deserialize)]
+struct Manifest {
+    services: Vec<(String, String)>,
+    keys: Vec<(String, String)>,
+}
+
+impl Manifest {
+    fn digests(&self) -> impl Iterator<Item = &str> {
+        self.services.iter().chain(&self.keys).map(|(_, digest)| digest.as_str())
+    }
+}
+
+fn record_file_name(digest: &str) -> String {
+    format!("{digest}{RECORD_SUFFIX}")
 }
 
 pub struct Store {
@@ -589,6 +613,7 @@ impl Store {
         for old in list_snapshots(&snapshot_dir).unwrap_or_default().into_iter().skip(self.options.snapshots_kept) {
             let _ = fs::remove_file(&old.path);
         }
+        remove_unnamed_records(&snapshot_dir);
         if let Err(e) = tighten(&self.dir.join(DB_DIR)) {
             self.warn(format!("the change was saved, but {e}"));
         }
@@ -658,7 +683,8 @@ impl Store {
         tighten(&new_path)?;
         // 2. The current snapshot, so that no older one is needed to recover.
         let snapshot_dir = self.dir.join(SNAPSHOT_DIR);
-        if !snapshot_path(&snapshot_dir, generation).exists() {
+        // (Also when it is there but unreadable: what it names is kept below, and nothing else.)
+        if (SnapshotFile { path: snapshot_path(&snapshot_dir, generation), generation }).verify().is_err() {
             if let Err(e) = self.write_snapshot(generation, &self.view.borrow().contents, false) {
                 self.warn(format!(
                     "the snapshot of change {generation} in {} could not be written: {e}",
@@ -687,9 +713,16 @@ impl Store {
         // 4. Erase what held the history.
         let erase = |path: &Path| scrub(path).map_err(|e| Error::io("cannot erase", path, e));
         erase(&old_path)?;
+        let current = snapshot_path(&snapshot_dir, generation);
+        let current_records: Vec<PathBuf> = SnapshotFile { path: current.clone(), generation }
+            .record_files()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|name| snapshot_dir.join(name))
+            .collect();
         for entry in fs::read_dir(&snapshot_dir).map_err(|e| Error::io("cannot read", &snapshot_dir, e))? {
             let path = entry.map_err(|e| Error::io("cannot read", &snapshot_dir, e))?.path();
-            if path != snapshot_path(&snapshot_dir, generation) {
+            if path != current && !current_records.contains(&path) {
                 erase(&path)?;
             }
         }
@@ -823,30 +856,38 @@ impl Store {
     }
 
     /// Writes the snapshot of change `generation` (records in name order), durably;
-    /// `deferred`: sled is not flushed before the change is reported.
+    /// `deferred`: sled is not flushed before the change is reported. Only records whose
+    /// file is not there yet are written: their content first (each synced), then the
+    /// snapshot that names them, then the folder once for all of their names.
     fn write_snapshot(&self, generation: u64, contents: &Contents, deferred: bool) -> Result<()> {
-        fn array<'a, T: Serialize + 'a>(body: &mut Vec<u8>, records: impl Iterator<Item = &'a T>) -> Result<()> {
-            body.push(b'[');
-            for (i, record) in records.enumerate() {
-                if i > 0 {
-                    body.push(b',');
-                }
-                body.extend_from_slice(&encode(record)?);
+        let dir = crate::secret_file::PrivateDir::open(&self.dir.join(SNAPSHOT_DIR))?;
+        let mut manifest = Manifest::default();
+        let file_for = |record: zeroize::Zeroizing<Vec<u8>>| -> Result<String> {
+            let digest = data_encoding::HEXLOWER.encode(&Sha256::digest(&record));
+            let name = record_file_name(&digest);
+            // A file already there is reused only if intact: damaged, it would make every
+            // later snapshot that names it unreadable.
+            let intact = dir.entry_exists(name.as_ref())?
+                && fs::read(dir.path().join(&name))
+                    .map(zeroize::Zeroizing::new)
+                    .is_ok_and(|bytes| Sha256::digest(&*bytes).as_slice() == Sha256::digest(&record).as_slice());
+            if !intact {
+                dir.write_leaving_dir_unsynced(name.as_ref(), &[&record], crate::secret_file::Replace::Always)?;
             }
-            body.push(b']');
-            Ok(())
+            Ok(digest)
+        };
+        for (name, record) in &contents.services {
+            manifest.services.push((name.clone(), file_for(encode(record)?)?));
         }
-        let mut body = zeroize::Zeroizing::new(Vec::with_capacity(64 * 1024));
-        body.extend_from_slice(b"{\"services\":");
-        array(&mut body, contents.services.values())?;
-        body.extend_from_slice(b",\"keys\":");
-        array(&mut body, contents.keys.values())?;
-        body.push(b'}');
+        for (name, key) in &contents.keys {
+            manifest.keys.push((name.clone(), file_for(encode(key)?)?));
+        }
+        let body = serde_json::to_vec(&manifest).expect("a manifest always serializes");
         let digest = data_encoding::HEXLOWER.encode(&Sha256::digest(&body));
         let sled = if deferred { "deferred" } else { "flushed" };
         let header = format!("{SNAPSHOT_MAGIC} {SNAPSHOT_FORMAT} {generation} {} {digest} {sled}\n", now_unix());
-        let dir = self.dir.join(SNAPSHOT_DIR);
-        write_atomically(&snapshot_path(&dir, generation), &[header.as_bytes(), &body])
+        let name = format!("{generation:020}.snapshot");
+        dir.write(name.as_ref(), &[header.as_bytes(), &body], crate::secret_file::Replace::Always)
     }
 
     /// Test hook: makes the change counter unreadable, so that the next commit fails.
@@ -1340,8 +1381,8 @@ impl SnapshotFile {
         };
         let deferred = match (format, sled.copied(), fields.len()) {
             (1 | 2, None, 5) => false,
-            (3, Some("flushed"), 6) => false,
-            (3, Some("deferred"), 6) => true,
+            (3 | 4, Some("flushed"), 6) => false,
+            (3 | 4, Some("deferred"), 6) => true,
             _ => return Err("bad header".into()),
         };
         if generation.parse::<u64>().ok() != Some(self.generation) {
@@ -1350,14 +1391,82 @@ impl SnapshotFile {
         if data_encoding::HEXLOWER.encode(&Sha256::digest(body)) != digest {
             return Err("checksum mismatch".into());
         }
-        let contents = if format == 1 {
-            serde_json::from_slice(body).map(|services| Contents::new(services, Vec::new()))
-        } else {
-            serde_json::from_slice(body).map(|b: SnapshotBody| Contents::new(b.services, b.keys))
+        let contents = match format {
+            1 => serde_json::from_slice(body).map(|services| Contents::new(services, Vec::new())),
+            2 | 3 => serde_json::from_slice(body).map(|b: SnapshotBody| Contents::new(b.services, b.keys)),
+            _ => {
+                let manifest: Manifest = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+                let dir = self.path.parent().ok_or("no folder")?;
+                let services = manifest.services.iter().map(|(name, digest)| read_record(dir, name, digest));
+                let keys = manifest.keys.iter().map(|(name, digest)| read_record(dir, name, digest));
+                Ok(Contents::new(
+                    services.collect::<std::result::Result<_, _>>()?,
+                    keys.collect::<std::result::Result<_, _>>()?,
+                ))
+            }
         };
         zeroize::Zeroize::zeroize(&mut content);
         contents.map(|contents| (contents, deferred)).map_err(|e| e.to_string())
     }
+
+    /// The record files this snapshot names (None: it is not readable, or names none
+    /// because it holds its records itself).
+    fn record_files(&self) -> Option<Vec<String>> {
+        let content = fs::read(&self.path).ok()?;
+        let newline = content.iter().position(|&b| b == b'\n')?;
+        let header = std::str::from_utf8(&content[..newline]).ok()?;
+        if header.split(' ').nth(1) != Some("4") {
+            return Some(Vec::new());
+        }
+        let manifest: Manifest = serde_json::from_slice(&content[newline + 1..]).ok()?;
+        Some(manifest.digests().map(record_file_name).collect())
+    }
+}
+
+/// A record named by a format-4 snapshot: its file, checked against its digest and name.
+fn read_record<T: DeserializeOwned + Named>(dir: &Path, name: &str, digest: &str) -> std::result::Result<T, String> {
+    let path = dir.join(record_file_name(digest));
+    let bytes = zeroize::Zeroizing::new(fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?);
+    if data_encoding::HEXLOWER.encode(&Sha256::digest(&bytes)) != digest {
+        return Err(format!("{}: checksum mismatch", path.display()));
+    }
+    let record: T = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    if record.name() != name {
+        return Err(format!("{}: the record of {:?} is filed under {name:?}", path.display(), record.name()));
+    }
+    Ok(record)
+}
+
+/// A record's name in its tree.
+trait Named {
+    fn name(&self) -> &str;
+}
+impl Named for ServiceRecord {
+    fn name(&self) -> &str {
+        self.name.as_str()
+    }
+}
+impl Named for ReceivedKey {
+    fn name(&self) -> &str {
+        self.name.as_str()
+    }
+}
+
+/// Removes the record files no kept snapshot names (those of snapshots let go, and of a
+/// change that died before its snapshot). Nothing is removed while a snapshot cannot be
+/// read: it might name any of them.
+fn remove_unnamed_records(snapshot_dir: &Path) {
+    let Ok(snapshots) = list_snapshots(snapshot_dir) else { return };
+    let mut named = std::collections::HashSet::new();
+    for snapshot in &snapshots {
+        match snapshot.record_files() {
+            Some(files) => named.extend(files),
+            None => return,
+        }
+    }
+    let _ = crate::secret_file::remove_stale_entries(snapshot_dir, |name| {
+        name.to_str().is_some_and(|name| name.ends_with(RECORD_SUFFIX) && !named.contains(name))
+    });
 }
 
 /// Snapshots in `dir`, newest first. Leftover temporary files from a crash are removed.
