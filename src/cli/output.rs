@@ -1,5 +1,5 @@
 //! Everything printed: data to stdout (human, YAML or JSON), guidance to stderr.
-//! The YAML/JSON key names are a stable interface, documented in the README.
+//! The YAML/JSON key names are a stable interface, documented in docs/using.md.
 
 use std::io::Write;
 

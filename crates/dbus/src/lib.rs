@@ -130,7 +130,7 @@ impl From<tails_server_core::Error> for ServiceError {
 }
 
 /// The service as a client sees it. Every method returns a JSON document (see [`views`]
-/// and the README's "Output keys"), or a [`ServiceError`].
+/// and "Output keys" in docs/using.md), or a [`ServiceError`].
 #[zbus::proxy(
     interface = "org.boum.tails.Server1",
     default_service = "org.boum.tails.Server",

@@ -1,6 +1,6 @@
 //! The documents the interface carries: each service, its clients and status, as the CLI
 //! prints them with `--format json` and as the D-Bus methods return them. The key names are
-//! a stable interface (the README's "Output keys"): add keys, never rename or remove them.
+//! a stable interface ("Output keys" in docs/using.md): add keys, never rename or remove them.
 
 use std::collections::BTreeMap;
 

@@ -53,8 +53,8 @@ impl Authority {
     pub async fn check(&self, connection: &zbus::Connection, sender: &str, action: &str) -> Result<(), ServiceError> {
         let refused = || {
             ServiceError::NotAuthorized(format!(
-                "not authorized: {action} was refused to this caller (polkit decides; see the README's \
-                 \"Who can do what\")"
+                "not authorized: {action} was refused to this caller (polkit decides; see \"Who can do \
+                 what\" in /usr/share/doc/tails-server/dbus.md)"
             ))
         };
         match self {
