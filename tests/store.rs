@@ -213,6 +213,25 @@ fn a_store_with_snapshots_of_format_3_is_read_and_written_in_format_4_from_its_n
 }
 
 #[test]
+fn record_files_a_snapshot_of_a_newer_format_may_name_are_kept() {
+    let env = populated();
+    // As if a newer tails-server had written the second newest snapshot (then the person
+    // went back to this version): its format is unknown here, and so is what it names.
+    let kept = snapshots(&env);
+    let theirs = &kept[kept.len() - 2];
+    let text = fs::read_to_string(theirs).unwrap();
+    let (header, body) = text.split_once('\n').unwrap();
+    let mut fields: Vec<&str> = header.split(' ').collect();
+    fields[1] = "5";
+    fs::write(theirs, format!("{}\n{body}", fields.join(" "))).unwrap();
+    let their_record = env.state_dir().join("snapshots").join(format!("{}.record", "f".repeat(64)));
+    fs::write(&their_record, b"a newer version's record").unwrap();
+    env.run(&["set-option", "mumble", "autostart", "false"]).ok();
+    assert!(snapshots(&env).contains(theirs), "still one of the three kept");
+    assert!(their_record.exists(), "a record a kept snapshot may name was removed");
+}
+
+#[test]
 fn only_a_few_snapshots_are_kept() {
     let env = populated();
     for i in 0..5 {

@@ -602,10 +602,14 @@ impl Store {
             );
         }
         *self.view.borrow_mut() = View { generation, contents };
-        for old in list_snapshots(&snapshot_dir).unwrap_or_default().into_iter().skip(self.options.snapshots_kept) {
-            let _ = fs::remove_file(&old.path);
+        // A removal's purge erases (zeros, then unlinks) what held the removed secrets: until
+        // it has, nothing is merely unlinked, which would leave them in freed blocks.
+        if !self.dir.join(PURGE_MARKER).exists() {
+            for old in list_snapshots(&snapshot_dir).unwrap_or_default().into_iter().skip(self.options.snapshots_kept) {
+                let _ = fs::remove_file(&old.path);
+            }
+            remove_unnamed_records(&snapshot_dir);
         }
-        remove_unnamed_records(&snapshot_dir);
         if let Err(e) = tighten(&self.dir.join(DB_DIR)) {
             self.warn(format!("the change was saved, but {e}"));
         }
@@ -706,9 +710,13 @@ impl Store {
         let erase = |path: &Path| scrub(path).map_err(|e| Error::io("cannot erase", path, e));
         erase(&old_path)?;
         let current = snapshot_path(&snapshot_dir, generation);
+        // What the current snapshot names is kept; unreadable, it could name anything.
         let current_records: Vec<PathBuf> = SnapshotFile { path: current.clone(), generation }
             .record_files()
-            .unwrap_or_default()
+            .ok_or_else(|| {
+                let unreadable = std::io::Error::new(std::io::ErrorKind::InvalidData, "it names no readable records");
+                Error::io("cannot read", &current, unreadable)
+            })?
             .into_iter()
             .map(|name| snapshot_dir.join(name))
             .collect();

@@ -97,8 +97,12 @@ impl SnapshotFile {
         let content = fs::read(&self.path).ok()?;
         let newline = content.iter().position(|&b| b == b'\n')?;
         let header = std::str::from_utf8(&content[..newline]).ok()?;
-        if header.split(' ').nth(1) != Some("4") {
-            return Some(Vec::new());
+        match header.split(' ').nth(1) {
+            Some("4") => {}
+            // Older formats hold their records themselves.
+            Some("1" | "2" | "3") => return Some(Vec::new()),
+            // A newer tails-server's: it may name any of them.
+            _ => return None,
         }
         let manifest: Manifest = serde_json::from_slice(&content[newline + 1..]).ok()?;
         Some(manifest.digests().map(record_file_name).collect())
