@@ -426,7 +426,13 @@ impl Vm {
 
     /// Like `sh`, but a non-zero exit is an error; returns stdout.
     pub fn sh_ok(&mut self, user: &str, cmd: &str) -> Result<String> {
-        let out = self.sh(user, cmd)?;
+        self.sh_ok_within(user, cmd, SH_TIMEOUT)
+    }
+
+    /// [`Vm::sh_ok`] for a command that may take longer than most (apt installing programs
+    /// under TCG).
+    pub fn sh_ok_within(&mut self, user: &str, cmd: &str, timeout: Duration) -> Result<String> {
+        let out = self.sh_env_timeout(user, &BTreeMap::new(), cmd, timeout)?;
         if !out.success() {
             return Err(Error::Command { cmd: cmd.to_owned(), rc: out.rc, stdout: out.stdout, stderr: out.stderr });
         }
