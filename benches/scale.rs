@@ -11,25 +11,17 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tails_server_core::names::{ClientName, ServiceName};
 use tails_server_core::{AddRequest, Config, Manager};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tails-server");
+use support::{command, median, ms, size_on_disk, tally, TRACED};
 
-fn command(state: &Path, program: &str) -> Command {
-    let mut command = Command::new(program);
-    command
-        .env("TAILS_SERVER_STATE_DIR", state)
-        .env("TAILS_SERVER_RUNTIME_DIR", state.with_extension("run"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    command
-}
+const BIN: &str = env!("CARGO_BIN_EXE_tails-server");
 
 /// Wall and CPU (user + system) time of one cold command.
 #[allow(clippy::zombie_processes)] // reaped by wait4, which also gives its rusage
@@ -69,43 +61,14 @@ fn bytes_written(state: &Path, args: &[String]) -> Option<u64> {
     let status = command(state, "strace")
         .args(["-f", "-qq", "-y", "-o"])
         .arg(&trace)
-        .args(["-e", "trace=write,pwrite64,writev,pwritev,pwritev2", BIN])
+        .args(["-e", TRACED, BIN])
         .args(args)
         .status()
         .ok()?;
     assert!(status.success(), "{args:?} under strace failed");
     let text = std::fs::read_to_string(&trace).ok()?;
     let _ = std::fs::remove_file(&trace);
-    Some(tally(&text, state))
-}
-
-/// Bytes written to files under `state`, from strace's output with `-y` paths.
-fn tally(text: &str, state: &Path) -> u64 {
-    let prefix = format!("<{}/", state.display());
-    text.lines()
-        .filter(|line| line.split_whitespace().nth(1).is_some_and(|call| call.contains(&prefix)))
-        .filter_map(|line| line.rsplit_once(" = ").and_then(|(_, r)| r.trim().parse::<u64>().ok()))
-        .sum()
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn size_on_disk(path: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
-    let own = meta.blocks() * 512;
-    if meta.is_dir() {
-        own + std::fs::read_dir(path).unwrap().map(|e| size_on_disk(&e.unwrap().path())).sum::<u64>()
-    } else {
-        own
-    }
+    Some(tally(&text, state).0)
 }
 
 /// A store of `services` services with `clients` clients each, made through the library.
@@ -170,7 +133,7 @@ fn through_the_service(
         command(state, "strace")
             .args(["-f", "-qq", "-y", "-o"])
             .arg(&trace)
-            .args(["-e", "trace=write,pwrite64,writev,pwritev,pwritev2", BIN])
+            .args(["-e", TRACED, BIN])
             .args(["service", "--bus", &bus.address, "--authorization", "uids:0,65534"])
             .args(["--persistent-storage", "none"])
             .env("TAILS_SERVER_CONTROL_SOCKET", state.with_extension("no-tor"))
@@ -183,7 +146,7 @@ fn through_the_service(
         assert!(Instant::now() < deadline, "the service never answered");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let traced = || tally(&std::fs::read_to_string(&trace).unwrap_or_default(), state);
+    let traced = || tally(&std::fs::read_to_string(&trace).unwrap_or_default(), state).0;
     let service_pid = service_pid(service.0.id());
     let (mut lists, mut changes, mut cpus, mut written) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {

@@ -19,6 +19,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,28 +28,17 @@ use std::time::{Duration, Instant};
 use tails_server_core::names::{ClientName, ServiceName};
 use tails_server_core::{AddRequest, Config, Manager};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tails-server");
+use support::{command, kib, median, size_on_disk, tally, TRACED};
 
-fn command(state: &Path, program: &str) -> Command {
-    let mut command = Command::new(program);
-    command
-        .env("TAILS_SERVER_STATE_DIR", state)
-        .env("TAILS_SERVER_RUNTIME_DIR", state.with_extension("run"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    command
-}
+const BIN: &str = env!("CARGO_BIN_EXE_tails-server");
 
 fn run(state: &Path, args: &[&str]) -> Duration {
     let start = Instant::now();
-    let out = command(state, BIN).args(args).output().expect("run tails-server");
+    let out = command(state, BIN).args(args).stderr(Stdio::piped()).output().expect("run tails-server");
     let took = start.elapsed();
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     took
 }
-
-/// The syscalls counted: writes and fsync-class calls.
-const TRACED: &str = "trace=write,pwrite64,writev,pwritev,pwritev2,fsync,fdatasync,sync_file_range,syncfs";
 
 /// Bytes written and fsync-class calls on files under `state`, from strace's `-y` paths.
 fn count(state: &Path, args: &[&str]) -> Option<(u64, u32)> {
@@ -65,25 +55,6 @@ fn count(state: &Path, args: &[&str]) -> Option<(u64, u32)> {
     let text = std::fs::read_to_string(&trace).ok()?;
     let _ = std::fs::remove_file(&trace);
     Some(tally(&text, state))
-}
-
-/// Bytes written and fsync-class calls on files under `state` in strace's output.
-fn tally(text: &str, state: &Path) -> (u64, u32) {
-    let prefix = format!("<{}/", state.display());
-    let (mut bytes, mut syncs) = (0u64, 0u32);
-    for line in text.lines() {
-        // "1234 pwrite64(5</state/db/db>, "..."..., 24, 23735) = 24"
-        let Some(call) = line.split_whitespace().nth(1) else { continue };
-        if !call.contains(&prefix) {
-            continue;
-        }
-        if call.starts_with("fsync(") || call.starts_with("fdatasync(") || call.starts_with("sync_file_range(") {
-            syncs += 1;
-        } else if let Some(result) = line.rsplit_once(" = ").and_then(|(_, r)| r.trim().parse::<u64>().ok()) {
-            bytes += result;
-        }
-    }
-    (bytes, syncs)
 }
 
 /// Changes through the system service, traced: what each costs the stick, and how long
@@ -161,26 +132,6 @@ fn through_the_service(state: &Path, runs: usize) {
         "through the service: set-option / client add median {:.2} ms ({runs} changes, the caller's time)",
         median(times).as_secs_f64() * 1e3
     );
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn size_on_disk(path: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
-    let own = meta.blocks() * 512;
-    if meta.is_dir() {
-        own + std::fs::read_dir(path).unwrap().map(|e| size_on_disk(&e.unwrap().path())).sum::<u64>()
-    } else {
-        own
-    }
-}
-
-fn kib(bytes: u64) -> String {
-    format!("{:.1} KiB", bytes as f64 / 1024.0)
 }
 
 fn main() {
