@@ -1,10 +1,14 @@
-//! The exported object: `org.boum.tails.Server1` at `/org/boum/tails/Server`. Each method
-//! checks the caller with polkit, checks its arguments as the CLI does (the same library
-//! types parse them), calls the library and answers with the same JSON documents as the
-//! CLI's `--format json`. A failing call is answered with a named error and the service goes
-//! on serving and publishing.
+//! The exported object: `org.boum.tails.Server1` at `/org/boum/tails/Server`. Every method
+//! goes the same way: polkit grants the caller the method's action, the arguments are
+//! parsed by the same library types the CLI uses, the work runs on the stores, a change is
+//! then applied (tor, the programs, the firewall), and the answer is the same JSON document
+//! as the CLI's `--format json`. The stores are reachable only through [`Server::read`] and
+//! [`Server::change`], which take a [`Grant`]: no method touches them before polkit said yes.
+//! A failing call is answered with a named error and the service goes on serving and
+//! publishing.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -34,6 +38,36 @@ pub struct Server {
     pub unlocked: watch::Receiver<bool>,
 }
 
+/// A polkit action, as a type, so that what a [`Grant`] allows is checked by the compiler.
+trait PolkitAction {
+    const ID: &'static str;
+}
+/// `org.boum.tails.server.read`: the services, their clients' public keys, their state.
+struct Read;
+/// `org.boum.tails.server.change`: anything that changes the stores or what tor runs.
+struct Change;
+/// `org.boum.tails.server.reveal-secret`: a private key, a secret option, a backup.
+struct RevealSecret;
+impl PolkitAction for Read {
+    const ID: &'static str = actions::READ;
+}
+impl PolkitAction for Change {
+    const ID: &'static str = actions::CHANGE;
+}
+impl PolkitAction for RevealSecret {
+    const ID: &'static str = actions::REVEAL_SECRET;
+}
+
+/// Proof that polkit allowed this call's caller the action `A`; made only by
+/// [`Server::grant`].
+struct Grant<A: PolkitAction>(PhantomData<A>);
+
+/// Who is calling, as zbus hands it to each method.
+struct Caller<'a, 'h> {
+    header: &'a Header<'h>,
+    connection: &'a zbus::Connection,
+}
+
 /// What a change did to tor, in every change's answer.
 #[derive(Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -43,6 +77,21 @@ struct TorOutcome {
     pending: Vec<String>,
     /// Services tor did not take (other than unreachable).
     failed: Vec<String>,
+}
+
+impl TorOutcome {
+    /// A change that tor has nothing to do with (a dry run, nothing imported).
+    fn nothing_to_do() -> Self {
+        TorOutcome { applied: true, pending: Vec::new(), failed: Vec::new() }
+    }
+}
+
+/// Every change's answer: its own document, and what tor made of it.
+#[derive(Serialize)]
+struct Changed<T: Serialize> {
+    #[serde(flatten)]
+    result: T,
+    tor: TorOutcome,
 }
 
 fn check_length(what: &str, value: &str) -> Result<(), ServiceError> {
@@ -71,25 +120,34 @@ fn json<T: Serialize>(value: &T) -> Result<String, ServiceError> {
     serde_json::to_string(value).map_err(|e| ServiceError::Failed(e.to_string()))
 }
 
+/// The work of a call on the stores, run in a blocking thread.
+trait Work<T>: FnOnce(&mut Manager) -> tails_server_core::Result<T> + Send + 'static {}
+impl<T, F: FnOnce(&mut Manager) -> tails_server_core::Result<T> + Send + 'static> Work<T> for F {}
+
 impl Server {
-    async fn authorize(
-        &self,
-        connection: &zbus::Connection,
-        header: &Header<'_>,
-        action: &str,
-    ) -> Result<(), ServiceError> {
-        let sender = header.sender().ok_or_else(|| ServiceError::NotAuthorized("the call has no sender".into()))?;
-        self.authority.check(connection, sender.as_str(), action).await
+    /// Asks polkit whether the caller may do `A`; the first step of every method.
+    async fn grant<A: PolkitAction>(&self, caller: &Caller<'_, '_>) -> Result<Grant<A>, ServiceError> {
+        let sender =
+            caller.header.sender().ok_or_else(|| ServiceError::NotAuthorized("the call has no sender".into()))?;
+        self.authority.check(caller.connection, sender.as_str(), A::ID).await?;
+        Ok(Grant(PhantomData))
+    }
+
+    fn require_unlocked(&self) -> Result<(), ServiceError> {
+        if *self.unlocked.borrow() {
+            Ok(())
+        } else {
+            Err(Error::PersistentStorageLocked.into())
+        }
     }
 
     /// Runs `work` on the stores in a blocking thread, once the Persistent Storage is there.
-    async fn with_manager<T: Send + 'static>(
+    async fn read<A: PolkitAction, T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Manager) -> tails_server_core::Result<T> + Send + 'static,
+        _: &Grant<A>,
+        work: impl Work<T>,
     ) -> Result<T, ServiceError> {
-        if !*self.unlocked.borrow() {
-            return Err(Error::PersistentStorageLocked.into());
-        }
+        self.require_unlocked()?;
         let config = self.publisher.config.clone();
         let unlocked = self.unlocked.clone();
         tokio::task::spawn_blocking(move || {
@@ -116,9 +174,25 @@ impl Server {
         .map_err(ServiceError::from)
     }
 
-    /// One service's document.
-    async fn view_of(&self, name: ServiceName) -> Result<ServiceView, ServiceError> {
-        self.with_manager(move |m| Ok(views::service_view(m, &m.get(&name)?))).await
+    /// A question's answer: `work`'s document as JSON.
+    async fn answer<A: PolkitAction, T: Serialize + Send + 'static>(
+        &self,
+        grant: &Grant<A>,
+        work: impl Work<T>,
+    ) -> Result<String, ServiceError> {
+        json(&self.read(grant, work).await?)
+    }
+
+    /// A change: `work` stores it, then it is applied, and the answer says both.
+    async fn change<T: Serialize + Send + 'static>(
+        &self,
+        grant: &Grant<Change>,
+        emitter: &SignalEmitter<'_>,
+        work: impl Work<T>,
+    ) -> Result<String, ServiceError> {
+        let result = self.read(grant, work).await?;
+        let tor = self.apply(emitter).await;
+        json(&Changed { result, tor })
     }
 
     /// `Changed`, broadcast to every user of the bus: it names nothing (names need the read
@@ -175,13 +249,6 @@ impl Server {
     }
 }
 
-#[derive(Serialize)]
-struct Changed<T: Serialize> {
-    #[serde(flatten)]
-    result: T,
-    tor: TorOutcome,
-}
-
 #[zbus::interface(name = "org.boum.tails.Server1")]
 impl Server {
     async fn catalog(
@@ -189,9 +256,8 @@ impl Server {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, &header, actions::READ).await?;
-        let kinds = self.with_manager(|m| Ok(m.catalog().kinds().cloned().collect::<Vec<_>>())).await?;
-        json(&kinds)
+        let grant = self.grant::<Read>(&Caller { header: &header, connection }).await?;
+        self.answer(&grant, |m| Ok(m.catalog().kinds().cloned().collect::<Vec<_>>())).await
     }
 
     async fn list(
@@ -199,10 +265,9 @@ impl Server {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, &header, actions::READ).await?;
-        let list: Vec<ServiceView> =
-            self.with_manager(|m| Ok(m.list()?.iter().map(|r| views::service_view(m, r)).collect())).await?;
-        json(&list)
+        let grant = self.grant::<Read>(&Caller { header: &header, connection }).await?;
+        self.answer(&grant, |m| Ok(m.list()?.iter().map(|r| views::service_view(m, r)).collect::<Vec<ServiceView>>()))
+            .await
     }
 
     async fn info(
@@ -211,10 +276,9 @@ impl Server {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, &header, actions::READ).await?;
+        let grant = self.grant::<Read>(&Caller { header: &header, connection }).await?;
         let name = service_name(name)?;
-        let view = self.view_of(name).await?;
-        json(&view)
+        self.answer(&grant, move |m| Ok(views::service_view(m, &m.get(&name)?))).await
     }
 
     async fn status(
@@ -224,10 +288,10 @@ impl Server {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, &header, actions::READ).await?;
+        let grant = self.grant::<Read>(&Caller { header: &header, connection }).await?;
         let name = service_name(name)?;
         let (record, mut view): (_, StatusView) = self
-            .with_manager(move |m| {
+            .read(&grant, move |m| {
                 let record = m.get(&name)?;
                 let view = views::status_view(m, &record);
                 Ok((record, view))
@@ -249,12 +313,12 @@ impl Server {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, &header, actions::READ).await?;
+        let grant = self.grant::<Read>(&Caller { header: &header, connection }).await?;
         let name = service_name(name)?;
         if timeout_s == 0 || timeout_s > MAX_WAIT_S {
             return Err(ServiceError::InvalidInput(format!("the timeout must be 1 to {MAX_WAIT_S} seconds")));
         }
-        let record = self.with_manager(move |m| m.get(&name)).await?;
+        let record = self.read(&grant, move |m| m.get(&name)).await?;
         if !record.enabled {
             return Err(ServiceError::InvalidInput(format!("{} is not enabled: enable it first", record.name)));
         }
@@ -274,43 +338,14 @@ impl Server {
         #[zbus(connection)] connection: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, &header, actions::CHANGE).await?;
-        check_length("the kind", kind)?;
-        let mut request = AddRequest::new(kind);
-        for (key, value) in &options {
-            check_length(key, value)?;
-            let port = |v: &str| {
-                v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                    ServiceError::InvalidInput(format!(
-                        "invalid port {v:?} for {key}: expected a number from 1 to 65535"
-                    ))
-                })
-            };
-            match key.as_str() {
-                "name" => request.name = Some(service_name(value)?),
-                "local-port" => request.local_port = Some(port(value)?),
-                "remote-port" => request.remote_port = Some(port(value)?),
-                "first-client" => request.first_client = client_name(value)?,
-                other => match other.strip_prefix("option.") {
-                    Some(option) => request.options.push((option.to_owned(), value.clone())),
-                    None => {
-                        return Err(ServiceError::InvalidInput(format!(
-                            "unknown argument {other:?}: expected name, local-port, remote-port, first-client or \
-                             option.NAME"
-                        )))
-                    }
-                },
-            }
-        }
+        let grant = self.grant::<Change>(&Caller { header: &header, connection }).await?;
+        let request = add_request(kind, &options)?;
         // Client authorization is not optional over D-Bus: the opt-out is the CLI's hidden flag.
-        let view = self
-            .with_manager(move |m| {
-                let record = m.add(request)?;
-                Ok(views::service_view(m, &record))
-            })
-            .await?;
-        let tor = self.apply(&emitter).await;
-        json(&Changed { result: view, tor })
+        self.change(&grant, &emitter, move |m| {
+            let record = m.add(request)?;
+            Ok(views::service_view(m, &record))
+        })
+        .await
     }
 
     async fn remove(
@@ -320,19 +355,18 @@ impl Server {
         #[zbus(connection)] connection: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, &header, actions::CHANGE).await?;
+        let grant = self.grant::<Change>(&Caller { header: &header, connection }).await?;
         let name = service_name(name)?;
-        let removed = self.with_manager(move |m| m.remove(&name)).await?;
         #[derive(Serialize)]
         struct Removed {
             name: String,
             address: String,
         }
-        let tor = self.apply(&emitter).await;
-        json(&Changed {
-            result: Removed { name: removed.name.to_string(), address: removed.address().to_string() },
-            tor,
+        self.change(&grant, &emitter, move |m| {
+            let removed = m.remove(&name)?;
+            Ok(Removed { name: removed.name.to_string(), address: removed.address().to_string() })
         })
+        .await
     }
 
     async fn enable(
@@ -342,7 +376,8 @@ impl Server {
         #[zbus(connection)] connection: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
-        self.set_enabled(name, true, &header, connection, &emitter).await
+        let grant = self.grant::<Change>(&Caller { header: &header, connection }).await?;
+        self.set_enabled(&grant, name, true, &emitter).await
     }
 
     async fn disable(
@@ -352,7 +387,8 @@ impl Server {
         #[zbus(connection)] connection: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
-        self.set_enabled(name, false, &header, connection, &emitter).await
+        let grant = self.grant::<Change>(&Caller { header: &header, connection }).await?;
+        self.set_enabled(&grant, name, false, &emitter).await
     }
 
     async fn get_option(
@@ -362,19 +398,20 @@ impl Server {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, &header, actions::READ).await?;
+        let caller = Caller { header: &header, connection };
+        let grant = self.grant::<Read>(&caller).await?;
         let name = service_name(name)?;
         check_length("the option", option)?;
         let option = option.to_owned();
-        let (service, option, spec_secret, value) = self
-            .with_manager(move |m| {
+        let (service, option, secret, value) = self
+            .read(&grant, move |m| {
                 let (spec, value) = m.get_option(&name, &option)?;
                 Ok((name, option, spec.secret, value))
             })
             .await?;
-        if spec_secret {
+        if secret {
             // A secret's value is shown only to whom may see secrets.
-            self.authorize(connection, &header, actions::REVEAL_SECRET).await?;
+            self.grant::<RevealSecret>(&caller).await?;
         }
         json(&serde_json::json!({ "name": service.as_str(), "option": option, "value": value }))
     }
@@ -388,39 +425,36 @@ impl Server {
         #[zbus(connection)] connection: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, &header, actions::CHANGE).await?;
+        let grant = self.grant::<Change>(&Caller { header: &header, connection }).await?;
         let name = service_name(name)?;
         check_length("the option", option)?;
         check_length("the value", value)?;
         let (option, value) = (option.to_owned(), zeroize::Zeroizing::new(value.to_owned()));
-        let (view, change) = self
-            .with_manager(move |m| {
-                let (record, previous) = m.set_option(&name, &option, &value)?;
-                let (spec, new) = m.get_option(&name, &option)?;
-                // A secret's values are never sent back, only whether they changed or are empty.
-                let shown = |v: &tails_server_core::options::OptionValue| match (spec.secret, v) {
-                    (true, tails_server_core::options::OptionValue::String(s)) if s.is_empty() => serde_json::json!(""),
-                    (true, _) => serde_json::json!(views::HIDDEN),
-                    (false, v) => serde_json::json!(v),
-                };
-                let change = serde_json::json!({
-                    "option": option,
-                    "secret": spec.secret,
-                    "changed": new != previous,
-                    "value": shown(&new),
-                    "previous": shown(&previous),
-                });
-                Ok((views::service_view(m, &record), change))
-            })
-            .await?;
-        let tor = self.apply(&emitter).await;
         #[derive(Serialize)]
         struct WithChange {
             #[serde(flatten)]
             view: ServiceView,
             change: serde_json::Value,
         }
-        json(&Changed { result: WithChange { view, change }, tor })
+        self.change(&grant, &emitter, move |m| {
+            let (record, previous) = m.set_option(&name, &option, &value)?;
+            let (spec, new) = m.get_option(&name, &option)?;
+            // A secret's values are never sent back, only whether they changed or are empty.
+            let shown = |v: &tails_server_core::options::OptionValue| match (spec.secret, v) {
+                (true, tails_server_core::options::OptionValue::String(s)) if s.is_empty() => serde_json::json!(""),
+                (true, _) => serde_json::json!(views::HIDDEN),
+                (false, v) => serde_json::json!(v),
+            };
+            let change = serde_json::json!({
+                "option": option,
+                "secret": spec.secret,
+                "changed": new != previous,
+                "value": shown(&new),
+                "previous": shown(&previous),
+            });
+            Ok(WithChange { view: views::service_view(m, &record), change })
+        })
+        .await
     }
 
     async fn clients(
@@ -429,10 +463,9 @@ impl Server {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, &header, actions::READ).await?;
+        let grant = self.grant::<Read>(&Caller { header: &header, connection }).await?;
         let name = service_name(name)?;
-        let view = self.view_of(name).await?;
-        json(&view.clients)
+        self.answer(&grant, move |m| Ok(views::service_view(m, &m.get(&name)?).clients)).await
     }
 
     async fn add_client(
@@ -444,19 +477,16 @@ impl Server {
         #[zbus(connection)] connection: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, &header, actions::CHANGE).await?;
+        let grant = self.grant::<Change>(&Caller { header: &header, connection }).await?;
         let name = service_name(name)?;
         let client = client_name(client)?;
         check_length("the public key", public_key)?;
         let key = if public_key.is_empty() { None } else { Some(ClientPublicKey::parse(public_key)?) };
-        let view = self
-            .with_manager(move |m| {
-                m.add_client(&name, client, key)?;
-                Ok(views::service_view(m, &m.get(&name)?))
-            })
-            .await?;
-        let tor = self.apply(&emitter).await;
-        json(&Changed { result: view, tor })
+        self.change(&grant, &emitter, move |m| {
+            m.add_client(&name, client, key)?;
+            Ok(views::service_view(m, &m.get(&name)?))
+        })
+        .await
     }
 
     async fn remove_client(
@@ -467,17 +497,14 @@ impl Server {
         #[zbus(connection)] connection: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, &header, actions::CHANGE).await?;
+        let grant = self.grant::<Change>(&Caller { header: &header, connection }).await?;
         let name = service_name(name)?;
         let client = client_name(client)?;
-        let view = self
-            .with_manager(move |m| {
-                m.remove_client(&name, &client)?;
-                Ok(views::service_view(m, &m.get(&name)?))
-            })
-            .await?;
-        let tor = self.apply(&emitter).await;
-        json(&Changed { result: view, tor })
+        self.change(&grant, &emitter, move |m| {
+            m.remove_client(&name, &client)?;
+            Ok(views::service_view(m, &m.get(&name)?))
+        })
+        .await
     }
 
     async fn keys(
@@ -485,10 +512,8 @@ impl Server {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, &header, actions::READ).await?;
-        let keys: Vec<KeyView> =
-            self.with_manager(|m| Ok(m.received_keys()?.iter().map(views::key_view).collect())).await?;
-        json(&keys)
+        let grant = self.grant::<Read>(&Caller { header: &header, connection }).await?;
+        self.answer(&grant, |m| Ok(m.received_keys()?.iter().map(views::key_view).collect::<Vec<KeyView>>())).await
     }
 
     #[allow(clippy::too_many_arguments)] // zbus passes the header, connection and emitter as arguments
@@ -502,17 +527,16 @@ impl Server {
         #[zbus(connection)] connection: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, &header, actions::CHANGE).await?;
+        let grant = self.grant::<Change>(&Caller { header: &header, connection }).await?;
         let name = key_name(name)?;
         check_length("the key", text)?;
         check_length("the address", address)?;
         let text = zeroize::Zeroizing::new(text.to_owned());
         let address = if address.is_empty() { None } else { Some(address.parse::<OnionAddress>()?) };
-        let view = self
-            .with_manager(move |m| Ok(views::key_view(&m.add_received_key(name, &text, address, persistent)?)))
-            .await?;
-        let tor = self.apply(&emitter).await;
-        json(&Changed { result: view, tor })
+        self.change(&grant, &emitter, move |m| {
+            Ok(views::key_view(&m.add_received_key(name, &text, address, persistent)?))
+        })
+        .await
     }
 
     async fn remove_key(
@@ -522,11 +546,9 @@ impl Server {
         #[zbus(connection)] connection: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, &header, actions::CHANGE).await?;
+        let grant = self.grant::<Change>(&Caller { header: &header, connection }).await?;
         let name = key_name(name)?;
-        let view = self.with_manager(move |m| Ok(views::key_view(&m.remove_received_key(&name)?))).await?;
-        let tor = self.apply(&emitter).await;
-        json(&Changed { result: view, tor })
+        self.change(&grant, &emitter, move |m| Ok(views::key_view(&m.remove_received_key(&name)?))).await
     }
 
     async fn credential(
@@ -537,42 +559,16 @@ impl Server {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<String, ServiceError> {
-        let secret = match form {
-            "auth-private" | "key" => true,
-            "auth" => false,
-            other => {
-                return Err(ServiceError::InvalidInput(format!(
-                    "unknown credential form {other:?}: expected auth-private, key or auth"
-                )))
-            }
-        };
-        let action = if secret { actions::REVEAL_SECRET } else { actions::READ };
-        self.authorize(connection, &header, action).await?;
-        let name = service_name(name)?;
-        let client = client_name(client)?;
-        let form = form.to_owned();
-        let view = self
-            .with_manager(move |m| {
-                let (record, client) = m.client(&name, &client)?;
-                let no_key =
-                    || Error::NoPrivateKey { service: record.name.to_string(), client: client.name.to_string() };
-                let value = match form.as_str() {
-                    "auth-private" => {
-                        client.secret_key.as_ref().ok_or_else(no_key)?.auth_private_line(&record.address())
-                    }
-                    "key" => client.secret_key.as_ref().ok_or_else(no_key)?.to_base32(),
-                    _ => zeroize::Zeroizing::new(client.public_key.auth_line()),
-                };
-                Ok(serde_json::json!({
-                    "service": record.name.as_str(),
-                    "client": client.name.as_str(),
-                    "address": record.address().to_string(),
-                    "form": form,
-                    "value": value.as_str(),
-                }))
-            })
-            .await?;
-        json(&view)
+        let caller = Caller { header: &header, connection };
+        // The form says which action: a private key needs reveal-secret, a public one read.
+        let form = CredentialForm::parse(form)?;
+        if form.is_secret() {
+            let grant = self.grant::<RevealSecret>(&caller).await?;
+            self.credential_of(&grant, name, client, form).await
+        } else {
+            let grant = self.grant::<Read>(&caller).await?;
+            self.credential_of(&grant, name, client, form).await
+        }
     }
 
     async fn export(
@@ -582,7 +578,7 @@ impl Server {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<Vec<u8>, ServiceError> {
-        self.authorize(connection, &header, actions::REVEAL_SECRET).await?;
+        let grant = self.grant::<RevealSecret>(&Caller { header: &header, connection }).await?;
         check_length("the passphrase", passphrase)?;
         if passphrase.is_empty() {
             return Err(ServiceError::InvalidInput("the passphrase is empty".into()));
@@ -591,7 +587,7 @@ impl Server {
             return Err(ServiceError::InvalidInput(format!("more than {MAX_SERVICES_ARGUMENT} services named")));
         }
         let names = services.iter().map(|s| service_name(s)).collect::<Result<Vec<_>, _>>()?;
-        let document = self.with_manager(move |m| m.export(&names)).await?;
+        let document = self.read(&grant, move |m| m.export(&names)).await?;
         if document.services.is_empty() && document.keys.is_empty() {
             return Err(ServiceError::NotFound("there is no service or kept key to export".into()));
         }
@@ -614,7 +610,7 @@ impl Server {
         #[zbus(connection)] connection: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, &header, actions::CHANGE).await?;
+        let grant = self.grant::<Change>(&Caller { header: &header, connection }).await?;
         check_length("the passphrase", passphrase)?;
         if backup.len() as u64 > backup::MAX_BACKUP_SIZE {
             return Err(ServiceError::InvalidInput(format!(
@@ -646,7 +642,7 @@ impl Server {
         let held_back = document.hold_back_lowered_protection()?;
         let enabled: Vec<String> = document.services.iter().filter(|r| r.enabled).map(|r| r.name.to_string()).collect();
         let report = self
-            .with_manager(move |m| {
+            .read(&grant, move |m| {
                 document.validate(m.catalog())?;
                 m.import_with_keys(document.services, document.keys, conflict, dry_run)
             })
@@ -668,12 +664,12 @@ impl Server {
         let result =
             Imported { dry_run, added: report.added, replaced: report.replaced, skipped: report.skipped, held_back };
         let tor = if dry_run || !changed_any {
-            TorOutcome { applied: true, pending: vec![], failed: vec![] }
+            TorOutcome::nothing_to_do()
         } else if touches_tor {
             self.apply(&emitter).await
         } else {
             let _ = Self::announce(&emitter).await;
-            TorOutcome { applied: true, pending: vec![], failed: vec![] }
+            TorOutcome::nothing_to_do()
         };
         json(&Changed { result, tor })
     }
@@ -683,10 +679,8 @@ impl Server {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, &header, actions::CHANGE).await?;
-        if !*self.unlocked.borrow() {
-            return Err(Error::PersistentStorageLocked.into());
-        }
+        self.grant::<Change>(&Caller { header: &header, connection }).await?;
+        self.require_unlocked()?;
         let mut tor = self.publisher.connect().await?;
         let report = self.publisher.sync(&mut tor).await?;
         json(&serde_json::json!({
@@ -704,13 +698,13 @@ impl Server {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<(), ServiceError> {
-        self.authorize(connection, &header, actions::CHANGE).await?;
+        self.grant::<Change>(&Caller { header: &header, connection }).await?;
         tokio::task::spawn_blocking(tails_server_core::store::let_go_of_held_databases)
             .await
             .map_err(|e| ServiceError::Failed(format!("internal error: {e}")))
     }
 
-    /// Emitted after every change, with the services it concerned.
+    /// Emitted after every change. It names nothing: names need the read action.
     #[zbus(signal)]
     async fn changed(emitter: &SignalEmitter<'_>, names: Vec<String>) -> zbus::Result<()>;
 
@@ -728,16 +722,12 @@ impl Server {
 impl Server {
     async fn set_enabled(
         &self,
+        grant: &Grant<Change>,
         name: &str,
         enabled: bool,
-        header: &Header<'_>,
-        connection: &zbus::Connection,
         emitter: &SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
-        self.authorize(connection, header, actions::CHANGE).await?;
-        if !*self.unlocked.borrow() {
-            return Err(Error::PersistentStorageLocked.into());
-        }
+        self.require_unlocked()?;
         let name = service_name(name)?;
         // The library's policy: publish then record for enable, record then remove for
         // disable; a refusal by tor changes nothing.
@@ -750,8 +740,108 @@ impl Server {
         for warning in warnings {
             log(Level::Warning, &warning);
         }
-        let outcome = self.apply(emitter).await;
-        let view = self.view_of(name).await?;
-        json(&Changed { result: view, tor: outcome })
+        let tor = self.apply(emitter).await;
+        let view = self.read(grant, move |m| Ok(views::service_view(m, &m.get(&name)?))).await?;
+        json(&Changed { result: view, tor })
     }
+
+    async fn credential_of<A: PolkitAction>(
+        &self,
+        grant: &Grant<A>,
+        name: &str,
+        client: &str,
+        form: CredentialForm,
+    ) -> Result<String, ServiceError> {
+        let name = service_name(name)?;
+        let client = client_name(client)?;
+        self.answer(grant, move |m| credential_document(m, &name, &client, form)).await
+    }
+}
+
+/// `Add`'s options map, checked as the CLI checks its flags.
+fn add_request(kind: &str, options: &HashMap<String, String>) -> Result<AddRequest, ServiceError> {
+    check_length("the kind", kind)?;
+    let mut request = AddRequest::new(kind);
+    for (key, value) in options {
+        check_length(key, value)?;
+        let port = |v: &str| {
+            v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                ServiceError::InvalidInput(format!("invalid port {v:?} for {key}: expected a number from 1 to 65535"))
+            })
+        };
+        match key.as_str() {
+            "name" => request.name = Some(service_name(value)?),
+            "local-port" => request.local_port = Some(port(value)?),
+            "remote-port" => request.remote_port = Some(port(value)?),
+            "first-client" => request.first_client = client_name(value)?,
+            other => match other.strip_prefix("option.") {
+                Some(option) => request.options.push((option.to_owned(), value.clone())),
+                None => {
+                    return Err(ServiceError::InvalidInput(format!(
+                        "unknown argument {other:?}: expected name, local-port, remote-port, first-client or \
+                         option.NAME"
+                    )))
+                }
+            },
+        }
+    }
+    Ok(request)
+}
+
+/// The forms `Credential` gives a client's key in.
+#[derive(Clone, Copy)]
+enum CredentialForm {
+    /// `<56-char-onion>:descriptor:x25519:<private key>`, the friend's `.auth_private` line.
+    AuthPrivate,
+    /// The private key alone, for Tor Browser's prompt.
+    Key,
+    /// `descriptor:x25519:<public key>`, the service side's `.auth` line: no secret.
+    Auth,
+}
+
+impl CredentialForm {
+    fn parse(form: &str) -> Result<Self, ServiceError> {
+        match form {
+            "auth-private" => Ok(Self::AuthPrivate),
+            "key" => Ok(Self::Key),
+            "auth" => Ok(Self::Auth),
+            other => Err(ServiceError::InvalidInput(format!(
+                "unknown credential form {other:?}: expected auth-private, key or auth"
+            ))),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::AuthPrivate => "auth-private",
+            Self::Key => "key",
+            Self::Auth => "auth",
+        }
+    }
+
+    fn is_secret(self) -> bool {
+        !matches!(self, Self::Auth)
+    }
+}
+
+fn credential_document(
+    m: &mut Manager,
+    name: &ServiceName,
+    client: &ClientName,
+    form: CredentialForm,
+) -> tails_server_core::Result<serde_json::Value> {
+    let (record, client) = m.client(name, client)?;
+    let no_key = || Error::NoPrivateKey { service: record.name.to_string(), client: client.name.to_string() };
+    let value = match form {
+        CredentialForm::AuthPrivate => client.secret_key.as_ref().ok_or_else(no_key)?.auth_private_line(&record.address()),
+        CredentialForm::Key => client.secret_key.as_ref().ok_or_else(no_key)?.to_base32(),
+        CredentialForm::Auth => zeroize::Zeroizing::new(client.public_key.auth_line()),
+    };
+    Ok(serde_json::json!({
+        "service": record.name.as_str(),
+        "client": client.name.as_str(),
+        "address": record.address().to_string(),
+        "form": form.name(),
+        "value": value.as_str(),
+    }))
 }
