@@ -106,6 +106,28 @@ fn a_change_interrupted_after_its_snapshot_is_finished_quietly() {
 }
 
 #[test]
+fn a_saved_change_lost_with_its_unreadable_snapshot_is_reported() {
+    let env = populated();
+    // Change N+1 was saved (its snapshot renamed in), sled kept only change N, and then
+    // the snapshot was damaged: the change is gone, and the person must hear it.
+    changes_then_database_from_before(&env, &[&["client", "add", "mumble", "bob"]]);
+    let newest = snapshots(&env).pop().unwrap();
+    let mut bytes = fs::read(&newest).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x20;
+    fs::write(&newest, bytes).unwrap();
+    let out = env.run(&["set-option", "mumble", "max-users", "9"]).ok();
+    let generation = newest.file_stem().unwrap().to_str().unwrap().parse::<u64>().unwrap();
+    assert!(
+        out.stderr.contains(&format!("the snapshot of change {generation} (")) && out.stderr.contains("is lost"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains(&format!("goes on from change {}", generation - 1)), "{}", out.stderr);
+    assert_eq!(env.service("mumble")["options"]["max-users"], 9);
+}
+
+#[test]
 fn a_missing_database_is_rebuilt_from_the_snapshot() {
     let env = populated();
     let before = env.listing();

@@ -838,10 +838,30 @@ impl Store {
         // before sled committed it; more, written while sled was held (`deferred`), are
         // changes whose sled writes a dead process never flushed; more otherwise, and sled
         // dropped writes it had acknowledged (it may, after a crash, without an error).
-        let newest = snapshots
-            .iter()
-            .filter(|s| s.generation >= generation)
-            .find_map(|s| s.read().ok().map(|(contents, deferred)| (s.generation, contents, deferred)));
+        let mut newest = None;
+        let mut unreadable = None;
+        for snapshot in snapshots.iter().filter(|s| s.generation >= generation) {
+            match snapshot.read() {
+                Ok((contents, deferred)) => {
+                    newest = Some((snapshot.generation, contents, deferred));
+                    break;
+                }
+                Err(why) if snapshot.generation > generation && unreadable.is_none() => {
+                    unreadable = Some((snapshot, why));
+                }
+                Err(_) => {}
+            }
+        }
+        // A change was reported saved with that snapshot, and neither it nor sled holds it
+        // any longer: the person must hear it, not find a client missing later.
+        if let Some((snapshot, why)) = unreadable {
+            let kept = newest.as_ref().map_or(generation, |(g, ..)| *g);
+            self.warn(format!(
+                "the snapshot of change {} ({}) cannot be read ({why}); the store goes on from change {kept},                  so what was saved after it is lost: check the services and their clients (`tails-server list`)",
+                snapshot.generation,
+                snapshot.path.display(),
+            ));
+        }
         match newest {
             None => Ok(Checked::Current),
             // The same change: sled must hold exactly the snapshot's records (a change's
