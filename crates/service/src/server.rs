@@ -833,7 +833,9 @@ fn credential_document(
     let (record, client) = m.client(name, client)?;
     let no_key = || Error::NoPrivateKey { service: record.name.to_string(), client: client.name.to_string() };
     let value = match form {
-        CredentialForm::AuthPrivate => client.secret_key.as_ref().ok_or_else(no_key)?.auth_private_line(&record.address()),
+        CredentialForm::AuthPrivate => {
+            client.secret_key.as_ref().ok_or_else(no_key)?.auth_private_line(&record.address())
+        }
         CredentialForm::Key => client.secret_key.as_ref().ok_or_else(no_key)?.to_base32(),
         CredentialForm::Auth => zeroize::Zeroizing::new(client.public_key.auth_line()),
     };
