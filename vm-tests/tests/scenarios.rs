@@ -170,6 +170,7 @@ fn not_listening(port: u16) -> String {
 /// in over SFTP; without the key it is refused. Then a LAN rule, and an interface coming up
 /// again: the firewall reloaded with the rule replayed, tor restarted, everything back.
 #[test]
+#[ignore = "boots QEMU (minutes under TCG): ./scripts/vm-test runs it"]
 fn g_the_whole_job_from_a_fresh_stick_to_a_friend_connecting() {
     use tails_server_integration::network::Network;
     use vm_tests::friend;
@@ -525,6 +526,7 @@ fn until_ok<T>(timeout: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T>
 /// later (the Welcome Screen's moment) and, with no command typed, the service opens the
 /// store (told by the tps stand-in's PropertiesChanged) and registers the stored service.
 #[test]
+#[ignore = "boots QEMU (minutes under TCG): ./scripts/vm-test runs it"]
 fn e2_the_service_waits_for_the_unlock_then_restores() {
     scenario("e2-unlock-later", |vm| {
         vm.boot(BootOptions::unlocked())?;
@@ -582,6 +584,7 @@ const LIST_OVER_DBUS: &str = "busctl call org.boum.tails.Server /org/boum/tails/
 
 /// The remote shell protocol itself: every request type, errors, ids, a timeout.
 #[test]
+#[ignore = "boots QEMU (minutes under TCG): ./scripts/vm-test runs it"]
 fn a0_remote_shell_protocol() {
     scenario("remote-shell-protocol", |vm| {
         vm.boot(BootOptions::locked())?;
@@ -624,6 +627,7 @@ fn a0_remote_shell_protocol() {
 /// (b) Power cut (QMP quit) right after `client add` and `set-option` were acknowledged:
 /// both are there after the next boot and the store opens.
 #[test]
+#[ignore = "boots QEMU (minutes under TCG): ./scripts/vm-test runs it"]
 fn b_power_cut_after_acknowledged_changes() {
     scenario("b-power-cut", |vm| {
         vm.boot(BootOptions::unlocked())?;
@@ -663,6 +667,7 @@ fn b_power_cut_after_acknowledged_changes() {
 /// daemon` running: every service is registered again; the delay from the new tor answering
 /// on its ControlPort to all registered.
 #[test]
+#[ignore = "boots QEMU (minutes under TCG): ./scripts/vm-test runs it"]
 fn c_tor_restart_with_daemon() {
     scenario("c-tor-restart", |vm| {
         vm.boot(BootOptions::unlocked())?;
@@ -757,6 +762,7 @@ print(json.dumps({"old_pid": old_pid, "all_registered": t_all is not None,
 /// (d) A persistence=false service is gone after a reboot; a persistent one is back with the
 /// same address (after `restore`, what the login hook runs).
 #[test]
+#[ignore = "boots QEMU (minutes under TCG): ./scripts/vm-test runs it"]
 fn d_amnesic_service_gone_persistent_back() {
     scenario("d-amnesic-vs-persistent", |vm| {
         vm.boot(BootOptions::unlocked())?;
@@ -800,6 +806,7 @@ fn d_amnesic_service_gone_persistent_back() {
 /// (e) Boot without unlocking: the store is not created on the volume (QEMU counts no write
 /// to the stick), whatever the CLI is asked; after unlocking, the volume has no store.
 #[test]
+#[ignore = "boots QEMU (minutes under TCG): ./scripts/vm-test runs it"]
 fn e_locked_boot_writes_nothing_to_the_volume() {
     scenario("e-locked-boot", |vm| {
         vm.boot(BootOptions::locked())?;
@@ -864,6 +871,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// (f) On the stick throttled to USB-2 speeds (4 MiB/s, 60 write IOPS): medians of `list`,
 /// `set-option` and `client add`, measured inside the guest (figures for the design note).
 #[test]
+#[ignore = "boots QEMU (minutes under TCG): ./scripts/vm-test runs it"]
 fn f_throttled_stick_medians() {
     let mut vm = Vm::new("f-throttled", VmConfig { throttle_stick: true, ..VmConfig::default() })
         .unwrap_or_else(|e| panic!("f-throttled: {e}"));
