@@ -861,25 +861,37 @@ fn status_without_tor_says_why_each_answer_is_unknown() {
     assert!(out.contains("  tor:        cannot reach tor's control port at 127.0.0.1:1"), "{out}");
 }
 
-/// Removing an SFTP service destroys the host key its program made (overwritten, then
-/// unlinked) and keeps the files people shared.
+/// A service's data goes with it: removing an SFTP service overwrites the host key its
+/// program made, then deletes the rest with the files people shared. `--keep-data` sets it
+/// all aside instead, where a later service of the same name never gets it.
 #[test]
-fn removing_a_service_destroys_its_programs_key_and_keeps_the_shared_files() {
+fn removing_a_service_deletes_its_data_unless_the_person_keeps_it() {
     let env = TestEnv::new();
-    env.run(&["add", "sftp", "--name", "share"]).ok();
     let data = env.state_dir().join("data/share");
-    std::fs::create_dir_all(data.join("files")).unwrap();
-    std::fs::write(data.join("files/notes.txt"), b"shared").unwrap();
-    let key = data.join("ssh_host_ed25519_key");
-    std::fs::write(&key, b"-----BEGIN OPENSSH PRIVATE KEY----- made up").unwrap();
-    std::fs::write(data.join("ssh_host_ed25519_key.pub"), b"ssh-ed25519 AAAA made up").unwrap();
+    let plant = || {
+        std::fs::create_dir_all(data.join("files")).unwrap();
+        std::fs::write(data.join("files/notes.txt"), b"shared").unwrap();
+        std::fs::write(data.join("ssh_host_ed25519_key"), b"-----BEGIN OPENSSH PRIVATE KEY----- made up").unwrap();
+        std::fs::write(data.join("ssh_host_ed25519_key.pub"), b"ssh-ed25519 AAAA made up").unwrap();
+    };
+    env.run(&["add", "sftp", "--name", "share"]).ok();
+    plant();
     // A second name for the key's blocks shows whether they were overwritten.
     let witness = env.root.path().join("witness");
-    std::fs::hard_link(&key, &witness).unwrap();
-    env.run(&["remove", "--yes", "share"]).ok();
-    assert!(!key.exists() && !data.join("ssh_host_ed25519_key.pub").exists());
+    std::fs::hard_link(data.join("ssh_host_ed25519_key"), &witness).unwrap();
+    let out = env.run(&["remove", "--yes", "share"]).ok();
+    assert!(out.stdout.contains("and its data is deleted"), "{}", out.stdout);
+    assert!(!data.exists(), "the data of a removed service stays under its name");
     assert!(std::fs::read(&witness).unwrap().iter().all(|&b| b == 0), "the key's bytes were overwritten");
-    assert_eq!(std::fs::read(data.join("files/notes.txt")).unwrap(), b"shared");
+
+    env.run(&["add", "sftp", "--name", "share"]).ok();
+    plant();
+    let out = env.run(&["--format", "json", "remove", "--yes", "--keep-data", "share"]).ok().json();
+    let kept = std::path::PathBuf::from(out["removed"]["data-kept-at"].as_str().unwrap_or_else(|| panic!("{out}")));
+    assert!(kept.starts_with(env.state_dir().join("kept-data")), "{}", kept.display());
+    assert_eq!(std::fs::read(kept.join("files/notes.txt")).unwrap(), b"shared");
+    assert!(std::fs::read(kept.join("ssh_host_ed25519_key")).unwrap().starts_with(b"-----BEGIN"));
+    assert!(!data.exists(), "kept data stays under the removed service's name");
 }
 
 /// The friend's side from the command line: every form of a received key is kept, bad ones

@@ -249,8 +249,14 @@ fn every_method_answers_with_the_clis_documents_or_a_named_error() {
         let huge = vec![b'x'; (tails_server_core::backup::MAX_BACKUP_SIZE + 1) as usize];
         assert_eq!(error_name(server.import(huge, "x", "skip", true).await), format!("{prefix}.InvalidInput"));
 
-        let removed: serde_json::Value = serde_json::from_str(&server.remove("web").await.unwrap()).unwrap();
+        // A removed service's data goes with it, whatever front end removes it.
+        let web_data = env.state_dir().join("data/web");
+        std::fs::create_dir_all(web_data.join("site")).unwrap();
+        std::fs::write(web_data.join("site/index.html"), "the old site").unwrap();
+        let removed: serde_json::Value = serde_json::from_str(&server.remove("web", false).await.unwrap()).unwrap();
         assert_eq!(removed["name"], "web");
+        assert_eq!(removed["data-kept-at"], serde_json::Value::Null);
+        assert!(!web_data.exists(), "the data of a removed service was left under its name");
         assert_eq!(server.list().await.unwrap(), "[]", "still serving after every failure");
 
         // Through the service an import never lowers protection: an enabled service open to
@@ -260,17 +266,17 @@ fn every_method_answers_with_the_clis_documents_or_a_named_error() {
         env.run(&["--control-port", "127.0.0.1:9", "enable", "site"]).exits(3);
         env.run(&["set-option", "site", "allow-lan-connections", "true"]).ok();
         let lowered = server.export(vec![], "a long enough passphrase").await.unwrap();
-        server.remove("site").await.unwrap();
+        server.remove("site", false).await.unwrap();
         let imported: serde_json::Value =
             serde_json::from_str(&server.import(lowered, "a long enough passphrase", "fail", false).await.unwrap())
                 .unwrap();
         assert_eq!(imported["held-back"].as_array().map(Vec::len), Some(2), "{imported}");
         let site = env.service("site");
         assert_eq!((&site["enabled"], &site["options"]["allow-lan-connections"]), (&false.into(), &false.into()));
-        server.remove("site").await.unwrap();
+        server.remove("site", false).await.unwrap();
         env.run(&["add", "custom", "--name", "open", "--local-port", "8081", "--allow-anyone-with-the-address"]).ok();
         let open = server.export(vec![], "a long enough passphrase").await.unwrap();
-        server.remove("open").await.unwrap();
+        server.remove("open", false).await.unwrap();
         let refused = server.import(open, "a long enough passphrase", "fail", false).await;
         assert_eq!(error_name(refused), format!("{prefix}.InvalidInput"));
         assert_eq!(server.list().await.unwrap(), "[]", "nothing imported");

@@ -59,13 +59,18 @@ pub(super) enum Command {
         #[arg(long, hide = true)]
         allow_anyone_with_the_address: bool,
     },
-    /// Remove a service and destroy its onion key and client keys
+    /// Remove a service: destroy its onion key and client keys, and delete its data
     Remove {
         /// The service (see `tails-server list`)
         name: ServiceName,
         /// Do not ask for confirmation
         #[arg(long)]
         yes: bool,
+        /// Keep its data (Mumble's database, the web site, the shared files…) in the store's
+        /// kept-data folder instead of deleting it; a later service of the same name never
+        /// gets it
+        #[arg(long)]
+        keep_data: bool,
     },
     /// List the services
     List,

@@ -193,9 +193,9 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 out.changed(&format!("{name} is disabled."), "service", &changed.view)?;
                 after_change(&changed.tor)
             }
-            Command::Remove { name, yes } => {
+            Command::Remove { name, yes, keep_data } => {
                 if !yes {
-                    super::confirm_removal(name)?;
+                    super::confirm_removal(name, *keep_data)?;
                 }
                 #[derive(Deserialize)]
                 struct Removed {
@@ -203,7 +203,7 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                     removed: output::RemovedService,
                     tor: TorOutcome,
                 }
-                let answer: Removed = parse(&server.remove(name.as_str()).await.map_err(failed)?)?;
+                let answer: Removed = parse(&server.remove(name.as_str(), *keep_data).await.map_err(failed)?)?;
                 out.removed(&answer.removed)?;
                 after_change(&answer.tor)
             }

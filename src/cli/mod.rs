@@ -34,7 +34,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tails_server_core::keys::ClientPublicKey;
 use tails_server_core::names::{ClientName, ServiceName};
 use tails_server_core::store::{BusyHook, StoreOptions};
-use tails_server_core::{tails, AddRequest, Config, Manager};
+use tails_server_core::{tails, AddRequest, Config, Manager, ServiceData};
 
 pub use args::Cli;
 use args::*;
@@ -252,14 +252,16 @@ fn run_services(cli: &Cli, out: &Printer) -> Result<()> {
             }
             out.added(&manager, &record)
         }
-        Command::Remove { name, yes } => {
+        Command::Remove { name, yes, keep_data } => {
             if !yes {
-                confirm_removal(name)?;
+                confirm_removal(name, *keep_data)?;
             }
-            let record = open(cli)?.remove(name)?;
+            let data = if *keep_data { ServiceData::Keep } else { ServiceData::Destroy };
+            let removed = open(cli)?.remove(name, data)?;
             out.removed(&output::RemovedService {
-                name: record.name.to_string(),
-                address: record.address().to_string(),
+                name: removed.record.name.to_string(),
+                address: removed.record.address().to_string(),
+                data_kept_at: removed.data_kept_at.map(|at| at.display().to_string()),
             })?;
             tor::sync_after_change(&publisher(cli)?, tor::Affected::Service(name))
         }
@@ -535,16 +537,17 @@ fn without_hidden_flag(script: &str) -> String {
 }
 
 /// Removing a service destroys its onion key: the address can never come back.
-pub(crate) fn confirm_removal(name: &ServiceName) -> Result<()> {
+pub(crate) fn confirm_removal(name: &ServiceName, keep_data: bool) -> Result<()> {
+    let data = if keep_data { "" } else { ", and deletes its data (add --keep-data to keep it)" };
     if !std::io::stdin().is_terminal() {
         bail!(
-            "removing {name} destroys its onion address and client keys for good; \
+            "removing {name} destroys its onion address and client keys for good{data}; \
              add --yes to confirm when not running in a terminal"
         );
     }
     eprint!(
-        "Removing {name} destroys its onion address and every client key: nobody will reach it at this \
-         address again.\nType the service name to confirm: "
+        "Removing {name} destroys its onion address and every client key{data}: nobody will reach it at \
+         this address again.\nType the service name to confirm: "
     );
     std::io::stderr().flush().ok();
     let mut answer = String::new();

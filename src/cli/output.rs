@@ -43,6 +43,9 @@ pub struct Printer {
 pub struct RemovedService {
     pub name: String,
     pub address: String,
+    /// Where its data was set aside (`--keep-data`); null: deleted with it.
+    #[serde(rename = "data-kept-at")]
+    pub data_kept_at: Option<String>,
 }
 
 fn yes_no(b: bool) -> &'static str {
@@ -437,8 +440,12 @@ impl Printer {
     }
 
     pub fn removed(&self, removed: &RemovedService) -> Result<()> {
+        let data = match &removed.data_kept_at {
+            None => "its data is deleted".to_owned(),
+            Some(at) => format!("its data is kept in {at}"),
+        };
         let text = format!(
-            "Removed service {} ({}) from the store. Its onion key and client keys are destroyed.",
+            "Removed service {} ({}) from the store. Its onion key and client keys are destroyed, and {data}.",
             removed.name, removed.address
         );
         self.changed(&text, "removed", removed)

@@ -197,6 +197,13 @@ fn tell_daemons(report: &tails_server_core::system::DaemonReport, affected: Affe
     for name in &report.stopped {
         eprintln!("{name}: its program is stopped.");
     }
+    for (name, at) in &report.set_aside {
+        eprintln!(
+            "tails-server: warning: {name}: data of another service of that name was found and set aside in {}; \
+             this service starts without it.",
+            at.display()
+        );
+    }
     let mut affected_failed = false;
     for (name, error) in &report.failed {
         let ours = affected.service(name);

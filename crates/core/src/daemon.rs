@@ -325,4 +325,7 @@ fn log_daemons(report: &crate::system::DaemonReport) {
     for (name, error) in &report.failed {
         log(Level::Error, &format!("{name}: its program cannot run: {error}"));
     }
+    for (name, at) in &report.set_aside {
+        log(Level::Warning, &format!("{name}: data of another service of that name was set aside in {}", at.display()));
+    }
 }

@@ -42,4 +42,4 @@ pub mod tor;
 pub mod unix;
 
 pub use error::{Error, ErrorKind, Result};
-pub use manager::{AddRequest, Config, ImportReport, Manager, OnConflict};
+pub use manager::{AddRequest, Config, ImportReport, Manager, OnConflict, Removed, ServiceData};

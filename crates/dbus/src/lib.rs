@@ -148,8 +148,9 @@ pub trait Server {
     /// Adds a service (`add`). `options`: `name`, `local-port`, `remote-port`,
     /// `first-client`, and `option.NAME` → value.
     fn add(&self, kind: &str, options: HashMap<String, String>) -> Result<String, ServiceError>;
-    /// Removes a service and destroys its keys (`remove`).
-    fn remove(&self, name: &str) -> Result<String, ServiceError>;
+    /// Removes a service and destroys its keys (`remove`); its data is deleted, or set aside
+    /// when `keep_data` (`remove --keep-data`).
+    fn remove(&self, name: &str, keep_data: bool) -> Result<String, ServiceError>;
     fn enable(&self, name: &str) -> Result<String, ServiceError>;
     fn disable(&self, name: &str) -> Result<String, ServiceError>;
     fn get_option(&self, name: &str, option: &str) -> Result<String, ServiceError>;

@@ -19,7 +19,7 @@ use tails_server_core::daemon::{log, Level};
 use tails_server_core::keys::{ClientPublicKey, OnionAddress};
 use tails_server_core::names::{ClientName, KeyName, ServiceName};
 use tails_server_core::reconcile::{Action, Pending, Publisher};
-use tails_server_core::{backup, AddRequest, Error, Manager, OnConflict};
+use tails_server_core::{backup, AddRequest, Error, Manager, OnConflict, ServiceData};
 use tails_server_dbus::views::{self, KeyView, ServiceView, StatusView, TorState};
 use tails_server_dbus::{actions, ServiceError, API_VERSION};
 
@@ -351,20 +351,28 @@ impl Server {
     async fn remove(
         &self,
         name: &str,
+        keep_data: bool,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
         let grant = self.grant::<Change>(&Caller { header: &header, connection }).await?;
         let name = service_name(name)?;
+        let data = if keep_data { ServiceData::Keep } else { ServiceData::Destroy };
         #[derive(Serialize)]
+        #[serde(rename_all = "kebab-case")]
         struct Removed {
             name: String,
             address: String,
+            data_kept_at: Option<String>,
         }
         self.change(&grant, &emitter, move |m| {
-            let removed = m.remove(&name)?;
-            Ok(Removed { name: removed.name.to_string(), address: removed.address().to_string() })
+            let removed = m.remove(&name, data)?;
+            Ok(Removed {
+                name: removed.record.name.to_string(),
+                address: removed.record.address().to_string(),
+                data_kept_at: removed.data_kept_at.map(|at| at.display().to_string()),
+            })
         })
         .await
     }

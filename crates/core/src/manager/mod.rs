@@ -75,6 +75,22 @@ pub enum OnConflict {
     Replace,
 }
 
+/// What becomes of a removed service's data (its program's files, the folders' contents).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceData {
+    /// Deleted with the service, its program's key material overwritten first.
+    Destroy,
+    /// Set aside in `kept-data/` (where is in [`Removed`]), never given to a later service.
+    Keep,
+}
+
+/// A removed service, and where its data was kept if the person asked for it.
+#[derive(Debug)]
+pub struct Removed {
+    pub record: ServiceRecord,
+    pub data_kept_at: Option<std::path::PathBuf>,
+}
+
 /// What an import changed (or, dry, would change).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ImportReport {

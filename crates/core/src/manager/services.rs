@@ -73,18 +73,52 @@ impl Manager {
         })
     }
 
-    /// Removes a service and destroys its key: no file of either store keeps a copy.
-    pub fn remove(&mut self, name: &ServiceName) -> Result<ServiceRecord> {
+    /// Removes a service and destroys its key: no file of either store keeps a copy. Its
+    /// data goes with it, or is set aside when the person asks (`data`).
+    pub fn remove(&mut self, name: &ServiceName, data: ServiceData) -> Result<Removed> {
         let (location, record) = self.find(name)?;
         self.store_mut(location)?.commit_destroying(vec![Change::Delete(name.clone())])?;
         let blob = record.key.to_control_blob();
         self.destroy_traces_elsewhere(location, Some(&record), blob.as_bytes());
-        self.destroy_program_secrets(location, &record);
-        Ok(record)
+        let data_kept_at = self.dispose_of_data(location, &record, data);
+        Ok(Removed { record, data_kept_at })
     }
 
-    /// The key material its program made (SFTP's host key) goes with the service; the
-    /// files the user put in its folders stay.
+    /// A removed service's data directory: its program's key material scrubbed and the rest
+    /// deleted, or set aside whole. What cannot be done is a warning: the removal stands.
+    fn dispose_of_data(&mut self, location: Location, record: &ServiceRecord, data: ServiceData) -> Option<PathBuf> {
+        let dir = self.data_dir(record);
+        let outcome = match data {
+            _ if std::fs::symlink_metadata(&dir).is_err() => {
+                // Nothing there (never started), but an owner may be recorded.
+                let owner = crate::system::data_owner_file(&dir);
+                std::fs::remove_file(&owner)
+                    .or_else(ignore_not_found)
+                    .map_err(|e| Error::io("cannot remove", &owner, e))
+                    .map(|()| None)
+            }
+            ServiceData::Keep => crate::system::set_data_aside(&dir).map(Some),
+            ServiceData::Destroy => {
+                self.destroy_program_secrets(location, record);
+                let owner = crate::system::data_owner_file(&dir);
+                // Never follows a symbolic link: what the program's user planted goes, not
+                // what it points to.
+                std::fs::remove_dir_all(&dir)
+                    .and_then(|()| std::fs::remove_file(&owner).or_else(ignore_not_found))
+                    .map_err(|e| Error::io("cannot delete", &dir, e))
+                    .map(|()| None)
+            }
+        };
+        outcome.unwrap_or_else(|e| {
+            if let Ok(store) = self.store(location) {
+                store.warn(format!("service {} was removed, but its data was not: {e}", record.name));
+            }
+            None
+        })
+    }
+
+    /// The key material its program made (SFTP's host key, Mumble's certificate in its
+    /// database), overwritten before its folder is deleted.
     pub(super) fn destroy_program_secrets(&mut self, location: Location, record: &ServiceRecord) {
         let Some(kind) = self.kind_of(record) else { return };
         let files = crate::system::secret_files(kind);
@@ -220,5 +254,13 @@ pub(super) fn unknown_option(service: &str, option: &str, specs: &BTreeMap<Strin
         service: service.to_owned(),
         option: option.to_owned(),
         allowed: specs.keys().cloned().collect::<Vec<_>>().join(", "),
+    }
+}
+
+fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
     }
 }

@@ -129,7 +129,7 @@ pub fn mumble(input: &RenderInput) -> Result<Rendered> {
     let users = integer(input, "max-users")?;
     let mut ini = String::new();
     let _ = writeln!(ini, "; Written by tails-server from the service's options; rewritten at every start.");
-    let _ = writeln!(ini, "database={}/mumble-server.sqlite", input.data_dir);
+    let _ = writeln!(ini, "database={}/{MUMBLE_DATABASE}", input.data_dir);
     let _ = writeln!(ini, "host={}", input.listen);
     let _ = writeln!(ini, "port={}", input.port);
     let _ = writeln!(ini, "users={users}");
@@ -321,6 +321,8 @@ pub fn sftp(input: &RenderInput) -> Result<Rendered> {
 /// The SFTP server's host key, in its data directory, and the public half ssh-keygen writes.
 pub const SSH_HOST_KEY: &str = "ssh_host_ed25519_key";
 pub const SSH_HOST_KEY_PUB: &str = "ssh_host_ed25519_key.pub";
+/// Mumble's database, in its data directory: it holds the server certificate and its key.
+pub const MUMBLE_DATABASE: &str = "mumble-server.sqlite";
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,10 @@
 //! the store's directory, `<store>/data/<service>/` (root-only, like the store), and is
 //! bind-mounted into the unit at `/var/lib/tails-server/<service>`; its configuration is
 //! written to the runtime directory and mounted read-only at `/etc/tails-server/<service>`.
+//!
+//! A data directory belongs to a service, not to its name: `data/<service>.owner` records
+//! the onion address of the service it is for, and a directory found there for another
+//! address is set aside into `kept-data/` before the program starts, never handed over.
 
 pub mod configs;
 pub mod lan;
@@ -32,11 +36,13 @@ use systemd::{Systemd, TransientService};
 /// How long a started daemon may take to accept connections on its port.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Files of a daemon's data directory that are key material: destroyed with the service
-/// (the rest of the folder holds the user's files and stays).
+/// Files of a daemon's data directory that are key material, scrubbed (overwritten) before
+/// the rest of the directory is deleted with the service: SFTP's host key, Mumble's database
+/// (which holds the server certificate's private key).
 pub fn secret_files(kind: &KindDefinition) -> &'static [&'static str] {
     match kind.daemon.as_deref() {
         Some("sftp") => &[configs::SSH_HOST_KEY, configs::SSH_HOST_KEY_PUB],
+        Some("mumble") => &[configs::MUMBLE_DATABASE, "mumble-server.sqlite-journal", "mumble-server.sqlite-wal"],
         _ => &[],
     }
 }
@@ -51,6 +57,74 @@ pub fn data_dir(store_dir: &Path, service: &ServiceName) -> PathBuf {
     store_dir.join("data").join(service.as_str())
 }
 
+/// Where data directories that belong to no current service are set aside, beside `data/`:
+/// one found under a new service's name, or a removed service's when the person kept it.
+pub const KEPT_DATA_DIR: &str = "kept-data";
+
+/// The file beside a data directory naming the service it belongs to (its onion address): a
+/// name is reused, an address never.
+pub fn data_owner_file(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir.file_name().unwrap_or_default().to_owned();
+    name.push(".owner");
+    data_dir.with_file_name(name)
+}
+
+/// Moves a data directory into [`KEPT_DATA_DIR`] (`<name>-<unix time>`, root-only like the
+/// store) and forgets its owner; returns where it went.
+pub fn set_data_aside(data_dir: &Path) -> Result<PathBuf> {
+    let store = data_dir.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+    let kept = store.join(KEPT_DATA_DIR);
+    crate::secret_file::create_dir_all_private(&kept)?;
+    let name = data_dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let now = crate::model::now_unix();
+    let mut target = kept.join(format!("{name}-{now}"));
+    for n in 2.. {
+        if std::fs::symlink_metadata(&target).is_err() {
+            break;
+        }
+        target = kept.join(format!("{name}-{now}-{n}"));
+    }
+    std::fs::rename(data_dir, &target).map_err(|e| Error::io("cannot set aside", data_dir, e))?;
+    let owner = data_owner_file(data_dir);
+    std::fs::remove_file(&owner).or_else(not_found_is_ok).map_err(|e| Error::io("cannot remove", &owner, e))?;
+    Ok(target)
+}
+
+/// Makes the data directory the service's at `address` before its program gets it. One
+/// that belongs to another service of the same name (removed by an older version, replaced
+/// by an import, left in this store when the service moved) is set aside, and nothing of it
+/// reaches this one; one without an owner (made before owners were recorded) was this
+/// name's, as names were then, and is taken. Returns where a directory was set aside.
+pub fn claim_data_dir(data_dir: &Path, address: &str) -> Result<Option<PathBuf>> {
+    let owner_file = data_owner_file(data_dir);
+    let owner = match std::fs::read_to_string(&owner_file) {
+        Ok(text) => Some(text.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io("cannot read", &owner_file, e)),
+    };
+    if owner.as_deref() == Some(address) {
+        return Ok(None);
+    }
+    let set_aside = match owner {
+        Some(_) if std::fs::symlink_metadata(data_dir).is_ok() => Some(set_data_aside(data_dir)?),
+        _ => None,
+    };
+    if let Some(parent) = data_dir.parent() {
+        crate::secret_file::create_dir_all_private(parent)?;
+    }
+    let line = format!("{address}\n");
+    crate::secret_file::write_secret_file(&owner_file, &[line.as_bytes()], crate::secret_file::Replace::Always)?;
+    Ok(set_aside)
+}
+
+fn not_found_is_ok(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
 /// Where the system service (on Tails) keeps a service's data: in the Persistent Storage's
 /// store, or in its runtime directory for an amnesic service.
 pub fn system_service_data_dir(service: &ServiceName, persistent: bool) -> PathBuf {
@@ -62,6 +136,8 @@ pub fn system_service_data_dir(service: &ServiceName, persistent: bool) -> PathB
 #[derive(Debug, Clone)]
 pub struct DaemonPlan {
     pub service: ServiceName,
+    /// The service's onion address: its data directory is recorded as that address's.
+    pub address: String,
     /// The kind of the service, for messages (`setup --with KIND`).
     pub kind: String,
     /// Which of [`BUILTIN_DAEMONS`] it is.
@@ -126,6 +202,7 @@ pub fn plan(
     };
     Ok(Some(DaemonPlan {
         service: record.name.clone(),
+        address: record.address().to_string(),
         kind: kind.name.clone(),
         daemon: daemon.to_owned(),
         unit: unit_name(&record.name),
@@ -176,8 +253,9 @@ pub fn resolve_program(plan: &mut DaemonPlan, files_of: impl Fn(&str) -> Option<
 }
 
 /// Writes the daemon's files and prepares its data directory (created root-only; the unit
-/// hands it to the daemon's user before starting).
-fn prepare(plan: &DaemonPlan) -> Result<()> {
+/// hands it to the daemon's user before starting). Returns where another service's data
+/// found under this name was set aside.
+fn prepare(plan: &DaemonPlan) -> Result<Option<PathBuf>> {
     use crate::secret_file::{create_dir_all_private, write_secret_file, Replace};
     use std::os::unix::fs::PermissionsExt;
     create_dir_all_private(&plan.config_dir)?;
@@ -195,14 +273,45 @@ fn prepare(plan: &DaemonPlan) -> Result<()> {
         write_secret_file(&path, &[contents.as_bytes()], Replace::Always)?;
         readable(&path, 0o644)?;
     }
+    let set_aside = claim_data_dir(&plan.data_dir, &plan.address)?;
     // Once handed to the daemon's user, only systemd (as root, below) looks inside it.
     create_dir_all_private(&plan.data_dir)?;
     for (folder, _) in &plan.rendered.binds {
         // A bind mount's source must exist before the unit's namespace is built.
         create_dir_all_private(&plan.data_dir.join(folder))?;
     }
+    check_bind_sources(plan)?;
     if let Some(name) = &plan.rendered.ssh_host_key {
         make_ssh_host_key(&plan.unit, &plan.data_dir.join(name))?;
+    }
+    Ok(set_aside)
+}
+
+/// Refuses a data directory or mounted folder that is not a plain directory: systemd follows
+/// a symbolic link when it mounts a folder into the unit (and the chown before it would
+/// too). Owners are not checked: only root and the program's users can make entries below
+/// `data/` (root's), and a program's uid may differ from one session to the next on Tails
+/// (Additional Software installs its package again), which the hand-over then puts right.
+fn check_bind_sources(plan: &DaemonPlan) -> Result<()> {
+    let folders = plan.rendered.binds.iter().map(|(f, _)| f).chain(&plan.folders).map(|f| plan.data_dir.join(f));
+    for dir in std::iter::once(plan.data_dir.clone()).chain(folders) {
+        let meta = match std::fs::symlink_metadata(&dir) {
+            Ok(meta) => meta,
+            // A kind's folder is made by the unit when missing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir != plan.data_dir => continue,
+            Err(e) => return Err(Error::io("cannot read", &dir, e)),
+        };
+        if !meta.file_type().is_dir() {
+            let what = if meta.file_type().is_symlink() { "a symbolic link" } else { "not a folder" };
+            return Err(Error::Daemon {
+                unit: plan.unit.clone(),
+                detail: format!(
+                    "{} is {what}: its program's data is mounted from there, so it is not started. Move it \
+                     away (as root) and the folder is made again",
+                    dir.display()
+                ),
+            });
+        }
     }
     Ok(())
 }
@@ -234,8 +343,8 @@ fn make_ssh_host_key(unit: &str, path: &Path) -> Result<()> {
 
 /// Starts the daemon (if it is not running with this configuration already) and waits
 /// until it accepts connections on its port.
-pub async fn start(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
-    prepare(plan)?;
+pub async fn start(systemd: &Systemd, plan: &DaemonPlan) -> Result<Option<PathBuf>> {
+    let set_aside = prepare(plan)?;
     // The package's own unit would hold the same port, as the same user: stopped, and kept
     // from starting again this session (an upgrade's maintainer script restarts it).
     for conflict in &plan.conflicts {
@@ -284,7 +393,8 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
         extra_syscalls: plan.rendered.extra_syscalls.clone(),
     };
     systemd.start_transient(&plan.unit, &service).await?;
-    wait_listening(systemd, plan).await
+    wait_listening(systemd, plan).await?;
+    Ok(set_aside)
 }
 
 /// The user id the program's listening socket must belong to: the unit's user, or root for a
@@ -417,6 +527,9 @@ pub struct DaemonReport {
     pub started: Vec<String>,
     pub stopped: Vec<String>,
     pub failed: Vec<(String, Error)>,
+    /// Data found under a service's name that belonged to another service, and where it
+    /// was set aside.
+    pub set_aside: Vec<(String, PathBuf)>,
 }
 
 impl DaemonReport {
@@ -514,7 +627,9 @@ pub async fn sync(
                 name.clone(),
                 DaemonEntry { unit: plan.unit.clone(), configuration: String::new(), lan_port: previous.or(lan_port) },
             );
-            start(&systemd, &plan).await?;
+            if let Some(at) = start(&systemd, &plan).await? {
+                report.set_aside.push((name.clone(), at));
+            }
             if previous != lan_port {
                 if let Some(port) = previous {
                     lan::close(&systemd, &record.name, port).await?;
@@ -631,6 +746,56 @@ mod tests {
         assert!(text.contains("tails-server setup --with mumble"), "{text}");
         std::fs::write(&status, "Package: mumble-server\nStatus: install ok installed\n").unwrap();
         check_packages(&plan, &InstalledPackages::read(&status)).unwrap();
+    }
+
+    #[test]
+    fn a_data_directory_goes_only_to_the_service_it_belongs_to() {
+        let store = tempfile::tempdir().unwrap();
+        let data = data_dir(store.path(), &ServiceName::new("chat").unwrap());
+        let (first, second) = ("a".repeat(56) + ".onion", "b".repeat(56) + ".onion");
+        // Made before owners were recorded: the service of that name takes it as it is.
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join(configs::MUMBLE_DATABASE), "first's users and certificate").unwrap();
+        assert_eq!(claim_data_dir(&data, &first).unwrap(), None);
+        assert_eq!(std::fs::read_to_string(data_owner_file(&data)).unwrap().trim(), first);
+        assert!(data.join(configs::MUMBLE_DATABASE).exists());
+        assert_eq!(claim_data_dir(&data, &first).unwrap(), None, "its own: nothing moves");
+        // Another service of the same name: the first one's data is set aside, whole.
+        let aside = claim_data_dir(&data, &second).unwrap().expect("set aside");
+        assert!(aside.starts_with(store.path().join(KEPT_DATA_DIR)), "{}", aside.display());
+        assert_eq!(
+            std::fs::read_to_string(aside.join(configs::MUMBLE_DATABASE)).unwrap(),
+            "first's users and certificate"
+        );
+        assert!(!data.exists(), "the second service starts with nothing of the first's");
+        assert_eq!(std::fs::read_to_string(data_owner_file(&data)).unwrap().trim(), second);
+        // Set aside twice in the same second: two places.
+        std::fs::create_dir_all(&data).unwrap();
+        let again = claim_data_dir(&data, &first).unwrap().expect("set aside");
+        assert_ne!(again, aside);
+    }
+
+    #[test]
+    fn a_folder_mounted_into_a_program_is_a_plain_folder() {
+        let catalog = Catalog::builtin();
+        let dir = tempfile::tempdir().unwrap();
+        let keys = OptionValue::String(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl".into(),
+        );
+        let share = record("sftp", "share", &[("authorized-keys", keys)]);
+        let plan =
+            plan(catalog.get("sftp").unwrap(), &share, dir.path(), dir.path()).unwrap().expect("sftp has a program");
+        std::fs::create_dir_all(plan.data_dir.join("files")).unwrap();
+        check_bind_sources(&plan).unwrap();
+        // Planted by a program's user: systemd would mount what it points to.
+        std::fs::remove_dir(plan.data_dir.join("files")).unwrap();
+        std::os::unix::fs::symlink("/etc", plan.data_dir.join("files")).unwrap();
+        let text = check_bind_sources(&plan).unwrap_err().to_string();
+        assert!(text.contains("files is a symbolic link") && text.contains("not started"), "{text}");
+        std::fs::remove_file(plan.data_dir.join("files")).unwrap();
+        std::fs::write(plan.data_dir.join("files"), "").unwrap();
+        let text = check_bind_sources(&plan).unwrap_err().to_string();
+        assert!(text.contains("files is not a folder"), "{text}");
     }
 
     #[test]
