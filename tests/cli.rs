@@ -645,6 +645,51 @@ fn removal_leaves_no_copy_of_the_removed_keys_in_any_file() {
     assert_eq!(env.listing().as_array().unwrap().len(), 2);
 }
 
+/// A change that makes keys unreachable in one place destroys them there, as `remove` does:
+/// a service moved between the stores leaves no copy in the one it left, and a service
+/// replaced by an import leaves none of its onion key or its clients' private keys.
+#[test]
+fn moves_and_replacements_leave_no_copy_of_the_keys_behind() {
+    let env = TestEnv::new();
+    env.run(&["add", "custom", "--name", "moved", "--local-port", "7001"]).ok();
+    env.run(&["client", "add", "moved", "alice"]).ok();
+    for autostart in ["false", "true", "false"] {
+        // A history: sled's log and the older snapshots hold every version.
+        env.run(&["set-option", "moved", "autostart", autostart]).ok();
+    }
+    let key = stored_onion_key(&env.state_dir(), "moved");
+    let alice = stored_client_key(&env, "moved", "alice");
+    assert!(!copies_of(&key, &[env.state_dir()]).is_empty(), "the scan finds the stored key");
+
+    env.run(&["set-option", "moved", "persistence", "false"]).ok();
+    assert_eq!(copies_of(&key, &[env.state_dir()]), Vec::<String>::new(), "the onion key left on the stick");
+    assert_eq!(copies_of(&alice, &[env.state_dir()]), Vec::<String>::new(), "alice's key left on the stick");
+    env.run(&["set-option", "moved", "persistence", "true"]).ok();
+    assert_eq!(copies_of(&key, &[env.runtime_dir()]), Vec::<String>::new(), "the onion key left in memory");
+    assert!(!copies_of(&key, &[env.state_dir()]).is_empty(), "back on the stick");
+
+    // Another service of the same name replaces it from a backup.
+    let other = TestEnv::new();
+    other.run(&["add", "custom", "--name", "moved", "--local-port", "7001"]).ok();
+    let pass = other.root.path().join("passphrase");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let backup = other.root.path().join("backup.age");
+    other.run(&["export", "--output", backup.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap()]).ok();
+    env.run(&[
+        "import",
+        backup.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+        "--on-conflict",
+        "replace",
+    ])
+    .ok();
+    assert_eq!(env.service("moved")["address"], other.service("moved")["address"]);
+    let dirs = [env.state_dir(), env.runtime_dir()];
+    assert_eq!(copies_of(&key, &dirs), Vec::<String>::new(), "the replaced service's onion key");
+    assert_eq!(copies_of(&alice, &dirs), Vec::<String>::new(), "the replaced service's client key");
+}
+
 #[test]
 fn an_import_that_cannot_create_the_runtime_dir_changes_nothing_and_names_it() {
     let source = TestEnv::new();

@@ -105,6 +105,16 @@ enum Location {
     Amnesic,
 }
 
+impl Location {
+    fn of_persistence(persistent: bool) -> Self {
+        if persistent {
+            Location::Persistent
+        } else {
+            Location::Amnesic
+        }
+    }
+}
+
 pub struct Manager {
     config: Config,
     persistent: Store,
@@ -243,9 +253,13 @@ impl Manager {
         let left = vec![Change::Delete(record.name.clone())];
         let moved = vec![Change::Put(record)];
         match to {
-            Location::Persistent => self.commit_to_both(moved, left),
-            Location::Amnesic => self.commit_to_both(left, moved),
+            Location::Persistent => self.commit_to_both(moved, left)?,
+            Location::Amnesic => self.commit_to_both(left, moved)?,
         }
+        // The store it left keeps no copy of its keys: moved to the amnesic one, it must be
+        // gone from the stick, not merely unlisted there.
+        self.store_mut(from)?.destroy_history();
+        Ok(())
     }
 
     /// The option specs that apply to a service: its kind's, or, if that definition has

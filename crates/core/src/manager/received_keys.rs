@@ -47,7 +47,7 @@ impl Manager {
             });
         }
         let key = ReceivedKey { name, address, secret_key, persistent, created: now_unix() };
-        let location = if persistent { Location::Persistent } else { Location::Amnesic };
+        let location = Location::of_persistence(persistent);
         self.store(location)?.commit(vec![Change::PutKey(key.clone())])?;
         Ok(key)
     }

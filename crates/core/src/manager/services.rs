@@ -226,9 +226,9 @@ impl Manager {
         if to == location {
             self.store_mut(location)?.commit_destroying(vec![Change::Put(record)])?;
         } else {
-            // The trace of an interrupted move: `save` finishes it; both stores are purged.
+            // The trace of an interrupted move: `save` finishes it and purges the store it
+            // left; the other one is purged here.
             self.save(location, record)?;
-            self.store_mut(location)?.destroy_history();
             self.store_mut(to)?.destroy_history();
         }
         let key = secret.to_base32();

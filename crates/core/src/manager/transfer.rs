@@ -124,6 +124,10 @@ impl Manager {
         if dry_run {
             return Ok(report);
         }
+        // A replaced service or key may have held keys its replacement does not (another
+        // onion key, removed clients' private keys): the stores it was in keep no copy.
+        let mut replaced_in: Vec<Location> = plan.iter().filter_map(|(_, old)| *old).collect();
+        replaced_in.extend(key_plan.iter().filter_map(|(_, old)| old.map(Location::of_persistence)));
         let mut persistent = Vec::new();
         let mut amnesic = Vec::new();
         for (record, old_location) in plan {
@@ -156,6 +160,11 @@ impl Manager {
             }
         }
         self.commit_to_both(persistent, amnesic)?;
+        for location in [Location::Persistent, Location::Amnesic] {
+            if replaced_in.contains(&location) {
+                self.store_mut(location)?.destroy_history();
+            }
+        }
         Ok(report)
     }
 }
