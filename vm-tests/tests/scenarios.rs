@@ -364,6 +364,19 @@ fn whole_job(
         format!("the friend sees the shared folder only: {listing}"),
     )?;
     vm.sh_ok("root", &format!("test \"$(stat -c %U {STATE_DIR}/data/share/files/note.txt)\" = tails-server-sftp"))?;
+    // sshd runs as root: in its namespace the stores, tor's files and the Persistent Storage
+    // are empty, unreachable (InaccessiblePaths), while its shared folder is mounted.
+    let sshd = vm.sh_ok("root", "systemctl show -p MainPID --value tails-server-share.service")?;
+    let seen = vm.sh(
+        "root",
+        &format!(
+            "nsenter -t {} -m -- sh -c 'for d in {STATE_DIR} /run/tails-server /var/lib/tor /run/tor; do \
+             if [ -n \"$(ls -A \"$d\" 2>/dev/null)\" ]; then echo \"$d: $(ls -A \"$d\")\"; exit 1; fi; done'",
+            sshd.trim()
+        ),
+    )?;
+    check(seen.success(), format!("sshd's namespace shows the stores or tor's files: {seen:?}"))?;
+    vm.sh_ok("root", &format!("nsenter -t {} -m -- test -d /var/lib/tails-server/share", sshd.trim()))?;
     let stranger = vm.sh("amnesia", &sftp_batch("stranger", "ls"))?;
     check(
         !stranger.success() && stranger.stderr.contains("Permission denied"),

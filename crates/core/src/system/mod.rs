@@ -154,6 +154,9 @@ pub struct DaemonPlan {
     pub user: Option<String>,
     /// Who owns the folders when the daemon's user does not (see the catalog's field).
     pub folders_user: Option<String>,
+    /// What the program must not see at all (the stores, tor's files, the Persistent
+    /// Storage): its own data reaches it only through its bind mounts.
+    pub hidden: Vec<PathBuf>,
     /// Where to check that the daemon accepts connections.
     pub port: u16,
     /// allow-lan-connections: also listening on the LAN addresses, the port open to the LAN.
@@ -216,6 +219,7 @@ pub fn plan(
         user: kind.daemon_user.clone(),
         folders_user: kind.folders_user.clone(),
         port: record.local_port,
+        hidden: Vec::new(),
     }))
 }
 
@@ -288,10 +292,12 @@ fn prepare(plan: &DaemonPlan) -> Result<Option<PathBuf>> {
 }
 
 /// Refuses a data directory or mounted folder that is not a plain directory: systemd follows
-/// a symbolic link when it mounts a folder into the unit (and the chown before it would
-/// too). Owners are not checked: only root and the program's users can make entries below
-/// `data/` (root's), and a program's uid may differ from one session to the next on Tails
-/// (Additional Software installs its package again), which the hand-over then puts right.
+/// a symbolic link when it mounts a folder into the unit. Owners are not checked: only root
+/// and the program's users can make entries below `data/` (root's), and a program's uid may
+/// differ from one session to the next on Tails (Additional Software installs its package
+/// again), which the hand-over then puts right. The folders inside a data directory already
+/// handed to the program's user are out of this service's sight (it runs without
+/// capabilities): they are that program's own, and its hand-over never follows a link.
 fn check_bind_sources(plan: &DaemonPlan) -> Result<()> {
     let folders = plan.rendered.binds.iter().map(|(f, _)| f).chain(&plan.folders).map(|f| plan.data_dir.join(f));
     for dir in std::iter::once(plan.data_dir.clone()).chain(folders) {
@@ -299,6 +305,7 @@ fn check_bind_sources(plan: &DaemonPlan) -> Result<()> {
             Ok(meta) => meta,
             // A kind's folder is made by the unit when missing.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir != plan.data_dir => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && dir != plan.data_dir => continue,
             Err(e) => return Err(Error::io("cannot read", &dir, e)),
         };
         if !meta.file_type().is_dir() {
@@ -391,6 +398,7 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan) -> Result<Option<PathBu
         binds,
         capabilities: plan.rendered.capabilities.clone(),
         extra_syscalls: plan.rendered.extra_syscalls.clone(),
+        hidden: plan.hidden.clone(),
     };
     systemd.start_transient(&plan.unit, &service).await?;
     wait_listening(systemd, plan).await?;
@@ -562,6 +570,16 @@ impl DaemonPlan {
     }
 }
 
+/// What no program sees: both stores (every service's keys), tor's state and control
+/// cookie, and the whole Persistent Storage. sshd runs as root, so file permissions alone
+/// would not keep it out. (systemd takes the bind mounts' sources from outside the unit's
+/// namespace, so a program's own folders below the store still reach it.)
+fn hidden_from_programs(dirs: &StoreDirs<'_>) -> Vec<PathBuf> {
+    let mut hidden = vec![dirs.persistent.to_path_buf(), dirs.amnesic.to_path_buf()];
+    hidden.extend([crate::tails::PERSISTENT_STORAGE, "/var/lib/tor", "/run/tor"].map(PathBuf::from));
+    hidden
+}
+
 /// Makes the running daemons match `wanted` (the services that should run now): starts
 /// missing ones, restarts those whose configuration changed, stops those of services no
 /// longer wanted. Failures are per service, in the report.
@@ -577,7 +595,13 @@ pub async fn sync(
         .filter_map(|record| {
             let kind = catalog.get(&record.kind).ok()?;
             let store = if record.is_persistent() { dirs.persistent } else { dirs.amnesic };
-            Some((*record, plan(kind, record, store, dirs.amnesic)))
+            let plan = plan(kind, record, store, dirs.amnesic).map(|plan| {
+                plan.map(|mut plan| {
+                    plan.hidden = hidden_from_programs(dirs);
+                    plan
+                })
+            });
+            Some((*record, plan))
         })
         .collect();
     let needed = plans.iter().any(|(_, p)| !matches!(p, Ok(None))) || !started.is_empty();

@@ -3,6 +3,7 @@
 //! Transient units live in /run only, which is what Tails wants: nothing to clean up on
 //! the read-only image, everything rebuilt from the store at each start.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -74,6 +75,8 @@ pub struct TransientService {
     /// System calls beyond `@system-service` the program needs (sshd: `@privileged`'s chroot,
     /// setuid and friends).
     pub extra_syscalls: Vec<String>,
+    /// Paths the program must not see (`InaccessiblePaths`; those missing are skipped).
+    pub hidden: Vec<PathBuf>,
 }
 
 /// The capabilities a program may keep (their numbers in linux/capability.h).
@@ -183,6 +186,11 @@ impl Systemd {
         }
         if let Some(user) = &service.user {
             properties.push(("User", Value::from(user.clone())));
+        }
+        if !service.hidden.is_empty() {
+            // "-": a path that does not exist (no Persistent Storage, no tor) is skipped.
+            let hidden: Vec<String> = service.hidden.iter().map(|p| format!("-{}", p.display())).collect();
+            properties.push(("InaccessiblePaths", Value::from(hidden)));
         }
         let bind = |read_only: bool| -> Vec<(String, String, bool, u64)> {
             service
