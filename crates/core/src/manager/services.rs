@@ -93,7 +93,7 @@ impl Manager {
                 // Nothing there (never started), but an owner may be recorded.
                 let owner = crate::system::data_owner_file(&dir);
                 std::fs::remove_file(&owner)
-                    .or_else(ignore_not_found)
+                    .or_else(crate::store::not_found_is_ok)
                     .map_err(|e| Error::io("cannot remove", &owner, e))
                     .map(|()| None)
             }
@@ -104,7 +104,7 @@ impl Manager {
                 // Never follows a symbolic link: what the program's user planted goes, not
                 // what it points to.
                 std::fs::remove_dir_all(&dir)
-                    .and_then(|()| std::fs::remove_file(&owner).or_else(ignore_not_found))
+                    .and_then(|()| std::fs::remove_file(&owner).or_else(crate::store::not_found_is_ok))
                     .map_err(|e| Error::io("cannot delete", &dir, e))
                     .map(|()| None)
             }
@@ -254,13 +254,5 @@ pub(super) fn unknown_option(service: &str, option: &str, specs: &BTreeMap<Strin
         service: service.to_owned(),
         option: option.to_owned(),
         allowed: specs.keys().cloned().collect::<Vec<_>>().join(", "),
-    }
-}
-
-fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        Ok(())
-    } else {
-        Err(e)
     }
 }

@@ -48,7 +48,7 @@ pub(super) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("cannot sync", dir, e))
 }
 
-pub(super) fn not_found_is_ok(e: std::io::Error) -> std::io::Result<()> {
+pub(crate) fn not_found_is_ok(e: std::io::Error) -> std::io::Result<()> {
     if e.kind() == std::io::ErrorKind::NotFound {
         Ok(())
     } else {

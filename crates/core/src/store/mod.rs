@@ -46,7 +46,7 @@ use self::{files::*, recovery::*, snapshot::*};
 #[cfg(test)]
 pub(crate) use across::interrupted_across_for_test;
 pub use across::{commit_across, finish_across, Interrupted};
-pub(crate) use files::{check_private, scrub, write_atomically};
+pub(crate) use files::{check_private, not_found_is_ok, scrub, write_atomically};
 
 /// Version of the layout of records in the store. Bump it with a migration in [`migrate`].
 /// 2: received keys (a tree of their own) beside the services.

@@ -86,7 +86,9 @@ pub fn set_data_aside(data_dir: &Path) -> Result<PathBuf> {
     }
     std::fs::rename(data_dir, &target).map_err(|e| Error::io("cannot set aside", data_dir, e))?;
     let owner = data_owner_file(data_dir);
-    std::fs::remove_file(&owner).or_else(not_found_is_ok).map_err(|e| Error::io("cannot remove", &owner, e))?;
+    std::fs::remove_file(&owner)
+        .or_else(crate::store::not_found_is_ok)
+        .map_err(|e| Error::io("cannot remove", &owner, e))?;
     Ok(target)
 }
 
@@ -115,14 +117,6 @@ pub fn claim_data_dir(data_dir: &Path, address: &str) -> Result<Option<PathBuf>>
     let line = format!("{address}\n");
     crate::secret_file::write_secret_file(&owner_file, &[line.as_bytes()], crate::secret_file::Replace::Always)?;
     Ok(set_aside)
-}
-
-fn not_found_is_ok(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        Ok(())
-    } else {
-        Err(e)
-    }
 }
 
 /// Where the system service (on Tails) keeps a service's data: in the Persistent Storage's
