@@ -22,6 +22,8 @@ use crate::remote_shell::{RemoteShell, ShOutput};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default deadline of one `sh` call.
 pub const SH_TIMEOUT: Duration = Duration::from_secs(120);
+/// The stand-in's connect step, at most (see [`Vm::connect`]).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Polling period of every wait.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -561,8 +563,19 @@ impl Vm {
             self.file_append("/etc/tor/torrc", text.as_bytes())?;
         }
         let t0 = Instant::now();
-        self.sh_ok("root", "tails-stand-in-connect")?;
+        // The script bounds each of its waits (two tor restarts, 60 s each for tor to
+        // answer): the whole may take longer than one ordinary command under TCG.
+        self.sh_ok_within("root", "tails-stand-in-connect", CONNECT_TIMEOUT)?;
         Ok(t0.elapsed())
+    }
+
+    /// The last `lines` lines of the current boot's journal, for a failure's message (empty
+    /// when the remote shell no longer answers).
+    pub fn journal_tail(&mut self, lines: usize) -> String {
+        let cmd = format!("journalctl -b --no-pager -o short-monotonic -n {lines}");
+        self.sh_env_timeout("root", &BTreeMap::new(), &cmd, Duration::from_secs(30))
+            .map(|out| out.stdout)
+            .unwrap_or_default()
     }
 
     /// Marks the scenario as passed: its disks are removed at the end, its logs kept.
