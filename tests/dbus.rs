@@ -29,6 +29,18 @@ fn start_service_for(
     persistent_storage: &str,
     authorization: &str,
 ) -> KillOnDrop {
+    start_service_with(env, bus, tor, persistent_storage, authorization, &[])
+}
+
+/// The same, with more arguments for `tails-server service`.
+fn start_service_with(
+    env: &TestEnv,
+    bus: &Bus,
+    tor: Option<&LocalTor>,
+    persistent_storage: &str,
+    authorization: &str,
+    more: &[&str],
+) -> KillOnDrop {
     let mut command = env.command();
     if let Some(tor) = tor {
         command.env("TAILS_SERVER_CONTROL_PORT", tor.control());
@@ -40,6 +52,7 @@ fn start_service_for(
         command
             .args(["service", "--bus", &bus.address, "--authorization", authorization])
             .args(["--persistent-storage", persistent_storage])
+            .args(more)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -578,6 +591,132 @@ fn a_user_without_rights_keeps_a_received_key_through_the_service() {
     assert_eq!(removed.code, 0, "{}", removed.stderr);
     assert!(!tor.client_keys().contains_key(&id), "taken back from tor");
     assert!(direct(&["key", "list"]).stderr.contains("No keys kept"));
+}
+
+/// A LUKS2 volume (a header in a file) whose passphrase is `passphrase`, standing in for
+/// the Persistent Storage partition: cryptsetup reads it as it reads the partition on Tails.
+/// PBKDF2 at its lowest cost, so that each check is fast.
+fn luks_volume(dir: &Path, passphrase: &str) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("TailsData.img");
+    std::fs::File::create(&path).unwrap().set_len(20 << 20).unwrap();
+    let mut format = Command::new("cryptsetup")
+        .args(["luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
+        .args(["--disable-locks", "--key-file", "-"])
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("cryptsetup is installed (./scripts/deps)");
+    format.stdin.take().unwrap().write_all(passphrase.as_bytes()).unwrap();
+    assert!(format.wait().unwrap().success(), "cryptsetup luksFormat");
+    path
+}
+
+/// Issue 19's first property: a process of the session (polkit's allow_active lets it call
+/// everything) gets no secret and widens no access without the Persistent Storage
+/// passphrase, which the service checks against the volume; a proof holds for the
+/// connection that made it, not for the other processes of the session.
+#[test]
+fn a_secret_leaves_and_access_widens_only_after_the_persistent_storage_passphrase() {
+    if !root_only() {
+        return;
+    }
+    const PASSPHRASE: &str = "correct horse battery staple";
+    let bus = Bus::start();
+    let env = TestEnv::new();
+    let tor = LocalTor::start();
+    env.run(&["add", "custom", "--name", "web", "--local-port", "8080", "--remote-port", "80"]).ok();
+    env.run(&["client", "add", "web", "bob"]).ok();
+    let volume = luks_volume(env.root.path(), PASSPHRASE);
+    let presence = format!("luks:{}", volume.display());
+    let _service = start_service_with(&env, &bus, Some(&tor), "none", "uids:0,65534", &["--presence", &presence]);
+    let direct = |args: &[&str]| direct(&env, &tor, args);
+    let bob_line = direct(&["client", "show", "web", "bob", "--as", "auth-private"]).ok().stdout;
+    let prefix = tails_server_dbus::ERROR_PREFIX;
+    let required = format!("{prefix}.PresenceRequired");
+    // A key pair made elsewhere (a friend's), of which the service gets the public half.
+    let elsewhere = TestEnv::new();
+    elsewhere.run(&["add", "custom", "--name", "theirs", "--local-port", "8081"]).ok();
+    let outside_key = elsewhere.run(&["client", "show", "theirs", "client-1", "--as", "auth"]).ok().stdout;
+    rt().block_on(async {
+        wait_for_name(&bus.connect().await, BUS_NAME, &env.root.path().join("service.log")).await;
+        // Two processes of the same session: a background one, and the person's front end.
+        let background_connection = bus.connect().await;
+        let background = ServerProxy::new(&background_connection).await.unwrap();
+        let person_connection = bus.connect().await;
+        let person = ServerProxy::new(&person_connection).await.unwrap();
+
+        // Reading is not gated, nor is a change that widens nothing.
+        assert!(background.credential("web", "bob", "auth").await.unwrap().contains("descriptor:x25519:"));
+        background.set_option("web", "allow-lan-connections", "false").await.unwrap();
+        background.add_client("web", "made-here", "").await.unwrap();
+        // Every secret, and every widening, is refused without the passphrase.
+        for form in ["auth-private", "key"] {
+            assert_eq!(error_name(background.credential("web", "bob", form).await), required, "{form}");
+        }
+        assert_eq!(error_name(background.credential("web", "made-here", "key").await), required);
+        assert_eq!(error_name(background.export(vec![], "a long enough passphrase").await), required);
+        let widening = background.add_client("web", "outsider", outside_key.trim()).await;
+        assert_eq!(error_name(widening), required);
+        assert_eq!(error_name(background.set_option("web", "allow-lan-connections", "true").await), required);
+        let lan = HashMap::from([("option.allow-lan-connections".to_owned(), "yes".to_owned())]);
+        assert_eq!(error_name(background.add("custom", lan.clone()).await), required);
+        assert_eq!(
+            error_name(background.import(vec![0; 64], "a long enough passphrase", "fail", false).await),
+            required
+        );
+        let message = background.credential("web", "bob", "key").await.unwrap_err().message();
+        assert!(message.contains("Persistent Storage passphrase") && message.contains("not a program"), "{message}");
+        // A wrong passphrase proves nothing.
+        assert_eq!(error_name(background.prove_presence("guess").await), format!("{prefix}.NotAuthorized"));
+        assert_eq!(error_name(background.credential("web", "bob", "key").await), required);
+
+        // The person types it in their front end: that connection, and only it, may now.
+        assert_eq!(person.prove_presence(PASSPHRASE).await.unwrap(), 300);
+        let shown: serde_json::Value =
+            serde_json::from_str(&person.credential("web", "bob", "auth-private").await.unwrap()).unwrap();
+        assert_eq!(shown["value"].as_str().unwrap(), bob_line.trim(), "the stored key, as `client show` gives it");
+        assert!(!person.export(vec![], "a long enough passphrase").await.unwrap().is_empty());
+        person.add_client("web", "outsider", outside_key.trim()).await.unwrap();
+        person.set_option("web", "allow-lan-connections", "true").await.unwrap();
+        assert_eq!(error_name(background.credential("web", "bob", "key").await), required, "not another process");
+        // A wrong passphrase later takes the proof back.
+        assert_eq!(error_name(person.prove_presence("guess").await), format!("{prefix}.NotAuthorized"));
+        assert_eq!(error_name(person.credential("web", "bob", "key").await), required);
+    });
+
+    // The CLI, as a user of the session without a terminal: it says what is needed and how.
+    let passphrase_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(passphrase_dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let file = |name: &str, text: &str| {
+        let path = passphrase_dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        path.display().to_string()
+    };
+    let (right, wrong) = (file("right", &format!("{PASSPHRASE}\n")), file("wrong", "guess\n"));
+    let show = ["client", "show", "web", "bob", "--as", "auth-private"];
+    let refused = cli_as_nobody(&bus, &show);
+    assert_ne!(refused.code, 0);
+    assert!(refused.stdout.is_empty(), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("Persistent Storage passphrase")
+            && refused.stderr.contains("--storage-passphrase-file"),
+        "{}",
+        refused.stderr
+    );
+    let guessed = cli_as_nobody(&bus, &[&["--storage-passphrase-file", &wrong][..], &show].concat());
+    assert!(guessed.stderr.contains("that is not the Persistent Storage passphrase"), "{}", guessed.stderr);
+    assert!(guessed.stdout.is_empty());
+    let shown = cli_as_nobody(&bus, &[&["--storage-passphrase-file", &right][..], &show].concat());
+    assert_eq!((shown.code, &shown.stdout), (0, &direct(&show).stdout), "{}", shown.stderr);
+    // A client is added all the same; its key is kept to be shown when the person can.
+    let added = cli_as_nobody(&bus, &["client", "add", "web", "carol"]);
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    assert!(added.stdout.contains("tails-server client show web carol"), "{}", added.stdout);
+    assert!(added.stderr.contains("not shown"), "{}", added.stderr);
+    let carol_key = direct(&["client", "show", "web", "carol", "--as", "key"]).ok().stdout;
+    assert!(!added.stdout.contains(carol_key.trim()) && !added.stderr.contains(carol_key.trim()));
 }
 
 /// The change counter sled holds, read from its files (the service must be gone: sled

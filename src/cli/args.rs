@@ -24,6 +24,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "TAILS_SERVER_LOCK_TIMEOUT", value_name = "SECONDS", default_value_t = 10.0)]
     pub(super) lock_timeout: f64,
 
+    /// The Persistent Storage passphrase, when the system service asks for it (to show a
+    /// secret or widen access), from this file's first line instead of the terminal
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(super) storage_passphrase_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub(crate) tor: tor::TorArgs,
 
@@ -206,6 +211,11 @@ pub(super) enum Command {
         /// `tails`: wait for Tails' Persistent Storage to be unlocked; `none`: not on Tails
         #[arg(long, value_enum, default_value_t = PersistentStorageArg::Tails)]
         persistent_storage: PersistentStorageArg,
+        /// What proves a person is there before a secret leaves or access widens:
+        /// `luks:PATH`, that volume's passphrase [default with `--persistent-storage tails`:
+        /// luks:/dev/disk/by-partlabel/TailsData], or `polkit-only` [default otherwise]
+        #[arg(long, value_name = "luks:PATH|polkit-only")]
+        presence: Option<String>,
     },
     /// One connection through tor's SocksPort for `status --probe`, run as nobody by the
     /// system service (reads `PROXY HOST PORT` on stdin, prints the SOCKS reply code)

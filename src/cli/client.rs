@@ -141,12 +141,91 @@ fn after_change(tor: &TorOutcome) -> Result<()> {
     .into())
 }
 
+/// The Persistent Storage passphrase, when the service asks for a person's presence.
+struct Presence<'a> {
+    /// `--storage-passphrase-file`: its first line, instead of asking.
+    file: Option<&'a std::path::Path>,
+}
+
+/// Wrong passphrases typed on the terminal before giving up.
+const PRESENCE_ATTEMPTS: usize = 3;
+
+impl Presence<'_> {
+    /// Proves the person's presence to the service (`why` is the service's reason).
+    async fn prove(&self, server: &ServerProxy<'_>, why: &str) -> Result<()> {
+        if let Some(path) = self.file {
+            let passphrase = super::secret_input::first_line_of(path, "Persistent Storage passphrase")?;
+            server.prove_presence(&passphrase).await.map_err(failed)?;
+            return Ok(());
+        }
+        if std::fs::File::open("/dev/tty").is_err() {
+            bail!(
+                "{why}. There is no terminal to ask on: give --storage-passphrase-file FILE (the passphrase on \
+                 its first line)"
+            );
+        }
+        eprintln!("{why}.");
+        for attempt in 1..=PRESENCE_ATTEMPTS {
+            let passphrase = zeroize::Zeroizing::new(
+                rpassword::prompt_password("Persistent Storage passphrase (not shown): ")
+                    .context("cannot read from the terminal")?,
+            );
+            match server.prove_presence(&passphrase).await {
+                Ok(_) => return Ok(()),
+                Err(ServiceError::NotAuthorized(message)) if attempt < PRESENCE_ATTEMPTS => {
+                    eprintln!("tails-server: {message}; once more.")
+                }
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// `call`, and once more after proving the person's presence if the service asks for it.
+    /// The outer error: the presence could not be proven.
+    async fn call<T, F, Fut>(&self, server: &ServerProxy<'_>, call: F) -> Result<Result<T, ServiceError>>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ServiceError>>,
+    {
+        match call().await {
+            Err(ServiceError::PresenceRequired(why)) => {
+                self.prove(server, &why).await?;
+                Ok(call().await)
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// A new client's secret forms (`key`, `auth-private`), or None when they cannot be
+    /// shown now (the passphrase not at hand, or not typed right): the client is added
+    /// either way, and its key shown later by `client show`.
+    async fn new_key(
+        &self,
+        server: &ServerProxy<'_>,
+        service: &str,
+        client: &str,
+    ) -> Result<Option<(zeroize::Zeroizing<String>, zeroize::Zeroizing<String>)>> {
+        let show = |form: &'static str| server.credential(service, client, form);
+        let key: CredentialValue = match self.call(server, || show("key")).await {
+            Ok(answer) => parse(&answer.map_err(failed)?)?,
+            Err(e) => {
+                eprintln!("tails-server: {client}'s key is not shown: {e:#}");
+                return Ok(None);
+            }
+        };
+        let line: CredentialValue = parse(&show("auth-private").await.map_err(failed)?)?;
+        Ok(Some((key.value, line.value)))
+    }
+}
+
 fn parse<T: for<'de> Deserialize<'de>>(json: &str) -> Result<T> {
     serde_json::from_str(json).context("the tails-server service answered something unexpected")
 }
 
 pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
     let out = Printer::new(cli.format);
+    let presence = Presence { file: cli.storage_passphrase_file.as_deref() };
     runtime.block_on(async {
         let connection = zbus::Connection::system().await.context("cannot reach the system bus")?;
         let server = ServerProxy::new(&connection).await.context("cannot reach the tails-server service")?;
@@ -212,7 +291,9 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 struct Got {
                     value: tails_server_core::options::OptionValue,
                 }
-                let got: Got = parse(&server.get_option(name.as_str(), option).await.map_err(failed)?)?;
+                let got: Got = parse(
+                    &presence.call(&server, || server.get_option(name.as_str(), option)).await?.map_err(failed)?,
+                )?;
                 out.option_value(name, option, &got.value)
             }
             Command::SetOption { name, option, value } => {
@@ -243,7 +324,12 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                     change: Change,
                     tor: TorOutcome,
                 }
-                let answer: SetAnswer = parse(&server.set_option(name.as_str(), option, &raw).await.map_err(failed)?)?;
+                let answer: SetAnswer = parse(
+                    &presence
+                        .call(&server, || server.set_option(name.as_str(), option, &raw))
+                        .await?
+                        .map_err(failed)?,
+                )?;
                 let change = answer.change;
                 // Secret values come back hidden: whether they changed is said apart.
                 let previous = match (change.secret, change.changed) {
@@ -256,8 +342,12 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
             }
             Command::Client(ClientCommand::Add { name, client, public_key }) => {
                 let key = public_key.map(|k| k.auth_line()).unwrap_or_default();
-                let changed: Changed =
-                    parse(&server.add_client(name.as_str(), client.as_str(), &key).await.map_err(failed)?)?;
+                let changed: Changed = parse(
+                    &presence
+                        .call(&server, || server.add_client(name.as_str(), client.as_str(), &key))
+                        .await?
+                        .map_err(failed)?,
+                )?;
                 let added = changed
                     .view
                     .clients
@@ -265,24 +355,19 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                     .find(|c| c.name == client.as_str())
                     .ok_or_else(|| anyhow!("the tails-server service did not add {client}"))?;
                 // The new key pair's secret forms, shown once, as in direct mode.
-                let (secret_key, line) = if public_key.is_none() {
-                    let show = |form: &'static str| server.credential(name.as_str(), client.as_str(), form);
-                    let key: CredentialValue = parse(&show("key").await.map_err(failed)?)?;
-                    let line: CredentialValue = parse(&show("auth-private").await.map_err(failed)?)?;
-                    (Some(key.value), Some(line.value))
+                let shown = if public_key.is_none() {
+                    presence.new_key(&server, name.as_str(), client.as_str()).await?
                 } else {
-                    (None, None)
+                    None
+                };
+                let new_key = match (&shown, public_key) {
+                    (Some((key, line)), _) => output::NewKey::Shown { key, line },
+                    (None, Some(_)) => output::NewKey::PublicOnly,
+                    (None, None) => output::NewKey::Withheld,
                 };
                 let catalog = Catalog::load(None);
                 let steps = output::steps(catalog.get(&changed.view.kind).ok(), &changed.view, client.as_str());
-                out.client_added_view(
-                    name.as_str(),
-                    &changed.view.address,
-                    added,
-                    secret_key.as_deref().map(String::as_str),
-                    line.as_deref().map(String::as_str),
-                    &steps,
-                )?;
+                out.client_added_view(name.as_str(), &changed.view.address, added, new_key, &steps)?;
                 after_change(&changed.tor)
             }
             Command::Client(ClientCommand::Remove { name, client }) => {
@@ -313,15 +398,23 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 if let Some(port) = remote_port {
                     arguments.insert("remote-port".into(), port.to_string());
                 }
-                let changed: Changed = parse(&server.add(kind, arguments).await.map_err(failed)?)?;
+                let changed: Changed =
+                    parse(&presence.call(&server, || server.add(kind, arguments.clone())).await?.map_err(failed)?)?;
                 let service = changed.view.name.clone();
-                let show = |form: &'static str| server.credential(&service, client.as_str(), form);
-                let key: CredentialValue = parse(&show("key").await.map_err(failed)?)?;
-                let line: CredentialValue = parse(&show("auth-private").await.map_err(failed)?)?;
-                let secret = output::SecretView { name: client.as_str(), key: &key.value, auth_private: &line.value };
+                let new_key = presence.new_key(&server, &service, client.as_str()).await?;
+                let secret = new_key.as_ref().map(|(key, line)| output::SecretView {
+                    name: client.as_str(),
+                    key,
+                    auth_private: line,
+                });
                 let data_dir = service_data_dir(&changed.view)?;
                 let catalog = Catalog::load(None);
-                out.added_view(changed.view.clone(), catalog.get(&changed.view.kind).ok(), &data_dir, Some(secret))?;
+                out.added_view(changed.view.clone(), catalog.get(&changed.view.kind).ok(), &data_dir, secret)?;
+                if new_key.is_none() {
+                    eprintln!(
+                        "tails-server: show {client}'s key later with: tails-server client show {service} {client}"
+                    );
+                }
                 after_change(&changed.tor)
             }
             Command::Client(ClientCommand::Show { name, client, form, output: file, force }) => {
@@ -331,8 +424,12 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                     CredentialForm::Auth => "auth",
                 };
                 let view: ServiceView = parse(&server.info(name.as_str()).await.map_err(failed)?)?;
-                let value: CredentialValue =
-                    parse(&server.credential(name.as_str(), client.as_str(), wire).await.map_err(failed)?)?;
+                let value: CredentialValue = parse(
+                    &presence
+                        .call(&server, || server.credential(name.as_str(), client.as_str(), wire))
+                        .await?
+                        .map_err(failed)?,
+                )?;
                 let who =
                     output::CredentialOf { service: name.as_str(), address: &view.address, client: client.as_str() };
                 super::show_credential_value(&who, *form, &value.value, file.as_deref(), *force, &out)
@@ -350,9 +447,9 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 }
                 let passphrase = super::transfer::passphrase(passphrase_file.as_deref(), true)?;
                 let encrypted = zeroize::Zeroizing::new(
-                    server
-                        .export(services.iter().map(|s| s.to_string()).collect(), &passphrase)
-                        .await
+                    presence
+                        .call(&server, || server.export(services.iter().map(|s| s.to_string()).collect(), &passphrase))
+                        .await?
                         .map_err(failed)?,
                 );
                 super::transfer::write_private_file(file, &encrypted, *force)?;
@@ -382,12 +479,15 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                     held_back: Vec<String>,
                     tor: TorOutcome,
                 }
-                let answer = server.import(bytes, &passphrase, rule, *dry_run).await.map_err(|e| match e {
-                    ServiceError::Conflict(message) => {
-                        super::transfer::conflict_hint(tails_server_core::Error::ImportConflict(message))
-                    }
-                    other => failed(other),
-                })?;
+                let answer = presence
+                    .call(&server, || server.import(bytes.clone(), &passphrase, rule, *dry_run))
+                    .await?
+                    .map_err(|e| match e {
+                        ServiceError::Conflict(message) => {
+                            super::transfer::conflict_hint(tails_server_core::Error::ImportConflict(message))
+                        }
+                        other => failed(other),
+                    })?;
                 let imported: Imported = parse(&answer)?;
                 let report = tails_server_core::ImportReport {
                     added: imported.added,

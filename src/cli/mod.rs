@@ -151,8 +151,8 @@ pub fn run(cli: Cli) -> Result<()> {
         | Command::Disable { .. }
         | Command::Restore
         | Command::Daemon => run_tor(&cli, &out),
-        Command::Service { bus, authorization, persistent_storage } => {
-            tor::service(&cli, bus, authorization, *persistent_storage)
+        Command::Service { bus, authorization, persistent_storage, presence } => {
+            tor::service(&cli, bus, authorization, *persistent_storage, presence.as_deref())
         }
         Command::Client(command) => run_client(&cli, command, &out),
         Command::Key(command) => keys::run(&cli, command, &out),

@@ -520,29 +520,30 @@ impl Printer {
     pub fn client_added(&self, record: &ServiceRecord, client: &ClientRecord, steps: &str) -> Result<()> {
         let key = client.secret_key.as_ref().map(|k| k.to_base32());
         let line = client.secret_key.as_ref().map(|k| k.auth_private_line(&record.address()));
+        let new_key = match (&key, &line) {
+            (Some(key), Some(line)) => NewKey::Shown { key, line },
+            _ => NewKey::PublicOnly,
+        };
         self.client_added_view(
             record.name.as_str(),
             &record.address().to_string(),
             &client_view(client),
-            key.as_deref().map(String::as_str),
-            line.as_deref().map(String::as_str),
+            new_key,
             steps,
         )
     }
 
-    /// `client add` from the documents (client mode gets them from the service); `key` and
-    /// `line` are the new client's secret forms, None when only its public key was given.
+    /// `client add` from the documents (client mode gets them from the service).
     pub fn client_added_view(
         &self,
         service: &str,
         address: &str,
         client: &ClientView,
-        key: Option<&str>,
-        line: Option<&str>,
+        new_key: NewKey<'_>,
         steps: &str,
     ) -> Result<()> {
-        let view = match (key, line) {
-            (Some(k), Some(l)) => Some(SecretView { name: client.name.as_str(), key: k, auth_private: l }),
+        let view = match new_key {
+            NewKey::Shown { key, line } => Some(SecretView { name: client.name.as_str(), key, auth_private: line }),
             _ => None,
         };
         #[derive(Serialize)]
@@ -557,9 +558,15 @@ impl Printer {
             return Ok(());
         }
         let mut t = format!("Added client {} to service {service} ({address}).\n", client.name);
-        match key {
-            Some(key) => t += &credential_text(client.name.as_str(), key, steps),
-            None => t += "It was added with its public key: its holder already has the private key.\n",
+        match new_key {
+            NewKey::Shown { key, .. } => t += &credential_text(client.name.as_str(), key, steps),
+            NewKey::Withheld => {
+                t += &format!(
+                    "Its key is kept for it; show it with: tails-server client show {service} {}\n",
+                    client.name
+                )
+            }
+            NewKey::PublicOnly => t += "It was added with its public key: its holder already has the private key.\n",
         }
         self.human(&t)
     }
@@ -680,6 +687,17 @@ pub fn credential_value(
         CredentialForm::Key | CredentialForm::Qr => ("key", secret()?.to_base32()),
         CredentialForm::Auth => ("auth", zeroize::Zeroizing::new(client.public_key.auth_line())),
     })
+}
+
+/// A new client's key, as `client add` shows it.
+#[derive(Clone, Copy)]
+pub enum NewKey<'a> {
+    /// The new key pair's secret forms: the key alone, and the `.auth_private` line.
+    Shown { key: &'a str, line: &'a str },
+    /// Added with its public key: its holder has the private key.
+    PublicOnly,
+    /// Made by the service and kept, not shown (the person's presence was not proven).
+    Withheld,
 }
 
 #[derive(Serialize)]

@@ -463,8 +463,15 @@ pub fn service(
     bus: &str,
     authorization: &str,
     persistent_storage: super::PersistentStorageArg,
+    presence: Option<&str>,
 ) -> Result<()> {
-    use tails_server_service::{Authority, Bus, PersistentStorageSource, ServiceOptions};
+    use tails_server_service::presence::TAILS_DATA_PARTITION;
+    use tails_server_service::{Authority, Bus, PersistentStorageSource, PresenceCheck, ServiceOptions};
+    let presence = match (presence, persistent_storage) {
+        (Some(text), _) => PresenceCheck::parse(text).map_err(|e| anyhow!("--presence {e}"))?,
+        (None, super::PersistentStorageArg::Tails) => PresenceCheck::LuksPassphrase(TAILS_DATA_PARTITION.into()),
+        (None, super::PersistentStorageArg::None) => PresenceCheck::PolkitOnly,
+    };
     let options = ServiceOptions {
         bus: if bus == "system" { Bus::System } else { Bus::Address(bus.to_owned()) },
         daemon: DaemonOptions {
@@ -476,6 +483,7 @@ pub fn service(
             super::PersistentStorageArg::Tails => PersistentStorageSource::Tails,
             super::PersistentStorageArg::None => PersistentStorageSource::None,
         },
+        presence,
     };
     runtime()?.block_on(async {
         let shutdown = shutdown_signal()?;

@@ -82,6 +82,8 @@ impl Bus {
     pub fn run_as_nobody(&self, binary: &Path, args: &[&str]) -> super::run::Run {
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            // No controlling terminal, as a program in the background: nothing can be asked.
+            .args(["setsid", "--wait"])
             .arg(binary)
             .args(args)
             .env_clear()

@@ -20,7 +20,9 @@ fn scenario_with(name: &str, config: VmConfig, f: impl FnOnce(&mut Vm) -> Result
     };
     let t0 = Instant::now(); // after Vm::new, which waits for any other scenario's QEMU
     if let Err(e) = f(&mut vm) {
-        panic!("{name}: {e}\n(logs in {})", vm.dir.display());
+        // CI keeps only what is printed: the journal's end says what the guest was doing.
+        let journal = vm.journal_tail(60);
+        panic!("{name}: {e}\n(logs in {})\nthe end of the guest's journal:\n{journal}", vm.dir.display());
     }
     vm.record("scenario total", t0.elapsed());
     vm.pass();
@@ -91,6 +93,18 @@ const SFTP_HOST_KEY: &str = "ssh-keyscan -t ed25519 -p 2222 127.0.0.1 2>/dev/nul
 
 /// A command of amnesia's, in its logged-in session (the stand-in's agent plays the part of a
 /// terminal on Tails' desktop): the CLI goes through the system service.
+/// The Persistent Storage passphrase, as the person would type it, for commands that need
+/// their presence (amnesia's, 0600; the home is amnesic).
+const PASSPHRASE_FILE: &str = "/home/amnesia/storage-passphrase";
+
+/// Writes [`PASSPHRASE_FILE`] (again after a reboot: the home is amnesic).
+fn write_passphrase_file(vm: &mut Vm) -> Result<()> {
+    let passphrase = vm.image.passphrase().to_owned();
+    vm.file_write(PASSPHRASE_FILE, format!("{passphrase}\n").as_bytes())?;
+    vm.sh_ok("root", &format!("chown amnesia: {PASSPHRASE_FILE} && chmod 600 {PASSPHRASE_FILE}"))?;
+    Ok(())
+}
+
 fn in_session(vm: &mut Vm, command: &str) -> Result<vm_tests::ShOutput> {
     // One word: the agent runs it with `sh -c`, its own quoting intact.
     let line = format!("tails-stand-in-in-session {}", sh_words(&[command]));
@@ -383,10 +397,32 @@ fn whole_job(
         format!("another key is refused: {stranger:?}"),
     )?;
     let host_key = vm.sh_ok("amnesia", SFTP_HOST_KEY)?;
+    // A process of the session gets no private key without the Persistent Storage
+    // passphrase, which the service checks against the stick's LUKS header from inside its
+    // sandbox; the keys of the clients added above were kept, not shown.
+    let refused = in_session(vm, "tails-server client show www client-1 --as auth-private")?;
+    check(
+        !refused.success() && refused.stdout.is_empty() && refused.stderr.contains("Persistent Storage passphrase"),
+        format!("a private key without the passphrase: {refused:?}"),
+    )?;
+    let wrong = "/home/amnesia/not-the-passphrase";
+    vm.file_write(wrong, b"stand-in-guess\n")?;
+    vm.sh_ok("root", &format!("chown amnesia: {wrong} && chmod 600 {wrong}"))?;
+    let guessed = in_session(vm, &format!("tails-server --storage-passphrase-file {wrong} client show www client-1"))?;
+    check(
+        !guessed.success() && guessed.stderr.contains("that is not the Persistent Storage passphrase"),
+        format!("a wrong passphrase: {guessed:?}"),
+    )?;
+    write_passphrase_file(vm)?;
     // The keys the friend gets: each service's first client, as `client show` prints it.
     let mut auth_private = Vec::new();
     for name in ["www", "chat", "share"] {
-        auth_private.push(in_session_ok(vm, &format!("tails-server client show {name} client-1 --as auth-private"))?);
+        let show = format!(
+            "tails-server --storage-passphrase-file {PASSPHRASE_FILE} client show {name} client-1 --as auth-private"
+        );
+        let t = Instant::now();
+        auth_private.push(in_session_ok(vm, &show)?);
+        vm.record("client show with the passphrase checked (its argon2id, TCG)", t.elapsed());
     }
 
     // Reboot: unlocked at boot, before any network; nothing typed from here on but connect.
@@ -487,7 +523,16 @@ fn whole_job(
 
     // A LAN rule, then an interface coming up again: the firewall is reloaded (the rule
     // replayed) and tor restarted (every service published again, no command typed).
-    in_session_ok(vm, "tails-server set-option www allow-lan-connections true")?;
+    let lan_refused = in_session(vm, "tails-server set-option www allow-lan-connections true")?;
+    check(
+        !lan_refused.success() && lan_refused.stderr.contains("Persistent Storage passphrase"),
+        format!("LAN access without the passphrase: {lan_refused:?}"),
+    )?;
+    write_passphrase_file(vm)?;
+    in_session_ok(
+        vm,
+        &format!("tails-server --storage-passphrase-file {PASSPHRASE_FILE} set-option www allow-lan-connections true"),
+    )?;
     let lan_rules = "test $(iptables -S INPUT | grep -c -- '--dport 8080 -j ACCEPT') -eq 3";
     vm.sh_ok("root", lan_rules)?;
     // A rule of no session: the reload flushes it, so its absence shows the reload happened.

@@ -52,6 +52,9 @@ pub enum ServiceError {
     TorAuth(String),
     TorRefused(String),
     NotAuthorized(String),
+    /// The call reveals a secret or widens access: the caller must first prove a person is
+    /// there (`ProvePresence` with the Persistent Storage passphrase), then call again.
+    PresenceRequired(String),
     PersistentStorageLocked(String),
     System(String),
     /// The change is stored, but tor could not be updated yet: the service applies it as
@@ -94,7 +97,7 @@ impl ServiceError {
             ServiceError::TorUnavailable(_) => ErrorKind::TorUnavailable,
             ServiceError::TorAuth(_) => ErrorKind::TorAuth,
             ServiceError::TorRefused(_) => ErrorKind::TorRefused,
-            ServiceError::NotAuthorized(_) => ErrorKind::NotAuthorized,
+            ServiceError::NotAuthorized(_) | ServiceError::PresenceRequired(_) => ErrorKind::NotAuthorized,
             ServiceError::PersistentStorageLocked(_) => ErrorKind::PersistentStorageLocked,
             ServiceError::System(_) => ErrorKind::System,
             ServiceError::Pending(_) | ServiceError::Failed(_) | ServiceError::ZBus(_) => return None,
@@ -115,6 +118,7 @@ impl ServiceError {
             | ServiceError::TorAuth(m)
             | ServiceError::TorRefused(m)
             | ServiceError::NotAuthorized(m)
+            | ServiceError::PresenceRequired(m)
             | ServiceError::PersistentStorageLocked(m)
             | ServiceError::System(m)
             | ServiceError::Pending(m)
@@ -161,6 +165,11 @@ pub trait Server {
     fn remove_client(&self, name: &str, client: &str) -> Result<String, ServiceError>;
     /// A client's credential: `form` is `auth-private`, `key` or `auth`.
     fn credential(&self, name: &str, client: &str, form: &str) -> Result<String, ServiceError>;
+    /// Proves a person is at the computer: the Persistent Storage passphrase, checked
+    /// against the volume without unlocking anything. Returns how many seconds this caller's
+    /// connection may then reveal secrets and widen access (0: this system asks for no such
+    /// step, polkit alone decides).
+    fn prove_presence(&self, passphrase: &str) -> Result<u32, ServiceError>;
     /// Reconciles now (`restore`).
     fn restore(&self) -> Result<String, ServiceError>;
     /// Flushes and closes the store's database, which the service keeps open between

@@ -7,6 +7,7 @@
 
 pub mod authority;
 pub mod persistent_storage;
+pub mod presence;
 mod server;
 
 use std::future::Future;
@@ -17,6 +18,12 @@ use tails_server_dbus::{BUS_NAME, OBJECT_PATH};
 
 pub use authority::Authority;
 pub use persistent_storage::Source as PersistentStorageSource;
+pub use presence::PresenceCheck;
+
+/// One key derivation at a time, whatever it is for (a passphrase checked against the
+/// Persistent Storage: argon2id, up to 1 GiB; a backup decrypted: scrypt, up to 512 MiB):
+/// the unit's memory cap fits one, and guessing gets no faster with more callers.
+pub(crate) static KEY_DERIVATION: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// Which bus to serve on.
 #[derive(Debug, Clone)]
@@ -32,6 +39,8 @@ pub struct ServiceOptions {
     pub daemon: DaemonOptions,
     pub authority: Authority,
     pub persistent_storage: PersistentStorageSource,
+    /// What proves a person is there before a secret leaves or access widens.
+    pub presence: PresenceCheck,
 }
 
 /// Serves until `shutdown` completes. Errors only when the service cannot start (the bus is
@@ -51,7 +60,12 @@ pub async fn run(mut options: ServiceOptions, shutdown: impl Future<Output = ()>
     let mut unlocked = persistent_storage::follow(options.persistent_storage, &connection).await?;
     let mut publisher = Publisher::new(options.daemon.config.clone(), options.daemon.control.clone());
     publisher.daemons = options.daemon.daemons;
-    let server = server::Server { publisher, authority: options.authority.clone(), unlocked: unlocked.clone() };
+    let server = server::Server {
+        publisher,
+        authority: options.authority.clone(),
+        presence: presence::Presence::new(options.presence.clone()),
+        unlocked: unlocked.clone(),
+    };
     connection.object_server().at(OBJECT_PATH, server).await?;
     connection.request_name(BUS_NAME).await?;
     daemon::log(daemon::Level::Notice, &format!("serving {BUS_NAME} on the bus"));

@@ -4,6 +4,8 @@
 //! then applied (tor, the programs, the firewall), and the answer is the same JSON document
 //! as the CLI's `--format json`. The stores are reachable only through [`Server::read`] and
 //! [`Server::change`], which take a [`Grant`]: no method touches them before polkit said yes.
+//! A secret leaves, or access widens, only for a caller that also proved a person is there
+//! ([`crate::presence`]).
 //! A failing call is answered with a named error and the service goes on serving and
 //! publishing.
 
@@ -18,12 +20,14 @@ use zbus::object_server::SignalEmitter;
 use tails_server_core::daemon::{log, Level};
 use tails_server_core::keys::{ClientPublicKey, OnionAddress};
 use tails_server_core::names::{ClientName, KeyName, ServiceName};
+use tails_server_core::options::ALLOW_LAN;
 use tails_server_core::reconcile::{Action, Pending, Publisher};
 use tails_server_core::{backup, AddRequest, Error, Manager, OnConflict, ServiceData};
 use tails_server_dbus::views::{self, KeyView, ServiceView, StatusView, TorState};
 use tails_server_dbus::{actions, ServiceError, API_VERSION};
 
 use crate::authority::Authority;
+use crate::presence::Presence;
 
 /// Largest string argument taken: names, keys and option values are all far shorter.
 const MAX_ARGUMENT: usize = 4096;
@@ -35,12 +39,15 @@ const MAX_SERVICES_ARGUMENT: usize = 256;
 pub struct Server {
     pub publisher: Publisher,
     pub authority: Authority,
+    pub presence: Presence,
     pub unlocked: watch::Receiver<bool>,
 }
 
 /// A polkit action, as a type, so that what a [`Grant`] allows is checked by the compiler.
 trait PolkitAction {
     const ID: &'static str;
+    /// What the action does, when it also needs a person's presence.
+    const NEEDS_PRESENCE: Option<&'static str> = None;
 }
 /// `org.boum.tails.server.read`: the services, their clients' public keys, their state.
 struct Read;
@@ -56,10 +63,11 @@ impl PolkitAction for Change {
 }
 impl PolkitAction for RevealSecret {
     const ID: &'static str = actions::REVEAL_SECRET;
+    const NEEDS_PRESENCE: Option<&'static str> = Some("Revealing a secret (a private key, a secret option, a backup)");
 }
 
-/// Proof that polkit allowed this call's caller the action `A`; made only by
-/// [`Server::grant`].
+/// Proof that polkit allowed this call's caller the action `A` (and, for actions that need
+/// it, that the caller proved a person is there); made only by [`Server::grant`].
 struct Grant<A: PolkitAction>(PhantomData<A>);
 
 /// Who is calling, as zbus hands it to each method.
@@ -124,13 +132,29 @@ fn json<T: Serialize>(value: &T) -> Result<String, ServiceError> {
 trait Work<T>: FnOnce(&mut Manager) -> tails_server_core::Result<T> + Send + 'static {}
 impl<T, F: FnOnce(&mut Manager) -> tails_server_core::Result<T> + Send + 'static> Work<T> for F {}
 
+fn sender<'a>(caller: &Caller<'a, '_>) -> Result<&'a str, ServiceError> {
+    caller
+        .header
+        .sender()
+        .map(|s| s.as_str())
+        .ok_or_else(|| ServiceError::NotAuthorized("the call has no sender".into()))
+}
+
 impl Server {
     /// Asks polkit whether the caller may do `A`; the first step of every method.
     async fn grant<A: PolkitAction>(&self, caller: &Caller<'_, '_>) -> Result<Grant<A>, ServiceError> {
-        let sender =
-            caller.header.sender().ok_or_else(|| ServiceError::NotAuthorized("the call has no sender".into()))?;
-        self.authority.check(caller.connection, sender.as_str(), A::ID).await?;
+        let sender = sender(caller)?;
+        self.authority.check(caller.connection, sender, A::ID).await?;
+        if let Some(what) = A::NEEDS_PRESENCE {
+            self.presence.require(sender, what)?;
+        }
         Ok(Grant(PhantomData))
+    }
+
+    /// For a change that widens access (`what` says which): refused unless the caller
+    /// proved a person is there.
+    fn require_presence(&self, _: &Grant<Change>, caller: &Caller<'_, '_>, what: &str) -> Result<(), ServiceError> {
+        self.presence.require(sender(caller)?, what)
     }
 
     fn require_unlocked(&self) -> Result<(), ServiceError> {
@@ -338,7 +362,11 @@ impl Server {
         #[zbus(connection)] connection: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
-        let grant = self.grant::<Change>(&Caller { header: &header, connection }).await?;
+        let caller = Caller { header: &header, connection };
+        let grant = self.grant::<Change>(&caller).await?;
+        if options.get(&format!("option.{ALLOW_LAN}")).is_some_and(|v| widens_lan(v)) {
+            self.require_presence(&grant, &caller, LAN_ACCESS)?;
+        }
         let request = add_request(kind, &options)?;
         // Client authorization is not optional over D-Bus: the opt-out is the CLI's hidden flag.
         self.change(&grant, &emitter, move |m| {
@@ -433,7 +461,11 @@ impl Server {
         #[zbus(connection)] connection: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
-        let grant = self.grant::<Change>(&Caller { header: &header, connection }).await?;
+        let caller = Caller { header: &header, connection };
+        let grant = self.grant::<Change>(&caller).await?;
+        if option == ALLOW_LAN && widens_lan(value) {
+            self.require_presence(&grant, &caller, LAN_ACCESS)?;
+        }
         let name = service_name(name)?;
         check_length("the option", option)?;
         check_length("the value", value)?;
@@ -485,7 +517,12 @@ impl Server {
         #[zbus(connection)] connection: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
-        let grant = self.grant::<Change>(&Caller { header: &header, connection }).await?;
+        let caller = Caller { header: &header, connection };
+        let grant = self.grant::<Change>(&caller).await?;
+        if !public_key.is_empty() {
+            // A key made elsewhere: whoever holds its private half reaches the service.
+            self.require_presence(&grant, &caller, "Giving a key made elsewhere access to a service")?;
+        }
         let name = service_name(name)?;
         let client = client_name(client)?;
         check_length("the public key", public_key)?;
@@ -618,7 +655,12 @@ impl Server {
         #[zbus(connection)] connection: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
-        let grant = self.grant::<Change>(&Caller { header: &header, connection }).await?;
+        let caller = Caller { header: &header, connection };
+        let grant = self.grant::<Change>(&caller).await?;
+        if !dry_run {
+            // A backup brings its own keys and clients: access to what it holds widens.
+            self.require_presence(&grant, &caller, "Importing a backup")?;
+        }
         check_length("the passphrase", passphrase)?;
         if backup.len() as u64 > backup::MAX_BACKUP_SIZE {
             return Err(ServiceError::InvalidInput(format!(
@@ -637,10 +679,9 @@ impl Server {
             }
         };
         let passphrase = zeroize::Zeroizing::new(passphrase.to_owned());
-        // One key derivation at a time: each may take 512 MiB (scrypt at the highest work
-        // factor accepted), and the service's memory is capped.
-        static DECRYPTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-        let permit = DECRYPTING.acquire().await.map_err(|e| ServiceError::Failed(e.to_string()))?;
+        // One key derivation at a time: this one may take 512 MiB (scrypt at the highest
+        // work factor accepted), and the service's memory is capped.
+        let permit = crate::KEY_DERIVATION.acquire().await.map_err(|e| ServiceError::Failed(e.to_string()))?;
         let mut document = tokio::task::spawn_blocking(move || backup::decrypt(&backup, &passphrase))
             .await
             .map_err(|e| ServiceError::Failed(e.to_string()))??;
@@ -680,6 +721,21 @@ impl Server {
             TorOutcome::nothing_to_do()
         };
         json(&Changed { result, tor })
+    }
+
+    /// The Persistent Storage passphrase, proving a person is there: see [`crate::presence`].
+    async fn prove_presence(
+        &self,
+        passphrase: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<u32, ServiceError> {
+        let caller = Caller { header: &header, connection };
+        // Only callers polkit lets in at all may try passphrases.
+        self.grant::<Read>(&caller).await?;
+        let passphrase = zeroize::Zeroizing::new(passphrase.to_owned());
+        let kept = self.presence.prove(sender(&caller)?, passphrase).await?;
+        Ok(u32::try_from(kept.as_secs()).unwrap_or(u32::MAX))
     }
 
     async fn restore(
@@ -764,6 +820,14 @@ impl Server {
         let client = client_name(client)?;
         self.answer(grant, move |m| credential_document(m, &name, &client, form)).await
     }
+}
+
+const LAN_ACCESS: &str = "Opening a service to the local network";
+
+/// Whether a value given for allow-lan-connections may turn it on (anything but a clear no:
+/// a value that turns out invalid is refused later anyway).
+fn widens_lan(value: &str) -> bool {
+    !matches!(value, "false" | "no" | "off")
 }
 
 /// `Add`'s options map, checked as the CLI checks its flags.
