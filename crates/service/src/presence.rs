@@ -25,8 +25,8 @@ pub const KEPT_FOR: Duration = Duration::from_secs(5 * 60);
 /// Where Tails' Persistent Storage is: the GPT partition labelled TailsData.
 pub const TAILS_DATA_PARTITION: &str = "/dev/disk/by-partlabel/TailsData";
 
-/// cryptsetup, by its full path: the service's PATH is not the caller's to choose, but a
-/// fixed path says so plainly.
+/// cryptsetup, by its full path (Debian's, Tails' too): no PATH lookup for a program that
+/// is handed the passphrase.
 const CRYPTSETUP: &str = "/usr/sbin/cryptsetup";
 
 /// The longest passphrase taken (cryptsetup's own limit for a typed one is 512 bytes).
@@ -55,8 +55,9 @@ impl PresenceCheck {
     }
 }
 
-/// The callers who proved their presence, by unique bus name (never reused on a bus, and
-/// gone with its connection), until when.
+/// The callers who proved their presence, by unique bus name (never reused on a bus: a
+/// proof dies with its connection), until when. Expired entries are dropped at the next
+/// proof, so the table holds at most the last few minutes' callers.
 pub struct Presence {
     check: PresenceCheck,
     proven: Mutex<HashMap<String, Instant>>,
