@@ -31,6 +31,10 @@ pub struct DaemonOptions {
     pub retry_failed: Duration,
     /// Whether the catalog's daemons are started here (the system service) or by the user.
     pub daemons: DaemonControl,
+    /// Told whenever what tor runs may have changed (tor found or lost, a reconcile that
+    /// changed something, a descriptor uploaded, bootstrap progress), so that the system
+    /// service can tell its clients without their polling. Notifications coalesce.
+    pub tor_changed: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl DaemonOptions {
@@ -47,6 +51,7 @@ impl DaemonOptions {
             retry_failed: Duration::from_secs(1),
             watch_changes_every: Duration::from_millis(500),
             daemons: DaemonControl::Manual,
+            tor_changed: None,
         }
     }
 }
@@ -118,7 +123,9 @@ pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> 
         };
         let answered = Instant::now();
         last_error.clear();
-        match serve(&mut tor, &publisher, &options, answered, &mut shutdown).await {
+        let served = serve(&mut tor, &publisher, &options, answered, &mut shutdown).await;
+        tell(&options);
+        match served {
             Ok(Served::Shutdown) => return stopping(),
             Ok(Served::TorGone) => {
                 lost_at = Instant::now();
@@ -139,6 +146,13 @@ pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> 
                 }
             }
         }
+    }
+}
+
+/// Lets whoever follows tor's state know it may have changed.
+fn tell(options: &DaemonOptions) {
+    if let Some(notify) = &options.tor_changed {
+        notify.notify_one();
     }
 }
 
@@ -180,7 +194,10 @@ async fn serve(
     );
     tor.set_events(&["HS_DESC", "STATUS_CLIENT"]).await?;
     let mut seen_change = publisher.last_change();
-    let mut next_reconcile = match reconcile(tor, publisher).await {
+    let first = reconcile(tor, publisher).await;
+    // Found (again): whatever it runs now is news.
+    tell(options);
+    let mut next_reconcile = match first {
         Ok((count, already)) => {
             log(
                 Level::Notice,
@@ -216,6 +233,7 @@ async fn serve(
                 for id in settled {
                     rounds.remove(&id);
                     record_upload(publisher, &instance, &id).await;
+                    tell(options);
                 }
                 let dpkg = dpkg_changed();
                 if publisher.daemons == DaemonControl::Systemd && dpkg != seen_dpkg {
@@ -232,7 +250,12 @@ async fn serve(
             }
             _ = tokio::time::sleep_until(next_reconcile) => {
                 next_reconcile = match reconcile(tor, publisher).await {
-                    Ok(_) => tokio::time::Instant::now() + options.reconcile_every,
+                    Ok((published, _)) => {
+                        if published > 0 {
+                            tell(options);
+                        }
+                        tokio::time::Instant::now() + options.reconcile_every
+                    }
                     Err(e) if is_tor_loss(&e) => return Err(e),
                     Err(e) => {
                         log(Level::Error, &format!("cannot reconcile: {e}; trying again shortly"));
@@ -255,10 +278,14 @@ async fn serve(
                 if round.observe(&event, std::time::Instant::now()) {
                     rounds.remove(&event.service_id);
                     record_upload(publisher, &instance, &event.service_id).await;
+                    tell(options);
                 }
             }
-            Ok(Some(TorEvent::Other(line))) if line.contains("BOOTSTRAP") && line.contains("PROGRESS=100") => {
-                log(Level::Info, "tor has bootstrapped");
+            Ok(Some(TorEvent::Other(line))) if line.contains("BOOTSTRAP") => {
+                if line.contains("PROGRESS=100") {
+                    log(Level::Info, "tor has bootstrapped");
+                }
+                tell(options);
             }
             Ok(_) => {}
             Err(Error::TorGone { .. }) => return Ok(Served::TorGone),

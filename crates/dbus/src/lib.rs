@@ -200,8 +200,10 @@ pub trait Server {
     /// Forgets a received key, destroys its stored copies and takes it back from tor.
     fn remove_key(&self, name: &str) -> Result<String, ServiceError>;
 
-    /// Emitted after any change. Broadcast to every user of the bus, so it names nothing (the
-    /// argument is always empty): a front end asks `List`, which needs the read action.
+    /// Emitted after any change: to the stores, or to what tor runs (tor found or lost, a
+    /// service published again, a descriptor uploaded, bootstrap progress), so a front end
+    /// never polls. Broadcast to every user of the bus, so it names nothing (the argument is
+    /// always empty): a front end asks `List`, which needs the read action.
     #[zbus(signal)]
     fn changed(&self, names: Vec<String>) -> zbus::Result<()>;
 

@@ -67,6 +67,11 @@ pub async fn run(mut options: ServiceOptions, shutdown: impl Future<Output = ()>
         unlocked: unlocked.clone(),
     };
     connection.object_server().at(OBJECT_PATH, server).await?;
+    // What tor runs changes without any call (tor restarted, a descriptor uploaded): the
+    // front ends hear it as `Changed`, as they hear the changes made through calls.
+    let tor_changed = std::sync::Arc::new(tokio::sync::Notify::new());
+    options.daemon.tor_changed = Some(tor_changed.clone());
+    tokio::spawn(tell_tor_changes(connection.clone(), tor_changed));
     connection.request_name(BUS_NAME).await?;
     daemon::log(daemon::Level::Notice, &format!("serving {BUS_NAME} on the bus"));
 
@@ -117,6 +122,18 @@ pub async fn run(mut options: ServiceOptions, shutdown: impl Future<Output = ()>
         let _ = tokio::task::spawn_blocking(tails_server_core::store::let_go_of_held_databases).await;
         if done {
             return Ok(());
+        }
+    }
+}
+
+/// Emits `Changed` each time the reconcile loop says tor's state may have changed (bursts
+/// coalesce into one signal), until the connection closes.
+async fn tell_tor_changes(connection: zbus::Connection, tor_changed: std::sync::Arc<tokio::sync::Notify>) {
+    let Ok(iface) = connection.object_server().interface::<_, server::Server>(OBJECT_PATH).await else { return };
+    loop {
+        tor_changed.notified().await;
+        if server::Server::announce(iface.signal_emitter()).await.is_err() {
+            return;
         }
     }
 }

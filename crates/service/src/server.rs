@@ -221,7 +221,7 @@ impl Server {
 
     /// `Changed`, broadcast to every user of the bus: it names nothing (names need the read
     /// action); a front end that follows it asks `List`, which polkit decides.
-    async fn announce(emitter: &SignalEmitter<'_>) -> zbus::Result<()> {
+    pub(crate) async fn announce(emitter: &SignalEmitter<'_>) -> zbus::Result<()> {
         Self::changed(emitter, Vec::new()).await
     }
 
@@ -768,7 +768,9 @@ impl Server {
             .map_err(|e| ServiceError::Failed(format!("internal error: {e}")))
     }
 
-    /// Emitted after every change. It names nothing: names need the read action.
+    /// Emitted after every change, made through a call or by tor (tor found or lost, a
+    /// service published again, a descriptor uploaded, bootstrap progress). It names nothing:
+    /// names need the read action.
     #[zbus(signal)]
     async fn changed(emitter: &SignalEmitter<'_>, names: Vec<String>) -> zbus::Result<()>;
 

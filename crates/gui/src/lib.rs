@@ -1,0 +1,16 @@
+//! tails-server-gui: the graphical front end of tails-server, a GTK 4 and libadwaita window
+//! over the system service's D-Bus API (`org.boum.tails.Server1`), as the CLI is a terminal
+//! one. It holds no state of its own: the service keeps everything.
+//!
+//! - [`model`]: every word and state the window shows, worked out without GTK;
+//! - [`backend`]: the one connection to the service, on a thread of its own;
+//! - [`window`]: the widgets.
+
+pub mod backend;
+pub mod model;
+pub mod window;
+
+pub use {adw, gtk};
+
+/// The application's identifier (its desktop entry is `APP_ID.desktop`).
+pub const APP_ID: &str = "org.boum.tails.Server.Gui";

@@ -1,0 +1,372 @@
+//! What the window says, worked out from the service's documents. No GTK here: every word
+//! the window shows and every state it draws is decided in this module, and tested as plain
+//! Rust.
+
+use tails_server_dbus::views::{StatusView, TorState};
+use tails_server_dbus::{ErrorKind, ServiceError};
+
+/// How far a service has come, from the person's switch to a friend's connection. Each rung
+/// is true only when every rung below it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rung {
+    /// The person turned it off: tor does not publish it.
+    Off,
+    /// Wanted, but tor is not connected (or could not be asked): it is published when tor is.
+    TorOff,
+    /// Being handed to tor, or tor still runs an older version of it.
+    Publishing,
+    /// tor runs it; its descriptor is not uploaded yet, so nobody can find it yet.
+    Registered,
+    /// The descriptor is uploaded: a friend holding a key can connect.
+    Uploaded,
+    /// A connection through tor reached it.
+    Reachable,
+}
+
+impl Rung {
+    /// Where tor's answers put a service the person wants (`enabled`) or not.
+    pub fn of(enabled: bool, tor: &TorState) -> Rung {
+        if !enabled {
+            return Rung::Off;
+        }
+        // Tor's bootstrap does not hold a service back from tor: it is registered while tor
+        // connects, and announced once it has.
+        let connected = tor.tor_error.is_none() && tor.network_enabled != Some(false);
+        if !connected {
+            Rung::TorOff
+        } else if tor.registered != Some(true) || tor.published_as_stored == Some(false) {
+            Rung::Publishing
+        } else if tor.uploaded != Some(true) {
+            Rung::Registered
+        } else if tor.reachable == Some(true) {
+            Rung::Reachable
+        } else {
+            Rung::Uploaded
+        }
+    }
+
+    /// Something is under way that ends by itself (the window shows a spinner).
+    pub fn busy(&self) -> bool {
+        matches!(self, Rung::Publishing | Rung::Registered)
+    }
+
+    /// The service's line under its name.
+    pub fn words(&self, tor: &TorState) -> String {
+        match self {
+            Rung::Off => "Off: Tor does not publish it".into(),
+            Rung::TorOff => "Saved; Tor will publish it when it is connected".into(),
+            Rung::Publishing => "Publishing…".into(),
+            Rung::Registered => match tor.bootstrap {
+                Some(percent) if percent < 100 => {
+                    format!("Registered with Tor; announced once Tor has connected ({percent}%)")
+                }
+                _ => "Registered with Tor; announcing it on the Tor network…".into(),
+            },
+            Rung::Uploaded => match (tor.reachable, &tor.probe_detail) {
+                (Some(false), Some(detail)) => format!("Published, but the last check did not reach it: {detail}"),
+                (Some(false), None) => "Published, but the last check did not reach it".into(),
+                _ => "Published: friends holding a key can connect".into(),
+            },
+            Rung::Reachable => "Reachable through Tor".into(),
+        }
+    }
+}
+
+/// A service as one row shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRow {
+    pub name: String,
+    /// The kind's name for people ("Mumble"), or the kind itself when the catalog does not know it.
+    pub kind: String,
+    pub address: String,
+    pub enabled: bool,
+    pub installed: bool,
+    pub clients: usize,
+    pub rung: Rung,
+    /// The line under the name.
+    pub state: String,
+}
+
+impl ServiceRow {
+    pub fn new(status: &StatusView, kind_in_gui: &str) -> ServiceRow {
+        let rung = Rung::of(status.enabled, &status.tor);
+        let mut state = rung.words(&status.tor);
+        if !status.installed {
+            state = format!("{kind_in_gui}'s program is not installed: add it with Additional Software. {state}");
+        }
+        ServiceRow {
+            name: status.name.clone(),
+            kind: kind_in_gui.to_owned(),
+            address: status.address.clone(),
+            enabled: status.enabled,
+            installed: status.installed,
+            clients: status.clients,
+            rung,
+            state,
+        }
+    }
+
+    /// What a screen reader says for the row's switch.
+    pub fn switch_name(&self) -> String {
+        format!("Publish {}", self.name)
+    }
+}
+
+/// Tor's state for the whole window: shown above the list when it keeps services back.
+pub fn tor_notice(rows: &[(ServiceRow, TorState)]) -> Option<String> {
+    let waiting = rows.iter().filter(|(row, _)| row.rung == Rung::TorOff).count();
+    if waiting == 0 {
+        return None;
+    }
+    let tor = &rows.iter().find(|(row, _)| row.rung == Rung::TorOff)?.1;
+    let why = if tor.network_enabled == Some(false) {
+        "Tor is not connected yet. Connect to Tor with the Tor Connection assistant".to_owned()
+    } else {
+        "Tor cannot be reached right now".to_owned()
+    };
+    let services = if waiting == 1 { "1 service".to_owned() } else { format!("{waiting} services") };
+    Some(format!("{why}: {services} will be published as soon as it is connected."))
+}
+
+/// Something that stops the window from showing the services: a page of its own, saying
+/// what is wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub title: String,
+    pub body: String,
+    pub icon: &'static str,
+}
+
+/// Why the service could not be asked at all.
+#[derive(Debug)]
+pub enum Failure {
+    /// The system bus answers, but nothing owns the service's name.
+    NotRunning,
+    /// The system bus itself cannot be reached.
+    NoBus(String),
+    /// The service answered with an error.
+    Refused(ServiceError),
+}
+
+impl Failure {
+    /// The words the person sees for a failed call that is not worth a page (a refused change).
+    pub fn message(&self) -> String {
+        match self {
+            Failure::NotRunning => "The Tails Server service stopped.".into(),
+            Failure::NoBus(why) => format!("The system bus cannot be reached: {why}"),
+            Failure::Refused(error) => sentence(&error.message()),
+        }
+    }
+
+    /// The page for a failure that leaves nothing to show; None when the list can stay (the
+    /// error then goes in a notification with [`Failure::message`]).
+    pub fn page(&self) -> Option<Problem> {
+        let problem = |title: &str, body: String, icon| Problem { title: title.into(), body, icon };
+        match self {
+            Failure::NotRunning => Some(problem(
+                "Tails Server is not running",
+                "Nothing answers for your onion services on this computer. If you just added Tails Server \
+                 with Additional Software, wait until the installation has finished, then restart Tails. \
+                 If it keeps happening, an administrator can see why with “journalctl -u tails-server”."
+                    .into(),
+                "dialog-warning-symbolic",
+            )),
+            Failure::NoBus(why) => Some(problem(
+                "The system cannot be reached",
+                format!("This window talks to Tails Server through the system bus, which does not answer: {why}"),
+                "dialog-error-symbolic",
+            )),
+            Failure::Refused(error) => match error {
+                ServiceError::PersistentStorageLocked(_) => Some(problem(
+                    "Unlock your Persistent Storage",
+                    "Your onion services, their addresses and your friends' keys are kept in the Persistent \
+                     Storage. Unlock it in the Welcome Screen when you start Tails, then open this window again."
+                        .into(),
+                    "system-lock-screen-symbolic",
+                )),
+                ServiceError::PresenceRequired(_) => None,
+                e if e.kind() == Some(ErrorKind::NotAuthorized) => Some(problem(
+                    "You may not manage onion services here",
+                    format!("{} Ask the person who administers this computer.", sentence(&error.message())),
+                    "action-unavailable-symbolic",
+                )),
+                ServiceError::ZBus(_) => {
+                    Some(problem("Tails Server does not answer", sentence(&error.message()), "dialog-error-symbolic"))
+                }
+                _ => None,
+            },
+        }
+    }
+}
+
+/// A message as a sentence: capital first letter, final full stop.
+pub fn sentence(message: &str) -> String {
+    let message = message.trim();
+    let mut chars = message.chars();
+    let Some(first) = chars.next() else { return String::new() };
+    let mut text: String = first.to_uppercase().chain(chars).collect();
+    if !text.ends_with(['.', '!', '?']) {
+        text.push('.');
+    }
+    text
+}
+
+/// What a change's answer says about tor (`tor` in the service's answers).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct TorOutcome {
+    pub applied: bool,
+    #[serde(default)]
+    pub pending: Vec<String>,
+    #[serde(default)]
+    pub failed: Vec<String>,
+}
+
+impl TorOutcome {
+    /// The notification after a change, when there is something to say.
+    pub fn notice(&self) -> Option<String> {
+        if !self.failed.is_empty() {
+            Some(sentence(&format!("Saved, but {}", self.failed.join("; "))))
+        } else if !self.applied || !self.pending.is_empty() {
+            Some("Saved; Tor will publish it when it is back.".into())
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tor() -> TorState {
+        TorState {
+            registered: Some(true),
+            uploaded: Some(true),
+            published_as_stored: Some(true),
+            network_enabled: Some(true),
+            bootstrap: Some(100),
+            ..TorState::default()
+        }
+    }
+
+    #[test]
+    fn the_ladder_climbs_only_as_far_as_tor_says() {
+        assert_eq!(Rung::of(false, &tor()), Rung::Off, "the person's switch comes first");
+        assert_eq!(Rung::of(true, &tor()), Rung::Uploaded);
+        assert_eq!(Rung::of(true, &TorState { reachable: Some(true), ..tor() }), Rung::Reachable);
+        assert_eq!(Rung::of(true, &TorState { reachable: Some(false), ..tor() }), Rung::Uploaded);
+        assert_eq!(Rung::of(true, &TorState { uploaded: Some(false), ..tor() }), Rung::Registered);
+        assert_eq!(Rung::of(true, &TorState { uploaded: None, ..tor() }), Rung::Registered);
+        assert_eq!(Rung::of(true, &TorState { registered: Some(false), ..tor() }), Rung::Publishing);
+        assert_eq!(
+            Rung::of(true, &TorState { published_as_stored: Some(false), ..tor() }),
+            Rung::Publishing,
+            "an older version with other clients is not this service yet"
+        );
+        assert_eq!(Rung::of(true, &TorState { network_enabled: Some(false), ..tor() }), Rung::TorOff);
+        assert_eq!(
+            Rung::of(true, &TorState { bootstrap: Some(45), uploaded: Some(false), ..tor() }),
+            Rung::Registered,
+            "tor takes services while it connects"
+        );
+        assert_eq!(Rung::of(true, &TorState { tor_error: Some("refused".into()), ..tor() }), Rung::TorOff);
+        // Nothing known about tor at all (the service could not ask): not connected.
+        assert_eq!(Rung::of(true, &TorState { tor_error: Some("x".into()), ..TorState::default() }), Rung::TorOff);
+        assert!(Rung::Publishing.busy() && Rung::Registered.busy());
+        assert!(!Rung::TorOff.busy() && !Rung::Uploaded.busy() && !Rung::Off.busy());
+    }
+
+    #[test]
+    fn each_rung_says_what_is_true_in_words() {
+        let off = TorState { network_enabled: Some(false), ..tor() };
+        assert_eq!(Rung::TorOff.words(&off), "Saved; Tor will publish it when it is connected");
+        let connecting = TorState { bootstrap: Some(45), ..tor() };
+        assert_eq!(Rung::Registered.words(&connecting), "Registered with Tor; announced once Tor has connected (45%)");
+        assert_eq!(Rung::Registered.words(&tor()), "Registered with Tor; announcing it on the Tor network…");
+        let failed = TorState { reachable: Some(false), probe_detail: Some("timed out".into()), ..tor() };
+        assert_eq!(Rung::Uploaded.words(&failed), "Published, but the last check did not reach it: timed out");
+        assert_eq!(Rung::Uploaded.words(&tor()), "Published: friends holding a key can connect");
+    }
+
+    fn status(enabled: bool, installed: bool, tor: TorState) -> StatusView {
+        StatusView {
+            name: "mumble".into(),
+            address: "x.onion".into(),
+            installed,
+            enabled,
+            client_authorization: true,
+            clients: 2,
+            options: Default::default(),
+            tor,
+        }
+    }
+
+    #[test]
+    fn a_row_says_when_the_program_is_missing_and_how_to_add_it() {
+        let row = ServiceRow::new(&status(true, false, tor()), "Mumble");
+        assert_eq!(
+            row.state,
+            "Mumble's program is not installed: add it with Additional Software. Published: friends holding a key can connect"
+        );
+        assert_eq!(row.switch_name(), "Publish mumble");
+        let row = ServiceRow::new(&status(false, true, tor()), "Mumble");
+        assert_eq!(row.state, "Off: Tor does not publish it");
+    }
+
+    #[test]
+    fn the_tor_notice_counts_the_services_waiting_and_says_why() {
+        let waiting = |tor: TorState| (ServiceRow::new(&status(true, true, tor.clone()), "Mumble"), tor);
+        assert_eq!(tor_notice(&[waiting(tor())]), None);
+        let off = TorState { network_enabled: Some(false), ..tor() };
+        assert_eq!(
+            tor_notice(&[waiting(off.clone()), waiting(off), waiting(tor())]).unwrap(),
+            "Tor is not connected yet. Connect to Tor with the Tor Connection assistant: 2 services will be \
+             published as soon as it is connected."
+        );
+        let unreachable = TorState { tor_error: Some("no control socket".into()), ..tor() };
+        assert_eq!(
+            tor_notice(&[waiting(unreachable)]).unwrap(),
+            "Tor cannot be reached right now: 1 service will be published as soon as it is connected."
+        );
+    }
+
+    #[test]
+    fn failures_that_leave_nothing_to_show_get_a_page_the_rest_a_notification() {
+        let page = Failure::NotRunning.page().unwrap();
+        assert_eq!(page.title, "Tails Server is not running");
+        let locked = Failure::Refused(ServiceError::PersistentStorageLocked("the store is locked".into()));
+        assert_eq!(locked.page().unwrap().title, "Unlock your Persistent Storage");
+        let refused = Failure::Refused(ServiceError::NotAuthorized("not authorized by polkit".into()));
+        let page = refused.page().unwrap();
+        assert_eq!(page.title, "You may not manage onion services here");
+        assert_eq!(page.body, "Not authorized by polkit. Ask the person who administers this computer.");
+        // Asking for the passphrase is a dialog, not a dead end.
+        assert_eq!(Failure::Refused(ServiceError::PresenceRequired("x".into())).page(), None);
+        let conflict = Failure::Refused(ServiceError::Conflict("a service named mumble already exists".into()));
+        assert_eq!(conflict.page(), None);
+        assert_eq!(conflict.message(), "A service named mumble already exists.");
+    }
+
+    #[test]
+    fn a_change_tor_could_not_take_yet_is_said_to_be_saved() {
+        assert_eq!(TorOutcome { applied: true, ..Default::default() }.notice(), None);
+        assert_eq!(
+            TorOutcome { applied: false, pending: vec!["x".into()], ..Default::default() }.notice().unwrap(),
+            "Saved; Tor will publish it when it is back."
+        );
+        assert_eq!(
+            TorOutcome { applied: true, failed: vec!["murmurd did not start".into()], ..Default::default() }
+                .notice()
+                .unwrap(),
+            "Saved, but murmurd did not start."
+        );
+    }
+
+    #[test]
+    fn sentences() {
+        assert_eq!(sentence("tor refused it"), "Tor refused it.");
+        assert_eq!(sentence("Done."), "Done.");
+        assert_eq!(sentence("refused (polkit decides)"), "Refused (polkit decides).");
+        assert_eq!(sentence(""), "");
+    }
+}
