@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Bus, KillOnDrop, LocalTor, TestEnv, STAND_IN_NAME};
+use common::{luks_volume, Bus, KillOnDrop, LocalTor, TestEnv, STAND_IN_NAME};
 use tails_server_dbus::{ServerProxy, ServiceError, BUS_NAME};
 
 /// `tails-server service` on the bus, as root, allowing uid 0 only.
@@ -591,25 +591,6 @@ fn a_user_without_rights_keeps_a_received_key_through_the_service() {
     assert_eq!(removed.code, 0, "{}", removed.stderr);
     assert!(!tor.client_keys().contains_key(&id), "taken back from tor");
     assert!(direct(&["key", "list"]).stderr.contains("No keys kept"));
-}
-
-/// A LUKS2 volume (a header in a file) whose passphrase is `passphrase`, standing in for
-/// the Persistent Storage partition: cryptsetup reads it as it reads the partition on Tails.
-/// PBKDF2 at its lowest cost, so that each check is fast.
-fn luks_volume(dir: &Path, passphrase: &str) -> std::path::PathBuf {
-    use std::io::Write;
-    let path = dir.join("TailsData.img");
-    std::fs::File::create(&path).unwrap().set_len(20 << 20).unwrap();
-    let mut format = Command::new("cryptsetup")
-        .args(["luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
-        .args(["--disable-locks", "--key-file", "-"])
-        .arg(&path)
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("cryptsetup is installed (./scripts/deps)");
-    format.stdin.take().unwrap().write_all(passphrase.as_bytes()).unwrap();
-    assert!(format.wait().unwrap().success(), "cryptsetup luksFormat");
-    path
 }
 
 /// Issue 19's first property: a process of the session (polkit's allow_active lets it call

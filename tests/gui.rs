@@ -8,24 +8,28 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Bus, KillOnDrop, LocalTor, TestEnv};
+use common::{luks_volume, Bus, KillOnDrop, LocalTor, TestEnv};
 use tails_server_dbus::{ServerProxy, BUS_NAME};
 use tails_server_gui::adw::prelude::*;
 use tails_server_gui::gtk::{self, glib};
 use tails_server_gui::window::{page, Window};
 
-/// `tails-server service` on `bus` with `tor`, allowing the callers `authorization` names.
-fn start_service(env: &TestEnv, bus: &Bus, tor: &LocalTor, authorization: &str) -> KillOnDrop {
+const PASSPHRASE: &str = "correct horse battery staple";
+
+/// `tails-server service` on `bus` with `tor`, allowing the callers `authorization` names,
+/// asking for the passphrase of the LUKS volume `storage` before a secret leaves.
+fn start_service(env: &TestEnv, bus: &Bus, tor: &LocalTor, authorization: &str, storage: &Path) -> KillOnDrop {
     let log = std::fs::File::create(env.root.path().join("service.log")).unwrap();
     KillOnDrop(
         env.command()
             .env("TAILS_SERVER_CONTROL_PORT", tor.control())
             .args(["service", "--bus", &bus.address, "--authorization", authorization])
-            .args(["--persistent-storage", "none"])
+            .args(["--persistent-storage", "none", "--presence"])
+            .arg(format!("luks:{}", storage.display()))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -49,11 +53,22 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 /// Saves what the window shows now as target/gui-screens/NAME.png.
 fn screenshot(window: &Window, name: &str) {
     wait_until("the page to settle", || !window.transition_running());
-    let widget = window.widget();
+    save_png(window.widget(), name);
+}
+
+/// Saves what `widget` (a window or a dialog) shows as target/gui-screens/NAME.png.
+fn save_png(widget: &impl IsA<gtk::Widget>, name: &str) {
+    let widget = widget.as_ref();
     let paintable = gtk::WidgetPaintable::new(Some(widget));
-    let snapshot = gtk::Snapshot::new();
-    paintable.snapshot(&snapshot, f64::from(widget.width()), f64::from(widget.height()));
-    let node = snapshot.to_node().expect("the window drew something");
+    let mut node = None;
+    // A window just shown has drawn nothing yet: its first frame comes from the main loop.
+    wait_until("the window to be drawn", || {
+        let snapshot = gtk::Snapshot::new();
+        paintable.snapshot(&snapshot, f64::from(widget.width()), f64::from(widget.height()));
+        node = snapshot.to_node();
+        node.is_some()
+    });
+    let node = node.unwrap();
     let renderer = widget.native().and_then(|n| n.renderer()).expect("the window has a renderer");
     let texture = renderer.render_texture(&node, None);
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("gui-screens");
@@ -75,6 +90,7 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
     let bus = Bus::start();
     let env = TestEnv::new();
     let mut tor = LocalTor::start();
+    let storage = luks_volume(env.root.path(), PASSPHRASE);
     // The window's system bus (zbus reads it when it connects).
     std::env::set_var("DBUS_SYSTEM_BUS_ADDRESS", &bus.address);
     tails_server_gui::adw::init().unwrap();
@@ -90,7 +106,7 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
     screenshot(&window, "not-running");
 
     // The service starts: the window hears its name appear, and shows that nothing is there.
-    let service = start_service(&env, &bus, &tor, "uids:0");
+    let service = start_service(&env, &bus, &tor, "uids:0", &storage);
     wait_until("the empty page once the service is on the bus", || window.page() == page::EMPTY);
     screenshot(&window, "empty");
 
@@ -138,13 +154,93 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
     let stored: serde_json::Value = serde_json::from_str(&rt.block_on(server.info("web")).unwrap()).unwrap();
     assert_eq!(stored["enabled"], false);
 
+    // Inviting a friend: the service makes the key and, before it lets the key out, asks for
+    // the Persistent Storage passphrase; a wrong one is asked again.
+    window.invite("web", "alice");
+    let answer = |passphrase: &str| {
+        wait_until("the passphrase question", || window.dialog().is_some_and(|d| d.is_mapped()));
+        let question = window.dialog().unwrap();
+        let entry = question.extra_child().unwrap().downcast::<gtk::PasswordEntry>().unwrap();
+        entry.set_text(passphrase);
+        let body = question.body().to_string();
+        question.response("prove");
+        wait_until("the question answered", || window.dialog().is_none_or(|d| d != question));
+        body
+    };
+    let first = answer("not the passphrase");
+    assert!(first.starts_with("Showing a friend's key needs the passphrase of your Persistent Storage"), "{first}");
+    let again = answer(PASSPHRASE);
+    assert!(again.starts_with("This is not the passphrase of your Persistent Storage"), "{again}");
+    // The sheet shows the address, then the key, and the key is the one the service keeps
+    // (what `client show` prints).
+    wait_until("the share sheet", || window.share_sheet().is_some_and(|s| s.window.is_mapped()));
+    let sheet = window.share_sheet().unwrap();
+    let address: serde_json::Value = serde_json::from_str(&rt.block_on(server.info("web")).unwrap()).unwrap();
+    assert_eq!(sheet.address(), address["address"].as_str().unwrap());
+    assert_eq!(sheet.step(), "address", "the address comes first");
+    save_png(&sheet.window, "share-address");
+    sheet.next();
+    // The test's own connection proves presence for itself: the window's proof is not its.
+    rt.block_on(server.prove_presence(PASSPHRASE)).unwrap();
+    let key: serde_json::Value =
+        serde_json::from_str(&rt.block_on(server.credential("web", "alice", "key")).unwrap()).unwrap();
+    assert_eq!(sheet.key(), key["value"].as_str().unwrap());
+    assert_eq!(sheet.key().len(), 52, "a base32 x25519 key, as Tor Browser asks for it");
+    wait_until("the key step", || sheet.step() == "key" && !sheet.transition_running());
+    save_png(&sheet.window, "share-key");
+    sheet.window.close();
+    assert_eq!(sheet.key(), "", "the key leaves the sheet when it closes");
+    // (client-1: the first client every service gets when it is added.)
+    wait_until("alice listed", || window.friends("web") == ["client-1", "alice"]);
+
+    // The proof belongs to the window's connection: showing the key again within five
+    // minutes asks nothing.
+    window.share_sheet().unwrap().window.destroy();
+    window.set_share_sheet(None);
+    window.show_key("web", "alice");
+    wait_until("the share sheet again, without a question", || {
+        assert!(window.dialog().is_none(), "the passphrase was asked again");
+        window.share_sheet().is_some_and(|s| s.window.is_mapped())
+    });
+    window.share_sheet().unwrap().window.close();
+
+    // Revoking asks first; Cancel keeps her.
+    window.revoke("web", "alice");
+    wait_until("the revoke question", || window.dialog().is_some_and(|d| d.is_mapped()));
+    let question = window.dialog().unwrap();
+    assert_eq!(question.heading().unwrap(), "Revoke alice's Key?");
+    assert_eq!(question.default_response().unwrap(), "cancel", "the default answer destroys nothing");
+    save_png(&question, "revoke");
+    question.response("cancel");
+    wait_until("the question gone", || window.dialog().is_none());
+    let clients = || -> Vec<String> {
+        let listed: serde_json::Value = serde_json::from_str(&rt.block_on(server.clients("web")).unwrap()).unwrap();
+        listed.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(clients(), ["client-1", "alice"]);
+    window.revoke("web", "alice");
+    wait_until("the revoke question again", || window.dialog().is_some());
+    window.dialog().unwrap().response("confirm");
+    wait_until("alice gone from the window", || window.friends("web") == ["client-1"]);
+    assert_eq!(clients(), ["client-1"]);
+
+    // Removing a service asks the same way, and destroys it.
+    window.remove("notes");
+    wait_until("the remove question", || window.dialog().is_some());
+    let question = window.dialog().unwrap();
+    assert_eq!(question.heading().unwrap(), "Remove notes?");
+    assert_eq!(question.default_response().unwrap(), "cancel");
+    question.response("confirm");
+    wait_until("one row left", || window.rows().len() == 1);
+    assert_eq!(window.rows()[0].name, "web");
+
     // The service stops: the window says so.
     drop(service);
     wait_until("the not-running page again", || window.page() == page::PROBLEM);
     assert_eq!(window.problem().0, "Tails Server is not running");
 
     // A service that refuses this user (polkit's answer) gets a page of its own.
-    let _service = start_service(&env, &bus, &tor, "uids:65534");
+    let _service = start_service(&env, &bus, &tor, "uids:65534", &storage);
     wait_until("the refusal page", || window.problem().0 == "You may not manage onion services here");
     assert_eq!(window.page(), page::PROBLEM);
     screenshot(&window, "not-authorized");

@@ -100,3 +100,22 @@ impl Bus {
         zbus::connection::Builder::address(self.address.as_str()).build().await.unwrap()
     }
 }
+
+/// A LUKS2 volume (a header in a file) whose passphrase is `passphrase`, standing in for
+/// the Persistent Storage partition: cryptsetup reads it as it reads the partition on Tails.
+/// PBKDF2 at its lowest cost, so that each check is fast.
+pub fn luks_volume(dir: &Path, passphrase: &str) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("TailsData.img");
+    std::fs::File::create(&path).unwrap().set_len(20 << 20).unwrap();
+    let mut format = Command::new("cryptsetup")
+        .args(["luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
+        .args(["--disable-locks", "--key-file", "-"])
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("cryptsetup is installed (./scripts/deps)");
+    format.stdin.take().unwrap().write_all(passphrase.as_bytes()).unwrap();
+    assert!(format.wait().unwrap().success(), "cryptsetup luksFormat");
+    path
+}

@@ -4,10 +4,13 @@
 //!
 //! - [`model`]: every word and state the window shows, worked out without GTK;
 //! - [`backend`]: the one connection to the service, on a thread of its own;
-//! - [`window`]: the widgets.
+//! - [`window`]: the services window;
+//! - [`friends`]: inviting, showing a key (after the Persistent Storage passphrase), revoking.
 
 pub mod backend;
+pub mod friends;
 pub mod model;
+mod qr;
 pub mod window;
 
 pub use {adw, gtk};

@@ -234,6 +234,83 @@ impl TorOutcome {
     }
 }
 
+/// What a kind says about itself in the window, from the service's catalog.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct KindWords {
+    pub name: String,
+    pub name_in_gui: String,
+    /// How a friend connects, with `{service}`, `{address}`, `{port}` and `{client}`.
+    #[serde(default)]
+    pub connect: Option<String>,
+}
+
+/// The share sheet for one friend: the address first, the key second, as two steps, so that
+/// each can go through a channel of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invitation {
+    pub address_title: String,
+    pub address_body: String,
+    pub key_title: String,
+    pub key_body: String,
+    /// How this kind connects, from the catalog.
+    pub how: String,
+    pub hint: String,
+    /// The file name the key is offered to be saved as.
+    pub file_name: String,
+}
+
+impl Invitation {
+    pub fn new(service: &str, client: &str, address: &str, port: u16, kind: &KindWords) -> Invitation {
+        let how = match &kind.connect {
+            Some(template) => template
+                .replace("{service}", service)
+                .replace("{address}", address)
+                .replace("{port}", &port.to_string())
+                .replace("{client}", client),
+            None => format!("{client} connects to {address}, port {port}, through Tor, with this key."),
+        };
+        Invitation {
+            address_title: "Step 1 of 2: The Address".into(),
+            address_body: format!(
+                "Send {client} the address of {service}. Anyone can see an address: it is useless without the key."
+            ),
+            key_title: format!("Step 2 of 2: {client}'s Key"),
+            key_body: format!(
+                "This key lets {client}, and only {client}, find and reach {service}. Whoever holds it can \
+                 connect as {client}: send it to nobody else."
+            ),
+            how,
+            hint: "Send the address and the key through different channels (for example, one in person and the \
+                   other in an encrypted message): somebody who reads one channel then still cannot connect."
+                .into(),
+            file_name: format!("{client}.auth_private"),
+        }
+    }
+}
+
+/// The confirmation before a friend's key is revoked: what happens, said before it does.
+pub fn revoke_words(service: &str, client: &str) -> (String, String) {
+    (
+        format!("Revoke {client}'s Key?"),
+        format!(
+            "{client} will no longer be able to find or reach {service}. Tor publishes {service} again without this \
+             key, so friends connected now are disconnected and reconnect by themselves."
+        ),
+    )
+}
+
+/// The confirmation before a service is removed.
+pub fn remove_words(service: &str) -> (String, String) {
+    (
+        format!("Remove {service}?"),
+        format!(
+            "The onion address of {service}, every friend's key and its data are destroyed. Nobody can ever connect to this \
+             address again: a new service gets a new address, and your friends new keys."
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +437,25 @@ mod tests {
                 .unwrap(),
             "Saved, but murmurd did not start."
         );
+    }
+
+    #[test]
+    fn the_share_sheet_says_each_step_and_how_this_kind_connects() {
+        let web = KindWords {
+            name: "web".into(),
+            name_in_gui: "Web site".into(),
+            connect: Some("{client} opens http://{address}/ in Tor Browser and pastes the key when it asks.".into()),
+        };
+        let sheet = Invitation::new("site", "alice", "abc.onion", 80, &web);
+        assert_eq!(sheet.how, "alice opens http://abc.onion/ in Tor Browser and pastes the key when it asks.");
+        assert_eq!(sheet.key_title, "Step 2 of 2: alice's Key");
+        assert_eq!(sheet.file_name, "alice.auth_private");
+        assert!(sheet.hint.contains("different channels"), "{}", sheet.hint);
+        let sheet = Invitation::new("mine", "bob", "abc.onion", 2222, &KindWords::default());
+        assert_eq!(sheet.how, "bob connects to abc.onion, port 2222, through Tor, with this key.");
+        let (title, body) = revoke_words("web", "alice");
+        assert_eq!(title, "Revoke alice's Key?");
+        assert!(body.contains("reconnect"), "the consequence is said: {body}");
     }
 
     #[test]

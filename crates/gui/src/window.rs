@@ -12,7 +12,8 @@ use gtk::glib;
 use tails_server_dbus::views::{ServiceView, StatusView, TorState};
 
 use crate::backend::{Backend, Event};
-use crate::model::{self, Failure, Problem, ServiceRow, TorOutcome};
+use crate::friends::{self, ShareSheet};
+use crate::model::{self, Failure, KindWords, Problem, ServiceRow, TorOutcome};
 
 /// The stack's pages, by name.
 pub mod page {
@@ -37,22 +38,30 @@ struct Inner {
     list: gtk::ListBox,
     rows: RefCell<BTreeMap<String, Row>>,
     backend: RefCell<Option<Backend>>,
-    /// Each kind's name for people ("Mumble"), from the service's catalog.
-    kinds: RefCell<HashMap<String, String>>,
+    /// Each kind's words for people ("Mumble", how a friend connects), from the service's catalog.
+    kinds: RefCell<HashMap<String, KindWords>>,
     loading: Cell<bool>,
     load_again: Cell<bool>,
     last_notice: RefCell<Option<String>>,
+    /// The question asked now, if any (one at a time: they are modal).
+    dialog: RefCell<Option<adw::MessageDialog>>,
+    share_sheet: RefCell<Option<ShareSheet>>,
 }
 
 /// One service's row and the widgets in it.
 struct Row {
-    row: adw::ActionRow,
+    row: adw::ExpanderRow,
+    /// The rows inside (address, friends, actions), and what they were made from.
+    details: RefCell<Vec<adw::ActionRow>>,
+    details_of: RefCell<String>,
     switch: gtk::Switch,
     spinner: gtk::Spinner,
     /// Set while the window itself moves the switch, so that moving it is not a request.
     updating: Rc<Cell<bool>>,
     /// A request to tor is under way from this row.
     in_flight: Rc<Cell<bool>>,
+    /// The service as last listed.
+    view: RefCell<Option<ServiceView>>,
     busy: Cell<bool>,
 }
 
@@ -135,6 +144,8 @@ impl Window {
                 loading: Cell::new(false),
                 load_again: Cell::new(false),
                 last_notice: RefCell::default(),
+                dialog: RefCell::default(),
+                share_sheet: RefCell::default(),
             }),
         };
         let weak = Rc::downgrade(&this.inner);
@@ -206,7 +217,7 @@ impl Window {
                     let mut statuses = Vec::with_capacity(services.len());
                     for service in &services {
                         let status = parse::<StatusView>(&server.status(&service.name, false).await?)?;
-                        statuses.push((service.kind.clone(), status));
+                        statuses.push((service.clone(), status));
                     }
                     Ok((kinds, statuses))
                 })
@@ -228,18 +239,119 @@ impl Window {
     }
 
     fn learn_kinds(&self, catalog: &str) {
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "kebab-case")]
-        struct Kind {
-            name: String,
-            name_in_gui: String,
-        }
-        if let Ok(kinds) = serde_json::from_str::<Vec<Kind>>(catalog) {
-            *self.inner.kinds.borrow_mut() = kinds.into_iter().map(|k| (k.name, k.name_in_gui)).collect();
+        if let Ok(kinds) = serde_json::from_str::<Vec<KindWords>>(catalog) {
+            *self.inner.kinds.borrow_mut() = kinds.into_iter().map(|k| (k.name.clone(), k)).collect();
         }
     }
 
-    fn show_failure(&self, failure: &Failure) {
+    fn kind(&self, kind: &str) -> KindWords {
+        let kinds = self.inner.kinds.borrow();
+        kinds.get(kind).cloned().unwrap_or_else(|| KindWords {
+            name: kind.to_owned(),
+            name_in_gui: kind.to_owned(),
+            connect: None,
+        })
+    }
+
+    pub(crate) fn backend(&self) -> Option<Backend> {
+        self.inner.backend.borrow().clone()
+    }
+
+    /// Shows `dialog` and waits for the person's answer (a response id).
+    pub(crate) async fn run_dialog(&self, dialog: &adw::MessageDialog) -> String {
+        // (`choose` is libadwaita 1.3's.)
+        let (send, answer) = tokio::sync::oneshot::channel();
+        let send = RefCell::new(Some(send));
+        dialog.connect_response(None, move |_, response| {
+            if let Some(send) = send.borrow_mut().take() {
+                let _ = send.send(response.to_owned());
+            }
+        });
+        *self.inner.dialog.borrow_mut() = Some(dialog.clone());
+        dialog.present();
+        let response = answer.await.unwrap_or_default();
+        self.inner.dialog.borrow_mut().take();
+        response
+    }
+
+    pub fn set_share_sheet(&self, sheet: Option<ShareSheet>) {
+        *self.inner.share_sheet.borrow_mut() = sheet;
+    }
+
+    /// Invites `client` to `service`: a key pair made and kept by the service, then the share
+    /// sheet (after the passphrase, when the service asks for it).
+    pub fn invite(&self, service: &str, client: &str) {
+        let Some(view) = self.service_view(service) else { return };
+        let (this, client) = (self.clone(), client.to_owned());
+        glib::spawn_future_local(async move {
+            let Some(backend) = this.backend() else { return };
+            let (name, friend) = (view.name.clone(), client.clone());
+            let added = backend.call(move |server| async move { server.add_client(&name, &friend, "").await }).await;
+            match added.map(|json| serde_json::from_str::<Changed>(&json).map(|c| c.tor).unwrap_or_default()) {
+                Ok(tor) => {
+                    if let Some(text) = tor.notice() {
+                        this.notify(&text);
+                    }
+                }
+                Err(failure) => return this.show_failure(&failure),
+            }
+            let kind = this.kind(&view.kind);
+            friends::show_key(&this, &view.name, &client, &view.address, view.remote_port, kind).await;
+        });
+    }
+
+    /// Shows a friend's key again.
+    pub fn show_key(&self, service: &str, client: &str) {
+        let Some(view) = self.service_view(service) else { return };
+        let (this, client) = (self.clone(), client.to_owned());
+        glib::spawn_future_local(async move {
+            let kind = this.kind(&view.kind);
+            friends::show_key(&this, &view.name, &client, &view.address, view.remote_port, kind).await;
+        });
+    }
+
+    /// Revokes a friend's key, once the person confirmed.
+    pub fn revoke(&self, service: &str, client: &str) {
+        let (this, service, client) = (self.clone(), service.to_owned(), client.to_owned());
+        glib::spawn_future_local(async move {
+            if !friends::confirm(&this, model::revoke_words(&service, &client), "Revoke").await {
+                return;
+            }
+            let Some(backend) = this.backend() else { return };
+            let (name, friend) = (service.clone(), client.clone());
+            match backend.call(move |server| async move { server.remove_client(&name, &friend).await }).await {
+                Ok(json) => {
+                    let tor = serde_json::from_str::<Changed>(&json).map(|c| c.tor).unwrap_or_default();
+                    this.notify(
+                        &tor.notice().unwrap_or_else(|| format!("{client} can no longer connect to {service}.")),
+                    );
+                }
+                Err(failure) => this.show_failure(&failure),
+            }
+        });
+    }
+
+    /// Removes a service and destroys its keys and data, once the person confirmed.
+    pub fn remove(&self, service: &str) {
+        let (this, service) = (self.clone(), service.to_owned());
+        glib::spawn_future_local(async move {
+            if !friends::confirm(&this, model::remove_words(&service), "Remove").await {
+                return;
+            }
+            let Some(backend) = this.backend() else { return };
+            let name = service.clone();
+            match backend.call(move |server| async move { server.remove(&name, false).await }).await {
+                Ok(_) => this.notify(&format!("{service} is removed.")),
+                Err(failure) => this.show_failure(&failure),
+            }
+        });
+    }
+
+    fn service_view(&self, name: &str) -> Option<ServiceView> {
+        self.inner.rows.borrow().get(name).and_then(|row| row.view.borrow().clone())
+    }
+
+    pub(crate) fn show_failure(&self, failure: &Failure) {
         match failure.page() {
             Some(problem) => self.show_problem(&problem),
             None => self.notify(&failure.message()),
@@ -254,22 +366,16 @@ impl Window {
         self.inner.stack.set_visible_child_name(page::PROBLEM);
     }
 
-    fn notify(&self, text: &str) {
+    pub(crate) fn notify(&self, text: &str) {
         *self.inner.last_notice.borrow_mut() = Some(text.to_owned());
         self.inner.toasts.add_toast(adw::Toast::new(&glib::markup_escape_text(text)));
     }
 
-    fn show_services(&self, statuses: &[(String, StatusView)]) {
-        let rows: Vec<(ServiceRow, TorState)> = {
-            let kinds = self.inner.kinds.borrow();
-            statuses
-                .iter()
-                .map(|(kind, status)| {
-                    let kind = kinds.get(kind).unwrap_or(kind);
-                    (ServiceRow::new(status, kind), status.tor.clone())
-                })
-                .collect()
-        };
+    fn show_services(&self, services: &[(ServiceView, StatusView)]) {
+        let rows: Vec<(ServiceRow, TorState)> = services
+            .iter()
+            .map(|(view, status)| (ServiceRow::new(status, &self.kind(&view.kind).name_in_gui), status.tor.clone()))
+            .collect();
         match model::tor_notice(&rows) {
             Some(text) => {
                 self.inner.tor_notice.set_label(&text);
@@ -285,9 +391,10 @@ impl Window {
             }
             keep
         });
-        for (row, _) in &rows {
+        for ((row, _), (view, _)) in rows.iter().zip(services) {
             let widgets = shown.entry(row.name.clone()).or_insert_with(|| self.new_row(&row.name));
             widgets.show(row);
+            widgets.show_details(self, view);
         }
         drop(shown);
         let page = if rows.is_empty() { page::EMPTY } else { page::SERVICES };
@@ -298,10 +405,9 @@ impl Window {
         let switch = gtk::Switch::builder().valign(gtk::Align::Center).build();
         let spinner = gtk::Spinner::builder().valign(gtk::Align::Center).visible(false).build();
         describe(&spinner, "Publishing", None);
-        let row = adw::ActionRow::builder().title(name).build();
-        row.add_suffix(&spinner);
-        row.add_suffix(&switch);
-        row.set_activatable_widget(Some(&switch));
+        let row = adw::ExpanderRow::builder().title(name).build();
+        row.add_action(&spinner);
+        row.add_action(&switch);
         self.inner.list.append(&row);
         let updating = Rc::new(Cell::new(false));
         let in_flight = Rc::new(Cell::new(false));
@@ -350,7 +456,17 @@ impl Window {
             });
             glib::Propagation::Stop
         });
-        Row { row, switch, spinner, updating, in_flight, busy: Cell::new(false) }
+        Row {
+            row,
+            details: RefCell::default(),
+            details_of: RefCell::default(),
+            view: RefCell::default(),
+            switch,
+            spinner,
+            updating,
+            in_flight,
+            busy: Cell::new(false),
+        }
     }
 
     /// The page shown now (a name from [`page`]).
@@ -378,7 +494,7 @@ impl Window {
             .iter()
             .map(|(name, row)| RowShown {
                 name: name.clone(),
-                state: row.row.subtitle().map(|s| s.to_string()).unwrap_or_default(),
+                state: row.row.subtitle().to_string(),
                 switched_on: row.switch.is_active(),
                 busy: row.spinner.is_visible(),
             })
@@ -394,6 +510,21 @@ impl Window {
     pub fn tor_notice(&self) -> Option<String> {
         let label = &self.inner.tor_notice;
         label.is_visible().then(|| label.label().to_string())
+    }
+
+    /// The question the window asks now, if any.
+    pub fn dialog(&self) -> Option<adw::MessageDialog> {
+        self.inner.dialog.borrow().clone()
+    }
+
+    /// The last share sheet opened.
+    pub fn share_sheet(&self) -> Option<ShareSheet> {
+        self.inner.share_sheet.borrow().clone()
+    }
+
+    /// The friends a row lists (its details, once expanded or not).
+    pub fn friends(&self, service: &str) -> Vec<String> {
+        self.service_view(service).map(|v| v.clients.into_iter().map(|c| c.name).collect()).unwrap_or_default()
     }
 
     /// The last notification shown.
@@ -426,6 +557,98 @@ impl Row {
         self.spinner.set_visible(turning);
         self.spinner.set_spinning(turning);
     }
+}
+
+impl Row {
+    /// The rows inside: the address, each friend, inviting one, removing the service. Made
+    /// again only when the address or the friends changed (so keyboard focus stays put).
+    fn show_details(&self, window: &Window, view: &ServiceView) {
+        *self.view.borrow_mut() = Some(view.clone());
+        let clients: Vec<&str> = view.clients.iter().map(|c| c.name.as_str()).collect();
+        let made_of = format!("{} {}", view.address, clients.join(" "));
+        if *self.details_of.borrow() == made_of {
+            return;
+        }
+        *self.details_of.borrow_mut() = made_of;
+        for old in self.details.borrow_mut().drain(..) {
+            self.row.remove(&old);
+        }
+        let service = view.name.clone();
+        let mut rows = Vec::new();
+
+        let address = adw::ActionRow::builder().title("Address").subtitle(view.address.as_str()).build();
+        let copy = button("Copy", &format!("Copy the address of {service}"), None);
+        let shown = view.address.clone();
+        let owner = window.clone();
+        copy.connect_clicked(move |button| {
+            button.clipboard().set_text(&shown);
+            owner.notify("The address is copied.");
+        });
+        address.add_suffix(&copy);
+        rows.push(address);
+
+        for client in &view.clients {
+            let subtitle = if client.private_key_stored {
+                format!("Invited {}", client.created.get(..10).unwrap_or(&client.created))
+            } else {
+                "Their key was made elsewhere: only its public half is kept here".to_owned()
+            };
+            let friend = adw::ActionRow::builder().title(client.name.as_str()).subtitle(subtitle).build();
+            if client.private_key_stored {
+                let show = button("Show Key", &format!("Show {}'s key", client.name), None);
+                let (owner, service, client) = (window.clone(), service.clone(), client.name.clone());
+                show.connect_clicked(move |_| owner.show_key(&service, &client));
+                friend.add_suffix(&show);
+            }
+            let revoke = button("Revoke", &format!("Revoke {}'s key", client.name), Some("destructive-action"));
+            let (owner, service_name, client_name) = (window.clone(), service.clone(), client.name.clone());
+            revoke.connect_clicked(move |_| owner.revoke(&service_name, &client_name));
+            friend.add_suffix(&revoke);
+            rows.push(friend);
+        }
+
+        let invite = adw::ActionRow::builder()
+            .title("Invite a Friend")
+            .subtitle("A key of their own, shown once you typed your Persistent Storage passphrase")
+            .build();
+        let open = button("Invite…", &format!("Invite a friend to {service}"), Some("suggested-action"));
+        let (owner, name) = (window.clone(), service.clone());
+        open.connect_clicked(move |_| {
+            let (owner, name) = (owner.clone(), name.clone());
+            glib::spawn_future_local(async move {
+                if let Some(friend) = friends::ask_friend_name(&owner, &name).await {
+                    owner.invite(&name, &friend);
+                }
+            });
+        });
+        invite.add_suffix(&open);
+        rows.push(invite);
+
+        let remove = adw::ActionRow::builder()
+            .title("Remove This Service")
+            .subtitle("Destroys its address, keys and data")
+            .build();
+        let destroy = button("Remove…", &format!("Remove {service}"), Some("destructive-action"));
+        let owner = window.clone();
+        destroy.connect_clicked(move |_| owner.remove(&service));
+        remove.add_suffix(&destroy);
+        rows.push(remove);
+
+        for row in &rows {
+            self.row.add_row(row);
+        }
+        *self.details.borrow_mut() = rows;
+    }
+}
+
+/// A button in a row, named for screen readers by what it does to what.
+fn button(label: &str, accessible: &str, style: Option<&str>) -> gtk::Button {
+    let button = gtk::Button::builder().label(label).valign(gtk::Align::Center).build();
+    if let Some(style) = style {
+        button.add_css_class(style);
+    }
+    describe(&button, accessible, None);
+    button
 }
 
 /// A change's answer: only what tor did matters here.
