@@ -234,6 +234,29 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
     wait_until("one row left", || window.rows().len() == 1);
     assert_eq!(window.rows()[0].name, "web");
 
+    // Adding a service in the window: the catalog's kinds, then the kind's options. A value
+    // the service refuses is said in the window, and nothing is added.
+    window.open_add();
+    wait_until("the add window", || window.add_window().is_some_and(|a| a.window.is_mapped()));
+    let adding = window.add_window().unwrap();
+    save_png(&adding.window, "add-kinds");
+    adding.choose("custom");
+    assert_eq!(adding.page(), "options");
+    adding.set("name", "extra");
+    adding.set("first-client", "bob");
+    adding.set("local-port", "0");
+    adding.submit();
+    wait_until("the refusal in the add window", || adding.error().is_some());
+    assert_eq!(adding.error().unwrap(), "Invalid port \"0\" for local-port: expected a number from 1 to 65535.");
+    assert_eq!(window.rows().len(), 1, "nothing added");
+    adding.set("local-port", "9000");
+    wait_until("the options page to settle", || !adding.transition_running());
+    save_png(&adding.window, "add-options");
+    adding.submit();
+    wait_until("extra listed", || window.rows().len() == 2 && !adding.window.is_visible());
+    assert_eq!(window.rows()[0].name, "extra");
+    assert_eq!(window.friends("extra"), ["bob"], "the first friend's key is made with the service");
+
     // The service stops: the window says so.
     drop(service);
     wait_until("the not-running page again", || window.page() == page::PROBLEM);

@@ -5,8 +5,10 @@
 //! - [`model`]: every word and state the window shows, worked out without GTK;
 //! - [`backend`]: the one connection to the service, on a thread of its own;
 //! - [`window`]: the services window;
+//! - [`add`]: adding a service from the catalog;
 //! - [`friends`]: inviting, showing a key (after the Persistent Storage passphrase), revoking.
 
+pub mod add;
 pub mod backend;
 pub mod friends;
 pub mod model;

@@ -11,6 +11,7 @@ use adw::prelude::*;
 use gtk::glib;
 use tails_server_dbus::views::{ServiceView, StatusView, TorState};
 
+use crate::add::AddWindow;
 use crate::backend::{Backend, Event};
 use crate::friends::{self, ShareSheet};
 use crate::model::{self, Failure, KindWords, Problem, ServiceRow, TorOutcome};
@@ -46,6 +47,7 @@ struct Inner {
     /// The question asked now, if any (one at a time: they are modal).
     dialog: RefCell<Option<adw::MessageDialog>>,
     share_sheet: RefCell<Option<ShareSheet>>,
+    add_window: RefCell<Option<AddWindow>>,
 }
 
 /// One service's row and the widgets in it.
@@ -86,8 +88,8 @@ impl Window {
             .title("No Onion Services Yet")
             .description(
                 "An onion service makes a program on this computer (a Mumble server, a web site, shared \
-                 files) reachable through Tor, only by the friends you give a key to. Add one with \
-                 “tails-server add” for now.",
+                 files) reachable through Tor, only by the friends you give a key to. Add one with the + \
+                 button.",
             )
             .icon_name("network-server-symbolic")
             .build();
@@ -118,7 +120,12 @@ impl Window {
         let toasts = adw::ToastOverlay::new();
         toasts.set_child(Some(&stack));
         let content = gtk::Box::new(gtk::Orientation::Vertical, 0);
-        content.append(&adw::HeaderBar::builder().title_widget(&adw::WindowTitle::new("Onion Services", "")).build());
+        let header = adw::HeaderBar::builder().title_widget(&adw::WindowTitle::new("Onion Services", "")).build();
+        let add = gtk::Button::from_icon_name("list-add-symbolic");
+        add.set_tooltip_text(Some("Add a Service"));
+        describe(&add, "Add a service", None);
+        header.pack_start(&add);
+        content.append(&header);
         content.append(&toasts);
         let window = adw::ApplicationWindow::builder()
             .title("Onion Services")
@@ -146,12 +153,19 @@ impl Window {
                 last_notice: RefCell::default(),
                 dialog: RefCell::default(),
                 share_sheet: RefCell::default(),
+                add_window: RefCell::default(),
             }),
         };
         let weak = Rc::downgrade(&this.inner);
         retry.connect_clicked(move |_| {
             if let Some(inner) = weak.upgrade() {
                 Window { inner }.start();
+            }
+        });
+        let weak = Rc::downgrade(&this.inner);
+        add.connect_clicked(move |_| {
+            if let Some(inner) = weak.upgrade() {
+                Window { inner }.open_add();
             }
         });
         this
@@ -276,6 +290,29 @@ impl Window {
 
     pub fn set_share_sheet(&self, sheet: Option<ShareSheet>) {
         *self.inner.share_sheet.borrow_mut() = sheet;
+    }
+
+    /// Opens the "Add a Service" window with the service's catalog.
+    pub fn open_add(&self) {
+        let Some(backend) = self.backend() else { return };
+        let this = self.clone();
+        glib::spawn_future_local(async move {
+            match backend.call(|server| async move { server.catalog().await }).await {
+                Ok(catalog) => match AddWindow::new(&this, &catalog) {
+                    Some(adding) => {
+                        adding.window.present();
+                        *this.inner.add_window.borrow_mut() = Some(adding);
+                    }
+                    None => this.notify("The service answered something unexpected for its catalog."),
+                },
+                Err(failure) => this.show_failure(&failure),
+            }
+        });
+    }
+
+    /// The last "Add a Service" window opened.
+    pub fn add_window(&self) -> Option<AddWindow> {
+        self.inner.add_window.borrow().clone()
     }
 
     /// Invites `client` to `service`: a key pair made and kept by the service, then the share

@@ -1,0 +1,337 @@
+//! Adding a service: the catalog's kinds, each saying what it is and whether its program is
+//! installed; then the kind's options with their bounds (secrets in password rows). Client
+//! authorization is not a choice anywhere: every service gets a first friend's key.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::rc::Rc;
+
+use adw::prelude::*;
+use tails_server_core::options::{OptionSpec, OptionType, OptionValue};
+use tails_server_core::tails::{InstalledPackages, DPKG_STATUS};
+
+use crate::model::{sentence, TorOutcome};
+use crate::window::{describe, Window};
+
+/// A kind as the catalog describes it (the service's `Catalog` document).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Kind {
+    pub name: String,
+    pub name_in_gui: String,
+    pub description: String,
+    #[serde(default)]
+    pub packages: Vec<String>,
+    #[serde(default)]
+    pub local_port: Option<u16>,
+    #[serde(default)]
+    pub options: BTreeMap<String, OptionSpec>,
+}
+
+impl Kind {
+    /// A kind without a program of its own (custom) asks for the port of the one it publishes.
+    fn needs_port(&self) -> bool {
+        self.local_port.is_none()
+    }
+}
+
+/// What a kind's row says under its name.
+pub fn kind_line(kind: &Kind, installed: bool) -> String {
+    if installed {
+        kind.description.clone()
+    } else {
+        format!(
+            "{} Its program ({}) is not installed yet: add it with Additional Software (“tails-server setup --with \
+             {}”, once, as an administrator), then restart Tails.",
+            kind.description,
+            kind.packages.join(", "),
+            kind.name
+        )
+    }
+}
+
+/// One field of the options page and how to read it back.
+enum Field {
+    Text(adw::EntryRow),
+    Secret(adw::PasswordEntryRow),
+    Switch(gtk::Switch),
+    Number(gtk::SpinButton),
+}
+
+impl Field {
+    fn value(&self) -> String {
+        match self {
+            Field::Text(row) => row.text().to_string(),
+            Field::Secret(row) => row.text().to_string(),
+            Field::Switch(switch) => switch.is_active().to_string(),
+            Field::Number(spin) => (spin.value() as i64).to_string(),
+        }
+    }
+
+    fn set(&self, value: &str) {
+        match self {
+            Field::Text(row) => row.set_text(value),
+            Field::Secret(row) => row.set_text(value),
+            Field::Switch(switch) => switch.set_active(value == "true"),
+            Field::Number(spin) => spin.set_value(value.parse().unwrap_or_default()),
+        }
+    }
+}
+
+/// The "Add a Service" window.
+#[derive(Clone)]
+pub struct AddWindow {
+    pub window: adw::Window,
+    stack: gtk::Stack,
+    kinds: Rc<Vec<Kind>>,
+    chosen: Rc<RefCell<Option<Kind>>>,
+    fields: Rc<RefCell<Vec<(String, Field)>>>,
+    options_group: adw::PreferencesGroup,
+    error: gtk::Label,
+    owner: Window,
+}
+
+impl AddWindow {
+    pub fn new(owner: &Window, catalog: &str) -> Option<AddWindow> {
+        let kinds: Vec<Kind> = serde_json::from_str(catalog).ok()?;
+        let installed = InstalledPackages::read(Path::new(DPKG_STATUS));
+        let stack = gtk::Stack::builder().transition_type(gtk::StackTransitionType::SlideLeft).build();
+
+        let list = adw::PreferencesGroup::builder()
+            .title("What Do You Want to Share?")
+            .description("Only the friends you give a key to can find and reach it, through Tor.")
+            .build();
+        let page = adw::PreferencesPage::new();
+        page.add(&list);
+        stack.add_named(&page, Some("kinds"));
+
+        let options_group = adw::PreferencesGroup::new();
+        let error = gtk::Label::builder().wrap(true).xalign(0.0).visible(false).build();
+        error.add_css_class("error");
+        let add = gtk::Button::builder().label("Add").halign(gtk::Align::Center).build();
+        add.add_css_class("pill");
+        add.add_css_class("suggested-action");
+        let column = gtk::Box::new(gtk::Orientation::Vertical, 12);
+        column.append(&error);
+        column.append(&add);
+        let options_page = adw::PreferencesPage::new();
+        options_page.add(&options_group);
+        let footer = adw::PreferencesGroup::new();
+        footer.add(&column);
+        options_page.add(&footer);
+        stack.add_named(&options_page, Some("options"));
+
+        let content = gtk::Box::new(gtk::Orientation::Vertical, 0);
+        content.append(&adw::HeaderBar::new());
+        stack.set_vexpand(true);
+        content.append(&stack);
+        let window = adw::Window::builder()
+            .title("Add a Service")
+            .transient_for(owner.widget())
+            .modal(true)
+            .default_width(520)
+            .default_height(640)
+            .content(&content)
+            .build();
+        let this = AddWindow {
+            window,
+            stack,
+            kinds: Rc::new(kinds),
+            chosen: Rc::default(),
+            fields: Rc::default(),
+            options_group,
+            error,
+            owner: owner.clone(),
+        };
+        for kind in this.kinds.iter() {
+            let ready = installed.all(&kind.packages);
+            let row = adw::ActionRow::builder()
+                .title(kind.name_in_gui.as_str())
+                .subtitle(gtk::glib::markup_escape_text(&kind_line(kind, ready)).as_str())
+                .activatable(true)
+                .build();
+            row.add_suffix(&gtk::Image::from_icon_name("go-next-symbolic"));
+            let (adding, name) = (this.clone(), kind.name.clone());
+            row.connect_activated(move |_| adding.choose(&name));
+            list.add(&row);
+        }
+        let adding = this.clone();
+        add.connect_clicked(move |_| adding.submit());
+        Some(this)
+    }
+
+    /// Goes to `kind`'s options, as choosing its row does.
+    pub fn choose(&self, kind: &str) {
+        let Some(kind) = self.kinds.iter().find(|k| k.name == kind).cloned() else { return };
+        let group = &self.options_group;
+        for (_, field) in self.fields.borrow_mut().drain(..) {
+            let row: gtk::Widget = match field {
+                Field::Text(row) => row.upcast(),
+                Field::Secret(row) => row.upcast(),
+                Field::Switch(w) => w.ancestor(adw::ActionRow::static_type()).unwrap(),
+                Field::Number(w) => w.ancestor(adw::ActionRow::static_type()).unwrap(),
+            };
+            group.remove(&row);
+        }
+        group.set_title(&kind.name_in_gui);
+        group.set_description(Some(&gtk::glib::markup_escape_text(&kind.description)));
+        let mut fields = Vec::new();
+        let text = |title: &str, value: &str, about: &str| {
+            let row = adw::EntryRow::builder().title(title).text(value).build();
+            describe(&row, title, Some(about));
+            row.set_tooltip_text(Some(about));
+            group.add(&row);
+            Field::Text(row)
+        };
+        fields.push(("name".to_owned(), text("Name", &kind.name, "How you will find this service in the list")));
+        fields.push((
+            "first-client".to_owned(),
+            text("First friend's name", "friend-1", "Their key is made now; invite more friends later"),
+        ));
+        if kind.needs_port() {
+            fields.push((
+                "local-port".to_owned(),
+                text("Local port", "", "The port on 127.0.0.1 where your program listens"),
+            ));
+        }
+        for (name, spec) in &kind.options {
+            let key = format!("option.{name}");
+            let title = name.replace('-', " ");
+            let field = match (spec.value_type, spec.secret) {
+                (OptionType::String, true) => {
+                    let row = adw::PasswordEntryRow::builder().title(title.as_str()).build();
+                    describe(&row, &title, Some(&spec.description));
+                    row.set_tooltip_text(Some(&spec.description));
+                    group.add(&row);
+                    Field::Secret(row)
+                }
+                (OptionType::String, false) => {
+                    let value = match &spec.default {
+                        OptionValue::String(s) => s.clone(),
+                        _ => String::new(),
+                    };
+                    text(&title, &value, &spec.description)
+                }
+                (OptionType::Bool, _) => {
+                    let switch = gtk::Switch::builder()
+                        .valign(gtk::Align::Center)
+                        .active(spec.default == OptionValue::Bool(true))
+                        .build();
+                    describe(&switch, &title, Some(&spec.description));
+                    let row = adw::ActionRow::builder()
+                        .title(title.as_str())
+                        .subtitle(gtk::glib::markup_escape_text(&spec.description).as_str())
+                        .build();
+                    row.add_suffix(&switch);
+                    row.set_activatable_widget(Some(&switch));
+                    group.add(&row);
+                    Field::Switch(switch)
+                }
+                (OptionType::Integer | OptionType::Port, _) => {
+                    let (low, high) =
+                        if spec.value_type == OptionType::Port { (1, 65535) } else { (0, i64::from(i32::MAX)) };
+                    let (min, max) = (spec.min.unwrap_or(low) as f64, spec.max.unwrap_or(high) as f64);
+                    let spin = gtk::SpinButton::with_range(min, max, 1.0);
+                    spin.set_valign(gtk::Align::Center);
+                    if let OptionValue::Integer(value) = spec.default {
+                        spin.set_value(value as f64);
+                    }
+                    describe(&spin, &title, Some(&spec.description));
+                    let row = adw::ActionRow::builder()
+                        .title(title.as_str())
+                        .subtitle(gtk::glib::markup_escape_text(&spec.description).as_str())
+                        .build();
+                    row.add_suffix(&spin);
+                    group.add(&row);
+                    Field::Number(spin)
+                }
+            };
+            fields.push((key, field));
+        }
+        *self.fields.borrow_mut() = fields;
+        *self.chosen.borrow_mut() = Some(kind);
+        self.error.set_visible(false);
+        self.stack.set_visible_child_name("options");
+    }
+
+    /// Fills a field, as typing in it does (`name`, `first-client`, `local-port`, `option.NAME`).
+    pub fn set(&self, field: &str, value: &str) {
+        if let Some((_, f)) = self.fields.borrow().iter().find(|(name, _)| name == field) {
+            f.set(value);
+        }
+    }
+
+    /// The page shown: `kinds` or `options`.
+    pub fn page(&self) -> String {
+        self.stack.visible_child_name().map(|n| n.to_string()).unwrap_or_default()
+    }
+
+    /// Whether the pages are still sliding.
+    pub fn transition_running(&self) -> bool {
+        self.stack.is_transition_running()
+    }
+
+    /// Why the last attempt was refused, when it was.
+    pub fn error(&self) -> Option<String> {
+        self.error.is_visible().then(|| self.error.label().to_string())
+    }
+
+    /// Asks the service to add the service, as "Add" does; the window closes when it has.
+    pub fn submit(&self) {
+        let Some(kind) = self.chosen.borrow().clone() else { return };
+        let mut options: HashMap<String, String> = HashMap::new();
+        for (name, field) in self.fields.borrow().iter() {
+            let value = field.value();
+            // An empty secret or text keeps the kind's default; the name and ports are required.
+            if !value.is_empty() {
+                options.insert(name.clone(), value);
+            }
+        }
+        let this = self.clone();
+        gtk::glib::spawn_future_local(async move {
+            let Some(backend) = this.owner.backend() else { return };
+            let kind_name = kind.name.clone();
+            match backend.call(move |server| async move { server.add(&kind_name, options).await }).await {
+                Ok(json) => {
+                    #[derive(serde::Deserialize)]
+                    struct Added {
+                        name: String,
+                        tor: TorOutcome,
+                    }
+                    let added = serde_json::from_str::<Added>(&json).ok();
+                    let name = added.as_ref().map(|a| a.name.clone()).unwrap_or_default();
+                    let tor = added.map(|a| a.tor.notice()).unwrap_or_default();
+                    this.owner.notify(&tor.unwrap_or_else(|| format!("{name} is added. Switch it on to publish it.")));
+                    this.window.close();
+                }
+                Err(failure) => {
+                    this.error.set_label(&sentence(&failure.message()));
+                    this.error.set_visible(true);
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_whose_program_is_missing_says_how_to_add_it() {
+        let kind = Kind {
+            name: "mumble".into(),
+            name_in_gui: "Mumble".into(),
+            description: "Voice chat.".into(),
+            packages: vec!["mumble-server".into()],
+            local_port: Some(64738),
+            options: BTreeMap::new(),
+        };
+        assert_eq!(kind_line(&kind, true), "Voice chat.");
+        let missing = kind_line(&kind, false);
+        assert!(missing.starts_with("Voice chat. Its program (mumble-server) is not installed yet"), "{missing}");
+        assert!(missing.contains("Additional Software") && missing.contains("--with mumble"), "{missing}");
+        assert!(!kind.needs_port());
+    }
+}
