@@ -50,6 +50,22 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     tick.remove();
 }
 
+/// The widget named `name` (GtkWidget:name) under `root`.
+fn find(root: &impl IsA<gtk::Widget>, name: &str) -> Option<gtk::Widget> {
+    let root = root.as_ref();
+    if root.widget_name() == name {
+        return Some(root.clone());
+    }
+    let mut child = root.first_child();
+    while let Some(widget) = child {
+        if let Some(found) = find(&widget, name) {
+            return Some(found);
+        }
+        child = widget.next_sibling();
+    }
+    None
+}
+
 /// Saves what the window shows now as target/gui-screens/NAME.png.
 fn screenshot(window: &Window, name: &str) {
     wait_until("the page to settle", || !window.transition_running());
@@ -256,6 +272,31 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
     wait_until("extra listed", || window.rows().len() == 2 && !adding.window.is_visible());
     assert_eq!(window.rows()[0].name, "extra");
     assert_eq!(window.friends("extra"), ["bob"], "the first friend's key is made with the service");
+
+    // The friend's side: a key received from someone else's service (made here in a store of
+    // its own), as its .auth_private line, pasted into the keys tab, kept and listed; then
+    // forgotten.
+    let theirs = TestEnv::new();
+    theirs.run(&["add", "custom", "--name", "theirs", "--local-port", "9"]).ok();
+    let line = theirs.run(&["client", "show", "theirs", "client-1", "--as", "auth-private"]).ok().stdout;
+    window.show_tab("keys");
+    find(window.widget(), "add-key").unwrap().downcast::<gtk::Button>().unwrap().emit_clicked();
+    wait_until("the key question", || window.dialog().is_some_and(|d| d.is_mapped()));
+    let question = window.dialog().unwrap();
+    find(&question, "key-name").unwrap().downcast::<gtk::Entry>().unwrap().set_text("from-a-friend");
+    let text = find(&question, "key-text").unwrap().downcast::<gtk::PasswordEntry>().unwrap();
+    text.set_text(line.trim());
+    question.response("add");
+    wait_until("the key listed", || window.received_keys() == ["from-a-friend"]);
+    assert_eq!(text.text(), "", "the pasted key leaves the form");
+    assert_eq!(window.last_notice().unwrap(), "The key from-a-friend is kept; Tor gets it when it is back.");
+    let kept: serde_json::Value = serde_json::from_str(&rt.block_on(server.keys()).unwrap()).unwrap();
+    assert_eq!(kept[0]["name"], "from-a-friend");
+    assert_eq!(kept[0]["persistent"], true, "kept across reboots unless asked not to");
+    screenshot(&window, "keys");
+    window.remove_received_key("from-a-friend");
+    wait_until("the key forgotten", || window.received_keys().is_empty());
+    window.show_tab("services");
 
     // The service stops: the window says so.
     drop(service);

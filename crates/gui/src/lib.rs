@@ -6,11 +6,13 @@
 //! - [`backend`]: the one connection to the service, on a thread of its own;
 //! - [`window`]: the services window;
 //! - [`add`]: adding a service from the catalog;
+//! - [`keys`]: the keys you received (the friend's side);
 //! - [`friends`]: inviting, showing a key (after the Persistent Storage passphrase), revoking.
 
 pub mod add;
 pub mod backend;
 pub mod friends;
+pub mod keys;
 pub mod model;
 mod qr;
 pub mod window;

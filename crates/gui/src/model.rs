@@ -311,6 +311,19 @@ pub fn remove_words(service: &str) -> (String, String) {
     )
 }
 
+impl TorOutcome {
+    /// The notification after a received key was kept.
+    pub fn key_notice(&self, name: &str) -> String {
+        if !self.failed.is_empty() {
+            sentence(&format!("The key {name} is kept, but {}", self.failed.join("; ")))
+        } else if !self.applied || !self.pending.is_empty() {
+            format!("The key {name} is kept; Tor gets it when it is back.")
+        } else {
+            format!("The key {name} is kept and given to Tor.")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,6 +469,16 @@ mod tests {
         let (title, body) = revoke_words("web", "alice");
         assert_eq!(title, "Revoke alice's Key?");
         assert!(body.contains("reconnect"), "the consequence is said: {body}");
+    }
+
+    #[test]
+    fn a_received_key_is_said_kept_and_whether_tor_has_it() {
+        let pending = TorOutcome { applied: false, pending: vec!["x".into()], ..Default::default() };
+        assert_eq!(pending.key_notice("bob"), "The key bob is kept; Tor gets it when it is back.");
+        assert_eq!(
+            TorOutcome { applied: true, ..Default::default() }.key_notice("bob"),
+            "The key bob is kept and given to Tor."
+        );
     }
 
     #[test]

@@ -9,19 +9,23 @@ use std::rc::Rc;
 
 use adw::prelude::*;
 use gtk::glib;
-use tails_server_dbus::views::{ServiceView, StatusView, TorState};
+use tails_server_dbus::views::{KeyView, ServiceView, StatusView, TorState};
 
 use crate::add::AddWindow;
 use crate::backend::{Backend, Event};
 use crate::friends::{self, ShareSheet};
+use crate::keys::KeysPage;
 use crate::model::{self, Failure, KindWords, Problem, ServiceRow, TorOutcome};
 
-/// The stack's pages, by name.
+/// The window's pages, by name: connecting, a problem, or (once the service answers) the
+/// services (or the page saying there are none yet).
 pub mod page {
     pub const CONNECTING: &str = "connecting";
     pub const PROBLEM: &str = "problem";
     pub const EMPTY: &str = "empty";
     pub const SERVICES: &str = "services";
+    /// The outer stack's page holding the two tabs (services, keys you received).
+    pub(crate) const READY: &str = "ready";
 }
 
 /// The window, cheap to clone (one shared state).
@@ -33,7 +37,12 @@ pub struct Window {
 struct Inner {
     window: adw::ApplicationWindow,
     toasts: adw::ToastOverlay,
+    /// connecting, problem, or ready (the tabs)
     stack: gtk::Stack,
+    /// empty or services, inside the services tab
+    services: gtk::Stack,
+    tabs: adw::ViewStack,
+    keys: RefCell<Option<KeysPage>>,
     problem: adw::StatusPage,
     tor_notice: gtk::Label,
     list: gtk::ListBox,
@@ -93,7 +102,8 @@ impl Window {
             )
             .icon_name("network-server-symbolic")
             .build();
-        stack.add_named(&empty, Some(page::EMPTY));
+        let services = gtk::Stack::builder().vexpand(true).build();
+        services.add_named(&empty, Some(page::EMPTY));
 
         let tor_notice = gtk::Label::builder().wrap(true).xalign(0.0).visible(false).build();
         tor_notice.add_css_class("warning");
@@ -115,12 +125,16 @@ impl Window {
         column.append(&list);
         let clamp = adw::Clamp::builder().maximum_size(640).child(&column).build();
         let scrolled = gtk::ScrolledWindow::builder().hscrollbar_policy(gtk::PolicyType::Never).child(&clamp).build();
-        stack.add_named(&scrolled, Some(page::SERVICES));
+        services.add_named(&scrolled, Some(page::SERVICES));
+        let tabs = adw::ViewStack::new();
+        tabs.add_titled(&services, Some("services"), "Your Services").set_icon_name(Some("network-server-symbolic"));
+        stack.add_named(&tabs, Some(page::READY));
 
         let toasts = adw::ToastOverlay::new();
         toasts.set_child(Some(&stack));
         let content = gtk::Box::new(gtk::Orientation::Vertical, 0);
-        let header = adw::HeaderBar::builder().title_widget(&adw::WindowTitle::new("Onion Services", "")).build();
+        let switcher = adw::ViewSwitcherTitle::builder().stack(&tabs).title("Onion Services").build();
+        let header = adw::HeaderBar::builder().title_widget(&switcher).build();
         let add = gtk::Button::from_icon_name("list-add-symbolic");
         add.set_tooltip_text(Some("Add a Service"));
         describe(&add, "Add a service", None);
@@ -142,6 +156,9 @@ impl Window {
                 window,
                 toasts,
                 stack,
+                services,
+                tabs,
+                keys: RefCell::default(),
                 problem,
                 tor_notice,
                 list,
@@ -162,6 +179,12 @@ impl Window {
                 Window { inner }.start();
             }
         });
+        let keys = KeysPage::new(&this);
+        this.inner
+            .tabs
+            .add_titled(&keys.widget, Some("keys"), "Keys You Received")
+            .set_icon_name(Some("dialog-password-symbolic"));
+        *this.inner.keys.borrow_mut() = Some(keys);
         let weak = Rc::downgrade(&this.inner);
         add.connect_clicked(move |_| {
             if let Some(inner) = weak.upgrade() {
@@ -233,15 +256,19 @@ impl Window {
                         let status = parse::<StatusView>(&server.status(&service.name, false).await?)?;
                         statuses.push((service.clone(), status));
                     }
-                    Ok((kinds, statuses))
+                    let keys: Vec<KeyView> = parse(&server.keys().await?)?;
+                    Ok((kinds, statuses, keys))
                 })
                 .await;
             match answer {
-                Ok((kinds, statuses)) => {
+                Ok((kinds, statuses, keys)) => {
                     if let Some(kinds) = kinds {
                         this.learn_kinds(&kinds);
                     }
                     this.show_services(&statuses);
+                    if let Some(page) = this.inner.keys.borrow().as_ref() {
+                        page.show(&this, &keys);
+                    }
                 }
                 Err(failure) => this.show_failure(&failure),
             }
@@ -396,6 +423,7 @@ impl Window {
     }
 
     fn show_problem(&self, problem: &Problem) {
+        self.inner.tabs.set_visible_child_name("services");
         let page = &self.inner.problem;
         page.set_title(&problem.title);
         page.set_description(Some(&glib::markup_escape_text(&problem.body)));
@@ -435,7 +463,8 @@ impl Window {
         }
         drop(shown);
         let page = if rows.is_empty() { page::EMPTY } else { page::SERVICES };
-        self.inner.stack.set_visible_child_name(page);
+        self.inner.services.set_visible_child_name(page);
+        self.inner.stack.set_visible_child_name(page::READY);
     }
 
     fn new_row(&self, name: &str) -> Row {
@@ -508,7 +537,53 @@ impl Window {
 
     /// The page shown now (a name from [`page`]).
     pub fn page(&self) -> String {
-        self.inner.stack.visible_child_name().map(|n| n.to_string()).unwrap_or_default()
+        let name = |stack: &gtk::Stack| stack.visible_child_name().map(|n| n.to_string()).unwrap_or_default();
+        match name(&self.inner.stack) {
+            ready if ready == page::READY => name(&self.inner.services),
+            other => other,
+        }
+    }
+
+    /// Shows a tab: `services` or `keys`.
+    pub fn show_tab(&self, tab: &str) {
+        self.inner.tabs.set_visible_child_name(tab);
+    }
+
+    /// The received keys the keys tab lists.
+    pub fn received_keys(&self) -> Vec<String> {
+        self.inner.keys.borrow().as_ref().map(KeysPage::names).unwrap_or_default()
+    }
+
+    /// Hands a received key to the service (`AddKey`): kept, and given to tor.
+    pub fn add_received_key(&self, name: &str, text: zeroize::Zeroizing<String>, address: &str, persistent: bool) {
+        let Some(backend) = self.backend() else { return };
+        let (this, name, address) = (self.clone(), name.to_owned(), address.to_owned());
+        glib::spawn_future_local(async move {
+            let asked = name.clone();
+            let answer = backend
+                .call(move |server| async move { server.add_key(&asked, &text, &address, persistent).await })
+                .await;
+            match answer {
+                Ok(json) => {
+                    let tor = serde_json::from_str::<Changed>(&json).map(|c| c.tor).unwrap_or_default();
+                    this.notify(&tor.key_notice(&name));
+                }
+                Err(failure) => this.show_failure(&failure),
+            }
+        });
+    }
+
+    /// Forgets a received key (`RemoveKey`): its stored copies destroyed, taken back from tor.
+    pub fn remove_received_key(&self, name: &str) {
+        let Some(backend) = self.backend() else { return };
+        let (this, name) = (self.clone(), name.to_owned());
+        glib::spawn_future_local(async move {
+            let asked = name.clone();
+            match backend.call(move |server| async move { server.remove_key(&asked).await }).await {
+                Ok(_) => this.notify(&format!("The key {name} is forgotten.")),
+                Err(failure) => this.show_failure(&failure),
+            }
+        });
     }
 
     /// Whether the pages are still crossfading.
