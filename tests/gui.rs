@@ -6,16 +6,18 @@
 //! One test function: GTK lives on the one thread that initialized it.
 
 mod common;
+#[path = "common/gui.rs"]
+mod gui;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use common::{luks_volume, Bus, KillOnDrop, LocalTor, TestEnv};
+use gui::{find, save_png, wait_until};
 use tails_server_dbus::{ServerProxy, BUS_NAME};
 use tails_server_gui::adw::prelude::*;
-use tails_server_gui::gtk::{self, glib};
+use tails_server_gui::gtk;
 use tails_server_gui::window::{page, Window};
 
 const PASSPHRASE: &str = "correct horse battery staple";
@@ -37,59 +39,10 @@ fn start_service(env: &TestEnv, bus: &Bus, tor: &LocalTor, authorization: &str, 
     )
 }
 
-/// Runs GTK's main loop until `done` holds; fails after a minute, saying what it waited for.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let context = glib::MainContext::default();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // Wakes the loop at least every 50 ms, so the deadline is noticed when nothing happens.
-    let tick = glib::timeout_add_local(Duration::from_millis(50), || glib::ControlFlow::Continue);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        context.iteration(true);
-    }
-    tick.remove();
-}
-
-/// The widget named `name` (GtkWidget:name) under `root`.
-fn find(root: &impl IsA<gtk::Widget>, name: &str) -> Option<gtk::Widget> {
-    let root = root.as_ref();
-    if root.widget_name() == name {
-        return Some(root.clone());
-    }
-    let mut child = root.first_child();
-    while let Some(widget) = child {
-        if let Some(found) = find(&widget, name) {
-            return Some(found);
-        }
-        child = widget.next_sibling();
-    }
-    None
-}
-
 /// Saves what the window shows now as target/gui-screens/NAME.png.
 fn screenshot(window: &Window, name: &str) {
     wait_until("the page to settle", || !window.transition_running());
     save_png(window.widget(), name);
-}
-
-/// Saves what `widget` (a window or a dialog) shows as target/gui-screens/NAME.png.
-fn save_png(widget: &impl IsA<gtk::Widget>, name: &str) {
-    let widget = widget.as_ref();
-    let paintable = gtk::WidgetPaintable::new(Some(widget));
-    let mut node = None;
-    // A window just shown has drawn nothing yet: its first frame comes from the main loop.
-    wait_until("the window to be drawn", || {
-        let snapshot = gtk::Snapshot::new();
-        paintable.snapshot(&snapshot, f64::from(widget.width()), f64::from(widget.height()));
-        node = snapshot.to_node();
-        node.is_some()
-    });
-    let node = node.unwrap();
-    let renderer = widget.native().and_then(|n| n.renderer()).expect("the window has a renderer");
-    let texture = renderer.render_texture(&node, None);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("gui-screens");
-    std::fs::create_dir_all(&dir).unwrap();
-    texture.save_to_png(dir.join(format!("{name}.png"))).unwrap();
 }
 
 #[test]
@@ -313,4 +266,11 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
         dbus.name_has_owner(BUS_NAME.try_into().unwrap()).await.unwrap()
     });
     assert!(owner);
+
+    // A closed window is freed, with its bus connection and thread: nothing it made (rows,
+    // sheets, the add window) holds it in a cycle.
+    let gone = window.downgrade();
+    window.widget().destroy();
+    drop(window);
+    wait_until("the closed window to be freed", || gone.is_gone());
 }

@@ -12,7 +12,7 @@ use tails_server_core::options::{OptionSpec, OptionType, OptionValue};
 use tails_server_core::tails::{InstalledPackages, DPKG_STATUS};
 
 use crate::model::{sentence, TorOutcome};
-use crate::window::{describe, Window};
+use crate::window::{describe, WeakWindow, Window};
 
 /// A kind as the catalog describes it (the service's `Catalog` document).
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -89,7 +89,7 @@ pub struct AddWindow {
     fields: Rc<RefCell<Vec<(String, Field)>>>,
     options_group: adw::PreferencesGroup,
     error: gtk::Label,
-    owner: Window,
+    owner: WeakWindow,
 }
 
 impl AddWindow {
@@ -142,7 +142,7 @@ impl AddWindow {
             fields: Rc::default(),
             options_group,
             error,
-            owner: owner.clone(),
+            owner: owner.downgrade(),
         };
         for kind in this.kinds.iter() {
             let ready = installed.all(&kind.packages);
@@ -290,7 +290,8 @@ impl AddWindow {
         }
         let this = self.clone();
         gtk::glib::spawn_future_local(async move {
-            let Some(backend) = this.owner.backend() else { return };
+            let Some(owner) = this.owner.upgrade() else { return };
+            let Some(backend) = owner.backend() else { return };
             let kind_name = kind.name.clone();
             match backend.call(move |server| async move { server.add(&kind_name, options).await }).await {
                 Ok(json) => {
@@ -302,7 +303,7 @@ impl AddWindow {
                     let added = serde_json::from_str::<Added>(&json).ok();
                     let name = added.as_ref().map(|a| a.name.clone()).unwrap_or_default();
                     let tor = added.map(|a| a.tor.notice()).unwrap_or_default();
-                    this.owner.notify(&tor.unwrap_or_else(|| format!("{name} is added. Switch it on to publish it.")));
+                    owner.notify(&tor.unwrap_or_else(|| format!("{name} is added. Switch it on to publish it.")));
                     this.window.close();
                 }
                 Err(failure) => {

@@ -12,7 +12,7 @@ use tails_server_dbus::{ServerProxy, ServiceError};
 use zeroize::Zeroizing;
 
 use crate::model::{self, Failure, Invitation, KindWords};
-use crate::window::{describe, Window};
+use crate::window::{describe, WeakWindow, Window};
 
 /// Makes `call`; when the service asks for a person's presence first, asks for the
 /// Persistent Storage passphrase, proves it on this window's connection, and calls again.
@@ -195,7 +195,7 @@ impl ShareSheet {
         let shown = sheet.clone();
         done.connect_clicked(move |_| shown.window.close());
         let file_name = invitation.file_name.clone();
-        let (sheet_window, owner) = (sheet.window.clone(), parent.clone());
+        let (sheet_window, owner) = (sheet.window.clone(), parent.downgrade());
         save.connect_clicked(move |_| save_key(&sheet_window, &owner, &file_name, auth_private.clone()));
         // The key leaves the labels when the sheet closes.
         let shown = sheet.clone();
@@ -257,16 +257,18 @@ fn step(title: &str, body: &str, text: &str, what: &str, copy: &str, parent: &Wi
         page.append(&picture);
     }
     let button = gtk::Button::builder().label(copy).halign(gtk::Align::Center).build();
-    let (label, owner, copied) = (shown.clone(), parent.clone(), format!("{what} is copied."));
+    let (label, owner, copied) = (shown.clone(), parent.downgrade(), format!("{what} is copied."));
     button.connect_clicked(move |button| {
         button.clipboard().set_text(&label.label());
-        owner.notify(&copied);
+        if let Some(owner) = owner.upgrade() {
+            owner.notify(&copied);
+        }
     });
     page.append(&button);
     (page, shown)
 }
 
-fn save_key(sheet: &adw::Window, owner: &Window, file_name: &str, line: Zeroizing<String>) {
+fn save_key(sheet: &adw::Window, owner: &WeakWindow, file_name: &str, line: Zeroizing<String>) {
     let chooser = gtk::FileChooserNative::new(
         Some("Save the Key"),
         Some(sheet),
@@ -280,7 +282,7 @@ fn save_key(sheet: &adw::Window, owner: &Window, file_name: &str, line: Zeroizin
         if response != gtk::ResponseType::Accept {
             return;
         }
-        let Some(path) = chooser.file().and_then(|f| f.path()) else { return };
+        let (Some(path), Some(owner)) = (chooser.file().and_then(|f| f.path()), owner.upgrade()) else { return };
         match save_new_secret_file(&path, &line) {
             Ok(()) => owner.notify(&format!("The key is saved in {}.", path.display())),
             Err(e) => owner.notify(&model::sentence(&e)),

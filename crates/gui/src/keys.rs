@@ -38,9 +38,9 @@ impl KeysPage {
         let page = adw::PreferencesPage::new();
         page.add(&list);
         let widget = gtk::ScrolledWindow::builder().hscrollbar_policy(gtk::PolicyType::Never).child(&page).build();
-        let owner = owner.clone();
+        let owner = owner.downgrade();
         add.connect_clicked(move |_| {
-            let owner = owner.clone();
+            let Some(owner) = owner.upgrade() else { return };
             gtk::glib::spawn_future_local(async move { ask_and_add(&owner).await });
         });
         KeysPage { widget, list, rows: Rc::default(), empty }
@@ -66,8 +66,12 @@ impl KeysPage {
                 .build();
             let remove = gtk::Button::builder().label("Remove").valign(gtk::Align::Center).build();
             describe(&remove, &format!("Remove the key {}", key.name), None);
-            let (owner, name) = (owner.clone(), key.name.clone());
-            remove.connect_clicked(move |_| owner.remove_received_key(&name));
+            let (owner, name) = (owner.downgrade(), key.name.clone());
+            remove.connect_clicked(move |_| {
+                if let Some(owner) = owner.upgrade() {
+                    owner.remove_received_key(&name);
+                }
+            });
             row.add_suffix(&remove);
             self.list.add(&row);
             rows.push((key.clone(), row));

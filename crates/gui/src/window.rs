@@ -34,6 +34,22 @@ pub struct Window {
     inner: Rc<Inner>,
 }
 
+/// A window that may be gone: what the window's own widgets hold, so that no reference
+/// cycle keeps a closed window (its widgets, its bus connection and thread) alive.
+#[derive(Clone)]
+pub struct WeakWindow(std::rc::Weak<Inner>);
+
+impl WeakWindow {
+    pub fn upgrade(&self) -> Option<Window> {
+        self.0.upgrade().map(|inner| Window { inner })
+    }
+
+    /// Whether everything the window held (widgets, its bus connection and thread) is freed.
+    pub fn is_gone(&self) -> bool {
+        self.0.upgrade().is_none()
+    }
+}
+
 struct Inner {
     window: adw::ApplicationWindow,
     toasts: adw::ToastOverlay,
@@ -192,6 +208,10 @@ impl Window {
             }
         });
         this
+    }
+
+    pub fn downgrade(&self) -> WeakWindow {
+        WeakWindow(Rc::downgrade(&self.inner))
     }
 
     pub fn widget(&self) -> &adw::ApplicationWindow {
@@ -691,10 +711,12 @@ impl Row {
         let address = adw::ActionRow::builder().title("Address").subtitle(view.address.as_str()).build();
         let copy = button("Copy", &format!("Copy the address of {service}"), None);
         let shown = view.address.clone();
-        let owner = window.clone();
+        let owner = window.downgrade();
         copy.connect_clicked(move |button| {
             button.clipboard().set_text(&shown);
-            owner.notify("The address is copied.");
+            if let Some(owner) = owner.upgrade() {
+                owner.notify("The address is copied.");
+            }
         });
         address.add_suffix(&copy);
         rows.push(address);
@@ -708,13 +730,21 @@ impl Row {
             let friend = adw::ActionRow::builder().title(client.name.as_str()).subtitle(subtitle).build();
             if client.private_key_stored {
                 let show = button("Show Key", &format!("Show {}'s key", client.name), None);
-                let (owner, service, client) = (window.clone(), service.clone(), client.name.clone());
-                show.connect_clicked(move |_| owner.show_key(&service, &client));
+                let (owner, service, client) = (window.downgrade(), service.clone(), client.name.clone());
+                show.connect_clicked(move |_| {
+                    if let Some(owner) = owner.upgrade() {
+                        owner.show_key(&service, &client);
+                    }
+                });
                 friend.add_suffix(&show);
             }
             let revoke = button("Revoke", &format!("Revoke {}'s key", client.name), Some("destructive-action"));
-            let (owner, service_name, client_name) = (window.clone(), service.clone(), client.name.clone());
-            revoke.connect_clicked(move |_| owner.revoke(&service_name, &client_name));
+            let (owner, service_name, client_name) = (window.downgrade(), service.clone(), client.name.clone());
+            revoke.connect_clicked(move |_| {
+                if let Some(owner) = owner.upgrade() {
+                    owner.revoke(&service_name, &client_name);
+                }
+            });
             friend.add_suffix(&revoke);
             rows.push(friend);
         }
@@ -724,9 +754,10 @@ impl Row {
             .subtitle("A key of their own, shown once you typed your Persistent Storage passphrase")
             .build();
         let open = button("Invite…", &format!("Invite a friend to {service}"), Some("suggested-action"));
-        let (owner, name) = (window.clone(), service.clone());
+        let (owner, name) = (window.downgrade(), service.clone());
         open.connect_clicked(move |_| {
-            let (owner, name) = (owner.clone(), name.clone());
+            let Some(owner) = owner.upgrade() else { return };
+            let name = name.clone();
             glib::spawn_future_local(async move {
                 if let Some(friend) = friends::ask_friend_name(&owner, &name).await {
                     owner.invite(&name, &friend);
@@ -741,8 +772,12 @@ impl Row {
             .subtitle("Destroys its address, keys and data")
             .build();
         let destroy = button("Remove…", &format!("Remove {service}"), Some("destructive-action"));
-        let owner = window.clone();
-        destroy.connect_clicked(move |_| owner.remove(&service));
+        let owner = window.downgrade();
+        destroy.connect_clicked(move |_| {
+            if let Some(owner) = owner.upgrade() {
+                owner.remove(&service);
+            }
+        });
         remove.add_suffix(&destroy);
         rows.push(remove);
 
