@@ -25,18 +25,50 @@ const PASSPHRASE: &str = "correct horse battery staple";
 /// `tails-server service` on `bus` with `tor`, allowing the callers `authorization` names,
 /// asking for the passphrase of the LUKS volume `storage` before a secret leaves.
 fn start_service(env: &TestEnv, bus: &Bus, tor: &LocalTor, authorization: &str, storage: &Path) -> KillOnDrop {
+    start_service_following(env, bus, tor, authorization, storage, "none")
+}
+
+/// The same, following the Persistent Storage as `persistent_storage` says (`tails`: Tails'
+/// Persistent Storage service on the bus).
+fn start_service_following(
+    env: &TestEnv,
+    bus: &Bus,
+    tor: &LocalTor,
+    authorization: &str,
+    storage: &Path,
+    persistent_storage: &str,
+) -> KillOnDrop {
     let log = std::fs::File::create(env.root.path().join("service.log")).unwrap();
     KillOnDrop(
         env.command()
             .env("TAILS_SERVER_CONTROL_PORT", tor.control())
             .args(["service", "--bus", &bus.address, "--authorization", authorization])
-            .args(["--persistent-storage", "none", "--presence"])
+            .args(["--persistent-storage", persistent_storage, "--presence"])
             .arg(format!("luks:{}", storage.display()))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap(),
     )
+}
+
+/// Stands in for Tails' Persistent Storage service (tpsd) on the test's bus: its name,
+/// object, interface and properties, as tests/dbus.rs's stand-in.
+struct PersistentStorageStandIn {
+    unlocked: bool,
+}
+
+#[zbus::interface(name = "org.boum.tails.PersistentStorage")]
+impl PersistentStorageStandIn {
+    #[zbus(property)]
+    fn state(&self) -> String {
+        if self.unlocked { "UNLOCKED" } else { "NOT_UNLOCKED" }.into()
+    }
+
+    #[zbus(property)]
+    fn is_unlocked(&self) -> bool {
+        self.unlocked
+    }
 }
 
 /// Saves what the window shows now as target/gui-screens/NAME.png.
@@ -63,7 +95,8 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
     // The window's system bus (zbus reads it when it connects).
     std::env::set_var("DBUS_SYSTEM_BUS_ADDRESS", &bus.address);
     tails_server_gui::adw::init().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // A worker thread of its own: the stand-in below answers while GTK's loop runs.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
 
     let window = Window::new(None);
     window.widget().present();
@@ -257,7 +290,7 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
     assert_eq!(window.problem().0, "Tails Server is not running");
 
     // A service that refuses this user (polkit's answer) gets a page of its own.
-    let _service = start_service(&env, &bus, &tor, "uids:65534", &storage);
+    let refusing = start_service(&env, &bus, &tor, "uids:65534", &storage);
     wait_until("the refusal page", || window.problem().0 == "You may not manage onion services here");
     assert_eq!(window.page(), page::PROBLEM);
     screenshot(&window, "not-authorized");
@@ -266,6 +299,32 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
         dbus.name_has_owner(BUS_NAME.try_into().unwrap()).await.unwrap()
     });
     assert!(owner);
+
+    // Tails at login: the service runs before the Persistent Storage is unlocked. The window
+    // says what to do, then follows the unlock (PropertiesChanged) to the services.
+    drop(refusing);
+    wait_until("the not-running page once more", || window.problem().0 == "Tails Server is not running");
+    let stand_in = rt.block_on(async {
+        zbus::connection::Builder::address(bus.address.as_str())
+            .name(common::STAND_IN_NAME)
+            .serve_at("/org/boum/tails/PersistentStorage", PersistentStorageStandIn { unlocked: false })
+            .build()
+            .await
+            .unwrap()
+    });
+    let _service = start_service_following(&env, &bus, &tor, "uids:0", &storage, "tails");
+    wait_until("the locked page", || window.problem().0 == "Unlock your Persistent Storage");
+    screenshot(&window, "locked");
+    rt.block_on(async {
+        let iface = stand_in
+            .object_server()
+            .interface::<_, PersistentStorageStandIn>("/org/boum/tails/PersistentStorage")
+            .await
+            .unwrap();
+        iface.get_mut().await.unlocked = true;
+        iface.get().await.is_unlocked_changed(iface.signal_emitter()).await.unwrap();
+    });
+    wait_until("the services once unlocked", || window.page() == page::SERVICES && window.rows().len() == 2);
 
     // A closed window is freed, with its bus connection and thread: nothing it made (rows,
     // sheets, the add window) holds it in a cycle.
