@@ -143,6 +143,11 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
         window.tor_notice().is_some_and(|n| n.starts_with("Tor cannot be reached right now"))
     });
 
+    // "Check Now" tries to reach it through tor as a friend would, and says when and what it
+    // found (tor is gone here).
+    window.check_now("web");
+    wait_until("the check's answer", || window.last_check("web").is_some_and(|t| t.starts_with("Could not check at")));
+
     // The person flips a switch: the service stores it, the window shows what is stored.
     window.switch("notes").unwrap().set_active(true);
     wait_until("notes switched on and stored", || {

@@ -234,6 +234,17 @@ impl TorOutcome {
     }
 }
 
+/// The result of "Check Now" (a connection through tor to the service), at `at` (HH:MM).
+pub fn check_words(reachable: Option<bool>, detail: Option<&str>, at: &str) -> String {
+    match (reachable, detail) {
+        (Some(true), _) => format!("Reached through Tor at {at}"),
+        (Some(false), Some(detail)) => format!("Not reached at {at}: {detail}"),
+        (Some(false), None) => format!("Not reached at {at}"),
+        (None, Some(detail)) => format!("Could not check at {at}: {detail}"),
+        (None, None) => format!("Could not check at {at}"),
+    }
+}
+
 /// What a kind says about itself in the window, from the service's catalog.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -478,6 +489,16 @@ mod tests {
         assert_eq!(
             TorOutcome { applied: true, ..Default::default() }.key_notice("bob"),
             "The key bob is kept and given to Tor."
+        );
+    }
+
+    #[test]
+    fn a_check_says_when_and_what_it_found() {
+        assert_eq!(check_words(Some(true), Some("connected"), "15:31"), "Reached through Tor at 15:31");
+        assert_eq!(check_words(Some(false), Some("timed out"), "15:31"), "Not reached at 15:31: timed out");
+        assert_eq!(
+            check_words(None, Some("tor is not running"), "15:31"),
+            "Could not check at 15:31: tor is not running"
         );
     }
 

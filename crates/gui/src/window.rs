@@ -89,6 +89,10 @@ struct Row {
     in_flight: Rc<Cell<bool>>,
     /// The service as last listed.
     view: RefCell<Option<ServiceView>>,
+    /// The last "Check Now": what it found (for the ladder) and its words, and its row.
+    checked: RefCell<Option<Option<bool>>>,
+    check_text: RefCell<String>,
+    check_row: RefCell<Option<adw::ActionRow>>,
     busy: Cell<bool>,
 }
 
@@ -394,6 +398,46 @@ impl Window {
         });
     }
 
+    /// Connects to a service through tor, as a friend would, and says what it found and when.
+    pub fn check_now(&self, service: &str) {
+        let Some(backend) = self.backend() else { return };
+        self.set_check_text(service, "Checking through Tor… (this can take a minute)");
+        let (this, name) = (self.clone(), service.to_owned());
+        glib::spawn_future_local(async move {
+            let asked = name.clone();
+            let answer = backend.call(move |server| async move { server.status(&asked, true).await }).await;
+            let at = glib::DateTime::now_local().and_then(|now| now.format("%H:%M")).map(|t| t.to_string());
+            let at = at.unwrap_or_default();
+            let text = match answer.as_ref().map(|json| parse::<StatusView>(json)) {
+                Ok(Ok(status)) => {
+                    let detail = status.tor.probe_detail.as_deref().or(status.tor.tor_error.as_deref());
+                    if let Some(row) = this.inner.rows.borrow().get(&name) {
+                        *row.checked.borrow_mut() = Some(status.tor.reachable);
+                    }
+                    model::check_words(status.tor.reachable, detail, &at)
+                }
+                Ok(Err(e)) => model::check_words(None, Some(&e.message()), &at),
+                Err(failure) => model::check_words(None, Some(&failure.message()), &at),
+            };
+            this.set_check_text(&name, &text);
+            this.reload();
+        });
+    }
+
+    fn set_check_text(&self, service: &str, text: &str) {
+        if let Some(row) = self.inner.rows.borrow().get(service) {
+            *row.check_text.borrow_mut() = text.to_owned();
+            if let Some(check) = row.check_row.borrow().as_ref() {
+                check.set_subtitle(&glib::markup_escape_text(text));
+            }
+        }
+    }
+
+    /// What the last "Check Now" of a service found, in words.
+    pub fn last_check(&self, service: &str) -> Option<String> {
+        self.inner.rows.borrow().get(service).map(|row| row.check_text.borrow().clone())
+    }
+
     /// Revokes a friend's key, once the person confirmed.
     pub fn revoke(&self, service: &str, client: &str) {
         let (this, service, client) = (self.clone(), service.to_owned(), client.to_owned());
@@ -459,7 +503,17 @@ impl Window {
     fn show_services(&self, services: &[(ServiceView, StatusView)]) {
         let rows: Vec<(ServiceRow, TorState)> = services
             .iter()
-            .map(|(view, status)| (ServiceRow::new(status, &self.kind(&view.kind).name_in_gui), status.tor.clone()))
+            .map(|(view, status)| {
+                // A check's answer holds while the descriptor it reached is still the one up.
+                let mut status = status.clone();
+                if status.tor.uploaded == Some(true) && status.tor.reachable.is_none() {
+                    let shown = self.inner.rows.borrow();
+                    if let Some(Some(reachable)) = shown.get(&view.name).map(|row| *row.checked.borrow()) {
+                        status.tor.reachable = reachable;
+                    }
+                }
+                (ServiceRow::new(&status, &self.kind(&view.kind).name_in_gui), status.tor.clone())
+            })
             .collect();
         match model::tor_notice(&rows) {
             Some(text) => {
@@ -547,6 +601,9 @@ impl Window {
             details: RefCell::default(),
             details_of: RefCell::default(),
             view: RefCell::default(),
+            checked: RefCell::default(),
+            check_text: RefCell::new("Not checked yet: a check connects to it through Tor, as a friend would".into()),
+            check_row: RefCell::default(),
             switch,
             spinner,
             updating,
@@ -720,6 +777,21 @@ impl Row {
         });
         address.add_suffix(&copy);
         rows.push(address);
+
+        let check = adw::ActionRow::builder()
+            .title("Can Friends Reach It?")
+            .subtitle(glib::markup_escape_text(&self.check_text.borrow()).as_str())
+            .build();
+        let probe = button("Check Now", &format!("Check whether {service} can be reached through Tor"), None);
+        let (owner, name) = (window.downgrade(), service.clone());
+        probe.connect_clicked(move |_| {
+            if let Some(owner) = owner.upgrade() {
+                owner.check_now(&name);
+            }
+        });
+        check.add_suffix(&probe);
+        *self.check_row.borrow_mut() = Some(check.clone());
+        rows.push(check);
 
         for client in &view.clients {
             let subtitle = if client.private_key_stored {
