@@ -151,9 +151,15 @@ impl AddWindow {
                 .subtitle(gtk::glib::markup_escape_text(&kind_line(kind, ready)).as_str())
                 .activatable(true)
                 .build();
-            row.add_suffix(&gtk::Image::from_icon_name("go-next-symbolic"));
+            // A button, not only an activatable row: GTK 4.8 gives list rows no accessible
+            // action, so a screen reader (and Dogtail) could not choose one otherwise.
+            let choose = gtk::Button::builder().icon_name("go-next-symbolic").valign(gtk::Align::Center).build();
+            choose.add_css_class("flat");
+            describe(&choose, &format!("Choose {}", kind.name_in_gui), Some(&kind.description));
+            row.add_suffix(&choose);
+            row.set_activatable_widget(Some(&choose));
             let (adding, name) = (this.clone(), kind.name.clone());
-            row.connect_activated(move |_| adding.choose(&name));
+            choose.connect_clicked(move |_| adding.choose(&name));
             list.add(&row);
         }
         let adding = this.clone();
@@ -253,6 +259,10 @@ impl AddWindow {
         *self.chosen.borrow_mut() = Some(kind);
         self.error.set_visible(false);
         self.stack.set_visible_child_name("options");
+        // Typing starts with the name, as a person would expect after choosing.
+        if let Some((_, Field::Text(name))) = self.fields.borrow().first() {
+            name.grab_focus();
+        }
     }
 
     /// Fills a field, as typing in it does (`name`, `first-client`, `local-port`, `option.NAME`).

@@ -12,7 +12,7 @@ use tails_server_dbus::{ServerProxy, ServiceError};
 use zeroize::Zeroizing;
 
 use crate::model::{self, Failure, Invitation, KindWords};
-use crate::window::{describe, WeakWindow, Window};
+use crate::window::{describe, explain, WeakWindow, Window};
 
 /// Makes `call`; when the service asks for a person's presence first, asks for the
 /// Persistent Storage passphrase, proves it on this window's connection, and calls again.
@@ -251,7 +251,7 @@ fn step(title: &str, body: &str, text: &str, what: &str, copy: &str, parent: &Wi
     // every program of the session; Copy is the one way out, and the person's choice.
     let shown = gtk::Label::builder().label(text).wrap(true).wrap_mode(gtk::pango::WrapMode::Char).build();
     shown.add_css_class("monospace");
-    describe(&shown, what, None);
+    explain(&shown, what);
     page.append(&shown);
     if let Some(picture) = crate::qr::picture(text, &format!("{what} as a QR code")) {
         page.append(&picture);

@@ -73,6 +73,8 @@ struct Inner {
     dialog: RefCell<Option<adw::MessageDialog>>,
     share_sheet: RefCell<Option<ShareSheet>>,
     add_window: RefCell<Option<AddWindow>>,
+    /// "Add a service": usable once the service answered with its services.
+    add: gtk::Button,
 }
 
 /// One service's row and the widgets in it.
@@ -155,7 +157,7 @@ impl Window {
         let content = gtk::Box::new(gtk::Orientation::Vertical, 0);
         let switcher = adw::ViewSwitcherTitle::builder().stack(&tabs).title("Onion Services").build();
         let header = adw::HeaderBar::builder().title_widget(&switcher).build();
-        let add = gtk::Button::from_icon_name("list-add-symbolic");
+        let add = gtk::Button::builder().icon_name("list-add-symbolic").sensitive(false).build();
         add.set_tooltip_text(Some("Add a Service"));
         describe(&add, "Add a service", None);
         header.pack_start(&add);
@@ -191,6 +193,7 @@ impl Window {
                 dialog: RefCell::default(),
                 share_sheet: RefCell::default(),
                 add_window: RefCell::default(),
+                add: add.clone(),
             }),
         };
         let weak = Rc::downgrade(&this.inner);
@@ -198,6 +201,15 @@ impl Window {
             if let Some(inner) = weak.upgrade() {
                 Window { inner }.start();
             }
+        });
+        // The window's state lives as long as its GTK window, whoever made it: this handler
+        // holds it until the window is destroyed (gtk_window_destroy unrealizes it; GTK's
+        // `destroy` signal waits for the last reference, which this would be). (Found end to end:
+        // the binary's window forgot its state once `activate` returned, and its buttons did
+        // nothing.)
+        let keep = RefCell::new(Some(this.clone()));
+        this.inner.window.connect_unrealize(move |_| {
+            keep.borrow_mut().take();
         });
         let keys = KeysPage::new(&this);
         this.inner
@@ -224,6 +236,7 @@ impl Window {
 
     /// Connects to the service and shows what it answers; from then on follows its signals.
     pub fn start(&self) {
+        self.inner.add.set_sensitive(false);
         self.inner.stack.set_visible_child_name(page::CONNECTING);
         let this = self.clone();
         glib::spawn_future_local(async move {
@@ -487,6 +500,7 @@ impl Window {
     }
 
     fn show_problem(&self, problem: &Problem) {
+        self.inner.add.set_sensitive(false);
         self.inner.tabs.set_visible_child_name("services");
         let page = &self.inner.problem;
         page.set_title(&problem.title);
@@ -539,6 +553,7 @@ impl Window {
         let page = if rows.is_empty() { page::EMPTY } else { page::SERVICES };
         self.inner.services.set_visible_child_name(page);
         self.inner.stack.set_visible_child_name(page::READY);
+        self.inner.add.set_sensitive(true);
     }
 
     fn new_row(&self, name: &str) -> Row {
@@ -546,7 +561,14 @@ impl Window {
         let spinner = gtk::Spinner::builder().valign(gtk::Align::Center).visible(false).build();
         describe(&spinner, "Publishing", None);
         let row = adw::ExpanderRow::builder().title(name).build();
+        // The row's own header opens it by mouse and keyboard only; GTK 4.8 gives it no
+        // accessible action, so assistive technologies get a button of their own.
+        let details = gtk::ToggleButton::builder().label("Details").valign(gtk::Align::Center).build();
+        details.add_css_class("flat");
+        describe(&details, &format!("Details of {name}"), Some("Its address, friends and actions"));
+        details.bind_property("active", &row, "expanded").bidirectional().sync_create().build();
         row.add_action(&spinner);
+        row.add_action(&details);
         row.add_action(&switch);
         self.inner.list.append(&row);
         let updating = Rc::new(Cell::new(false));
@@ -881,9 +903,24 @@ fn parse<T: for<'de> serde::Deserialize<'de>>(json: &str) -> Result<T, tails_ser
         .map_err(|e| tails_server_dbus::ServiceError::Failed(format!("the service answered something unexpected: {e}")))
 }
 
-/// Sets what a screen reader says for a widget. gtk4-rs binds GtkAccessible only from GTK
-/// 4.10 on, but this C function is GTK 4.0's: declared here, the window still runs on 4.8.
+/// Sets what a screen reader says for a widget: its name and, when given, a description.
 pub fn describe(widget: &impl IsA<gtk::Widget>, label: &str, description: Option<&str>) {
+    let mut properties = vec![(gtk::AccessibleProperty::Label, label)];
+    if let Some(description) = description {
+        properties.push((gtk::AccessibleProperty::Description, description));
+    }
+    set_accessible(widget, &properties);
+}
+
+/// Sets only a widget's accessible description, keeping its name (a label's name is its
+/// text, which is what a screen reader must read).
+pub fn explain(widget: &impl IsA<gtk::Widget>, description: &str) {
+    set_accessible(widget, &[(gtk::AccessibleProperty::Description, description)]);
+}
+
+/// gtk4-rs binds GtkAccessible only from GTK 4.10 on, but this C function is GTK 4.0's:
+/// declared here, the window still runs on 4.8.
+fn set_accessible(widget: &impl IsA<gtk::Widget>, properties: &[(gtk::AccessibleProperty, &str)]) {
     use gtk::glib::translate::{IntoGlib, ToGlibPtr};
     extern "C" {
         fn gtk_accessible_update_property_value(
@@ -893,19 +930,15 @@ pub fn describe(widget: &impl IsA<gtk::Widget>, label: &str, description: Option
             values: *const gtk::glib::gobject_ffi::GValue,
         );
     }
-    let mut properties = vec![gtk::AccessibleProperty::Label.into_glib()];
-    let mut values = vec![label.to_value()];
-    if let Some(description) = description {
-        properties.push(gtk::AccessibleProperty::Description.into_glib());
-        values.push(description.to_value());
-    }
+    let mut names: Vec<_> = properties.iter().map(|(property, _)| property.into_glib()).collect();
+    let values: Vec<glib::Value> = properties.iter().map(|(_, value)| value.to_value()).collect();
     // SAFETY: every widget is a GtkAccessible; as many properties as values, each a string
-    // as GTK documents for these two; glib::Value has GValue's layout.
+    // as GTK documents for the label and the description; glib::Value has GValue's layout.
     unsafe {
         gtk_accessible_update_property_value(
             widget.as_ref().to_glib_none().0,
-            properties.len() as std::os::raw::c_int,
-            properties.as_mut_ptr(),
+            names.len() as std::os::raw::c_int,
+            names.as_mut_ptr(),
             values.as_ptr() as *const gtk::glib::gobject_ffi::GValue,
         );
     }
