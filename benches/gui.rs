@@ -12,36 +12,19 @@
 mod common;
 #[path = "../tests/common/gui.rs"]
 mod gui;
+mod support;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{Bus, KillOnDrop, LocalTor, TestEnv};
 use gui::wait_until;
+use support::{median, ms, peak_rss_mib};
 use tails_server_dbus::{ServerProxy, BUS_NAME};
 use tails_server_gui::adw::prelude::*;
 use tails_server_gui::window::{page, Window};
 
 const SERVICES: usize = 20;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib / 1024.0
-}
 
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");

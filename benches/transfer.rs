@@ -4,31 +4,14 @@
 //! worst import a file can ask for (`MAX_SCRYPT_WORK_FACTOR`): its time and the peak memory
 //! of a process that does only that (what the system service, root, would pay).
 
-use std::time::{Duration, Instant};
+mod support;
 
+use std::time::Instant;
+
+use support::{median, peak_rss_mib};
 use tails_server_core::backup;
 use tails_server_core::names::{ClientName, ServiceName};
 use tails_server_core::{AddRequest, Config, Manager, OnConflict};
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-/// The peak resident memory of this process so far (VmHWM), in MiB.
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kib / 1024.0
-}
 
 fn main() {
     // A child of this bench: decrypts one file and reports its own peak memory.

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{luks_volume, Bus, KillOnDrop, LocalTor, TestEnv, STAND_IN_NAME};
+use common::{luks_volume, Bus, KillOnDrop, LocalTor, PersistentStorageStandIn, TestEnv, STAND_IN_NAME};
 use tails_server_dbus::{ServerProxy, ServiceError, BUS_NAME};
 
 /// `tails-server service` on the bus, as root, allowing uid 0 only.
@@ -337,25 +337,6 @@ fn an_unauthorized_caller_is_refused_and_only_root_may_own_the_name() {
         ],
     );
     assert!(!ok && out.contains("AccessDenied"), "only root may own the name: {out}");
-}
-
-/// Stands in for Tails' Persistent Storage service (tpsd): the same name, object,
-/// interface and properties, starting NOT_UNLOCKED.
-struct PersistentStorageStandIn {
-    unlocked: bool,
-}
-
-#[zbus::interface(name = "org.boum.tails.PersistentStorage")]
-impl PersistentStorageStandIn {
-    #[zbus(property)]
-    fn state(&self) -> String {
-        if self.unlocked { "UNLOCKED" } else { "NOT_UNLOCKED" }.into()
-    }
-
-    #[zbus(property)]
-    fn is_unlocked(&self) -> bool {
-        self.unlocked
-    }
 }
 
 #[test]

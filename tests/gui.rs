@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
 
-use common::{luks_volume, Bus, KillOnDrop, LocalTor, TestEnv};
+use common::{luks_volume, Bus, KillOnDrop, LocalTor, PersistentStorageStandIn, TestEnv};
 use gui::{find, save_png, wait_until};
 use tails_server_dbus::{ServerProxy, BUS_NAME};
 use tails_server_gui::adw::prelude::*;
@@ -50,25 +50,6 @@ fn start_service_following(
             .spawn()
             .unwrap(),
     )
-}
-
-/// Stands in for Tails' Persistent Storage service (tpsd) on the test's bus: its name,
-/// object, interface and properties, as tests/dbus.rs's stand-in.
-struct PersistentStorageStandIn {
-    unlocked: bool,
-}
-
-#[zbus::interface(name = "org.boum.tails.PersistentStorage")]
-impl PersistentStorageStandIn {
-    #[zbus(property)]
-    fn state(&self) -> String {
-        if self.unlocked { "UNLOCKED" } else { "NOT_UNLOCKED" }.into()
-    }
-
-    #[zbus(property)]
-    fn is_unlocked(&self) -> bool {
-        self.unlocked
-    }
 }
 
 /// Saves what the window shows now as target/gui-screens/NAME.png.

@@ -10,6 +10,25 @@ use super::run::KillOnDrop;
 /// Tails' Persistent Storage service name (the tests stand in for it).
 pub const STAND_IN_NAME: &str = "org.boum.tails.PersistentStorage";
 
+/// Stands in for Tails' Persistent Storage service (tpsd) on a test's bus: the same name
+/// ([`STAND_IN_NAME`]), object, interface and properties; it stands in for tpsd only.
+pub struct PersistentStorageStandIn {
+    pub unlocked: bool,
+}
+
+#[zbus::interface(name = "org.boum.tails.PersistentStorage")]
+impl PersistentStorageStandIn {
+    #[zbus(property)]
+    fn state(&self) -> String {
+        if self.unlocked { "UNLOCKED" } else { "NOT_UNLOCKED" }.into()
+    }
+
+    #[zbus(property)]
+    fn is_unlocked(&self) -> bool {
+        self.unlocked
+    }
+}
+
 /// A private bus configured like Debian's system bus (deny by default), plus the repo's
 /// policy file and one line letting root own the Persistent Storage stand-in's name.
 pub struct Bus {

@@ -3,41 +3,20 @@
 //! authorization is not a choice anywhere: every service gets a first friend's key.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
 
 use adw::prelude::*;
-use tails_server_core::options::{OptionSpec, OptionType, OptionValue};
+use tails_server_core::catalog::KindDefinition;
+use tails_server_core::options::{OptionType, OptionValue};
 use tails_server_core::tails::{InstalledPackages, DPKG_STATUS};
 
 use crate::model::{sentence, TorOutcome};
 use crate::window::{describe, WeakWindow, Window};
 
-/// A kind as the catalog describes it (the service's `Catalog` document).
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Kind {
-    pub name: String,
-    pub name_in_gui: String,
-    pub description: String,
-    #[serde(default)]
-    pub packages: Vec<String>,
-    #[serde(default)]
-    pub local_port: Option<u16>,
-    #[serde(default)]
-    pub options: BTreeMap<String, OptionSpec>,
-}
-
-impl Kind {
-    /// A kind without a program of its own (custom) asks for the port of the one it publishes.
-    fn needs_port(&self) -> bool {
-        self.local_port.is_none()
-    }
-}
-
 /// What a kind's row says under its name.
-pub fn kind_line(kind: &Kind, installed: bool) -> String {
+pub fn kind_line(kind: &KindDefinition, installed: bool) -> String {
     if installed {
         kind.description.clone()
     } else {
@@ -84,8 +63,8 @@ impl Field {
 pub struct AddWindow {
     pub window: adw::Window,
     stack: gtk::Stack,
-    kinds: Rc<Vec<Kind>>,
-    chosen: Rc<RefCell<Option<Kind>>>,
+    kinds: Rc<Vec<KindDefinition>>,
+    chosen: Rc<RefCell<Option<KindDefinition>>>,
     fields: Rc<RefCell<Vec<(String, Field)>>>,
     options_group: adw::PreferencesGroup,
     error: gtk::Label,
@@ -93,8 +72,7 @@ pub struct AddWindow {
 }
 
 impl AddWindow {
-    pub fn new(owner: &Window, catalog: &str) -> Option<AddWindow> {
-        let kinds: Vec<Kind> = serde_json::from_str(catalog).ok()?;
+    pub fn new(owner: &Window, kinds: Vec<KindDefinition>) -> AddWindow {
         let installed = InstalledPackages::read(Path::new(DPKG_STATUS));
         let stack = gtk::Stack::builder().transition_type(gtk::StackTransitionType::SlideLeft).build();
 
@@ -164,7 +142,7 @@ impl AddWindow {
         }
         let adding = this.clone();
         add.connect_clicked(move |_| adding.submit());
-        Some(this)
+        this
     }
 
     /// Goes to `kind`'s options, as choosing its row does.
@@ -195,7 +173,8 @@ impl AddWindow {
             "first-client".to_owned(),
             text("First friend's name", "friend-1", "Their key is made now; invite more friends later"),
         ));
-        if kind.needs_port() {
+        // A kind without a program of its own (custom) asks for the port of the one it publishes.
+        if kind.local_port.is_none() {
             fields.push((
                 "local-port".to_owned(),
                 text("Local port", "", "The port on 127.0.0.1 where your program listens"),
@@ -331,18 +310,18 @@ mod tests {
 
     #[test]
     fn a_kind_whose_program_is_missing_says_how_to_add_it() {
-        let kind = Kind {
-            name: "mumble".into(),
-            name_in_gui: "Mumble".into(),
-            description: "Voice chat.".into(),
-            packages: vec!["mumble-server".into()],
-            local_port: Some(64738),
-            options: BTreeMap::new(),
-        };
+        let kind: KindDefinition = serde_json::from_value(serde_json::json!({
+            "name": "mumble",
+            "name-in-gui": "Mumble",
+            "description": "Voice chat.",
+            "packages": ["mumble-server"],
+            "local-port": 64738,
+        }))
+        .unwrap();
         assert_eq!(kind_line(&kind, true), "Voice chat.");
         let missing = kind_line(&kind, false);
         assert!(missing.starts_with("Voice chat. Its program (mumble-server) is not installed yet"), "{missing}");
         assert!(missing.contains("Additional Software") && missing.contains("--with mumble"), "{missing}");
-        assert!(!kind.needs_port());
+        assert!(kind.local_port.is_some(), "a kind with its own program asks for no port");
     }
 }

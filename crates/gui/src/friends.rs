@@ -11,7 +11,7 @@ use adw::prelude::*;
 use tails_server_dbus::{ServerProxy, ServiceError};
 use zeroize::Zeroizing;
 
-use crate::model::{self, Failure, Invitation, KindWords};
+use crate::model::{self, Failure, Invitation};
 use crate::window::{describe, explain, WeakWindow, Window};
 
 /// Makes `call`; when the service asks for a person's presence first, asks for the
@@ -51,55 +51,35 @@ async fn ask_passphrase(window: &Window, why: &str, wrong: bool) -> Option<Zeroi
              program running in the background can type it. This window will not ask again for 5 minutes."
         )
     };
-    let dialog = adw::MessageDialog::builder()
-        .transient_for(window.widget())
-        .modal(true)
-        .heading("Enter Your Persistent Storage Passphrase")
-        .body(body)
-        .extra_child(&entry)
-        .build();
-    dialog.add_responses(&[("cancel", "Cancel"), ("prove", "Continue")]);
-    dialog.set_response_appearance("prove", adw::ResponseAppearance::Suggested);
-    dialog.set_default_response(Some("prove"));
-    dialog.set_close_response("cancel");
-    let response = window.run_dialog(&dialog).await;
+    let heading = "Enter Your Persistent Storage Passphrase";
+    let suggested = adw::ResponseAppearance::Suggested;
+    let proved = window.ask(heading, &body, Some(entry.upcast_ref()), ("prove", "Continue"), suggested).await;
     let passphrase = Zeroizing::new(entry.text().to_string());
     entry.set_text("");
-    (response == "prove" && !passphrase.is_empty()).then_some(passphrase)
+    (proved && !passphrase.is_empty()).then_some(passphrase)
 }
 
 /// Asks whom to invite; None when cancelled.
 pub(crate) async fn ask_friend_name(window: &Window, service: &str) -> Option<String> {
     let entry = gtk::Entry::builder().activates_default(true).placeholder_text("alice").build();
     describe(&entry, "Your friend's name", Some("Letters, digits, dots, dashes and underscores"));
-    let dialog = adw::MessageDialog::builder()
-        .transient_for(window.widget())
-        .modal(true)
-        .heading(format!("Invite a Friend to {service}"))
-        .body(
+    let invited = window
+        .ask(
+            &format!("Invite a Friend to {service}"),
             "Each friend gets a key of their own, so that you can revoke one without the others. The name is only \
              for you: it is not sent to anybody.",
+            Some(entry.upcast_ref()),
+            ("invite", "Invite"),
+            adw::ResponseAppearance::Suggested,
         )
-        .extra_child(&entry)
-        .build();
-    dialog.add_responses(&[("cancel", "Cancel"), ("invite", "Invite")]);
-    dialog.set_response_appearance("invite", adw::ResponseAppearance::Suggested);
-    dialog.set_default_response(Some("invite"));
-    dialog.set_close_response("cancel");
-    let response = window.run_dialog(&dialog).await;
+        .await;
     let name = entry.text().trim().to_owned();
-    (response == "invite" && !name.is_empty()).then_some(name)
+    (invited && !name.is_empty()).then_some(name)
 }
 
 /// Asks before something that cannot be undone; the default answer is Cancel.
 pub(crate) async fn confirm(window: &Window, (heading, body): (String, String), action: &str) -> bool {
-    let dialog =
-        adw::MessageDialog::builder().transient_for(window.widget()).modal(true).heading(heading).body(body).build();
-    dialog.add_responses(&[("cancel", "Cancel"), ("confirm", action)]);
-    dialog.set_response_appearance("confirm", adw::ResponseAppearance::Destructive);
-    dialog.set_default_response(Some("cancel"));
-    dialog.set_close_response("cancel");
-    window.run_dialog(&dialog).await == "confirm"
+    window.ask(&heading, &body, None, ("confirm", action), adw::ResponseAppearance::Destructive).await
 }
 
 /// A client's credential as the service returns it; wiped when dropped.
@@ -109,7 +89,14 @@ struct Credential {
 }
 
 /// Fetches a friend's key (after the presence step) and shows the share sheet.
-pub(crate) async fn show_key(window: &Window, service: &str, client: &str, address: &str, port: u16, kind: KindWords) {
+pub(crate) async fn show_key(
+    window: &Window,
+    service: &str,
+    client: &str,
+    address: &str,
+    port: u16,
+    connect: Option<String>,
+) {
     let (asked_service, asked_client) = (service.to_owned(), client.to_owned());
     let forms = with_presence(window, "Showing a friend's key", move |server| {
         let (service, client) = (asked_service.clone(), asked_client.clone());
@@ -129,7 +116,7 @@ pub(crate) async fn show_key(window: &Window, service: &str, client: &str, addre
     else {
         return window.notify("The service answered something unexpected for this key.");
     };
-    let invitation = Invitation::new(service, client, address, port, &kind);
+    let invitation = Invitation::new(service, client, address, port, connect.as_deref());
     let sheet = ShareSheet::new(window, &invitation, address, &key.value, line.value);
     sheet.window.present();
 }

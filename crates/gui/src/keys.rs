@@ -102,21 +102,13 @@ async fn ask_and_add(owner: &Window) {
     let address = field("key-address", "Address (xxxx.onion), unless given in the line", "The service's address");
     let keep = gtk::CheckButton::builder().label("Keep it after shutdown").active(true).name("key-keep").build();
     form.append(&keep);
-    let dialog = adw::MessageDialog::builder()
-        .transient_for(owner.widget())
-        .modal(true)
-        .heading("Add a Key You Received")
-        .body("Paste the key exactly as you received it.")
-        .extra_child(&form)
-        .build();
-    dialog.add_responses(&[("cancel", "Cancel"), ("add", "Add")]);
-    dialog.set_response_appearance("add", adw::ResponseAppearance::Suggested);
-    dialog.set_default_response(Some("add"));
-    dialog.set_close_response("cancel");
-    let answer = owner.run_dialog(&dialog).await;
+    let heading = "Add a Key You Received";
+    let body = "Paste the key exactly as you received it.";
+    let suggested = adw::ResponseAppearance::Suggested;
+    let added = owner.ask(heading, body, Some(form.upcast_ref()), ("add", "Add"), suggested).await;
     let text = Zeroizing::new(secret.text().to_string());
     secret.set_text("");
-    if answer == "add" {
+    if added {
         owner.add_received_key(name.text().trim(), text, address.text().trim(), keep.is_active());
     }
 }

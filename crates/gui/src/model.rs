@@ -245,17 +245,6 @@ pub fn check_words(reachable: Option<bool>, detail: Option<&str>, at: &str) -> S
     }
 }
 
-/// What a kind says about itself in the window, from the service's catalog.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct KindWords {
-    pub name: String,
-    pub name_in_gui: String,
-    /// How a friend connects, with `{service}`, `{address}`, `{port}` and `{client}`.
-    #[serde(default)]
-    pub connect: Option<String>,
-}
-
 /// The share sheet for one friend: the address first, the key second, as two steps, so that
 /// each can go through a channel of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,8 +261,10 @@ pub struct Invitation {
 }
 
 impl Invitation {
-    pub fn new(service: &str, client: &str, address: &str, port: u16, kind: &KindWords) -> Invitation {
-        let how = match &kind.connect {
+    /// `connect`: how the service's kind says a friend connects (the catalog's `connect`,
+    /// with `{service}`, `{address}`, `{port}` and `{client}`).
+    pub fn new(service: &str, client: &str, address: &str, port: u16, connect: Option<&str>) -> Invitation {
+        let how = match connect {
             Some(template) => template
                 .replace("{service}", service)
                 .replace("{address}", address)
@@ -465,17 +456,13 @@ mod tests {
 
     #[test]
     fn the_share_sheet_says_each_step_and_how_this_kind_connects() {
-        let web = KindWords {
-            name: "web".into(),
-            name_in_gui: "Web site".into(),
-            connect: Some("{client} opens http://{address}/ in Tor Browser and pastes the key when it asks.".into()),
-        };
-        let sheet = Invitation::new("site", "alice", "abc.onion", 80, &web);
+        let web = "{client} opens http://{address}/ in Tor Browser and pastes the key when it asks.";
+        let sheet = Invitation::new("site", "alice", "abc.onion", 80, Some(web));
         assert_eq!(sheet.how, "alice opens http://abc.onion/ in Tor Browser and pastes the key when it asks.");
         assert_eq!(sheet.key_title, "Step 2 of 2: alice's Key");
         assert_eq!(sheet.file_name, "alice.auth_private");
         assert!(sheet.hint.contains("different channels"), "{}", sheet.hint);
-        let sheet = Invitation::new("mine", "bob", "abc.onion", 2222, &KindWords::default());
+        let sheet = Invitation::new("mine", "bob", "abc.onion", 2222, None);
         assert_eq!(sheet.how, "bob connects to abc.onion, port 2222, through Tor, with this key.");
         let (title, body) = revoke_words("web", "alice");
         assert_eq!(title, "Revoke alice's Key?");

@@ -4,7 +4,7 @@
 //! a timer.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use adw::prelude::*;
@@ -15,7 +15,8 @@ use crate::add::AddWindow;
 use crate::backend::{Backend, Event};
 use crate::friends::{self, ShareSheet};
 use crate::keys::KeysPage;
-use crate::model::{self, Failure, KindWords, Problem, ServiceRow, TorOutcome};
+use crate::model::{self, Failure, Problem, ServiceRow, TorOutcome};
+use tails_server_core::catalog::KindDefinition;
 
 /// The window's pages, by name: connecting, a problem, or (once the service answers) the
 /// services (or the page saying there are none yet).
@@ -65,7 +66,7 @@ struct Inner {
     rows: RefCell<BTreeMap<String, Row>>,
     backend: RefCell<Option<Backend>>,
     /// Each kind's words for people ("Mumble", how a friend connects), from the service's catalog.
-    kinds: RefCell<HashMap<String, KindWords>>,
+    kinds: RefCell<Vec<KindDefinition>>,
     loading: Cell<bool>,
     load_again: Cell<bool>,
     last_notice: RefCell<Option<String>>,
@@ -317,22 +318,46 @@ impl Window {
     }
 
     fn learn_kinds(&self, catalog: &str) {
-        if let Ok(kinds) = serde_json::from_str::<Vec<KindWords>>(catalog) {
-            *self.inner.kinds.borrow_mut() = kinds.into_iter().map(|k| (k.name.clone(), k)).collect();
+        if let Ok(kinds) = serde_json::from_str::<Vec<KindDefinition>>(catalog) {
+            *self.inner.kinds.borrow_mut() = kinds;
         }
     }
 
-    fn kind(&self, kind: &str) -> KindWords {
+    /// A kind's name for people ("Mumble"), or the kind itself when the catalog does not know it.
+    fn name_in_gui(&self, kind: &str) -> String {
         let kinds = self.inner.kinds.borrow();
-        kinds.get(kind).cloned().unwrap_or_else(|| KindWords {
-            name: kind.to_owned(),
-            name_in_gui: kind.to_owned(),
-            connect: None,
-        })
+        kinds.iter().find(|k| k.name == kind).map_or_else(|| kind.to_owned(), |k| k.name_in_gui.clone())
+    }
+
+    /// How a friend connects to a service of this kind (the catalog's `connect`).
+    fn connect_of(&self, kind: &str) -> Option<String> {
+        self.inner.kinds.borrow().iter().find(|k| k.name == kind).and_then(|k| k.connect.clone())
     }
 
     pub(crate) fn backend(&self) -> Option<Backend> {
         self.inner.backend.borrow().clone()
+    }
+
+    /// Asks a question over the window: `extra` (a form) under the text, then Cancel and
+    /// `action` (response id, label). The default answer is the action when it is suggested,
+    /// Cancel when it is destructive; Escape cancels. True when the action was chosen.
+    pub(crate) async fn ask(
+        &self,
+        heading: &str,
+        body: &str,
+        extra: Option<&gtk::Widget>,
+        (action, label): (&str, &str),
+        appearance: adw::ResponseAppearance,
+    ) -> bool {
+        let dialog =
+            adw::MessageDialog::builder().transient_for(self.widget()).modal(true).heading(heading).body(body).build();
+        dialog.set_extra_child(extra);
+        dialog.add_responses(&[("cancel", "Cancel"), (action, label)]);
+        dialog.set_response_appearance(action, appearance);
+        let default = if appearance == adw::ResponseAppearance::Destructive { "cancel" } else { action };
+        dialog.set_default_response(Some(default));
+        dialog.set_close_response("cancel");
+        self.run_dialog(&dialog).await == action
     }
 
     /// Shows `dialog` and waits for the person's answer (a response id).
@@ -356,22 +381,15 @@ impl Window {
         *self.inner.share_sheet.borrow_mut() = sheet;
     }
 
-    /// Opens the "Add a Service" window with the service's catalog.
+    /// Opens the "Add a Service" window with the service's catalog (asked with the first list).
     pub fn open_add(&self) {
-        let Some(backend) = self.backend() else { return };
-        let this = self.clone();
-        glib::spawn_future_local(async move {
-            match backend.call(|server| async move { server.catalog().await }).await {
-                Ok(catalog) => match AddWindow::new(&this, &catalog) {
-                    Some(adding) => {
-                        adding.window.present();
-                        *this.inner.add_window.borrow_mut() = Some(adding);
-                    }
-                    None => this.notify("The service answered something unexpected for its catalog."),
-                },
-                Err(failure) => this.show_failure(&failure),
-            }
-        });
+        let kinds = self.inner.kinds.borrow().clone();
+        if kinds.is_empty() {
+            return self.notify("The service answered something unexpected for its catalog.");
+        }
+        let adding = AddWindow::new(self, kinds);
+        adding.window.present();
+        *self.inner.add_window.borrow_mut() = Some(adding);
     }
 
     /// The last "Add a Service" window opened.
@@ -396,8 +414,8 @@ impl Window {
                 }
                 Err(failure) => return this.show_failure(&failure),
             }
-            let kind = this.kind(&view.kind);
-            friends::show_key(&this, &view.name, &client, &view.address, view.remote_port, kind).await;
+            let connect = this.connect_of(&view.kind);
+            friends::show_key(&this, &view.name, &client, &view.address, view.remote_port, connect).await;
         });
     }
 
@@ -406,8 +424,8 @@ impl Window {
         let Some(view) = self.service_view(service) else { return };
         let (this, client) = (self.clone(), client.to_owned());
         glib::spawn_future_local(async move {
-            let kind = this.kind(&view.kind);
-            friends::show_key(&this, &view.name, &client, &view.address, view.remote_port, kind).await;
+            let connect = this.connect_of(&view.kind);
+            friends::show_key(&this, &view.name, &client, &view.address, view.remote_port, connect).await;
         });
     }
 
@@ -526,7 +544,7 @@ impl Window {
                         status.tor.reachable = reachable;
                     }
                 }
-                (ServiceRow::new(&status, &self.kind(&view.kind).name_in_gui), status.tor.clone())
+                (ServiceRow::new(&status, &self.name_in_gui(&view.kind)), status.tor.clone())
             })
             .collect();
         match model::tor_notice(&rows) {
