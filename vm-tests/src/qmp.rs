@@ -22,7 +22,14 @@ impl Qmp {
         stream.set_read_timeout(Some(timeout)).map_err(Error::io("QMP read timeout"))?;
         let reader = BufReader::new(stream.try_clone().map_err(Error::io("cloning the QMP socket"))?);
         let mut qmp = Qmp { writer: stream, reader, events: Vec::new() };
-        let greeting = qmp.read()?;
+        // QEMU may send an event (RESUME as the guest starts) before its greeting: kept.
+        let greeting = loop {
+            let message = qmp.read()?;
+            if message.get("event").is_none() {
+                break message;
+            }
+            qmp.events.push(message);
+        };
         if greeting.get("QMP").is_none() {
             return Err(Error::Protocol(format!("QMP greeting {greeting}")));
         }
@@ -66,5 +73,33 @@ impl Qmp {
             Ok(_) | Err(Error::Protocol(_)) | Err(Error::Io { .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+
+    /// Seen in CI: QEMU's RESUME event arrived before the greeting, and the connection failed.
+    #[test]
+    fn an_event_before_the_greeting_is_kept_not_taken_for_the_greeting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let qemu = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let event = r#"{"event": "RESUME", "timestamp": {"seconds": 1, "microseconds": 2}}"#;
+            writeln!(stream, "{event}").unwrap();
+            writeln!(stream, r#"{{"QMP": {{"version": {{}}, "capabilities": []}}}}"#).unwrap();
+            let mut line = String::new();
+            BufReader::new(stream.try_clone().unwrap()).read_line(&mut line).unwrap();
+            assert!(line.contains("qmp_capabilities"), "{line}");
+            writeln!(stream, r#"{{"return": {{}}}}"#).unwrap();
+        });
+        let qmp = super::Qmp::connect(&path, std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(qmp.events.len(), 1);
+        assert_eq!(qmp.events[0]["event"], "RESUME");
+        qemu.join().unwrap();
     }
 }
