@@ -62,13 +62,30 @@ impl Field {
 #[derive(Clone)]
 pub struct AddWindow {
     pub window: adw::Window,
+    parts: Rc<Parts>,
+}
+
+struct Parts {
     stack: gtk::Stack,
-    kinds: Rc<Vec<KindDefinition>>,
-    chosen: Rc<RefCell<Option<KindDefinition>>>,
-    fields: Rc<RefCell<Vec<(String, Field)>>>,
+    kinds: Vec<KindDefinition>,
+    chosen: RefCell<Option<KindDefinition>>,
+    fields: RefCell<Vec<(String, Field)>>,
     options_group: adw::PreferencesGroup,
     error: gtk::Label,
     owner: WeakWindow,
+}
+
+/// What the window's own buttons hold: a strong reference would keep the window, its
+/// widgets and their handlers alive in a cycle after it closed.
+struct WeakAddWindow {
+    window: gtk::glib::WeakRef<adw::Window>,
+    parts: std::rc::Weak<Parts>,
+}
+
+impl WeakAddWindow {
+    fn upgrade(&self) -> Option<AddWindow> {
+        Some(AddWindow { window: self.window.upgrade()?, parts: self.parts.upgrade()? })
+    }
 }
 
 impl AddWindow {
@@ -114,15 +131,17 @@ impl AddWindow {
             .build();
         let this = AddWindow {
             window,
-            stack,
-            kinds: Rc::new(kinds),
-            chosen: Rc::default(),
-            fields: Rc::default(),
-            options_group,
-            error,
-            owner: owner.downgrade(),
+            parts: Rc::new(Parts {
+                stack,
+                kinds,
+                chosen: RefCell::default(),
+                fields: RefCell::default(),
+                options_group,
+                error,
+                owner: owner.downgrade(),
+            }),
         };
-        for kind in this.kinds.iter() {
+        for kind in this.parts.kinds.iter() {
             let ready = installed.all(&kind.packages);
             let row = adw::ActionRow::builder()
                 .title(kind.name_in_gui.as_str())
@@ -136,20 +155,32 @@ impl AddWindow {
             describe(&choose, &format!("Choose {}", kind.name_in_gui), Some(&kind.description));
             row.add_suffix(&choose);
             row.set_activatable_widget(Some(&choose));
-            let (adding, name) = (this.clone(), kind.name.clone());
-            choose.connect_clicked(move |_| adding.choose(&name));
+            let (adding, name) = (this.downgrade(), kind.name.clone());
+            choose.connect_clicked(move |_| {
+                if let Some(adding) = adding.upgrade() {
+                    adding.choose(&name);
+                }
+            });
             list.add(&row);
         }
-        let adding = this.clone();
-        add.connect_clicked(move |_| adding.submit());
+        let adding = this.downgrade();
+        add.connect_clicked(move |_| {
+            if let Some(adding) = adding.upgrade() {
+                adding.submit();
+            }
+        });
         this
+    }
+
+    fn downgrade(&self) -> WeakAddWindow {
+        WeakAddWindow { window: self.window.downgrade(), parts: Rc::downgrade(&self.parts) }
     }
 
     /// Goes to `kind`'s options, as choosing its row does.
     pub fn choose(&self, kind: &str) {
-        let Some(kind) = self.kinds.iter().find(|k| k.name == kind).cloned() else { return };
-        let group = &self.options_group;
-        for (_, field) in self.fields.borrow_mut().drain(..) {
+        let Some(kind) = self.parts.kinds.iter().find(|k| k.name == kind).cloned() else { return };
+        let group = &self.parts.options_group;
+        for (_, field) in self.parts.fields.borrow_mut().drain(..) {
             let row: gtk::Widget = match field {
                 Field::Text(row) => row.upcast(),
                 Field::Secret(row) => row.upcast(),
@@ -234,43 +265,43 @@ impl AddWindow {
             };
             fields.push((key, field));
         }
-        *self.fields.borrow_mut() = fields;
-        *self.chosen.borrow_mut() = Some(kind);
-        self.error.set_visible(false);
-        self.stack.set_visible_child_name("options");
+        *self.parts.fields.borrow_mut() = fields;
+        *self.parts.chosen.borrow_mut() = Some(kind);
+        self.parts.error.set_visible(false);
+        self.parts.stack.set_visible_child_name("options");
         // Typing starts with the name, as a person would expect after choosing.
-        if let Some((_, Field::Text(name))) = self.fields.borrow().first() {
+        if let Some((_, Field::Text(name))) = self.parts.fields.borrow().first() {
             name.grab_focus();
         }
     }
 
     /// Fills a field, as typing in it does (`name`, `first-client`, `local-port`, `option.NAME`).
     pub fn set(&self, field: &str, value: &str) {
-        if let Some((_, f)) = self.fields.borrow().iter().find(|(name, _)| name == field) {
+        if let Some((_, f)) = self.parts.fields.borrow().iter().find(|(name, _)| name == field) {
             f.set(value);
         }
     }
 
     /// The page shown: `kinds` or `options`.
     pub fn page(&self) -> String {
-        self.stack.visible_child_name().map(|n| n.to_string()).unwrap_or_default()
+        self.parts.stack.visible_child_name().map(|n| n.to_string()).unwrap_or_default()
     }
 
     /// Whether the pages are still sliding.
     pub fn transition_running(&self) -> bool {
-        self.stack.is_transition_running()
+        self.parts.stack.is_transition_running()
     }
 
     /// Why the last attempt was refused, when it was.
     pub fn error(&self) -> Option<String> {
-        self.error.is_visible().then(|| self.error.label().to_string())
+        self.parts.error.is_visible().then(|| self.parts.error.label().to_string())
     }
 
     /// Asks the service to add the service, as "Add" does; the window closes when it has.
     pub fn submit(&self) {
-        let Some(kind) = self.chosen.borrow().clone() else { return };
+        let Some(kind) = self.parts.chosen.borrow().clone() else { return };
         let mut options: HashMap<String, String> = HashMap::new();
-        for (name, field) in self.fields.borrow().iter() {
+        for (name, field) in self.parts.fields.borrow().iter() {
             let value = field.value();
             // An empty secret or text keeps the kind's default; the name and ports are required.
             if !value.is_empty() {
@@ -279,7 +310,7 @@ impl AddWindow {
         }
         let this = self.clone();
         gtk::glib::spawn_future_local(async move {
-            let Some(owner) = this.owner.upgrade() else { return };
+            let Some(owner) = this.parts.owner.upgrade() else { return };
             let Some(backend) = owner.backend() else { return };
             let kind_name = kind.name.clone();
             match backend.call(move |server| async move { server.add(&kind_name, options).await }).await {
@@ -296,8 +327,8 @@ impl AddWindow {
                     this.window.close();
                 }
                 Err(failure) => {
-                    this.error.set_label(&sentence(&failure.message()));
-                    this.error.set_visible(true);
+                    this.parts.error.set_label(&sentence(&failure.message()));
+                    this.parts.error.set_visible(true);
                 }
             }
         });

@@ -270,7 +270,8 @@ fn save_key(sheet: &adw::Window, owner: &WeakWindow, file_name: &str, line: Zero
             return;
         }
         let (Some(path), Some(owner)) = (chooser.file().and_then(|f| f.path()), owner.upgrade()) else { return };
-        match save_new_secret_file(&path, &line) {
+        let contents = Zeroizing::new(format!("{}\n", line.as_str()));
+        match save_new_secret_file(&path, contents.as_bytes()) {
             Ok(()) => owner.notify(&format!("The key is saved in {}.", path.display())),
             Err(e) => owner.notify(&model::sentence(&e)),
         }
@@ -278,8 +279,9 @@ fn save_key(sheet: &adw::Window, owner: &WeakWindow, file_name: &str, line: Zero
     chooser.show();
 }
 
-/// Writes a key file readable by its owner only, and never over an existing file.
-pub fn save_new_secret_file(path: &Path, line: &str) -> Result<(), String> {
+/// Writes a file of secrets (a key, a backup) readable by its owner only, and never over an
+/// existing file.
+pub fn save_new_secret_file(path: &Path, contents: &[u8]) -> Result<(), String> {
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             format!("{} already exists: choose another name (nothing was overwritten)", path.display())
@@ -287,10 +289,7 @@ pub fn save_new_secret_file(path: &Path, line: &str) -> Result<(), String> {
             format!("cannot create {}: {e}", path.display())
         }
     })?;
-    file.write_all(line.as_bytes())
-        .and_then(|()| file.write_all(b"\n"))
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    file.write_all(contents).and_then(|()| file.sync_all()).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -303,10 +302,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("alice.auth_private");
         let _ = std::fs::remove_file(&path);
-        super::save_new_secret_file(&path, "abc:descriptor:x25519:KEY").unwrap();
+        super::save_new_secret_file(&path, b"abc:descriptor:x25519:KEY\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "abc:descriptor:x25519:KEY\n");
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        let error = super::save_new_secret_file(&path, "other").unwrap_err();
+        let error = super::save_new_secret_file(&path, b"other").unwrap_err();
         assert!(error.contains("already exists"), "{error}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "abc:descriptor:x25519:KEY\n", "kept");
         std::fs::remove_dir_all(&dir).unwrap();

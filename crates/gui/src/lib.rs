@@ -7,10 +7,12 @@
 //! - [`window`]: the services window;
 //! - [`add`]: adding a service from the catalog;
 //! - [`keys`]: the keys you received (the friend's side);
+//! - [`backup`]: saving and restoring an encrypted backup of everything;
 //! - [`friends`]: inviting, showing a key (after the Persistent Storage passphrase), revoking.
 
 pub mod add;
 pub mod backend;
+pub mod backup;
 pub mod friends;
 pub mod keys;
 pub mod model;

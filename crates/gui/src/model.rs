@@ -326,6 +326,118 @@ impl TorOutcome {
     }
 }
 
+/// Below this many characters a backup passphrase is refused: the backup holds every onion
+/// key, and whoever guesses its passphrase can run your services at their addresses.
+pub const SHORTEST_BACKUP_PASSPHRASE: usize = 12;
+
+/// What is wrong with a new backup passphrase typed twice; None when it can be used.
+pub fn backup_passphrase_problem(first: &str, again: &str) -> Option<String> {
+    let length = first.chars().count();
+    if length == 0 {
+        Some("Type a passphrase for the backup.".into())
+    } else if first != again {
+        Some("The two passphrases are not the same. Type the same one twice.".into())
+    } else if length < SHORTEST_BACKUP_PASSPHRASE {
+        Some(format!(
+            "This passphrase has {length} characters; use at least {SHORTEST_BACKUP_PASSPHRASE}. The backup holds every \
+             key: whoever guesses its passphrase can run your services at their addresses."
+        ))
+    } else {
+        None
+    }
+}
+
+/// The file name a backup is offered to be saved as, on `date` (YYYY-MM-DD).
+pub fn backup_file_name(date: &str) -> String {
+    format!("tails-server-backup-{date}.age")
+}
+
+/// What a restore did, or (a dry run) would do: the service's `Import` answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ImportReport {
+    #[serde(default)]
+    pub added: Vec<String>,
+    #[serde(default)]
+    pub replaced: Vec<String>,
+    #[serde(default)]
+    pub skipped: Vec<String>,
+    /// What the service held back rather than lowering protection (turned off, no LAN).
+    #[serde(default)]
+    pub held_back: Vec<String>,
+}
+
+/// A kept key appears in a report as `key NAME`; services by their name.
+fn services_and_keys(names: &[String]) -> (Vec<&str>, Vec<&str>) {
+    let (keys, services): (Vec<&String>, Vec<&String>) = names.iter().partition(|n| n.starts_with("key "));
+    (services.into_iter().map(String::as_str).collect(), keys.into_iter().map(|k| &k[4..]).collect())
+}
+
+fn listed(what: &str, names: &[&str]) -> Option<String> {
+    (!names.is_empty()).then(|| format!("{what}: {}.", names.join(", ")))
+}
+
+/// The question before a restore, from a dry run that skips what exists: what it would add,
+/// what is already here (and would be replaced only if the person chooses so), and what is
+/// held back. Nothing has changed yet when this is shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestorePreview {
+    pub heading: String,
+    pub body: String,
+    /// There is something to add.
+    pub adds: bool,
+    /// Some services or keys exist here already: "Replace" would overwrite them.
+    pub conflicts: bool,
+}
+
+impl RestorePreview {
+    pub fn new(dry_run: &ImportReport) -> RestorePreview {
+        let (services, keys) = services_and_keys(&dry_run.added);
+        let (existing_services, existing_keys) = services_and_keys(&dry_run.skipped);
+        let mut lines: Vec<String> = Vec::new();
+        lines.extend(listed("Services it adds", &services));
+        lines.extend(listed("Keys you received it adds", &keys));
+        let existing: Vec<&str> = existing_services.iter().chain(&existing_keys).copied().collect();
+        if !existing.is_empty() {
+            lines.push(format!(
+                "Already here: {}. Restore keeps them as they are; Replace puts the backup's in their place, so \
+                 their addresses and friends' keys become the backup's, and today's are destroyed.",
+                existing.join(", ")
+            ));
+        }
+        if !dry_run.held_back.is_empty() {
+            lines.push(format!(
+                "For your safety, nothing comes back more open than it is now: {}.",
+                dry_run.held_back.join("; ")
+            ));
+        }
+        let adds = !dry_run.added.is_empty();
+        let conflicts = !dry_run.skipped.is_empty();
+        let heading = if adds || conflicts { "Restore This Backup?" } else { "Nothing to Restore" };
+        if !adds && !conflicts {
+            lines.push("The backup holds nothing.".into());
+        }
+        RestorePreview { heading: heading.into(), body: lines.join("\n\n"), adds, conflicts }
+    }
+}
+
+/// The notification after a restore.
+pub fn restored_words(report: &ImportReport) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    let (services, keys) = services_and_keys(&report.added);
+    let (replaced_services, replaced_keys) = services_and_keys(&report.replaced);
+    names.extend(services.iter().chain(&replaced_services));
+    names.extend(keys.iter().chain(&replaced_keys));
+    if names.is_empty() {
+        return "Nothing was restored: everything in the backup is already here.".into();
+    }
+    let mut text = format!("Restored: {}.", names.join(", "));
+    if report.added.iter().chain(&report.replaced).any(|n| !n.starts_with("key ")) {
+        text.push_str(" Restored services are off: turn each on to publish it.");
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,6 +598,62 @@ mod tests {
         assert_eq!(
             check_words(None, Some("tor is not running"), "15:31"),
             "Could not check at 15:31: tor is not running"
+        );
+    }
+
+    #[test]
+    fn a_backup_passphrase_is_typed_twice_and_long_enough() {
+        assert_eq!(backup_passphrase_problem("", "").unwrap(), "Type a passphrase for the backup.");
+        assert!(backup_passphrase_problem("correct horse battery", "correct horse batery")
+            .unwrap()
+            .contains("not the same"));
+        let short = backup_passphrase_problem("hunter2", "hunter2").unwrap();
+        assert!(short.starts_with("This passphrase has 7 characters; use at least 12."), "{short}");
+        assert_eq!(backup_passphrase_problem("correct horse battery", "correct horse battery"), None);
+        assert_eq!(backup_file_name("2026-12-06"), "tails-server-backup-2026-12-06.age");
+    }
+
+    #[test]
+    fn a_restore_says_what_it_adds_what_exists_and_what_is_held_back_before_it_does_it() {
+        let dry_run = ImportReport {
+            added: vec!["mumble".into(), "key bob-web".into()],
+            skipped: vec!["web".into()],
+            held_back: vec!["mumble: imported disabled (enable it to publish it)".into()],
+            ..Default::default()
+        };
+        let preview = RestorePreview::new(&dry_run);
+        assert_eq!(preview.heading, "Restore This Backup?");
+        assert!(preview.adds && preview.conflicts);
+        let lines: Vec<&str> = preview.body.split("\n\n").collect();
+        assert_eq!(lines[0], "Services it adds: mumble.");
+        assert_eq!(lines[1], "Keys you received it adds: bob-web.");
+        assert!(lines[2].starts_with("Already here: web. Restore keeps them as they are; Replace"), "{}", lines[2]);
+        assert_eq!(
+            lines[3],
+            "For your safety, nothing comes back more open than it is now: mumble: imported disabled (enable it to \
+             publish it)."
+        );
+        let nothing = RestorePreview::new(&ImportReport::default());
+        assert_eq!((nothing.heading.as_str(), nothing.adds, nothing.conflicts), ("Nothing to Restore", false, false));
+        let only_existing =
+            RestorePreview::new(&ImportReport { skipped: vec!["key bob".into()], ..Default::default() });
+        assert!(only_existing.conflicts && !only_existing.adds);
+        assert!(only_existing.body.starts_with("Already here: bob."), "{}", only_existing.body);
+    }
+
+    #[test]
+    fn after_a_restore_the_window_says_what_came_back_and_that_services_are_off() {
+        let report =
+            ImportReport { added: vec!["mumble".into()], replaced: vec!["key bob".into()], ..Default::default() };
+        assert_eq!(
+            restored_words(&report),
+            "Restored: mumble, bob. Restored services are off: turn each on to publish it."
+        );
+        let keys = ImportReport { added: vec!["key bob".into()], ..Default::default() };
+        assert_eq!(restored_words(&keys), "Restored: bob.");
+        assert_eq!(
+            restored_words(&ImportReport { skipped: vec!["web".into()], ..Default::default() }),
+            "Nothing was restored: everything in the backup is already here."
         );
     }
 

@@ -13,6 +13,7 @@ use tails_server_dbus::views::{KeyView, ServiceView, StatusView, TorState};
 
 use crate::add::AddWindow;
 use crate::backend::{Backend, Event};
+use crate::backup::BackupPage;
 use crate::friends::{self, ShareSheet};
 use crate::keys::KeysPage;
 use crate::model::{self, Failure, Problem, ServiceRow, TorOutcome};
@@ -210,7 +211,16 @@ impl Window {
         // nothing.)
         let keep = RefCell::new(Some(this.clone()));
         this.inner.window.connect_unrealize(move |_| {
-            keep.borrow_mut().take();
+            let Some(this) = keep.borrow_mut().take() else { return };
+            // The windows it opened go first: one outliving this window would, once freed,
+            // reach back to it as its parent (GLib CRITICALs in GTK 4.8).
+            let sheet = this.inner.share_sheet.borrow_mut().take().map(|s| s.window.upcast::<gtk::Window>());
+            let adding = this.inner.add_window.borrow_mut().take().map(|a| a.window.upcast::<gtk::Window>());
+            let dialog = this.inner.dialog.borrow_mut().take().map(|d| d.upcast::<gtk::Window>());
+            for window in [sheet, adding, dialog].into_iter().flatten() {
+                window.set_transient_for(None::<&gtk::Window>);
+                window.destroy();
+            }
         });
         let keys = KeysPage::new(&this);
         this.inner
@@ -218,6 +228,11 @@ impl Window {
             .add_titled(&keys.widget, Some("keys"), "Keys You Received")
             .set_icon_name(Some("dialog-password-symbolic"));
         *this.inner.keys.borrow_mut() = Some(keys);
+        let backup = BackupPage::new(&this);
+        this.inner
+            .tabs
+            .add_titled(&backup.widget, Some("backup"), "Backup")
+            .set_icon_name(Some("document-save-symbolic"));
         let weak = Rc::downgrade(&this.inner);
         add.connect_clicked(move |_| {
             if let Some(inner) = weak.upgrade() {
@@ -374,6 +389,9 @@ impl Window {
         dialog.present();
         let response = answer.await.unwrap_or_default();
         self.inner.dialog.borrow_mut().take();
+        // Answered: it no longer needs its parent, and whoever still holds it (a test) may
+        // free it after the parent without it reaching back.
+        dialog.set_transient_for(None::<&gtk::Window>);
         response
     }
 
@@ -467,6 +485,20 @@ impl Window {
     /// What the last "Check Now" of a service found, in words.
     pub fn last_check(&self, service: &str) -> Option<String> {
         self.inner.rows.borrow().get(service).map(|row| row.check_text.borrow().clone())
+    }
+
+    /// Saves a backup of everything in `path`, as "Save a Backup…" does once the person chose
+    /// the file.
+    pub fn back_up_to(&self, path: &std::path::Path) {
+        let (this, path) = (self.clone(), path.to_owned());
+        glib::spawn_future_local(async move { crate::backup::back_up_to(&this, &path).await });
+    }
+
+    /// Restores from the backup in `path`, as "Restore From a Backup…" does once the person
+    /// chose the file.
+    pub fn restore_from(&self, path: &std::path::Path) {
+        let (this, path) = (self.clone(), path.to_owned());
+        glib::spawn_future_local(async move { crate::backup::restore_from(&this, &path).await });
     }
 
     /// Revokes a friend's key, once the person confirmed.

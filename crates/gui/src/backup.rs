@@ -1,0 +1,268 @@
+//! Backup and restore: every service (its address, its friends' keys, its options) and the
+//! keys you received, in one file encrypted with a passphrase of the person's choosing, the
+//! format of the CLI's `export` and `import`. Saving a backup lets every key out, so it takes
+//! the Persistent Storage passphrase first; a restore is shown before anything changes, and
+//! the service never lets one come back more open than it was (see `Import` in docs/dbus).
+
+use std::path::{Path, PathBuf};
+
+use adw::prelude::*;
+use tails_server_core::backup::MAX_BACKUP_SIZE;
+use zeroize::Zeroizing;
+
+use crate::friends::{save_new_secret_file, with_presence};
+use crate::model::{self, ImportReport, RestorePreview, TorOutcome};
+use crate::window::{describe, Window};
+
+/// The "Backup" tab.
+pub struct BackupPage {
+    pub widget: gtk::ScrolledWindow,
+}
+
+impl BackupPage {
+    pub fn new(owner: &Window) -> BackupPage {
+        let save = gtk::Button::builder().label("Save a Backup…").halign(gtk::Align::Start).name("save-backup").build();
+        save.add_css_class("suggested-action");
+        describe(&save, "Save a backup", Some("An encrypted file with every service and key"));
+        let saving = adw::PreferencesGroup::builder()
+            .title("Back Up")
+            .description(
+                "One file with every service, its address and its friends' keys, and the keys you received, \
+                 encrypted with a passphrase you choose. Keep it away from this USB stick, and keep its passphrase \
+                 safe: with both, anyone can run your services at their addresses.",
+            )
+            .build();
+        saving.add(&save);
+        let restore = gtk::Button::builder()
+            .label("Restore From a Backup…")
+            .halign(gtk::Align::Start)
+            .name("restore-backup")
+            .build();
+        describe(&restore, "Restore from a backup", Some("Shows what would change before anything does"));
+        let restoring = adw::PreferencesGroup::builder()
+            .title("Restore")
+            .description(
+                "Brings services and keys back from a backup file, at their old addresses. You see what it would \
+                 change before anything does; restored services stay off until you turn them on.",
+            )
+            .build();
+        restoring.add(&restore);
+        let page = adw::PreferencesPage::new();
+        page.add(&saving);
+        page.add(&restoring);
+        let widget = gtk::ScrolledWindow::builder().hscrollbar_policy(gtk::PolicyType::Never).child(&page).build();
+
+        let weak = owner.downgrade();
+        save.connect_clicked(move |_| {
+            let Some(owner) = weak.upgrade() else { return };
+            gtk::glib::spawn_future_local(async move {
+                let today = gtk::glib::DateTime::now_local().and_then(|now| now.format("%Y-%m-%d"));
+                let name = model::backup_file_name(today.as_deref().unwrap_or("today"));
+                let chosen = choose_file(&owner, gtk::FileChooserAction::Save, "Save the Backup", "Save", &name).await;
+                if let Some(path) = chosen {
+                    back_up_to(&owner, &path).await;
+                }
+            });
+        });
+        let weak = owner.downgrade();
+        restore.connect_clicked(move |_| {
+            let Some(owner) = weak.upgrade() else { return };
+            gtk::glib::spawn_future_local(async move {
+                let chosen = choose_file(&owner, gtk::FileChooserAction::Open, "Choose a Backup", "Open", "").await;
+                if let Some(path) = chosen {
+                    restore_from(&owner, &path).await;
+                }
+            });
+        });
+        BackupPage { widget }
+    }
+}
+
+/// The file the person chooses (the desktop's own chooser); None when cancelled.
+async fn choose_file(
+    owner: &Window,
+    action: gtk::FileChooserAction,
+    title: &str,
+    accept: &str,
+    name: &str,
+) -> Option<PathBuf> {
+    // (GtkFileDialog is GTK 4.10's.)
+    let chooser = gtk::FileChooserNative::new(Some(title), Some(owner.widget()), action, Some(accept), Some("Cancel"));
+    if !name.is_empty() {
+        chooser.set_current_name(name);
+    }
+    let (send, chosen) = tokio::sync::oneshot::channel();
+    let send = std::cell::RefCell::new(Some(send));
+    chooser.connect_response(move |chooser, response| {
+        let path = (response == gtk::ResponseType::Accept).then(|| chooser.file().and_then(|f| f.path())).flatten();
+        if let Some(send) = send.borrow_mut().take() {
+            let _ = send.send(path);
+        }
+    });
+    chooser.show();
+    let path = chosen.await.ok().flatten();
+    chooser.destroy();
+    path
+}
+
+/// Asks for a new backup passphrase, twice, until it is usable; None when cancelled.
+async fn ask_new_passphrase(owner: &Window) -> Option<Zeroizing<String>> {
+    let mut body = "Choose a passphrase for this backup, and keep it somewhere safe: without it the backup cannot \
+                    be restored."
+        .to_owned();
+    loop {
+        let form = gtk::Box::new(gtk::Orientation::Vertical, 8);
+        let first = password_entry("backup-passphrase", "The backup's passphrase");
+        let again = password_entry("backup-passphrase-again", "The backup's passphrase, again");
+        again.set_activates_default(true);
+        form.append(&first);
+        form.append(&again);
+        let suggested = adw::ResponseAppearance::Suggested;
+        let chosen = owner
+            .ask("Choose the Backup's Passphrase", &body, Some(form.upcast_ref()), ("save", "Save"), suggested)
+            .await;
+        let (typed, repeated) = (Zeroizing::new(first.text().to_string()), Zeroizing::new(again.text().to_string()));
+        first.set_text("");
+        again.set_text("");
+        if !chosen {
+            return None;
+        }
+        match model::backup_passphrase_problem(&typed, &repeated) {
+            None => return Some(typed),
+            Some(problem) => body = problem,
+        }
+    }
+}
+
+fn password_entry(name: &str, accessible: &str) -> gtk::PasswordEntry {
+    let entry = gtk::PasswordEntry::builder().show_peek_icon(true).name(name).build();
+    describe(&entry, accessible, None);
+    entry
+}
+
+/// Saves a backup of everything in `path` (never over an existing file): a new passphrase,
+/// then the Persistent Storage passphrase when the service asks for it.
+pub(crate) async fn back_up_to(owner: &Window, path: &Path) {
+    let Some(passphrase) = ask_new_passphrase(owner).await else { return };
+    let exported = with_presence(owner, "Saving a backup", move |server| {
+        let passphrase = passphrase.clone();
+        async move { server.export(Vec::new(), &passphrase).await }
+    })
+    .await;
+    match exported {
+        Ok(Some(backup)) => match save_new_secret_file(path, &backup) {
+            Ok(()) => owner
+                .notify(&format!("The backup is saved in {}. Keep a copy away from this USB stick.", path.display())),
+            Err(problem) => owner.notify(&model::sentence(&problem)),
+        },
+        Ok(None) => {}
+        Err(failure) => owner.show_failure(&failure),
+    }
+}
+
+/// The service's answer to `Import`: the report, and what tor made of it.
+#[derive(serde::Deserialize)]
+struct Imported {
+    #[serde(flatten)]
+    result: ImportReport,
+    #[serde(default)]
+    tor: TorOutcome,
+}
+
+/// Restores from the backup in `path`: its passphrase, a dry run shown as a question (add
+/// what is missing, or also replace what exists), then the import itself.
+pub(crate) async fn restore_from(owner: &Window, path: &Path) {
+    let backup = match read_backup(path) {
+        Ok(backup) => backup,
+        Err(problem) => return owner.notify(&problem),
+    };
+    let entry = password_entry("backup-passphrase", "The backup's passphrase");
+    entry.set_activates_default(true);
+    let body = format!("Type the passphrase chosen when {} was saved.", display_name(path));
+    let suggested = adw::ResponseAppearance::Suggested;
+    let opened = owner.ask("Open the Backup", &body, Some(entry.upcast_ref()), ("open", "Open"), suggested).await;
+    let passphrase = Zeroizing::new(entry.text().to_string());
+    entry.set_text("");
+    if !opened || passphrase.is_empty() {
+        return;
+    }
+    let Some(backend) = owner.backend() else { return };
+    // A dry run changes nothing and needs no presence: it only says what would happen.
+    let (bytes, typed) = (backup.clone(), passphrase.clone());
+    let dry_run = backend.call(move |server| async move { server.import(bytes, &typed, "skip", true).await }).await;
+    let preview = match dry_run.map(|json| serde_json::from_str::<Imported>(&json)) {
+        Ok(Ok(imported)) => RestorePreview::new(&imported.result),
+        Ok(Err(_)) => return owner.notify("The service answered something unexpected for this backup."),
+        Err(failure) => return owner.show_failure(&failure),
+    };
+    let Some(rule) = ask_restore(owner, &preview).await else { return };
+    let restored = with_presence(owner, "Restoring a backup", move |server| {
+        let (backup, passphrase) = (backup.clone(), passphrase.clone());
+        async move { server.import(backup, &passphrase, rule, false).await }
+    })
+    .await;
+    match restored.map(|answer| answer.map(|json| serde_json::from_str::<Imported>(&json))) {
+        Ok(Some(Ok(imported))) => {
+            let mut text = model::restored_words(&imported.result);
+            if let Some(tor) = imported.tor.notice() {
+                text = format!("{text} {tor}");
+            }
+            owner.notify(&text);
+        }
+        Ok(Some(Err(_))) => owner.notify("Restored, but the service's answer was unexpected: check the list."),
+        Ok(None) => {}
+        Err(failure) => owner.show_failure(&failure),
+    }
+}
+
+/// The preview as a question: Restore (add what is missing), Replace (also put the backup's
+/// in place of what exists; destructive), or Cancel, the default when something would be
+/// destroyed. The conflict rule chosen; None when cancelled or when there is nothing to do.
+async fn ask_restore(owner: &Window, preview: &RestorePreview) -> Option<&'static str> {
+    let dialog = adw::MessageDialog::builder()
+        .transient_for(owner.widget())
+        .modal(true)
+        .heading(preview.heading.as_str())
+        .body(preview.body.as_str())
+        .build();
+    if !preview.adds && !preview.conflicts {
+        dialog.add_responses(&[("cancel", "Close")]);
+        dialog.set_close_response("cancel");
+        owner.run_dialog(&dialog).await;
+        return None;
+    }
+    dialog.add_responses(&[("cancel", "Cancel")]);
+    if preview.conflicts {
+        dialog.add_responses(&[("replace", "Replace Existing")]);
+        dialog.set_response_appearance("replace", adw::ResponseAppearance::Destructive);
+    }
+    if preview.adds {
+        dialog.add_responses(&[("restore", "Restore")]);
+        dialog.set_response_appearance("restore", adw::ResponseAppearance::Suggested);
+    }
+    dialog.set_default_response(Some(if preview.adds && !preview.conflicts { "restore" } else { "cancel" }));
+    dialog.set_close_response("cancel");
+    match owner.run_dialog(&dialog).await.as_str() {
+        "restore" => Some("skip"),
+        "replace" => Some("replace"),
+        _ => None,
+    }
+}
+
+/// A backup file's bytes, bounded as the service bounds them.
+fn read_backup(path: &Path) -> Result<Vec<u8>, String> {
+    let cannot = |e: std::io::Error| format!("Cannot read {}: {e}.", path.display());
+    let size = std::fs::metadata(path).map_err(cannot)?.len();
+    if size > MAX_BACKUP_SIZE {
+        return Err(format!(
+            "{} is not a Tails Server backup: it is larger than {} MiB.",
+            path.display(),
+            MAX_BACKUP_SIZE >> 20
+        ));
+    }
+    std::fs::read(path).map_err(cannot)
+}
+
+fn display_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
