@@ -3,6 +3,9 @@
 //! session bus of its own with accessibility on, against a real `tails-server service` on a
 //! private system bus and a real tor. Needs an X display (scripts/test runs under xvfb-run)
 //! and Debian's python3-dogtail (./scripts/deps).
+//!
+//! Run twice: with this machine's GTK 4.8 and libadwaita 1.2, and with Debian 13's GTK 4.18
+//! and libadwaita 1.7 (Tails 7's) in a Docker container, the same binary and script.
 
 mod common;
 
@@ -15,6 +18,16 @@ use tails_server_dbus::ServerProxy;
 
 const PASSPHRASE: &str = "correct horse battery staple";
 
+/// Whose GTK and libadwaita the window runs with.
+enum Toolkit {
+    /// This machine's (Debian 12: GTK 4.8, libadwaita 1.2), on the test's X display.
+    Here,
+    /// Debian 13's, as on Tails 7 (GTK 4.18, libadwaita 1.7): the same binary and script in
+    /// a container of this Docker image (tests/atspi/trixie-image.sh), with an X display and
+    /// session bus of its own, reaching the test's system bus through its socket.
+    Debian13(String),
+}
+
 #[test]
 fn a_person_adds_publishes_invites_revokes_and_removes_through_the_accessibility_tree() {
     if tails_server_core::unix::euid() != 0 {
@@ -22,6 +35,23 @@ fn a_person_adds_publishes_invites_revokes_and_removes_through_the_accessibility
         return;
     }
     assert!(std::env::var_os("DISPLAY").is_some(), "needs an X display: run under `xvfb-run -a` (scripts/test does)");
+    drive_the_window_with(Toolkit::Here);
+}
+
+#[test]
+fn the_same_with_tails_7s_gtk_and_libadwaita() {
+    if tails_server_core::unix::euid() != 0 {
+        eprintln!("skipped: the service owns org.boum.tails.Server, which the bus policy allows root only");
+        return;
+    }
+    let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/atspi/trixie-image.sh");
+    let built = Command::new(&recipe).stderr(Stdio::inherit()).output().expect("runs the image recipe");
+    assert!(built.status.success(), "{} failed (Docker and mmdebstrap are needed: ./scripts/deps)", recipe.display());
+    let image = String::from_utf8(built.stdout).unwrap().trim().to_owned();
+    drive_the_window_with(Toolkit::Debian13(image));
+}
+
+fn drive_the_window_with(toolkit: Toolkit) {
     let bus = Bus::start();
     let env = TestEnv::new();
     let tor = LocalTor::start();
@@ -43,25 +73,45 @@ fn a_person_adds_publishes_invites_revokes_and_removes_through_the_accessibility
     let gui = Path::new(env!("CARGO_BIN_EXE_tails-server")).with_file_name("tails-server-gui");
     assert!(gui.exists(), "{} is not built: cargo build -p tails-server-gui", gui.display());
     // Kept for review: the last tree the script saw.
-    let tree = Path::new(env!("CARGO_TARGET_TMPDIR")).join("accessibility-tree.txt");
+    let dumps = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let tree = dumps.join(match toolkit {
+        Toolkit::Here => "accessibility-tree.txt",
+        Toolkit::Debian13(_) => "accessibility-tree-debian-13.txt",
+    });
+    // Dogtail needs the toolkit's accessibility on, kept by dconf on the session bus.
+    let session = "gsettings set org.gnome.desktop.interface toolkit-accessibility true && \
+                   exec /usr/bin/python3 \"$0\" \"$1\" \"$2\" \"$3\" \"$4\"";
     let drive = |phase: &str| -> Vec<(String, String)> {
         let start = Instant::now();
-        let driven = Command::new("dbus-run-session")
-            .args(["--", "sh", "-c"])
-            .arg(
-                // Dogtail needs the toolkit's accessibility on, kept by dconf on the session bus.
-                "gsettings set org.gnome.desktop.interface toolkit-accessibility true && \
-                 exec /usr/bin/python3 \"$0\" \"$1\" \"$2\" \"$3\" \"$4\"",
-            )
+        let mut command = match &toolkit {
+            Toolkit::Here => {
+                let mut command = Command::new("dbus-run-session");
+                command.env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address).env("GDK_BACKEND", "x11");
+                command
+            }
+            Toolkit::Debian13(image) => {
+                let mut command = Command::new("docker");
+                let mount = |path: &Path| format!("{0}:{0}", path.display());
+                // --init: xvfb-run waits for Xvfb's SIGUSR1, which a shell running as PID 1
+                // never gets.
+                command
+                    .args(["run", "--rm", "--init", "--network", "none"])
+                    .args(["-v", &mount(bus.dir.path()), "-v", &mount(&gui), "-v", &mount(&script)])
+                    .args(["-v", &mount(dumps)])
+                    .args(["-e", &format!("DBUS_SYSTEM_BUS_ADDRESS={}", bus.address), "-e", "GDK_BACKEND=x11"])
+                    .args([image.as_str(), "xvfb-run", "-a", "dbus-run-session"]);
+                command
+            }
+        };
+        let driven = command
+            .args(["--", "sh", "-c", session])
             .arg(&script)
             .arg(&gui)
             .arg(PASSPHRASE)
             .arg(&tree)
             .arg(phase)
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-            .env("GDK_BACKEND", "x11")
             .output()
-            .expect("dbus-run-session is installed (Debian: dbus-bin; ./scripts/deps)");
+            .expect("dbus-run-session (Debian: dbus-bin) and Docker are installed (./scripts/deps)");
         let said = String::from_utf8_lossy(&driven.stdout).into_owned();
         assert!(
             driven.status.success() && said.contains(&format!("DONE {phase}")),

@@ -31,12 +31,27 @@ def wait_for(what, condition, seconds=60):
         time.sleep(0.1)
 
 
+# The same roles under other names: at-spi2-core 2.46 (Debian 12, GTK 4.8) names them as the
+# keys, 2.56 (Debian 13, GTK 4.18, Tails 7) as the values; GTK 4.18 also gives switches and
+# libadwaita 1.7's dialogs roles of their own.
+ROLES = {
+    "push button": {"push button", "button", "toggle button"},
+    "check box": {"check box", "switch", "toggle button"},
+    "dialog": {"dialog", "alert", "alert dialog"},
+    "frame": {"frame", "window"},
+    "text": {"text", "entry"},
+    "password text": {"password text"},
+}
+
+
 def find(parent, name, role, seconds=30):
     """The descendant of that role whose name is `name`, waiting for it to appear. GTK 4.8
     appends a row's title to the name of the row's activatable widget (4.18 does not): a
     name that starts with `name` and a space counts."""
+    roles = ROLES.get(role, {role})
+
     def matches(node):
-        return node.roleName == role and (node.name == name or node.name.startswith(name + " "))
+        return node.roleName in roles and (node.name == name or node.name.startswith(name + " "))
 
     found = []
 
@@ -72,6 +87,16 @@ def click_until(button, name, role, seconds=30):
         except TimeoutError:
             if time.monotonic() > deadline:
                 raise
+
+
+def act(node, *names):
+    """Does the first of the actions `names` the node offers (their names differ between
+    GTK versions: a switch toggles in 4.8, is clicked in 4.18)."""
+    offered = list(node.actions.keys())
+    for name in names:
+        if name in offered:
+            return node.doActionNamed(name)
+    raise RuntimeError("%s %r offers none of %s, only %s" % (node.roleName, node.name, names, offered))
 
 
 def type_over(text):
@@ -113,9 +138,9 @@ try:
         type_over("9000")
         find(adding, "Add", "push button").doActionNamed("click")
         switch = find(app, "Publish shared", "check box")
-        switch.doActionNamed("toggle")
+        act(switch, "toggle", "click", "activate")
         wait_for("the switch on", lambda: switch.checked)
-        find(app, "Details of shared", "push button").doActionNamed("click")
+        act(find(app, "Details of shared", "push button"), "click", "toggle", "activate")
         find(app, "Invite a friend to shared", "push button").doActionNamed("click")
         question = find(app, "Invite a Friend to shared", "dialog")
         find(question, "Your friend's name", "text")
@@ -132,7 +157,7 @@ try:
         say("KEY", described(sheet, "The key").name)
         find(sheet, "Done", "push button").doActionNamed("click")
     elif phase == "revoke":
-        find(app, "Details of shared", "push button").doActionNamed("click")
+        act(find(app, "Details of shared", "push button"), "click", "toggle", "activate")
         find(app, "Revoke alice's key", "push button").doActionNamed("click")
         question = find(app, "Revoke alice's Key?", "dialog")
         find(question, "Revoke", "push button").doActionNamed("click")

@@ -77,6 +77,7 @@ struct Parts {
 
 /// What the window's own buttons hold: a strong reference would keep the window, its
 /// widgets and their handlers alive in a cycle after it closed.
+#[derive(Clone)]
 struct WeakAddWindow {
     window: gtk::glib::WeakRef<adw::Window>,
     parts: std::rc::Weak<Parts>,
@@ -154,13 +155,18 @@ impl AddWindow {
             choose.add_css_class("flat");
             describe(&choose, &format!("Choose {}", kind.name_in_gui), Some(&kind.description));
             row.add_suffix(&choose);
-            row.set_activatable_widget(Some(&choose));
+            // Not the row's activatable widget: libadwaita 1.7 would then name the button by
+            // the row's title, and "Choose" would be lost for screen readers (found by the
+            // Dogtail run on Debian 13). Clicking the row chooses as well.
             let (adding, name) = (this.downgrade(), kind.name.clone());
-            choose.connect_clicked(move |_| {
+            let choose_this = move || {
                 if let Some(adding) = adding.upgrade() {
                     adding.choose(&name);
                 }
-            });
+            };
+            let by_row = choose_this.clone();
+            row.connect_activated(move |_| by_row());
+            choose.connect_clicked(move |_| choose_this());
             list.add(&row);
         }
         let adding = this.downgrade();

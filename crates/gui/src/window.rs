@@ -960,6 +960,25 @@ pub fn describe(widget: &impl IsA<gtk::Widget>, label: &str, description: Option
         properties.push((gtk::AccessibleProperty::Description, description));
     }
     set_accessible(widget, &properties);
+    // GTK 4.18 names a button by its label child, and an activatable widget by its row's
+    // title (labelled-by relations, which come before a label): the name given here would
+    // be lost ("Details" for every service's Details button; found by the Dogtail run on
+    // Debian 13).
+    use gtk::glib::translate::{IntoGlib, ToGlibPtr};
+    extern "C" {
+        fn gtk_accessible_reset_relation(
+            accessible: *mut gtk::ffi::GtkWidget,
+            relation: gtk::ffi::GtkAccessibleRelation,
+        );
+    }
+    // SAFETY: every widget is a GtkAccessible; a GTK 4.0 function, declared here for the
+    // reason given at `set_accessible`.
+    unsafe {
+        gtk_accessible_reset_relation(
+            widget.as_ref().to_glib_none().0,
+            gtk::AccessibleRelation::LabelledBy.into_glib(),
+        );
+    }
 }
 
 /// Sets only a widget's accessible description, keeping its name (a label's name is its
