@@ -117,6 +117,19 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
     assert!(rows[1].switched_on);
     // This tor has DisableNetwork 1, as Tails' tor until the person connects.
     assert_eq!(rows[1].state, "Saved; Tor will publish it when it is connected");
+    // The ladder in the details: every step still ahead while tor is not connected; none
+    // drawn for a service that is off.
+    let ahead =
+        ["Tor connected", "Registered with Tor", "Announced", "Reached by a check"].map(|s| format!("{s}: not yet"));
+    assert_eq!(window.ladder("web").unwrap(), ahead);
+    assert_eq!(window.ladder("notes"), None);
+    // (Without the reveal's animation, so that the picture shows the details, not a frame of it.)
+    let settings = gtk::Settings::default().unwrap();
+    settings.set_gtk_enable_animations(false);
+    window.show_details_of("web", true);
+    screenshot(&window, "details");
+    window.show_details_of("web", false);
+    settings.set_gtk_enable_animations(true);
     assert_eq!(
         window.tor_notice().unwrap(),
         "Tor is not connected yet. Connect to Tor with the Tor Connection assistant: 1 service will be published \

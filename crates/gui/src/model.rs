@@ -72,6 +72,49 @@ impl Rung {
     }
 }
 
+/// Where a step of the ladder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Done,
+    /// Under way now (tor is working on it).
+    Now,
+    NotYet,
+}
+
+/// The steps drawn in a service's details, from the switch to a friend's connection.
+pub const STEPS: [&str; 4] = ["Tor connected", "Registered with Tor", "Announced", "Reached by a check"];
+
+impl Rung {
+    /// The ladder drawn in a service's details: each of [`STEPS`] done, under way or not yet;
+    /// None when the service is off (there is no way to climb).
+    pub fn ladder(&self) -> Option<[Step; 4]> {
+        let reached = match self {
+            Rung::Off => return None,
+            Rung::TorOff => 0,
+            Rung::Publishing => 1,
+            Rung::Registered => 2,
+            Rung::Uploaded => 3,
+            Rung::Reachable => 4,
+        };
+        let busy = self.busy();
+        Some(std::array::from_fn(|step| match step {
+            s if s < reached => Step::Done,
+            s if s == reached && busy => Step::Now,
+            _ => Step::NotYet,
+        }))
+    }
+}
+
+/// One step as a screen reader says it: "Registered with Tor: done".
+pub fn step_words(step: &str, state: Step) -> String {
+    let state = match state {
+        Step::Done => "done",
+        Step::Now => "under way",
+        Step::NotYet => "not yet",
+    };
+    format!("{step}: {state}")
+}
+
 /// A service as one row shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRow {
@@ -478,6 +521,18 @@ mod tests {
         assert_eq!(Rung::of(true, &TorState { tor_error: Some("x".into()), ..TorState::default() }), Rung::TorOff);
         assert!(Rung::Publishing.busy() && Rung::Registered.busy());
         assert!(!Rung::TorOff.busy() && !Rung::Uploaded.busy() && !Rung::Off.busy());
+    }
+
+    #[test]
+    fn the_ladder_draws_each_step_done_under_way_or_not_yet() {
+        use Step::*;
+        assert_eq!(Rung::Off.ladder(), None, "an off service climbs nothing");
+        assert_eq!(Rung::TorOff.ladder().unwrap(), [NotYet, NotYet, NotYet, NotYet]);
+        assert_eq!(Rung::Publishing.ladder().unwrap(), [Done, Now, NotYet, NotYet]);
+        assert_eq!(Rung::Registered.ladder().unwrap(), [Done, Done, Now, NotYet]);
+        assert_eq!(Rung::Uploaded.ladder().unwrap(), [Done, Done, Done, NotYet], "only a check reaches it");
+        assert_eq!(Rung::Reachable.ladder().unwrap(), [Done; 4]);
+        assert_eq!(step_words(STEPS[1], Now), "Registered with Tor: under way");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::backend::{Backend, Event};
 use crate::backup::BackupPage;
 use crate::friends::{self, ShareSheet};
 use crate::keys::KeysPage;
-use crate::model::{self, Failure, Problem, ServiceRow, TorOutcome};
+use crate::model::{self, Failure, Problem, ServiceRow, Step, TorOutcome};
 use tails_server_core::catalog::KindDefinition;
 
 /// The window's pages, by name: connecting, a problem, or (once the service answers) the
@@ -98,6 +98,11 @@ struct Row {
     check_text: RefCell<String>,
     check_row: RefCell<Option<adw::ActionRow>>,
     busy: Cell<bool>,
+    /// The ladder drawn first in the details: one label per step of [`model::STEPS`].
+    ladder: gtk::ListBoxRow,
+    steps: Vec<gtk::Label>,
+    /// What each step's label says to a screen reader.
+    step_words: RefCell<Vec<String>>,
 }
 
 impl Window {
@@ -620,6 +625,8 @@ impl Window {
         row.add_action(&spinner);
         row.add_action(&details);
         row.add_action(&switch);
+        let (ladder, steps) = ladder_row();
+        row.add_row(&ladder);
         self.inner.list.append(&row);
         let updating = Rc::new(Cell::new(false));
         let in_flight = Rc::new(Cell::new(false));
@@ -681,6 +688,9 @@ impl Window {
             updating,
             in_flight,
             busy: Cell::new(false),
+            ladder,
+            steps,
+            step_words: RefCell::default(),
         }
     }
 
@@ -762,6 +772,19 @@ impl Window {
             .collect()
     }
 
+    /// Opens or closes a service's details, as its Details button does.
+    pub fn show_details_of(&self, name: &str, open: bool) {
+        if let Some(row) = self.inner.rows.borrow().get(name) {
+            row.row.set_expanded(open);
+        }
+    }
+
+    /// A service's ladder as a screen reader says it ("Tor connected: done", …); None when
+    /// not drawn (the service is off).
+    pub fn ladder(&self, name: &str) -> Option<Vec<String>> {
+        self.inner.rows.borrow().get(name).and_then(Row::ladder_words)
+    }
+
     /// A service's switch, as a person would use it.
     pub fn switch(&self, name: &str) -> Option<gtk::Switch> {
         self.inner.rows.borrow().get(name).map(|row| row.switch.clone())
@@ -817,7 +840,51 @@ impl Row {
         let turning = self.busy.get() || self.in_flight.get();
         self.spinner.set_visible(turning);
         self.spinner.set_spinning(turning);
+        let ladder = shown.rung.ladder();
+        self.ladder.set_visible(ladder.is_some());
+        let mut words = self.step_words.borrow_mut();
+        words.clear();
+        for ((label, step), state) in self.steps.iter().zip(model::STEPS).zip(ladder.unwrap_or([Step::NotYet; 4])) {
+            let (mark, style) = match state {
+                Step::Done => ("✓", "success"),
+                Step::Now => ("…", "accent"),
+                Step::NotYet => ("○", "dim-label"),
+            };
+            label.set_label(&format!("{mark} {step}"));
+            for class in ["success", "accent", "dim-label"] {
+                label.remove_css_class(class);
+            }
+            label.add_css_class(style);
+            words.push(model::step_words(step, state));
+            describe(label, words.last().expect("just pushed"), None);
+        }
     }
+
+    /// The ladder's steps as a screen reader says them; None when it is not shown (off).
+    fn ladder_words(&self) -> Option<Vec<String>> {
+        self.ladder.is_visible().then(|| self.step_words.borrow().clone())
+    }
+}
+
+/// The ladder's row: the steps side by side, wrapping when the window is narrow.
+fn ladder_row() -> (gtk::ListBoxRow, Vec<gtk::Label>) {
+    let steps: Vec<gtk::Label> = model::STEPS.iter().map(|_| gtk::Label::new(None)).collect();
+    let flow = gtk::FlowBox::builder()
+        .selection_mode(gtk::SelectionMode::None)
+        .max_children_per_line(4)
+        .column_spacing(12)
+        .row_spacing(6)
+        .margin_top(8)
+        .margin_bottom(8)
+        .margin_start(12)
+        .margin_end(12)
+        .build();
+    for step in &steps {
+        flow.insert(step, -1);
+    }
+    let row = gtk::ListBoxRow::builder().activatable(false).selectable(false).child(&flow).build();
+    describe(&row, "How far it has come", None);
+    (row, steps)
 }
 
 impl Row {
