@@ -4,7 +4,8 @@
 //! the Persistent Storage passphrase first; a restore is shown before anything changes, and
 //! the service never lets one come back more open than it was (see `Import` in docs/dbus).
 
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
 
 use adw::prelude::*;
 use tails_server_core::backup::MAX_BACKUP_SIZE;
@@ -12,7 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::friends::{save_new_secret_file, with_presence};
 use crate::model::{self, ImportReport, RestorePreview, TorOutcome};
-use crate::window::{describe, Window};
+use crate::window::{choose_file, describe, password_entry, Window};
 
 /// The "Backup" tab.
 pub struct BackupPage {
@@ -58,7 +59,8 @@ impl BackupPage {
             gtk::glib::spawn_future_local(async move {
                 let today = gtk::glib::DateTime::now_local().and_then(|now| now.format("%Y-%m-%d"));
                 let name = model::backup_file_name(today.as_deref().unwrap_or("today"));
-                let chosen = choose_file(&owner, gtk::FileChooserAction::Save, "Save the Backup", "Save", &name).await;
+                let (parent, save) = (owner.widget(), gtk::FileChooserAction::Save);
+                let chosen = choose_file(parent, save, "Save the Backup", "Save", &name).await;
                 if let Some(path) = chosen {
                     back_up_to(&owner, &path).await;
                 }
@@ -68,7 +70,8 @@ impl BackupPage {
         restore.connect_clicked(move |_| {
             let Some(owner) = weak.upgrade() else { return };
             gtk::glib::spawn_future_local(async move {
-                let chosen = choose_file(&owner, gtk::FileChooserAction::Open, "Choose a Backup", "Open", "").await;
+                let (parent, open) = (owner.widget(), gtk::FileChooserAction::Open);
+                let chosen = choose_file(parent, open, "Choose a Backup", "Open", "").await;
                 if let Some(path) = chosen {
                     restore_from(&owner, &path).await;
                 }
@@ -76,33 +79,6 @@ impl BackupPage {
         });
         BackupPage { widget }
     }
-}
-
-/// The file the person chooses (the desktop's own chooser); None when cancelled.
-async fn choose_file(
-    owner: &Window,
-    action: gtk::FileChooserAction,
-    title: &str,
-    accept: &str,
-    name: &str,
-) -> Option<PathBuf> {
-    // (GtkFileDialog is GTK 4.10's.)
-    let chooser = gtk::FileChooserNative::new(Some(title), Some(owner.widget()), action, Some(accept), Some("Cancel"));
-    if !name.is_empty() {
-        chooser.set_current_name(name);
-    }
-    let (send, chosen) = tokio::sync::oneshot::channel();
-    let send = std::cell::RefCell::new(Some(send));
-    chooser.connect_response(move |chooser, response| {
-        let path = (response == gtk::ResponseType::Accept).then(|| chooser.file().and_then(|f| f.path())).flatten();
-        if let Some(send) = send.borrow_mut().take() {
-            let _ = send.send(path);
-        }
-    });
-    chooser.show();
-    let path = chosen.await.ok().flatten();
-    chooser.destroy();
-    path
 }
 
 /// Asks for a new backup passphrase, twice, until it is usable; None when cancelled.
@@ -132,12 +108,6 @@ async fn ask_new_passphrase(owner: &Window) -> Option<Zeroizing<String>> {
             Some(problem) => body = problem,
         }
     }
-}
-
-fn password_entry(name: &str, accessible: &str) -> gtk::PasswordEntry {
-    let entry = gtk::PasswordEntry::builder().show_peek_icon(true).name(name).build();
-    describe(&entry, accessible, None);
-    entry
 }
 
 /// Saves a backup of everything in `path` (never over an existing file): a new passphrase,
@@ -249,18 +219,21 @@ async fn ask_restore(owner: &Window, preview: &RestorePreview) -> Option<&'stati
     }
 }
 
-/// A backup file's bytes, bounded as the service bounds them.
+/// A backup file's bytes, bounded as the service bounds them (read once, never past the bound).
 fn read_backup(path: &Path) -> Result<Vec<u8>, String> {
     let cannot = |e: std::io::Error| format!("Cannot read {}: {e}.", path.display());
-    let size = std::fs::metadata(path).map_err(cannot)?.len();
-    if size > MAX_BACKUP_SIZE {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_BACKUP_SIZE + 1).read_to_end(&mut bytes))
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_BACKUP_SIZE {
         return Err(format!(
             "{} is not a Tails Server backup: it is larger than {} MiB.",
             path.display(),
             MAX_BACKUP_SIZE >> 20
         ));
     }
-    std::fs::read(path).map_err(cannot)
+    Ok(bytes)
 }
 
 fn display_name(path: &Path) -> String {

@@ -12,7 +12,7 @@ use tails_server_dbus::{ServerProxy, ServiceError};
 use zeroize::Zeroizing;
 
 use crate::model::{self, Failure, Invitation};
-use crate::window::{describe, explain, WeakWindow, Window};
+use crate::window::{choose_file, describe, explain, password_entry, WeakWindow, Window};
 
 /// Makes `call`; when the service asks for a person's presence first, asks for the
 /// Persistent Storage passphrase, proves it on this window's connection, and calls again.
@@ -41,8 +41,8 @@ where
 }
 
 async fn ask_passphrase(window: &Window, why: &str, wrong: bool) -> Option<Zeroizing<String>> {
-    let entry = gtk::PasswordEntry::builder().show_peek_icon(true).activates_default(true).build();
-    describe(&entry, "Persistent Storage passphrase", None);
+    let entry = password_entry("storage-passphrase", "Persistent Storage passphrase");
+    entry.set_activates_default(true);
     let body = if wrong {
         "This is not the passphrase of your Persistent Storage. Type the one you type in the Welcome Screen.".to_owned()
     } else {
@@ -256,27 +256,17 @@ fn step(title: &str, body: &str, text: &str, what: &str, copy: &str, parent: &Wi
 }
 
 fn save_key(sheet: &adw::Window, owner: &WeakWindow, file_name: &str, line: Zeroizing<String>) {
-    let chooser = gtk::FileChooserNative::new(
-        Some("Save the Key"),
-        Some(sheet),
-        gtk::FileChooserAction::Save,
-        Some("Save"),
-        Some("Cancel"),
-    );
-    chooser.set_current_name(file_name);
-    let owner = owner.clone();
-    chooser.connect_response(move |chooser, response| {
-        if response != gtk::ResponseType::Accept {
-            return;
-        }
-        let (Some(path), Some(owner)) = (chooser.file().and_then(|f| f.path()), owner.upgrade()) else { return };
+    let (sheet, owner, file_name) = (sheet.clone(), owner.clone(), file_name.to_owned());
+    gtk::glib::spawn_future_local(async move {
+        let save = gtk::FileChooserAction::Save;
+        let Some(path) = choose_file(&sheet, save, "Save the Key", "Save", &file_name).await else { return };
+        let Some(owner) = owner.upgrade() else { return };
         let contents = Zeroizing::new(format!("{}\n", line.as_str()));
         match save_new_secret_file(&path, contents.as_bytes()) {
             Ok(()) => owner.notify(&format!("The key is saved in {}.", path.display())),
             Err(e) => owner.notify(&model::sentence(&e)),
         }
     });
-    chooser.show();
 }
 
 /// Writes a file of secrets (a key, a backup) readable by its owner only, and never over an

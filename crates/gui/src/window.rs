@@ -101,8 +101,8 @@ struct Row {
     /// The ladder drawn first in the details: one label per step of [`model::STEPS`].
     ladder: gtk::ListBoxRow,
     steps: Vec<gtk::Label>,
-    /// What each step's label says to a screen reader.
-    step_words: RefCell<Vec<String>>,
+    /// Where each step stands, as last drawn (None: off, no ladder).
+    climbed: Cell<Option<[Step; 4]>>,
 }
 
 impl Window {
@@ -690,7 +690,7 @@ impl Window {
             busy: Cell::new(false),
             ladder,
             steps,
-            step_words: RefCell::default(),
+            climbed: Cell::new(None),
         }
     }
 
@@ -841,9 +841,8 @@ impl Row {
         self.spinner.set_visible(turning);
         self.spinner.set_spinning(turning);
         let ladder = shown.rung.ladder();
+        self.climbed.set(ladder);
         self.ladder.set_visible(ladder.is_some());
-        let mut words = self.step_words.borrow_mut();
-        words.clear();
         for ((label, step), state) in self.steps.iter().zip(model::STEPS).zip(ladder.unwrap_or([Step::NotYet; 4])) {
             let (mark, style) = match state {
                 Step::Done => ("✓", "success"),
@@ -855,14 +854,19 @@ impl Row {
                 label.remove_css_class(class);
             }
             label.add_css_class(style);
-            words.push(model::step_words(step, state));
-            describe(label, words.last().expect("just pushed"), None);
+            describe(label, &model::step_words(step, state), None);
         }
     }
 
     /// The ladder's steps as a screen reader says them; None when it is not shown (off).
     fn ladder_words(&self) -> Option<Vec<String>> {
-        self.ladder.is_visible().then(|| self.step_words.borrow().clone())
+        // What is drawn: the row's visibility, then the steps it shows.
+        if !self.ladder.is_visible() {
+            return None;
+        }
+        // (`show` draws a ladder it was not given as every step not yet.)
+        let drawn = self.climbed.get().unwrap_or([Step::NotYet; 4]);
+        Some(model::STEPS.iter().zip(drawn).map(|(step, state)| model::step_words(step, state)).collect())
     }
 }
 
@@ -1046,6 +1050,41 @@ pub fn describe(widget: &impl IsA<gtk::Widget>, label: &str, description: Option
             gtk::AccessibleRelation::LabelledBy.into_glib(),
         );
     }
+}
+
+/// A password field named `name` (GtkWidget:name), `accessible` for screen readers.
+pub(crate) fn password_entry(name: &str, accessible: &str) -> gtk::PasswordEntry {
+    let entry = gtk::PasswordEntry::builder().show_peek_icon(true).name(name).build();
+    describe(&entry, accessible, None);
+    entry
+}
+
+/// The file the person chooses in the desktop's file chooser over `parent`; None when
+/// cancelled. `name`: the name offered when saving.
+pub(crate) async fn choose_file(
+    parent: &impl IsA<gtk::Window>,
+    action: gtk::FileChooserAction,
+    title: &str,
+    accept: &str,
+    name: &str,
+) -> Option<std::path::PathBuf> {
+    // (GtkFileDialog is GTK 4.10's.)
+    let chooser = gtk::FileChooserNative::new(Some(title), Some(parent), action, Some(accept), Some("Cancel"));
+    if !name.is_empty() {
+        chooser.set_current_name(name);
+    }
+    let (send, chosen) = tokio::sync::oneshot::channel();
+    let send = RefCell::new(Some(send));
+    chooser.connect_response(move |chooser, response| {
+        let path = (response == gtk::ResponseType::Accept).then(|| chooser.file().and_then(|f| f.path())).flatten();
+        if let Some(send) = send.borrow_mut().take() {
+            let _ = send.send(path);
+        }
+    });
+    chooser.show();
+    let path = chosen.await.ok().flatten();
+    chooser.destroy();
+    path
 }
 
 /// Sets only a widget's accessible description, keeping its name (a label's name is its
