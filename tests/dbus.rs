@@ -681,6 +681,73 @@ fn a_secret_leaves_and_access_widens_only_after_the_persistent_storage_passphras
     assert!(!added.stdout.contains(carol_key.trim()) && !added.stderr.contains(carol_key.trim()));
 }
 
+/// Issue 19: through the service, a person's presence is also needed for an option change
+/// that lets someone new in or lets them do more (an SFTP login key, a password changed or
+/// removed, write access, the local network), judged against the value it replaces. A
+/// change that takes access away, or adds a password where there was none, is not gated.
+#[test]
+fn a_login_key_a_new_password_or_write_access_is_given_only_after_the_passphrase() {
+    if !root_only() {
+        return;
+    }
+    const PASSPHRASE: &str = "correct horse battery staple";
+    const ALICE: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB";
+    const MALLORY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgIC";
+    let bus = Bus::start();
+    let env = TestEnv::new();
+    env.run(&["add", "sftp", "--set", "read-only=true"]).ok();
+    env.run(&["add", "mumble"]).ok();
+    let volume = luks_volume(env.root.path(), PASSPHRASE);
+    let presence = format!("luks:{}", volume.display());
+    let _service = start_service_with(&env, &bus, None, "none", "uids:0,65534", &["--presence", &presence]);
+    let required = format!("{}.PresenceRequired", tails_server_dbus::ERROR_PREFIX);
+    rt().block_on(async {
+        wait_for_name(&bus.connect().await, BUS_NAME, &env.root.path().join("service.log")).await;
+        let background_connection = bus.connect().await;
+        let background = ServerProxy::new(&background_connection).await.unwrap();
+        let person_connection = bus.connect().await;
+        let person = ServerProxy::new(&person_connection).await.unwrap();
+        let value = |answer: String| serde_json::from_str::<serde_json::Value>(&answer).unwrap()["value"].clone();
+
+        // A first password is one more thing to know: not gated. Changing or removing it is.
+        background.set_option("mumble", "server-password", "first").await.unwrap();
+        for password in ["mine now", ""] {
+            let refused = background.set_option("mumble", "server-password", password).await;
+            assert_eq!(error_name(refused), required, "{password:?}");
+        }
+        // A login key: the first, or one more, is gated; the message says what it would do.
+        let refused = background.set_option("sftp", "authorized-keys", MALLORY).await.unwrap_err();
+        assert_eq!(zbus::DBusError::name(&refused).to_string(), required);
+        let message = refused.message();
+        assert!(
+            message.contains("authorized-keys") && message.contains("new SSH key") && !message.contains(MALLORY),
+            "{message}"
+        );
+        // Write access, and the local network.
+        assert_eq!(error_name(background.set_option("sftp", "read-only", "false").await), required);
+        assert_eq!(error_name(background.set_option("sftp", "allow-lan-connections", "yes").await), required);
+        // Nothing of it was stored.
+        assert_eq!(value(background.get_option("sftp", "authorized-keys").await.unwrap()), "");
+        assert_eq!(value(background.get_option("sftp", "read-only").await.unwrap()), true);
+
+        // The person, once present, may.
+        assert_eq!(person.prove_presence(PASSPHRASE).await.unwrap(), 300);
+        person.set_option("sftp", "authorized-keys", ALICE).await.unwrap();
+        person.set_option("mumble", "server-password", "second").await.unwrap();
+        assert_eq!(value(person.get_option("mumble", "server-password").await.unwrap()), "second");
+        // Taking away, or renaming a key, widens nothing: a background process may.
+        background.set_option("sftp", "authorized-keys", &format!("{ALICE} alice@laptop")).await.unwrap();
+        let both = format!("{ALICE} alice, {MALLORY}");
+        assert_eq!(error_name(background.set_option("sftp", "authorized-keys", &both).await), required);
+        background.set_option("sftp", "read-only", "true").await.unwrap();
+        background.set_option("sftp", "authorized-keys", "").await.unwrap();
+        background.set_option("sftp", "allow-lan-connections", "no").await.unwrap();
+        // A refused value is refused for what it is, before any question of presence.
+        let invalid = background.set_option("sftp", "authorized-keys", "ssh-ed25519 notakey").await;
+        assert_eq!(error_name(invalid), format!("{}.InvalidInput", tails_server_dbus::ERROR_PREFIX));
+    });
+}
+
 /// The change counter sled holds, read from its files (the service must be gone: sled
 /// allows one process at a time).
 fn sled_generation(state: &Path) -> u64 {

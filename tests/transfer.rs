@@ -1059,6 +1059,52 @@ fn kept_keys_travel_in_the_backup_under_the_same_rules() {
     assert_eq!(restored.service("chat")["address"], owner.service("chat")["address"]);
 }
 
+/// Replacing a service by import says what the backup's version lets in that today's does
+/// not: friends whose keys today's lacks, an SFTP login key it lacks, write access, a
+/// changed password. The dry run that skips says it too, so the question comes before the
+/// choice; what only narrows says nothing.
+#[test]
+fn replacing_a_service_by_import_says_what_the_backups_version_lets_in() {
+    const ALICE: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB";
+    const MALLORY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgIC";
+    let source = TestEnv::new();
+    source.run(&["add", "sftp", "--set", &format!("authorized-keys={ALICE},{MALLORY}")]).ok();
+    source.run(&["client", "add", "sftp", "mallory"]).ok();
+    let backup = source.root.path().join("backup.age");
+    export(&source, &backup);
+
+    let target = TestEnv::new();
+    import(&target, &backup, &[]).ok();
+    let widened = |out: &common::Run| -> Vec<String> {
+        out.json()["replacing-widens"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+    };
+    assert!(widened(&import(&target, &backup, &["--on-conflict", "skip", "--dry-run"]).ok()).is_empty(), "the same");
+    // Today's is narrower than the backup's: one friend and one login key fewer, read-only.
+    target.run(&["client", "remove", "sftp", "mallory"]).ok();
+    target.run(&["set-option", "sftp", "authorized-keys", &format!("{ALICE} alice")]).ok();
+    target.run(&["set-option", "sftp", "read-only", "true"]).ok();
+    let expected = [
+        "sftp: clients whose keys it does not have today: mallory",
+        "sftp: authorized-keys (a new SSH key lets its holder log in)",
+        "sftp: read-only (it lets more people connect, or lets them do more)",
+    ];
+    for rule in ["skip", "replace"] {
+        let dry = import(&target, &backup, &["--on-conflict", rule, "--dry-run"]).ok();
+        assert_eq!(widened(&dry), expected, "{rule}: {}", dry.stdout);
+    }
+    let pass = passfile(&target, PASS);
+    let args = ["import", backup.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap(), "--on-conflict"];
+    let told = target.run(&[&args[..], &["skip", "--dry-run"]].concat()).ok();
+    assert!(told.stderr.contains("Replacing today's services (--on-conflict replace) would let in more"), "{}", told.stderr);
+    let replaced = target.run(&[&args[..], &["replace"]].concat()).ok();
+    assert!(
+        replaced.stderr.contains("let in more than today's did") && replaced.stderr.contains("mallory"),
+        "{}",
+        replaced.stderr
+    );
+    assert_eq!(target.run(&["get-option", "sftp", "read-only"]).ok().stdout.trim(), "false");
+}
+
 /// An import never lowers protection unasked: a service open to anyone, one published at once,
 /// one open to the local network are shown and held back (imported disabled and without LAN
 /// access; an open one refused) unless the person confirms with --accept-lower-protection.

@@ -477,6 +477,8 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                     skipped: Vec<String>,
                     #[serde(default)]
                     held_back: Vec<String>,
+                    #[serde(default)]
+                    replacing_widens: Vec<String>,
                     tor: TorOutcome,
                 }
                 let answer = presence
@@ -493,6 +495,7 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                     added: imported.added,
                     replaced: imported.replaced,
                     skipped: imported.skipped,
+                    replacing_widens: imported.replacing_widens,
                 };
                 super::transfer::print_import(&report, *dry_run, &imported.held_back, &out)?;
                 after_change(&imported.tor)

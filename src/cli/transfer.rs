@@ -186,13 +186,31 @@ struct ImportView<'a> {
     replaced: &'a [String],
     skipped: &'a [String],
     held_back: &'a [String],
+    replacing_widens: &'a [String],
 }
 
 pub fn print_import(report: &ImportReport, dry_run: bool, held_back: &[String], out: &Printer) -> Result<()> {
-    let view =
-        ImportView { dry_run, added: &report.added, replaced: &report.replaced, skipped: &report.skipped, held_back };
+    let view = ImportView {
+        dry_run,
+        added: &report.added,
+        replaced: &report.replaced,
+        skipped: &report.skipped,
+        held_back,
+        replacing_widens: &report.replacing_widens,
+    };
     if out.structured(&view)? {
         return Ok(());
+    }
+    if !report.replacing_widens.is_empty() {
+        // Said before the summary: the person may not know the backup's version differs.
+        if report.replaced.iter().any(|n| !n.starts_with("key ")) {
+            eprintln!("The services put in place of today's let in more than today's did:");
+        } else {
+            eprintln!("Replacing today's services (--on-conflict replace) would let in more than they do now:");
+        }
+        for item in &report.replacing_widens {
+            eprintln!("  {item}");
+        }
     }
     if !held_back.is_empty() {
         eprintln!("Held back, to be turned on by you (the backup asked for less protection):");

@@ -97,6 +97,11 @@ pub struct OptionSpec {
     /// What a string option's text must be, beyond a string (SFTP's authorized keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<TextFormat>,
+    /// For a yes/no option that decides who may connect or what they may do: the value that
+    /// lets more in (`allow-lan-connections` true, SFTP's `read-only` false). Setting it
+    /// there through the system service takes a person's presence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub widens_access_when: Option<bool>,
 }
 
 /// The shapes a string option can be required to have.
@@ -154,7 +159,55 @@ pub fn ssh_public_keys(value: &str) -> std::result::Result<Vec<String>, String> 
     Ok(keys)
 }
 
+/// How a change of option lets more people in, or lets them do more, than before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Widening {
+    /// A password changed or removed: whoever set it is let in (a new one is known to its
+    /// setter; an empty one lets every key holder in).
+    Password,
+    /// An SSH key that was not there: its holder may log in.
+    NewSshKey,
+    /// A yes/no option set to its value that lets more in.
+    Opened,
+}
+
+impl fmt::Display for Widening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Widening::Password => "a changed or removed password lets in whoever knows the new one",
+            Widening::NewSshKey => "a new SSH key lets its holder log in",
+            Widening::Opened => "it lets more people connect, or lets them do more",
+        })
+    }
+}
+
 impl OptionSpec {
+    /// Whether going from `before` to `after` widens access, and how. A new password
+    /// where there was none widens nothing: whoever could connect before still must, and
+    /// now also needs it. Only the key material of SSH keys counts, not their comments.
+    pub fn widening(&self, before: &OptionValue, after: &OptionValue) -> Option<Widening> {
+        if before == after {
+            return None;
+        }
+        if self.secret {
+            let was_empty = matches!(before, OptionValue::String(s) if s.is_empty());
+            return (!was_empty).then_some(Widening::Password);
+        }
+        if self.format == Some(TextFormat::SshPublicKeys) {
+            let key_material = |value: &OptionValue| -> Vec<String> {
+                let text = value.to_string();
+                let keys = ssh_public_keys(&text).unwrap_or_default();
+                keys.iter().map(|k| k.split(' ').take(2).collect::<Vec<_>>().join(" ")).collect()
+            };
+            let known = key_material(before);
+            return key_material(after).iter().any(|k| !known.contains(k)).then_some(Widening::NewSshKey);
+        }
+        match (self.widens_access_when, after) {
+            (Some(opening), OptionValue::Bool(b)) if *b == opening => Some(Widening::Opened),
+            _ => None,
+        }
+    }
+
     /// Parses a value typed by a person, naming what would have been accepted.
     pub fn parse(&self, option: &str, raw: &str) -> Result<OptionValue> {
         let invalid = || self.invalid(option, raw);
@@ -257,6 +310,7 @@ pub fn common_options() -> BTreeMap<String, OptionSpec> {
         min: None,
         max: None,
         format: None,
+        widens_access_when: None,
     };
     BTreeMap::from([
         (
@@ -274,12 +328,15 @@ pub fn common_options() -> BTreeMap<String, OptionSpec> {
         ),
         (
             ALLOW_LAN.to_owned(),
-            bool_option(
-                false,
-                "Also accept connections from the local network, not only through Tor. \
-                 Anyone on that network can then connect without a client key.",
-                true,
-            ),
+            OptionSpec {
+                widens_access_when: Some(true),
+                ..bool_option(
+                    false,
+                    "Also accept connections from the local network, not only through Tor. \
+                     Anyone on that network can then connect without a client key.",
+                    true,
+                )
+            },
         ),
     ])
 }
@@ -298,6 +355,7 @@ mod tests {
             min: None,
             max: None,
             format: None,
+            widens_access_when: None,
         }
     }
 
@@ -348,6 +406,39 @@ mod tests {
         // Values of ordinary options are still quoted: they help and hide nothing.
         let err = spec(OptionType::Integer, OptionValue::Integer(0)).parse("max-users", "ten").unwrap_err();
         assert!(err.to_string().contains("\"ten\""), "{err}");
+    }
+
+    #[test]
+    fn a_change_widens_access_when_it_lets_someone_new_in_or_lets_them_do_more() {
+        let text = |s: &str| OptionValue::String(s.to_owned());
+        let password = OptionSpec { secret: true, ..spec(OptionType::String, text("")) };
+        assert_eq!(password.widening(&text("old"), &text("new")), Some(Widening::Password), "known to its setter");
+        assert_eq!(password.widening(&text("old"), &text("")), Some(Widening::Password), "removed");
+        assert_eq!(password.widening(&text(""), &text("new")), None, "one more thing to know");
+        assert_eq!(password.widening(&text("same"), &text("same")), None);
+
+        let keys = OptionSpec {
+            format: Some(TextFormat::SshPublicKeys),
+            ..spec(OptionType::String, OptionValue::String(String::new()))
+        };
+        let (alice, bob) = (
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgIC",
+        );
+        let both = text(&format!("{alice} alice@laptop, {bob}"));
+        assert_eq!(keys.widening(&text(alice), &both), Some(Widening::NewSshKey));
+        assert_eq!(keys.widening(&both, &text(alice)), None, "a key taken away");
+        assert_eq!(keys.widening(&text(alice), &text(&format!("{alice} renamed"))), None, "only the comment");
+        assert_eq!(keys.widening(&text(""), &text(bob)), Some(Widening::NewSshKey));
+
+        let lan = &common_options()[ALLOW_LAN];
+        assert_eq!(lan.widening(&OptionValue::Bool(false), &OptionValue::Bool(true)), Some(Widening::Opened));
+        assert_eq!(lan.widening(&OptionValue::Bool(true), &OptionValue::Bool(false)), None);
+        let read_only = OptionSpec { widens_access_when: Some(false), ..spec(OptionType::Bool, OptionValue::Bool(false)) };
+        assert_eq!(read_only.widening(&OptionValue::Bool(true), &OptionValue::Bool(false)), Some(Widening::Opened));
+        assert_eq!(read_only.widening(&OptionValue::Bool(false), &OptionValue::Bool(true)), None);
+        let users = spec(OptionType::Integer, OptionValue::Integer(10));
+        assert_eq!(users.widening(&OptionValue::Integer(10), &OptionValue::Integer(100)), None);
     }
 
     #[test]

@@ -408,6 +408,9 @@ pub struct ImportReport {
     /// What the service held back rather than lowering protection (turned off, no LAN).
     #[serde(default)]
     pub held_back: Vec<String>,
+    /// What Replace would let in that today's services do not (friends, login keys…).
+    #[serde(default)]
+    pub replacing_widens: Vec<String>,
 }
 
 /// A kept key appears in a report as `key NAME`; services by their name.
@@ -446,6 +449,13 @@ impl RestorePreview {
                 "Already here: {}. Restore keeps them as they are; Replace puts the backup's in their place, so \
                  their addresses and friends' keys become the backup's, and today's are destroyed.",
                 existing.join(", ")
+            ));
+        }
+        if !dry_run.replacing_widens.is_empty() {
+            // Replace is a choice made on this text: what it opens is said before it.
+            lines.push(format!(
+                "Replace would let in more than today: {}.",
+                dry_run.replacing_widens.join("; ")
             ));
         }
         if !dry_run.held_back.is_empty() {
@@ -694,6 +704,13 @@ mod tests {
             RestorePreview::new(&ImportReport { skipped: vec!["key bob".into()], ..Default::default() });
         assert!(only_existing.conflicts && !only_existing.adds);
         assert!(only_existing.body.starts_with("Already here: bob."), "{}", only_existing.body);
+        let wider = RestorePreview::new(&ImportReport {
+            skipped: vec!["sftp".into()],
+            replacing_widens: vec!["sftp: clients whose keys it does not have today: mallory".into()],
+            ..Default::default()
+        });
+        let lines: Vec<&str> = wider.body.split("\n\n").collect();
+        assert_eq!(lines[1], "Replace would let in more than today: sftp: clients whose keys it does not have today: mallory.");
     }
 
     #[test]

@@ -71,18 +71,28 @@ impl Presence {
     /// Refuses the call unless `sender` proved its presence less than [`KEPT_FOR`] ago.
     /// `what` says what the call would do, for the message.
     pub fn require(&self, sender: &str, what: &str) -> Result<(), ServiceError> {
+        if self.is_proven(sender) {
+            Ok(())
+        } else {
+            Err(Self::refusal(what))
+        }
+    }
+
+    /// Whether `sender` may now do what needs a person (always, where polkit alone decides).
+    pub fn is_proven(&self, sender: &str) -> bool {
         if self.check == PresenceCheck::PolkitOnly {
-            return Ok(());
+            return true;
         }
-        let now = Instant::now();
         let proven = self.proven.lock().expect("presence table");
-        match proven.get(sender) {
-            Some(until) if *until > now => Ok(()),
-            _ => Err(ServiceError::PresenceRequired(format!(
-                "{what} needs the Persistent Storage passphrase: it proves that a person, not a program \
-                 running in the background, is asking. Type it when asked (nothing is unlocked or changed by it)"
-            ))),
-        }
+        proven.get(sender).is_some_and(|until| *until > Instant::now())
+    }
+
+    /// The error for a call refused for want of a person's presence.
+    pub fn refusal(what: &str) -> ServiceError {
+        ServiceError::PresenceRequired(format!(
+            "{what} needs the Persistent Storage passphrase: it proves that a person, not a program \
+             running in the background, is asking. Type it when asked (nothing is unlocked or changed by it)"
+        ))
     }
 
     /// Checks `passphrase`; on success `sender` is present for [`KEPT_FOR`]. A wrong

@@ -463,38 +463,48 @@ impl Server {
     ) -> Result<String, ServiceError> {
         let caller = Caller { header: &header, connection };
         let grant = self.grant::<Change>(&caller).await?;
-        if option == ALLOW_LAN && widens_lan(value) {
-            self.require_presence(&grant, &caller, LAN_ACCESS)?;
-        }
         let name = service_name(name)?;
         check_length("the option", option)?;
         check_length("the value", value)?;
         let (option, value) = (option.to_owned(), zeroize::Zeroizing::new(value.to_owned()));
+        // Whether the change widens access depends on the value it replaces: decided where
+        // it is replaced, so no other change can come between.
+        let present = self.presence.is_proven(sender(&caller)?);
         #[derive(Serialize)]
         struct WithChange {
             #[serde(flatten)]
             view: ServiceView,
             change: serde_json::Value,
         }
-        self.change(&grant, &emitter, move |m| {
-            let (record, previous) = m.set_option(&name, &option, &value)?;
-            let (spec, new) = m.get_option(&name, &option)?;
-            // A secret's values are never sent back, only whether they changed or are empty.
-            let shown = |v: &tails_server_core::options::OptionValue| match (spec.secret, v) {
-                (true, tails_server_core::options::OptionValue::String(s)) if s.is_empty() => serde_json::json!(""),
-                (true, _) => serde_json::json!(views::HIDDEN),
-                (false, v) => serde_json::json!(v),
-            };
-            let change = serde_json::json!({
-                "option": option,
-                "secret": spec.secret,
-                "changed": new != previous,
-                "value": shown(&new),
-                "previous": shown(&previous),
-            });
-            Ok(WithChange { view: views::service_view(m, &record), change })
-        })
-        .await
+        let stored = self
+            .read(&grant, move |m| {
+                let (spec, before) = m.get_option(&name, &option)?;
+                if !present {
+                    if let Some(how) = spec.widening(&before, &spec.parse(&option, &value)?) {
+                        return Ok(Err(format!("Changing {option} of {name} ({how})")));
+                    }
+                }
+                let (record, previous) = m.set_option(&name, &option, &value)?;
+                let (spec, new) = m.get_option(&name, &option)?;
+                // A secret's values are never sent back, only whether they changed or are empty.
+                let shown = |v: &tails_server_core::options::OptionValue| match (spec.secret, v) {
+                    (true, tails_server_core::options::OptionValue::String(s)) if s.is_empty() => serde_json::json!(""),
+                    (true, _) => serde_json::json!(views::HIDDEN),
+                    (false, v) => serde_json::json!(v),
+                };
+                let change = serde_json::json!({
+                    "option": option,
+                    "secret": spec.secret,
+                    "changed": new != previous,
+                    "value": shown(&new),
+                    "previous": shown(&previous),
+                });
+                Ok(Ok(WithChange { view: views::service_view(m, &record), change }))
+            })
+            .await?;
+        let result = stored.map_err(|what| Presence::refusal(&what))?;
+        let tor = self.apply(&emitter).await;
+        json(&Changed { result, tor })
     }
 
     async fn clients(
@@ -704,14 +714,21 @@ impl Server {
             replaced: Vec<String>,
             skipped: Vec<String>,
             held_back: Vec<String>,
+            replacing_widens: Vec<String>,
         }
         // Kept keys are reported as `key NAME`.
         let changed_any = !report.added.is_empty() || !report.replaced.is_empty();
         let keys_touched = report.added.iter().chain(&report.replaced).any(|n| n.starts_with("key "));
         let touches_tor =
             keys_touched || !report.replaced.is_empty() || report.added.iter().any(|n| enabled.contains(n));
-        let result =
-            Imported { dry_run, added: report.added, replaced: report.replaced, skipped: report.skipped, held_back };
+        let result = Imported {
+            dry_run,
+            added: report.added,
+            replaced: report.replaced,
+            skipped: report.skipped,
+            held_back,
+            replacing_widens: report.replacing_widens,
+        };
         let tor = if dry_run || !changed_any {
             TorOutcome::nothing_to_do()
         } else if touches_tor {

@@ -97,6 +97,10 @@ pub struct ImportReport {
     pub added: Vec<String>,
     pub replaced: Vec<String>,
     pub skipped: Vec<String>,
+    /// For each service of the import whose name is taken here: what putting it in place
+    /// of today's would let in that today's does not (`NAME: …`). Said whatever the rule,
+    /// so a dry run that skips can tell what replacing would do.
+    pub replacing_widens: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +287,7 @@ impl Manager {
                         min: None,
                         format: None,
                         max: None,
+                        widens_access_when: None,
                     });
                 }
                 specs

@@ -24,6 +24,37 @@ impl Manager {
         self.import_with_keys(records, Vec::new(), on_conflict, dry_run)
     }
 
+    /// What `new` lets in that `old`, the service it would replace, does not: clients
+    /// whose keys are not among today's, and options set wider (see
+    /// [`crate::options::OptionSpec::widening`]). Less protection in itself (no client
+    /// authorization, enabled, LAN) is [`crate::backup::BackupDocument::lowered_protection`]'s.
+    fn widening_by_replacement(&self, old: &ServiceRecord, new: &ServiceRecord) -> Vec<String> {
+        let mut lines = Vec::new();
+        let newcomers: Vec<&str> = new
+            .clients
+            .iter()
+            .filter(|c| !old.clients.iter().any(|o| o.public_key == c.public_key))
+            .map(|c| c.name.as_str())
+            .collect();
+        if !newcomers.is_empty() && new.client_auth {
+            lines.push(format!("{}: clients whose keys it does not have today: {}", new.name, newcomers.join(", ")));
+        }
+        let old_specs = self.option_specs(old);
+        for (option, spec) in self.option_specs(new) {
+            let before = old.options.get(&option).or_else(|| old_specs.get(&option).map(|s| &s.default));
+            let after = new.options.get(&option).unwrap_or(&spec.default);
+            // An option today's kind does not have was no access before.
+            let widened = match before {
+                Some(before) => spec.widening(before, after),
+                None => spec.widening(&spec.default, after),
+            };
+            if let Some(how) = widened {
+                lines.push(format!("{}: {option} ({how})", new.name));
+            }
+        }
+        lines
+    }
+
     /// [`Manager::import`] of services and received keys together (a backup): keys are
     /// reported as `key NAME`.
     pub fn import_with_keys(
@@ -68,6 +99,9 @@ impl Manager {
                         continue;
                     }
                 }
+            }
+            if let Some(old) = same_name {
+                report.replacing_widens.extend(self.widening_by_replacement(old, &record));
             }
             match (same_name, on_conflict) {
                 (None, _) => {
