@@ -36,13 +36,18 @@ impl Root {
             .into()
     }
 
-    /// The version apt would install, from the lists setup wrote and the source it added.
+    /// The version of tails-server apt would install, from the lists setup wrote and the
+    /// source it added.
     fn candidate(&self) -> Option<String> {
+        self.candidate_of("tails-server")
+    }
+
+    fn candidate_of(&self, package: &str) -> Option<String> {
         let root = self.dir.path();
         let out = Command::new("apt-cache")
             .arg(format!("-oDir::State::Lists={}", root.join("var/lib/apt/lists").display()))
             .arg(format!("-oDir::Etc::SourceList={}", root.join("etc/apt/sources.list.d/tails-server.list").display()))
-            .args(["-oDir::Etc::SourceParts=-", "-oDir::Cache=/nonexistent", "policy", "tails-server"])
+            .args(["-oDir::Etc::SourceParts=-", "-oDir::Cache=/nonexistent", "policy", package])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -136,6 +141,47 @@ fn setup_makes_the_package_installable_offline_keeps_tps_files_and_undo_takes_it
     // And undo again changes nothing.
     let again = root.setup(&["--undo"]).ok();
     assert!(!again.stdout.contains("done:"), "{}", again.stdout);
+}
+
+/// The window comes as a package of its own (a computer without a desktop needs no GTK):
+/// setup takes both, Additional Software installs both, an upgrade of either alone keeps the
+/// other installable, and undo takes both back.
+#[test]
+fn setup_takes_the_windows_package_beside_tails_servers() {
+    if !is_root() {
+        return;
+    }
+    let root = Root::new();
+    let debs = tempfile::tempdir().unwrap();
+    let server = deb(debs.path(), "tails-server", "0.1.0-1");
+    let gui = deb(debs.path(), "tails-server-gui", "0.1.0-1");
+    let arg = |p: &Path| p.to_str().unwrap().to_owned();
+    let before = dir_contents(root.dir.path());
+    root.setup(&["--deb", &arg(&gui)]).fails_with("tails-server-gui needs tails-server: give both packages");
+    root.setup(&["--deb", &arg(&server), "--deb", &arg(&server)]).fails_with("tails-server is given twice");
+    assert_eq!(dir_contents(root.dir.path()), before, "nothing written");
+
+    let run = root.setup(&["--deb", &arg(&server), "--deb", &arg(&gui)]).ok();
+    assert!(run.stdout.contains("tails-server and tails-server-gui in Additional Software"), "{}", run.stdout);
+    assert_eq!(root.candidate().as_deref(), Some("0.1.0-1"));
+    assert_eq!(root.candidate_of("tails-server-gui").as_deref(), Some("0.1.0-1"));
+    assert_eq!(
+        std::fs::read_to_string(root.persistent("live-additional-software.conf")).unwrap(),
+        "tails-server\ntails-server-gui"
+    );
+    // tails-server upgraded alone: the window stays installable; then the window alone.
+    let newer = deb(debs.path(), "tails-server", "0.2.0-1");
+    root.setup(&["--deb", &arg(&newer)]).ok();
+    assert_eq!(root.candidate().as_deref(), Some("0.2.0-1"));
+    assert_eq!(root.candidate_of("tails-server-gui").as_deref(), Some("0.1.0-1"));
+    let newer_gui = deb(debs.path(), "tails-server-gui", "0.2.0-1");
+    root.setup(&["--deb", &arg(&newer_gui)]).ok();
+    assert_eq!(root.candidate_of("tails-server-gui").as_deref(), Some("0.2.0-1"));
+    assert_eq!(root.candidate().as_deref(), Some("0.2.0-1"));
+
+    root.setup(&["--undo"]).ok();
+    assert_eq!(std::fs::read_to_string(root.persistent("live-additional-software.conf")).unwrap(), "");
+    assert!(!root.persistent("tails-server-apt").exists());
 }
 
 #[test]

@@ -157,7 +157,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Client(command) => run_client(&cli, command, &out),
         Command::Key(command) => keys::run(&cli, command, &out),
         Command::SocksProbe => tor::socks_probe(),
-        Command::Setup { deb, with, undo, root } => run_setup(&cli, deb.as_deref(), with, *undo, root.as_deref(), &out),
+        Command::Setup { deb, with, undo, root } => run_setup(&cli, deb, with, *undo, root.as_deref(), &out),
         Command::Export { .. }
         | Command::ImportTorDir { .. }
         | Command::ImportOnionshare { .. }
@@ -168,7 +168,7 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn run_setup(
     cli: &Cli,
-    deb: Option<&Path>,
+    debs: &[std::path::PathBuf],
     with: &[String],
     undo: bool,
     root: Option<&Path>,
@@ -189,10 +189,8 @@ fn run_setup(
         }
         programs.push((kind.clone(), definition.packages.clone()));
     }
-    let mut report = match deb {
-        Some(deb) => setup::setup(&paths, deb)?,
-        None => setup::SetupReport::default(),
-    };
+    let mut report =
+        if debs.is_empty() { setup::SetupReport::default() } else { setup::setup(&paths, debs)? };
     let installed = setup::install_programs(&paths, &programs)?;
     report.steps.extend(installed.steps);
     out.setup_report(&report, false)

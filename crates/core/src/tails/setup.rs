@@ -20,6 +20,10 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 
 pub const PACKAGE: &str = "tails-server";
+/// The window, a package of its own so that a computer without a desktop needs no GTK.
+pub const GUI_PACKAGE: &str = "tails-server-gui";
+/// What setup puts in the repository and in Additional Software.
+const OUR_PACKAGES: [&str; 2] = [PACKAGE, GUI_PACKAGE];
 /// The local apt repository on the Persistent Storage.
 const REPOSITORY_DIR: &str = "tails-server-apt";
 /// Our sources entry.
@@ -110,20 +114,34 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     move |e| Error::io(action, path, e)
 }
 
-/// Makes tails-server permanent: see the module documentation.
-pub fn setup(paths: &SetupPaths, deb: &Path) -> Result<SetupReport> {
+/// Makes tails-server permanent: see the module documentation. `debs`: tails-server's
+/// package, and the window's if wanted (an upgrade may bring either alone, once both are
+/// set up).
+pub fn setup(paths: &SetupPaths, debs: &[PathBuf]) -> Result<SetupReport> {
     require_root()?;
     let mut report = SetupReport::default();
     if paths.tails && super::persistent_storage_missing_for(&paths.persistent_storage) {
         return Err(Error::PersistentStorageLocked);
     }
-    let control = read_control(deb)?;
-    let version = field(&control, "Version").filter(|v| !v.is_empty()).ok_or_else(|| Error::InvalidPackage {
-        path: deb.to_owned(),
-        reason: "its control data has no Version".into(),
-    })?;
-    let arch = field(&control, "Architecture").unwrap_or_else(|| "amd64".into());
-    report.version = Some(version.clone());
+    let mut packages: Vec<Package> = Vec::new();
+    for deb in debs {
+        let package = Package::read(deb)?;
+        if let Some(twice) = packages.iter().find(|p| p.name == package.name) {
+            return Err(Error::InvalidPackage {
+                path: deb.clone(),
+                reason: format!("{} is given twice (also {})", package.name, twice.path.display()),
+            });
+        }
+        packages.push(package);
+    }
+    let server_set_up = additional_software(paths)?.iter().any(|p| p == PACKAGE);
+    if !server_set_up && !packages.iter().any(|p| p.name == PACKAGE) {
+        return Err(Error::InvalidPackage {
+            path: debs.first().cloned().unwrap_or_default(),
+            reason: format!("{GUI_PACKAGE} needs {PACKAGE}: give both packages (--deb twice)"),
+        });
+    }
+    report.version = packages.iter().find(|p| p.name == PACKAGE).or(packages.first()).map(|p| p.version.clone());
 
     ensure_additional_software(paths, &mut report)?;
 
@@ -132,9 +150,10 @@ pub fn setup(paths: &SetupPaths, deb: &Path) -> Result<SetupReport> {
     crate::secret_file::create_dir_all_private(&state)?;
     report.step(format!("the store's directory {}", state.display()), !existed);
 
-    let changed = write_repository(paths, deb, &control, &version, &arch)?;
+    let changed = write_repository(paths, &packages)?;
+    let held: Vec<String> = packages.iter().map(|p| format!("{} {}", p.name, p.version)).collect();
     report.step(
-        format!("the local apt repository {} holds tails-server {version}", paths.repository().display()),
+        format!("the local apt repository {} holds {}", paths.repository().display(), held.join(" and ")),
         changed,
     );
 
@@ -167,8 +186,9 @@ pub fn setup(paths: &SetupPaths, deb: &Path) -> Result<SetupReport> {
     update_index(paths, &link)?;
     report.step("apt's index of the local repository, in the persisted lists", true);
 
-    let changed = edit_additional_software(paths, true)?;
-    report.step(format!("{PACKAGE} in Additional Software ({ADDITIONAL_SOFTWARE_CONF})"), changed);
+    let names: Vec<String> = packages.iter().map(|p| p.name.to_owned()).collect();
+    let changed = edit_additional_software_list(paths, &names, true)?;
+    report.step(format!("{} in Additional Software ({ADDITIONAL_SOFTWARE_CONF})", names.join(" and ")), changed);
     Ok(report)
 }
 
@@ -179,8 +199,9 @@ pub fn undo(paths: &SetupPaths) -> Result<SetupReport> {
     if paths.tails && super::persistent_storage_missing_for(&paths.persistent_storage) {
         return Err(Error::PersistentStorageLocked);
     }
-    let changed = edit_additional_software(paths, false)?;
-    report.step(format!("{PACKAGE} taken out of Additional Software"), changed);
+    let ours: Vec<String> = OUR_PACKAGES.iter().map(|p| p.to_string()).collect();
+    let changed = edit_additional_software_list(paths, &ours, false)?;
+    report.step(format!("{} taken out of Additional Software", OUR_PACKAGES.join(" and ")), changed);
 
     let sources_dir = sources_dir(paths)?;
     let dir = paths.persistent_storage.join(&sources_dir);
@@ -220,6 +241,38 @@ fn remove_file(path: &Path) -> Result<bool> {
     }
 }
 
+/// One of our .deb files, as its control data says.
+struct Package {
+    path: PathBuf,
+    name: &'static str,
+    version: String,
+    arch: String,
+    control: String,
+}
+
+impl Package {
+    /// Reads `deb`'s control data, through dpkg-deb (which Tails has); refuses a package
+    /// that is not ours.
+    fn read(deb: &Path) -> Result<Package> {
+        let control = read_control(deb)?;
+        let bad = |reason: String| Error::InvalidPackage { path: deb.to_owned(), reason };
+        let found = field(&control, "Package").unwrap_or_default();
+        let name = OUR_PACKAGES.iter().copied().find(|p| *p == found).ok_or_else(|| {
+            bad(format!("it is the package {found:?}, not {}", OUR_PACKAGES.join(" or ")))
+        })?;
+        let version = field(&control, "Version")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| bad("its control data has no Version".into()))?;
+        let arch = field(&control, "Architecture").unwrap_or_else(|| "amd64".into());
+        Ok(Package { path: deb.to_owned(), name, version, arch, control })
+    }
+
+    /// Its name in the repository, as apt names downloaded packages.
+    fn file_name(&self) -> String {
+        format!("{}_{}_{}.deb", self.name, self.version.replace(':', "%3a"), self.arch)
+    }
+}
+
 /// The .deb's control fields, through dpkg-deb (which Tails has).
 fn read_control(deb: &Path) -> Result<String> {
     let bad = |reason: String| Error::InvalidPackage { path: deb.to_owned(), reason };
@@ -234,11 +287,7 @@ fn read_control(deb: &Path) -> Result<String> {
             String::from_utf8_lossy(&output.stderr).trim().trim_start_matches("dpkg-deb: error: ")
         )));
     }
-    let control = String::from_utf8_lossy(&output.stdout).into_owned();
-    match field(&control, "Package") {
-        Some(p) if p == PACKAGE => Ok(control),
-        other => Err(bad(format!("it is the package {:?}, not {PACKAGE}", other.unwrap_or_default()))),
-    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 fn field(control: &str, name: &str) -> Option<String> {
@@ -322,35 +371,57 @@ fn replace_file(path: &Path, contents: &[u8], mode: u32, owner: Option<(u32, u32
     })
 }
 
-/// The .deb, its `Packages` index and a `Release` file: a flat repository apt reads offline.
-fn write_repository(paths: &SetupPaths, deb: &Path, control: &str, version: &str, arch: &str) -> Result<bool> {
+/// The .debs, their `Packages` index and a `Release` file: a flat repository apt reads
+/// offline. A package given replaces its earlier versions; one set up before and not given
+/// now (the window's, in an upgrade of tails-server alone) stays, and stays in the index.
+fn write_repository(paths: &SetupPaths, packages: &[Package]) -> Result<bool> {
     let repository = paths.repository();
     public_dir(&repository)?;
-    let bytes = std::fs::read(deb).map_err(io("cannot read", deb))?;
-    let file_name = format!("{PACKAGE}_{}_{arch}.deb", version.replace(':', "%3a"));
-    let mut changed = write_public_file(&repository.join(&file_name), &bytes)?;
-    for entry in std::fs::read_dir(&repository).map_err(io("cannot read", &repository))? {
-        let name = entry.map_err(io("cannot read", &repository))?.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(&format!("{PACKAGE}_")) && name.ends_with(".deb") && name != file_name {
-            changed |= remove_file(&repository.join(name.as_ref()))?;
+    let mut changed = false;
+    for package in packages {
+        let bytes = std::fs::read(&package.path).map_err(io("cannot read", &package.path))?;
+        let file_name = package.file_name();
+        changed |= write_public_file(&repository.join(&file_name), &bytes)?;
+        for entry in std::fs::read_dir(&repository).map_err(io("cannot read", &repository))? {
+            let name = entry.map_err(io("cannot read", &repository))?.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&format!("{}_", package.name)) && name.ends_with(".deb") && name != file_name {
+                changed |= remove_file(&repository.join(name.as_ref()))?;
+            }
         }
     }
-    let mut packages = control.trim_end().to_owned();
-    let _ = write!(
-        packages,
-        "\nFilename: ./{file_name}\nSize: {}\nSHA256: {}\n",
-        bytes.len(),
-        data_encoding::HEXLOWER.encode(&Sha256::digest(&bytes))
-    );
-    changed |= write_public_file(&repository.join("Packages"), packages.as_bytes())?;
+    let mut held: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(&repository).map_err(io("cannot read", &repository))? {
+        let name = entry.map_err(io("cannot read", &repository))?.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".deb") {
+            held.push(name);
+        }
+    }
+    held.sort();
+    let mut index = String::new();
+    for file_name in &held {
+        let path = repository.join(file_name);
+        let package = Package::read(&path)?;
+        let bytes = std::fs::read(&path).map_err(io("cannot read", &path))?;
+        if !index.is_empty() {
+            index.push('\n');
+        }
+        let _ = write!(
+            index,
+            "{}\nFilename: ./{file_name}\nSize: {}\nSHA256: {}\n",
+            package.control.trim_end(),
+            bytes.len(),
+            data_encoding::HEXLOWER.encode(&Sha256::digest(&bytes))
+        );
+    }
+    changed |= write_public_file(&repository.join("Packages"), index.as_bytes())?;
     let release = format!(
         // Long past: a Release dated "now" would be "not valid yet" to apt whenever Tails'
         // clock is behind (before it is set once tor is connected).
         "Origin: tails-server\nLabel: tails-server (local, written by tails-server setup)\n\
          Date: Thu, 01 Jan 1970 00:00:00 UTC\nSHA256:\n {} {} Packages\n",
-        data_encoding::HEXLOWER.encode(&Sha256::digest(packages.as_bytes())),
-        packages.len()
+        data_encoding::HEXLOWER.encode(&Sha256::digest(index.as_bytes())),
+        index.len()
     );
     changed |= write_public_file(&repository.join("Release"), release.as_bytes())?;
     Ok(changed)
@@ -459,11 +530,6 @@ fn remove_persistence_line(paths: &SetupPaths, sources_dir: &str) -> Result<bool
     }
     write_tps_file(paths, &path, new.as_bytes(), 0o600)?;
     Ok(true)
-}
-
-/// Adds or removes our package in Additional Software's list.
-fn edit_additional_software(paths: &SetupPaths, present: bool) -> Result<bool> {
-    edit_additional_software_list(paths, &[PACKAGE.to_owned()], present)
 }
 
 /// Adds or removes packages in Additional Software's list, written as Tails writes it
