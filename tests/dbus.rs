@@ -155,6 +155,7 @@ fn every_method_answers_with_the_clis_documents_or_a_named_error() {
         let documented = std::fs::read_to_string(&documented_path).unwrap_or_default();
         assert_eq!(documented.trim(), served.trim(), "docs/dbus/org.boum.tails.Server1.xml is out of date");
         assert!(server.persistent_storage_unlocked().await.unwrap());
+        assert!(server.installed_at_every_login().await.unwrap(), "nothing forgets it off Tails");
 
         let catalog: serde_json::Value = serde_json::from_str(&server.catalog().await.unwrap()).unwrap();
         assert!(catalog.as_array().unwrap().iter().any(|k| k["name"] == "mumble"), "{catalog}");
@@ -370,6 +371,7 @@ fn the_service_waits_for_the_persistent_storage_then_opens_the_store_and_publish
         wait_for_name(&connection, BUS_NAME, &env.root.path().join("service.log")).await;
         let server = ServerProxy::new(&connection).await.unwrap();
         assert!(!server.persistent_storage_unlocked().await.unwrap());
+        assert!(!server.installed_at_every_login().await.unwrap(), "not known while locked");
         assert_eq!(error_name(server.list().await), "org.boum.tails.Server1.Error.PersistentStorageLocked");
         match server.list().await {
             Err(e) => assert!(e.message().contains("Persistent Storage is not unlocked"), "{}", e.message()),
@@ -397,6 +399,15 @@ fn the_service_waits_for_the_persistent_storage_then_opens_the_store_and_publish
         }
         let list: serde_json::Value = serde_json::from_str(&server.list().await.unwrap()).unwrap();
         assert_eq!(list[0]["name"], "web");
+
+        // Whether it comes back after a restart: Additional Software's list, beside the
+        // store on the volume, read at each get (setup runs in another process).
+        assert!(!server.installed_at_every_login().await.unwrap(), "no list: setup not done");
+        let additional_software = state.parent().unwrap().join("live-additional-software.conf");
+        std::fs::write(&additional_software, "mumble-server\ntails-server-gui").unwrap();
+        assert!(!server.installed_at_every_login().await.unwrap(), "the window alone does not bring it back");
+        std::fs::write(&additional_software, "mumble-server\ntails-server=0.1.0-1\ntails-server-gui").unwrap();
+        assert!(server.installed_at_every_login().await.unwrap());
     });
 }
 

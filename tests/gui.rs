@@ -111,6 +111,7 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
     rt.block_on(server.enable("web")).unwrap();
     wait_until("two rows, web on", || window.rows().len() == 2 && window.rows()[1].switched_on);
     let rows = window.rows();
+    assert_eq!(window.setup_notice(), None, "off Tails nothing forgets tails-server");
     assert_eq!(rows[0].name, "notes");
     assert_eq!(rows[0].state, "Off: Tor does not publish it");
     assert_eq!(rows[1].name, "web");
@@ -403,6 +404,14 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
         iface.get().await.is_unlocked_changed(iface.signal_emitter()).await.unwrap();
     });
     wait_until("the services once unlocked", || window.page() == page::SERVICES && window.rows().len() == 2);
+    // Additional Software does not list tails-server (setup not done): the window says what
+    // a restart would lose and the command that keeps it; once listed, the notice goes.
+    wait_until("the setup notice", || window.setup_notice().is_some_and(|t| t.contains("sudo tails-server setup")));
+    screenshot(&window, "not-set-up");
+    let list = env.state_dir().parent().unwrap().join("live-additional-software.conf");
+    std::fs::write(&list, "tails-server\ntails-server-gui").unwrap();
+    window.reload();
+    wait_until("the setup notice gone", || window.setup_notice().is_none());
 
     // A closed window is freed, with its bus connection and thread: nothing it made (rows,
     // sheets, the add window) holds it in a cycle.

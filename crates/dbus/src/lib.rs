@@ -214,6 +214,12 @@ pub trait Server {
     /// Whether the Persistent Storage is unlocked (persistent services reachable).
     #[zbus(property)]
     fn persistent_storage_unlocked(&self) -> zbus::Result<bool>;
+
+    /// Whether tails-server is installed again at every login (on Tails: `tails-server
+    /// setup` done, Additional Software lists it; elsewhere always). Read at each get, no
+    /// PropertiesChanged: ask again after `Changed` or when the window comes back to view.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn installed_at_every_login(&self) -> zbus::Result<bool>;
 }
 
 #[cfg(test)]

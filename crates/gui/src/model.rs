@@ -171,6 +171,17 @@ pub fn tor_notice(rows: &[(ServiceRow, TorState)]) -> Option<String> {
     Some(format!("{why}: {services} will be published as soon as it is connected."))
 }
 
+/// Shown above the services while Additional Software does not install tails-server at
+/// every login (`InstalledAtEveryLogin` false): what is lost at a restart, and the one
+/// command that keeps it, which needs the administration password.
+pub const NOT_SET_UP: [&str; 3] = [
+    "Not Installed at Every Login",
+    "Tails forgets Tails Server when it shuts down. Your services and their keys are kept in the \
+     Persistent Storage, but after a restart nothing publishes them until Tails Server is set up, \
+     once, with the administration password. In a terminal, in the folder that holds both packages:",
+    "sudo tails-server setup --deb tails-server_*.deb --deb tails-server-gui_*.deb",
+];
+
 /// Something that stops the window from showing the services: a page of its own, saying
 /// what is wrong and what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -63,6 +63,8 @@ struct Inner {
     keys: RefCell<Option<KeysPage>>,
     problem: adw::StatusPage,
     tor_notice: gtk::Label,
+    /// Above the services tab while tails-server is not installed at every login.
+    setup_notice: gtk::Box,
     list: gtk::ListBox,
     rows: RefCell<BTreeMap<String, Row>>,
     backend: RefCell<Option<Backend>>,
@@ -155,8 +157,13 @@ impl Window {
         let clamp = adw::Clamp::builder().maximum_size(640).child(&column).build();
         let scrolled = gtk::ScrolledWindow::builder().hscrollbar_policy(gtk::PolicyType::Never).child(&clamp).build();
         services.add_named(&scrolled, Some(page::SERVICES));
+        let setup_notice = not_set_up_notice();
+        let services_tab = gtk::Box::new(gtk::Orientation::Vertical, 0);
+        services_tab.append(&setup_notice);
+        services_tab.append(&services);
         let tabs = adw::ViewStack::new();
-        tabs.add_titled(&services, Some("services"), "Your Services").set_icon_name(Some("network-server-symbolic"));
+        tabs.add_titled(&services_tab, Some("services"), "Your Services")
+            .set_icon_name(Some("network-server-symbolic"));
         stack.add_named(&tabs, Some(page::READY));
 
         let toasts = adw::ToastOverlay::new();
@@ -190,6 +197,7 @@ impl Window {
                 keys: RefCell::default(),
                 problem,
                 tor_notice,
+                setup_notice,
                 list,
                 rows: RefCell::default(),
                 backend: RefCell::default(),
@@ -207,6 +215,13 @@ impl Window {
         retry.connect_clicked(move |_| {
             if let Some(inner) = weak.upgrade() {
                 Window { inner }.start();
+            }
+        });
+        // Setup is done in a terminal: coming back to the window asks again.
+        let weak = Rc::downgrade(&this.inner);
+        this.inner.window.connect_is_active_notify(move |window| {
+            if let (true, Some(inner)) = (window.is_active(), weak.upgrade()) {
+                Window { inner }.reload();
             }
         });
         // The window's state lives as long as its GTK window, whoever made it: this handler
@@ -315,14 +330,16 @@ impl Window {
                         statuses.push((service.clone(), status));
                     }
                     let keys: Vec<KeyView> = parse(&server.keys().await?)?;
-                    Ok((kinds, statuses, keys))
+                    let kept = server.installed_at_every_login().await?;
+                    Ok((kinds, statuses, keys, kept))
                 })
                 .await;
             match answer {
-                Ok((kinds, statuses, keys)) => {
+                Ok((kinds, statuses, keys, kept)) => {
                     if let Some(kinds) = kinds {
                         this.learn_kinds(&kinds);
                     }
+                    this.inner.setup_notice.set_visible(!kept);
                     this.show_services(&statuses);
                     if let Some(page) = this.inner.keys.borrow().as_ref() {
                         page.show(&this, &keys);
@@ -790,6 +807,18 @@ impl Window {
         self.inner.rows.borrow().get(name).map(|row| row.switch.clone())
     }
 
+    /// The notice that tails-server is not installed at every login, when shown.
+    pub fn setup_notice(&self) -> Option<String> {
+        let notice = &self.inner.setup_notice;
+        let mut lines = Vec::new();
+        let mut child = notice.first_child();
+        while let Some(label) = child {
+            child = label.next_sibling();
+            lines.extend(label.downcast::<gtk::Label>().ok().map(|l| l.label().to_string()));
+        }
+        notice.is_visible().then(|| lines.join("\n"))
+    }
+
     /// The notice about tor above the list, when shown.
     pub fn tor_notice(&self) -> Option<String> {
         let label = &self.inner.tor_notice;
@@ -1117,4 +1146,30 @@ fn set_accessible(widget: &impl IsA<gtk::Widget>, properties: &[(gtk::Accessible
             values.as_ptr() as *const gtk::glib::gobject_ffi::GValue,
         );
     }
+}
+
+/// The notice above the services while tails-server is not installed at every login
+/// ([`model::NOT_SET_UP`]); its command can be selected and copied.
+fn not_set_up_notice() -> gtk::Box {
+    let [heading, text, command] = model::NOT_SET_UP;
+    let title = gtk::Label::builder().label(heading).xalign(0.0).margin_top(12).build();
+    title.add_css_class("heading");
+    let body = gtk::Label::builder().label(text).wrap(true).xalign(0.0).build();
+    let command = gtk::Label::builder().label(command).wrap(true).xalign(0.0).selectable(true).margin_bottom(12).build();
+    command.add_css_class("monospace");
+    let notice = gtk::Box::builder()
+        .orientation(gtk::Orientation::Vertical)
+        .spacing(6)
+        .margin_top(12)
+        .margin_start(12)
+        .margin_end(12)
+        .visible(false)
+        .build();
+    notice.add_css_class("card");
+    for label in [&title, &body, &command] {
+        label.set_margin_start(12);
+        label.set_margin_end(12);
+        notice.append(label);
+    }
+    notice
 }

@@ -65,6 +65,11 @@ pub async fn run(mut options: ServiceOptions, shutdown: impl Future<Output = ()>
         authority: options.authority.clone(),
         presence: presence::Presence::new(options.presence.clone()),
         unlocked: unlocked.clone(),
+        // The store is a folder of the Persistent Storage (Tails' tails-server/).
+        persistent_storage: match options.persistent_storage {
+            PersistentStorageSource::Tails => options.daemon.config.state_dir.parent().map(Into::into),
+            PersistentStorageSource::None => None,
+        },
     };
     connection.object_server().at(OBJECT_PATH, server).await?;
     // What tor runs changes without any call (tor restarted, a descriptor uploaded): the

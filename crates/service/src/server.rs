@@ -41,6 +41,9 @@ pub struct Server {
     pub authority: Authority,
     pub presence: Presence,
     pub unlocked: watch::Receiver<bool>,
+    /// On Tails, where the Persistent Storage is mounted: Additional Software's list there
+    /// says whether tails-server comes back after a restart. None: nothing forgets it.
+    pub persistent_storage: Option<std::path::PathBuf>,
 }
 
 /// A polkit action, as a type, so that what a [`Grant`] allows is checked by the compiler.
@@ -799,6 +802,22 @@ impl Server {
     #[zbus(property)]
     fn persistent_storage_unlocked(&self) -> bool {
         *self.unlocked.borrow()
+    }
+
+    /// Whether tails-server is installed again at every login (`tails-server setup` done):
+    /// on Tails, Additional Software's list names it; elsewhere always. Read from the file at
+    /// each get (setup runs in another process), hence no change signal. False while the
+    /// Persistent Storage is locked or the list cannot be read: the window then says how to
+    /// set it up, which does no harm.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn installed_at_every_login(&self) -> bool {
+        match &self.persistent_storage {
+            None => true,
+            Some(mount) => {
+                *self.unlocked.borrow()
+                    && tails_server_core::tails::setup::installed_at_every_login(mount).unwrap_or(false)
+            }
+        }
     }
 }
 

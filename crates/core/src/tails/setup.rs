@@ -558,6 +558,14 @@ fn edit_additional_software_list(paths: &SetupPaths, names: &[String], present: 
     Ok(true)
 }
 
+/// Whether Additional Software installs tails-server at every login: the list on the
+/// Persistent Storage mounted at `persistent_storage` names it (with or without a
+/// `/release`, `=version` or `:arch`, as Tails reads it).
+pub fn installed_at_every_login(persistent_storage: &Path) -> Result<bool> {
+    let text = read_optional(&persistent_storage.join(ADDITIONAL_SOFTWARE_CONF))?;
+    Ok(text.lines().map(str::trim).any(|p| p.split(['/', ':', '=']).next() == Some(PACKAGE)))
+}
+
 /// The packages Additional Software installs at every login.
 pub fn additional_software(paths: &SetupPaths) -> Result<Vec<String>> {
     let text = read_optional(&paths.persistent_storage.join(ADDITIONAL_SOFTWARE_CONF))?;
