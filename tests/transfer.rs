@@ -1095,7 +1095,11 @@ fn replacing_a_service_by_import_says_what_the_backups_version_lets_in() {
     let pass = passfile(&target, PASS);
     let args = ["import", backup.to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap(), "--on-conflict"];
     let told = target.run(&[&args[..], &["skip", "--dry-run"]].concat()).ok();
-    assert!(told.stderr.contains("Replacing today's services (--on-conflict replace) would let in more"), "{}", told.stderr);
+    assert!(
+        told.stderr.contains("Replacing today's services (--on-conflict replace) would let in more"),
+        "{}",
+        told.stderr
+    );
     let replaced = target.run(&[&args[..], &["replace"]].concat()).ok();
     assert!(
         replaced.stderr.contains("let in more than today's did") && replaced.stderr.contains("mallory"),

@@ -189,8 +189,7 @@ fn run_setup(
         }
         programs.push((kind.clone(), definition.packages.clone()));
     }
-    let mut report =
-        if debs.is_empty() { setup::SetupReport::default() } else { setup::setup(&paths, debs)? };
+    let mut report = if debs.is_empty() { setup::SetupReport::default() } else { setup::setup(&paths, debs)? };
     let installed = setup::install_programs(&paths, &programs)?;
     report.steps.extend(installed.steps);
     out.setup_report(&report, false)

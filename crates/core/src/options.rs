@@ -434,7 +434,8 @@ mod tests {
         let lan = &common_options()[ALLOW_LAN];
         assert_eq!(lan.widening(&OptionValue::Bool(false), &OptionValue::Bool(true)), Some(Widening::Opened));
         assert_eq!(lan.widening(&OptionValue::Bool(true), &OptionValue::Bool(false)), None);
-        let read_only = OptionSpec { widens_access_when: Some(false), ..spec(OptionType::Bool, OptionValue::Bool(false)) };
+        let read_only =
+            OptionSpec { widens_access_when: Some(false), ..spec(OptionType::Bool, OptionValue::Bool(false)) };
         assert_eq!(read_only.widening(&OptionValue::Bool(true), &OptionValue::Bool(false)), Some(Widening::Opened));
         assert_eq!(read_only.widening(&OptionValue::Bool(false), &OptionValue::Bool(true)), None);
         let users = spec(OptionType::Integer, OptionValue::Integer(10));

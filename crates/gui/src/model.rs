@@ -464,10 +464,7 @@ impl RestorePreview {
         }
         if !dry_run.replacing_widens.is_empty() {
             // Replace is a choice made on this text: what it opens is said before it.
-            lines.push(format!(
-                "Replace would let in more than today: {}.",
-                dry_run.replacing_widens.join("; ")
-            ));
+            lines.push(format!("Replace would let in more than today: {}.", dry_run.replacing_widens.join("; ")));
         }
         if !dry_run.held_back.is_empty() {
             lines.push(format!(
@@ -721,7 +718,10 @@ mod tests {
             ..Default::default()
         });
         let lines: Vec<&str> = wider.body.split("\n\n").collect();
-        assert_eq!(lines[1], "Replace would let in more than today: sftp: clients whose keys it does not have today: mallory.");
+        assert_eq!(
+            lines[1],
+            "Replace would let in more than today: sftp: clients whose keys it does not have today: mallory."
+        );
     }
 
     #[test]

@@ -1155,7 +1155,8 @@ fn not_set_up_notice() -> gtk::Box {
     let title = gtk::Label::builder().label(heading).xalign(0.0).margin_top(12).build();
     title.add_css_class("heading");
     let body = gtk::Label::builder().label(text).wrap(true).xalign(0.0).build();
-    let command = gtk::Label::builder().label(command).wrap(true).xalign(0.0).selectable(true).margin_bottom(12).build();
+    let command =
+        gtk::Label::builder().label(command).wrap(true).xalign(0.0).selectable(true).margin_bottom(12).build();
     command.add_css_class("monospace");
     let notice = gtk::Box::builder()
         .orientation(gtk::Orientation::Vertical)

@@ -257,9 +257,11 @@ impl Package {
         let control = read_control(deb)?;
         let bad = |reason: String| Error::InvalidPackage { path: deb.to_owned(), reason };
         let found = field(&control, "Package").unwrap_or_default();
-        let name = OUR_PACKAGES.iter().copied().find(|p| *p == found).ok_or_else(|| {
-            bad(format!("it is the package {found:?}, not {}", OUR_PACKAGES.join(" or ")))
-        })?;
+        let name = OUR_PACKAGES
+            .iter()
+            .copied()
+            .find(|p| *p == found)
+            .ok_or_else(|| bad(format!("it is the package {found:?}, not {}", OUR_PACKAGES.join(" or "))))?;
         let version = field(&control, "Version")
             .filter(|v| !v.is_empty())
             .ok_or_else(|| bad("its control data has no Version".into()))?;
