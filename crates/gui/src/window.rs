@@ -330,7 +330,8 @@ impl Window {
                         statuses.push((service.clone(), status));
                     }
                     let keys: Vec<KeyView> = parse(&server.keys().await?)?;
-                    let kept = server.installed_at_every_login().await?;
+                    // A service older than the property cannot say: no notice then.
+                    let kept = server.installed_at_every_login().await.unwrap_or(true);
                     Ok((kinds, statuses, keys, kept))
                 })
                 .await;
