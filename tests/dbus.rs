@@ -401,12 +401,18 @@ fn the_service_waits_for_the_persistent_storage_then_opens_the_store_and_publish
         assert_eq!(list[0]["name"], "web");
 
         // Whether it comes back after a restart: Additional Software's list, beside the
-        // store on the volume, read at each get (setup runs in another process).
+        // store on the volume, and setup's repository there, read at each get (setup runs in
+        // another process).
         assert!(!server.installed_at_every_login().await.unwrap(), "no list: setup not done");
-        let additional_software = state.parent().unwrap().join("live-additional-software.conf");
+        let volume = state.parent().unwrap();
+        let additional_software = volume.join("live-additional-software.conf");
         std::fs::write(&additional_software, "mumble-server\ntails-server-gui").unwrap();
         assert!(!server.installed_at_every_login().await.unwrap(), "the window alone does not bring it back");
         std::fs::write(&additional_software, "mumble-server\ntails-server=0.1.0-1\ntails-server-gui").unwrap();
+        // Listed by Tails' own "Install Every Time" after `apt install ./….deb`: no login finds it.
+        assert!(!server.installed_at_every_login().await.unwrap(), "listed, but no package to install");
+        std::fs::create_dir_all(volume.join("tails-server-apt")).unwrap();
+        std::fs::write(volume.join("tails-server-apt/tails-server_0.1.0-1_amd64.deb"), "").unwrap();
         assert!(server.installed_at_every_login().await.unwrap());
     });
 }
@@ -746,6 +752,8 @@ fn a_login_key_a_new_password_or_write_access_is_given_only_after_the_passphrase
         person.set_option("sftp", "authorized-keys", ALICE).await.unwrap();
         person.set_option("mumble", "server-password", "second").await.unwrap();
         assert_eq!(value(person.get_option("mumble", "server-password").await.unwrap()), "second");
+        person.set_option("sftp", "read-only", "false").await.unwrap();
+        person.set_option("sftp", "allow-lan-connections", "yes").await.unwrap();
         // Taking away, or renaming a key, widens nothing: a background process may.
         background.set_option("sftp", "authorized-keys", &format!("{ALICE} alice@laptop")).await.unwrap();
         let both = format!("{ALICE} alice, {MALLORY}");
@@ -753,6 +761,9 @@ fn a_login_key_a_new_password_or_write_access_is_given_only_after_the_passphrase
         background.set_option("sftp", "read-only", "true").await.unwrap();
         background.set_option("sftp", "authorized-keys", "").await.unwrap();
         background.set_option("sftp", "allow-lan-connections", "no").await.unwrap();
+        assert_eq!(value(background.get_option("sftp", "read-only").await.unwrap()), true);
+        assert_eq!(value(background.get_option("sftp", "allow-lan-connections").await.unwrap()), false);
+        assert_eq!(value(background.get_option("sftp", "authorized-keys").await.unwrap()), "");
         // A refused value is refused for what it is, before any question of presence.
         let invalid = background.set_option("sftp", "authorized-keys", "ssh-ed25519 notakey").await;
         assert_eq!(error_name(invalid), format!("{}.InvalidInput", tails_server_dbus::ERROR_PREFIX));

@@ -156,8 +156,10 @@ fn setup_takes_the_windows_package_beside_tails_servers() {
     let server = deb(debs.path(), "tails-server", "0.1.0-1");
     let gui = deb(debs.path(), "tails-server-gui", "0.1.0-1");
     let arg = |p: &Path| p.to_str().unwrap().to_owned();
+    // Listed by Tails' own "Install Every Time" after `apt install ./….deb`: not set up.
+    std::fs::write(root.persistent("live-additional-software.conf"), "tails-server").unwrap();
     let before = dir_contents(root.dir.path());
-    root.setup(&["--deb", &arg(&gui)]).fails_with("tails-server-gui needs tails-server: give both packages");
+    root.setup(&["--deb", &arg(&gui)]).fails_with("tails-server-gui needs tails-server, which is not set up");
     root.setup(&["--deb", &arg(&server), "--deb", &arg(&server)]).fails_with("tails-server is given twice");
     assert_eq!(dir_contents(root.dir.path()), before, "nothing written");
 

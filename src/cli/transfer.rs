@@ -203,7 +203,7 @@ pub fn print_import(report: &ImportReport, dry_run: bool, held_back: &[String], 
     }
     if !report.replacing_widens.is_empty() {
         // Said before the summary: the person may not know the backup's version differs.
-        if report.replaced.iter().any(|n| !n.starts_with("key ")) {
+        if !dry_run && report.replaced.iter().any(|n| !n.starts_with("key ")) {
             eprintln!("The services put in place of today's let in more than today's did:");
         } else {
             eprintln!("Replacing today's services (--on-conflict replace) would let in more than they do now:");

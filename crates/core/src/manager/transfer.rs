@@ -39,14 +39,23 @@ impl Manager {
         if !newcomers.is_empty() && new.client_auth {
             lines.push(format!("{}: clients whose keys it does not have today: {}", new.name, newcomers.join(", ")));
         }
+        if old.kind != new.kind {
+            lines.push(format!(
+                "{}: another kind of service ({} today, {} in the backup)",
+                new.name, old.kind, new.kind
+            ));
+        }
         let old_specs = self.option_specs(old);
         for (option, spec) in self.option_specs(new) {
             let before = old.options.get(&option).or_else(|| old_specs.get(&option).map(|s| &s.default));
             let after = new.options.get(&option).unwrap_or(&spec.default);
-            // An option today's kind does not have was no access before.
-            let widened = match before {
-                Some(before) => spec.widening(before, after),
-                None => spec.widening(&spec.default, after),
+            // An option today's kind does not have granted nothing: compared with its closed
+            // value (a web site replaced by SFTP file sharing that is not read-only lets
+            // friends write), or, without one, with its default.
+            let widened = match (before, spec.widens_access_when) {
+                (Some(before), _) => spec.widening(before, after),
+                (None, Some(opening)) => spec.widening(&OptionValue::Bool(!opening), after),
+                (None, None) => spec.widening(&spec.default, after),
             };
             if let Some(how) = widened {
                 lines.push(format!("{}: {option} ({how})", new.name));
@@ -200,5 +209,34 @@ impl Manager {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A web site replaced by SFTP file sharing of the same name: the other kind is said,
+    /// and write access (read-only off, which a web site never had) too.
+    #[test]
+    fn a_replacement_of_another_kind_says_so_and_what_it_opens() {
+        let root = tempfile::tempdir().unwrap();
+        let mut manager = Manager::open(Config::new(root.path().join("state"))).unwrap();
+        let mut site = AddRequest::new("web");
+        site.name = Some(ServiceName::new("share").unwrap());
+        let today = manager.add(site).unwrap();
+        let mut backup = today.clone();
+        backup.kind = "sftp".into();
+        backup.options.clear();
+        let said = manager.widening_by_replacement(&today, &backup);
+        assert_eq!(
+            said,
+            [
+                "share: another kind of service (web today, sftp in the backup)",
+                "share: read-only (it lets more people connect, or lets them do more)"
+            ]
+        );
+        backup.options.insert("read-only".into(), OptionValue::Bool(true));
+        assert_eq!(said[..1], manager.widening_by_replacement(&today, &backup)[..]);
     }
 }

@@ -134,11 +134,14 @@ pub fn setup(paths: &SetupPaths, debs: &[PathBuf]) -> Result<SetupReport> {
         }
         packages.push(package);
     }
-    let server_set_up = additional_software(paths)?.iter().any(|p| p == PACKAGE);
+    let Some(first) = debs.first() else {
+        return Ok(report); // nothing to set up
+    };
+    let server_set_up = installed_at_every_login(&paths.persistent_storage)?;
     if !server_set_up && !packages.iter().any(|p| p.name == PACKAGE) {
         return Err(Error::InvalidPackage {
-            path: debs.first().cloned().unwrap_or_default(),
-            reason: format!("{GUI_PACKAGE} needs {PACKAGE}: give both packages (--deb twice)"),
+            path: first.clone(),
+            reason: format!("{GUI_PACKAGE} needs {PACKAGE}, which is not set up: give both packages (--deb twice)"),
         });
     }
     report.version = packages.iter().find(|p| p.name == PACKAGE).or(packages.first()).map(|p| p.version.clone());
@@ -560,12 +563,30 @@ fn edit_additional_software_list(paths: &SetupPaths, names: &[String], present: 
     Ok(true)
 }
 
-/// Whether Additional Software installs tails-server at every login: the list on the
-/// Persistent Storage mounted at `persistent_storage` names it (with or without a
-/// `/release`, `=version` or `:arch`, as Tails reads it).
+/// Whether Additional Software installs tails-server at every login, offline: its list on
+/// the Persistent Storage mounted at `persistent_storage` names it (with or without a
+/// `/release`, `=version` or `:arch`, as Tails reads it) and setup's repository there holds
+/// it. The list alone is not enough: Tails' own "Install Every Time", answered after `apt
+/// install ./….deb`, lists a package whose file no login can find again.
 pub fn installed_at_every_login(persistent_storage: &Path) -> Result<bool> {
     let text = read_optional(&persistent_storage.join(ADDITIONAL_SOFTWARE_CONF))?;
-    Ok(text.lines().map(str::trim).any(|p| p.split(['/', ':', '=']).next() == Some(PACKAGE)))
+    if !text.lines().map(str::trim).any(|p| p.split(['/', ':', '=']).next() == Some(PACKAGE)) {
+        return Ok(false);
+    }
+    let repository = persistent_storage.join(REPOSITORY_DIR);
+    let held = match std::fs::read_dir(&repository) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("cannot read", &repository, e)),
+    };
+    for entry in held {
+        let name = entry.map_err(io("cannot read", &repository))?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&format!("{PACKAGE}_")) && name.ends_with(".deb") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The packages Additional Software installs at every login.
