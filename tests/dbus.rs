@@ -591,6 +591,24 @@ fn a_user_without_rights_keeps_a_received_key_through_the_service() {
     assert!(direct(&["key", "list"]).stderr.contains("No keys kept"));
 }
 
+/// The Persistent Storage passphrase of the tests that prove a person's presence.
+const STORAGE_PASSPHRASE: &str = "correct horse battery staple";
+
+/// The service allowing root and nobody, asking for [`STORAGE_PASSPHRASE`] (checked against
+/// a LUKS volume made in `env`) before a secret leaves or access widens.
+fn serve_asking_presence(env: &TestEnv, bus: &Bus, tor: Option<&LocalTor>) -> KillOnDrop {
+    let volume = luks_volume(env.root.path(), STORAGE_PASSPHRASE);
+    let presence = format!("luks:{}", volume.display());
+    start_service_with(env, bus, tor, "none", "uids:0,65534", &["--presence", &presence])
+}
+
+/// Once the service is on the bus, two processes of the same session: a background one
+/// and the person's front end (connections of their own, as presence is per connection).
+async fn background_and_person(env: &TestEnv, bus: &Bus) -> (zbus::Connection, zbus::Connection) {
+    wait_for_name(&bus.connect().await, BUS_NAME, &env.root.path().join("service.log")).await;
+    (bus.connect().await, bus.connect().await)
+}
+
 /// Issue 19's first property: a process of the session (polkit's allow_active lets it call
 /// everything) gets no secret and widens no access without the Persistent Storage
 /// passphrase, which the service checks against the volume; a proof holds for the
@@ -600,15 +618,12 @@ fn a_secret_leaves_and_access_widens_only_after_the_persistent_storage_passphras
     if !root_only() {
         return;
     }
-    const PASSPHRASE: &str = "correct horse battery staple";
     let bus = Bus::start();
     let env = TestEnv::new();
     let tor = LocalTor::start();
     env.run(&["add", "custom", "--name", "web", "--local-port", "8080", "--remote-port", "80"]).ok();
     env.run(&["client", "add", "web", "bob"]).ok();
-    let volume = luks_volume(env.root.path(), PASSPHRASE);
-    let presence = format!("luks:{}", volume.display());
-    let _service = start_service_with(&env, &bus, Some(&tor), "none", "uids:0,65534", &["--presence", &presence]);
+    let _service = serve_asking_presence(&env, &bus, Some(&tor));
     let direct = |args: &[&str]| direct(&env, &tor, args);
     let bob_line = direct(&["client", "show", "web", "bob", "--as", "auth-private"]).ok().stdout;
     let prefix = tails_server_dbus::ERROR_PREFIX;
@@ -618,11 +633,8 @@ fn a_secret_leaves_and_access_widens_only_after_the_persistent_storage_passphras
     elsewhere.run(&["add", "custom", "--name", "theirs", "--local-port", "8081"]).ok();
     let outside_key = elsewhere.run(&["client", "show", "theirs", "client-1", "--as", "auth"]).ok().stdout;
     rt().block_on(async {
-        wait_for_name(&bus.connect().await, BUS_NAME, &env.root.path().join("service.log")).await;
-        // Two processes of the same session: a background one, and the person's front end.
-        let background_connection = bus.connect().await;
+        let (background_connection, person_connection) = background_and_person(&env, &bus).await;
         let background = ServerProxy::new(&background_connection).await.unwrap();
-        let person_connection = bus.connect().await;
         let person = ServerProxy::new(&person_connection).await.unwrap();
 
         // Reading is not gated, nor is a change that widens nothing.
@@ -651,7 +663,7 @@ fn a_secret_leaves_and_access_widens_only_after_the_persistent_storage_passphras
         assert_eq!(error_name(background.credential("web", "bob", "key").await), required);
 
         // The person types it in their front end: that connection, and only it, may now.
-        assert_eq!(person.prove_presence(PASSPHRASE).await.unwrap(), 300);
+        assert_eq!(person.prove_presence(STORAGE_PASSPHRASE).await.unwrap(), 300);
         let shown: serde_json::Value =
             serde_json::from_str(&person.credential("web", "bob", "auth-private").await.unwrap()).unwrap();
         assert_eq!(shown["value"].as_str().unwrap(), bob_line.trim(), "the stored key, as `client show` gives it");
@@ -673,7 +685,7 @@ fn a_secret_leaves_and_access_widens_only_after_the_persistent_storage_passphras
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
         path.display().to_string()
     };
-    let (right, wrong) = (file("right", &format!("{PASSPHRASE}\n")), file("wrong", "guess\n"));
+    let (right, wrong) = (file("right", &format!("{STORAGE_PASSPHRASE}\n")), file("wrong", "guess\n"));
     let show = ["client", "show", "web", "bob", "--as", "auth-private"];
     let refused = cli_as_nobody(&bus, &show);
     assert_ne!(refused.code, 0);
@@ -707,22 +719,17 @@ fn a_login_key_a_new_password_or_write_access_is_given_only_after_the_passphrase
     if !root_only() {
         return;
     }
-    const PASSPHRASE: &str = "correct horse battery staple";
     const ALICE: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB";
     const MALLORY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgIC";
     let bus = Bus::start();
     let env = TestEnv::new();
     env.run(&["add", "sftp", "--set", "read-only=true"]).ok();
     env.run(&["add", "mumble"]).ok();
-    let volume = luks_volume(env.root.path(), PASSPHRASE);
-    let presence = format!("luks:{}", volume.display());
-    let _service = start_service_with(&env, &bus, None, "none", "uids:0,65534", &["--presence", &presence]);
+    let _service = serve_asking_presence(&env, &bus, None);
     let required = format!("{}.PresenceRequired", tails_server_dbus::ERROR_PREFIX);
     rt().block_on(async {
-        wait_for_name(&bus.connect().await, BUS_NAME, &env.root.path().join("service.log")).await;
-        let background_connection = bus.connect().await;
+        let (background_connection, person_connection) = background_and_person(&env, &bus).await;
         let background = ServerProxy::new(&background_connection).await.unwrap();
-        let person_connection = bus.connect().await;
         let person = ServerProxy::new(&person_connection).await.unwrap();
         let value = |answer: String| serde_json::from_str::<serde_json::Value>(&answer).unwrap()["value"].clone();
 
@@ -748,7 +755,7 @@ fn a_login_key_a_new_password_or_write_access_is_given_only_after_the_passphrase
         assert_eq!(value(background.get_option("sftp", "read-only").await.unwrap()), true);
 
         // The person, once present, may.
-        assert_eq!(person.prove_presence(PASSPHRASE).await.unwrap(), 300);
+        assert_eq!(person.prove_presence(STORAGE_PASSPHRASE).await.unwrap(), 300);
         person.set_option("sftp", "authorized-keys", ALICE).await.unwrap();
         person.set_option("mumble", "server-password", "second").await.unwrap();
         assert_eq!(value(person.get_option("mumble", "server-password").await.unwrap()), "second");
