@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{luks_volume, Bus, KillOnDrop, LocalTor, PersistentStorageStandIn, TestEnv, STAND_IN_NAME};
+use common::{luks_volume, wait_for_name, Bus, KillOnDrop, LocalTor, PersistentStorageStandIn, TestEnv, STAND_IN_NAME};
 use tails_server_dbus::{ServerProxy, ServiceError, BUS_NAME};
 
 /// `tails-server service` on the bus, as root, allowing uid 0 only.
@@ -80,23 +80,6 @@ fn direct(env: &TestEnv, tor: &LocalTor, args: &[&str]) -> common::Run {
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-async fn wait_for_name(connection: &zbus::Connection, name: &str, log: &Path) {
-    let dbus = zbus::fdo::DBusProxy::new(connection).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let owned = dbus.name_has_owner(zbus::names::BusName::try_from(name).unwrap()).await.unwrap();
-        if owned {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never appeared:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// tor's `onions/detached` (empty while tor does not answer), from inside the test's runtime.
@@ -753,9 +736,29 @@ fn a_login_key_a_new_password_or_write_access_is_given_only_after_the_passphrase
         // Nothing of it was stored.
         assert_eq!(value(background.get_option("sftp", "authorized-keys").await.unwrap()), "");
         assert_eq!(value(background.get_option("sftp", "read-only").await.unwrap()), true);
+        // A new service that comes with one of these ways in, judged against what a plain
+        // add gives: no key, not on the local network.
+        let sftp_with = |name: &str, option: &str, value: &str| {
+            HashMap::from([("name".to_owned(), name.to_owned()), (format!("option.{option}"), value.to_owned())])
+        };
+        let refused = background.add("sftp", sftp_with("brought", "authorized-keys", MALLORY)).await.unwrap_err();
+        assert_eq!(zbus::DBusError::name(&refused).to_string(), required);
+        let message = refused.message();
+        assert!(
+            message.contains("authorized-keys") && message.contains("new SSH key") && !message.contains(MALLORY),
+            "{message}"
+        );
+        let lan = sftp_with("brought", "allow-lan-connections", "on");
+        assert_eq!(error_name(background.add("sftp", lan).await), required);
+        let not_found = format!("{}.NotFound", tails_server_dbus::ERROR_PREFIX);
+        assert_eq!(error_name(background.info("brought").await), not_found, "nothing added");
+        // What a plain add gives (SFTP writable), and a first password, are added.
+        background.add("sftp", sftp_with("plain", "read-only", "false")).await.unwrap();
+        background.add("mumble", sftp_with("talk", "server-password", "first")).await.unwrap();
 
         // The person, once present, may.
         assert_eq!(person.prove_presence(STORAGE_PASSPHRASE).await.unwrap(), 300);
+        person.add("sftp", sftp_with("alices", "authorized-keys", ALICE)).await.unwrap();
         person.set_option("sftp", "authorized-keys", ALICE).await.unwrap();
         person.set_option("mumble", "server-password", "second").await.unwrap();
         assert_eq!(value(person.get_option("mumble", "server-password").await.unwrap()), "second");

@@ -161,6 +161,35 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
     let stored: serde_json::Value = serde_json::from_str(&rt.block_on(server.info("web")).unwrap()).unwrap();
     assert_eq!(stored["enabled"], false);
 
+    // A service that would come with a login key is added only after the Persistent Storage
+    // passphrase; cancelled, nothing is added and the add window stays as it was.
+    let services_before = window.rows().len();
+    window.open_add();
+    wait_until("the add window", || window.add_window().is_some_and(|a| a.window.is_mapped()));
+    let adding = window.add_window().unwrap();
+    adding.choose("sftp");
+    adding.set("name", "files");
+    adding.set(
+        "option.authorized-keys",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB",
+    );
+    adding.submit();
+    wait_until("the passphrase question for the add", || window.dialog().is_some_and(|d| d.is_mapped()));
+    let question = window.dialog().unwrap();
+    let body = question.body().to_string();
+    assert!(
+        body.starts_with(
+            "Adding a service with a login key, write access or access from the local network needs the passphrase"
+        ),
+        "{body}"
+    );
+    question.response("cancel");
+    wait_until("the question gone", || window.dialog().is_none_or(|d| d != question));
+    assert!(adding.window.is_visible() && adding.error().is_none(), "the add window stays, saying nothing failed");
+    assert_eq!(window.rows().len(), services_before, "nothing added");
+    assert!(rt.block_on(server.info("files")).is_err());
+    adding.window.close();
+
     // Inviting a friend: the service makes the key and, before it lets the key out, asks for
     // the Persistent Storage passphrase; a wrong one is asked again.
     window.invite("web", "alice");

@@ -120,6 +120,25 @@ impl Bus {
     }
 }
 
+/// Waits until `name` has an owner on the bus (at most 20 s; then fails with `log`, the
+/// owner-to-be's).
+pub async fn wait_for_name(connection: &zbus::Connection, name: &str, log: &Path) {
+    let dbus = zbus::fdo::DBusProxy::new(connection).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let owned = dbus.name_has_owner(zbus::names::BusName::try_from(name).unwrap()).await.unwrap();
+        if owned {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} never appeared:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// A LUKS2 volume (a header in a file) whose passphrase is `passphrase`, standing in for
 /// the Persistent Storage partition: cryptsetup reads it as it reads the partition on Tails.
 /// PBKDF2 at its lowest cost, so that each check is fast.

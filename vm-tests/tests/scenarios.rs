@@ -327,13 +327,22 @@ fn whole_job(
     vm.sh_ok("root", "pkill -u amnesia -f 'time.sleep\\(600\\)'")?;
     vm.wait_until("root", &not_listening(6523), Duration::from_secs(30))?;
     in_session_ok(vm, "tails-server enable docs")?;
-    in_session_ok(
-        vm,
-        &format!(
-            "tails-server add sftp --name share --set {}",
-            sh_words(&[format!("authorized-keys={}", friend_pub.trim())])
-        ),
+    // A service that comes with a login key takes the person's presence (a background
+    // process could otherwise bring its own key in).
+    let with_key = format!(
+        "tails-server add sftp --name share --set {}",
+        sh_words(&[format!("authorized-keys={}", friend_pub.trim())])
+    );
+    let unasked = in_session(vm, &with_key)?;
+    check(
+        !unasked.success() && unasked.stderr.contains("Persistent Storage passphrase"),
+        format!("a login key without the passphrase: {unasked:?}"),
     )?;
+    check(!in_session(vm, "tails-server info share")?.success(), "no service added without the passphrase")?;
+    write_passphrase_file(vm)?;
+    let with_key =
+        with_key.replacen("tails-server", &format!("tails-server --storage-passphrase-file {PASSPHRASE_FILE}"), 1);
+    in_session_ok(vm, &with_key)?;
     in_session_ok(vm, "tails-server enable share")?;
     // The web site serves what is put in its folder; Gobby's server listens; Mumble's on
     // 127.0.0.1 only, with its option.

@@ -208,6 +208,17 @@ impl OptionSpec {
         }
     }
 
+    /// The value that lets the fewest in: a yes/no option's closed side, no SSH key, no
+    /// password; for any other option its default (it decides nothing about access). What a
+    /// new service's options are judged against.
+    pub fn closed_value(&self) -> OptionValue {
+        match self.widens_access_when {
+            Some(opening) => OptionValue::Bool(!opening),
+            None if self.secret || self.format == Some(TextFormat::SshPublicKeys) => OptionValue::String(String::new()),
+            None => self.default.clone(),
+        }
+    }
+
     /// Parses a value typed by a person, naming what would have been accepted.
     pub fn parse(&self, option: &str, raw: &str) -> Result<OptionValue> {
         let invalid = || self.invalid(option, raw);

@@ -150,7 +150,9 @@ pub trait Server {
     /// One service as stored and as tor runs it (`status [--probe]`).
     fn status(&self, name: &str, probe: bool) -> Result<String, ServiceError>;
     /// Adds a service (`add`). `options`: `name`, `local-port`, `remote-port`,
-    /// `first-client`, and `option.NAME` → value.
+    /// `first-client`, and `option.NAME` → value. An option that lets more in than the
+    /// kind's default (an SSH key, the local network) takes the caller's presence first
+    /// (`PresenceRequired`).
     fn add(&self, kind: &str, options: HashMap<String, String>) -> Result<String, ServiceError>;
     /// Removes a service and destroys its keys (`remove`); its data is deleted, or set aside
     /// when `keep_data` (`remove --keep-data`).

@@ -12,6 +12,7 @@ use tails_server_core::catalog::KindDefinition;
 use tails_server_core::options::{OptionType, OptionValue};
 use tails_server_core::tails::{InstalledPackages, DPKG_STATUS};
 
+use crate::friends::with_presence;
 use crate::model::{sentence, TorOutcome};
 use crate::window::{describe, WeakWindow, Window};
 
@@ -317,10 +318,20 @@ impl AddWindow {
         let this = self.clone();
         gtk::glib::spawn_future_local(async move {
             let Some(owner) = this.parts.owner.upgrade() else { return };
-            let Some(backend) = owner.backend() else { return };
             let kind_name = kind.name.clone();
-            match backend.call(move |server| async move { server.add(&kind_name, options).await }).await {
-                Ok(json) => {
+            // A login key, write access or the local network asks for the person's presence.
+            let added = with_presence(
+                &owner,
+                "Adding a service with a login key, write access or access from the local network",
+                move |server| {
+                    let (kind_name, options) = (kind_name.clone(), options.clone());
+                    async move { server.add(&kind_name, options).await }
+                },
+            );
+            match added.await {
+                // The person cancelled the passphrase: the window stays, as it was.
+                Ok(None) => {}
+                Ok(Some(json)) => {
                     #[derive(serde::Deserialize)]
                     struct Added {
                         name: String,

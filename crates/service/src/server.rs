@@ -20,7 +20,6 @@ use zbus::object_server::SignalEmitter;
 use tails_server_core::daemon::{log, Level};
 use tails_server_core::keys::{ClientPublicKey, OnionAddress};
 use tails_server_core::names::{ClientName, KeyName, ServiceName};
-use tails_server_core::options::ALLOW_LAN;
 use tails_server_core::reconcile::{Action, Pending, Publisher};
 use tails_server_core::{backup, AddRequest, Error, Manager, OnConflict, ServiceData};
 use tails_server_dbus::views::{self, KeyView, ServiceView, StatusView, TorState};
@@ -367,16 +366,25 @@ impl Server {
     ) -> Result<String, ServiceError> {
         let caller = Caller { header: &header, connection };
         let grant = self.grant::<Change>(&caller).await?;
-        if options.get(&format!("option.{ALLOW_LAN}")).is_some_and(|v| widens_lan(v)) {
-            self.require_presence(&grant, &caller, LAN_ACCESS)?;
-        }
         let request = add_request(kind, &options)?;
-        // Client authorization is not optional over D-Bus: the opt-out is the CLI's hidden flag.
-        self.change(&grant, &emitter, move |m| {
-            let record = m.add(request)?;
-            Ok(views::service_view(m, &record))
-        })
-        .await
+        // A new service that comes with a way in (an SSH key, write access, the local
+        // network) is judged against its closed values: whoever is later given a client key
+        // for it would get that way in too.
+        let present = self.presence.is_proven(sender(&caller)?);
+        let stored = self
+            .read(&grant, move |m| {
+                let widens = m.widening_at_add(&request);
+                if !present && !widens.is_empty() {
+                    return Ok(Err(format!("Adding a service with {}", widens.join(", "))));
+                }
+                // Client authorization is not optional over D-Bus: the opt-out is the CLI's hidden flag.
+                let record = m.add(request)?;
+                Ok(Ok(views::service_view(m, &record)))
+            })
+            .await?;
+        let view = stored.map_err(|what| Presence::refusal(&what))?;
+        let tor = self.apply(&emitter).await;
+        json(&Changed { result: view, tor })
     }
 
     async fn remove(
@@ -858,14 +866,6 @@ impl Server {
         let client = client_name(client)?;
         self.answer(grant, move |m| credential_document(m, &name, &client, form)).await
     }
-}
-
-const LAN_ACCESS: &str = "Opening a service to the local network";
-
-/// Whether a value given for allow-lan-connections may turn it on (anything but a clear no:
-/// a value that turns out invalid is refused later anyway).
-fn widens_lan(value: &str) -> bool {
-    !matches!(value, "false" | "no" | "off")
 }
 
 /// `Add`'s options map, checked as the CLI checks its flags.

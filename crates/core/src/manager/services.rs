@@ -10,6 +10,24 @@ impl Manager {
         Ok(record)
     }
 
+    /// What the options of a service about to be added let in beyond its kind's defaults,
+    /// which a plain `add` gives: an SSH key, the local network, write access where the kind
+    /// is read-only by default; one line per option, naming it and how, never its value. An
+    /// option `add` would refuse is left to `add` to name.
+    pub fn widening_at_add(&self, request: &AddRequest) -> Vec<String> {
+        let Ok(def) = self.catalog.get(&request.kind) else { return Vec::new() };
+        let specs = def.all_options();
+        let mut lines = Vec::new();
+        for (option, raw) in &request.options {
+            let Some(spec) = specs.get(option) else { continue };
+            let Ok(value) = spec.parse(option, raw) else { continue };
+            if let Some(how) = spec.widening(&spec.default, &value) {
+                lines.push(format!("{option} ({how})"));
+            }
+        }
+        lines
+    }
+
     /// Builds a record the way `add` does, around a given key and, if given, clients
     /// (imports). With `clients` None, a first client is generated when client
     /// authorization is on. Nothing is stored.
@@ -254,5 +272,44 @@ pub(super) fn unknown_option(service: &str, option: &str, specs: &BTreeMap<Strin
         service: service.to_owned(),
         option: option.to_owned(),
         allowed: specs.keys().cloned().collect::<Vec<_>>().join(", "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new service is judged against its kind's defaults: a login key and the local
+    /// network are ways in; a first password, SFTP's default write access (a plain add
+    /// gives it), a closed value and an option `add` refuses are not (the last is `add`'s
+    /// to name).
+    #[test]
+    fn a_new_service_widens_access_by_the_ways_in_it_comes_with() {
+        let root = tempfile::tempdir().unwrap();
+        let manager = Manager::open(Config::new(root.path().join("state"))).unwrap();
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB";
+        let with = |kind: &str, options: &[(&str, &str)]| {
+            let mut request = AddRequest::new(kind);
+            request.options = options.iter().map(|(o, v)| (o.to_string(), v.to_string())).collect();
+            manager.widening_at_add(&request)
+        };
+        let said = with("sftp", &[("authorized-keys", key), ("read-only", "false"), ("allow-lan-connections", "yes")]);
+        assert_eq!(
+            said,
+            [
+                "authorized-keys (a new SSH key lets its holder log in)",
+                "allow-lan-connections (it lets more people connect, or lets them do more)"
+            ]
+        );
+        let listing = with("web", &[("directory-listing", "true")]);
+        assert_eq!(listing, ["directory-listing (it lets more people connect, or lets them do more)"]);
+        assert!(!said.iter().any(|line| line.contains("AAAA")), "never the key itself");
+        assert_eq!(
+            with("sftp", &[("read-only", "true"), ("allow-lan-connections", "no"), ("authorized-keys", "")]),
+            [] as [&str; 0]
+        );
+        assert_eq!(with("mumble", &[("server-password", "first")]), [] as [&str; 0]);
+        assert_eq!(with("sftp", &[("read-only", "maybe"), ("colour", "red")]), [] as [&str; 0]);
+        assert_eq!(with("no-such-kind", &[("read-only", "false")]), [] as [&str; 0]);
     }
 }

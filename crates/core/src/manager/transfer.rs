@@ -51,13 +51,9 @@ impl Manager {
             let after = new.options.get(&option).unwrap_or(&spec.default);
             // An option today's kind does not have granted nothing: compared with its closed
             // value (a web site replaced by SFTP file sharing that is not read-only lets
-            // friends write), or, without one, with its default.
-            let widened = match (before, spec.widens_access_when) {
-                (Some(before), _) => spec.widening(before, after),
-                (None, Some(opening)) => spec.widening(&OptionValue::Bool(!opening), after),
-                (None, None) => spec.widening(&spec.default, after),
-            };
-            if let Some(how) = widened {
+            // friends write).
+            let before = before.cloned().unwrap_or_else(|| spec.closed_value());
+            if let Some(how) = spec.widening(&before, after) {
                 lines.push(format!("{}: {option} ({how})", new.name));
             }
         }
