@@ -150,6 +150,11 @@ impl KindDefinition {
             if spec.value_type != crate::options::OptionType::String && spec.format.is_some() {
                 return Err(fail(format!("option `{option}`: only string options have a format")));
             }
+            // Only a yes/no value can be the side that opens: elsewhere it would be ignored,
+            // and a change that lets more in would not ask for the person's presence.
+            if spec.value_type != crate::options::OptionType::Bool && spec.widens_access_when.is_some() {
+                return Err(fail(format!("option `{option}`: only yes/no (bool) options have widens-access-when")));
+            }
             if let (Some(min), Some(max)) = (spec.min, spec.max) {
                 if min > max {
                     return Err(fail(format!("option `{option}`: min {min} is above max {max}")));
@@ -280,6 +285,12 @@ mod tests {
                     "{base}[options.n]\ntype=\"integer\"\ndefault=1\ndescription=\"\"\nformat=\"ssh-public-keys\"\n"
                 ),
                 "only string options have a format",
+            ),
+            (
+                &format!(
+                    "{base}[options.t]\ntype=\"string\"\ndefault=\"\"\ndescription=\"\"\nwidens-access-when=true\n"
+                ),
+                "only yes/no (bool) options have widens-access-when",
             ),
             (&format!("{base}[options.autostart]\ntype=\"bool\"\ndefault=true\ndescription=\"\"\n"), "common option"),
             (
