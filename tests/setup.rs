@@ -160,7 +160,6 @@ fn setup_takes_the_windows_package_beside_tails_servers() {
     std::fs::write(root.persistent("live-additional-software.conf"), "tails-server").unwrap();
     let before = dir_contents(root.dir.path());
     root.setup(&["--deb", &arg(&gui)]).fails_with("tails-server-gui needs tails-server, which is not set up");
-    root.setup(&["--deb", &arg(&server), "--deb", &arg(&server)]).fails_with("tails-server is given twice");
     assert_eq!(dir_contents(root.dir.path()), before, "nothing written");
 
     let run = root.setup(&["--deb", &arg(&server), "--deb", &arg(&gui)]).ok();
@@ -184,6 +183,44 @@ fn setup_takes_the_windows_package_beside_tails_servers() {
     root.setup(&["--undo"]).ok();
     assert_eq!(std::fs::read_to_string(root.persistent("live-additional-software.conf")).unwrap(), "");
     assert!(!root.persistent("tails-server-apt").exists());
+}
+
+/// A folder of downloads with older versions beside the new one, as `--deb
+/// tails-server_*.deb` expands it: the newest of each package is set up, as dpkg orders
+/// versions (an epoch above any version without one), and the others are said to be left out.
+#[test]
+fn setup_sets_up_the_newest_of_the_versions_a_glob_gives() {
+    if !is_root() {
+        return;
+    }
+    let root = Root::new();
+    let debs = tempfile::tempdir().unwrap();
+    let arg = |p: PathBuf| p.to_str().unwrap().to_owned();
+    let old = arg(deb(debs.path(), "tails-server", "0.1.0-1"));
+    let epoch = arg(deb(debs.path(), "tails-server", "1:0.0.1-1"));
+    let newer = arg(deb(debs.path(), "tails-server", "0.10.0-1"));
+    let run = root.setup(&["--deb", &old, &epoch, &newer]).ok();
+    assert_eq!(root.candidate().as_deref(), Some("1:0.0.1-1"));
+    for left_out in [&old, &newer] {
+        assert!(
+            run.stdout.contains(&format!("{left_out} left out: tails-server 1:0.0.1-1 is newer")),
+            "{}",
+            run.stdout
+        );
+    }
+    let repository = root.persistent("tails-server-apt");
+    let held: Vec<String> =
+        std::fs::read_dir(&repository).unwrap().filter_map(|e| e.unwrap().file_name().into_string().ok()).collect();
+    assert!(held.contains(&"tails-server_1%3a0.0.1-1_amd64.deb".to_owned()), "as apt names it: {held:?}");
+    assert!(!held.iter().any(|f| f.contains("0.1.0") || f.contains("0.10.0")), "{held:?}");
+
+    // Without the epoch: 0.10.0 is newer than 0.1.0, whatever the order given.
+    let root = Root::new();
+    let run = root.setup(&["--deb", &newer, "--deb", &old]).ok();
+    assert_eq!(root.candidate().as_deref(), Some("0.10.0-1"));
+    assert!(run.stdout.contains(&format!("{old} left out: tails-server 0.10.0-1 is newer")), "{}", run.stdout);
+    let run = root.setup(&["--deb", &old, &old]).ok();
+    assert!(run.stdout.contains("left out: the same version as"), "{}", run.stdout);
 }
 
 #[test]

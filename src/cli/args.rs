@@ -226,9 +226,10 @@ pub(super) enum Command {
     /// Software; `--with KIND` installs the programs of those kinds the same way. Run it again
     /// after an upgrade; `--undo` takes it back and keeps the services
     Setup {
-        /// The tails-server .deb to install at every login; again for the window's,
-        /// tails-server-gui (--deb tails-server_….deb --deb tails-server-gui_….deb)
-        #[arg(long, value_name = "FILE", required_unless_present_any = ["undo", "with"])]
+        /// The tails-server .deb to install at every login, and the window's,
+        /// tails-server-gui (--deb tails-server_*.deb tails-server-gui_*.deb); of a package
+        /// given in several versions, the newest
+        #[arg(long, value_name = "FILE", num_args = 1.., required_unless_present_any = ["undo", "with"])]
         deb: Vec<PathBuf>,
         /// Also install the programs of these kinds of service (mumble, web, gobby, sftp)
         /// through Additional Software: now, with the network, and at every login, offline

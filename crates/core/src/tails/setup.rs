@@ -123,16 +123,28 @@ pub fn setup(paths: &SetupPaths, debs: &[PathBuf]) -> Result<SetupReport> {
     if paths.tails && super::persistent_storage_missing_for(&paths.persistent_storage) {
         return Err(Error::PersistentStorageLocked);
     }
+    // A folder of downloads may hold older versions beside the new one (`--deb
+    // tails-server_*.deb`): of each package, the newest is set up and the others are said.
     let mut packages: Vec<Package> = Vec::new();
+    let mut left_out: Vec<(PathBuf, String)> = Vec::new();
     for deb in debs {
         let package = Package::read(deb)?;
-        if let Some(twice) = packages.iter().find(|p| p.name == package.name) {
-            return Err(Error::InvalidPackage {
-                path: deb.clone(),
-                reason: format!("{} is given twice (also {})", package.name, twice.path.display()),
-            });
+        match packages.iter_mut().find(|p| p.name == package.name) {
+            None => packages.push(package),
+            Some(kept) => {
+                let (older, why) = if is_newer(&package, kept)? {
+                    let why = format!("{} {} is newer", package.name, package.version);
+                    (std::mem::replace(kept, package), why)
+                } else if package.version == kept.version {
+                    let why = format!("the same version as {}", kept.path.display());
+                    (package, why)
+                } else {
+                    let why = format!("{} {} is newer", kept.name, kept.version);
+                    (package, why)
+                };
+                left_out.push((older.path, why));
+            }
         }
-        packages.push(package);
     }
     let Some(first) = debs.first() else {
         return Ok(report); // nothing to set up
@@ -141,10 +153,13 @@ pub fn setup(paths: &SetupPaths, debs: &[PathBuf]) -> Result<SetupReport> {
     if !server_set_up && !packages.iter().any(|p| p.name == PACKAGE) {
         return Err(Error::InvalidPackage {
             path: first.clone(),
-            reason: format!("{GUI_PACKAGE} needs {PACKAGE}, which is not set up: give both packages (--deb twice)"),
+            reason: format!("{GUI_PACKAGE} needs {PACKAGE}, which is not set up: give both packages (--deb tails-server_….deb tails-server-gui_….deb)"),
         });
     }
     report.version = packages.iter().find(|p| p.name == PACKAGE).or(packages.first()).map(|p| p.version.clone());
+    for (path, why) in left_out {
+        report.step(format!("{} left out: {why}", path.display()), false);
+    }
 
     ensure_additional_software(paths, &mut report)?;
 
@@ -241,6 +256,26 @@ fn remove_file(path: &Path) -> Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io("cannot remove", path, e)),
+    }
+}
+
+/// Whether `new`'s version is newer than `kept`'s, as dpkg (which Tails has) compares
+/// Debian versions: epochs, `~` before anything, revisions.
+fn is_newer(new: &Package, kept: &Package) -> Result<bool> {
+    let status = Command::new("dpkg")
+        .args(["--compare-versions", &new.version, "gt", &kept.version])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| Error::io("cannot run dpkg to compare versions", Path::new("dpkg"), e))?;
+    match status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => Err(Error::InvalidPackage {
+            path: new.path.clone(),
+            reason: format!("dpkg cannot compare its version {:?} with {:?}", new.version, kept.version),
+        }),
     }
 }
 
