@@ -937,6 +937,34 @@ fn removing_a_service_deletes_its_data_unless_the_person_keeps_it() {
     assert_eq!(std::fs::read(kept.join("files/notes.txt")).unwrap(), b"shared");
     assert!(std::fs::read(kept.join("ssh_host_ed25519_key")).unwrap().starts_with(b"-----BEGIN"));
     assert!(!data.exists(), "kept data stays under the removed service's name");
+
+    // What is kept is listed, and deleted when the person says so: the key's bytes
+    // overwritten first, as `remove` does.
+    let id = kept.file_name().unwrap().to_str().unwrap().to_owned();
+    let listed = env.run(&["--format", "json", "kept-data", "list"]).ok().json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!((&listed[0]["id"], &listed[0]["service"]), (&id.clone().into(), &"share".into()), "{listed}");
+    assert_eq!(listed[0]["persistent"], true);
+    let bytes = "shared".len() + "-----BEGIN OPENSSH PRIVATE KEY----- made up".len() + "ssh-ed25519 AAAA made up".len();
+    assert_eq!(listed[0]["bytes"], bytes, "{listed}");
+    let text = env.run(&["kept-data", "list"]).ok().stdout;
+    assert!(
+        text.starts_with("KEPT") && text.contains(&id) && text.contains("  share  ") && text.contains("persistent"),
+        "{text}"
+    );
+    std::fs::hard_link(kept.join("ssh_host_ed25519_key"), witness.with_extension("kept")).unwrap();
+    // Refused without a terminal to confirm on, or with an id that is not there: nothing
+    // is deleted, not even the ids that are.
+    env.run(&["kept-data", "delete", &id]).fails_with("add --yes to confirm");
+    env.run(&["kept-data", "delete", "--yes", &id, "share-1"]).fails_with("there is no kept data named \"share-1\"");
+    assert!(kept.join("files/notes.txt").exists(), "nothing deleted");
+    let deleted = env.run(&["kept-data", "delete", "--yes", &id]).ok().stdout;
+    assert!(deleted.starts_with(&format!("Deleted {id} (")), "{deleted}");
+    assert!(!kept.exists());
+    assert!(std::fs::read(witness.with_extension("kept")).unwrap().iter().all(|&b| b == 0), "the key overwritten");
+    assert_eq!(env.run(&["--format", "json", "kept-data", "list"]).ok().json(), serde_json::json!([]));
+    let empty = env.run(&["kept-data", "list"]).ok();
+    assert!(empty.stdout.is_empty() && empty.stderr.contains("Nothing is kept"), "{}", empty.stderr);
 }
 
 /// The friend's side from the command line: every form of a received key is kept, bad ones

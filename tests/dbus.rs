@@ -841,3 +841,34 @@ fn the_service_holds_sled_between_changes_and_a_kill_loses_none_of_them() {
     assert_eq!(service_json["options"]["autostart"], false);
     assert_eq!(service_json["options"]["allow-lan-connections"], true);
 }
+
+/// Kept data through the service, for a user who cannot read the store (amnesia on Tails):
+/// listed as direct mode lists it, and deleted.
+#[test]
+fn kept_data_is_listed_and_deleted_through_the_service() {
+    if !root_only() {
+        return;
+    }
+    let bus = Bus::start();
+    let env = TestEnv::new();
+    env.run(&["add", "custom", "--name", "site", "--local-port", "8080"]).ok();
+    let data = env.state_dir().join("data/site");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("index.html"), "hello").unwrap();
+    env.run(&["remove", "--yes", "--keep-data", "site"]).ok();
+    let _service = serve_root_and_nobody(&env, &bus, None);
+    for format in ["human", "json"] {
+        let args = ["--format", format, "kept-data", "list"];
+        let through = cli_as_nobody(&bus, &args);
+        assert_eq!(through.code, 0, "{}", through.stderr);
+        assert_eq!(through.stdout, env.run(&args).ok().stdout, "the same output in both modes");
+    }
+    let listed = cli_as_nobody(&bus, &["--format", "json", "kept-data", "list"]).json();
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("site-"), "{listed}");
+    let refused = cli_as_nobody(&bus, &["kept-data", "delete", "--yes", "site-0"]);
+    assert!(refused.code != 0 && refused.stderr.contains("no kept data named \"site-0\""), "{}", refused.stderr);
+    let deleted = cli_as_nobody(&bus, &["kept-data", "delete", "--yes", &id]);
+    assert!(deleted.stdout.starts_with(&format!("Deleted {id} (5 B, the data of site)")), "{}", deleted.stderr);
+    assert!(!env.state_dir().join("kept-data").join(&id).exists());
+}

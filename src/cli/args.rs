@@ -140,6 +140,10 @@ pub(super) enum Command {
     /// every login and after every restart
     #[command(subcommand)]
     Key(keys::KeyCommand),
+    /// The data set aside when a service was removed with --keep-data (or found under a new
+    /// service's name): list it, delete it for good
+    #[command(subcommand)]
+    KeptData(kept::KeptCommand),
     /// Write an encrypted backup (age, passphrase) of services, keys, clients and options
     Export {
         /// The backup file to write (0600; never overwritten without --force)

@@ -8,11 +8,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 use tails_server_core::catalog::Catalog;
+use tails_server_core::manager::KeptData;
 use tails_server_dbus::views::{KeyView, ServiceView, StatusView};
 use tails_server_dbus::{ServerProxy, ServiceError, BUS_NAME};
 
 use std::collections::HashMap;
 
+use super::kept::{self, KeptCommand};
 use super::keys::{self, KeyCommand};
 use super::output::{self, Printer};
 use super::{Cli, ClientCommand, Command, CredentialForm};
@@ -501,6 +503,16 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 after_change(&imported.tor)
             }
             Command::Key(command) => run_key(&server, command, &out).await,
+            Command::KeptData(KeptCommand::List) => {
+                kept::list(&parse::<Vec<KeptData>>(&server.kept_data().await.map_err(failed)?)?, &out)
+            }
+            Command::KeptData(KeptCommand::Delete { ids, yes }) => {
+                if !yes {
+                    kept::confirm_deletion(ids)?;
+                }
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                kept::deleted(&parse::<Vec<KeptData>>(&server.delete_kept_data(&ids).await.map_err(failed)?)?, &out)
+            }
             Command::Client(ClientCommand::List { name }) => {
                 let view: ServiceView = parse(&server.info(name.as_str()).await.map_err(failed)?)?;
                 out.client_views(&view)

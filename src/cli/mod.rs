@@ -3,6 +3,7 @@
 
 mod args;
 mod client;
+mod kept;
 mod keys;
 mod output;
 mod secret_input;
@@ -156,6 +157,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Client(command) => run_client(&cli, command, &out),
         Command::Key(command) => keys::run(&cli, command, &out),
+        Command::KeptData(command) => kept::run(&cli, command, &out),
         Command::SocksProbe => tor::socks_probe(),
         Command::Setup { deb, with, undo, root } => run_setup(&cli, deb, with, *undo, root.as_deref(), &out),
         Command::Export { .. }

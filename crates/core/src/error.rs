@@ -109,6 +109,9 @@ pub enum Error {
     #[error("there is no kept key named {0:?} (`tails-server key list` shows the keys you keep)")]
     NoSuchKey(String),
 
+    #[error("there is no kept data named {0:?} (`tails-server kept-data list` shows what is kept)")]
+    NoSuchKeptData(String),
+
     #[error(
         "a key named {0:?} is already kept; choose another name, or remove it first (`tails-server key remove {0}`)"
     )]
@@ -360,7 +363,7 @@ impl Error {
             | InvalidOptionValue { .. }
             | NoPrivateKey { .. }
             | ClientAuthDisabled { .. } => ErrorKind::InvalidInput,
-            NoSuchService { .. } | NoSuchClient { .. } | NoSuchKey(_) => ErrorKind::NotFound,
+            NoSuchService { .. } | NoSuchClient { .. } | NoSuchKey(_) | NoSuchKeptData(_) => ErrorKind::NotFound,
             ServiceExists(_)
             | KeyExists(_)
             | KeyForAddressExists { .. }

@@ -172,6 +172,12 @@ pub trait Server {
     /// connection may then reveal secrets and widen access (0: this system asks for no such
     /// step, polkit alone decides).
     fn prove_presence(&self, passphrase: &str) -> Result<u32, ServiceError>;
+    /// The data set aside (`kept-data list`): removed services' kept data, and data found
+    /// under a new service's name.
+    fn kept_data(&self) -> Result<String, ServiceError>;
+    /// Deletes data set aside for good (`kept-data delete`), every id checked first; returns
+    /// what was deleted.
+    fn delete_kept_data(&self, ids: &[&str]) -> Result<String, ServiceError>;
     /// Reconciles now (`restore`).
     fn restore(&self) -> Result<String, ServiceError>;
     /// Flushes and closes the store's database, which the service keeps open between

@@ -582,6 +582,33 @@ impl Server {
         self.answer(&grant, |m| Ok(m.received_keys()?.iter().map(views::key_view).collect::<Vec<KeyView>>())).await
     }
 
+    async fn kept_data(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<String, ServiceError> {
+        let grant = self.grant::<Read>(&Caller { header: &header, connection }).await?;
+        self.answer(&grant, |m| m.kept_data()).await
+    }
+
+    /// Deletes data set aside: no service has it and none ever gets it again, so neither tor
+    /// nor the programs change.
+    async fn delete_kept_data(
+        &self,
+        ids: Vec<String>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<String, ServiceError> {
+        let grant = self.grant::<Change>(&Caller { header: &header, connection }).await?;
+        if ids.len() > MAX_KEPT_IDS {
+            return Err(ServiceError::InvalidInput(format!("{} ids at once: {MAX_KEPT_IDS} at most", ids.len())));
+        }
+        for id in &ids {
+            check_length("a kept data's id", id)?;
+        }
+        self.answer(&grant, move |m| m.delete_kept_data(&ids)).await
+    }
+
     #[allow(clippy::too_many_arguments)] // zbus passes the header, connection and emitter as arguments
     async fn add_key(
         &self,
@@ -867,6 +894,9 @@ impl Server {
         self.answer(grant, move |m| credential_document(m, &name, &client, form)).await
     }
 }
+
+/// Kept data deleted by one call, at most.
+const MAX_KEPT_IDS: usize = 256;
 
 /// `Add`'s options map, checked as the CLI checks its flags.
 fn add_request(kind: &str, options: &HashMap<String, String>) -> Result<AddRequest, ServiceError> {

@@ -17,9 +17,12 @@ use crate::names::{ClientName, KeyName, ServiceName};
 use crate::options::{common_options, OptionSpec, OptionType, OptionValue, PERSISTENCE};
 use crate::store::{self, Change, Recovery, Store, StoreOptions};
 
+mod kept;
 mod received_keys;
 mod services;
 mod transfer;
+
+pub use kept::KeptData;
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -41,10 +41,19 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// (which holds the server certificate's private key).
 pub fn secret_files(kind: &KindDefinition) -> &'static [&'static str] {
     match kind.daemon.as_deref() {
-        Some("sftp") => &[configs::SSH_HOST_KEY, configs::SSH_HOST_KEY_PUB],
-        Some("mumble") => &[configs::MUMBLE_DATABASE, "mumble-server.sqlite-journal", "mumble-server.sqlite-wal"],
+        Some("sftp") => SFTP_SECRETS,
+        Some("mumble") => MUMBLE_SECRETS,
         _ => &[],
     }
+}
+
+const SFTP_SECRETS: &[&str] = &[configs::SSH_HOST_KEY, configs::SSH_HOST_KEY_PUB];
+const MUMBLE_SECRETS: &[&str] = &[configs::MUMBLE_DATABASE, "mumble-server.sqlite-journal", "mumble-server.sqlite-wal"];
+
+/// Every program's key material, whatever the kind: for data set aside, whose kind is not
+/// recorded.
+pub fn every_program_secret() -> impl Iterator<Item = &'static str> {
+    SFTP_SECRETS.iter().chain(MUMBLE_SECRETS).copied()
 }
 
 /// The unit that runs a service's daemon.

@@ -1,0 +1,138 @@
+//! Data set aside in `kept-data/`: what `remove --keep-data` kept, and what was found under
+//! a new service's name (an older version's leftover, a replaced or moved service's). No
+//! program is ever given it again; it is listed so that the person knows it is there, and
+//! deleted when they say so, its programs' keys overwritten first, as `remove` does.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// One folder of set-aside data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct KeptData {
+    /// Its folder's name in `kept-data/`: `<service>-<unix time>`, unique in its store.
+    pub id: String,
+    /// The name of the service it was the data of.
+    pub service: String,
+    /// When it was set aside (Unix time).
+    pub set_aside: u64,
+    /// In the persistent store (false: the amnesic one, gone at shutdown anyway).
+    pub persistent: bool,
+    /// The bytes of its files (links not followed).
+    pub bytes: u64,
+    pub path: PathBuf,
+}
+
+impl Manager {
+    /// The stores' directories holding `kept-data/`, persistent first.
+    fn kept_data_dirs(&self) -> Vec<(bool, PathBuf)> {
+        let mut dirs = vec![(true, self.config.state_dir.join(crate::system::KEPT_DATA_DIR))];
+        if let Some(runtime) = &self.config.runtime_dir {
+            dirs.push((false, runtime.join(crate::system::KEPT_DATA_DIR)));
+        }
+        dirs
+    }
+
+    /// Everything set aside, oldest first.
+    pub fn kept_data(&self) -> Result<Vec<KeptData>> {
+        let mut kept = Vec::new();
+        for (persistent, dir) in self.kept_data_dirs() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("cannot read", &dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io("cannot read", &dir, e))?;
+                let Ok(id) = entry.file_name().into_string() else { continue };
+                let (service, set_aside) = parse_id(&id);
+                let path = entry.path();
+                kept.push(KeptData { bytes: size_of(&path), id, service, set_aside, persistent, path });
+            }
+        }
+        kept.sort_by(|a, b| (a.set_aside, &a.id).cmp(&(b.set_aside, &b.id)));
+        Ok(kept)
+    }
+
+    /// Deletes folders of set-aside data (`ids` as [`Manager::kept_data`] lists them), each
+    /// one's programs' key material overwritten, then everything removed, no link followed.
+    /// Every id is checked before anything is deleted.
+    pub fn delete_kept_data(&mut self, ids: &[String]) -> Result<Vec<KeptData>> {
+        let listed = self.kept_data()?;
+        let mut chosen = Vec::new();
+        for id in ids {
+            let kept = listed.iter().find(|k| k.id == *id).ok_or_else(|| Error::NoSuchKeptData(id.clone()))?;
+            if !chosen.contains(kept) {
+                chosen.push(kept.clone());
+            }
+        }
+        for kept in &chosen {
+            delete(&kept.path)?;
+        }
+        Ok(chosen)
+    }
+}
+
+fn delete(path: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        for secret in crate::system::every_program_secret() {
+            let file = path.join(secret);
+            crate::store::scrub(&file).map_err(|e| Error::io("cannot erase", &file, e))?;
+        }
+        std::fs::remove_dir_all(path).map_err(|e| Error::io("cannot delete", path, e))
+    } else {
+        // Not a folder (a link, a file): removed itself, never what it points to.
+        std::fs::remove_file(path).map_err(|e| Error::io("cannot delete", path, e))
+    }
+}
+
+/// Any time a folder was set aside is after this (and no `-<n>` suffix reaches it).
+const SECOND_IN_2001: u64 = 1_000_000_000;
+
+/// The service's name and the time in `<service>-<unix time>[-<n>]`; a name that is not of
+/// that form is all service, set aside at time 0.
+fn parse_id(id: &str) -> (String, u64) {
+    let mut parts: Vec<&str> = id.rsplitn(3, '-').collect();
+    parts.reverse();
+    let number = |s: &str| s.chars().all(|c| c.is_ascii_digit()).then(|| s.parse::<u64>().ok()).flatten();
+    match parts.as_slice() {
+        // A second folder set aside in the same second: `-2`, `-3`…
+        [service, time, n]
+            if number(n).is_some_and(|n| n < SECOND_IN_2001) && number(time).is_some_and(|t| t >= SECOND_IN_2001) =>
+        {
+            (service.to_string(), number(time).unwrap_or(0))
+        }
+        [.., service, time] if number(time).is_some() => {
+            let prefix = id.strip_suffix(&format!("-{time}")).unwrap_or(service);
+            (prefix.to_owned(), number(time).unwrap_or(0))
+        }
+        _ => (id.to_owned(), 0),
+    }
+}
+
+/// The bytes of the files under `path`, without following links.
+fn size_of(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path).map(|entries| entries.filter_map(|e| e.ok()).map(|e| size_of(&e.path())).sum()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_folders_name_says_whose_and_when() {
+        assert_eq!(parse_id("web-1765000000"), ("web".into(), 1765000000));
+        assert_eq!(parse_id("my-site-1765000000"), ("my-site".into(), 1765000000));
+        assert_eq!(parse_id("web-1765000000-2"), ("web".into(), 1765000000));
+        assert_eq!(parse_id("web2-1765000000"), ("web2".into(), 1765000000));
+        assert_eq!(parse_id("a-12-1765000000"), ("a-12".into(), 1765000000));
+        assert_eq!(parse_id("stray"), ("stray".into(), 0));
+    }
+}
