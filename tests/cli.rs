@@ -967,6 +967,48 @@ fn removing_a_service_deletes_its_data_unless_the_person_keeps_it() {
     assert!(empty.stdout.is_empty() && empty.stderr.contains("Nothing is kept"), "{}", empty.stderr);
 }
 
+/// A service removed by mistake with its data kept, and added again at a new address: the
+/// kept data is given to it, once it is off and has none of its own; its program then starts
+/// with it, recorded as the new address's.
+#[test]
+fn kept_data_is_given_back_to_a_service_added_again() {
+    let env = TestEnv::new();
+    let data = env.state_dir().join("data/share");
+    env.run(&["add", "sftp", "--name", "share"]).ok();
+    std::fs::create_dir_all(data.join("files")).unwrap();
+    std::fs::write(data.join("files/notes.txt"), b"shared").unwrap();
+    env.run(&["remove", "--yes", "--keep-data", "share"]).ok();
+    let id = env.run(&["--format", "json", "kept-data", "list"]).ok().json()[0]["id"].as_str().unwrap().to_owned();
+    env.run(&["add", "sftp", "--name", "share"]).ok();
+    let address = env.service("share")["address"].as_str().unwrap().to_owned();
+
+    // Refused, naming why, with nothing moved: an enabled service, one with data of its own,
+    // one in the other store, one that is not there, kept data that is not there.
+    let no_tor = env.root.path().join("no-tor");
+    let run = |args: &[&str]| -> common::Run {
+        env.command().arg("--control-socket").arg(&no_tor).args(args).output().unwrap().into()
+    };
+    assert!([0, 3].contains(&run(&["enable", "share"]).code));
+    env.run(&["kept-data", "give", &id, "share"]).fails_with("it is enabled: disable it first");
+    assert!([0, 3].contains(&run(&["disable", "share"]).code));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("made-since"), b"new").unwrap();
+    env.run(&["kept-data", "give", &id, "share"]).fails_with("it has data of its own");
+    std::fs::remove_file(data.join("made-since")).unwrap();
+    env.run(&["add", "custom", "--name", "ram", "--local-port", "9000", "--set", "persistence=false"]).ok();
+    env.run(&["kept-data", "give", &id, "ram"]).fails_with("kept in the persistent store and ram is amnesic");
+    env.run(&["kept-data", "give", &id, "nobody"]).fails_with("no service named \"nobody\"");
+    env.run(&["kept-data", "give", "share-1", "share"]).fails_with("no kept data named \"share-1\"");
+    assert_eq!(env.run(&["--format", "json", "kept-data", "list"]).ok().json()[0]["id"], id.as_str());
+
+    let given = env.run(&["kept-data", "give", &id, "share"]).ok().stdout;
+    assert!(given.starts_with(&format!("{id} (6 B, the data of share) is now share's")), "{given}");
+    assert_eq!(std::fs::read(data.join("files/notes.txt")).unwrap(), b"shared");
+    let owner = std::fs::read_to_string(env.state_dir().join("data/share.owner")).unwrap();
+    assert_eq!(owner.trim(), address, "recorded as the new address's: its program's start keeps it");
+    assert_eq!(env.run(&["--format", "json", "kept-data", "list"]).ok().json(), serde_json::json!([]));
+}
+
 /// The friend's side from the command line: every form of a received key is kept, bad ones
 /// are refused with the reason and change nothing, and no command shows the key again.
 #[test]

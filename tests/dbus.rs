@@ -843,9 +843,10 @@ fn the_service_holds_sled_between_changes_and_a_kill_loses_none_of_them() {
 }
 
 /// Kept data through the service, for a user who cannot read the store (amnesia on Tails):
-/// listed as direct mode lists it, and deleted.
+/// listed as direct mode lists it, deleted, and given to a service only after the
+/// Persistent Storage passphrase (its friends get to see it).
 #[test]
-fn kept_data_is_listed_and_deleted_through_the_service() {
+fn kept_data_is_listed_deleted_and_given_through_the_service() {
     if !root_only() {
         return;
     }
@@ -856,7 +857,13 @@ fn kept_data_is_listed_and_deleted_through_the_service() {
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("index.html"), "hello").unwrap();
     env.run(&["remove", "--yes", "--keep-data", "site"]).ok();
-    let _service = serve_root_and_nobody(&env, &bus, None);
+    env.run(&["add", "custom", "--name", "site", "--local-port", "8080"]).ok();
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("index.html"), "hello").unwrap();
+    env.run(&["remove", "--yes", "--keep-data", "site"]).ok();
+    env.run(&["add", "custom", "--name", "site", "--local-port", "8080"]).ok();
+    let service = serve_asking_presence(&env, &bus, None);
+    rt().block_on(async { wait_for_name(&bus.connect().await, BUS_NAME, &env.root.path().join("service.log")).await });
     for format in ["human", "json"] {
         let args = ["--format", format, "kept-data", "list"];
         let through = cli_as_nobody(&bus, &args);
@@ -864,11 +871,21 @@ fn kept_data_is_listed_and_deleted_through_the_service() {
         assert_eq!(through.stdout, env.run(&args).ok().stdout, "the same output in both modes");
     }
     let listed = cli_as_nobody(&bus, &["--format", "json", "kept-data", "list"]).json();
-    let id = listed[0]["id"].as_str().unwrap().to_owned();
-    assert!(id.starts_with("site-"), "{listed}");
+    let (id, other) = (listed[0]["id"].as_str().unwrap().to_owned(), listed[1]["id"].as_str().unwrap().to_owned());
+    assert!(id.starts_with("site-") && other.starts_with("site-") && id != other, "{listed}");
+    // Given only with the passphrase.
+    let unasked = cli_as_nobody(&bus, &["kept-data", "give", &other, "site"]);
+    assert!(unasked.code != 0 && unasked.stderr.contains("Persistent Storage passphrase"), "{}", unasked.stderr);
+    let passphrase = bus.dir.path().join("storage-passphrase");
+    std::fs::write(&passphrase, format!("{STORAGE_PASSPHRASE}\n")).unwrap();
+    let file = passphrase.to_str().unwrap();
+    let given = cli_as_nobody(&bus, &["--storage-passphrase-file", file, "kept-data", "give", &other, "site"]);
+    assert!(given.stdout.starts_with(&format!("{other} (5 B, the data of site) is now site's")), "{}", given.stderr);
+    assert_eq!(std::fs::read_to_string(data.join("index.html")).unwrap(), "hello");
     let refused = cli_as_nobody(&bus, &["kept-data", "delete", "--yes", "site-0"]);
     assert!(refused.code != 0 && refused.stderr.contains("no kept data named \"site-0\""), "{}", refused.stderr);
     let deleted = cli_as_nobody(&bus, &["kept-data", "delete", "--yes", &id]);
     assert!(deleted.stdout.starts_with(&format!("Deleted {id} (5 B, the data of site)")), "{}", deleted.stderr);
     assert!(!env.state_dir().join("kept-data").join(&id).exists());
+    drop(service);
 }

@@ -513,6 +513,11 @@ pub fn run(cli: &Cli, runtime: tokio::runtime::Runtime) -> Result<()> {
                 let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
                 kept::deleted(&parse::<Vec<KeptData>>(&server.delete_kept_data(&ids).await.map_err(failed)?)?, &out)
             }
+            Command::KeptData(KeptCommand::Give { id, service }) => {
+                let answer =
+                    presence.call(&server, || server.give_kept_data(id, service.as_str())).await?.map_err(failed)?;
+                kept::given(&parse::<kept::Given>(&answer)?, &out)
+            }
             Command::Client(ClientCommand::List { name }) => {
                 let view: ServiceView = parse(&server.info(name.as_str()).await.map_err(failed)?)?;
                 out.client_views(&view)

@@ -7,6 +7,7 @@ use std::io::{IsTerminal, Write};
 use anyhow::{bail, Context, Result};
 
 use tails_server_core::manager::KeptData;
+use tails_server_core::names::ServiceName;
 use tails_server_dbus::views::rfc3339;
 
 use super::output::Printer;
@@ -25,6 +26,15 @@ pub enum KeptCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Give kept data to a service as its data from now on (the service must be disabled and
+    /// have no data of its own), e.g. after removing it by mistake and adding it again
+    Give {
+        /// The kept data, as `tails-server kept-data list` names it
+        #[arg(value_name = "KEPT")]
+        id: String,
+        /// The service to give it to (see `tails-server list`)
+        service: ServiceName,
+    },
 }
 
 /// Direct mode: the stores on this computer.
@@ -37,7 +47,33 @@ pub fn run(cli: &Cli, command: &KeptCommand, out: &Printer) -> Result<()> {
             }
             deleted(&open(cli)?.delete_kept_data(ids)?, out)
         }
+        KeptCommand::Give { id, service } => {
+            let (kept, _) = open(cli)?.give_kept_data(id, service)?;
+            given(&Given { kept, service: service.to_string() }, out)
+        }
     }
+}
+
+/// What `give` did.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Given {
+    pub kept: KeptData,
+    pub service: String,
+}
+
+pub fn given(given: &Given, out: &Printer) -> Result<()> {
+    if out.structured(given)? {
+        return Ok(());
+    }
+    println!(
+        "{} ({}, the data of {}) is now {}'s: its program has it when you enable {}.",
+        given.kept.id,
+        size(given.kept.bytes),
+        given.kept.service,
+        given.service,
+        given.service
+    );
+    Ok(())
 }
 
 /// Deleting kept data cannot be taken back: asked on a terminal, refused without one.

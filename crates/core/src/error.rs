@@ -112,6 +112,9 @@ pub enum Error {
     #[error("there is no kept data named {0:?} (`tails-server kept-data list` shows what is kept)")]
     NoSuchKeptData(String),
 
+    #[error("the kept data {id} cannot be given to {service}: {reason}")]
+    KeptDataNotGiven { id: String, service: String, reason: String },
+
     #[error(
         "a key named {0:?} is already kept; choose another name, or remove it first (`tails-server key remove {0}`)"
     )]
@@ -390,7 +393,7 @@ impl Error {
             TorProtocol { .. } | TorRejected { .. } | WrongAddress { .. } => ErrorKind::TorRefused,
             InvalidControlArgument { .. } => ErrorKind::InvalidInput,
             InvalidBackup { .. } | InvalidImport { .. } => ErrorKind::InvalidInput,
-            ImportConflict(_) => ErrorKind::Conflict,
+            ImportConflict(_) | KeptDataNotGiven { .. } => ErrorKind::Conflict,
             Encryption(_) => ErrorKind::Storage,
             NotAuthorized(_) => ErrorKind::NotAuthorized,
             PersistentStorageLocked => ErrorKind::PersistentStorageLocked,

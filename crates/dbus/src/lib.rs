@@ -178,6 +178,9 @@ pub trait Server {
     /// Deletes data set aside for good (`kept-data delete`), every id checked first; returns
     /// what was deleted.
     fn delete_kept_data(&self, ids: &[&str]) -> Result<String, ServiceError>;
+    /// Gives kept data to a disabled service without data of its own, as its data from now
+    /// on (`kept-data give`); takes the caller's presence: the service's friends get to see it.
+    fn give_kept_data(&self, id: &str, service: &str) -> Result<String, ServiceError>;
     /// Reconciles now (`restore`).
     fn restore(&self) -> Result<String, ServiceError>;
     /// Flushes and closes the store's database, which the service keeps open between

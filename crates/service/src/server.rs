@@ -609,6 +609,33 @@ impl Server {
         self.answer(&grant, move |m| m.delete_kept_data(&ids)).await
     }
 
+    /// Gives kept data to a service: its friends get to see it, so it takes presence. The
+    /// service is disabled (its program does not run), so nothing changes until it is enabled.
+    async fn give_kept_data(
+        &self,
+        id: &str,
+        service: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<String, ServiceError> {
+        let caller = Caller { header: &header, connection };
+        let grant = self.grant::<Change>(&caller).await?;
+        check_length("a kept data's id", id)?;
+        let name = service_name(service)?;
+        self.require_presence(&grant, &caller, "Giving kept data to a service")?;
+        let id = id.to_owned();
+        #[derive(Serialize)]
+        struct Given {
+            kept: tails_server_core::manager::KeptData,
+            service: String,
+        }
+        self.answer(&grant, move |m| {
+            let (kept, record) = m.give_kept_data(&id, &name)?;
+            Ok(Given { kept, service: record.name.to_string() })
+        })
+        .await
+    }
+
     #[allow(clippy::too_many_arguments)] // zbus passes the header, connection and emitter as arguments
     async fn add_key(
         &self,

@@ -76,6 +76,58 @@ impl Manager {
     }
 }
 
+impl Manager {
+    /// Gives set-aside data to a service as its data from now on (a service removed by
+    /// mistake and added again, at a new address): the folder moves, nothing is copied. The
+    /// service must be off, so that its program starts again with the data, and have no data
+    /// of its own; the data must be kept in the store the service is in.
+    pub fn give_kept_data(&mut self, id: &str, service: &ServiceName) -> Result<(KeptData, ServiceRecord)> {
+        let kept = self.kept_data()?.into_iter().find(|k| k.id == id);
+        let kept = kept.ok_or_else(|| Error::NoSuchKeptData(id.to_owned()))?;
+        let record = self.get(service)?;
+        let refused =
+            |reason: String| Error::KeptDataNotGiven { id: id.to_owned(), service: service.to_string(), reason };
+        if record.enabled {
+            return Err(refused(format!(
+                "it is enabled: disable it first (`tails-server disable {service}`), so that its program starts again \
+                 with the data"
+            )));
+        }
+        if kept.persistent != record.is_persistent() {
+            let (from, to) = if kept.persistent { ("persistent", "amnesic") } else { ("amnesic", "persistent") };
+            return Err(refused(format!("the data is kept in the {from} store and {service} is {to}")));
+        }
+        if !std::fs::symlink_metadata(&kept.path).is_ok_and(|m| m.is_dir()) {
+            return Err(refused("it is not a folder".into()));
+        }
+        let target = self.data_dir(&record);
+        // Never through a link: what the program's user planted there is not looked into.
+        let empty = |dir: &Path| std::fs::read_dir(dir).map(|mut entries| entries.next().is_none());
+        match std::fs::symlink_metadata(&target) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("cannot read", &target, e)),
+            Ok(meta) if meta.is_dir() && empty(&target).map_err(|e| Error::io("cannot read", &target, e))? => {
+                std::fs::remove_dir(&target).map_err(|e| Error::io("cannot remove", &target, e))?
+            }
+            Ok(_) => {
+                return Err(refused(format!(
+                    "it has data of its own ({}); remove the service with its data, add it again, then give it this",
+                    target.display()
+                )))
+            }
+        }
+        if let Some(parent) = target.parent() {
+            crate::secret_file::create_dir_all_private(parent)?;
+        }
+        std::fs::rename(&kept.path, &target).map_err(|e| Error::io("cannot move", &kept.path, e))?;
+        // Recorded as the service's: its program's start keeps it instead of setting it aside.
+        let owner = crate::system::data_owner_file(&target);
+        let line = format!("{}\n", record.address());
+        crate::secret_file::write_secret_file(&owner, &[line.as_bytes()], crate::secret_file::Replace::Always)?;
+        Ok((kept, record))
+    }
+}
+
 fn delete(path: &Path) -> Result<()> {
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
         for secret in crate::system::every_program_secret() {
