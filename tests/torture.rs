@@ -1,15 +1,18 @@
 //! kill -9 at every point where a change touches the disk. Each changing command (add,
 //! client add, set-option, enable, remove, import into both stores, a move between the
 //! stores) is run again and again, killed (SIGKILL, injected by strace) at its 1st, 2nd,
-//! 3rd… write, fsync, rename or unlink until a run gets through; after every kill the store
+//! 3rd… write until a run gets through, then at its 1st, 2nd… fsync, and so on for each
+//! syscall by which the store reaches the disk (strace counts each syscall apart: one pass
+//! per syscall puts a kill at every one of them); after every kill the store
 //! must be found with the change fully present or fully absent, every acknowledged change
 //! present, and every onion address unchanged. Not random moments: every moment, in order.
 //!
 //! Twice over: the CLI on the store itself (root's direct mode), killed in its own process;
 //! and the system service, the same commands made through D-Bus by a user without rights (as
 //! amnesia's are on Tails), the service killed while it makes them, then started again, when
-//! it must serve the store whole. strace counts each thread's syscalls apart: a run of the
-//! service is killed when any of its threads reaches its Nth write since strace attached.
+//! it must serve the store whole. strace also counts each thread apart: a run of the service
+//! is killed when any of its threads reaches its Nth such syscall since strace attached, so a
+//! thread that makes more of them (a log write, tokio waking a worker) may come first.
 //!
 //! One pass over the commands is the CI's short version; `./scripts/torture ROUNDS` runs
 //! more passes (TAILS_SERVER_TORTURE_PASSES) and prints the counts.
@@ -27,14 +30,27 @@ use common::{wait_for_name, Bus, KillOnDrop, Run, TestEnv};
 use tails_server_dbus::BUS_NAME;
 
 /// The syscalls at which a run is killed: everything by which the store reaches the disk.
-const KILL_POINTS: &str =
-    "write,pwrite64,writev,pwritev,fsync,fdatasync,sync_file_range,rename,renameat,renameat2,unlink,unlinkat";
+const KILL_POINTS: [&str; 12] = [
+    "write",
+    "pwrite64",
+    "writev",
+    "pwritev",
+    "fsync",
+    "fdatasync",
+    "sync_file_range",
+    "rename",
+    "renameat",
+    "renameat2",
+    "unlink",
+    "unlinkat",
+];
 
-fn strace_killing_at(point: usize) -> Command {
+/// strace, killing its tracee at the `point`th call of `syscall`.
+fn strace_killing_at(syscall: &str, point: usize) -> Command {
     let mut strace = Command::new("strace");
     strace
-        .args(["-f", "-e", &format!("trace={KILL_POINTS}")])
-        .args(["-e", &format!("inject={KILL_POINTS}:signal=KILL:when={point}")]);
+        .args(["-f", "-e", &format!("trace={syscall}")])
+        .args(["-e", &format!("inject={syscall}:signal=KILL:when={point}")]);
     strace
 }
 
@@ -79,8 +95,8 @@ trait Target {
     /// Runs a preparing command, not killed: stored is enough (exit 3 says tor, absent
     /// here, was not updated).
     fn stored(&self, args: &[&str]);
-    /// Runs `args` with a kill at the `point`th write.
-    fn killed_at(&self, args: &[String], point: usize) -> Ending;
+    /// Runs `args` with a kill at the `point`th call of `syscall`.
+    fn killed_at(&self, args: &[String], syscall: &str, point: usize) -> Ending;
     /// A folder whose files the commands can read (a backup to import).
     fn shared_dir(&self) -> &Path;
     /// How many times a store damaged by a kill was repaired when opened.
@@ -103,42 +119,64 @@ struct Counts {
     completed: usize,
 }
 
-/// Runs a command killed at each point in turn until a run completes. For each point,
-/// `prepare` sets up what the command needs (unkilled) and returns its arguments, fresh
-/// ones, so that a change a killed run left present does not change the next run;
-/// `changed(point, before, after)` says whether `after` is `before` with the change made.
+/// Runs a command killed at each call of each syscall in turn until a run completes. For
+/// each run, `prepare` sets up what the command needs (unkilled) and returns its arguments,
+/// fresh ones (`run` numbers the runs), so that a change a killed run left present does not
+/// change the next run; `changed(run, before, after)` says whether `after` is `before` with
+/// the change made.
 fn torture(
     target: &dyn Target,
     counts: &mut Counts,
     prepare: impl Fn(usize) -> Vec<String>,
     changed: impl Fn(usize, &State, &State) -> bool,
 ) {
-    for point in 1.. {
-        let args = prepare(point);
-        let before = target.state();
-        let ending = target.killed_at(&args, point);
-        let after = target.state();
-        if let Ending::Answered { code, stderr } = ending {
-            // Exit 3: stored, tor not updated (there is no tor here).
-            assert!(code == 0 || code == 3, "{args:?} failed ({code}) at kill point {point}: {stderr}");
-            assert!(changed(point, &before, &after), "{args:?} acknowledged but not stored:\n{before:?}\n{after:?}");
-            counts.completed += 1;
-            return;
-        }
-        counts.kills += 1;
-        for (name, seen) in &before {
-            if let Some(now) = after.get(name) {
-                assert_eq!(now.address, seen.address, "{name}'s address changed after a kill at point {point}");
+    let mut run = 0;
+    for syscall in KILL_POINTS {
+        for point in 1.. {
+            run += 1;
+            if torture_once(target, counts, &prepare, &changed, run, syscall, point) {
+                break;
             }
         }
-        if after == before {
-            counts.absent += 1;
-        } else if changed(point, &before, &after) {
-            counts.present += 1;
-        } else {
-            panic!("{args:?} killed at point {point} left a half change:\nbefore {before:?}\nafter  {after:?}");
+    }
+}
+
+/// One run killed at the `point`th call of `syscall`; true when it got through.
+fn torture_once(
+    target: &dyn Target,
+    counts: &mut Counts,
+    prepare: &impl Fn(usize) -> Vec<String>,
+    changed: &impl Fn(usize, &State, &State) -> bool,
+    run: usize,
+    syscall: &str,
+    point: usize,
+) -> bool {
+    let args = prepare(run);
+    let before = target.state();
+    let ending = target.killed_at(&args, syscall, point);
+    let after = target.state();
+    let at = format!("{syscall} number {point}");
+    if let Ending::Answered { code, stderr } = ending {
+        // Exit 3: stored, tor not updated (there is no tor here).
+        assert!(code == 0 || code == 3, "{args:?} failed ({code}) with a kill at {at}: {stderr}");
+        assert!(changed(run, &before, &after), "{args:?} acknowledged but not stored:\n{before:?}\n{after:?}");
+        counts.completed += 1;
+        return true;
+    }
+    counts.kills += 1;
+    for (name, seen) in &before {
+        if let Some(now) = after.get(name) {
+            assert_eq!(now.address, seen.address, "{name}'s address changed after a kill at {at}");
         }
     }
+    if after == before {
+        counts.absent += 1;
+    } else if changed(run, &before, &after) {
+        counts.present += 1;
+    } else {
+        panic!("{args:?} killed at {at} left a half change:\nbefore {before:?}\nafter  {after:?}");
+    }
+    false
 }
 
 fn is_recovery(log: &str) -> bool {
@@ -164,8 +202,8 @@ impl Target for Direct<'_> {
         assert!(out.code == 0 || out.code == 3, "{args:?}: {}", out.stderr);
     }
 
-    fn killed_at(&self, args: &[String], point: usize) -> Ending {
-        let out = strace_killing_at(point)
+    fn killed_at(&self, args: &[String], syscall: &str, point: usize) -> Ending {
+        let out = strace_killing_at(syscall, point)
             .args(["-qq", "-o", "/dev/null"])
             .arg(env!("CARGO_BIN_EXE_tails-server"))
             .args(args)
@@ -271,11 +309,11 @@ impl Target for ThroughService<'_> {
         assert!(out.code == 0 || out.code == 3, "{args:?}: {}", out.stderr);
     }
 
-    fn killed_at(&self, args: &[String], point: usize) -> Ending {
+    fn killed_at(&self, args: &[String], syscall: &str, point: usize) -> Ending {
         let pid = self.service.borrow().0.id();
         let trace = self.env.root.path().join("service.strace");
         let mut strace = KillOnDrop(
-            strace_killing_at(point)
+            strace_killing_at(syscall, point)
                 .arg("-o")
                 .arg(&trace)
                 .args(["-p", &pid.to_string()])
@@ -377,7 +415,13 @@ fn pass(target: &dyn Target, counts: &mut Counts, tag: usize, backup: &TwoStoreB
     torture(
         target,
         counts,
-        |point| strings(&["client", "add", &service, &client(point)]),
+        |point| {
+            // The friends earlier runs left (a service has room for 32).
+            for friend in target.state()[&service].clients.iter().filter(|c| c.starts_with("friend")) {
+                target.stored(&["client", "remove", &service, friend]);
+            }
+            strings(&["client", "add", &service, &client(point)])
+        },
         |point, before, after| {
             let mut expected = before.clone();
             let seen = expected.get_mut(&service).unwrap();

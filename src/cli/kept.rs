@@ -132,7 +132,7 @@ pub fn list(kept: &[KeptData], out: &Printer) -> Result<()> {
             "{:width$}  {:service_width$}  {:20}  {:>10}  {}\n",
             k.id,
             k.service,
-            rfc3339(k.set_aside),
+            if k.set_aside == 0 { "unknown".to_owned() } else { rfc3339(k.set_aside) },
             size(k.bytes),
             store(k)
         ));

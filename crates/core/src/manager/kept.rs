@@ -13,7 +13,8 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct KeptData {
-    /// Its folder's name in `kept-data/`: `<service>-<unix time>`, unique in its store.
+    /// Its folder's name in `kept-data/` (`<service>-<unix time>`), under `amnesic/` for the
+    /// amnesic store's: unique across both stores.
     pub id: String,
     /// The name of the service it was the data of.
     pub service: String,
@@ -47,8 +48,9 @@ impl Manager {
             };
             for entry in entries {
                 let entry = entry.map_err(|e| Error::io("cannot read", &dir, e))?;
-                let Ok(id) = entry.file_name().into_string() else { continue };
-                let (service, set_aside) = parse_id(&id);
+                let Ok(folder) = entry.file_name().into_string() else { continue };
+                let (service, set_aside) = parse_id(&folder);
+                let id = if persistent { folder } else { format!("{AMNESIC_PREFIX}{folder}") };
                 let path = entry.path();
                 kept.push(KeptData { bytes: size_of(&path), id, service, set_aside, persistent, path });
             }
@@ -141,6 +143,10 @@ fn delete(path: &Path) -> Result<()> {
     }
 }
 
+/// Before the ids of the amnesic store's kept data: a folder of the same name may be kept in
+/// both stores.
+const AMNESIC_PREFIX: &str = "amnesic/";
+
 /// Any time a folder was set aside is after this (and no `-<n>` suffix reaches it).
 const SECOND_IN_2001: u64 = 1_000_000_000;
 
@@ -157,7 +163,7 @@ fn parse_id(id: &str) -> (String, u64) {
         {
             (service.to_string(), number(time).unwrap_or(0))
         }
-        [.., service, time] if number(time).is_some() => {
+        [.., service, time] if number(time).is_some_and(|t| t >= SECOND_IN_2001) => {
             let prefix = id.strip_suffix(&format!("-{time}")).unwrap_or(service);
             (prefix.to_owned(), number(time).unwrap_or(0))
         }
@@ -178,6 +184,28 @@ fn size_of(path: &Path) -> u64 {
 mod tests {
     use super::*;
 
+    /// The same folder name kept in both stores (one service's data set aside from each in
+    /// the same second): each has an id of its own, and deleting one leaves the other.
+    #[test]
+    fn kept_data_of_the_same_name_in_both_stores_is_told_apart() {
+        let root = tempfile::tempdir().unwrap();
+        let mut config = Config::new(root.path().join("state"));
+        config.runtime_dir = Some(root.path().join("run"));
+        let mut manager = Manager::open(config).unwrap();
+        for store in ["state", "run"] {
+            let kept = root.path().join(store).join(crate::system::KEPT_DATA_DIR).join("web-1765000000");
+            std::fs::create_dir_all(&kept).unwrap();
+            std::fs::write(kept.join("index.html"), store).unwrap();
+        }
+        let ids: Vec<String> = manager.kept_data().unwrap().into_iter().map(|k| k.id).collect();
+        assert_eq!(ids, ["amnesic/web-1765000000", "web-1765000000"]);
+        let deleted = manager.delete_kept_data(&["amnesic/web-1765000000".to_owned()]).unwrap();
+        assert!(!deleted[0].persistent);
+        let left = manager.kept_data().unwrap();
+        assert_eq!((left.len(), left[0].persistent), (1, true));
+        assert_eq!(std::fs::read_to_string(left[0].path.join("index.html")).unwrap(), "state");
+    }
+
     #[test]
     fn a_kept_folders_name_says_whose_and_when() {
         assert_eq!(parse_id("web-1765000000"), ("web".into(), 1765000000));
@@ -186,5 +214,6 @@ mod tests {
         assert_eq!(parse_id("web2-1765000000"), ("web2".into(), 1765000000));
         assert_eq!(parse_id("a-12-1765000000"), ("a-12".into(), 1765000000));
         assert_eq!(parse_id("stray"), ("stray".into(), 0));
+        assert_eq!(parse_id("web-2"), ("web-2".into(), 0), "not a time");
     }
 }
