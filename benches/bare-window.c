@@ -24,6 +24,8 @@ static void after_paint(GdkFrameClock *clock, gpointer window) {
     gtk_widget_queue_draw(GTK_WIDGET(window));
     return;
   }
+  /* Once: no later frame reports again, nor reaches the window destroyed here. */
+  g_signal_handlers_disconnect_by_func(clock, after_paint, window);
   report();
   gtk_window_destroy(GTK_WINDOW(window));
 }

@@ -129,7 +129,8 @@ fn main() {
 /// here with cc against the same libadwaita), once it has drawn three frames.
 fn bare_window_mib() -> Result<f64, String> {
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/bare-window.c");
-    let binary = std::env::temp_dir().join(format!("tails-server-bare-window-{}", std::process::id()));
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let binary = dir.path().join("bare-window");
     let flags = std::process::Command::new("pkg-config")
         .args(["--cflags", "--libs", "libadwaita-1"])
         .output()
@@ -148,9 +149,20 @@ fn bare_window_mib() -> Result<f64, String> {
     if !compiled.status.success() {
         return Err(format!("cc: {}", String::from_utf8_lossy(&compiled.stderr)));
     }
-    let run = std::process::Command::new(&binary).stderr(Stdio::null()).output().map_err(|e| e.to_string());
-    let _ = std::fs::remove_file(&binary);
-    let run = run?;
+    let mut child = std::process::Command::new(&binary)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("the bare window drew nothing within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = child.wait_with_output().map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&run.stdout);
     let kib: f64 = text
         .trim()

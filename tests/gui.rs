@@ -179,7 +179,7 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
     let body = question.body().to_string();
     assert!(
         body.starts_with(
-            "Adding a service with a login key, write access or access from the local network needs the passphrase"
+            "Adding a service that lets more people in, or lets them see or do more, needs the passphrase"
         ),
         "{body}"
     );

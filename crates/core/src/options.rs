@@ -209,8 +209,8 @@ impl OptionSpec {
     }
 
     /// The value that lets the fewest in: a yes/no option's closed side, no SSH key, no
-    /// password; for any other option its default (it decides nothing about access). What a
-    /// new service's options are judged against.
+    /// password; for any other option its default (it decides nothing about access). What an
+    /// option today's service lacks is judged against when a backup's replaces it.
     pub fn closed_value(&self) -> OptionValue {
         match self.widens_access_when {
             Some(opening) => OptionValue::Bool(!opening),

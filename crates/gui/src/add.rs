@@ -322,7 +322,7 @@ impl AddWindow {
             // A login key, write access or the local network asks for the person's presence.
             let added = with_presence(
                 &owner,
-                "Adding a service with a login key, write access or access from the local network",
+                "Adding a service that lets more people in, or lets them see or do more,",
                 move |server| {
                     let (kind_name, options) = (kind_name.clone(), options.clone());
                     async move { server.add(&kind_name, options).await }

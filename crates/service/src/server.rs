@@ -367,9 +367,9 @@ impl Server {
         let caller = Caller { header: &header, connection };
         let grant = self.grant::<Change>(&caller).await?;
         let request = add_request(kind, &options)?;
-        // A new service that comes with a way in (an SSH key, write access, the local
-        // network) is judged against its closed values: whoever is later given a client key
-        // for it would get that way in too.
+        // A new service that comes with more than a plain add gives (an SSH key, the local
+        // network, a directory listing) is judged against its kind's defaults: whoever is
+        // later given a client key for it would get that way in too.
         let present = self.presence.is_proven(sender(&caller)?);
         let stored = self
             .read(&grant, move |m| {

@@ -125,26 +125,29 @@ pub fn setup(paths: &SetupPaths, debs: &[PathBuf]) -> Result<SetupReport> {
     }
     // A folder of downloads may hold older versions beside the new one (`--deb
     // tails-server_*.deb`): of each package, the newest is set up and the others are said.
-    let mut packages: Vec<Package> = Vec::new();
-    let mut left_out: Vec<(PathBuf, String)> = Vec::new();
+    let mut given: Vec<Package> = Vec::new();
     for deb in debs {
-        let package = Package::read(deb)?;
+        given.push(Package::read(deb)?);
+    }
+    let mut packages: Vec<Package> = Vec::new();
+    for package in &given {
         match packages.iter_mut().find(|p| p.name == package.name) {
-            None => packages.push(package),
-            Some(kept) => {
-                let (older, why) = if is_newer(&package, kept)? {
-                    let why = format!("{} {} is newer", package.name, package.version);
-                    (std::mem::replace(kept, package), why)
-                } else if package.version == kept.version {
-                    let why = format!("the same version as {}", kept.path.display());
-                    (package, why)
-                } else {
-                    let why = format!("{} {} is newer", kept.name, kept.version);
-                    (package, why)
-                };
-                left_out.push((older.path, why));
-            }
+            None => packages.push(package.clone()),
+            Some(kept) if compare_versions(package, kept)? == std::cmp::Ordering::Greater => *kept = package.clone(),
+            Some(_) => {}
         }
+    }
+    let mut left_out: Vec<(PathBuf, String)> = Vec::new();
+    for package in given {
+        let Some(chosen) = packages.iter().find(|p| p.name == package.name && p.path != package.path) else {
+            continue;
+        };
+        let why = if compare_versions(&package, chosen)? == std::cmp::Ordering::Equal {
+            format!("the same version as {}", chosen.path.display())
+        } else {
+            format!("{} {} is newer", chosen.name, chosen.version)
+        };
+        left_out.push((package.path, why));
     }
     let Some(first) = debs.first() else {
         return Ok(report); // nothing to set up
@@ -259,27 +262,42 @@ fn remove_file(path: &Path) -> Result<bool> {
     }
 }
 
-/// Whether `new`'s version is newer than `kept`'s, as dpkg (which Tails has) compares
-/// Debian versions: epochs, `~` before anything, revisions.
-fn is_newer(new: &Package, kept: &Package) -> Result<bool> {
-    let status = Command::new("dpkg")
-        .args(["--compare-versions", &new.version, "gt", &kept.version])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map_err(|e| Error::io("cannot run dpkg to compare versions", Path::new("dpkg"), e))?;
-    match status.code() {
-        Some(0) => Ok(true),
-        Some(1) => Ok(false),
-        _ => Err(Error::InvalidPackage {
-            path: new.path.clone(),
-            reason: format!("dpkg cannot compare its version {:?} with {:?}", new.version, kept.version),
-        }),
-    }
+/// How `a`'s version compares with `b`'s, as dpkg (which Tails has) orders Debian versions:
+/// epochs, `~` before anything, revisions.
+fn compare_versions(a: &Package, b: &Package) -> Result<std::cmp::Ordering> {
+    let holds = |relation: &str| -> Result<bool> {
+        let status = Command::new("dpkg")
+            .args(["--compare-versions", &a.version, relation, &b.version])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(|e| Error::io("cannot run dpkg to compare versions", Path::new("dpkg"), e))?;
+        match status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(Error::InvalidPackage {
+                path: a.path.clone(),
+                reason: format!(
+                    "dpkg cannot compare its version {:?} with {:?} ({})",
+                    a.version,
+                    b.version,
+                    b.path.display()
+                ),
+            }),
+        }
+    };
+    Ok(if holds("gt")? {
+        std::cmp::Ordering::Greater
+    } else if holds("eq")? {
+        std::cmp::Ordering::Equal
+    } else {
+        std::cmp::Ordering::Less
+    })
 }
 
 /// One of our .deb files, as its control data says.
+#[derive(Clone)]
 struct Package {
     path: PathBuf,
     name: &'static str,
