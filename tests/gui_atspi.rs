@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use common::{luks_volume, Bus, KillOnDrop, LocalTor, TestEnv};
+use common::{luks_volume, serve_for_the_window, Bus, LocalTor, TestEnv};
 use tails_server_dbus::ServerProxy;
 
 const PASSPHRASE: &str = "correct horse battery staple";
@@ -56,18 +56,7 @@ fn drive_the_window_with(toolkit: Toolkit) {
     let env = TestEnv::new();
     let tor = LocalTor::start();
     let storage = luks_volume(env.root.path(), PASSPHRASE);
-    let log = std::fs::File::create(env.root.path().join("service.log")).unwrap();
-    let _service = KillOnDrop(
-        env.command()
-            .env("TAILS_SERVER_CONTROL_PORT", tor.control())
-            .args(["service", "--bus", &bus.address, "--authorization", "uids:0", "--persistent-storage", "none"])
-            .arg("--presence")
-            .arg(format!("luks:{}", storage.display()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let _service = serve_for_the_window(&env, &bus, &tor, &storage);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/atspi/drive_window.py");
     // Built beside this package's binary by the workspace's build (scripts/test).
     let gui = Path::new(env!("CARGO_BIN_EXE_tails-server")).with_file_name("tails-server-gui");

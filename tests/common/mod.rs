@@ -18,7 +18,7 @@ pub use tor::*;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 pub struct TestEnv {
     pub root: tempfile::TempDir,
@@ -99,4 +99,27 @@ pub fn terminate_traced(strace: &mut KillOnDrop) -> std::process::ExitStatus {
     let traced: i32 = children.split_whitespace().next().expect("the program runs under strace").parse().unwrap();
     unsafe { libc::kill(traced, libc::SIGTERM) };
     strace.0.wait().unwrap()
+}
+
+/// `tails-server service` on `bus` with `tor`, as the window's tests run it: root allowed,
+/// no Persistent Storage to follow, the passphrase of the LUKS volume `storage` asked before
+/// a secret leaves; its log in `env`'s service.log.
+pub fn serve_for_the_window(
+    env: &TestEnv,
+    bus: &Bus,
+    tor: &LocalTor,
+    storage: &Path,
+) -> KillOnDrop {
+    let log = std::fs::File::create(env.root.path().join("service.log")).unwrap();
+    KillOnDrop(
+        env.command()
+            .env("TAILS_SERVER_CONTROL_PORT", tor.control())
+            .args(["service", "--bus", &bus.address, "--authorization", "uids:0", "--persistent-storage", "none"])
+            .arg("--presence")
+            .arg(format!("luks:{}", storage.display()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
 }

@@ -14,19 +14,20 @@ use tails_server_core::tails::{InstalledPackages, DPKG_STATUS};
 
 use crate::friends::with_presence;
 use crate::model::{sentence, TorOutcome};
+use crate::tr;
 use crate::window::{describe, WeakWindow, Window};
 
 /// What a kind's row says under its name.
 pub fn kind_line(kind: &KindDefinition, installed: bool) -> String {
     if installed {
-        kind.description.clone()
+        crate::i18n::catalog(&kind.description)
     } else {
-        format!(
-            "{} Its program ({}) is not installed yet: add it with Additional Software (“tails-server setup --with \
-             {}”, once, as an administrator), then restart Tails.",
-            kind.description,
-            kind.packages.join(", "),
-            kind.name
+        tr!(
+            "{description} Its program ({packages}) is not installed yet: add it with Additional Software \
+             (“tails-server setup --with {kind}”, once, as an administrator), then restart Tails.",
+            description = crate::i18n::catalog(&kind.description),
+            packages = kind.packages.join(", "),
+            kind = kind.name
         )
     }
 }
@@ -96,8 +97,8 @@ impl AddWindow {
         let stack = gtk::Stack::builder().transition_type(gtk::StackTransitionType::SlideLeft).build();
 
         let list = adw::PreferencesGroup::builder()
-            .title("What Do You Want to Share?")
-            .description("Only the friends you give a key to can find and reach it, through Tor.")
+            .title(tr!("What Do You Want to Share?"))
+            .description(tr!("Only the friends you give a key to can find and reach it, through Tor."))
             .build();
         let page = adw::PreferencesPage::new();
         page.add(&list);
@@ -106,7 +107,7 @@ impl AddWindow {
         let options_group = adw::PreferencesGroup::new();
         let error = gtk::Label::builder().wrap(true).xalign(0.0).visible(false).build();
         error.add_css_class("error");
-        let add = gtk::Button::builder().label("Add").halign(gtk::Align::Center).build();
+        let add = gtk::Button::builder().label(tr!("Add")).halign(gtk::Align::Center).build();
         add.add_css_class("pill");
         add.add_css_class("suggested-action");
         let column = gtk::Box::new(gtk::Orientation::Vertical, 12);
@@ -124,7 +125,7 @@ impl AddWindow {
         stack.set_vexpand(true);
         content.append(&stack);
         let window = adw::Window::builder()
-            .title("Add a Service")
+            .title(tr!("Add a Service"))
             .transient_for(owner.widget())
             .modal(true)
             .default_width(520)
@@ -146,7 +147,7 @@ impl AddWindow {
         for kind in this.parts.kinds.iter() {
             let ready = installed.all(&kind.packages);
             let row = adw::ActionRow::builder()
-                .title(kind.name_in_gui.as_str())
+                .title(crate::i18n::catalog(&kind.name_in_gui).as_str())
                 .subtitle(gtk::glib::markup_escape_text(&kind_line(kind, ready)).as_str())
                 .activatable(true)
                 .build();
@@ -154,7 +155,8 @@ impl AddWindow {
             // action, so a screen reader (and Dogtail) could not choose one otherwise.
             let choose = gtk::Button::builder().icon_name("go-next-symbolic").valign(gtk::Align::Center).build();
             choose.add_css_class("flat");
-            describe(&choose, &format!("Choose {}", kind.name_in_gui), Some(&kind.description));
+            let about = crate::i18n::catalog(&kind.description);
+            describe(&choose, &tr!("Choose {kind}", kind = crate::i18n::catalog(&kind.name_in_gui)), Some(&about));
             row.add_suffix(&choose);
             // Not the row's activatable widget: libadwaita 1.7 would then name the button by
             // the row's title, and "Choose" would be lost for screen readers (found by the
@@ -196,8 +198,8 @@ impl AddWindow {
             };
             group.remove(&row);
         }
-        group.set_title(&kind.name_in_gui);
-        group.set_description(Some(&gtk::glib::markup_escape_text(&kind.description)));
+        group.set_title(&crate::i18n::catalog(&kind.name_in_gui));
+        group.set_description(Some(&gtk::glib::markup_escape_text(&crate::i18n::catalog(&kind.description))));
         let mut fields = Vec::new();
         let text = |title: &str, value: &str, about: &str| {
             let row = adw::EntryRow::builder().title(title).text(value).build();
@@ -206,26 +208,30 @@ impl AddWindow {
             group.add(&row);
             Field::Text(row)
         };
-        fields.push(("name".to_owned(), text("Name", &kind.name, "How you will find this service in the list")));
+        fields.push((
+            "name".to_owned(),
+            text(&tr!("Name"), &kind.name, &tr!("How you will find this service in the list")),
+        ));
         fields.push((
             "first-client".to_owned(),
-            text("First friend's name", "friend-1", "Their key is made now; invite more friends later"),
+            text(&tr!("First friend's name"), "friend-1", &tr!("Their key is made now; invite more friends later")),
         ));
         // A kind without a program of its own (custom) asks for the port of the one it publishes.
         if kind.local_port.is_none() {
             fields.push((
                 "local-port".to_owned(),
-                text("Local port", "", "The port on 127.0.0.1 where your program listens"),
+                text(&tr!("Local port"), "", &tr!("The port on 127.0.0.1 where your program listens")),
             ));
         }
         for (name, spec) in &kind.options {
             let key = format!("option.{name}");
-            let title = name.replace('-', " ");
+            let title = crate::i18n::catalog(&name.replace('-', " "));
+            let about = crate::i18n::catalog(&spec.description);
             let field = match (spec.value_type, spec.secret) {
                 (OptionType::String, true) => {
                     let row = adw::PasswordEntryRow::builder().title(title.as_str()).build();
-                    describe(&row, &title, Some(&spec.description));
-                    row.set_tooltip_text(Some(&spec.description));
+                    describe(&row, &title, Some(&about));
+                    row.set_tooltip_text(Some(&about));
                     group.add(&row);
                     Field::Secret(row)
                 }
@@ -234,17 +240,17 @@ impl AddWindow {
                         OptionValue::String(s) => s.clone(),
                         _ => String::new(),
                     };
-                    text(&title, &value, &spec.description)
+                    text(&title, &value, &about)
                 }
                 (OptionType::Bool, _) => {
                     let switch = gtk::Switch::builder()
                         .valign(gtk::Align::Center)
                         .active(spec.default == OptionValue::Bool(true))
                         .build();
-                    describe(&switch, &title, Some(&spec.description));
+                    describe(&switch, &title, Some(&about));
                     let row = adw::ActionRow::builder()
                         .title(title.as_str())
-                        .subtitle(gtk::glib::markup_escape_text(&spec.description).as_str())
+                        .subtitle(gtk::glib::markup_escape_text(&about).as_str())
                         .build();
                     row.add_suffix(&switch);
                     row.set_activatable_widget(Some(&switch));
@@ -260,10 +266,10 @@ impl AddWindow {
                     if let OptionValue::Integer(value) = spec.default {
                         spin.set_value(value as f64);
                     }
-                    describe(&spin, &title, Some(&spec.description));
+                    describe(&spin, &title, Some(&about));
                     let row = adw::ActionRow::builder()
                         .title(title.as_str())
-                        .subtitle(gtk::glib::markup_escape_text(&spec.description).as_str())
+                        .subtitle(gtk::glib::markup_escape_text(&about).as_str())
                         .build();
                     row.add_suffix(&spin);
                     group.add(&row);
@@ -320,14 +326,15 @@ impl AddWindow {
             let Some(owner) = this.parts.owner.upgrade() else { return };
             let kind_name = kind.name.clone();
             // A login key, write access or the local network asks for the person's presence.
-            let added = with_presence(
-                &owner,
-                "Adding a service that lets more people in, or lets them see or do more,",
-                move |server| {
-                    let (kind_name, options) = (kind_name.clone(), options.clone());
-                    async move { server.add(&kind_name, options).await }
-                },
+            let why = tr!(
+                "Adding a service that lets more people in, or lets them see or do more, needs the passphrase of your \
+                 Persistent Storage, the one you type in the Welcome Screen: no program running in the background \
+                 can type it."
             );
+            let added = with_presence(&owner, &why, move |server| {
+                let (kind_name, options) = (kind_name.clone(), options.clone());
+                async move { server.add(&kind_name, options).await }
+            });
             match added.await {
                 // The person cancelled the passphrase: the window stays, as it was.
                 Ok(None) => {}
@@ -340,7 +347,9 @@ impl AddWindow {
                     let added = serde_json::from_str::<Added>(&json).ok();
                     let name = added.as_ref().map(|a| a.name.clone()).unwrap_or_default();
                     let tor = added.map(|a| a.tor.notice()).unwrap_or_default();
-                    owner.notify(&tor.unwrap_or_else(|| format!("{name} is added. Switch it on to publish it.")));
+                    owner.notify(
+                        &tor.unwrap_or_else(|| tr!("{service} is added. Switch it on to publish it.", service = name)),
+                    );
                     this.window.close();
                 }
                 Err(failure) => {

@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use tails_server_dbus::{ServerProxy, ServiceError, BUS_NAME};
 
 use crate::model::Failure;
+use crate::tr;
 
 /// What the window hears without asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +39,8 @@ impl Backend {
             .enable_all()
             .build();
         async move {
-            let runtime = Arc::new(runtime.map_err(|e| Failure::NoBus(format!("cannot start a thread: {e}")))?);
+            let runtime =
+                Arc::new(runtime.map_err(|e| Failure::NoBus(tr!("cannot start a thread: {error}", error = e)))?);
             let connect = runtime.spawn(async {
                 let connection = zbus::Connection::system().await.map_err(|e| Failure::NoBus(e.to_string()))?;
                 ServerProxy::new(&connection).await.map_err(|e| Failure::NoBus(e.to_string()))
@@ -77,7 +79,7 @@ impl Backend {
                     Err(Failure::NotRunning)
                 }
                 Ok(Err(error)) => Err(Failure::Refused(error)),
-                Err(e) => Err(Failure::NoBus(format!("the bus thread failed: {e}"))),
+                Err(e) => Err(Failure::NoBus(tr!("the bus thread failed: {error}", error = e))),
             }
         }
     }

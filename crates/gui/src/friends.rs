@@ -12,11 +12,13 @@ use tails_server_dbus::{ServerProxy, ServiceError};
 use zeroize::Zeroizing;
 
 use crate::model::{self, Failure, Invitation};
+use crate::tr;
 use crate::window::{choose_file, describe, explain, password_entry, WeakWindow, Window};
 
 /// Makes `call`; when the service asks for a person's presence first, asks for the
 /// Persistent Storage passphrase, proves it on this window's connection, and calls again.
-/// `Ok(None)`: the person cancelled.
+/// `why`: the whole sentence saying what needs the passphrase, translated ("Saving a backup
+/// needs the passphrase of your Persistent Storage, …"). `Ok(None)`: the person cancelled.
 pub(crate) async fn with_presence<T, F, Fut>(window: &Window, why: &str, call: F) -> Result<Option<T>, Failure>
 where
     F: Fn(ServerProxy<'static>) -> Fut + Clone + Send + 'static,
@@ -41,19 +43,17 @@ where
 }
 
 async fn ask_passphrase(window: &Window, why: &str, wrong: bool) -> Option<Zeroizing<String>> {
-    let entry = password_entry("storage-passphrase", "Persistent Storage passphrase");
+    let entry = password_entry("storage-passphrase", &tr!("Persistent Storage passphrase"));
     entry.set_activates_default(true);
     let body = if wrong {
-        "This is not the passphrase of your Persistent Storage. Type the one you type in the Welcome Screen.".to_owned()
+        tr!("This is not the passphrase of your Persistent Storage. Type the one you type in the Welcome Screen.")
     } else {
-        format!(
-            "{why} needs the passphrase of your Persistent Storage, the one you type in the Welcome Screen: no \
-             program running in the background can type it. This window will not ask again for 5 minutes."
-        )
+        // Two sentences: the first, whole, from the caller.
+        format!("{why} {}", tr!("This window will not ask again for 5 minutes."))
     };
-    let heading = "Enter Your Persistent Storage Passphrase";
-    let suggested = adw::ResponseAppearance::Suggested;
-    let proved = window.ask(heading, &body, Some(entry.upcast_ref()), ("prove", "Continue"), suggested).await;
+    let heading = tr!("Enter Your Persistent Storage Passphrase");
+    let (suggested, label) = (adw::ResponseAppearance::Suggested, tr!("Continue"));
+    let proved = window.ask(&heading, &body, Some(entry.upcast_ref()), ("prove", &label), suggested).await;
     let passphrase = Zeroizing::new(entry.text().to_string());
     entry.set_text("");
     (proved && !passphrase.is_empty()).then_some(passphrase)
@@ -61,15 +61,15 @@ async fn ask_passphrase(window: &Window, why: &str, wrong: bool) -> Option<Zeroi
 
 /// Asks whom to invite; None when cancelled.
 pub(crate) async fn ask_friend_name(window: &Window, service: &str) -> Option<String> {
-    let entry = gtk::Entry::builder().activates_default(true).placeholder_text("alice").build();
-    describe(&entry, "Your friend's name", Some("Letters, digits, dots, dashes and underscores"));
+    let entry = gtk::Entry::builder().activates_default(true).placeholder_text(tr!("alice")).build();
+    describe(&entry, &tr!("Your friend's name"), Some(&tr!("Letters, digits, dots, dashes and underscores")));
     let invited = window
         .ask(
-            &format!("Invite a Friend to {service}"),
-            "Each friend gets a key of their own, so that you can revoke one without the others. The name is only \
-             for you: it is not sent to anybody.",
+            &tr!("Invite a Friend to {service}", service),
+            &tr!("Each friend gets a key of their own, so that you can revoke one without the others. The name is \
+                 only for you: it is not sent to anybody."),
             Some(entry.upcast_ref()),
-            ("invite", "Invite"),
+            ("invite", &tr!("Invite")),
             adw::ResponseAppearance::Suggested,
         )
         .await;
@@ -98,7 +98,10 @@ pub(crate) async fn show_key(
     connect: Option<String>,
 ) {
     let (asked_service, asked_client) = (service.to_owned(), client.to_owned());
-    let forms = with_presence(window, "Showing a friend's key", move |server| {
+    let why =
+        tr!("Showing a friend's key needs the passphrase of your Persistent Storage, the one you type in the Welcome \
+         Screen: no program running in the background can type it.");
+    let forms = with_presence(window, &why, move |server| {
         let (service, client) = (asked_service.clone(), asked_client.clone());
         async move {
             let key = server.credential(&service, &client, "key").await?;
@@ -114,7 +117,7 @@ pub(crate) async fn show_key(
     };
     let (Ok(key), Ok(line)) = (serde_json::from_str::<Credential>(&key), serde_json::from_str::<Credential>(&line))
     else {
-        return window.notify("The service answered something unexpected for this key.");
+        return window.notify(&tr!("The service answered something unexpected for this key."));
     };
     let invitation = Invitation::new(service, client, address, port, connect.as_deref());
     let sheet = ShareSheet::new(window, &invitation, address, &key.value, line.value);
@@ -139,23 +142,34 @@ impl ShareSheet {
         auth_private: Zeroizing<String>,
     ) -> ShareSheet {
         let stack = gtk::Stack::builder().transition_type(gtk::StackTransitionType::SlideLeft).vexpand(true).build();
+        let address_words = StepWords {
+            what: tr!("The address"),
+            picture: tr!("The address as a QR code"),
+            copy: tr!("Copy Address"),
+            copied: tr!("The address is copied."),
+        };
         let (address_page, address_label) =
-            step(&invitation.address_title, &invitation.address_body, address, "The address", "Copy Address", parent);
-        let next = gtk::Button::builder().label("Next: The Key").halign(gtk::Align::Center).build();
+            step(&invitation.address_title, &invitation.address_body, address, address_words, parent);
+        let next = gtk::Button::builder().label(tr!("Next: The Key")).halign(gtk::Align::Center).build();
         next.add_css_class("pill");
         next.add_css_class("suggested-action");
         address_page.append(&next);
         stack.add_named(&address_page, Some("address"));
 
-        let (key_page, key_label) =
-            step(&invitation.key_title, &invitation.key_body, key, "The key", "Copy Key", parent);
+        let key_words = StepWords {
+            what: tr!("The key"),
+            picture: tr!("The key as a QR code"),
+            copy: tr!("Copy Key"),
+            copied: tr!("The key is copied."),
+        };
+        let (key_page, key_label) = step(&invitation.key_title, &invitation.key_body, key, key_words, parent);
         for text in [&invitation.how, &invitation.hint] {
             let label = gtk::Label::builder().label(text.as_str()).wrap(true).xalign(0.0).selectable(true).build();
             key_page.append(&label);
         }
-        let save = gtk::Button::builder().label("Save as File…").halign(gtk::Align::Center).build();
-        describe(&save, "Save the key as a file", Some("A .auth_private file for the friend's tor"));
-        let done = gtk::Button::builder().label("Done").halign(gtk::Align::Center).build();
+        let save = gtk::Button::builder().label(tr!("Save as File…")).halign(gtk::Align::Center).build();
+        describe(&save, &tr!("Save the key as a file"), Some(&tr!("A .auth_private file for the friend's tor")));
+        let done = gtk::Button::builder().label(tr!("Done")).halign(gtk::Align::Center).build();
         done.add_css_class("pill");
         done.add_css_class("suggested-action");
         key_page.append(&save);
@@ -168,7 +182,7 @@ impl ShareSheet {
         scrolled.set_vexpand(true);
         content.append(&scrolled);
         let window = adw::Window::builder()
-            .title("Invite a Friend")
+            .title(tr!("Invite a Friend"))
             .transient_for(parent.widget())
             .modal(true)
             .default_width(460)
@@ -220,8 +234,20 @@ impl ShareSheet {
     }
 }
 
+/// What a step of the sheet calls its text, each a whole phrase for translators.
+struct StepWords {
+    /// The text's accessible description ("The address").
+    what: String,
+    /// Its QR code's accessible name ("The address as a QR code").
+    picture: String,
+    /// The Copy button's label ("Copy Address").
+    copy: String,
+    /// The notification once copied ("The address is copied.").
+    copied: String,
+}
+
 /// One step of the sheet: what it is, the text itself (selectable), its QR code, a Copy button.
-fn step(title: &str, body: &str, text: &str, what: &str, copy: &str, parent: &Window) -> (gtk::Box, gtk::Label) {
+fn step(title: &str, body: &str, text: &str, words: StepWords, parent: &Window) -> (gtk::Box, gtk::Label) {
     let page = gtk::Box::builder()
         .orientation(gtk::Orientation::Vertical)
         .spacing(12)
@@ -238,13 +264,13 @@ fn step(title: &str, body: &str, text: &str, what: &str, copy: &str, parent: &Wi
     // every program of the session; Copy is the one way out, and the person's choice.
     let shown = gtk::Label::builder().label(text).wrap(true).wrap_mode(gtk::pango::WrapMode::Char).build();
     shown.add_css_class("monospace");
-    explain(&shown, what);
+    explain(&shown, &words.what);
     page.append(&shown);
-    if let Some(picture) = crate::qr::picture(text, &format!("{what} as a QR code")) {
+    if let Some(picture) = crate::qr::picture(text, &words.picture) {
         page.append(&picture);
     }
-    let button = gtk::Button::builder().label(copy).halign(gtk::Align::Center).build();
-    let (label, owner, copied) = (shown.clone(), parent.downgrade(), format!("{what} is copied."));
+    let button = gtk::Button::builder().label(words.copy.as_str()).halign(gtk::Align::Center).build();
+    let (label, owner, copied) = (shown.clone(), parent.downgrade(), words.copied);
     button.connect_clicked(move |button| {
         button.clipboard().set_text(&label.label());
         if let Some(owner) = owner.upgrade() {
@@ -259,11 +285,12 @@ fn save_key(sheet: &adw::Window, owner: &WeakWindow, file_name: &str, line: Zero
     let (sheet, owner, file_name) = (sheet.clone(), owner.clone(), file_name.to_owned());
     gtk::glib::spawn_future_local(async move {
         let save = gtk::FileChooserAction::Save;
-        let Some(path) = choose_file(&sheet, save, "Save the Key", "Save", &file_name).await else { return };
+        let (title, accept) = (tr!("Save the Key"), tr!("Save"));
+        let Some(path) = choose_file(&sheet, save, &title, &accept, &file_name).await else { return };
         let Some(owner) = owner.upgrade() else { return };
         let contents = Zeroizing::new(format!("{}\n", line.as_str()));
         match save_new_secret_file(&path, contents.as_bytes()) {
-            Ok(()) => owner.notify(&format!("The key is saved in {}.", path.display())),
+            Ok(()) => owner.notify(&tr!("The key is saved in {file}.", file = path.display())),
             Err(e) => owner.notify(&model::sentence(&e)),
         }
     });
@@ -274,12 +301,14 @@ fn save_key(sheet: &adw::Window, owner: &WeakWindow, file_name: &str, line: Zero
 pub fn save_new_secret_file(path: &Path, contents: &[u8]) -> Result<(), String> {
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            format!("{} already exists: choose another name (nothing was overwritten)", path.display())
+            tr!("{file} already exists: choose another name (nothing was overwritten)", file = path.display())
         } else {
-            format!("cannot create {}: {e}", path.display())
+            tr!("cannot create {file}: {error}", file = path.display(), error = e)
         }
     })?;
-    file.write_all(contents).and_then(|()| file.sync_all()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| tr!("cannot write {file}: {error}", file = path.display(), error = e))
 }
 
 #[cfg(test)]

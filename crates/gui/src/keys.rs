@@ -9,6 +9,7 @@ use adw::prelude::*;
 use tails_server_dbus::views::KeyView;
 use zeroize::Zeroizing;
 
+use crate::tr;
 use crate::window::{describe, Window};
 
 /// The "Keys You Received" page.
@@ -22,18 +23,18 @@ pub struct KeysPage {
 
 impl KeysPage {
     pub fn new(owner: &Window) -> KeysPage {
-        let add = gtk::Button::builder().label("Add a Key…").valign(gtk::Align::Center).name("add-key").build();
+        let add = gtk::Button::builder().label(tr!("Add a Key…")).valign(gtk::Align::Center).name("add-key").build();
         add.add_css_class("suggested-action");
-        describe(&add, "Add a key you received", None);
+        describe(&add, &tr!("Add a key you received"), None);
         let list = adw::PreferencesGroup::builder()
-            .title("Keys You Received")
-            .description(
+            .title(tr!("Keys You Received"))
+            .description(tr!(
                 "A key someone gave you for their onion service. Tails Server keeps it and gives it to Tor at \
-                 every start, so their service opens for you.",
-            )
+                 every start, so their service opens for you."
+            ))
             .header_suffix(&add)
             .build();
-        let empty = adw::ActionRow::builder().title("No keys yet").build();
+        let empty = adw::ActionRow::builder().title(tr!("No keys yet")).build();
         list.add(&empty);
         let page = adw::PreferencesPage::new();
         page.add(&list);
@@ -59,13 +60,14 @@ impl KeysPage {
         }
         self.empty.set_visible(keys.is_empty());
         for key in keys {
-            let kept = if key.persistent { "kept across reboots" } else { "forgotten at shutdown" };
-            let row = adw::ActionRow::builder()
-                .title(key.name.as_str())
-                .subtitle(format!("{} · {kept}", key.address).as_str())
-                .build();
-            let remove = gtk::Button::builder().label("Remove").valign(gtk::Align::Center).build();
-            describe(&remove, &format!("Remove the key {}", key.name), None);
+            let subtitle = if key.persistent {
+                tr!("{address} · kept across reboots", address = key.address)
+            } else {
+                tr!("{address} · forgotten at shutdown", address = key.address)
+            };
+            let row = adw::ActionRow::builder().title(key.name.as_str()).subtitle(subtitle.as_str()).build();
+            let remove = gtk::Button::builder().label(tr!("Remove")).valign(gtk::Align::Center).build();
+            describe(&remove, &tr!("Remove the key {key}", key = key.name), None);
             let (owner, name) = (owner.downgrade(), key.name.clone());
             remove.connect_clicked(move |_| {
                 if let Some(owner) = owner.upgrade() {
@@ -94,18 +96,19 @@ async fn ask_and_add(owner: &Window) {
         form.append(&entry);
         entry
     };
-    let name = field("key-name", "Name (for you: bob-mumble)", "The key's name");
+    let name = field("key-name", &tr!("Name (for you: bob-mumble)"), &tr!("The key's name"));
     let secret = gtk::PasswordEntry::builder().show_peek_icon(true).name("key-text").build();
-    secret.set_property("placeholder-text", "The key, or the whole .auth_private line");
-    describe(&secret, "The key", Some("The key, or the whole line of the .auth_private file"));
+    secret.set_property("placeholder-text", tr!("The key, or the whole .auth_private line"));
+    describe(&secret, &tr!("The key"), Some(&tr!("The key, or the whole line of the .auth_private file")));
     form.append(&secret);
-    let address = field("key-address", "Address (xxxx.onion), unless given in the line", "The service's address");
-    let keep = gtk::CheckButton::builder().label("Keep it after shutdown").active(true).name("key-keep").build();
+    let address =
+        field("key-address", &tr!("Address (xxxx.onion), unless given in the line"), &tr!("The service's address"));
+    let keep = gtk::CheckButton::builder().label(tr!("Keep it after shutdown")).active(true).name("key-keep").build();
     form.append(&keep);
-    let heading = "Add a Key You Received";
-    let body = "Paste the key exactly as you received it.";
-    let suggested = adw::ResponseAppearance::Suggested;
-    let added = owner.ask(heading, body, Some(form.upcast_ref()), ("add", "Add"), suggested).await;
+    let heading = tr!("Add a Key You Received");
+    let body = tr!("Paste the key exactly as you received it.");
+    let (suggested, label) = (adw::ResponseAppearance::Suggested, tr!("Add"));
+    let added = owner.ask(&heading, &body, Some(form.upcast_ref()), ("add", &label), suggested).await;
     let text = Zeroizing::new(secret.text().to_string());
     secret.set_text("");
     if added {

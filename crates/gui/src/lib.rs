@@ -8,12 +8,14 @@
 //! - [`add`]: adding a service from the catalog;
 //! - [`keys`]: the keys you received (the friend's side);
 //! - [`backup`]: saving and restoring an encrypted backup of everything;
-//! - [`friends`]: inviting, showing a key (after the Persistent Storage passphrase), revoking.
+//! - [`friends`]: inviting, showing a key (after the Persistent Storage passphrase), revoking;
+//! - [`i18n`]: the person's language (gettext).
 
 pub mod add;
 pub mod backend;
 pub mod backup;
 pub mod friends;
+pub mod i18n;
 pub mod keys;
 pub mod model;
 mod qr;

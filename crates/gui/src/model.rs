@@ -1,9 +1,11 @@
-//! What the window says, worked out from the service's documents. No GTK here: every word
-//! the window shows and every state it draws is decided in this module, and tested as plain
-//! Rust.
+//! What the window says, worked out from the service's documents. No widgets here: every
+//! word the window shows and every state it draws is decided in this module, and tested as
+//! plain Rust (in English: the tests run without a translation).
 
 use tails_server_dbus::views::{StatusView, TorState};
 use tails_server_dbus::{ErrorKind, ServiceError};
+
+use crate::{tr, trn};
 
 /// How far a service has come, from the person's switch to a friend's connection. Each rung
 /// is true only when every rung below it is.
@@ -53,21 +55,21 @@ impl Rung {
     /// The service's line under its name.
     pub fn words(&self, tor: &TorState) -> String {
         match self {
-            Rung::Off => "Off: Tor does not publish it".into(),
-            Rung::TorOff => "Saved; Tor will publish it when it is connected".into(),
-            Rung::Publishing => "Publishing…".into(),
+            Rung::Off => tr!("Off: Tor does not publish it"),
+            Rung::TorOff => tr!("Saved; Tor will publish it when it is connected"),
+            Rung::Publishing => tr!("Publishing…"),
             Rung::Registered => match tor.bootstrap {
                 Some(percent) if percent < 100 => {
-                    format!("Registered with Tor; announced once Tor has connected ({percent}%)")
+                    tr!("Registered with Tor; announced once Tor has connected ({percent}%)", percent)
                 }
-                _ => "Registered with Tor; announcing it on the Tor network…".into(),
+                _ => tr!("Registered with Tor; announcing it on the Tor network…"),
             },
             Rung::Uploaded => match (tor.reachable, &tor.probe_detail) {
-                (Some(false), Some(detail)) => format!("Published, but the last check did not reach it: {detail}"),
-                (Some(false), None) => "Published, but the last check did not reach it".into(),
-                _ => "Published: friends holding a key can connect".into(),
+                (Some(false), Some(detail)) => tr!("Published, but the last check did not reach it: {detail}", detail),
+                (Some(false), None) => tr!("Published, but the last check did not reach it"),
+                _ => tr!("Published: friends holding a key can connect"),
             },
-            Rung::Reachable => "Reachable through Tor".into(),
+            Rung::Reachable => tr!("Reachable through Tor"),
         }
     }
 }
@@ -82,10 +84,12 @@ pub enum Step {
 }
 
 /// The steps drawn in a service's details, from the switch to a friend's connection.
-pub const STEPS: [&str; 4] = ["Tor connected", "Registered with Tor", "Announced", "Reached by a check"];
+pub fn steps() -> [String; 4] {
+    [tr!("Tor connected"), tr!("Registered with Tor"), tr!("Announced"), tr!("Reached by a check")]
+}
 
 impl Rung {
-    /// The ladder drawn in a service's details: each of [`STEPS`] done, under way or not yet;
+    /// The ladder drawn in a service's details: each of [`steps`] done, under way or not yet;
     /// None when the service is off (there is no way to climb).
     pub fn ladder(&self) -> Option<[Step; 4]> {
         let reached = match self {
@@ -107,12 +111,11 @@ impl Rung {
 
 /// One step as a screen reader says it: "Registered with Tor: done".
 pub fn step_words(step: &str, state: Step) -> String {
-    let state = match state {
-        Step::Done => "done",
-        Step::Now => "under way",
-        Step::NotYet => "not yet",
-    };
-    format!("{step}: {state}")
+    match state {
+        Step::Done => tr!("{step}: done", step),
+        Step::Now => tr!("{step}: under way", step),
+        Step::NotYet => tr!("{step}: not yet", step),
+    }
 }
 
 /// A service as one row shows it.
@@ -135,7 +138,11 @@ impl ServiceRow {
         let rung = Rung::of(status.enabled, &status.tor);
         let mut state = rung.words(&status.tor);
         if !status.installed {
-            state = format!("{kind_in_gui}'s program is not installed: add it with Additional Software. {state}");
+            state = tr!(
+                "{kind}'s program is not installed: add it with Additional Software. {state}",
+                kind = kind_in_gui,
+                state
+            );
         }
         ServiceRow {
             name: status.name.clone(),
@@ -151,7 +158,7 @@ impl ServiceRow {
 
     /// What a screen reader says for the row's switch.
     pub fn switch_name(&self) -> String {
-        format!("Publish {}", self.name)
+        tr!("Publish {service}", service = self.name)
     }
 }
 
@@ -162,25 +169,36 @@ pub fn tor_notice(rows: &[(ServiceRow, TorState)]) -> Option<String> {
         return None;
     }
     let tor = &rows.iter().find(|(row, _)| row.rung == Rung::TorOff)?.1;
-    let why = if tor.network_enabled == Some(false) {
-        "Tor is not connected yet. Connect to Tor with the Tor Connection assistant".to_owned()
+    Some(if tor.network_enabled == Some(false) {
+        trn!(
+            "Tor is not connected yet. Connect to Tor with the Tor Connection assistant: {n} service will be \
+             published as soon as it is connected.",
+            "Tor is not connected yet. Connect to Tor with the Tor Connection assistant: {n} services will be \
+             published as soon as it is connected.",
+            waiting
+        )
     } else {
-        "Tor cannot be reached right now".to_owned()
-    };
-    let services = if waiting == 1 { "1 service".to_owned() } else { format!("{waiting} services") };
-    Some(format!("{why}: {services} will be published as soon as it is connected."))
+        trn!(
+            "Tor cannot be reached right now: {n} service will be published as soon as it is connected.",
+            "Tor cannot be reached right now: {n} services will be published as soon as it is connected.",
+            waiting
+        )
+    })
 }
 
 /// Shown above the services while Additional Software does not install tails-server at
 /// every login (`InstalledAtEveryLogin` false): what is lost at a restart, and the one
 /// command that keeps it, which needs the administration password.
-pub const NOT_SET_UP: [&str; 3] = [
-    "Not Installed at Every Login",
-    "Tails forgets Tails Server when it shuts down. Your services and their keys are kept in the \
-     Persistent Storage, but after a restart nothing publishes them until Tails Server is set up, \
-     once, with the administration password. In a terminal, in the folder that holds both packages:",
-    "sudo tails-server setup --deb tails-server_*.deb --deb tails-server-gui_*.deb",
-];
+pub fn not_set_up() -> [String; 3] {
+    [
+        tr!("Not Installed at Every Login"),
+        tr!("Tails forgets Tails Server when it shuts down. Your services and their keys are kept in the \
+             Persistent Storage, but after a restart nothing publishes them until Tails Server is set up, \
+             once, with the administration password. In a terminal, in the folder that holds both packages:"),
+        // A command, typed as it is in every language.
+        "sudo tails-server setup --deb tails-server_*.deb --deb tails-server-gui_*.deb".to_owned(),
+    ]
+}
 
 /// Something that stops the window from showing the services: a page of its own, saying
 /// what is wrong and what to do.
@@ -206,8 +224,8 @@ impl Failure {
     /// The words the person sees for a failed call that is not worth a page (a refused change).
     pub fn message(&self) -> String {
         match self {
-            Failure::NotRunning => "The Tails Server service stopped.".into(),
-            Failure::NoBus(why) => format!("The system bus cannot be reached: {why}"),
+            Failure::NotRunning => tr!("The Tails Server service stopped."),
+            Failure::NoBus(why) => tr!("The system bus cannot be reached: {why}", why),
             Failure::Refused(error) => sentence(&error.message()),
         }
     }
@@ -215,38 +233,42 @@ impl Failure {
     /// The page for a failure that leaves nothing to show; None when the list can stay (the
     /// error then goes in a notification with [`Failure::message`]).
     pub fn page(&self) -> Option<Problem> {
-        let problem = |title: &str, body: String, icon| Problem { title: title.into(), body, icon };
+        let problem = |title: String, body: String, icon| Problem { title, body, icon };
         match self {
             Failure::NotRunning => Some(problem(
-                "Tails Server is not running",
-                "Nothing answers for your onion services on this computer. If you just added Tails Server \
-                 with Additional Software, wait until the installation has finished, then restart Tails. \
-                 If it keeps happening, an administrator can see why with “journalctl -u tails-server”."
-                    .into(),
+                tr!("Tails Server is not running"),
+                tr!("Nothing answers for your onion services on this computer. If you just added Tails Server \
+                     with Additional Software, wait until the installation has finished, then restart Tails. \
+                     If it keeps happening, an administrator can see why with “journalctl -u tails-server”."),
                 "dialog-warning-symbolic",
             )),
             Failure::NoBus(why) => Some(problem(
-                "The system cannot be reached",
-                format!("This window talks to Tails Server through the system bus, which does not answer: {why}"),
+                tr!("The system cannot be reached"),
+                tr!("This window talks to Tails Server through the system bus, which does not answer: {why}", why),
                 "dialog-error-symbolic",
             )),
             Failure::Refused(error) => match error {
                 ServiceError::PersistentStorageLocked(_) => Some(problem(
-                    "Unlock your Persistent Storage",
-                    "Your onion services, their addresses and your friends' keys are kept in the Persistent \
-                     Storage. Unlock it in the Welcome Screen when you start Tails, then open this window again."
-                        .into(),
+                    tr!("Unlock your Persistent Storage"),
+                    tr!("Your onion services, their addresses and your friends' keys are kept in the Persistent \
+                         Storage. Unlock it in the Welcome Screen when you start Tails, then open this window again."),
                     "system-lock-screen-symbolic",
                 )),
                 ServiceError::PresenceRequired(_) => None,
                 e if e.kind() == Some(ErrorKind::NotAuthorized) => Some(problem(
-                    "You may not manage onion services here",
-                    format!("{} Ask the person who administers this computer.", sentence(&error.message())),
+                    tr!("You may not manage onion services here"),
+                    // The service's words stay in English; the advice around them is translated.
+                    tr!(
+                        "{refusal} Ask the person who administers this computer.",
+                        refusal = sentence(&error.message())
+                    ),
                     "action-unavailable-symbolic",
                 )),
-                ServiceError::ZBus(_) => {
-                    Some(problem("Tails Server does not answer", sentence(&error.message()), "dialog-error-symbolic"))
-                }
+                ServiceError::ZBus(_) => Some(problem(
+                    tr!("Tails Server does not answer"),
+                    sentence(&error.message()),
+                    "dialog-error-symbolic",
+                )),
                 _ => None,
             },
         }
@@ -279,9 +301,9 @@ impl TorOutcome {
     /// The notification after a change, when there is something to say.
     pub fn notice(&self) -> Option<String> {
         if !self.failed.is_empty() {
-            Some(sentence(&format!("Saved, but {}", self.failed.join("; "))))
+            Some(sentence(&tr!("Saved, but {failures}", failures = self.failed.join("; "))))
         } else if !self.applied || !self.pending.is_empty() {
-            Some("Saved; Tor will publish it when it is back.".into())
+            Some(tr!("Saved; Tor will publish it when it is back."))
         } else {
             None
         }
@@ -291,11 +313,11 @@ impl TorOutcome {
 /// The result of "Check Now" (a connection through tor to the service), at `at` (HH:MM).
 pub fn check_words(reachable: Option<bool>, detail: Option<&str>, at: &str) -> String {
     match (reachable, detail) {
-        (Some(true), _) => format!("Reached through Tor at {at}"),
-        (Some(false), Some(detail)) => format!("Not reached at {at}: {detail}"),
-        (Some(false), None) => format!("Not reached at {at}"),
-        (None, Some(detail)) => format!("Could not check at {at}: {detail}"),
-        (None, None) => format!("Could not check at {at}"),
+        (Some(true), _) => tr!("Reached through Tor at {at}", at),
+        (Some(false), Some(detail)) => tr!("Not reached at {at}: {detail}", at, detail),
+        (Some(false), None) => tr!("Not reached at {at}", at),
+        (None, Some(detail)) => tr!("Could not check at {at}: {detail}", at, detail),
+        (None, None) => tr!("Could not check at {at}", at),
     }
 }
 
@@ -319,27 +341,32 @@ impl Invitation {
     /// with `{service}`, `{address}`, `{port}` and `{client}`).
     pub fn new(service: &str, client: &str, address: &str, port: u16, connect: Option<&str>) -> Invitation {
         let how = match connect {
-            Some(template) => template
+            Some(template) => crate::i18n::catalog(template)
                 .replace("{service}", service)
                 .replace("{address}", address)
                 .replace("{port}", &port.to_string())
                 .replace("{client}", client),
-            None => format!("{client} connects to {address}, port {port}, through Tor, with this key."),
+            None => {
+                tr!("{client} connects to {address}, port {port}, through Tor, with this key.", client, address, port)
+            }
         };
         Invitation {
-            address_title: "Step 1 of 2: The Address".into(),
-            address_body: format!(
-                "Send {client} the address of {service}. Anyone can see an address: it is useless without the key."
+            address_title: tr!("Step 1 of 2: The Address"),
+            address_body: tr!(
+                "Send {client} the address of {service}. Anyone can see an address: it is useless without the key.",
+                client,
+                service
             ),
-            key_title: format!("Step 2 of 2: {client}'s Key"),
-            key_body: format!(
+            key_title: tr!("Step 2 of 2: {client}'s Key", client),
+            key_body: tr!(
                 "This key lets {client}, and only {client}, find and reach {service}. Whoever holds it can \
-                 connect as {client}: send it to nobody else."
+                 connect as {client}: send it to nobody else.",
+                client,
+                service
             ),
             how,
-            hint: "Send the address and the key through different channels (for example, one in person and the \
-                   other in an encrypted message): somebody who reads one channel then still cannot connect."
-                .into(),
+            hint: tr!("Send the address and the key through different channels (for example, one in person and the \
+                       other in an encrypted message): somebody who reads one channel then still cannot connect."),
             file_name: format!("{client}.auth_private"),
         }
     }
@@ -348,10 +375,12 @@ impl Invitation {
 /// The confirmation before a friend's key is revoked: what happens, said before it does.
 pub fn revoke_words(service: &str, client: &str) -> (String, String) {
     (
-        format!("Revoke {client}'s Key?"),
-        format!(
+        tr!("Revoke {client}'s Key?", client),
+        tr!(
             "{client} will no longer be able to find or reach {service}. Tor publishes {service} again without this \
-             key, so friends connected now are disconnected and reconnect by themselves."
+             key, so friends connected now are disconnected and reconnect by themselves.",
+            client,
+            service
         ),
     )
 }
@@ -359,10 +388,11 @@ pub fn revoke_words(service: &str, client: &str) -> (String, String) {
 /// The confirmation before a service is removed.
 pub fn remove_words(service: &str) -> (String, String) {
     (
-        format!("Remove {service}?"),
-        format!(
+        tr!("Remove {service}?", service),
+        tr!(
             "The onion address of {service}, every friend's key and its data are destroyed. Nobody can ever connect to this \
-             address again: a new service gets a new address, and your friends new keys."
+             address again: a new service gets a new address, and your friends new keys.",
+            service
         ),
     )
 }
@@ -371,11 +401,11 @@ impl TorOutcome {
     /// The notification after a received key was kept.
     pub fn key_notice(&self, name: &str) -> String {
         if !self.failed.is_empty() {
-            sentence(&format!("The key {name} is kept, but {}", self.failed.join("; ")))
+            sentence(&tr!("The key {name} is kept, but {failures}", name, failures = self.failed.join("; ")))
         } else if !self.applied || !self.pending.is_empty() {
-            format!("The key {name} is kept; Tor gets it when it is back.")
+            tr!("The key {name} is kept; Tor gets it when it is back.", name)
         } else {
-            format!("The key {name} is kept and given to Tor.")
+            tr!("The key {name} is kept and given to Tor.", name)
         }
     }
 }
@@ -388,13 +418,17 @@ pub const SHORTEST_BACKUP_PASSPHRASE: usize = 12;
 pub fn backup_passphrase_problem(first: &str, again: &str) -> Option<String> {
     let length = first.chars().count();
     if length == 0 {
-        Some("Type a passphrase for the backup.".into())
+        Some(tr!("Type a passphrase for the backup."))
     } else if first != again {
-        Some("The two passphrases are not the same. Type the same one twice.".into())
+        Some(tr!("The two passphrases are not the same. Type the same one twice."))
     } else if length < SHORTEST_BACKUP_PASSPHRASE {
-        Some(format!(
-            "This passphrase has {length} characters; use at least {SHORTEST_BACKUP_PASSPHRASE}. The backup holds every \
-             key: whoever guesses its passphrase can run your services at their addresses."
+        Some(trn!(
+            "This passphrase has {n} character; use at least {shortest}. The backup holds every \
+             key: whoever guesses its passphrase can run your services at their addresses.",
+            "This passphrase has {n} characters; use at least {shortest}. The backup holds every \
+             key: whoever guesses its passphrase can run your services at their addresses.",
+            length,
+            shortest = SHORTEST_BACKUP_PASSPHRASE
         ))
     } else {
         None
@@ -430,8 +464,9 @@ fn services_and_keys(names: &[String]) -> (Vec<&str>, Vec<&str>) {
     (services.into_iter().map(String::as_str).collect(), keys.into_iter().map(|k| &k[4..]).collect())
 }
 
-fn listed(what: &str, names: &[&str]) -> Option<String> {
-    (!names.is_empty()).then(|| format!("{what}: {}.", names.join(", ")))
+/// The names, joined for a sentence's list.
+fn joined(names: &[&str]) -> String {
+    names.join(", ")
 }
 
 /// The question before a restore, from a dry run that skips what exists: what it would add,
@@ -452,33 +487,39 @@ impl RestorePreview {
         let (services, keys) = services_and_keys(&dry_run.added);
         let (existing_services, existing_keys) = services_and_keys(&dry_run.skipped);
         let mut lines: Vec<String> = Vec::new();
-        lines.extend(listed("Services it adds", &services));
-        lines.extend(listed("Keys you received it adds", &keys));
+        if !services.is_empty() {
+            lines.push(tr!("Services it adds: {names}.", names = joined(&services)));
+        }
+        if !keys.is_empty() {
+            lines.push(tr!("Keys you received it adds: {names}.", names = joined(&keys)));
+        }
         let existing: Vec<&str> = existing_services.iter().chain(&existing_keys).copied().collect();
         if !existing.is_empty() {
-            lines.push(format!(
-                "Already here: {}. Restore keeps them as they are; Replace puts the backup's in their place, so \
+            lines.push(tr!(
+                "Already here: {names}. Restore keeps them as they are; Replace puts the backup's in their place, so \
                  their addresses and friends' keys become the backup's, and today's are destroyed.",
-                existing.join(", ")
+                names = joined(&existing)
             ));
         }
+        // The service's own words (English) inside the translated sentence.
         if !dry_run.replacing_widens.is_empty() {
             // Replace is a choice made on this text: what it opens is said before it.
-            lines.push(format!("Replace would let in more than today: {}.", dry_run.replacing_widens.join("; ")));
+            lines
+                .push(tr!("Replace would let in more than today: {what}.", what = dry_run.replacing_widens.join("; ")));
         }
         if !dry_run.held_back.is_empty() {
-            lines.push(format!(
-                "For your safety, nothing comes back more open than it is now: {}.",
-                dry_run.held_back.join("; ")
+            lines.push(tr!(
+                "For your safety, nothing comes back more open than it is now: {what}.",
+                what = dry_run.held_back.join("; ")
             ));
         }
         let adds = !dry_run.added.is_empty();
         let conflicts = !dry_run.skipped.is_empty();
-        let heading = if adds || conflicts { "Restore This Backup?" } else { "Nothing to Restore" };
+        let heading = if adds || conflicts { tr!("Restore This Backup?") } else { tr!("Nothing to Restore") };
         if !adds && !conflicts {
-            lines.push("The backup holds nothing.".into());
+            lines.push(tr!("The backup holds nothing."));
         }
-        RestorePreview { heading: heading.into(), body: lines.join("\n\n"), adds, conflicts }
+        RestorePreview { heading, body: lines.join("\n\n"), adds, conflicts }
     }
 }
 
@@ -490,13 +531,13 @@ pub fn restored_words(report: &ImportReport) -> String {
     names.extend(services.iter().chain(&replaced_services));
     names.extend(keys.iter().chain(&replaced_keys));
     if names.is_empty() {
-        return "Nothing was restored: everything in the backup is already here.".into();
+        return tr!("Nothing was restored: everything in the backup is already here.");
     }
-    let mut text = format!("Restored: {}.", names.join(", "));
     if report.added.iter().chain(&report.replaced).any(|n| !n.starts_with("key ")) {
-        text.push_str(" Restored services are off: turn each on to publish it.");
+        tr!("Restored: {names}. Restored services are off: turn each on to publish it.", names = joined(&names))
+    } else {
+        tr!("Restored: {names}.", names = joined(&names))
     }
-    text
 }
 
 #[cfg(test)]
@@ -550,7 +591,7 @@ mod tests {
         assert_eq!(Rung::Registered.ladder().unwrap(), [Done, Done, Now, NotYet]);
         assert_eq!(Rung::Uploaded.ladder().unwrap(), [Done, Done, Done, NotYet], "only a check reaches it");
         assert_eq!(Rung::Reachable.ladder().unwrap(), [Done; 4]);
-        assert_eq!(step_words(STEPS[1], Now), "Registered with Tor: under way");
+        assert_eq!(step_words(&steps()[1], Now), "Registered with Tor: under way");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::backup::BackupPage;
 use crate::friends::{self, ShareSheet};
 use crate::keys::KeysPage;
 use crate::model::{self, Failure, Problem, ServiceRow, Step, TorOutcome};
+use crate::tr;
 use tails_server_core::catalog::KindDefinition;
 
 /// The window's pages, by name: connecting, a problem, or (once the service answers) the
@@ -100,7 +101,7 @@ struct Row {
     check_text: RefCell<String>,
     check_row: RefCell<Option<adw::ActionRow>>,
     busy: Cell<bool>,
-    /// The ladder drawn first in the details: one label per step of [`model::STEPS`].
+    /// The ladder drawn first in the details: one label per step of [`model::steps`].
     ladder: gtk::ListBoxRow,
     steps: Vec<gtk::Label>,
     /// Where each step stands, as last drawn (None: off, no ladder).
@@ -109,28 +110,28 @@ struct Row {
 
 impl Window {
     pub fn new(application: Option<&adw::Application>) -> Window {
+        static LANGUAGE: std::sync::Once = std::sync::Once::new();
+        LANGUAGE.call_once(crate::i18n::init);
         let stack = gtk::Stack::builder().transition_type(gtk::StackTransitionType::Crossfade).vexpand(true).build();
 
         let connecting = adw::StatusPage::builder()
-            .title("Connecting to Tails Server…")
+            .title(tr!("Connecting to Tails Server…"))
             .icon_name("network-server-symbolic")
             .build();
         stack.add_named(&connecting, Some(page::CONNECTING));
 
         let problem = adw::StatusPage::builder().icon_name("dialog-warning-symbolic").build();
-        let retry = gtk::Button::builder().label("Try Again").halign(gtk::Align::Center).build();
+        let retry = gtk::Button::builder().label(tr!("Try Again")).halign(gtk::Align::Center).build();
         retry.add_css_class("pill");
         retry.add_css_class("suggested-action");
         problem.set_child(Some(&retry));
         stack.add_named(&problem, Some(page::PROBLEM));
 
         let empty = adw::StatusPage::builder()
-            .title("No Onion Services Yet")
-            .description(
-                "An onion service makes a program on this computer (a Mumble server, a web site, shared \
+            .title(tr!("No Onion Services Yet"))
+            .description(tr!("An onion service makes a program on this computer (a Mumble server, a web site, shared \
                  files) reachable through Tor, only by the friends you give a key to. Add one with the + \
-                 button.",
-            )
+                 button."))
             .icon_name("network-server-symbolic")
             .build();
         let services = gtk::Stack::builder().vexpand(true).build();
@@ -140,8 +141,8 @@ impl Window {
         tor_notice.add_css_class("warning");
         let list = gtk::ListBox::builder().selection_mode(gtk::SelectionMode::None).build();
         list.add_css_class("boxed-list");
-        describe(&list, "Your onion services", None);
-        let heading = gtk::Label::builder().label("Your Onion Services").xalign(0.0).build();
+        describe(&list, &tr!("Your onion services"), None);
+        let heading = gtk::Label::builder().label(tr!("Your Onion Services")).xalign(0.0).build();
         heading.add_css_class("heading");
         let column = gtk::Box::builder()
             .orientation(gtk::Orientation::Vertical)
@@ -162,23 +163,23 @@ impl Window {
         services_tab.append(&setup_notice);
         services_tab.append(&services);
         let tabs = adw::ViewStack::new();
-        tabs.add_titled(&services_tab, Some("services"), "Your Services")
+        tabs.add_titled(&services_tab, Some("services"), &tr!("Your Services"))
             .set_icon_name(Some("network-server-symbolic"));
         stack.add_named(&tabs, Some(page::READY));
 
         let toasts = adw::ToastOverlay::new();
         toasts.set_child(Some(&stack));
         let content = gtk::Box::new(gtk::Orientation::Vertical, 0);
-        let switcher = adw::ViewSwitcherTitle::builder().stack(&tabs).title("Onion Services").build();
+        let switcher = adw::ViewSwitcherTitle::builder().stack(&tabs).title(tr!("Onion Services")).build();
         let header = adw::HeaderBar::builder().title_widget(&switcher).build();
         let add = gtk::Button::builder().icon_name("list-add-symbolic").sensitive(false).build();
-        add.set_tooltip_text(Some("Add a Service"));
-        describe(&add, "Add a service", None);
+        add.set_tooltip_text(Some(&tr!("Add a Service")));
+        describe(&add, &tr!("Add a service"), None);
         header.pack_start(&add);
         content.append(&header);
         content.append(&toasts);
         let window = adw::ApplicationWindow::builder()
-            .title("Onion Services")
+            .title(tr!("Onion Services"))
             .default_width(560)
             .default_height(620)
             .content(&content)
@@ -245,13 +246,13 @@ impl Window {
         let keys = KeysPage::new(&this);
         this.inner
             .tabs
-            .add_titled(&keys.widget, Some("keys"), "Keys You Received")
+            .add_titled(&keys.widget, Some("keys"), &tr!("Keys You Received"))
             .set_icon_name(Some("dialog-password-symbolic"));
         *this.inner.keys.borrow_mut() = Some(keys);
         let backup = BackupPage::new(&this);
         this.inner
             .tabs
-            .add_titled(&backup.widget, Some("backup"), "Backup")
+            .add_titled(&backup.widget, Some("backup"), &tr!("Backup"))
             .set_icon_name(Some("document-save-symbolic"));
         let weak = Rc::downgrade(&this.inner);
         add.connect_clicked(move |_| {
@@ -364,7 +365,7 @@ impl Window {
     /// A kind's name for people ("Mumble"), or the kind itself when the catalog does not know it.
     fn name_in_gui(&self, kind: &str) -> String {
         let kinds = self.inner.kinds.borrow();
-        kinds.iter().find(|k| k.name == kind).map_or_else(|| kind.to_owned(), |k| k.name_in_gui.clone())
+        kinds.iter().find(|k| k.name == kind).map_or_else(|| kind.to_owned(), |k| crate::i18n::catalog(&k.name_in_gui))
     }
 
     /// How a friend connects to a service of this kind (the catalog's `connect`).
@@ -390,7 +391,7 @@ impl Window {
         let dialog =
             adw::MessageDialog::builder().transient_for(self.widget()).modal(true).heading(heading).body(body).build();
         dialog.set_extra_child(extra);
-        dialog.add_responses(&[("cancel", "Cancel"), (action, label)]);
+        dialog.add_responses(&[("cancel", tr!("Cancel").as_str()), (action, label)]);
         dialog.set_response_appearance(action, appearance);
         let default = if appearance == adw::ResponseAppearance::Destructive { "cancel" } else { action };
         dialog.set_default_response(Some(default));
@@ -426,7 +427,7 @@ impl Window {
     pub fn open_add(&self) {
         let kinds = self.inner.kinds.borrow().clone();
         if kinds.is_empty() {
-            return self.notify("The service answered something unexpected for its catalog.");
+            return self.notify(&tr!("The service answered something unexpected for its catalog."));
         }
         let adding = AddWindow::new(self, kinds);
         adding.window.present();
@@ -473,7 +474,7 @@ impl Window {
     /// Connects to a service through tor, as a friend would, and says what it found and when.
     pub fn check_now(&self, service: &str) {
         let Some(backend) = self.backend() else { return };
-        self.set_check_text(service, "Checking through Tor… (this can take a minute)");
+        self.set_check_text(service, &tr!("Checking through Tor… (this can take a minute)"));
         let (this, name) = (self.clone(), service.to_owned());
         glib::spawn_future_local(async move {
             let asked = name.clone();
@@ -528,7 +529,7 @@ impl Window {
     pub fn revoke(&self, service: &str, client: &str) {
         let (this, service, client) = (self.clone(), service.to_owned(), client.to_owned());
         glib::spawn_future_local(async move {
-            if !friends::confirm(&this, model::revoke_words(&service, &client), "Revoke").await {
+            if !friends::confirm(&this, model::revoke_words(&service, &client), &tr!("Revoke")).await {
                 return;
             }
             let Some(backend) = this.backend() else { return };
@@ -537,7 +538,8 @@ impl Window {
                 Ok(json) => {
                     let tor = serde_json::from_str::<Changed>(&json).map(|c| c.tor).unwrap_or_default();
                     this.notify(
-                        &tor.notice().unwrap_or_else(|| format!("{client} can no longer connect to {service}.")),
+                        &tor.notice()
+                            .unwrap_or_else(|| tr!("{client} can no longer connect to {service}.", client, service)),
                     );
                 }
                 Err(failure) => this.show_failure(&failure),
@@ -549,13 +551,13 @@ impl Window {
     pub fn remove(&self, service: &str) {
         let (this, service) = (self.clone(), service.to_owned());
         glib::spawn_future_local(async move {
-            if !friends::confirm(&this, model::remove_words(&service), "Remove").await {
+            if !friends::confirm(&this, model::remove_words(&service), &tr!("Remove")).await {
                 return;
             }
             let Some(backend) = this.backend() else { return };
             let name = service.clone();
             match backend.call(move |server| async move { server.remove(&name, false).await }).await {
-                Ok(_) => this.notify(&format!("{service} is removed.")),
+                Ok(_) => this.notify(&tr!("{service} is removed.", service)),
                 Err(failure) => this.show_failure(&failure),
             }
         });
@@ -632,13 +634,17 @@ impl Window {
     fn new_row(&self, name: &str) -> Row {
         let switch = gtk::Switch::builder().valign(gtk::Align::Center).build();
         let spinner = gtk::Spinner::builder().valign(gtk::Align::Center).visible(false).build();
-        describe(&spinner, "Publishing", None);
+        describe(&spinner, &tr!("Publishing"), None);
         let row = adw::ExpanderRow::builder().title(name).build();
         // The row's own header opens it by mouse and keyboard only; GTK 4.8 gives it no
         // accessible action, so assistive technologies get a button of their own.
-        let details = gtk::ToggleButton::builder().label("Details").valign(gtk::Align::Center).build();
+        let details = gtk::ToggleButton::builder().label(tr!("Details")).valign(gtk::Align::Center).build();
         details.add_css_class("flat");
-        describe(&details, &format!("Details of {name}"), Some("Its address, friends and actions"));
+        describe(
+            &details,
+            &tr!("Details of {service}", service = name),
+            Some(&tr!("Its address, friends and actions")),
+        );
         details.bind_property("active", &row, "expanded").bidirectional().sync_create().build();
         row.add_action(&spinner);
         row.add_action(&details);
@@ -699,7 +705,7 @@ impl Window {
             details_of: RefCell::default(),
             view: RefCell::default(),
             checked: RefCell::default(),
-            check_text: RefCell::new("Not checked yet: a check connects to it through Tor, as a friend would".into()),
+            check_text: RefCell::new(tr!("Not checked yet: a check connects to it through Tor, as a friend would")),
             check_row: RefCell::default(),
             switch,
             spinner,
@@ -757,7 +763,7 @@ impl Window {
         glib::spawn_future_local(async move {
             let asked = name.clone();
             match backend.call(move |server| async move { server.remove_key(&asked).await }).await {
-                Ok(_) => this.notify(&format!("The key {name} is forgotten.")),
+                Ok(_) => this.notify(&tr!("The key {name} is forgotten.", name)),
                 Err(failure) => this.show_failure(&failure),
             }
         });
@@ -873,7 +879,7 @@ impl Row {
         let ladder = shown.rung.ladder();
         self.climbed.set(ladder);
         self.ladder.set_visible(ladder.is_some());
-        for ((label, step), state) in self.steps.iter().zip(model::STEPS).zip(ladder.unwrap_or([Step::NotYet; 4])) {
+        for ((label, step), state) in self.steps.iter().zip(model::steps()).zip(ladder.unwrap_or([Step::NotYet; 4])) {
             let (mark, style) = match state {
                 Step::Done => ("✓", "success"),
                 Step::Now => ("…", "accent"),
@@ -884,7 +890,7 @@ impl Row {
                 label.remove_css_class(class);
             }
             label.add_css_class(style);
-            describe(label, &model::step_words(step, state), None);
+            describe(label, &model::step_words(&step, state), None);
         }
     }
 
@@ -896,13 +902,13 @@ impl Row {
         }
         // (`show` draws a ladder it was not given as every step not yet.)
         let drawn = self.climbed.get().unwrap_or([Step::NotYet; 4]);
-        Some(model::STEPS.iter().zip(drawn).map(|(step, state)| model::step_words(step, state)).collect())
+        Some(model::steps().iter().zip(drawn).map(|(step, state)| model::step_words(step, state)).collect())
     }
 }
 
 /// The ladder's row: the steps side by side, wrapping when the window is narrow.
 fn ladder_row() -> (gtk::ListBoxRow, Vec<gtk::Label>) {
-    let steps: Vec<gtk::Label> = model::STEPS.iter().map(|_| gtk::Label::new(None)).collect();
+    let steps: Vec<gtk::Label> = model::steps().iter().map(|_| gtk::Label::new(None)).collect();
     let flow = gtk::FlowBox::builder()
         .selection_mode(gtk::SelectionMode::None)
         .max_children_per_line(4)
@@ -917,7 +923,7 @@ fn ladder_row() -> (gtk::ListBoxRow, Vec<gtk::Label>) {
         flow.insert(step, -1);
     }
     let row = gtk::ListBoxRow::builder().activatable(false).selectable(false).child(&flow).build();
-    describe(&row, "How far it has come", None);
+    describe(&row, &tr!("How far it has come"), None);
     (row, steps)
 }
 
@@ -938,24 +944,25 @@ impl Row {
         let service = view.name.clone();
         let mut rows = Vec::new();
 
-        let address = adw::ActionRow::builder().title("Address").subtitle(view.address.as_str()).build();
-        let copy = button("Copy", &format!("Copy the address of {service}"), None);
+        let address = adw::ActionRow::builder().title(tr!("Address")).subtitle(view.address.as_str()).build();
+        let copy = button(&tr!("Copy"), &tr!("Copy the address of {service}", service), None);
         let shown = view.address.clone();
         let owner = window.downgrade();
         copy.connect_clicked(move |button| {
             button.clipboard().set_text(&shown);
             if let Some(owner) = owner.upgrade() {
-                owner.notify("The address is copied.");
+                owner.notify(&tr!("The address is copied."));
             }
         });
         address.add_suffix(&copy);
         rows.push(address);
 
         let check = adw::ActionRow::builder()
-            .title("Can Friends Reach It?")
+            .title(tr!("Can Friends Reach It?"))
             .subtitle(glib::markup_escape_text(&self.check_text.borrow()).as_str())
             .build();
-        let probe = button("Check Now", &format!("Check whether {service} can be reached through Tor"), None);
+        let probe =
+            button(&tr!("Check Now"), &tr!("Check whether {service} can be reached through Tor", service), None);
         let (owner, name) = (window.downgrade(), service.clone());
         probe.connect_clicked(move |_| {
             if let Some(owner) = owner.upgrade() {
@@ -968,13 +975,13 @@ impl Row {
 
         for client in &view.clients {
             let subtitle = if client.private_key_stored {
-                format!("Invited {}", client.created.get(..10).unwrap_or(&client.created))
+                tr!("Invited {date}", date = client.created.get(..10).unwrap_or(&client.created))
             } else {
-                "Their key was made elsewhere: only its public half is kept here".to_owned()
+                tr!("Their key was made elsewhere: only its public half is kept here")
             };
             let friend = adw::ActionRow::builder().title(client.name.as_str()).subtitle(subtitle).build();
             if client.private_key_stored {
-                let show = button("Show Key", &format!("Show {}'s key", client.name), None);
+                let show = button(&tr!("Show Key"), &tr!("Show {friend}'s key", friend = client.name), None);
                 let (owner, service, client) = (window.downgrade(), service.clone(), client.name.clone());
                 show.connect_clicked(move |_| {
                     if let Some(owner) = owner.upgrade() {
@@ -983,7 +990,8 @@ impl Row {
                 });
                 friend.add_suffix(&show);
             }
-            let revoke = button("Revoke", &format!("Revoke {}'s key", client.name), Some("destructive-action"));
+            let revoke =
+                button(&tr!("Revoke"), &tr!("Revoke {friend}'s key", friend = client.name), Some("destructive-action"));
             let (owner, service_name, client_name) = (window.downgrade(), service.clone(), client.name.clone());
             revoke.connect_clicked(move |_| {
                 if let Some(owner) = owner.upgrade() {
@@ -995,10 +1003,10 @@ impl Row {
         }
 
         let invite = adw::ActionRow::builder()
-            .title("Invite a Friend")
-            .subtitle("A key of their own, shown once you typed your Persistent Storage passphrase")
+            .title(tr!("Invite a Friend"))
+            .subtitle(tr!("A key of their own, shown once you typed your Persistent Storage passphrase"))
             .build();
-        let open = button("Invite…", &format!("Invite a friend to {service}"), Some("suggested-action"));
+        let open = button(&tr!("Invite…"), &tr!("Invite a friend to {service}", service), Some("suggested-action"));
         let (owner, name) = (window.downgrade(), service.clone());
         open.connect_clicked(move |_| {
             let Some(owner) = owner.upgrade() else { return };
@@ -1013,10 +1021,10 @@ impl Row {
         rows.push(invite);
 
         let remove = adw::ActionRow::builder()
-            .title("Remove This Service")
-            .subtitle("Destroys its address, keys and data")
+            .title(tr!("Remove This Service"))
+            .subtitle(tr!("Destroys its address, keys and data"))
             .build();
-        let destroy = button("Remove…", &format!("Remove {service}"), Some("destructive-action"));
+        let destroy = button(&tr!("Remove…"), &tr!("Remove {service}", service), Some("destructive-action"));
         let owner = window.downgrade();
         destroy.connect_clicked(move |_| {
             if let Some(owner) = owner.upgrade() {
@@ -1050,8 +1058,9 @@ struct Changed {
 }
 
 fn parse<T: for<'de> serde::Deserialize<'de>>(json: &str) -> Result<T, tails_server_dbus::ServiceError> {
-    serde_json::from_str(json)
-        .map_err(|e| tails_server_dbus::ServiceError::Failed(format!("the service answered something unexpected: {e}")))
+    serde_json::from_str(json).map_err(|e| {
+        tails_server_dbus::ServiceError::Failed(tr!("the service answered something unexpected: {error}", error = e))
+    })
 }
 
 /// Sets what a screen reader says for a widget: its name and, when given, a description.
@@ -1099,7 +1108,7 @@ pub(crate) async fn choose_file(
     name: &str,
 ) -> Option<std::path::PathBuf> {
     // (GtkFileDialog is GTK 4.10's.)
-    let chooser = gtk::FileChooserNative::new(Some(title), Some(parent), action, Some(accept), Some("Cancel"));
+    let chooser = gtk::FileChooserNative::new(Some(title), Some(parent), action, Some(accept), Some(&tr!("Cancel")));
     if !name.is_empty() {
         chooser.set_current_name(name);
     }
@@ -1150,9 +1159,9 @@ fn set_accessible(widget: &impl IsA<gtk::Widget>, properties: &[(gtk::Accessible
 }
 
 /// The notice above the services while tails-server is not installed at every login
-/// ([`model::NOT_SET_UP`]); its command can be selected and copied.
+/// ([`model::not_set_up`]); its command can be selected and copied.
 fn not_set_up_notice() -> gtk::Box {
-    let [heading, text, command] = model::NOT_SET_UP;
+    let [heading, text, command] = model::not_set_up();
     let title = gtk::Label::builder().label(heading).xalign(0.0).margin_top(12).build();
     title.add_css_class("heading");
     let body = gtk::Label::builder().label(text).wrap(true).xalign(0.0).build();
