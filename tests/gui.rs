@@ -389,6 +389,59 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
     assert!(!window.rows()[0].switched_on, "held back off");
     assert_eq!(window.friends("extra"), ["bob"]);
 
+    // Kept data: a service removed with its files kept, added again (a new address), and
+    // given its files back; then removed again and its kept files deleted, after a question
+    // whose default is Cancel.
+    let add_old = || {
+        let options =
+            HashMap::from([("name".to_owned(), "old".to_owned()), ("local-port".to_owned(), "9100".to_owned())]);
+        rt.block_on(server.add("custom", options)).unwrap();
+    };
+    let old_data = env.state_dir().join("data/old");
+    add_old();
+    std::fs::create_dir_all(&old_data).unwrap();
+    std::fs::write(old_data.join("index.html"), "hello").unwrap();
+    rt.block_on(server.remove("old", true)).unwrap();
+    add_old();
+    window.show_tab("backup");
+    wait_until("the kept files listed", || window.kept_data().len() == 1 && window.rows().len() == 3);
+    let kept = window.kept_data()[0].clone();
+    assert!(kept.starts_with("old-"), "{kept}");
+    screenshot(&window, "kept-data");
+    window.give_kept_data(&kept, None);
+    wait_until("the give question", || window.dialog().is_some_and(|d| d.is_mapped()));
+    let question = window.dialog().unwrap();
+    assert_eq!(question.heading().unwrap(), "Give the Files of old to a Service?");
+    let choice = find(&question, "kept-data-to").unwrap().downcast::<gtk::DropDown>().unwrap();
+    let offered = choice.model().unwrap().downcast::<gtk::StringList>().unwrap();
+    let offered: Vec<String> =
+        (0..offered.n_items()).filter_map(|i| offered.string(i)).map(|s| s.to_string()).collect();
+    assert_eq!(offered, ["extra", "old", "web"], "the services that are off");
+    assert_eq!(choice.selected(), 1, "the service of the same name first");
+    question.response("give");
+    wait_until("the files given", || {
+        window.kept_data().is_empty() && window.last_notice().is_some_and(|n| n.contains("now old's"))
+    });
+    assert_eq!(window.last_notice().unwrap(), "The data of old is now old's. Turn old on to serve it.");
+    assert_eq!(std::fs::read_to_string(old_data.join("index.html")).unwrap(), "hello");
+    rt.block_on(server.remove("old", true)).unwrap();
+    wait_until("the kept files listed again", || window.kept_data().len() == 1 && window.rows().len() == 2);
+    let kept = window.kept_data()[0].clone();
+    window.delete_kept_data(&kept);
+    wait_until("the delete question", || window.dialog().is_some_and(|d| d.is_mapped()));
+    let question = window.dialog().unwrap();
+    assert_eq!(question.heading().unwrap(), "Delete the Files of old?");
+    assert_eq!(question.default_response().unwrap(), "cancel", "the default answer destroys nothing");
+    question.response("cancel");
+    wait_until("the question gone", || window.dialog().is_none());
+    assert_eq!(window.kept_data(), std::slice::from_ref(&kept), "cancelled: still kept");
+    window.delete_kept_data(&kept);
+    wait_until("the delete question again", || window.dialog().is_some_and(|d| d.is_mapped()));
+    window.dialog().unwrap().response("confirm");
+    wait_until("the kept files deleted", || window.kept_data().is_empty());
+    assert_eq!(rt.block_on(server.kept_data()).unwrap(), "[]");
+    assert!(!env.state_dir().join("kept-data").join(&kept).exists());
+
     window.show_tab("services");
 
     // The service stops: the window says so.

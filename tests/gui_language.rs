@@ -266,6 +266,28 @@ fn every_main_screen_speaks_the_persons_language() {
     assert_translated("the share sheet's key", &sheet.window, &data);
     sheet.window.close();
 
+    // Files kept from a removed service: their row, and the questions before they are given
+    // or deleted.
+    std::fs::create_dir_all(env.state_dir().join("data/web")).unwrap();
+    std::fs::write(env.state_dir().join("data/web/index.html"), "hello").unwrap();
+    rt.block_on(server.remove("web", true)).unwrap();
+    window.show_tab("backup");
+    wait_until("the kept files listed", || window.kept_data().len() == 1 && !window.transition_running());
+    let kept = window.kept_data()[0].clone();
+    data.push(kept.clone());
+    // A size in GLib's words, which GLib translates (its own text domain).
+    data.push(gtk::glib::format_size(5).to_string());
+    window.give_kept_data(&kept, None);
+    wait_until("the give question", || window.dialog().is_some_and(|d| d.is_mapped()));
+    assert_translated("the give question", &window.dialog().unwrap(), &data);
+    window.dialog().unwrap().response("cancel");
+    wait_until("the question gone", || window.dialog().is_none());
+    window.delete_kept_data(&kept);
+    wait_until("the delete question", || window.dialog().is_some_and(|d| d.is_mapped()));
+    assert_translated("the delete question", &window.dialog().unwrap(), &data);
+    window.dialog().unwrap().response("cancel");
+    wait_until("the question gone", || window.dialog().is_none());
+
     // The other tabs.
     for tab in ["keys", "backup"] {
         window.show_tab(tab);

@@ -104,12 +104,7 @@ pub fn terminate_traced(strace: &mut KillOnDrop) -> std::process::ExitStatus {
 /// `tails-server service` on `bus` with `tor`, as the window's tests run it: root allowed,
 /// no Persistent Storage to follow, the passphrase of the LUKS volume `storage` asked before
 /// a secret leaves; its log in `env`'s service.log.
-pub fn serve_for_the_window(
-    env: &TestEnv,
-    bus: &Bus,
-    tor: &LocalTor,
-    storage: &Path,
-) -> KillOnDrop {
+pub fn serve_for_the_window(env: &TestEnv, bus: &Bus, tor: &LocalTor, storage: &Path) -> KillOnDrop {
     let log = std::fs::File::create(env.root.path().join("service.log")).unwrap();
     KillOnDrop(
         env.command()

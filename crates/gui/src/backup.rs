@@ -19,6 +19,8 @@ use crate::window::{choose_file, describe, password_entry, Window};
 /// The "Backup" tab.
 pub struct BackupPage {
     pub widget: gtk::ScrolledWindow,
+    /// Its groups (the window adds the kept data's below).
+    pub(crate) page: adw::PreferencesPage,
 }
 
 impl BackupPage {
@@ -81,7 +83,7 @@ impl BackupPage {
                 }
             });
         });
-        BackupPage { widget }
+        BackupPage { widget, page }
     }
 }
 

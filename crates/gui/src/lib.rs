@@ -8,6 +8,7 @@
 //! - [`add`]: adding a service from the catalog;
 //! - [`keys`]: the keys you received (the friend's side);
 //! - [`backup`]: saving and restoring an encrypted backup of everything;
+//! - [`kept`]: the files removed services left, deleted or given back;
 //! - [`friends`]: inviting, showing a key (after the Persistent Storage passphrase), revoking;
 //! - [`i18n`]: the person's language (gettext).
 
@@ -16,6 +17,7 @@ pub mod backend;
 pub mod backup;
 pub mod friends;
 pub mod i18n;
+pub mod kept;
 pub mod keys;
 pub mod model;
 mod qr;

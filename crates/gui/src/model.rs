@@ -410,6 +410,39 @@ impl TorOutcome {
     }
 }
 
+/// A row of kept data: whose it was; when it was set aside, its size, and whether it
+/// survives a shutdown (`when` and `size` already in the person's format).
+pub fn kept_words(service: &str, when: &str, size: &str, persistent: bool) -> (String, String) {
+    let title = tr!("Files of {service}", service);
+    let subtitle = if persistent {
+        tr!("Kept {when} · {size} · kept across reboots", when, size)
+    } else {
+        tr!("Kept {when} · {size} · forgotten at shutdown", when, size)
+    };
+    (title, subtitle)
+}
+
+/// The confirmation before kept data is deleted.
+pub fn delete_kept_words(service: &str) -> (String, String) {
+    (
+        tr!("Delete the Files of {service}?", service),
+        tr!(
+            "These files, kept when {service} was removed, are destroyed for good; its program's keys are \
+             overwritten first. No service can get them back.",
+            service
+        ),
+    )
+}
+
+/// The question before kept data is given to a service.
+pub fn give_kept_words(service: &str) -> (String, String) {
+    (
+        tr!("Give the Files of {service} to a Service?", service),
+        tr!("For a service removed by mistake and added again: the service you choose gets these files and its \
+             program's keys back, and its friends see them. It must be off and have no files of its own."),
+    )
+}
+
 /// Below this many characters a backup passphrase is refused: the backup holds every onion
 /// key, and whoever guesses its passphrase can run your services at their addresses.
 pub const SHORTEST_BACKUP_PASSPHRASE: usize = 12;
@@ -713,6 +746,20 @@ mod tests {
             check_words(None, Some("tor is not running"), "15:31"),
             "Could not check at 15:31: tor is not running"
         );
+    }
+
+    #[test]
+    fn kept_data_says_whose_it_was_when_and_what_deleting_or_giving_does() {
+        let (title, subtitle) = kept_words("site", "2026-12-07 03:30", "5 bytes", true);
+        assert_eq!(title, "Files of site");
+        assert_eq!(subtitle, "Kept 2026-12-07 03:30 · 5 bytes · kept across reboots");
+        assert!(kept_words("site", "", "", false).1.ends_with("forgotten at shutdown"));
+        let (heading, body) = delete_kept_words("site");
+        assert_eq!(heading, "Delete the Files of site?");
+        assert!(body.contains("destroyed for good"), "{body}");
+        let (heading, body) = give_kept_words("site");
+        assert_eq!(heading, "Give the Files of site to a Service?");
+        assert!(body.contains("its friends see them"), "the consequence is said: {body}");
     }
 
     #[test]

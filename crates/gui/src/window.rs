@@ -15,10 +15,12 @@ use crate::add::AddWindow;
 use crate::backend::{Backend, Event};
 use crate::backup::BackupPage;
 use crate::friends::{self, ShareSheet};
+use crate::kept::KeptGroup;
 use crate::keys::KeysPage;
 use crate::model::{self, Failure, Problem, ServiceRow, Step, TorOutcome};
 use crate::tr;
 use tails_server_core::catalog::KindDefinition;
+use tails_server_core::manager::KeptData;
 
 /// The window's pages, by name: connecting, a problem, or (once the service answers) the
 /// services (or the page saying there are none yet).
@@ -62,6 +64,7 @@ struct Inner {
     services: gtk::Stack,
     tabs: adw::ViewStack,
     keys: RefCell<Option<KeysPage>>,
+    kept: KeptGroup,
     problem: adw::StatusPage,
     tor_notice: gtk::Label,
     /// Above the services tab while tails-server is not installed at every login.
@@ -196,6 +199,7 @@ impl Window {
                 services,
                 tabs,
                 keys: RefCell::default(),
+                kept: KeptGroup::new(),
                 problem,
                 tor_notice,
                 setup_notice,
@@ -250,6 +254,7 @@ impl Window {
             .set_icon_name(Some("dialog-password-symbolic"));
         *this.inner.keys.borrow_mut() = Some(keys);
         let backup = BackupPage::new(&this);
+        backup.page.add(&this.inner.kept.widget);
         this.inner
             .tabs
             .add_titled(&backup.widget, Some("backup"), &tr!("Backup"))
@@ -331,17 +336,24 @@ impl Window {
                         statuses.push((service.clone(), status));
                     }
                     let keys: Vec<KeyView> = parse(&server.keys().await?)?;
+                    // A service older than the method has none to show.
+                    let kept: Vec<KeptData> = match server.kept_data().await {
+                        Ok(json) => parse(&json)?,
+                        Err(_) => Vec::new(),
+                    };
                     // A service older than the property cannot say: no notice then.
-                    let kept = server.installed_at_every_login().await.unwrap_or(true);
-                    Ok((kinds, statuses, keys, kept))
+                    let set_up = server.installed_at_every_login().await.unwrap_or(true);
+                    Ok((kinds, statuses, keys, kept, set_up))
                 })
                 .await;
             match answer {
-                Ok((kinds, statuses, keys, kept)) => {
+                Ok((kinds, statuses, keys, kept, set_up)) => {
                     if let Some(kinds) = kinds {
                         this.learn_kinds(&kinds);
                     }
-                    this.inner.setup_notice.set_visible(!kept);
+                    this.inner.setup_notice.set_visible(!set_up);
+                    let off = statuses.iter().filter(|(_, s)| !s.enabled).map(|(v, _)| v.name.clone()).collect();
+                    this.inner.kept.show(&this, &kept, off);
                     this.show_services(&statuses);
                     if let Some(page) = this.inner.keys.borrow().as_ref() {
                         page.show(&this, &keys);
@@ -767,6 +779,24 @@ impl Window {
                 Err(failure) => this.show_failure(&failure),
             }
         });
+    }
+
+    /// Deletes the kept data `id`, after asking (the Delete… button of its row).
+    pub fn delete_kept_data(&self, id: &str) {
+        let (this, id) = (self.clone(), id.to_owned());
+        glib::spawn_future_local(async move { crate::kept::delete(&this, &this.inner.kept, &id).await });
+    }
+
+    /// Gives the kept data `id` to a service: `to`, or the one the person chooses (its Give…
+    /// button).
+    pub fn give_kept_data(&self, id: &str, to: Option<&str>) {
+        let (this, id, to) = (self.clone(), id.to_owned(), to.map(str::to_owned));
+        glib::spawn_future_local(async move { crate::kept::give(&this, &this.inner.kept, &id, to).await });
+    }
+
+    /// The kept data as listed (ids).
+    pub fn kept_data(&self) -> Vec<String> {
+        self.inner.kept.ids()
     }
 
     /// Whether the pages are still crossfading.
