@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use common::{luks_volume, Bus, KillOnDrop, LocalTor, PersistentStorageStandIn, TestEnv};
-use gui::{find, save_png, wait_until};
+use gui::{choose_in_file_chooser, find, save_png, wait_until};
 use tails_server_dbus::{ServerProxy, BUS_NAME};
 use tails_server_gui::adw::prelude::*;
 use tails_server_gui::gtk;
@@ -224,6 +224,15 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
     assert_eq!(sheet.key().len(), 52, "a base32 x25519 key, as Tor Browser asks for it");
     wait_until("the key step", || sheet.step() == "key" && !sheet.transition_running());
     save_png(&sheet.window, "share-key");
+    // Saved as a file through the desktop's file chooser: private, the line her tor reads.
+    let saved = env.root.path().join("alice.auth_private");
+    find(&sheet.window, "save-key").unwrap().downcast::<gtk::Button>().unwrap().emit_clicked();
+    choose_in_file_chooser(&saved);
+    wait_until("the key saved", || window.last_notice().is_some_and(|n| n.starts_with("The key is saved in")));
+    assert_eq!(std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777, 0o600, "the key file is private");
+    let line: serde_json::Value =
+        serde_json::from_str(&rt.block_on(server.credential("web", "alice", "auth-private")).unwrap()).unwrap();
+    assert_eq!(std::fs::read_to_string(&saved).unwrap(), format!("{}\n", line["value"].as_str().unwrap()));
     sheet.window.close();
     assert_eq!(sheet.key(), "", "the key leaves the sheet when it closes");
     // (client-1: the first client every service gets when it is added.)
@@ -348,7 +357,8 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
         wait_until("the question answered", || window.dialog().is_none_or(|d| d != question));
         body
     };
-    window.back_up_to(&backup);
+    find(window.widget(), "save-backup").unwrap().downcast::<gtk::Button>().unwrap().emit_clicked();
+    choose_in_file_chooser(&backup);
     answer_backup(BACKUP_PASSPHRASE, Some("something else entirely"), "save");
     let asked_again = answer_backup(BACKUP_PASSPHRASE, Some(BACKUP_PASSPHRASE), "save");
     assert_eq!(asked_again, "The two passphrases are not the same. Type the same one twice.");
@@ -366,7 +376,8 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
     wait_until("the wrong passphrase said", || {
         window.last_notice().is_some_and(|n| n.contains("the passphrase is wrong"))
     });
-    window.restore_from(&backup);
+    find(window.widget(), "restore-backup").unwrap().downcast::<gtk::Button>().unwrap().emit_clicked();
+    choose_in_file_chooser(&backup);
     answer_backup(BACKUP_PASSPHRASE, None, "open");
     wait_until("the preview", || window.dialog().is_some_and(|d| d.is_mapped()));
     let preview = window.dialog().unwrap();

@@ -56,3 +56,27 @@ pub fn save_png(widget: &impl IsA<gtk::Widget>, name: &str) {
     std::fs::create_dir_all(&dir).unwrap();
     texture.save_to_png(dir.join(format!("{name}.png"))).unwrap();
 }
+
+/// Chooses `path` in the file chooser the window opened, as a person would: the desktop's
+/// chooser is GTK's own dialog here (no portal on the test's display). Saving, the whole path
+/// is typed in the name field, as a person may: the chooser loads its first folder after it
+/// is shown, and a folder set meanwhile is replaced by it. Then Accept, once it shows the file.
+#[allow(deprecated)] // GtkFileChooser is deprecated from GTK 4.10; the window is written against 4.8
+pub fn choose_in_file_chooser(path: &std::path::Path) {
+    let mut chooser = None;
+    wait_until("the file chooser", || {
+        chooser = gtk::Window::list_toplevels()
+            .into_iter()
+            .filter_map(|w| w.downcast::<gtk::FileChooserDialog>().ok())
+            .find(|d| d.is_mapped());
+        chooser.is_some()
+    });
+    let chooser = chooser.unwrap();
+    if chooser.action() == gtk::FileChooserAction::Save {
+        chooser.set_current_name(&path.to_string_lossy());
+    } else {
+        chooser.set_file(&gtk::gio::File::for_path(path)).unwrap();
+    }
+    wait_until("the chooser to show the file", || chooser.file().and_then(|f| f.path()).as_deref() == Some(path));
+    chooser.response(gtk::ResponseType::Accept);
+}

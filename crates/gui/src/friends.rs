@@ -167,7 +167,8 @@ impl ShareSheet {
             let label = gtk::Label::builder().label(text.as_str()).wrap(true).xalign(0.0).selectable(true).build();
             key_page.append(&label);
         }
-        let save = gtk::Button::builder().label(tr!("Save as File…")).halign(gtk::Align::Center).build();
+        let save =
+            gtk::Button::builder().label(tr!("Save as File…")).halign(gtk::Align::Center).name("save-key").build();
         describe(&save, &tr!("Save the key as a file"), Some(&tr!("A .auth_private file for the friend's tor")));
         let done = gtk::Button::builder().label(tr!("Done")).halign(gtk::Align::Center).build();
         done.add_css_class("pill");
