@@ -873,6 +873,10 @@ fn kept_data_is_listed_deleted_and_given_through_the_service() {
     let listed = cli_as_nobody(&bus, &["--format", "json", "kept-data", "list"]).json();
     let (id, other) = (listed[0]["id"].as_str().unwrap().to_owned(), listed[1]["id"].as_str().unwrap().to_owned());
     assert!(id.starts_with("site-") && other.starts_with("site-") && id != other, "{listed}");
+    // A give the service would refuse is refused before the passphrase is asked for.
+    let refused = cli_as_nobody(&bus, &["kept-data", "give", &other, "nosuch"]);
+    assert!(refused.code != 0 && refused.stderr.contains("nosuch"), "{}", refused.stderr);
+    assert!(!refused.stderr.contains("passphrase"), "refused before presence: {}", refused.stderr);
     // Given only with the passphrase.
     let unasked = cli_as_nobody(&bus, &["kept-data", "give", &other, "site"]);
     assert!(unasked.code != 0 && unasked.stderr.contains("Persistent Storage passphrase"), "{}", unasked.stderr);

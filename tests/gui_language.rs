@@ -12,9 +12,10 @@
 mod common;
 #[path = "common/gui.rs"]
 mod gui;
+#[path = "common/language.rs"]
+mod language;
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use common::{luks_volume, serve_for_the_window, Bus, LocalTor, TestEnv};
 use gui::wait_until;
@@ -24,65 +25,6 @@ use tails_server_gui::gtk;
 use tails_server_gui::window::{page, Window};
 
 const PASSPHRASE: &str = "correct horse battery staple";
-
-/// A message of the made-up language: each run of words between ⟦ and ⟧, each `{placeholder}`
-/// outside, so that a value filled in is checked too (an English word given to a translated
-/// sentence is not hidden inside its brackets).
-fn bracketed(message: &str) -> String {
-    let mut out = String::new();
-    let mut words = String::new();
-    let mut rest = message;
-    let flush = |words: &mut String, out: &mut String| {
-        if !words.is_empty() {
-            out.push_str(&format!("⟦{words}⟧"));
-            words.clear();
-        }
-    };
-    while let Some(c) = rest.chars().next() {
-        let placeholder = (c == '{' && !rest.starts_with("{{")).then(|| rest.find('}')).flatten();
-        match placeholder {
-            Some(end) => {
-                flush(&mut words, &mut out);
-                out.push_str(&rest[..=end]);
-                rest = &rest[end + 1..];
-            }
-            None => {
-                let len = if rest.starts_with("{{") || rest.starts_with("}}") { 2 } else { c.len_utf8() };
-                words.push_str(&rest[..len]);
-                rest = &rest[len..];
-            }
-        }
-    }
-    flush(&mut words, &mut out);
-    out
-}
-
-/// The made-up language's catalog, from the template: every message bracketed, each plural
-/// form too.
-fn bracketed_catalog(template: &str) -> String {
-    let mut po = String::from(
-        "msgid \"\"\nmsgstr \"\"\n\"Content-Type: text/plain; charset=UTF-8\\n\"\n\
-         \"Plural-Forms: nplurals=2; plural=(n != 1);\\n\"\n",
-    );
-    let inner = |line: &str, keyword: &str| -> String {
-        let quoted = line.strip_prefix(keyword).unwrap().trim();
-        quoted[1..quoted.len() - 1].to_owned()
-    };
-    for entry in template.split("\n\n").skip(1) {
-        let msgid = entry.lines().find(|l| l.starts_with("msgid ")).map(|l| inner(l, "msgid"));
-        let plural = entry.lines().find(|l| l.starts_with("msgid_plural ")).map(|l| inner(l, "msgid_plural"));
-        let Some(msgid) = msgid else { continue };
-        let translated = bracketed(&msgid);
-        match plural {
-            None => po.push_str(&format!("\nmsgid \"{msgid}\"\nmsgstr \"{translated}\"\n")),
-            Some(plural) => po.push_str(&format!(
-                "\nmsgid \"{msgid}\"\nmsgid_plural \"{plural}\"\nmsgstr[0] \"{translated}\"\nmsgstr[1] \"{}\"\n",
-                bracketed(&plural)
-            )),
-        }
-    }
-    po
-}
 
 /// Every text a mapped widget under `root` shows: labels (rows' titles and subtitles, buttons'
 /// and dialogs' words are labels inside them), entries' placeholders, tooltips.
@@ -104,22 +46,6 @@ fn texts_shown(root: &gtk::Widget, texts: &mut Vec<String>) {
     }
 }
 
-/// What of `text` is outside every ⟦…⟧ (nested brackets: a translated word inside a
-/// translated sentence).
-fn outside_brackets(text: &str) -> String {
-    let mut depth = 0usize;
-    let mut outside = String::new();
-    for c in text.chars() {
-        match c {
-            '⟦' => depth += 1,
-            '⟧' => depth = depth.saturating_sub(1),
-            c if depth == 0 => outside.push(c),
-            _ => {}
-        }
-    }
-    outside
-}
-
 /// Words GTK and libadwaita show in their own widgets and translate in their own text
 /// domains (a password row's peek icon).
 const TOOLKIT_WORDS: [&str; 2] = ["Show Text", "Hide Text"];
@@ -129,19 +55,10 @@ const TOOLKIT_WORDS: [&str; 2] = ["Show Text", "Hide Text"];
 fn untranslated(root: &impl IsA<gtk::Widget>, data: &[String]) -> Vec<String> {
     let mut texts = Vec::new();
     texts_shown(root.as_ref(), &mut texts);
-    let mut data: Vec<&String> = data.iter().collect();
-    // The longest first: an address is not read as a service's name inside it.
-    data.sort_by_key(|d| std::cmp::Reverse(d.len()));
     texts
         .into_iter()
         .filter(|text| !TOOLKIT_WORDS.contains(&text.as_str()))
-        .filter(|text| {
-            let mut outside = outside_brackets(text);
-            for value in &data {
-                outside = outside.replace(value.as_str(), "");
-            }
-            outside.chars().any(char::is_alphabetic)
-        })
+        .filter(|text| language::has_untranslated_words(text, data))
         .collect()
 }
 
@@ -158,25 +75,10 @@ fn every_main_screen_speaks_the_persons_language() {
     }
     assert!(std::env::var_os("DISPLAY").is_some(), "the window needs an X display: run the tests with `xvfb-run -a`");
     let env = TestEnv::new();
-    let template =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/gui/po/tails-server-gui.pot"))
-            .expect("the translators' template (crates/gui/tests/translations.rs writes it)");
-    let locale = env.root.path().join("locale");
-    std::fs::create_dir_all(locale.join("xx/LC_MESSAGES")).unwrap();
-    let po = env.root.path().join("xx.po");
-    std::fs::write(&po, bracketed_catalog(&template)).unwrap();
-    let compiled = std::process::Command::new("msgfmt")
-        .arg("-o")
-        .arg(locale.join("xx/LC_MESSAGES/tails-server-gui.mo"))
-        .arg(&po)
-        .output()
-        .expect("msgfmt (Debian's gettext)");
-    assert!(compiled.status.success(), "msgfmt: {}", String::from_utf8_lossy(&compiled.stderr));
-    // Before GTK sets the locale from the environment. gettext ignores LANGUAGE in the "C"
-    // locale, not in C.UTF-8 (always there with glibc 2.35 and later).
-    std::env::set_var("LC_ALL", "C.UTF-8");
-    std::env::set_var("LANGUAGE", "xx");
-    std::env::set_var("TAILS_SERVER_GUI_LOCALEDIR", &locale);
+    let environment = language::compile(env.root.path());
+    for (name, value) in &environment {
+        std::env::set_var(name, value);
+    }
 
     let bus = Bus::start();
     let tor = LocalTor::start();
@@ -294,17 +196,4 @@ fn every_main_screen_speaks_the_persons_language() {
         wait_until("the tab to settle", || !window.transition_running());
         assert_translated(&format!("the {tab} tab"), window.widget(), &data);
     }
-}
-
-#[test]
-fn words_outside_brackets_are_found_and_data_is_not() {
-    assert_eq!(outside_brackets("⟦Remove ⟦web⟧?⟧"), "");
-    assert_eq!(outside_brackets("✓ ⟦Tor connected⟧"), "✓ ");
-    assert_eq!(outside_brackets("⟦Step⟧ 2 of 2"), " 2 of 2");
-    let po = bracketed_catalog(
-        "header\n\n#: a.rs:1\nmsgid \"Say \\\"hi\\\"\"\nmsgstr \"\"\n\n#: a.rs:2\nmsgid \"{n} key\"\nmsgid_plural \"{n} keys\"\nmsgstr[0] \"\"\nmsgstr[1] \"\"\n",
-    );
-    assert!(po.contains("msgid \"Say \\\"hi\\\"\"\nmsgstr \"⟦Say \\\"hi\\\"⟧\""), "{po}");
-    assert!(po.contains("msgstr[1] \"{n}⟦ keys⟧\""), "{po}");
-    assert_eq!(bracketed("Remove {service}? {{x}}"), "⟦Remove ⟧{service}⟦? {{x}}⟧");
 }

@@ -5,8 +5,10 @@ what this script did against it, and reads what it prints (one "KEY value" line 
 
 Usage: drive_window.py BINARY PASSPHRASE DUMP PHASE
 PHASE "invite": add a custom service "shared" with bob as its first friend, publish it,
-invite alice and show her key (after the Persistent Storage passphrase); "revoke": revoke
-alice, remove "shared" (each behind its question)."""
+invite alice and show her key (after the Persistent Storage passphrase); "language" (the
+window in a made-up language): say every accessible name and description of the services
+page with shared's details open and of the Add window; "revoke": revoke alice, remove
+"shared" (each behind its question)."""
 
 import subprocess
 import sys
@@ -120,7 +122,9 @@ def dump(node, out, depth=0):
         dump(child, out, depth + 1)
 
 
-window = subprocess.Popen([binary])
+# Its messages go to a file beside the tree, read when a phase fails.
+window_log = open(dump_to + ".window-log", "w")
+window = subprocess.Popen([binary], stderr=window_log)
 app = None
 try:
     app = tree.root.application("tails-server-gui")
@@ -156,6 +160,21 @@ try:
         find(sheet, "Next: The Key", "push button").doActionNamed("click")
         say("KEY", described(sheet, "The key").name)
         find(sheet, "Done", "push button").doActionNamed("click")
+    elif phase == "language":
+        # Every message is bracketed in this language (tests/common/language.rs).
+        act(find(app, "⟦Details of ⟧shared", "push button"), "click", "toggle", "activate")
+        adding = click_until(find(app, "⟦Add a service⟧", "push button"), "⟦Add a Service⟧", "frame")
+        find(adding, "⟦Choose ⟧⟦Custom service⟧", "push button")
+
+        def every(node):
+            yield node
+            for child in node.children:
+                yield from every(child)
+
+        for node in every(fresh()):
+            for text in (node.name, node.description):
+                if text:
+                    say("SAYS", text.replace("\n", " "))
     elif phase == "revoke":
         act(find(app, "Details of shared", "push button"), "click", "toggle", "activate")
         find(app, "Revoke alice's key", "push button").doActionNamed("click")

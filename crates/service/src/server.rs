@@ -622,8 +622,11 @@ impl Server {
         let grant = self.grant::<Change>(&caller).await?;
         check_length("a kept data's id", id)?;
         let name = service_name(service)?;
-        self.require_presence(&grant, &caller, "Giving kept data to a service")?;
         let id = id.to_owned();
+        // A refusal is said before the passphrase is asked for, not after it was typed.
+        let (judged_id, judged_name) = (id.clone(), name.clone());
+        self.read(&grant, move |m| m.check_giving_kept_data(&judged_id, &judged_name)).await?;
+        self.require_presence(&grant, &caller, "Giving kept data to a service")?;
         #[derive(Serialize)]
         struct Given {
             kept: tails_server_core::manager::KeptData,

@@ -1,7 +1,8 @@
 //! Data set aside in `kept-data/`: what `remove --keep-data` kept, and what was found under
 //! a new service's name (an older version's leftover, a replaced or moved service's). No
-//! program is ever given it again; it is listed so that the person knows it is there, and
-//! deleted when they say so, its programs' keys overwritten first, as `remove` does.
+//! program is given it again unless the person gives it to a service; it is listed so that
+//! the person knows it is there, and deleted when they say so, its programs' keys overwritten
+//! first, as `remove` does.
 
 use std::path::{Path, PathBuf};
 
@@ -84,6 +85,31 @@ impl Manager {
     /// service must be off, so that its program starts again with the data, and have no data
     /// of its own; the data must be kept in the store the service is in.
     pub fn give_kept_data(&mut self, id: &str, service: &ServiceName) -> Result<(KeptData, ServiceRecord)> {
+        let (kept, record, target) = self.judge_giving(id, service)?;
+        if std::fs::symlink_metadata(&target).is_ok() {
+            // An empty folder (judge_giving refused any other).
+            std::fs::remove_dir(&target).map_err(|e| Error::io("cannot remove", &target, e))?;
+        }
+        if let Some(parent) = target.parent() {
+            crate::secret_file::create_dir_all_private(parent)?;
+        }
+        std::fs::rename(&kept.path, &target).map_err(|e| Error::io("cannot move", &kept.path, e))?;
+        // Recorded as the service's: its program's start keeps it instead of setting it aside.
+        let owner = crate::system::data_owner_file(&target);
+        let line = format!("{}\n", record.address());
+        crate::secret_file::write_secret_file(&owner, &[line.as_bytes()], crate::secret_file::Replace::Always)?;
+        Ok((kept, record))
+    }
+
+    /// Whether the kept data `id` can be given to `service`, judged as
+    /// [`Manager::give_kept_data`] judges it and changing nothing: a front end says the
+    /// refusal before it asks for the person's presence.
+    pub fn check_giving_kept_data(&self, id: &str, service: &ServiceName) -> Result<()> {
+        self.judge_giving(id, service).map(drop)
+    }
+
+    /// The kept data, the service and where its data goes, or why it cannot be given.
+    fn judge_giving(&self, id: &str, service: &ServiceName) -> Result<(KeptData, ServiceRecord, PathBuf)> {
         let kept = self.kept_data()?.into_iter().find(|k| k.id == id);
         let kept = kept.ok_or_else(|| Error::NoSuchKeptData(id.to_owned()))?;
         let record = self.get(service)?;
@@ -108,9 +134,7 @@ impl Manager {
         match std::fs::symlink_metadata(&target) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("cannot read", &target, e)),
-            Ok(meta) if meta.is_dir() && empty(&target).map_err(|e| Error::io("cannot read", &target, e))? => {
-                std::fs::remove_dir(&target).map_err(|e| Error::io("cannot remove", &target, e))?
-            }
+            Ok(meta) if meta.is_dir() && empty(&target).map_err(|e| Error::io("cannot read", &target, e))? => {}
             Ok(_) => {
                 return Err(refused(format!(
                     "it has data of its own ({}); remove the service with its data, add it again, then give it this",
@@ -118,15 +142,7 @@ impl Manager {
                 )))
             }
         }
-        if let Some(parent) = target.parent() {
-            crate::secret_file::create_dir_all_private(parent)?;
-        }
-        std::fs::rename(&kept.path, &target).map_err(|e| Error::io("cannot move", &kept.path, e))?;
-        // Recorded as the service's: its program's start keeps it instead of setting it aside.
-        let owner = crate::system::data_owner_file(&target);
-        let line = format!("{}\n", record.address());
-        crate::secret_file::write_secret_file(&owner, &[line.as_bytes()], crate::secret_file::Replace::Always)?;
-        Ok((kept, record))
+        Ok((kept, record, target))
     }
 }
 
