@@ -438,6 +438,19 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
     rt.block_on(server.remove("old", true)).unwrap();
     wait_until("the kept files listed again", || window.kept_data().len() == 1 && window.rows().len() == 2);
     let kept = window.kept_data()[0].clone();
+    // No service of its name is off now: none is chosen for the person, and Give waits for a
+    // choice (Enter cancels).
+    window.give_kept_data(&kept, None);
+    wait_until("the give question again", || window.dialog().is_some_and(|d| d.is_mapped()));
+    let question = window.dialog().unwrap();
+    let choice = find(&question, "kept-data-to").unwrap().downcast::<gtk::DropDown>().unwrap();
+    assert_eq!(choice.selected(), gtk::INVALID_LIST_POSITION, "no service chosen");
+    assert!(!question.is_response_enabled("give"), "nothing to give to yet");
+    assert_eq!(question.default_response().unwrap(), "cancel");
+    choice.set_selected(0);
+    assert!(question.is_response_enabled("give"), "a service chosen");
+    question.response("cancel");
+    wait_until("the question gone", || window.dialog().is_none());
     window.delete_kept_data(&kept);
     wait_until("the delete question", || window.dialog().is_some_and(|d| d.is_mapped()));
     let question = window.dialog().unwrap();

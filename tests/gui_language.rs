@@ -5,9 +5,10 @@
 //! service's or friend's name, an address, a key), numbers and signs. The service's own
 //! messages stay in English and appear here only inside a translated sentence.
 //!
-//! What this does not see: accessible names and descriptions (GTK 4.8 cannot read them back;
-//! tests/gui_atspi.rs reads them in English, and the template test lists every `describe`
-//! call's words), and the desktop's file chooser (its own words are GTK's).
+//! What this does not see: accessible names and descriptions (GTK 4.8 cannot read them back:
+//! tests/gui_atspi.rs reads them over AT-SPI in the same language), the screens it does not
+//! open (notifications, the error pages but one, the backup and key questions), and the
+//! desktop's file chooser (its own words are GTK's).
 
 mod common;
 #[path = "common/gui.rs"]
@@ -47,8 +48,8 @@ fn texts_shown(root: &gtk::Widget, texts: &mut Vec<String>) {
 }
 
 /// Words GTK and libadwaita show in their own widgets and translate in their own text
-/// domains (a password row's peek icon).
-const TOOLKIT_WORDS: [&str; 2] = ["Show Text", "Hide Text"];
+/// domains (a password row's peek icon, a drop-down with nothing chosen).
+const TOOLKIT_WORDS: [&str; 3] = ["Show Text", "Hide Text", "(None)"];
 
 /// The texts under `root` with words that did not go through gettext; `data`: what the
 /// person typed or the service made (names, addresses, keys), shown as it is in any language.

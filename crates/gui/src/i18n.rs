@@ -11,9 +11,11 @@
 //! `crates/gui/po/tails-server-gui.pot` holds every message for translators; the test
 //! `crates/gui/tests/translations.rs` writes it from the sources and the catalog (the
 //! extractor reads `tr!` and `trn!` calls, which xgettext cannot: it has no Rust before
-//! gettext 0.24), and the window's test in a made-up language proves that the screens show
-//! nothing that did not go through it. The service's own messages (a refusal, an error)
-//! stay in English: they come from a root process that has no session language.
+//! gettext 0.24), and the window's tests in a made-up language check that the main screens
+//! show, and a screen reader says, nothing that did not go through it. The service's own
+//! messages (a refusal, an error) stay in English: they come from a root process that has
+//! no session language. Dates are written as ISO 8601, and catalog kinds added from a
+//! folder at run time are not in the template.
 
 use std::ffi::{c_char, CString};
 use std::fmt::Display;
@@ -106,7 +108,8 @@ pub fn fill(template: &str, values: &[(&str, &dyn Display)]) -> String {
 macro_rules! tr {
     (@value $name:ident) => { $name };
     (@value $name:ident = $value:expr) => { $value };
-    ($msgid:literal $(,)?) => { $crate::i18n::gettext($msgid) };
+    // Filled too, so that `{{` and `}}` mean one brace in every message.
+    ($msgid:literal $(,)?) => { $crate::i18n::fill(&$crate::i18n::gettext($msgid), &[]) };
     ($msgid:literal, $($name:ident $(= $value:expr)?),+ $(,)?) => {
         $crate::i18n::fill(
             &$crate::i18n::gettext($msgid),
@@ -138,6 +141,7 @@ mod tests {
         assert_eq!(tr!("Remove {service}?", service), "Remove notes?");
         assert_eq!(fill("{b} avant {a}", &[("a", &1), ("b", &"deux")]), "deux avant 1");
         assert_eq!(fill("{{literal}} and {missing}", &[]), "{literal} and {missing}");
+        assert_eq!(tr!("a brace: {{"), "a brace: {");
         assert_eq!(fill("{unclosed", &[("unclosed", &0)]), "{unclosed");
         assert_eq!(fill("ends with {", &[]), "ends with {");
     }

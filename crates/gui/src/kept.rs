@@ -15,14 +15,18 @@ use crate::model;
 use crate::tr;
 use crate::window::{describe, Window};
 
+/// A service that is off, and whether it is persistent (None: it does not say).
+pub type OffService = (String, Option<bool>);
+
 /// The "Kept Data" group.
 #[derive(Clone)]
 pub struct KeptGroup {
     pub widget: adw::PreferencesGroup,
     rows: Rc<RefCell<Vec<(KeptData, adw::ActionRow)>>>,
     empty: adw::ActionRow,
-    /// The services data can be given to (off), as last listed.
-    off_services: Rc<RefCell<Vec<String>>>,
+    /// The services that are off, as last listed, and whether each is persistent (None:
+    /// unknown): data can be given only to one of them in its own store.
+    off_services: Rc<RefCell<Vec<OffService>>>,
 }
 
 impl KeptGroup {
@@ -30,8 +34,8 @@ impl KeptGroup {
         let widget = adw::PreferencesGroup::builder()
             .title(tr!("Kept Data"))
             .description(tr!(
-                "Files of removed services, kept because you asked to. No program uses them: delete them, or give \
-                 them to a service that is off and has no files of its own."
+                "Files of removed services, kept because you asked to or found under a new service's name. No \
+                 program uses them: delete them, or give them to a service that is off and has no files of its own."
             ))
             .build();
         let empty = adw::ActionRow::builder().title(tr!("Nothing kept")).build();
@@ -39,8 +43,9 @@ impl KeptGroup {
         KeptGroup { widget, rows: Rc::default(), empty, off_services: Rc::default() }
     }
 
-    /// Shows what the service keeps; `off_services`: the services it may be given to.
-    pub fn show(&self, owner: &Window, kept: &[KeptData], off_services: Vec<String>) {
+    /// Shows what the service keeps; `off_services`: the services that are off, and whether
+    /// each is persistent.
+    pub fn show(&self, owner: &Window, kept: &[KeptData], off_services: Vec<OffService>) {
         *self.off_services.borrow_mut() = off_services;
         let mut rows = self.rows.borrow_mut();
         let unchanged = rows.len() == kept.len() && rows.iter().zip(kept).all(|((a, _), b)| a == b);
@@ -116,27 +121,59 @@ pub(crate) async fn delete(owner: &Window, group: &KeptGroup, id: &str) {
 /// then gives it, after the Persistent Storage passphrase when the service asks for it.
 pub(crate) async fn give(owner: &Window, group: &KeptGroup, id: &str, to: Option<String>) {
     let Some(data) = group.find(id) else { return };
-    let services = group.off_services.borrow().clone();
+    // Only the services the service would give it to: off, in the same store.
+    let services: Vec<String> = group
+        .off_services
+        .borrow()
+        .iter()
+        .filter(|(_, persistent)| persistent.is_none_or(|p| p == data.persistent))
+        .map(|(name, _)| name.clone())
+        .collect();
     let service = match to {
         Some(service) => service,
         None => {
             if services.is_empty() {
                 return owner.notify(&tr!(
-                    "No service is off: turn off the service that should get these files, or add it again, then \
-                     give them to it."
+                    "No service in the same storage is off: turn off the service that should get these files, or \
+                     add it again, then give them to it."
                 ));
             }
             let names: Vec<&str> = services.iter().map(String::as_str).collect();
             let choice = gtk::DropDown::from_strings(&names);
             choice.set_widget_name("kept-data-to");
             describe(&choice, &tr!("The service that gets these files"), None);
-            // A service of the same name first: the usual case (removed by mistake, added again).
-            if let Some(same) = services.iter().position(|s| *s == data.service) {
-                choice.set_selected(same as u32);
-            }
             let (heading, body) = model::give_kept_words(&data.service);
-            let (label, suggested) = (tr!("Give"), adw::ResponseAppearance::Suggested);
-            if !owner.ask(&heading, &body, Some(choice.upcast_ref()), ("give", &label), suggested).await {
+            let dialog = adw::MessageDialog::builder()
+                .transient_for(owner.widget())
+                .modal(true)
+                .heading(heading.as_str())
+                .body(body.as_str())
+                .extra_child(&choice)
+                .build();
+            dialog.add_response("cancel", &tr!("Cancel"));
+            dialog.add_response("give", &tr!("Give"));
+            dialog.set_response_appearance("give", adw::ResponseAppearance::Suggested);
+            dialog.set_close_response("cancel");
+            // The service of the same name is chosen for the person (the usual case: removed by
+            // mistake, added again); any other must be chosen, never given by a stray Enter.
+            match services.iter().position(|s| *s == data.service) {
+                Some(same) => {
+                    choice.set_selected(same as u32);
+                    dialog.set_default_response(Some("give"));
+                }
+                None => {
+                    choice.set_selected(gtk::INVALID_LIST_POSITION);
+                    dialog.set_response_enabled("give", false);
+                    dialog.set_default_response(Some("cancel"));
+                }
+            }
+            let answering = dialog.downgrade();
+            choice.connect_selected_notify(move |choice| {
+                if let Some(dialog) = answering.upgrade() {
+                    dialog.set_response_enabled("give", choice.selected() != gtk::INVALID_LIST_POSITION);
+                }
+            });
+            if owner.run_dialog(&dialog).await != "give" {
                 return;
             }
             match services.get(choice.selected() as usize) {

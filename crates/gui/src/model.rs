@@ -427,7 +427,7 @@ pub fn delete_kept_words(service: &str) -> (String, String) {
     (
         tr!("Delete the Files of {service}?", service),
         tr!(
-            "These files, kept when {service} was removed, are destroyed for good; its program's keys are \
+            "These files, once the data of {service}, are destroyed for good; its program's keys are \
              overwritten first. No service can get them back.",
             service
         ),

@@ -336,10 +336,16 @@ impl Window {
                         statuses.push((service.clone(), status));
                     }
                     let keys: Vec<KeyView> = parse(&server.keys().await?)?;
-                    // A service older than the method has none to show.
+                    // A service older than the method has none to show; any other failure is
+                    // said, as for the other calls (never an empty list that looks like "nothing").
                     let kept: Vec<KeptData> = match server.kept_data().await {
                         Ok(json) => parse(&json)?,
-                        Err(_) => Vec::new(),
+                        Err(tails_server_dbus::ServiceError::ZBus(zbus::Error::MethodError(name, _, _)))
+                            if name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod" =>
+                        {
+                            Vec::new()
+                        }
+                        Err(e) => return Err(e),
                     };
                     // A service older than the property cannot say: no notice then.
                     let set_up = server.installed_at_every_login().await.unwrap_or(true);
@@ -352,7 +358,11 @@ impl Window {
                         this.learn_kinds(&kinds);
                     }
                     this.inner.setup_notice.set_visible(!set_up);
-                    let off = statuses.iter().filter(|(_, s)| !s.enabled).map(|(v, _)| v.name.clone()).collect();
+                    let off = statuses
+                        .iter()
+                        .filter(|(_, status)| !status.enabled)
+                        .map(|(view, _)| (view.name.clone(), is_persistent(view)))
+                        .collect();
                     this.inner.kept.show(&this, &kept, off);
                     this.show_services(&statuses);
                     if let Some(page) = this.inner.keys.borrow().as_ref() {
@@ -1079,6 +1089,15 @@ fn button(label: &str, accessible: &str, style: Option<&str>) -> gtk::Button {
     }
     describe(&button, accessible, None);
     button
+}
+
+/// Whether a service is kept across reboots (its `persistence` option); None when the
+/// service does not say.
+fn is_persistent(view: &ServiceView) -> Option<bool> {
+    match view.options.get(tails_server_core::options::PERSISTENCE) {
+        Some(tails_server_core::options::OptionValue::Bool(persistent)) => Some(*persistent),
+        _ => None,
+    }
 }
 
 /// A change's answer: only what tor did matters here.

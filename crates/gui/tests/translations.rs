@@ -129,13 +129,16 @@ fn read_calls(tokens: TokenStream, file: &str, template: &mut Template) {
     let tokens: Vec<TokenTree> = tokens.into_iter().collect();
     let mut i = 0;
     while i < tokens.len() {
-        // #[cfg(test)] mod tests { … }: the tests' own sentences are not the window's.
+        // #[cfg(test)] mod tests { … }: the tests' own sentences are not the window's. Only a
+        // module with its body is skipped: any other item after the attribute is read.
         if let (TokenTree::Punct(hash), Some(TokenTree::Group(attribute))) = (&tokens[i], tokens.get(i + 1)) {
-            if hash.as_char() == '#' && attribute.stream().to_string().replace(' ', "") == "cfg(test)" {
-                let module = tokens[i + 2..]
-                    .iter()
-                    .position(|t| matches!(t, TokenTree::Group(g) if g.delimiter() == Delimiter::Brace));
-                i += 2 + module.map_or(0, |at| at + 1);
+            let module = matches!(
+                (tokens.get(i + 2), tokens.get(i + 3), tokens.get(i + 4)),
+                (Some(TokenTree::Ident(m)), Some(TokenTree::Ident(_)), Some(TokenTree::Group(g)))
+                    if m == "mod" && g.delimiter() == Delimiter::Brace
+            );
+            if hash.as_char() == '#' && attribute.stream().to_string().replace(' ', "") == "cfg(test)" && module {
+                i += 5;
                 continue;
             }
         }
@@ -144,9 +147,7 @@ fn read_calls(tokens: TokenStream, file: &str, template: &mut Template) {
         }
         let call = match (&tokens[i], tokens.get(i + 1), tokens.get(i + 2)) {
             (TokenTree::Ident(name), Some(TokenTree::Punct(bang)), Some(TokenTree::Group(group)))
-                if (name == "tr" || name == "trn")
-                    && bang.as_char() == '!'
-                    && group.delimiter() != Delimiter::Brace =>
+                if (name == "tr" || name == "trn") && bang.as_char() == '!' =>
             {
                 Some((name.to_string(), group.clone(), name.span().start().line))
             }
@@ -157,6 +158,11 @@ fn read_calls(tokens: TokenStream, file: &str, template: &mut Template) {
             continue;
         };
         i += 3;
+        if group.delimiter() == Delimiter::Brace {
+            // `tr! { … }` (a macro_rules! body is `tr { … }`, without the `!`)
+            template.problems.push(format!("{file}:{line}: write {macro_name}!(…), which the extractor reads"));
+            continue;
+        }
         let arguments = arguments(group.stream());
         // The macros' own definitions (`$crate::tr!(@value …)`) are not calls.
         if matches!(arguments.first().and_then(|a| a.first()), Some(TokenTree::Punct(p)) if p.as_char() == '@' || p.as_char() == '$')
@@ -275,6 +281,12 @@ fn template_text(template: &Template) -> String {
             text.push_str(&format!("#. {comment}\n"));
         }
         text.push_str(&format!("#: {}\n", message.references.join(" ")));
+        // msgfmt -c then checks that a translation keeps each {placeholder} (the syntax is
+        // Python's str.format's: {name}, {{ and }}).
+        let has_placeholders = |text: &str| !placeholders(text).is_empty();
+        if has_placeholders(&message.msgid) || message.plural.as_deref().is_some_and(has_placeholders) {
+            text.push_str("#, python-brace-format\n");
+        }
         text.push_str(&format!("msgid {}\n", quoted(&message.msgid)));
         match &message.plural {
             Some(plural) => {
@@ -348,17 +360,28 @@ fn the_extractor_reads_continued_literals_and_checks_placeholders() {
             let e = tr!("Unused", extra);
         }
         #[cfg(test)]
+        use something;
+        fn g() { tr!("after a cfg(test) use"); }
+        #[cfg(test)]
         mod tests { fn t() { tr!("only in a test"); } }
+        fn h() { tr! { "braces" } }
     "#;
     let mut template = Template::default();
     read_calls(TokenStream::from_str(source).unwrap(), "x.rs", &mut template);
     let ids: Vec<&str> = template.messages.iter().map(|m| m.msgid.as_str()).collect();
-    assert_eq!(ids, ["One line", "Hello {who}", "{n} key of {whose}", "Missing {value}", "Unused"]);
+    assert_eq!(
+        ids,
+        ["One line", "Hello {who}", "{n} key of {whose}", "Missing {value}", "Unused", "after a cfg(test) use"]
+    );
     assert_eq!(template.messages[2].plural.as_deref(), Some("{n} keys of {whose}"));
     assert_eq!(template.messages[0].references, ["x.rs"]);
     assert_eq!(
         template.problems,
-        ["x.rs:7: {value} is given no value", "x.rs:8: extra is given but the message has no {extra}"]
+        [
+            "x.rs:7: {value} is given no value",
+            "x.rs:8: extra is given but the message has no {extra}",
+            "x.rs:15: write tr!(…), which the extractor reads",
+        ]
     );
     assert_eq!(quoted("a \"b\"\\\n"), r#""a \"b\"\\\n""#);
 }
