@@ -7,7 +7,8 @@
 //! xgettext cannot read Rust before gettext 0.24 (its C reader keeps the indentation of a
 //! `\`-continued literal in the message), so the literals are read with syn, as rustc does.
 //! It also checks what format! checked at compile time before translation: each `{name}` of a
-//! message is given a value, and each value given is used.
+//! message is given a value, and each value given is used; and that no string literal reaches
+//! a call whose words a person sees without going through gettext.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -210,6 +211,117 @@ fn read_calls(tokens: TokenStream, file: &str, template: &mut Template) {
     }
 }
 
+/// Calls whose arguments a person sees or hears: a string literal given to one, or a
+/// `format!` of one, has not gone through gettext.
+const SHOWN_BY: [&str; 26] = [
+    "label",
+    "set_label",
+    "title",
+    "set_title",
+    "subtitle",
+    "set_subtitle",
+    "description",
+    "set_description",
+    "heading",
+    "set_heading",
+    "body",
+    "set_body",
+    "placeholder_text",
+    "set_placeholder_text",
+    "tooltip_text",
+    "set_tooltip_text",
+    "add_response",
+    "add_responses",
+    "add_titled",
+    "notify",
+    "describe",
+    "explain",
+    "ask",
+    "Toast",
+    "password_entry",
+    "confirm",
+];
+
+/// The English words of an argument that did not go through gettext: a string literal with a
+/// letter, alone, borrowed, or formatted.
+fn untranslated_words(argument: &[TokenTree]) -> Option<String> {
+    let argument = match argument {
+        [TokenTree::Punct(and), rest @ ..] if and.as_char() == '&' => rest,
+        other => other,
+    };
+    if let [TokenTree::Ident(some), TokenTree::Group(inner)] = argument {
+        if some == "Some" {
+            let inner: Vec<TokenTree> = inner.stream().into_iter().collect();
+            return untranslated_words(&inner);
+        }
+    }
+    let literal = match argument {
+        [TokenTree::Literal(_)] => string_literal(argument),
+        [TokenTree::Ident(format), TokenTree::Punct(bang), TokenTree::Group(group)]
+            if format == "format" && bang.as_char() == '!' =>
+        {
+            arguments(group.stream()).first().and_then(|first| string_literal(first))
+        }
+        _ => None,
+    }?;
+    // Placeholders' names are not words (`"{mark} {step}"` only places two values).
+    let mut words = literal.clone();
+    for name in placeholders(&literal) {
+        words = words.replace(&format!("{{{name}}}"), "");
+    }
+    words.chars().any(char::is_alphabetic).then_some(literal)
+}
+
+/// Literals given to [`SHOWN_BY`] calls in `tokens`, with where they are.
+fn read_shown_literals(tokens: TokenStream, file: &str, found: &mut Vec<String>) {
+    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+    for (i, token) in tokens.iter().enumerate() {
+        if let TokenTree::Group(group) = token {
+            read_shown_literals(group.stream(), file, found);
+        }
+        let (TokenTree::Ident(name), Some(TokenTree::Group(group))) = (token, tokens.get(i + 1)) else { continue };
+        if group.delimiter() != Delimiter::Parenthesis || !SHOWN_BY.contains(&name.to_string().as_str()) {
+            continue;
+        }
+        let given = arguments(group.stream());
+        // A response's (or a page's) id comes before its words.
+        let words = match name.to_string().as_str() {
+            "add_response" | "password_entry" => given.get(1..).unwrap_or_default(),
+            // add_titled(child, name, title)
+            "add_titled" => given.get(2..).unwrap_or_default(),
+            _ => &given[..],
+        };
+        for argument in words {
+            // add_responses(&[("id", "words"), …]): each pair's words.
+            let pairs: Vec<Vec<TokenTree>> = match argument.as_slice() {
+                [TokenTree::Punct(and), TokenTree::Group(list)] if and.as_char() == '&' && name == "add_responses" => {
+                    collect_groups(list.stream())
+                        .into_iter()
+                        .filter_map(|pair| arguments(pair).get(1).cloned())
+                        .collect()
+                }
+                _ => vec![argument.clone()],
+            };
+            for words in pairs {
+                if let Some(literal) = untranslated_words(&words) {
+                    found.push(format!("{file}:{}: {name}({literal:?})", name.span().start().line));
+                }
+            }
+        }
+    }
+}
+
+/// The parenthesized groups directly in `tokens` (a slice's tuples).
+fn collect_groups(tokens: TokenStream) -> Vec<TokenStream> {
+    tokens
+        .into_iter()
+        .filter_map(|t| match t {
+            TokenTree::Group(g) if g.delimiter() == Delimiter::Parenthesis => Some(g.stream()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The catalog's words, as the window passes them to `i18n::catalog`.
 fn read_catalog(template: &mut Template) {
     let kinds = crate_dir().join("../core/src/catalog/kinds");
@@ -300,17 +412,63 @@ fn template_text(template: &Template) -> String {
 
 fn extract() -> Template {
     let mut template = Template::default();
-    let sources = crate_dir().join("src");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&sources).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "rs")) {
-        let source = std::fs::read_to_string(&path).unwrap();
-        let tokens = TokenStream::from_str(&source).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let file = format!("crates/gui/src/{}", path.file_name().unwrap().to_string_lossy());
+    for (file, tokens) in sources() {
         read_calls(tokens, &file, &mut template);
     }
     read_catalog(&mut template);
     template
+}
+
+/// The sources of the window, each with its name as the template writes it.
+fn sources() -> Vec<(String, TokenStream)> {
+    let dir = crate_dir().join("src");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .map(|path| {
+            let source = std::fs::read_to_string(&path).unwrap();
+            let tokens = TokenStream::from_str(&source).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (format!("crates/gui/src/{}", path.file_name().unwrap().to_string_lossy()), tokens)
+        })
+        .collect()
+}
+
+#[test]
+fn no_sentence_reaches_the_screen_without_gettext() {
+    let mut found = Vec::new();
+    for (file, tokens) in sources() {
+        read_shown_literals(tokens, &file, &mut found);
+    }
+    assert!(found.is_empty(), "words a person sees that are not tr!, trn! or the catalog's:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_screen_check_finds_literals_and_formats() {
+    let source = r#"
+        fn f() {
+            label.set_label("Plain");
+            owner.notify(&format!("Saved {x}"));
+            dialog.add_responses(&[("cancel", "Cancel"), ("ok", tr!("OK").as_str())]);
+            describe(&row, &tr!("Fine"), Some("Left out"));
+            builder.name("a-widget-name").title(tr!("Fine"));
+            dialog.add_response("id", &tr!("Fine"));
+            label.set_label("…");
+            label.set_label(&format!("{mark} {step}"));
+        }
+    "#;
+    let mut found = Vec::new();
+    read_shown_literals(TokenStream::from_str(source).unwrap(), "x.rs", &mut found);
+    assert_eq!(
+        found,
+        [
+            "x.rs:3: set_label(\"Plain\")",
+            "x.rs:4: notify(\"Saved {x}\")",
+            "x.rs:5: add_responses(\"Cancel\")",
+            "x.rs:6: describe(\"Left out\")",
+        ]
+    );
 }
 
 fn template_path() -> PathBuf {
