@@ -888,7 +888,15 @@ fn kept_data_is_listed_deleted_and_given_through_the_service() {
     assert_eq!(std::fs::read_to_string(data.join("index.html")).unwrap(), "hello");
     let refused = cli_as_nobody(&bus, &["kept-data", "delete", "--yes", "site-0"]);
     assert!(refused.code != 0 && refused.stderr.contains("no kept data named \"site-0\""), "{}", refused.stderr);
+    // A window listing kept data hears of the change (Changed, naming nothing).
+    use futures_util::StreamExt;
+    let rt = rt();
+    let connection = rt.block_on(bus.connect());
+    let server = rt.block_on(ServerProxy::new(&connection)).unwrap();
+    let mut changes = rt.block_on(server.receive_changed()).unwrap();
     let deleted = cli_as_nobody(&bus, &["kept-data", "delete", "--yes", &id]);
+    let heard = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), changes.next()).await });
+    assert!(heard.is_ok_and(|s| s.is_some()), "Changed after kept data was deleted");
     assert!(deleted.stdout.starts_with(&format!("Deleted {id} (5 B, the data of site)")), "{}", deleted.stderr);
     assert!(!env.state_dir().join("kept-data").join(&id).exists());
     drop(service);

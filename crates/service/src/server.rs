@@ -598,6 +598,7 @@ impl Server {
         ids: Vec<String>,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
         let grant = self.grant::<Change>(&Caller { header: &header, connection }).await?;
         if ids.len() > MAX_KEPT_IDS {
@@ -606,7 +607,10 @@ impl Server {
         for id in &ids {
             check_length("a kept data's id", id)?;
         }
-        self.answer(&grant, move |m| m.delete_kept_data(&ids)).await
+        let deleted = self.answer(&grant, move |m| m.delete_kept_data(&ids)).await?;
+        // Other windows list kept data too.
+        let _ = Self::announce(&emitter).await;
+        Ok(deleted)
     }
 
     /// Gives kept data to a service: its friends get to see it, so it takes presence. The
@@ -617,6 +621,7 @@ impl Server {
         service: &str,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
         let caller = Caller { header: &header, connection };
         let grant = self.grant::<Change>(&caller).await?;
@@ -632,11 +637,13 @@ impl Server {
             kept: tails_server_core::manager::KeptData,
             service: String,
         }
-        self.answer(&grant, move |m| {
+        let given = self.answer(&grant, move |m| {
             let (kept, record) = m.give_kept_data(&id, &name)?;
             Ok(Given { kept, service: record.name.to_string() })
         })
-        .await
+        .await?;
+        let _ = Self::announce(&emitter).await;
+        Ok(given)
     }
 
     #[allow(clippy::too_many_arguments)] // zbus passes the header, connection and emitter as arguments
