@@ -419,7 +419,7 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
     let kept = window.kept_data()[0].clone();
     assert!(kept.starts_with("old-"), "{kept}");
     screenshot(&window, "kept-data");
-    window.give_kept_data(&kept, None);
+    window.give_kept_data(&kept);
     wait_until("the give question", || window.dialog().is_some_and(|d| d.is_mapped()));
     let question = window.dialog().unwrap();
     assert_eq!(question.heading().unwrap(), "Give the Files of old to a Service?");
@@ -440,7 +440,7 @@ fn the_window_shows_what_the_service_says_and_follows_it_without_polling() {
     let kept = window.kept_data()[0].clone();
     // No service of its name is off now: none is chosen for the person, and Give waits for a
     // choice (Enter cancels).
-    window.give_kept_data(&kept, None);
+    window.give_kept_data(&kept);
     wait_until("the give question again", || window.dialog().is_some_and(|d| d.is_mapped()));
     let question = window.dialog().unwrap();
     let choice = find(&question, "kept-data-to").unwrap().downcast::<gtk::DropDown>().unwrap();

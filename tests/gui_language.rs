@@ -180,7 +180,7 @@ fn every_main_screen_speaks_the_persons_language() {
     data.push(kept.clone());
     // A size in GLib's words, which GLib translates (its own text domain).
     data.push(gtk::glib::format_size(5).to_string());
-    window.give_kept_data(&kept, None);
+    window.give_kept_data(&kept);
     wait_until("the give question", || window.dialog().is_some_and(|d| d.is_mapped()));
     assert_translated("the give question", &window.dialog().unwrap(), &data);
     window.dialog().unwrap().response("cancel");

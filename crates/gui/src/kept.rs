@@ -72,7 +72,7 @@ impl KeptGroup {
             let (weak, id) = (owner.downgrade(), data.id.clone());
             give.connect_clicked(move |_| {
                 if let Some(owner) = weak.upgrade() {
-                    owner.give_kept_data(&id, None);
+                    owner.give_kept_data(&id);
                 }
             });
             let (weak, id) = (owner.downgrade(), data.id.clone());
@@ -117,9 +117,9 @@ pub(crate) async fn delete(owner: &Window, group: &KeptGroup, id: &str) {
     }
 }
 
-/// Asks which service gets the kept data `id` (`to`: already chosen, as a test chooses),
-/// then gives it, after the Persistent Storage passphrase when the service asks for it.
-pub(crate) async fn give(owner: &Window, group: &KeptGroup, id: &str, to: Option<String>) {
+/// Asks which service gets the kept data `id`, then gives it, after the Persistent Storage
+/// passphrase when the service asks for it.
+pub(crate) async fn give(owner: &Window, group: &KeptGroup, id: &str) {
     let Some(data) = group.find(id) else { return };
     // Only the services the service would give it to: off, in the same store.
     let services: Vec<String> = group
@@ -129,59 +129,51 @@ pub(crate) async fn give(owner: &Window, group: &KeptGroup, id: &str, to: Option
         .filter(|(_, persistent)| persistent.is_none_or(|p| p == data.persistent))
         .map(|(name, _)| name.clone())
         .collect();
-    let service = match to {
-        Some(service) => service,
-        None => {
-            if services.is_empty() {
-                return owner.notify(&tr!(
-                    "No service in the same storage is off: turn off the service that should get these files, or \
-                     add it again, then give them to it."
-                ));
-            }
-            let names: Vec<&str> = services.iter().map(String::as_str).collect();
-            let choice = gtk::DropDown::from_strings(&names);
-            choice.set_widget_name("kept-data-to");
-            describe(&choice, &tr!("The service that gets these files"), None);
-            let (heading, body) = model::give_kept_words(&data.service);
-            let dialog = adw::MessageDialog::builder()
-                .transient_for(owner.widget())
-                .modal(true)
-                .heading(heading.as_str())
-                .body(body.as_str())
-                .extra_child(&choice)
-                .build();
-            dialog.add_response("cancel", &tr!("Cancel"));
-            dialog.add_response("give", &tr!("Give"));
-            dialog.set_response_appearance("give", adw::ResponseAppearance::Suggested);
-            dialog.set_close_response("cancel");
-            // The service of the same name is chosen for the person (the usual case: removed by
-            // mistake, added again); any other must be chosen, never given by a stray Enter.
-            match services.iter().position(|s| *s == data.service) {
-                Some(same) => {
-                    choice.set_selected(same as u32);
-                    dialog.set_default_response(Some("give"));
-                }
-                None => {
-                    choice.set_selected(gtk::INVALID_LIST_POSITION);
-                    dialog.set_response_enabled("give", false);
-                    dialog.set_default_response(Some("cancel"));
-                }
-            }
-            let answering = dialog.downgrade();
-            choice.connect_selected_notify(move |choice| {
-                if let Some(dialog) = answering.upgrade() {
-                    dialog.set_response_enabled("give", choice.selected() != gtk::INVALID_LIST_POSITION);
-                }
-            });
-            if owner.run_dialog(&dialog).await != "give" {
-                return;
-            }
-            match services.get(choice.selected() as usize) {
-                Some(service) => service.clone(),
-                None => return,
-            }
+    if services.is_empty() {
+        return owner.notify(&tr!(
+            "No service in the same storage is off: turn off the service that should get these files, or \
+             add it again, then give them to it."
+        ));
+    }
+    let names: Vec<&str> = services.iter().map(String::as_str).collect();
+    let choice = gtk::DropDown::from_strings(&names);
+    choice.set_widget_name("kept-data-to");
+    describe(&choice, &tr!("The service that gets these files"), None);
+    let (heading, body) = model::give_kept_words(&data.service);
+    let dialog = adw::MessageDialog::builder()
+        .transient_for(owner.widget())
+        .modal(true)
+        .heading(heading.as_str())
+        .body(body.as_str())
+        .extra_child(&choice)
+        .build();
+    dialog.add_response("cancel", &tr!("Cancel"));
+    dialog.add_response("give", &tr!("Give"));
+    dialog.set_response_appearance("give", adw::ResponseAppearance::Suggested);
+    dialog.set_close_response("cancel");
+    // The service of the same name is chosen for the person (the usual case: removed by
+    // mistake, added again); any other must be chosen, never given by a stray Enter.
+    match services.iter().position(|s| *s == data.service) {
+        Some(same) => {
+            choice.set_selected(same as u32);
+            dialog.set_default_response(Some("give"));
         }
-    };
+        None => {
+            choice.set_selected(gtk::INVALID_LIST_POSITION);
+            dialog.set_response_enabled("give", false);
+            dialog.set_default_response(Some("cancel"));
+        }
+    }
+    let answering = dialog.downgrade();
+    choice.connect_selected_notify(move |choice| {
+        if let Some(dialog) = answering.upgrade() {
+            dialog.set_response_enabled("give", choice.selected() != gtk::INVALID_LIST_POSITION);
+        }
+    });
+    if owner.run_dialog(&dialog).await != "give" {
+        return;
+    }
+    let Some(service) = services.get(choice.selected() as usize).cloned() else { return };
     let why =
         tr!("Giving kept files to a service needs the passphrase of your Persistent Storage, the one you type in the \
          Welcome Screen: no program running in the background can type it.");

@@ -797,11 +797,10 @@ impl Window {
         glib::spawn_future_local(async move { crate::kept::delete(&this, &this.inner.kept, &id).await });
     }
 
-    /// Gives the kept data `id` to a service: `to`, or the one the person chooses (its Give…
-    /// button).
-    pub fn give_kept_data(&self, id: &str, to: Option<&str>) {
-        let (this, id, to) = (self.clone(), id.to_owned(), to.map(str::to_owned));
-        glib::spawn_future_local(async move { crate::kept::give(&this, &this.inner.kept, &id, to).await });
+    /// Gives the kept data `id` to the service the person chooses (its Give… button).
+    pub fn give_kept_data(&self, id: &str) {
+        let (this, id) = (self.clone(), id.to_owned());
+        glib::spawn_future_local(async move { crate::kept::give(&this, &this.inner.kept, &id).await });
     }
 
     /// The kept data as listed (ids).

@@ -637,11 +637,12 @@ impl Server {
             kept: tails_server_core::manager::KeptData,
             service: String,
         }
-        let given = self.answer(&grant, move |m| {
-            let (kept, record) = m.give_kept_data(&id, &name)?;
-            Ok(Given { kept, service: record.name.to_string() })
-        })
-        .await?;
+        let given = self
+            .answer(&grant, move |m| {
+                let (kept, record) = m.give_kept_data(&id, &name)?;
+                Ok(Given { kept, service: record.name.to_string() })
+            })
+            .await?;
         let _ = Self::announce(&emitter).await;
         Ok(given)
     }
