@@ -152,6 +152,27 @@ impl Network {
         self.work.path().join(role)
     }
 
+    /// The last `lines` lines of every tor's notice and onion-service (`[rend]info`) logs,
+    /// for a failed trial: what the onion-service tor, the clients and the authorities saw
+    /// (consensus, HSDirs, uploads, fetches).
+    pub fn log_tails(&self, lines: usize) -> String {
+        let roles = ["hs", "client0", "client1"].into_iter().map(str::to_owned);
+        let roles = roles.chain((0..AUTHORITIES).map(|i| format!("auth{i}")));
+        let mut out = String::new();
+        for role in roles {
+            for file in ["notice.log", "rend.log"] {
+                let log = fs::read_to_string(self.dir(&format!("{role}/{file}"))).unwrap_or_default();
+                let all: Vec<&str> = log.lines().collect();
+                out.push_str(&format!("--- {role}/{file} (last {lines} lines)\n"));
+                for line in &all[all.len().saturating_sub(lines)..] {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
     /// Starts the whole network on 127.0.0.1 and waits until the onion-service tor and both
     /// clients report 100 % bootstrap (`status/bootstrap-phase`, no sleeps).
     pub async fn start() -> Network {
@@ -295,7 +316,7 @@ impl Network {
 
     fn common_torrc(&self, role: &str) -> String {
         format!(
-            "TestingTorNetwork 1\nDataDirectory /net/{role}\nNickname {nick}\nLog notice file /net/{role}/notice.log\n\
+            "TestingTorNetwork 1\nDataDirectory /net/{role}\nNickname {nick}\nLog notice file /net/{role}/notice.log\nLog [rend]info file /net/{role}/rend.log\n\
              SafeLogging 0\nShutdownWaitLength 0\nSandbox 0\nPathsNeededToBuildCircuits 0.67\n\
              TestingDirAuthVoteGuard *\nTestingDirAuthVoteHSDir *\nTestingDirAuthVoteExit *\n\
              TestingMinExitFlagThreshold 0\nClientUseIPv6 0\nGeoIPFile /dev/null\nGeoIPv6File /dev/null\n{}",

@@ -68,8 +68,8 @@ fn main() {
             l_through_the_system_service_enable_waits_for_the_upload_and_status_probes,
         ),
         (
-            "m_a_friends_kept_key_works_after_their_tor_restarts_and_a_removed_one_stops",
-            m_a_friends_kept_key_works_after_their_tor_restarts_and_a_removed_one_stops,
+            "m_a_friends_kept_key_survives_tor_restarts_newnym_and_setconf_and_a_removed_one_stops",
+            m_a_friends_kept_key_survives_tor_restarts_newnym_and_setconf_and_a_removed_one_stops,
         ),
     ];
     if args.list {
@@ -89,6 +89,9 @@ fn main() {
                 let t = Instant::now();
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(&ctx)));
                 eprintln!("    ({name}: {:.1} s)", t.elapsed().as_secs_f64());
+                if result.is_err() {
+                    eprintln!("{}", ctx.net.log_tails(40));
+                }
                 result.map_err(|e| {
                     let msg = e
                         .downcast_ref::<String>()
@@ -617,9 +620,10 @@ fn l_through_the_system_service_enable_waits_for_the_upload_and_status_probes(ct
 }
 
 /// The friend's side: the friend keeps the key with `key add` (their tor's
-/// ClientOnionAuthDir stays empty), their tor restarts with their daemon running, and the
-/// service is reachable again without anyone touching anything; `key remove` locks them out.
-fn m_a_friends_kept_key_works_after_their_tor_restarts_and_a_removed_one_stops(ctx: &Ctx) {
+/// ClientOnionAuthDir stays empty); their tor restarts, forgets the key on NEWNYM (Tor
+/// Browser's New Identity) and on SETCONF (Tor Connection), and each time the service is
+/// reachable again without anyone touching anything; `key remove` locks them out.
+fn m_a_friends_kept_key_survives_tor_restarts_newnym_and_setconf_and_a_removed_one_stops(ctx: &Ctx) {
     let owner = User::new(&ctx.net);
     let address = published(&owner, "site-m", 0);
     let from_owner = owner.home.path().join("from-owner.txt");
@@ -631,11 +635,13 @@ fn m_a_friends_kept_key_works_after_their_tor_restarts_and_a_removed_one_stops(c
     ctx.rt.block_on(tor.set_keys(&[]));
     let added = friend.run(&["key", "add", "owner", from_owner.to_str().unwrap()]).ok();
     assert!(added.stderr.contains("key owner: given to tor"), "{}", added.stderr);
-    assert_eq!(ctx.rt.block_on(tor.fetch_until(&address, 80, 0x00, REACH)).0, 0x00, "reachable with the kept key");
-
+    // Running from here on, as the system service always is on Tails: a NEWNYM of
+    // fetch_until's retries would purge the key, and only the daemon gives it back.
     let log_path = friend.home.path().join("daemon.log");
     let _daemon =
         KillOnDrop(friend.command().arg("daemon").stderr(std::fs::File::create(&log_path).unwrap()).spawn().unwrap());
+    assert_eq!(ctx.rt.block_on(tor.fetch_until(&address, 80, 0x00, REACH)).0, 0x00, "reachable with the kept key");
+
     let restarted = Instant::now();
     ctx.rt.block_on(ctx.net.restart_client(index));
     let (code, body) = ctx.rt.block_on(tor.fetch_until(&address, 80, 0x00, REACH));
@@ -645,10 +651,45 @@ fn m_a_friends_kept_key_works_after_their_tor_restarts_and_a_removed_one_stops(c
     assert_eq!(body.as_deref(), Some(ctx.net.backend_body(0).as_str()));
     assert!(std::fs::read_dir(tor.auth_dir()).unwrap().next().is_none(), "no key file was involved");
 
+    // tor drops every key given with ONION_CLIENT_AUTH_ADD on NEWNYM (Tor Browser's New
+    // Identity) and on any configuration change (Tor Connection's SETCONF): the daemon hears
+    // it and gives the kept key back, without waiting for its periodic reconcile.
+    let given = |log: &str| log.matches("key owner: given to tor").count();
+    let before = given(&std::fs::read_to_string(&log_path).unwrap());
+    ctx.rt.block_on(tor.newnym());
+    let log = wait_for_log(&log_path, |log| log.contains("on NEWNYM: giving them back") && given(log) > before);
+    assert_eq!(ctx.rt.block_on(tor.fetch_until(&address, 80, 0x00, REACH)).0, 0x00, "reachable after NEWNYM:\n{log}");
+    let before = given(&log);
+    ctx.rt.block_on(async {
+        let reply = tor
+            .control()
+            .await
+            .send(&CommandLine::new("SETCONF").arg("option", "MaxCircuitDirtiness=700").unwrap())
+            .await
+            .unwrap();
+        assert!(reply.is_ok(), "SETCONF: {reply:?}");
+    });
+    let log =
+        wait_for_log(&log_path, |log| log.contains("configuration changes: giving them back") && given(log) > before);
+    assert_eq!(ctx.rt.block_on(tor.fetch_until(&address, 80, 0x00, REACH)).0, 0x00, "reachable after SETCONF:\n{log}");
+
     friend.run(&["key", "remove", "owner"]).ok();
     let code = ctx.rt.block_on(async {
         tor.newnym().await;
         tor.fetch_until(&address, 80, 0xF4, REACH).await.0
     });
     assert_eq!(code, 0xF4, "once the key is removed, tor says one is needed (0xF4)");
+}
+
+/// Waits until the daemon's log satisfies `done`, for at most [`REACH`]; returns the log.
+fn wait_for_log(path: &std::path::Path, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + REACH;
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if done(&log) {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "the daemon's log never showed it:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

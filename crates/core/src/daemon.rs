@@ -1,9 +1,10 @@
 //! The long-running republisher. Tails restarts tor every time a network comes up, and
 //! every ADD_ONION service dies with it: this loop reconnects (with backoff) whenever the
-//! control connection drops and reconciles ([`crate::reconcile`]) at every connection and
-//! every `reconcile_every`, so every wanted service is back, same address, same clients,
-//! and nothing removed stays up. It opens the store only for the moment it reads it, so the
-//! CLI keeps working beside it.
+//! control connection drops and reconciles ([`crate::reconcile`]) at every connection, when
+//! tor drops the keys it was given (NEWNYM, a reload, a configuration change) and every
+//! `reconcile_every`, so every wanted service is back, same address, same clients, every
+//! kept key is in tor, and nothing removed stays up. It opens the store only for the
+//! moment it reads it, so the CLI keeps working beside it.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -192,7 +193,10 @@ async fn serve(
             tor.auth_method()
         ),
     );
-    tor.set_events(&["HS_DESC", "STATUS_CLIENT"]).await?;
+    // SIGNAL and CONF_CHANGED: tor drops every key given with ONION_CLIENT_AUTH_ADD on
+    // NEWNYM (Tor Browser's New Identity), on a reload and on any configuration change (Tor
+    // Connection's SETCONF), so the friend's kept keys are given again at once.
+    tor.set_events(&["HS_DESC", "STATUS_CLIENT", "SIGNAL", "CONF_CHANGED"]).await?;
     let mut seen_change = publisher.last_change();
     let first = reconcile(tor, publisher).await;
     // Found (again): whatever it runs now is news.
@@ -280,6 +284,14 @@ async fn serve(
                     record_upload(publisher, &instance, &event.service_id).await;
                     tell(options);
                 }
+            }
+            Ok(Some(TorEvent::Signal(signal))) if matches!(signal.as_str(), "NEWNYM" | "RELOAD") => {
+                log(Level::Info, &format!("tor forgets the keys it was given on {signal}: giving them back"));
+                next_reconcile = tokio::time::Instant::now();
+            }
+            Ok(Some(TorEvent::ConfChanged)) => {
+                log(Level::Info, "tor forgets the keys it was given when its configuration changes: giving them back");
+                next_reconcile = tokio::time::Instant::now();
             }
             Ok(Some(TorEvent::Other(line))) if line.contains("BOOTSTRAP") => {
                 if line.contains("PROGRESS=100") {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use tails_server_core::tor::{CommandLine, TorControl};
+use tails_server_core::tor::{CommandLine, TorControl, TorEvent};
 
 use network::Network;
 
@@ -111,17 +111,34 @@ impl<'a> Client<'a> {
         TorControl::connect(&self.net.client_control_config(self.index)).await.expect("client control port")
     }
 
-    /// Forgets descriptors and circuits. tor rate-limits NEWNYM and says so in a 250 reply;
-    /// we wait the few seconds it asks for rather than race it.
+    /// Forgets descriptors, circuits and the keys given with ONION_CLIENT_AUTH_ADD, as Tor
+    /// Browser's New Identity does.
     pub async fn newnym(&self) {
         let mut tor = self.control().await;
         self.newnym_on(&mut tor).await;
     }
 
+    /// Asks for a NEWNYM without waiting for it: a retry's fresh start, whenever tor gets
+    /// to it.
+    async fn request_newnym(&self) {
+        let reply = self.control().await.send(&CommandLine::new("SIGNAL").arg("signal", "NEWNYM").unwrap()).await;
+        assert!(reply.unwrap().is_ok(), "NEWNYM refused");
+    }
+
+    /// Returns once tor has acted on it. tor answers OK at once but defers a NEWNYM that
+    /// comes within 10 s of the last one: a key given in between would be purged later, and
+    /// a circuit the next step must not use would still be open.
     async fn newnym_on(&self, tor: &mut TorControl) {
+        tor.set_events(&["SIGNAL"]).await.unwrap();
         let reply = tor.send(&CommandLine::new("SIGNAL").arg("signal", "NEWNYM").unwrap()).await.unwrap();
         assert!(reply.is_ok(), "NEWNYM: {reply:?}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        loop {
+            match tor.next_event(Some(Duration::from_secs(30))).await.unwrap() {
+                Some(TorEvent::Signal(signal)) if signal == "NEWNYM" => break,
+                Some(_) => {}
+                None => panic!("client{}: tor did not act on NEWNYM within 30 s", self.index),
+            }
+        }
     }
 
     /// One connection attempt: the SOCKS reply code and, when connected, the HTTP body.
@@ -153,7 +170,7 @@ impl<'a> Client<'a> {
             // A timeout or a stale descriptor: forget it at once; a descriptor not found yet
             // (0xF0): ask again, and now and then from scratch.
             if result.0 == 0xFF || attempt % 3 == 0 {
-                self.newnym().await;
+                self.request_newnym().await;
             }
             tokio::time::sleep(Duration::from_millis(700)).await;
         }

@@ -138,6 +138,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> ControlStream for T {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TorEvent {
     HsDesc(HsDescEvent),
+    /// `SIGNAL <name>`: tor acted on a signal (RELOAD, NEWNYM...), whoever sent it.
+    Signal(String),
+    /// `CONF_CHANGED`: someone changed tor's configuration (SETCONF, RESETCONF, a reload).
+    ConfChanged,
     Other(String),
 }
 
@@ -160,6 +164,11 @@ impl TorEvent {
     pub(crate) fn parse(lines: &[String]) -> Self {
         let first = lines.first().map(String::as_str).unwrap_or_default();
         let words: Vec<&str> = first.split(' ').collect();
+        match words.as_slice() {
+            ["SIGNAL", name] => return TorEvent::Signal((*name).to_owned()),
+            ["CONF_CHANGED", ..] => return TorEvent::ConfChanged,
+            _ => {}
+        }
         let [event, action, id, rest @ ..] = words.as_slice() else { return TorEvent::Other(first.to_owned()) };
         if *event != "HS_DESC" {
             return TorEvent::Other(first.to_owned());
@@ -783,6 +792,8 @@ mod tests {
         assert_eq!(e, event("FAILED", Some("$AAAA~auth0"), Some("descid"), Some("NOT_FOUND")));
         assert_eq!(TorEvent::parse(&["HS_DESC CREATED abcd".into()]), event("CREATED", None, None, None));
         assert!(matches!(TorEvent::parse(&["STATUS_CLIENT NOTICE X".into()]), TorEvent::Other(_)));
+        assert_eq!(TorEvent::parse(&["SIGNAL NEWNYM".into()]), TorEvent::Signal("NEWNYM".into()));
+        assert_eq!(TorEvent::parse(&["CONF_CHANGED".into(), "MaxCircuitDirtiness=700".into()]), TorEvent::ConfChanged);
     }
 
     #[test]
