@@ -396,6 +396,57 @@ fn a_kept_key_is_given_to_tor_after_every_restart_and_taken_back_when_removed() 
     assert!(tor.client_keys().contains_key(&someone_elses), "a key tails-server did not give stays");
 }
 
+/// tor drops every key given with ONION_CLIENT_AUTH_ADD on every SETCONF, also one that
+/// changes nothing (it then sends no CONF_CHANGED): the daemon gives the kept key back at
+/// once, through tor's event or its check of what tor holds, not at its periodic reconcile.
+#[test]
+fn a_kept_key_tor_drops_on_a_setconf_is_given_back_at_once() {
+    let tor = LocalTor::start();
+    let owner = TestEnv::new();
+    owner.run(&["add", "custom", "--name", "blog", "--local-port", "8080"]).ok();
+    let line = owner.run(&["client", "show", "blog", "client-1"]).ok().stdout;
+    let id = service_id(&owner.service("blog"));
+    let (_, secret) = tails_server_core::keys::ClientSecretKey::parse_auth_private_line(line.trim()).unwrap();
+    let expected = secret.to_base64().to_string();
+    let from_owner = owner.root.path().join("from-owner.txt");
+    std::fs::write(&from_owner, &line).unwrap();
+    let friend = TestEnv::new();
+    at(&friend, &tor.control(), &["key", "add", "owner", from_owner.to_str().unwrap()]).ok();
+    let log_path = friend.root.path().join("daemon.log");
+    let _daemon = KillOnDrop(
+        friend
+            .command()
+            .args(["--control-port", &tor.control(), "daemon"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_log(&log_path, "service(s) published", 1);
+    let found = "no longer holds a key it was given";
+    let changes: [(&str, &[&str]); 2] = [
+        ("MaxCircuitDirtiness=700", &["configuration changes: giving them back", found]),
+        ("MaxCircuitDirtiness=700", &[found]),
+    ];
+    for (option, why) in changes {
+        let from = read(&log_path).len();
+        tor.control_command("SETCONF", &[option]).expect("tor takes the option");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = read(&log_path);
+            let new = &log[from..];
+            let given_back =
+                why.iter().any(|why| new.find(why).is_some_and(|at| new[at..].contains("key owner: given to tor")));
+            if given_back {
+                break;
+            }
+            assert!(Instant::now() < deadline, "SETCONF {option}: the key was not given back at once:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(tor.client_keys().get(&id), Some(&expected), "SETCONF {option}: in tor again");
+    }
+}
+
 /// A byte relay on a local port, run by another user, in front of the real tor whose cookie we
 /// can read: SAFECOOKIE succeeds through it unchanged (tor itself answers the challenge), and
 /// who serves the port — not the proof — decides: no onion key, and not even our proof of the

@@ -1,10 +1,11 @@
 //! The long-running republisher. Tails restarts tor every time a network comes up, and
 //! every ADD_ONION service dies with it: this loop reconnects (with backoff) whenever the
-//! control connection drops and reconciles ([`crate::reconcile`]) at every connection, when
-//! tor drops the keys it was given (NEWNYM, a reload, a configuration change) and every
-//! `reconcile_every`, so every wanted service is back, same address, same clients, every
-//! kept key is in tor, and nothing removed stays up. It opens the store only for the
-//! moment it reads it, so the CLI keeps working beside it.
+//! control connection drops and reconciles ([`crate::reconcile`]) at every connection, every
+//! `reconcile_every`, and as soon as tor drops the keys it was given (on NEWNYM, a reload or
+//! a configuration change: tor's events say so, and a check every `check_keys_every` covers
+//! a SETCONF that changes nothing). So every wanted service is back, same address, same
+//! clients, every kept key is in tor, and nothing removed stays up. It opens the store only
+//! for the moment it reads it, so the CLI keeps working beside it.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -27,6 +28,9 @@ pub struct DaemonOptions {
     pub slow_retry: Duration,
     /// How often to look for a change notice from a command (a stat on the runtime tmpfs).
     pub watch_changes_every: Duration,
+    /// How often to ask tor whether it still holds the keys it was given, when it was given
+    /// any: a SETCONF that changes nothing drops them without an event.
+    pub check_keys_every: Duration,
     /// Delay before trying again when a reconcile could not finish (the store busy past
     /// its retries, a disk error): soon, not at the next periodic reconcile.
     pub retry_failed: Duration,
@@ -51,6 +55,7 @@ impl DaemonOptions {
             slow_retry: Duration::from_secs(2),
             retry_failed: Duration::from_secs(1),
             watch_changes_every: Duration::from_millis(500),
+            check_keys_every: Duration::from_secs(5),
             daemons: DaemonControl::Manual,
             tor_changed: None,
         }
@@ -219,6 +224,8 @@ async fn serve(
         }
     };
     let mut watch = tokio::time::interval(options.watch_changes_every);
+    let mut check_keys = tokio::time::interval(options.check_keys_every);
+    check_keys.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // dpkg's database changes when a package is installed (Additional Software installs the
     // services' programs at login, maybe after tails-server itself): a program that could not
     // run may run now.
@@ -249,6 +256,18 @@ async fn serve(
                     // A command changed the store (and may not have reached tor itself).
                     seen_change = change;
                     next_reconcile = tokio::time::Instant::now();
+                }
+                continue;
+            }
+            _ = check_keys.tick() => {
+                match publisher.given_keys_missing(tor).await {
+                    Ok(true) => {
+                        log(Level::Info, "tor no longer holds a key it was given: giving it back");
+                        next_reconcile = tokio::time::Instant::now();
+                    }
+                    Ok(false) => {}
+                    Err(e) if is_tor_loss(&e) => return Err(e),
+                    Err(e) => log(Level::Warning, &format!("cannot ask tor which keys it holds: {e}")),
                 }
                 continue;
             }

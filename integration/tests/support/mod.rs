@@ -132,6 +132,9 @@ impl<'a> Client<'a> {
         tor.set_events(&["SIGNAL"]).await.unwrap();
         let reply = tor.send(&CommandLine::new("SIGNAL").arg("signal", "NEWNYM").unwrap()).await.unwrap();
         assert!(reply.is_ok(), "NEWNYM: {reply:?}");
+        // An event read before the reply is an earlier NEWNYM's (a deferred one, run between
+        // SETEVENTS and this): tor acts on ours only after answering.
+        tor.discard_events();
         loop {
             match tor.next_event(Some(Duration::from_secs(30))).await.unwrap() {
                 Some(TorEvent::Signal(signal)) if signal == "NEWNYM" => break,

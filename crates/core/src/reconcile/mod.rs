@@ -533,6 +533,23 @@ impl Publisher {
         Ok(())
     }
 
+    /// Whether tor lost a key the ledger says we gave it. tor drops them all on NEWNYM, a
+    /// reload and every SETCONF, and a SETCONF that changes nothing sends no event. One
+    /// ONION_CLIENT_AUTH_VIEW, only when keys were given; no store read, no lock.
+    pub async fn given_keys_missing(&self, tor: &mut TorControl) -> Result<bool> {
+        let ledger = Ledger::load(self.runtime_dir()?);
+        if ledger.keys.is_empty() {
+            return Ok(false);
+        }
+        // Its answer carries the private keys.
+        tor.require_verified("client keys")?;
+        let held = publish::held_client_keys(tor).await?;
+        Ok(ledger
+            .keys
+            .iter()
+            .any(|(id, given)| held.get(id).map(|key| key.to_base32()) != Some(given.public_key.clone())))
+    }
+
     /// Tells a running daemon that the store changed: it reconciles within a second, even
     /// if this process could not reach tor.
     pub fn note_change(&self) -> Result<()> {

@@ -644,6 +644,12 @@ impl TorControl {
         self.execute(&CommandLine::new("SIGNAL").arg("signal", signal)?).await.map(|_| ())
     }
 
+    /// Forgets the events received so far (those read before the last reply): what
+    /// happened before a command, when only what follows it matters.
+    pub fn discard_events(&mut self) {
+        self.events.clear();
+    }
+
     /// The next asynchronous event, waiting at most `timeout` (None: forever). Returns
     /// Ok(None) on timeout and an error when tor goes away. Cancel-safe.
     pub async fn next_event(&mut self, timeout: Option<Duration>) -> Result<Option<TorEvent>> {
