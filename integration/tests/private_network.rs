@@ -664,10 +664,10 @@ fn m_a_friends_kept_key_survives_tor_restarts_newnym_and_setconf_and_a_removed_o
         })
     };
     // tor's event is heard first, unless the periodic check happens to ask in between.
-    let found = "no longer holds a key it was given";
+    let found = "no longer holds a key it was given: giving it back";
     let dropped_by: [DroppedBy; 3] = [
-        ("NEWNYM", &|| ctx.rt.block_on(tor.newnym()), &["on NEWNYM: giving them back", found]),
-        ("a SETCONF", &|| setconf("MaxCircuitDirtiness=700"), &["configuration changes: giving them back", found]),
+        ("NEWNYM", &|| ctx.rt.block_on(tor.newnym()), &["given after NEWNYM: giving it back", found]),
+        ("a SETCONF", &|| setconf("MaxCircuitDirtiness=700"), &["after a configuration change: giving it back", found]),
         ("the same SETCONF again", &|| setconf("MaxCircuitDirtiness=700"), &[found]),
     ];
     for (what, drop_keys, why) in dropped_by {

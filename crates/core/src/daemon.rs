@@ -224,7 +224,9 @@ async fn serve(
         }
     };
     let mut watch = tokio::time::interval(options.watch_changes_every);
-    let mut check_keys = tokio::time::interval(options.check_keys_every);
+    // Not at once: the reconcile above has just given them.
+    let mut check_keys =
+        tokio::time::interval_at(tokio::time::Instant::now() + options.check_keys_every, options.check_keys_every);
     check_keys.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // dpkg's database changes when a package is installed (Additional Software installs the
     // services' programs at login, maybe after tails-server itself): a program that could not
@@ -260,14 +262,8 @@ async fn serve(
                 continue;
             }
             _ = check_keys.tick() => {
-                match publisher.given_keys_missing(tor).await {
-                    Ok(true) => {
-                        log(Level::Info, "tor no longer holds a key it was given: giving it back");
-                        next_reconcile = tokio::time::Instant::now();
-                    }
-                    Ok(false) => {}
-                    Err(e) if is_tor_loss(&e) => return Err(e),
-                    Err(e) => log(Level::Warning, &format!("cannot ask tor which keys it holds: {e}")),
+                if keys_lost(tor, publisher, "").await? {
+                    next_reconcile = tokio::time::Instant::now();
                 }
                 continue;
             }
@@ -305,12 +301,14 @@ async fn serve(
                 }
             }
             Ok(Some(TorEvent::Signal(signal))) if matches!(signal.as_str(), "NEWNYM" | "RELOAD") => {
-                log(Level::Info, &format!("tor forgets the keys it was given on {signal}: giving them back"));
-                next_reconcile = tokio::time::Instant::now();
+                if keys_lost(tor, publisher, &format!(" after {signal}")).await? {
+                    next_reconcile = tokio::time::Instant::now();
+                }
             }
             Ok(Some(TorEvent::ConfChanged)) => {
-                log(Level::Info, "tor forgets the keys it was given when its configuration changes: giving them back");
-                next_reconcile = tokio::time::Instant::now();
+                if keys_lost(tor, publisher, " after a configuration change").await? {
+                    next_reconcile = tokio::time::Instant::now();
+                }
             }
             Ok(Some(TorEvent::Other(line))) if line.contains("BOOTSTRAP") => {
                 if line.contains("PROGRESS=100") {
@@ -332,6 +330,24 @@ fn is_tor_loss(e: &Error) -> bool {
         e,
         Error::TorGone { .. } | Error::TorConnect { .. } | Error::TorProtocol { .. } | Error::TorUntrusted { .. }
     )
+}
+
+/// Whether tor lost a key it was given (then logged, `after` saying when); only an error
+/// that ends this connection is returned.
+async fn keys_lost(tor: &mut TorControl, publisher: &Publisher, after: &str) -> Result<bool> {
+    match publisher.given_keys_missing(tor).await {
+        Ok(lost) => {
+            if lost {
+                log(Level::Info, &format!("tor no longer holds a key it was given{after}: giving it back"));
+            }
+            Ok(lost)
+        }
+        Err(e) if is_tor_loss(&e) => Err(e),
+        Err(e) => {
+            log(Level::Warning, &format!("cannot ask tor which keys it holds: {e}"));
+            Ok(false)
+        }
+    }
 }
 
 async fn record_upload(publisher: &Publisher, instance: &TorInstance, service_id: &str) {

@@ -66,6 +66,16 @@ impl KeyEntry {
         KeyEntry { name: key.name.to_string(), public_key: key.secret_key.public_key().to_base32(), confirmed: false }
     }
 
+    /// Whether tor still holds the key this entry says was given for `id` (`held`: what
+    /// ONION_CLIENT_AUTH_VIEW lists).
+    pub(super) fn held_in(
+        &self,
+        id: &str,
+        held: &std::collections::HashMap<String, crate::keys::ClientPublicKey>,
+    ) -> bool {
+        held.get(id).is_some_and(|key| key.to_base32() == self.public_key)
+    }
+
     /// Whether this entry is for `key`, as stored now.
     pub(super) fn is_for(&self, key: &ReceivedKey) -> bool {
         self.name == key.name.as_str() && self.public_key == key.secret_key.public_key().to_base32()

@@ -310,7 +310,7 @@ impl Publisher {
         // What tor holds is the truth, as `onions/detached` is for services: a tor restarted
         // in a container has the same pid and start time to the second, yet no key.
         let held = publish::held_client_keys(tor).await?;
-        ledger.keys.retain(|id, entry| held.get(id).is_some_and(|key| key.to_base32() == entry.public_key));
+        ledger.keys.retain(|id, entry| entry.held_in(id, &held));
         let gone: Vec<(String, KeyEntry)> = ledger
             .keys
             .iter()
@@ -544,10 +544,7 @@ impl Publisher {
         // Its answer carries the private keys.
         tor.require_verified("client keys")?;
         let held = publish::held_client_keys(tor).await?;
-        Ok(ledger
-            .keys
-            .iter()
-            .any(|(id, given)| held.get(id).map(|key| key.to_base32()) != Some(given.public_key.clone())))
+        Ok(ledger.keys.iter().any(|(id, given)| !given.held_in(id, &held)))
     }
 
     /// Tells a running daemon that the store changed: it reconciles within a second, even
