@@ -886,6 +886,12 @@ fn each_kind_says_how_a_friend_connects_and_where_its_files_go() {
     let sftp = flat(&env.run(&["add", "sftp"]).ok().stdout);
     assert!(sftp.contains("torsocks sftp -P 22 tails-server-sftp@") && sftp.contains("authorized-keys"), "{sftp}");
     assert!(sftp.contains(&format!("{}", env.state_dir().join("data/sftp/files").display())), "{sftp}");
+
+    // An amnesic service's files are in the runtime directory's `files/`, the folder the
+    // system service's unit bounds (a tmpfs of its own on Tails), never beside its stores.
+    let amnesic = env.run(&["add", "web", "--name", "ram", "--set", "persistence=false"]).ok().stdout;
+    let folder = env.runtime_dir().join("files/data/ram/site");
+    assert!(amnesic.contains(&format!("Put the files it serves in {}\n", folder.display())), "{amnesic}");
 }
 
 /// `status` when tor cannot be asked says so on every line it cannot fill, instead of

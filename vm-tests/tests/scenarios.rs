@@ -642,8 +642,44 @@ fn e2_the_service_waits_for_the_unlock_then_restores() {
         let d = vm.wait_until("root", &registered_cmd(&[&keep]), Duration::from_secs(120))?;
         vm.record("the stored service registered after the unlock, no command typed", d);
         vm.sh_ok("root", LIST_OVER_DBUS)?;
-        Ok(())
+        amnesic_files_cannot_fill_run(vm)
     });
+}
+
+/// What an amnesic service's friends upload lives in memory, in a tmpfs of its own: filled to
+/// the last byte, /run keeps its room and the service its stores (the amnesic store and tor's
+/// ledger are in /run/tails-server, beside it).
+fn amnesic_files_cannot_fill_run(vm: &mut Vm) -> Result<()> {
+    let added = in_session_ok(vm, "tails-server add web --name page --set persistence=false")?;
+    check(
+        added.contains("/run/tails-server/files/data/page/site"),
+        format!("the amnesic site's files are in the bounded folder: {added}"),
+    )?;
+    let mount = vm.sh("root", "findmnt -n -o FSTYPE,OPTIONS /run/tails-server/files")?;
+    check(
+        mount.success() && mount.stdout.starts_with("tmpfs") && mount.stdout.contains("size="),
+        format!("/run/tails-server/files is a tmpfs with a size: {mount:?}"),
+    )?;
+    // The service writes there too (a program's folders, SFTP's host key): it must see the
+    // same tmpfs in its sandbox, not the folder of /run below it.
+    let device = "stat -c %D /run/tails-server/files";
+    let ours = vm.sh_ok("root", device)?;
+    let seen = vm.sh_ok(
+        "root",
+        &format!("nsenter -t \"$(systemctl show -p MainPID --value tails-server.service)\" -m -- {device}"),
+    )?;
+    check(seen == ours, format!("the service sees the same tmpfs in its sandbox: {seen:?}, not {ours:?}"))?;
+    let filler = "/run/tails-server/files/data/filler";
+    let fill = vm.sh("root", &format!("mkdir -p /run/tails-server/files/data && dd if=/dev/zero of={filler} bs=1M"))?;
+    check(
+        !fill.success() && fill.stderr.contains("No space left on device"),
+        format!("filling the amnesic files stops at their bound: {fill:?}"),
+    )?;
+    let run_left: u64 = vm.sh_ok("root", "df --output=avail -B1 /run | tail -n 1")?.trim().parse().unwrap_or(0);
+    check(run_left > 8 << 20, format!("/run keeps its room ({run_left} bytes free)"))?;
+    in_session_ok(vm, "tails-server add custom --name after --local-port 8090 --set persistence=false")?;
+    vm.sh_ok("root", &format!("rm {filler}"))?;
+    Ok(())
 }
 
 /// The service's `List`, as root over the system bus.

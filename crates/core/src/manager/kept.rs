@@ -33,7 +33,7 @@ impl Manager {
     fn kept_data_dirs(&self) -> Vec<(bool, PathBuf)> {
         let mut dirs = vec![(true, self.config.state_dir.join(crate::system::KEPT_DATA_DIR))];
         if let Some(runtime) = &self.config.runtime_dir {
-            dirs.push((false, runtime.join(crate::system::KEPT_DATA_DIR)));
+            dirs.push((false, crate::system::files_root(runtime, false).join(crate::system::KEPT_DATA_DIR)));
         }
         dirs
     }
@@ -208,7 +208,7 @@ mod tests {
         let mut config = Config::new(root.path().join("state"));
         config.runtime_dir = Some(root.path().join("run"));
         let mut manager = Manager::open(config).unwrap();
-        for store in ["state", "run"] {
+        for store in ["state", "run/files"] {
             let kept = root.path().join(store).join(crate::system::KEPT_DATA_DIR).join("web-1765000000");
             std::fs::create_dir_all(&kept).unwrap();
             std::fs::write(kept.join("index.html"), store).unwrap();

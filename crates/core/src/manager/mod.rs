@@ -301,11 +301,11 @@ impl Manager {
     /// Where a service's program keeps its data and the folders the user fills: beside the
     /// store that holds the service.
     pub fn data_dir(&self, record: &ServiceRecord) -> std::path::PathBuf {
-        let store = match (Self::location_for(record), &self.config.runtime_dir) {
-            (Location::Amnesic, Some(dir)) => dir,
-            _ => &self.config.state_dir,
+        let files = match (Self::location_for(record), &self.config.runtime_dir) {
+            (Location::Amnesic, Some(dir)) => crate::system::files_root(dir, false),
+            _ => self.config.state_dir.clone(),
         };
-        crate::system::data_dir(store, &record.name)
+        crate::system::data_dir(&files, &record.name)
     }
 
     pub fn kind_of(&self, record: &ServiceRecord) -> Option<&KindDefinition> {

@@ -6,8 +6,8 @@
 //! Each daemon runs as a transient systemd unit `tails-server-<service>.service`: nothing
 //! is written to /etc (Tails' root is a tmpfs overlay anyway), the unit is rebuilt from the
 //! store at every start, and systemd sandboxes it. The daemon's persistent data lives in
-//! the store's directory, `<store>/data/<service>/` (root-only, like the store), and is
-//! bind-mounted into the unit at `/var/lib/tails-server/<service>`; its configuration is
+//! the store's directory, `<store>/data/<service>/` (root-only, like the store; for an
+//! amnesic service, [`AMNESIC_FILES_DIR`] in the runtime directory), and is bind-mounted into the unit at `/var/lib/tails-server/<service>`; its configuration is
 //! written to the runtime directory and mounted read-only at `/etc/tails-server/<service>`.
 //!
 //! A data directory belongs to a service, not to its name: `data/<service>.owner` records
@@ -61,9 +61,26 @@ pub fn unit_name(service: &ServiceName) -> String {
     format!("tails-server-{service}.service")
 }
 
-/// Where a service's daemon keeps its data: beside the store that holds the service.
-pub fn data_dir(store_dir: &Path, service: &ServiceName) -> PathBuf {
-    store_dir.join("data").join(service.as_str())
+/// Where a service's daemon keeps its data, in its store's [`files_root`].
+pub fn data_dir(files_dir: &Path, service: &ServiceName) -> PathBuf {
+    files_dir.join("data").join(service.as_str())
+}
+
+/// Where the amnesic services' data (`data/`, `kept-data/`) lives in the runtime directory.
+/// On Tails the system service's unit mounts a tmpfs of its own there, of bounded size: what
+/// an amnesic service's friends upload stays in memory, as it must, but cannot fill /run,
+/// which tor, systemd and the session need, nor the runtime directory, which holds the
+/// amnesic store and what tor was asked to run.
+pub const AMNESIC_FILES_DIR: &str = "files";
+
+/// The directory holding a store's `data/` and `kept-data/`: the persistent store's own, or
+/// [`AMNESIC_FILES_DIR`] in the runtime directory (the amnesic store's).
+pub fn files_root(store_dir: &Path, persistent: bool) -> PathBuf {
+    if persistent {
+        store_dir.to_path_buf()
+    } else {
+        store_dir.join(AMNESIC_FILES_DIR)
+    }
 }
 
 /// Where data directories that belong to no current service are set aside, beside `data/`:
@@ -132,7 +149,7 @@ pub fn claim_data_dir(data_dir: &Path, address: &str) -> Result<Option<PathBuf>>
 /// store, or in its runtime directory for an amnesic service.
 pub fn system_service_data_dir(service: &ServiceName, persistent: bool) -> PathBuf {
     let store = if persistent { crate::tails::PERSISTENT_STATE_DIR } else { crate::tails::SERVICE_RUNTIME_DIR };
-    data_dir(Path::new(store), service)
+    data_dir(&files_root(Path::new(store), persistent), service)
 }
 
 /// Everything needed to start one service's daemon.
@@ -166,11 +183,12 @@ pub struct DaemonPlan {
     pub lan: bool,
 }
 
-/// The daemon a service needs, if its kind has one tails-server runs.
+/// The daemon a service needs, if its kind has one tails-server runs. `files_dir` holds its
+/// store's data directories ([`files_root`]).
 pub fn plan(
     kind: &KindDefinition,
     record: &ServiceRecord,
-    store_dir: &Path,
+    files_dir: &Path,
     runtime_dir: &Path,
 ) -> Result<Option<DaemonPlan>> {
     let Some(daemon) = kind.daemon.as_deref() else { return Ok(None) };
@@ -215,7 +233,7 @@ pub fn plan(
         conflicts: kind.conflicts.clone(),
         packages: kind.packages.clone(),
         config_dir: runtime_dir.join("daemons").join(record.name.as_str()),
-        data_dir: data_dir(store_dir, &record.name),
+        data_dir: data_dir(files_dir, &record.name),
         rendered,
         folders: kind.persistent_paths.clone(),
         lan: allow_lan,
@@ -598,7 +616,8 @@ pub async fn sync(
         .filter_map(|record| {
             let kind = catalog.get(&record.kind).ok()?;
             let store = if record.is_persistent() { dirs.persistent } else { dirs.amnesic };
-            let plan = plan(kind, record, store, dirs.amnesic).map(|plan| {
+            let files = files_root(store, record.is_persistent());
+            let plan = plan(kind, record, &files, dirs.amnesic).map(|plan| {
                 plan.map(|mut plan| {
                     plan.hidden = hidden_from_programs(dirs);
                     plan
