@@ -406,23 +406,26 @@ fn a_kept_key_is_given_to_tor_after_every_restart_and_taken_back_when_removed() 
     assert!(tor.client_keys().contains_key(&someone_elses), "a key tails-server did not give stays");
 }
 
-/// tor drops every key given with ONION_CLIENT_AUTH_ADD on every SETCONF, also one that
-/// changes nothing (it then sends no CONF_CHANGED): the daemon gives the kept key back at
-/// once, through tor's event or its check of what tor holds, not at its periodic reconcile.
+/// tor drops every key given with ONION_CLIENT_AUTH_ADD on a reload and on every SETCONF,
+/// also one that changes nothing (it then sends no CONF_CHANGED): the daemon gives the kept
+/// key back at once, through tor's event or its check of what tor holds, not at its periodic
+/// reconcile.
 #[test]
-fn a_kept_key_tor_drops_on_a_setconf_is_given_back_at_once() {
+fn a_kept_key_tor_drops_on_a_reload_or_a_setconf_is_given_back_at_once() {
     let tor = LocalTor::start();
     let (friend, id, expected, _) = a_friend_keeping_a_key(&tor);
     let (_daemon, log_path) = daemon_at(&friend, &tor);
     // tor's event is heard first, unless the periodic check happens to ask in between.
     let found = "no longer holds a key it was given: giving it back";
-    let changes: [(&str, &[&str]); 2] = [
-        ("MaxCircuitDirtiness=700", &["after a configuration change: giving it back", found]),
-        ("MaxCircuitDirtiness=700", &[found]),
+    let changes: [(&str, &str, &[&str]); 3] = [
+        // A reload (tor's SIGHUP) that changes nothing: tor says SIGNAL RELOAD, no CONF_CHANGED.
+        ("SIGNAL", "RELOAD", &["after RELOAD: giving it back", found]),
+        ("SETCONF", "MaxCircuitDirtiness=700", &["after a configuration change: giving it back", found]),
+        ("SETCONF", "MaxCircuitDirtiness=700", &[found]),
     ];
-    for (option, why) in changes {
+    for (command, option, why) in changes {
         let from = read(&log_path).len();
-        tor.control_command("SETCONF", &[option]).expect("tor takes the option");
+        tor.control_command(command, &[option]).expect("tor takes the command");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let log = read(&log_path);
@@ -432,10 +435,10 @@ fn a_kept_key_tor_drops_on_a_setconf_is_given_back_at_once() {
             if given_back {
                 break;
             }
-            assert!(Instant::now() < deadline, "SETCONF {option}: the key was not given back at once:\n{log}");
+            assert!(Instant::now() < deadline, "{command} {option}: the key was not given back at once:\n{log}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(tor.client_keys().get(&id), Some(&expected), "SETCONF {option}: in tor again");
+        assert_eq!(tor.client_keys().get(&id), Some(&expected), "{command} {option}: in tor again");
     }
 }
 
