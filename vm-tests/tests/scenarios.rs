@@ -564,6 +564,16 @@ fn whole_job(
     vm.sh_ok("root", "! iptables -w -S INPUT | grep -q -- '--dport 8080 -j ACCEPT'")?;
     vm.sh_ok("root", "! grep -q -- '--dport 8080' /var/lib/iptables/session-rules")?;
     vm.sh_ok("root", "systemctl start tor@default.service")?;
+
+    // The package's own Mumble server is kept from starting while ours runs, and may start
+    // again once no Mumble service of tails-server's runs (off Tails, the person's own).
+    let mask = "systemctl is-enabled mumble-server.service";
+    check(vm.sh("root", mask)?.stdout.trim() == "masked-runtime", "mumble-server masked while chat runs")?;
+    check(!vm.sh("root", "systemctl start mumble-server.service")?.success(), "mumble-server cannot start")?;
+    in_session_ok(vm, "tails-server disable chat")?;
+    let state = vm.sh("root", mask)?;
+    check(!state.stdout.contains("masked"), format!("mumble-server unmasked once chat stopped: {state:?}"))?;
+    vm.sh_ok("root", "systemctl start mumble-server.service && systemctl stop mumble-server.service")?;
     Ok(())
 }
 

@@ -45,6 +45,10 @@ pub struct Ledger {
     /// the daemons do not depend on tor).
     #[serde(default)]
     pub daemons: BTreeMap<String, crate::system::DaemonEntry>,
+    /// The package units tails-server masked for its daemons (`mumble-server.service`…),
+    /// unmasked once none of its daemons needs them masked.
+    #[serde(default)]
+    pub masked_units: BTreeSet<String>,
     /// Service id → the received key we gave this tor instance for it.
     #[serde(default)]
     pub keys: BTreeMap<String, KeyEntry>,

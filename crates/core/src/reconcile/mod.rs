@@ -443,7 +443,7 @@ impl Publisher {
     ) -> Result<()> {
         let dirs = crate::system::StoreDirs { persistent: &self.config.state_dir, amnesic: runtime_dir };
         let catalog = crate::catalog::Catalog::load(self.config.catalog_dir.as_deref());
-        crate::system::sync(&catalog, wanted, &dirs, &mut ledger.daemons, report).await;
+        crate::system::sync(&catalog, wanted, &dirs, &mut ledger.daemons, &mut ledger.masked_units, report).await;
         ledger.save(runtime_dir)
     }
 

@@ -18,6 +18,7 @@ pub mod configs;
 pub mod lan;
 pub mod systemd;
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -370,13 +371,18 @@ fn make_ssh_host_key(unit: &str, path: &Path) -> Result<()> {
 }
 
 /// Starts the daemon (if it is not running with this configuration already) and waits
-/// until it accepts connections on its port.
-pub async fn start(systemd: &Systemd, plan: &DaemonPlan) -> Result<Option<PathBuf>> {
+/// until it accepts connections on its port. `masked`: the package units tails-server masked,
+/// to which it adds those it masks now.
+pub async fn start(systemd: &Systemd, plan: &DaemonPlan, masked: &mut BTreeSet<String>) -> Result<Option<PathBuf>> {
     let set_aside = prepare(plan)?;
     // The package's own unit would hold the same port, as the same user: stopped, and kept
-    // from starting again this session (an upgrade's maintainer script restarts it).
+    // from starting again while ours runs (an upgrade's maintainer script restarts it). A
+    // mask someone else made is theirs: left alone, then and after.
     for conflict in &plan.conflicts {
-        systemd.mask_for_this_session(conflict).await?;
+        if !masked.contains(conflict) && !systemd.is_masked(conflict).await {
+            masked.insert(conflict.clone());
+            systemd.mask_for_this_session(conflict).await?;
+        }
         systemd.stop(conflict).await?;
     }
     // Restarted every time: the configuration may have changed, and a restart of these
@@ -548,6 +554,9 @@ pub struct DaemonEntry {
     /// The port opened to the LAN in Tails' firewall, if any.
     #[serde(default)]
     pub lan_port: Option<u16>,
+    /// The package's own units it keeps masked (its kind's `conflicts`).
+    #[serde(default)]
+    pub conflicts: Vec<String>,
 }
 
 /// What one daemon reconcile did.
@@ -609,6 +618,7 @@ pub async fn sync(
     wanted: &[&ServiceRecord],
     dirs: &StoreDirs<'_>,
     started: &mut std::collections::BTreeMap<String, DaemonEntry>,
+    masked: &mut BTreeSet<String>,
     report: &mut DaemonReport,
 ) {
     let plans: Vec<(&ServiceRecord, Result<Option<DaemonPlan>>)> = wanted
@@ -626,7 +636,7 @@ pub async fn sync(
             Some((*record, plan))
         })
         .collect();
-    let needed = plans.iter().any(|(_, p)| !matches!(p, Ok(None))) || !started.is_empty();
+    let needed = plans.iter().any(|(_, p)| !matches!(p, Ok(None))) || !started.is_empty() || !masked.is_empty();
     if !needed {
         return;
     }
@@ -640,7 +650,7 @@ pub async fn sync(
         }
     };
     let installed = InstalledPackages::read(Path::new(crate::tails::DPKG_STATUS));
-    let mut keep = std::collections::BTreeSet::new();
+    let mut keep = BTreeSet::new();
     for (record, plan) in plans {
         let name = record.name.to_string();
         let mut plan = match plan {
@@ -671,9 +681,14 @@ pub async fn sync(
             // next reconcile even if the cleanup below fails too.
             started.insert(
                 name.clone(),
-                DaemonEntry { unit: plan.unit.clone(), configuration: String::new(), lan_port: previous.or(lan_port) },
+                DaemonEntry {
+                    unit: plan.unit.clone(),
+                    configuration: String::new(),
+                    lan_port: previous.or(lan_port),
+                    conflicts: plan.conflicts.clone(),
+                },
             );
-            if let Some(at) = start(&systemd, &plan).await? {
+            if let Some(at) = start(&systemd, &plan, masked).await? {
                 report.set_aside.push((name.clone(), at));
             }
             if previous != lan_port {
@@ -689,14 +704,16 @@ pub async fn sync(
         .await;
         match outcome {
             Ok(()) => {
-                started.insert(name.clone(), DaemonEntry { unit: plan.unit.clone(), configuration, lan_port });
+                let conflicts = plan.conflicts.clone();
+                started
+                    .insert(name.clone(), DaemonEntry { unit: plan.unit.clone(), configuration, lan_port, conflicts });
                 report.started.push(name);
             }
             Err(e) => {
                 // Nothing half-started stays: the program stops, the ports close. What
                 // cannot be undone now stays recorded, for the next reconcile.
                 let mut undone = systemd.stop(&plan.unit).await.is_ok();
-                for port in [previous, lan_port].into_iter().flatten().collect::<std::collections::BTreeSet<_>>() {
+                for port in [previous, lan_port].into_iter().flatten().collect::<BTreeSet<_>>() {
                     undone &= lan::close(&systemd, &record.name, port).await.is_ok();
                 }
                 if undone {
@@ -719,6 +736,24 @@ pub async fn sync(
                 report.stopped.push(name);
             }
             Err(e) => report.failed.push((name, e)),
+        }
+    }
+    release_masks(&systemd, started, masked).await;
+}
+
+/// Unmasks the package units tails-server masked once none of its programs that would share
+/// their port runs: off Tails, the person's own server of that kind may start again (it is not
+/// started here). One systemd refuses to unmask stays recorded, tried again at the next sync.
+async fn release_masks(
+    systemd: &Systemd,
+    started: &std::collections::BTreeMap<String, DaemonEntry>,
+    masked: &mut BTreeSet<String>,
+) {
+    let held: BTreeSet<&String> = started.values().flat_map(|entry| &entry.conflicts).collect();
+    let free: Vec<String> = masked.iter().filter(|unit| !held.contains(unit)).cloned().collect();
+    for unit in free {
+        if systemd.unmask_for_this_session(&unit).await.is_ok() {
+            masked.remove(&unit);
         }
     }
 }

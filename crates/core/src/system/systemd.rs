@@ -39,6 +39,9 @@ trait Manager {
         runtime: bool,
         force: bool,
     ) -> zbus::Result<Vec<(String, String, String)>>;
+    fn unmask_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<(String, String, String)>>;
+    fn get_unit_file_state(&self, file: &str) -> zbus::Result<String>;
+    fn reload(&self) -> zbus::Result<()>;
     #[zbus(signal)]
     fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
 }
@@ -324,8 +327,29 @@ impl Systemd {
         self.manager
             .mask_unit_files(&[unit], true, true)
             .await
-            .map(drop)
-            .map_err(|e| failed(unit, "systemd refused to mask it", e))
+            .map_err(|e| failed(unit, "systemd refused to mask it", e))?;
+        self.reload(unit).await
+    }
+
+    /// Makes systemd read its unit files again: a unit it has loaded ignores a change to
+    /// them (a mask, an unmask) until then, and would still start.
+    async fn reload(&self, unit: &str) -> Result<()> {
+        self.manager.reload().await.map_err(|e| failed(unit, "systemd could not reload its units", e))
+    }
+
+    /// Whether a unit is masked already, by anyone (in /etc or in /run).
+    pub async fn is_masked(&self, unit: &str) -> bool {
+        self.manager.get_unit_file_state(unit).await.is_ok_and(|state| state.starts_with("masked"))
+    }
+
+    /// Takes back a mask of [`Systemd::mask_for_this_session`] (only /run's: a mask the
+    /// person made in /etc stays). The unit is not started.
+    pub async fn unmask_for_this_session(&self, unit: &str) -> Result<()> {
+        self.manager
+            .unmask_unit_files(&[unit], true)
+            .await
+            .map_err(|e| failed(unit, "systemd refused to unmask it", e))?;
+        self.reload(unit).await
     }
 
     /// Stops a unit and waits; a unit systemd does not know is already stopped.
