@@ -686,9 +686,28 @@ fn amnesic_files_cannot_fill_run(vm: &mut Vm) -> Result<()> {
         format!("filling the amnesic files stops at their bound: {fill:?}"),
     )?;
     let run_left: u64 = vm.sh_ok("root", "df --output=avail -B1 /run | tail -n 1")?.trim().parse().unwrap_or(0);
-    check(run_left > 8 << 20, format!("/run keeps its room ({run_left} bytes free)"))?;
+    // systemd reloads its units (a package's unit masked) only with 16 MiB free in /run.
+    check(run_left >= 16 << 20, format!("/run keeps its room ({run_left} bytes free)"))?;
     in_session_ok(vm, "tails-server add custom --name after --local-port 8090 --set persistence=false")?;
     vm.sh_ok("root", &format!("rm {filler}"))?;
+
+    // An upgrade from a version that kept them beside the stores, during the session: the
+    // service, restarted, moves them into the tmpfs, not lost nor left unlisted in /run.
+    vm.sh_ok(
+        "root",
+        "systemctl stop tails-server.service && umount /run/tails-server/files && rm -r /run/tails-server/files && \
+         mkdir -p /run/tails-server/data/old /run/tails-server/kept-data/old-1765000000 && \
+         echo kept > /run/tails-server/data/old/file && systemctl start tails-server.service",
+    )?;
+    vm.sh_ok(
+        "root",
+        "test \"$(findmnt -n -o FSTYPE /run/tails-server/files)\" = tmpfs && \
+         test \"$(cat /run/tails-server/files/data/old/file)\" = kept && \
+         test -d /run/tails-server/files/kept-data/old-1765000000 && \
+         ! test -e /run/tails-server/data && ! test -e /run/tails-server/kept-data",
+    )?;
+    let kept = in_session_ok(vm, "tails-server kept-data list")?;
+    check(kept.contains("old"), format!("the moved kept data is listed: {kept}"))?;
     Ok(())
 }
 

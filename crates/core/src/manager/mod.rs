@@ -298,14 +298,13 @@ impl Manager {
         }
     }
 
-    /// Where a service's program keeps its data and the folders the user fills: beside the
-    /// store that holds the service.
+    /// Where a service's program keeps its data and the folders the user fills: with the store
+    /// that holds the service ([`crate::system::files_root`]).
     pub fn data_dir(&self, record: &ServiceRecord) -> std::path::PathBuf {
-        let files = match (Self::location_for(record), &self.config.runtime_dir) {
-            (Location::Amnesic, Some(dir)) => crate::system::files_root(dir, false),
-            _ => self.config.state_dir.clone(),
-        };
-        crate::system::data_dir(&files, &record.name)
+        match (Self::location_for(record), &self.config.runtime_dir) {
+            (Location::Amnesic, Some(dir)) => crate::system::service_data_dir(dir, false, &record.name),
+            _ => crate::system::service_data_dir(&self.config.state_dir, true, &record.name),
+        }
     }
 
     pub fn kind_of(&self, record: &ServiceRecord) -> Option<&KindDefinition> {

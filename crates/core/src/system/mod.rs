@@ -5,9 +5,10 @@
 //!
 //! Each daemon runs as a transient systemd unit `tails-server-<service>.service`: nothing
 //! is written to /etc (Tails' root is a tmpfs overlay anyway), the unit is rebuilt from the
-//! store at every start, and systemd sandboxes it. The daemon's persistent data lives in
-//! the store's directory, `<store>/data/<service>/` (root-only, like the store; for an
-//! amnesic service, [`AMNESIC_FILES_DIR`] in the runtime directory), and is bind-mounted into the unit at `/var/lib/tails-server/<service>`; its configuration is
+//! store at every start, and systemd sandboxes it. The daemon's data lives beside the store
+//! that holds the service, `<store>/data/<service>/` (root-only, like the store; for an
+//! amnesic service, below [`AMNESIC_FILES_DIR`] in the runtime directory), and is
+//! bind-mounted into the unit at `/var/lib/tails-server/<service>`; its configuration is
 //! written to the runtime directory and mounted read-only at `/etc/tails-server/<service>`.
 //!
 //! A data directory belongs to a service, not to its name: `data/<service>.owner` records
@@ -84,6 +85,11 @@ pub fn files_root(store_dir: &Path, persistent: bool) -> PathBuf {
     }
 }
 
+/// Where a service's program keeps its data in the store at `store_dir`.
+pub fn service_data_dir(store_dir: &Path, persistent: bool, service: &ServiceName) -> PathBuf {
+    data_dir(&files_root(store_dir, persistent), service)
+}
+
 /// Where data directories that belong to no current service are set aside, beside `data/`:
 /// one found under a new service's name, or a removed service's when the person kept it.
 pub const KEPT_DATA_DIR: &str = "kept-data";
@@ -150,7 +156,7 @@ pub fn claim_data_dir(data_dir: &Path, address: &str) -> Result<Option<PathBuf>>
 /// store, or in its runtime directory for an amnesic service.
 pub fn system_service_data_dir(service: &ServiceName, persistent: bool) -> PathBuf {
     let store = if persistent { crate::tails::PERSISTENT_STATE_DIR } else { crate::tails::SERVICE_RUNTIME_DIR };
-    data_dir(&files_root(Path::new(store), persistent), service)
+    service_data_dir(Path::new(store), persistent, service)
 }
 
 /// Everything needed to start one service's daemon.
@@ -376,12 +382,13 @@ fn make_ssh_host_key(unit: &str, path: &Path) -> Result<()> {
 pub async fn start(systemd: &Systemd, plan: &DaemonPlan, masked: &mut BTreeSet<String>) -> Result<Option<PathBuf>> {
     let set_aside = prepare(plan)?;
     // The package's own unit would hold the same port, as the same user: stopped, and kept
-    // from starting again while ours runs (an upgrade's maintainer script restarts it). A
-    // mask someone else made is theirs: left alone, then and after.
+    // from starting again while ours runs (an upgrade's maintainer script restarts it). One
+    // masked already stays as it is: for another program of ours (recorded then), or by
+    // someone else, whose mask is never recorded as ours nor taken back.
     for conflict in &plan.conflicts {
-        if !masked.contains(conflict) && !systemd.is_masked(conflict).await {
+        if !systemd.is_masked(conflict).await {
             masked.insert(conflict.clone());
-            systemd.mask_for_this_session(conflict).await?;
+            systemd.mask_at_runtime(conflict).await?;
         }
         systemd.stop(conflict).await?;
     }
@@ -752,7 +759,7 @@ async fn release_masks(
     let held: BTreeSet<&String> = started.values().flat_map(|entry| &entry.conflicts).collect();
     let free: Vec<String> = masked.iter().filter(|unit| !held.contains(unit)).cloned().collect();
     for unit in free {
-        if systemd.unmask_for_this_session(&unit).await.is_ok() {
+        if systemd.unmask_at_runtime(&unit).await.is_ok() {
             masked.remove(&unit);
         }
     }

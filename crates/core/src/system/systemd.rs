@@ -321,14 +321,20 @@ impl Systemd {
         Ok(line.trim_end().to_owned())
     }
 
-    /// Masks a unit until the next boot (in /run): nothing can start it meanwhile, a package's
-    /// maintainer script restarting its own unit during an installation included.
-    pub async fn mask_for_this_session(&self, unit: &str) -> Result<()> {
+    /// Masks a unit in /run (gone at the next boot at the latest): nothing can start it
+    /// meanwhile, a package's maintainer script restarting its own unit during an installation
+    /// included. Masked on disk only once systemd has reloaded: when it cannot, the mask is
+    /// taken back, so that it is never left half-made.
+    pub async fn mask_at_runtime(&self, unit: &str) -> Result<()> {
         self.manager
             .mask_unit_files(&[unit], true, true)
             .await
             .map_err(|e| failed(unit, "systemd refused to mask it", e))?;
-        self.reload(unit).await
+        if let Err(e) = self.reload(unit).await {
+            let _ = self.manager.unmask_unit_files(&[unit], true).await;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Makes systemd read its unit files again: a unit it has loaded ignores a change to
@@ -342,9 +348,9 @@ impl Systemd {
         self.manager.get_unit_file_state(unit).await.is_ok_and(|state| state.starts_with("masked"))
     }
 
-    /// Takes back a mask of [`Systemd::mask_for_this_session`] (only /run's: a mask the
-    /// person made in /etc stays). The unit is not started.
-    pub async fn unmask_for_this_session(&self, unit: &str) -> Result<()> {
+    /// Takes back a mask of [`Systemd::mask_at_runtime`] (only /run's: a mask the person made
+    /// in /etc stays). The unit is not started.
+    pub async fn unmask_at_runtime(&self, unit: &str) -> Result<()> {
         self.manager
             .unmask_unit_files(&[unit], true)
             .await
