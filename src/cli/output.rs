@@ -208,7 +208,14 @@ impl Printer {
         let gui = kind.map(|k| k.name_in_gui.as_str()).unwrap_or("kind no longer defined");
         let mut t = format!("Service:   {} ({}, {gui})\n", view.name, view.kind);
         t += &format!("Address:   {}\n", view.address);
-        t += &format!("Ports:     onion port {} -> 127.0.0.1:{}\n", view.remote_port, view.local_port);
+        t += &match kind.and_then(|k| k.daemon.as_ref()) {
+            // As root, tails-server runs it in a network of its own (behind its door);
+            // elsewhere the person runs it on 127.0.0.1.
+            Some(_) => {
+                format!("Ports:     onion port {} -> port {} of its program\n", view.remote_port, view.local_port)
+            }
+            None => format!("Ports:     onion port {} -> 127.0.0.1:{}\n", view.remote_port, view.local_port),
+        };
         let packages = kind.map(|k| k.packages.join(", ")).unwrap_or_default();
         t += &format!(
             "Installed: {}{}\n",

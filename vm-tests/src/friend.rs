@@ -50,6 +50,22 @@ pub fn http_get(proxy: SocketAddr, onion: &str, timeout: Duration) -> Result<std
     }
 }
 
+/// Connects through the proxy, sends `hello` and returns the first bytes the server answers
+/// (at most 4 KiB, as text); Err(code) with tor's SOCKS reply code when refused.
+pub fn first_answer(
+    proxy: SocketAddr,
+    onion: &str,
+    port: u16,
+    hello: &[u8],
+) -> Result<std::result::Result<String, u8>> {
+    let (code, stream) = socks_connect(proxy, onion, port, Duration::from_secs(60))?;
+    let Some(mut s) = stream else { return Ok(Err(code)) };
+    s.write_all(hello).map_err(Error::io("sending the opening"))?;
+    let mut answer = vec![0u8; 4096];
+    let n = s.read(&mut answer).map_err(Error::io("reading the answer"))?;
+    Ok(Ok(String::from_utf8_lossy(&answer[..n]).into_owned()))
+}
+
 /// A Mumble client's handshake through the proxy (Python's TLS; the protocol's messages
 /// written by hand): TLS, Version and Authenticate sent, then the server's messages read until
 /// ServerSync (type 5: the server took the user in) or Reject (type 4). Prints one line:

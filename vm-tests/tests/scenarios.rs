@@ -76,9 +76,26 @@ fn registered_cmd(addresses: &[&str]) -> String {
     cmd
 }
 
-/// Mumble's server listens on 127.0.0.1:64738, and on nothing else.
+/// Mumble's server listens on 127.0.0.1:64738, and on nothing else (in its own network).
 const MUMBLE_LOCAL_ONLY: &str =
     "ss -ltnH 'sport = :64738' | awk '{print $4}' | sort -u | tr '\\n' ' ' | grep -qx '127.0.0.1:64738 '";
+
+/// `command`, as `user`, inside the network of a service's program (a namespace of its own:
+/// only there does the program listen), for root's shell.
+fn in_program_net(service: &str, user: &str, command: &str) -> String {
+    format!(
+        "pid=$(systemctl show -P MainPID tails-server-{service}.service) && [ \"$pid\" != 0 ] && \
+         nsenter -t \"$pid\" -n runuser -u {user} -- sh -c {}",
+        sh_words(&[command])
+    )
+}
+
+/// A program of amnesia's on Gobby's port of the computer, which writes down every connection
+/// it receives.
+const SQUATTER: &str = "exec python3 -c 'import socket
+s = socket.socket(); s.bind((\"127.0.0.1\", 6523)); s.listen()
+while True:
+    c, _ = s.accept(); open(\"/tmp/squatter-got\", \"a\").write(\"a connection\\n\"); c.close()'";
 
 /// An SFTP session on the local port with one of amnesia's test keys, commands from stdin.
 fn sftp_batch(key: &str, commands: &str) -> String {
@@ -313,20 +330,13 @@ fn whole_job(
     ] {
         in_session_ok(vm, &format!("tails-server {args}"))?;
     }
-    // A program of amnesia's already listening on Gobby's port: refused, naming who holds it
-    // (tor would give the key holders' connections to it), and nothing started.
-    vm.spawn("amnesia", "exec python3 -c 'import socket,time; s=socket.socket(); s.bind((\"127.0.0.1\", 6523)); s.listen(); time.sleep(600)'")?;
+    // A program of amnesia's already listening on Gobby's port of the computer: Gobby starts
+    // all the same, in a network of its own, where nobody else listens (and, once connected,
+    // the friend's connections reach Gobby, not it).
+    vm.spawn("amnesia", SQUATTER)?;
     vm.wait_until("root", &listening(6523), Duration::from_secs(30))?;
-    let squatted = in_session(vm, "tails-server enable docs")?;
-    check(
-        !squatted.success()
-            && squatted.stderr.contains("port 6523 is already taken by a program of uid 1000 (amnesia)"),
-        format!("a taken port: {squatted:?}"),
-    )?;
-    check(!vm.sh("root", "systemctl is-active -q tails-server-docs.service")?.success(), "no program unit for docs")?;
-    vm.sh_ok("root", "pkill -u amnesia -f 'time.sleep\\(600\\)'")?;
-    vm.wait_until("root", &not_listening(6523), Duration::from_secs(30))?;
     in_session_ok(vm, "tails-server enable docs")?;
+    vm.sh_ok("root", &in_program_net("docs", "root", &listening(6523)))?;
     // A service that comes with a login key takes the person's presence (a background
     // process could otherwise bring its own key in).
     let with_key = format!(
@@ -347,9 +357,20 @@ fn whole_job(
     // The web site serves what is put in its folder; Gobby's server listens; Mumble's on
     // 127.0.0.1 only, with its option.
     vm.sh_ok("root", &format!("echo 'hello from tails-server' > {STATE_DIR}/data/www/site/index.html"))?;
-    vm.sh_ok("amnesia", WEB_SERVES_HELLO)?;
-    vm.sh_ok("root", &listening(6523))?;
-    vm.sh_ok("root", MUMBLE_LOCAL_ONLY)?;
+    vm.sh_ok("root", &in_program_net("www", "amnesia", WEB_SERVES_HELLO))?;
+    vm.sh_ok("root", &in_program_net("docs", "root", &listening(6523)))?;
+    vm.sh_ok("root", &in_program_net("chat", "root", MUMBLE_LOCAL_ONLY))?;
+    // None of them is in the computer's network: amnesia reaches none, and they hold no port
+    // there (the squatter's is the only listener on 6523).
+    check(!vm.sh("amnesia", WEB_SERVES_HELLO)?.success(), "the web site is not on the computer's 127.0.0.1:8080")?;
+    vm.sh_ok("root", &not_listening(8080))?;
+    vm.sh_ok("root", &not_listening(64738))?;
+    vm.sh_ok("root", "test \"$(ss -ltnpH 'sport = :6523' | grep -c python3)\" = 1 && test \"$(ss -ltnH 'sport = :6523' | wc -l)\" = 1")?;
+    // tor is given each program's door, a socket of its own user's in its data directory.
+    vm.sh_ok(
+        "root",
+        "for s in chat www docs; do test \"$(stat -c %U:%a:%F /var/lib/tor/tails-server/$s.sock)\" = 'debian-tor:600:socket' || exit 1; done",
+    )?;
     // Each program's unit as systemd rates its exposure (for the record, kept with the logs).
     let exposure = vm.sh_ok(
         "root",
@@ -379,8 +400,12 @@ fn whole_job(
     // SFTP on its local port: the friend's key lets them in, locked into the shared folder;
     // another key does not.
     let listing = vm.sh_ok(
-        "amnesia",
-        &format!("cd /tmp && echo shared > note.txt && {}", sftp_batch("friend", "put note.txt\nls -1 /")),
+        "root",
+        &in_program_net(
+            "share",
+            "amnesia",
+            &format!("cd /tmp && echo shared > note.txt && {}", sftp_batch("friend", "put note.txt\nls -1 /")),
+        ),
     )?;
     check(
         listing.lines().any(|l| l.trim() == "/files") && !listing.contains("ssh_host"),
@@ -400,12 +425,12 @@ fn whole_job(
     )?;
     check(seen.success(), format!("sshd's namespace shows the stores or tor's files: {seen:?}"))?;
     vm.sh_ok("root", &format!("nsenter -t {} -m -- test -d /var/lib/tails-server/share", sshd.trim()))?;
-    let stranger = vm.sh("amnesia", &sftp_batch("stranger", "ls"))?;
+    let stranger = vm.sh("root", &in_program_net("share", "amnesia", &sftp_batch("stranger", "ls")))?;
     check(
         !stranger.success() && stranger.stderr.contains("Permission denied"),
         format!("another key is refused: {stranger:?}"),
     )?;
-    let host_key = vm.sh_ok("amnesia", SFTP_HOST_KEY)?;
+    let host_key = vm.sh_ok("root", &in_program_net("share", "amnesia", SFTP_HOST_KEY))?;
     // A process of the session gets no private key without the Persistent Storage
     // passphrase, which the service checks against the stick's LUKS header from inside its
     // sandbox; the keys of the clients added above were kept, not shown.
@@ -425,7 +450,7 @@ fn whole_job(
     write_passphrase_file(vm)?;
     // The keys the friend gets: each service's first client, as `client show` prints it.
     let mut auth_private = Vec::new();
-    for name in ["www", "chat", "share"] {
+    for name in ["www", "chat", "share", "docs"] {
         let show = format!(
             "tails-server --storage-passphrase-file {PASSPHRASE_FILE} client show {name} client-1 --as auth-private"
         );
@@ -446,11 +471,18 @@ fn whole_job(
         "root",
         "test $(dpkg-query -W -f '${Status}\\n' tails-server mumble-server | grep -c 'install ok installed') -eq 2",
     )?;
-    vm.wait_until("root", MUMBLE_LOCAL_ONLY, Duration::from_secs(60))?;
-    vm.wait_until("amnesia", WEB_SERVES_HELLO, Duration::from_secs(60))?;
-    vm.wait_until("root", &listening(6523), Duration::from_secs(60))?;
-    vm.wait_until("root", &listening(2222), Duration::from_secs(60))?;
-    check(vm.sh_ok("amnesia", SFTP_HOST_KEY)? == host_key, "the same SSH host key after the reboot")?;
+    vm.wait_until("root", &in_program_net("chat", "root", MUMBLE_LOCAL_ONLY), Duration::from_secs(60))?;
+    vm.wait_until("root", &in_program_net("www", "amnesia", WEB_SERVES_HELLO), Duration::from_secs(60))?;
+    vm.wait_until("root", &in_program_net("docs", "root", &listening(6523)), Duration::from_secs(60))?;
+    vm.wait_until("root", &in_program_net("share", "root", &listening(2222)), Duration::from_secs(60))?;
+    check(
+        vm.sh_ok("root", &in_program_net("share", "amnesia", SFTP_HOST_KEY))? == host_key,
+        "the same SSH host key after the reboot",
+    )?;
+    // The squatter again, for the friend's connection to Gobby below.
+    vm.sh_ok("root", "rm -f /tmp/squatter-got")?;
+    vm.spawn("amnesia", SQUATTER)?;
+    vm.wait_until("root", &listening(6523), Duration::from_secs(30))?;
     let info = ts::json(vm, &["info", "chat"])?;
     check(info["address"] == chat.as_str(), format!("same address: {info}"))?;
     let clients: Vec<&str> =
@@ -523,6 +555,19 @@ fn whole_job(
         std::fs::read_to_string(dir.join("note.txt")).map_err(Error::io("the fetched file"))
     })?;
     check(fetched.contains("shared"), format!("the friend read the shared file over SFTP: {fetched:?}"))?;
+    // Gobby's port is amnesia's on the computer: the friend's connection reaches Gobby (an
+    // XMPP server answers the stream's opening) and amnesia's program receives nothing.
+    let gobby =
+        until_ok(Duration::from_secs(180), || match friend::first_answer(friend_socks, &docs, 6523, XMPP_OPEN)? {
+            Ok(answer) if !answer.is_empty() => Ok(answer),
+            other => Err(Error::Protocol(format!("no answer from docs: {other:?}"))),
+        })?;
+    check(gobby.contains("stream"), format!("Gobby's server answered the friend: {gobby:?}"))?;
+    check(
+        !vm.sh("root", "test -e /tmp/squatter-got")?.success(),
+        "the program on Gobby's port of the computer received nothing",
+    )?;
+    vm.sh_ok("root", "pkill -u amnesia -f squatter-got")?;
     // The service's own probe, through tor's SocksPort: made by nobody (root may not).
     let probe = in_session(vm, "tails-server status www --probe")?;
     check(
@@ -544,6 +589,9 @@ fn whole_job(
     )?;
     let lan_rules = "test $(iptables -S INPUT | grep -c -- '--dport 8080 -j ACCEPT') -eq 3";
     vm.sh_ok("root", lan_rules)?;
+    // The LAN comes in through the door, which systemd holds on every IPv4 address.
+    let lan_door = "ss -ltnpH 'sport = :8080' | grep '0.0.0.0:8080' | grep -q systemd";
+    vm.sh_ok("root", lan_door)?;
     // A rule of no session: the reload flushes it, so its absence shows the reload happened.
     vm.sh_ok("root", "iptables -w -I INPUT -s 192.0.2.99 -j DROP")?;
     let t = Instant::now();
@@ -563,6 +611,7 @@ fn whole_job(
     in_session_ok(vm, "tails-server set-option www allow-lan-connections false")?;
     vm.sh_ok("root", "! iptables -w -S INPUT | grep -q -- '--dport 8080 -j ACCEPT'")?;
     vm.sh_ok("root", "! grep -q -- '--dport 8080' /var/lib/iptables/session-rules")?;
+    vm.sh_ok("root", &not_listening(8080))?;
     vm.sh_ok("root", "systemctl start tor@default.service")?;
 
     // The package's own Mumble server is kept from starting while ours runs, and may start
@@ -576,6 +625,10 @@ fn whole_job(
     vm.sh_ok("root", "systemctl start mumble-server.service && systemctl stop mumble-server.service")?;
     Ok(())
 }
+
+/// What an XMPP client sends first (Gobby's protocol).
+const XMPP_OPEN: &[u8] = b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+    xmlns:stream='http://etherx.jabber.org/streams' version='1.0' to='localhost'>";
 
 /// The friend's fetch of the web site's page (a SOCKS refusal is an error, to try again).
 fn friends_page(proxy: std::net::SocketAddr, onion: &str) -> Result<String> {

@@ -4,6 +4,7 @@
 //! [`crate::reconcile`].
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -11,14 +12,34 @@ use crate::keys::{ClientPublicKey, ClientSecretKey, OnionAddress};
 use crate::model::{ReceivedKey, ServiceRecord};
 use crate::tor::{CommandLine, HsDescEvent, TorControl, TorEvent};
 
+/// Where tor sends a service's connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A port of the computer's loopback: a program the person runs.
+    Loopback(u16),
+    /// The Unix socket of a program tails-server runs in a network of its own (its door,
+    /// [`crate::system::door_path`]).
+    Door(PathBuf),
+}
+
+impl Target {
+    /// ADD_ONION's `Port=` value for the onion port `remote`.
+    pub fn port_mapping(&self, remote: u16) -> String {
+        match self {
+            Target::Loopback(port) => format!("Port={remote},127.0.0.1:{port}"),
+            Target::Door(path) => format!("Port={remote},unix:{}", path.display()),
+        }
+    }
+}
+
 /// The ADD_ONION line for a service. The key is a secret argument: never shown, and sent
 /// only to a tor that proved itself (see [`TorControl::send`]).
-pub fn add_onion_command(record: &ServiceRecord) -> Result<CommandLine> {
+pub fn add_onion_command(record: &ServiceRecord, target: &Target) -> Result<CommandLine> {
     let flags = if record.client_auth { "Flags=Detach,V3Auth" } else { "Flags=Detach" };
     let mut command = CommandLine::new("ADD_ONION")
         .secret_arg("onion key", &record.key.to_control_blob())?
         .arg("flags", flags)?
-        .arg("port mapping", &format!("Port={},127.0.0.1:{}", record.remote_port, record.local_port))?;
+        .arg("port mapping", &target.port_mapping(record.remote_port))?;
     if record.client_auth {
         if record.clients.is_empty() {
             return Err(Error::LastClient { service: record.name.to_string(), client: String::new() });
@@ -32,9 +53,9 @@ pub fn add_onion_command(record: &ServiceRecord) -> Result<CommandLine> {
 
 /// Sends ADD_ONION for a service tor does not run, and checks tor answered with the
 /// address derived from the stored key.
-pub async fn add(tor: &mut TorControl, record: &ServiceRecord) -> Result<()> {
+pub async fn add(tor: &mut TorControl, record: &ServiceRecord, target: &Target) -> Result<()> {
     let id = record.address().service_id();
-    let reply = tor.execute(&add_onion_command(record)?).await?;
+    let reply = tor.execute(&add_onion_command(record, target)?).await?;
     let got = reply.values("ServiceID").next().unwrap_or_default().to_owned();
     if got != id {
         // Never leave an unexpected service running.
@@ -431,7 +452,7 @@ mod tests {
     #[test]
     fn add_onion_line_has_every_client_and_hides_the_key() {
         let r = record(3, true);
-        let cmd = add_onion_command(&r).unwrap();
+        let cmd = add_onion_command(&r, &Target::Loopback(8080)).unwrap();
         let shown = cmd.to_string();
         assert_eq!(shown.matches("ClientAuthV3=").count(), 3);
         assert!(shown.starts_with("ADD_ONION [secret] Flags=Detach,V3Auth Port=80,127.0.0.1:8080 "));
@@ -526,8 +547,17 @@ mod tests {
 
     #[test]
     fn no_client_auth_means_no_v3auth_flag() {
-        let cmd = add_onion_command(&record(0, false)).unwrap().to_string();
+        let cmd = add_onion_command(&record(0, false), &Target::Loopback(8080)).unwrap().to_string();
         assert!(cmd.contains("Flags=Detach ") && !cmd.contains("V3Auth") && !cmd.contains("ClientAuthV3"));
-        assert!(add_onion_command(&record(0, true)).is_err());
+        assert!(add_onion_command(&record(0, true), &Target::Loopback(8080)).is_err());
+    }
+
+    #[test]
+    fn a_program_s_door_is_given_to_tor_as_a_unix_socket_target() {
+        let r = record(1, true);
+        let door = crate::system::door_path(&r.name);
+        let cmd = add_onion_command(&r, &Target::Door(door)).unwrap().to_string();
+        assert!(cmd.contains(" Port=80,unix:/var/lib/tor/tails-server/web.sock "), "{cmd}");
+        assert!(!cmd.contains("127.0.0.1"));
     }
 }

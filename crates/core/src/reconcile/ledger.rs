@@ -5,18 +5,27 @@ use super::*;
 
 /// What one service looks like to tor. Two records with the same fingerprint produce the
 /// same onion service; anything else must be published again.
-pub fn fingerprint(record: &ServiceRecord) -> String {
+pub fn fingerprint(record: &ServiceRecord, target: &Target) -> String {
     let mut clients: Vec<String> = record.clients.iter().map(|c| c.public_key.to_base32()).collect();
     clients.sort();
     let text = format!(
-        "v1\n{}\n{}\n{}:{}\n{}\n",
+        "v2\n{}\n{}\n{}\n{}\n",
         record.address().service_id(),
         if record.client_auth { "auth" } else { "open" },
-        record.remote_port,
-        record.local_port,
+        target.port_mapping(record.remote_port),
         clients.join(",")
     );
     data_encoding::HEXLOWER.encode(&Sha256::digest(text.as_bytes())[..16])
+}
+
+/// Where tor sends a service's connections: the door of the program tails-server runs for it
+/// (recorded in the ledger once started), else the loopback port of the person's own program.
+pub(super) fn target(record: &ServiceRecord, ledger: &Ledger) -> Target {
+    if ledger.daemons.contains_key(record.name.as_str()) {
+        Target::Door(crate::system::door_path(&record.name))
+    } else {
+        Target::Loopback(record.local_port)
+    }
 }
 
 /// Whether a stored service should be running in tor now.

@@ -37,7 +37,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::manager::{Config, Manager};
 use crate::model::{now_unix, ReceivedKey, ServiceRecord};
 use crate::names::ServiceName;
-use crate::publish;
+use crate::publish::{self, Target};
 use crate::tor::{ControlConfig, TorControl, TorInstance};
 
 mod ledger;
@@ -101,11 +101,15 @@ impl Publisher {
         view.network_enabled = tor.network_enabled().await.ok();
         view.bootstrap = tor.bootstrap_progress().await.ok();
         let instance = tor.instance().await?;
-        let entry = self.config.runtime_dir.as_deref().and_then(|d| Ledger::load(d).entry_for(&instance, &id).cloned());
+        let ledger = self.config.runtime_dir.as_deref().map(Ledger::load).unwrap_or_default();
+        let entry = ledger.entry_for(&instance, &id).cloned();
         view.uploaded_at = if registered { entry.as_ref().and_then(|e| e.uploaded_at) } else { None };
         view.uploaded = if !registered { Some(false) } else { view.uploaded_at.map(|_| true) };
-        view.published_as_stored =
-            if registered { entry.map(|e| e.fingerprint == fingerprint(record)) } else { Some(false) };
+        view.published_as_stored = if registered {
+            entry.map(|e| e.fingerprint == fingerprint(record, &target(record, &ledger)))
+        } else {
+            Some(false)
+        };
         if probe {
             let who = match self.daemons {
                 DaemonControl::Systemd => publish::ProbeAs::Nobody,
@@ -241,7 +245,8 @@ impl Publisher {
 
         for (id, record) in desired {
             let name = record.name.to_string();
-            let print = fingerprint(record);
+            let target = target(record, &ledger);
+            let print = fingerprint(record, &target);
             let current = ledger.published.get(&id).filter(|e| e.confirmed).map(|e| e.fingerprint == print);
             let action = match (detached.contains(&id), current) {
                 (true, Some(true)) => {
@@ -268,7 +273,7 @@ impl Publisher {
                 LedgerEntry { name: name.clone(), fingerprint: print, confirmed: false, uploaded_at: None },
             );
             ledger.save(runtime_dir)?;
-            match publish::add(tor, record).await {
+            match publish::add(tor, record, &target).await {
                 Ok(()) => {
                     if let Some(entry) = ledger.published.get_mut(&id) {
                         entry.confirmed = true;
@@ -505,7 +510,7 @@ impl Publisher {
         for (id, entry) in &ledger.published {
             match by_id.get(id) {
                 Some(record) if wanted(record, &ledger) => {
-                    if entry.fingerprint != fingerprint(record) {
+                    if entry.fingerprint != fingerprint(record, &target(record, &ledger)) {
                         pending.push(Pending::Outdated { name: record.name.to_string() });
                     }
                 }
@@ -645,15 +650,19 @@ mod tests {
     #[test]
     fn fingerprint_changes_with_everything_tor_sees_and_nothing_else() {
         let base = record();
-        let print = fingerprint(&base);
+        let print = fingerprint(&base, &Target::Loopback(base.local_port));
         let mut other = base.clone();
         other.created = 99;
         other.clients[0].secret_key = None;
         other.options.insert("welcome".into(), crate::options::OptionValue::String("hi".into()));
-        assert_eq!(fingerprint(&other), print, "stored-only details do not change what tor runs");
+        assert_eq!(
+            fingerprint(&other, &Target::Loopback(other.local_port)),
+            print,
+            "stored-only details do not change what tor runs"
+        );
         let mut ports = base.clone();
         ports.local_port = 8081;
-        assert_ne!(fingerprint(&ports), print);
+        assert_ne!(fingerprint(&ports, &Target::Loopback(ports.local_port)), print);
         let mut clients = base.clone();
         let extra = ClientSecretKey::generate().unwrap();
         clients.clients.push(ClientRecord {
@@ -662,13 +671,30 @@ mod tests {
             secret_key: None,
             created: 0,
         });
-        assert_ne!(fingerprint(&clients), print);
+        assert_ne!(fingerprint(&clients, &Target::Loopback(clients.local_port)), print);
         let mut reordered = clients.clone();
         reordered.clients.reverse();
-        assert_eq!(fingerprint(&reordered), fingerprint(&clients), "client order does not matter to tor");
+        assert_eq!(
+            fingerprint(&reordered, &Target::Loopback(reordered.local_port)),
+            fingerprint(&clients, &Target::Loopback(clients.local_port)),
+            "client order does not matter to tor"
+        );
         let mut open = base.clone();
         open.client_auth = false;
-        assert_ne!(fingerprint(&open), print);
+        assert_ne!(fingerprint(&open, &Target::Loopback(open.local_port)), print);
+        // The program tails-server runs moving behind its door is published again.
+        let door = Target::Door(crate::system::door_path(&base.name));
+        assert_ne!(fingerprint(&base, &door), print);
+        let mut ledger = Ledger::default();
+        assert_eq!(target(&base, &ledger), Target::Loopback(base.local_port), "the person's own program");
+        let entry = crate::system::DaemonEntry {
+            unit: "tails-server-x.service".into(),
+            configuration: String::new(),
+            lan_port: None,
+            conflicts: Vec::new(),
+        };
+        ledger.daemons.insert(base.name.to_string(), entry);
+        assert_eq!(target(&base, &ledger), door, "a program tails-server runs: its door");
     }
 
     #[test]

@@ -14,6 +14,13 @@
 //! A data directory belongs to a service, not to its name: `data/<service>.owner` records
 //! the onion address of the service it is for, and a directory found there for another
 //! address is set aside into `kept-data/` before the program starts, never handed over.
+//!
+//! Each program has a network namespace of its own (only a loopback, where nobody else can
+//! listen, and no way out) and is reached through its door: a Unix socket systemd holds in
+//! tor's data directory, given to tor as the onion service's target, whose connections
+//! systemd's socket proxy carries to the program's port inside the namespace (see
+//! [`systemd::Door`]). A local user who takes the program's port on the computer receives
+//! nothing; with allow-lan-connections the door also listens on the port for the LAN.
 
 pub mod configs;
 pub mod lan;
@@ -22,7 +29,7 @@ pub mod systemd;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::catalog::{KindDefinition, BUILTIN_DAEMONS};
 use crate::error::{Error, Result};
@@ -33,10 +40,14 @@ use crate::tails::InstalledPackages;
 use serde::{Deserialize, Serialize};
 
 use configs::{RenderInput, Rendered};
-use systemd::{Systemd, TransientService};
+use systemd::{Door, Systemd, TransientService};
 
-/// How long a started daemon may take to accept connections on its port.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Where the programs' doors are: below tor's data directory, which only tor's user (and
+/// root) may enter, and where tor's AppArmor profile lets tor connect to a socket it owns.
+pub const DOORS_DIR: &str = "/var/lib/tor/tails-server";
+
+/// The user tor runs as on Debian and Tails: it owns the doors.
+pub const TOR_USER: &str = "debian-tor";
 
 /// Files of a daemon's data directory that are key material, scrubbed (overwritten) before
 /// the rest of the directory is deleted with the service: SFTP's host key, Mumble's database
@@ -61,6 +72,30 @@ pub fn every_program_secret() -> impl Iterator<Item = &'static str> {
 /// The unit that runs a service's daemon.
 pub fn unit_name(service: &ServiceName) -> String {
     format!("tails-server-{service}.service")
+}
+
+/// The Unix socket tor is given as a service's target when tails-server runs its program.
+pub fn door_path(service: &ServiceName) -> PathBuf {
+    Path::new(DOORS_DIR).join(format!("{service}.sock"))
+}
+
+/// The socket and proxy units of a service's door. A dot cannot appear in a service name, so
+/// these never clash with a service's own unit.
+pub fn door_units(service: &ServiceName) -> (String, String) {
+    (format!("tails-server.door.{service}.socket"), format!("tails-server.door.{service}.service"))
+}
+
+fn door(plan: &DaemonPlan) -> Door {
+    let (socket_unit, proxy_unit) = door_units(&plan.service);
+    Door {
+        socket_unit,
+        proxy_unit,
+        program_unit: plan.unit.clone(),
+        path: door_path(&plan.service),
+        path_owner: TOR_USER.to_owned(),
+        lan_port: plan.lan.then_some(plan.port),
+        port: plan.port,
+    }
 }
 
 /// Where a service's daemon keeps its data, in its store's [`files_root`].
@@ -204,7 +239,8 @@ pub fn plan(
         record.options.get(name).cloned().or_else(|| specs.get(name).map(|s| s.default.clone()))
     };
     let allow_lan = option(ALLOW_LAN).and_then(|v| v.as_bool()) == Some(true);
-    let listen = if allow_lan { Ipv4Addr::UNSPECIFIED } else { Ipv4Addr::LOCALHOST };
+    // Inside its own namespace: the LAN reaches it through its door.
+    let listen = Ipv4Addr::LOCALHOST;
     let seen_data = format!("/var/lib/tails-server/{}", record.name);
     let seen_config = format!("/etc/tails-server/{}", record.name);
     let input = RenderInput {
@@ -393,10 +429,13 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan, masked: &mut BTreeSet<S
         systemd.stop(conflict).await?;
     }
     // Restarted every time: the configuration may have changed, and a restart of these
-    // daemons costs clients a reconnection only.
-    systemd.stop(&plan.unit).await?;
-    listener_uid(plan)?;
-    check_port_free(plan)?;
+    // daemons costs clients a reconnection only. The door first: a new program unit has a new
+    // namespace, which the door's proxy must join.
+    stop_units(systemd, &plan.service).await?;
+    check_user(plan)?;
+    if plan.lan {
+        check_port_free(plan)?;
+    }
     let seen_data = format!("/var/lib/tails-server/{}", plan.service);
     let seen_config = format!("/etc/tails-server/{}", plan.service);
     let mut pre = plan.rendered.pre_privileged.clone();
@@ -433,18 +472,25 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan, masked: &mut BTreeSet<S
         capabilities: plan.rendered.capabilities.clone(),
         extra_syscalls: plan.rendered.extra_syscalls.clone(),
         hidden: plan.hidden.clone(),
+        port: plan.port,
     };
-    systemd.start_transient(&plan.unit, &service).await?;
-    wait_listening(systemd, plan).await?;
+    // Done once the program listens, inside its namespace.
+    systemd.start_transient(&plan.unit, &service).await.map_err(|e| match e {
+        Error::Daemon { unit, detail } => Error::Daemon {
+            unit,
+            detail: format!("{detail} (it did not start listening on port {} of its own network)", plan.port),
+        },
+        other => other,
+    })?;
+    systemd.open_door(&door(plan)).await?;
     Ok(set_aside)
 }
 
-/// The user id the program's listening socket must belong to: the unit's user, or root for a
-/// program systemd starts as root (sshd).
-fn listener_uid(plan: &DaemonPlan) -> Result<u32> {
+/// The program's user must exist (its package makes it, or tails-server's).
+fn check_user(plan: &DaemonPlan) -> Result<()> {
     match &plan.user {
-        None => Ok(0),
-        Some(user) => crate::unix::uid_of(user).ok_or_else(|| Error::Daemon {
+        None => Ok(()),
+        Some(user) => crate::unix::uid_of(user).map(|_| ()).ok_or_else(|| Error::Daemon {
             unit: plan.unit.clone(),
             detail: format!(
                 "there is no user {user:?} on this computer (the program's package, {}, or tails-server's \
@@ -455,10 +501,9 @@ fn listener_uid(plan: &DaemonPlan) -> Result<u32> {
     }
 }
 
-/// Refuses to start when someone already listens where tor sends the service's connections
-/// (127.0.0.1, or any address on the port): tor would give the key holders' connections to
-/// them. A listener on another address of the port (`::1`, 127.0.0.2) receives nothing of
-/// tor's and is left alone.
+/// With allow-lan-connections, refuses to open the door on the LAN's port when someone
+/// already listens on it, naming them (tor's connections never go there: they take the door's
+/// Unix socket).
 fn check_port_free(plan: &DaemonPlan) -> Result<()> {
     match in_the_way(plan).first() {
         None => Ok(()),
@@ -466,14 +511,13 @@ fn check_port_free(plan: &DaemonPlan) -> Result<()> {
     }
 }
 
-/// The listeners on the program's port that tor's connections (to 127.0.0.1) would reach, or
-/// that would keep the program from listening where it must.
+/// The listeners of the computer that keep the door from listening on the port of every
+/// IPv4 address: any IPv4 one, and an IPv6 one on every address (which takes IPv4 too).
 fn in_the_way(plan: &DaemonPlan) -> Vec<crate::sockets::Listener> {
-    let ours = if plan.lan { Ipv4Addr::UNSPECIFIED } else { Ipv4Addr::LOCALHOST };
     crate::sockets::listeners(plan.port)
         .into_iter()
         .filter(|l| match l.address.ip() {
-            std::net::IpAddr::V4(ip) => ip.is_unspecified() || ip == Ipv4Addr::LOCALHOST || ours.is_unspecified(),
+            std::net::IpAddr::V4(_) => true,
             std::net::IpAddr::V6(ip) => ip.is_unspecified(),
         })
         .collect()
@@ -483,9 +527,9 @@ fn port_taken(plan: &DaemonPlan, holder: &crate::sockets::Listener) -> Error {
     Error::Daemon {
         unit: plan.unit.clone(),
         detail: format!(
-            "port {} is already taken by a program of {} (listening on {}), so this service's program cannot \
-             listen on it (and tor would give the key holders' connections to that program); stop it, then \
-             enable the service again",
+            "port {} is already taken by a program of {} (listening on {}), so the local network cannot reach \
+             this service there; stop that program, or turn allow-lan-connections off, then enable the service \
+             again",
             plan.port,
             crate::unix::describe_uid(holder.uid),
             holder.address
@@ -504,42 +548,16 @@ fn hand_over(user: &str, dirs: &[PathBuf]) -> Vec<String> {
     argv
 }
 
-/// Waits until the unit's program listens on its port, as the kernel's socket tables say (on
-/// Tails root may not connect to a local port, so readiness is never asked by connecting):
-/// a listening socket of the unit's user. One of anybody else's is an error naming them.
-async fn wait_listening(systemd: &Systemd, plan: &DaemonPlan) -> Result<()> {
-    let owner = listener_uid(plan)?;
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let listeners = in_the_way(plan);
-        if let Some(stranger) = listeners.iter().find(|l| l.uid != owner) {
-            return Err(port_taken(plan, stranger));
-        }
-        if !listeners.is_empty() {
-            return Ok(());
-        }
-        let state = systemd.active_state(&plan.unit).await?;
-        if state != "active" && state != "activating" && state != "reloading" {
-            return Err(Error::Daemon {
-                unit: plan.unit.clone(),
-                detail: format!(
-                    "it stopped ({state}) before listening on port {}; see `journalctl -u {}`",
-                    plan.port, plan.unit
-                ),
-            });
-        }
-        if Instant::now() > deadline {
-            return Err(Error::Timeout {
-                what: format!("{} to listen on port {}", plan.unit, plan.port),
-                waited: READY_TIMEOUT,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Stops a service's daemon and closes its door (nothing when it does not run).
+pub async fn stop(systemd: &Systemd, service: &ServiceName) -> Result<()> {
+    stop_units(systemd, service).await
 }
 
-/// Stops a service's daemon (nothing when it does not run).
-pub async fn stop(systemd: &Systemd, service: &ServiceName) -> Result<()> {
+/// The door first (its socket, then a proxy it started), then the program.
+async fn stop_units(systemd: &Systemd, service: &ServiceName) -> Result<()> {
+    let (socket, proxy) = door_units(service);
+    systemd.stop(&socket).await?;
+    systemd.stop(&proxy).await?;
     systemd.stop(&unit_name(service)).await
 }
 
@@ -603,6 +621,9 @@ impl DaemonPlan {
             )
             .as_bytes(),
         );
+        // A program started by an older version in the computer's network is started again
+        // in its own, behind its door.
+        hash.update(format!("own network, door {}", door_path(&self.service).display()).as_bytes());
         data_encoding::HEXLOWER.encode(&hash.finalize()[..16])
     }
 }
@@ -674,7 +695,8 @@ pub async fn sync(
             check_packages(&plan, &installed).and_then(|()| resolve_program(&mut plan, crate::tails::package_files));
         let configuration = plan.configuration();
         let lan_port = plan.lan.then_some(plan.port);
-        let running = systemd.active_state(&plan.unit).await.is_ok_and(|s| s == "active");
+        let running = systemd.active_state(&plan.unit).await.is_ok_and(|s| s == "active")
+            && systemd.active_state(&door_units(&record.name).0).await.is_ok_and(|s| s == "active");
         if running && started.get(&name).is_some_and(|e| e.configuration == configuration && e.lan_port == lan_port) {
             continue;
         }
@@ -719,7 +741,7 @@ pub async fn sync(
             Err(e) => {
                 // Nothing half-started stays: the program stops, the ports close. What
                 // cannot be undone now stays recorded, for the next reconcile.
-                let mut undone = systemd.stop(&plan.unit).await.is_ok();
+                let mut undone = stop_units(&systemd, &record.name).await.is_ok();
                 for port in [previous, lan_port].into_iter().flatten().collect::<BTreeSet<_>>() {
                     undone &= lan::close(&systemd, &record.name, port).await.is_ok();
                 }
@@ -733,7 +755,10 @@ pub async fn sync(
     let unwanted: Vec<(String, DaemonEntry)> =
         started.iter().filter(|(n, _)| !keep.contains(*n)).map(|(n, e)| (n.clone(), e.clone())).collect();
     for (name, entry) in unwanted {
-        let mut outcome = systemd.stop(&entry.unit).await;
+        let mut outcome = match ServiceName::new(&name) {
+            Ok(service) => stop_units(&systemd, &service).await,
+            Err(_) => systemd.stop(&entry.unit).await,
+        };
         if let (Ok(()), Some(port), Ok(service)) = (&outcome, entry.lan_port, ServiceName::new(&name)) {
             outcome = lan::close(&systemd, &service, port).await;
         }
@@ -916,24 +941,28 @@ mod tests {
     }
 
     #[test]
-    fn a_port_someone_already_listens_on_is_refused_naming_them() {
+    fn a_lan_port_someone_already_listens_on_is_refused_naming_them() {
         let catalog = Catalog::builtin();
         let dir = tempfile::tempdir().unwrap();
         let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut web = record("web", "www", &[]);
+        let mut web = record("web", "www", &[(ALLOW_LAN, OptionValue::Bool(true))]);
         web.local_port = squatter.local_addr().unwrap().port();
         let plan = plan(catalog.get("web").unwrap(), &web, dir.path(), dir.path()).unwrap().unwrap();
         let error = check_port_free(&plan).unwrap_err().to_string();
         let me = crate::unix::describe_uid(crate::unix::euid());
         assert!(error.contains(&format!("port {} is already taken by a program of {me}", web.local_port)), "{error}");
+        assert!(error.contains("allow-lan-connections"), "{error}");
         drop(squatter);
         check_port_free(&plan).unwrap();
-        // Another loopback address on the same port receives nothing of tor's (it connects to
-        // 127.0.0.1): not in the way.
+        // The door listens on every IPv4 address: any of them is in the way; an IPv6 one
+        // that is not every address is not.
         let elsewhere = std::net::TcpListener::bind(("127.0.0.2", web.local_port)).unwrap();
-        check_port_free(&plan).unwrap();
+        check_port_free(&plan).unwrap_err();
         drop(elsewhere);
-        // Every address of the port is, as is every IPv4 address where LAN access listens.
+        if let Ok(v6) = std::net::TcpListener::bind(("::1", web.local_port)) {
+            check_port_free(&plan).unwrap();
+            drop(v6);
+        }
         let everywhere = std::net::TcpListener::bind(("0.0.0.0", web.local_port)).unwrap();
         check_port_free(&plan).unwrap_err();
         drop(everywhere);
@@ -979,7 +1008,13 @@ mod tests {
         assert!(web.rendered.files[0].1.contains("/var/lib/tails-server/tails-server-x/site"));
         let lan = record("web", "w", &[(ALLOW_LAN, OptionValue::Bool(true))]);
         let lan = plan(catalog.get("web").unwrap(), &lan, &store, &run).unwrap().unwrap();
-        assert!(lan.lan && lan.rendered.files[0].1.contains("server.bind = \"0.0.0.0\""));
+        // On its own network's loopback either way: the LAN comes in through its door.
+        assert!(lan.lan && lan.rendered.files[0].1.contains("server.bind = \"127.0.0.1\""));
+        assert!(web.rendered.files[0].1.contains("server.bind = \"127.0.0.1\""));
+        assert_eq!(door(&lan).lan_port, Some(lan.port));
+        assert_eq!(door(&web).lan_port, None);
+        assert_eq!(door(&web).path, Path::new("/var/lib/tor/tails-server/tails-server-x.sock"));
+        assert_eq!(door(&web).program_unit, web.unit);
         assert_ne!(lan.configuration(), web.configuration(), "a changed option restarts the program");
         assert!(plan(catalog.get("custom").unwrap(), &record("custom", "c", &[]), &store, &run).unwrap().is_none());
     }

@@ -80,7 +80,46 @@ pub struct TransientService {
     pub extra_syscalls: Vec<String>,
     /// Paths the program must not see (`InaccessiblePaths`; those missing are skipped).
     pub hidden: Vec<PathBuf>,
+    /// The TCP port the program listens on inside its own network namespace: its start is
+    /// done only once a listening socket is there (see [`LISTENING_SCRIPT`]).
+    pub port: u16,
 }
+
+/// The way in to a program that has a network namespace of its own: a socket systemd holds
+/// (tor is given its path; the LAN's port too when asked) and systemd's socket proxy, started
+/// at the first connection inside the program's namespace, which carries each connection to
+/// the program's port there. Nobody else can listen in that namespace, so what tor reaches
+/// is the program, whoever else runs on the computer.
+#[derive(Debug, Clone)]
+pub struct Door {
+    pub socket_unit: String,
+    pub proxy_unit: String,
+    /// The program's unit, whose network namespace the proxy joins.
+    pub program_unit: String,
+    /// The Unix socket tor connects to.
+    pub path: PathBuf,
+    /// Owned by this user (tor's): on Tails tor's AppArmor profile lets it connect to a
+    /// socket below its data directory only when the socket is its own.
+    pub path_owner: String,
+    /// allow-lan-connections: also a TCP listener on every address of the computer.
+    pub lan_port: Option<u16>,
+    /// The program's port inside its namespace.
+    pub port: u16,
+}
+
+/// systemd's own proxy (Debian's systemd package, on every Tails).
+pub const SOCKET_PROXY: &str = "/usr/lib/systemd/systemd-socket-proxyd";
+
+/// Run after the program starts, inside its namespaces and as its user: returns once a TCP
+/// socket listens on the port (`$1`, four hexadecimal digits as the kernel's tables write it),
+/// so that the unit's start is done only when the program accepts connections. Root may not
+/// connect to a local port on Tails, and the program's namespace is out of tails-server's
+/// sight: this is asked where the program is. The unit's start timeout bounds the wait.
+pub const LISTENING_SCRIPT: &str = "until grep -qE \"^ *[0-9]+: [0-9A-F]+:$1 [0-9A-F]+:[0-9A-F]+ 0A \" \
+    /proc/net/tcp /proc/net/tcp6 2>/dev/null; do sleep 0.05; done";
+
+/// How long a program has to start and listen.
+const PROGRAM_START_TIMEOUT_USEC: u64 = 45_000_000;
 
 /// The capabilities a program may keep (their numbers in linux/capability.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +139,47 @@ pub enum Capability {
 /// the computer's memory or fork without end.
 const PROGRAM_MEMORY_MAX: u64 = 512 * 1024 * 1024;
 const PROGRAM_TASKS_MAX: u64 = 256;
+
+/// The sandbox of every unit that runs or serves a program, hardened like tails-server's own
+/// unit: a network of its own (only a loopback where nobody else can listen; the program's
+/// door, see [`Door`], is the only way in, and there is no way out), the kernel's knobs, other
+/// users' processes, new namespaces, other address families and exotic system calls out of
+/// reach, memory and tasks bounded. `capabilities`: the bounding set (a mask).
+fn sandboxed(capabilities: u64, syscalls: Vec<String>) -> Vec<(&'static str, Value<'static>)> {
+    vec![
+        ("PrivateNetwork", Value::from(true)),
+        ("NoNewPrivileges", Value::from(true)),
+        ("ProtectSystem", Value::from("strict")),
+        ("ProtectHome", Value::from("yes")),
+        ("PrivateTmp", Value::from(true)),
+        ("PrivateDevices", Value::from(true)),
+        ("UMask", Value::from(0o077u32)),
+        ("CapabilityBoundingSet", Value::from(capabilities)),
+        ("AmbientCapabilities", Value::from(0u64)),
+        ("ProtectKernelTunables", Value::from(true)),
+        ("ProtectKernelModules", Value::from(true)),
+        ("ProtectKernelLogs", Value::from(true)),
+        ("ProtectControlGroups", Value::from(true)),
+        ("ProtectClock", Value::from(true)),
+        ("ProtectHostname", Value::from(true)),
+        ("ProtectProc", Value::from("invisible")),
+        // The namespaces it may still create: none.
+        ("RestrictNamespaces", Value::from(0u64)),
+        ("RestrictRealtime", Value::from(true)),
+        ("RestrictSUIDSGID", Value::from(true)),
+        ("LockPersonality", Value::from(true)),
+        ("MemoryDenyWriteExecute", Value::from(true)),
+        ("SystemCallArchitectures", Value::from(vec!["native".to_owned()])),
+        ("SystemCallFilter", Value::from((true, syscalls))),
+        ("SystemCallErrorNumber", Value::from(libc::EPERM)),
+        (
+            "RestrictAddressFamilies",
+            Value::from((true, vec!["AF_INET".to_owned(), "AF_INET6".to_owned(), "AF_UNIX".to_owned()])),
+        ),
+        ("MemoryMax", Value::from(PROGRAM_MEMORY_MAX)),
+        ("TasksMax", Value::from(PROGRAM_TASKS_MAX)),
+    ]
+}
 
 impl Systemd {
     pub async fn connect() -> Result<Self> {
@@ -138,46 +218,16 @@ impl Systemd {
         let capabilities: u64 = service.capabilities.iter().fold(0, |mask, c| mask | 1u64 << *c as u64);
         let mut syscalls = vec!["@system-service".to_owned()];
         syscalls.extend(service.extra_syscalls.iter().cloned());
-        // Hardened like tails-server's own unit: the kernel's knobs, other users' processes,
-        // new namespaces, other address families and exotic system calls out of reach.
         let mut properties: Vec<(&str, Value<'_>)> = vec![
             ("Description", Value::from(service.description.clone())),
             ("Type", Value::from("exec")),
             ("ExecStart", Value::from(vec![exec(&service.exec)])),
             ("Restart", Value::from("on-failure")),
             ("CollectMode", Value::from("inactive-or-failed")),
-            ("NoNewPrivileges", Value::from(true)),
-            ("ProtectSystem", Value::from("strict")),
-            ("ProtectHome", Value::from("yes")),
-            ("PrivateTmp", Value::from(true)),
-            ("PrivateDevices", Value::from(true)),
-            ("UMask", Value::from(0o077u32)),
+            ("TimeoutStartUSec", Value::from(PROGRAM_START_TIMEOUT_USEC)),
             ("TimeoutStopUSec", Value::from(STOP_TIMEOUT_USEC)),
-            ("CapabilityBoundingSet", Value::from(capabilities)),
-            ("AmbientCapabilities", Value::from(0u64)),
-            ("ProtectKernelTunables", Value::from(true)),
-            ("ProtectKernelModules", Value::from(true)),
-            ("ProtectKernelLogs", Value::from(true)),
-            ("ProtectControlGroups", Value::from(true)),
-            ("ProtectClock", Value::from(true)),
-            ("ProtectHostname", Value::from(true)),
-            ("ProtectProc", Value::from("invisible")),
-            // The namespaces it may still create: none.
-            ("RestrictNamespaces", Value::from(0u64)),
-            ("RestrictRealtime", Value::from(true)),
-            ("RestrictSUIDSGID", Value::from(true)),
-            ("LockPersonality", Value::from(true)),
-            ("MemoryDenyWriteExecute", Value::from(true)),
-            ("SystemCallArchitectures", Value::from(vec!["native".to_owned()])),
-            ("SystemCallFilter", Value::from((true, syscalls))),
-            ("SystemCallErrorNumber", Value::from(libc::EPERM)),
-            (
-                "RestrictAddressFamilies",
-                Value::from((true, vec!["AF_INET".to_owned(), "AF_INET6".to_owned(), "AF_UNIX".to_owned()])),
-            ),
-            ("MemoryMax", Value::from(PROGRAM_MEMORY_MAX)),
-            ("TasksMax", Value::from(PROGRAM_TASKS_MAX)),
         ];
+        properties.extend(sandboxed(capabilities, syscalls));
         if !service.exec_start_pre_privileged.is_empty() {
             let pre: Vec<(String, Vec<String>, Vec<String>)> = service
                 .exec_start_pre_privileged
@@ -187,6 +237,18 @@ impl Systemd {
                 .collect();
             properties.push(("ExecStartPreEx", Value::from(pre)));
         }
+        let listening = vec![(
+            "/bin/sh".to_owned(),
+            vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                LISTENING_SCRIPT.to_owned(),
+                "sh".to_owned(),
+                format!("{:04X}", service.port),
+            ],
+            vec!["no-env-expand".to_owned()],
+        )];
+        properties.push(("ExecStartPostEx", Value::from(listening)));
         if let Some(user) = &service.user {
             properties.push(("User", Value::from(user.clone())));
         }
@@ -217,6 +279,47 @@ impl Systemd {
             .await
             .map_err(|e| failed(unit, "systemd refused to start it", e))?;
         self.wait(jobs, &job, unit, "start").await
+    }
+
+    /// Opens a program's [`Door`]: its socket unit, with the proxy as the socket's service.
+    /// The program must run already (the proxy joins its namespace).
+    pub async fn open_door(&self, door: &Door) -> Result<()> {
+        let unit = door.socket_unit.as_str();
+        let _ = self.manager.reset_failed_unit(unit).await;
+        let _ = self.manager.reset_failed_unit(&door.proxy_unit).await;
+        let mut listen = vec![("Stream".to_owned(), door.path.display().to_string())];
+        if let Some(port) = door.lan_port {
+            listen.push(("Stream".to_owned(), format!("0.0.0.0:{port}")));
+        }
+        let socket: Vec<(&str, Value<'_>)> = vec![
+            ("Description", Value::from(format!("tails-server: the way in to {}", door.program_unit))),
+            ("Listen", Value::from(listen)),
+            ("SocketUser", Value::from(door.path_owner.clone())),
+            ("SocketGroup", Value::from(door.path_owner.clone())),
+            ("SocketMode", Value::from(0o600u32)),
+            ("RemoveOnStop", Value::from(true)),
+            ("CollectMode", Value::from("inactive-or-failed")),
+        ];
+        let proxy_argv = vec![SOCKET_PROXY.to_owned(), format!("127.0.0.1:{}", door.port)];
+        let mut proxy: Vec<(&str, Value<'_>)> = vec![
+            ("Description", Value::from(format!("tails-server: carries connections to {}", door.program_unit))),
+            ("ExecStart", Value::from(vec![(proxy_argv[0].clone(), proxy_argv.clone(), false)])),
+            ("JoinsNamespaceOf", Value::from(vec![door.program_unit.clone()])),
+            ("After", Value::from(vec![door.program_unit.clone()])),
+            ("CollectMode", Value::from("inactive-or-failed")),
+            // A user of its own for as long as it runs: it reads and writes the connections'
+            // bytes and nothing else.
+            ("DynamicUser", Value::from(true)),
+        ];
+        proxy.extend(sandboxed(0, vec!["@system-service".to_owned()]));
+        let aux = [(door.proxy_unit.as_str(), proxy.as_slice())];
+        let jobs = self.jobs().await?;
+        let job = self
+            .manager
+            .start_transient_unit(unit, "replace", &socket, &aux)
+            .await
+            .map_err(|e| failed(unit, "systemd refused to open it", e))?;
+        self.wait(jobs, &job, unit, "open").await
     }
 
     /// Runs a command as root in a transient oneshot unit (outside tails-server's own
