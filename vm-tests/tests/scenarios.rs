@@ -360,6 +360,14 @@ fn whole_job(
     vm.sh_ok("root", &in_program_net("www", "amnesia", WEB_SERVES_HELLO))?;
     vm.sh_ok("root", &in_program_net("docs", "root", &listening(6523)))?;
     vm.sh_ok("root", &in_program_net("chat", "root", MUMBLE_LOCAL_ONLY))?;
+    // An amnesic web site, on the same port in a network of its own: its folder is in the
+    // amnesic files' tmpfs, where nothing may be run, and reaches its program all the same.
+    in_session_ok(vm, "tails-server add web --name scratch --set persistence=false")?;
+    in_session_ok(vm, "tails-server enable scratch")?;
+    vm.sh_ok("root", "findmnt -no OPTIONS /run/tails-server/files | tr , '\\n' | grep -qx noexec")?;
+    vm.sh_ok("root", "echo 'hello from tails-server' > /run/tails-server/files/data/scratch/site/index.html")?;
+    vm.sh_ok("root", &in_program_net("scratch", "amnesia", WEB_SERVES_HELLO))?;
+    in_session_ok(vm, "tails-server remove scratch --yes")?;
     // None of them is in the computer's network: amnesia reaches none, and they hold no port
     // there (the squatter's is the only listener on 6523).
     check(!vm.sh("amnesia", WEB_SERVES_HELLO)?.success(), "the web site is not on the computer's 127.0.0.1:8080")?;

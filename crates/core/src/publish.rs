@@ -403,7 +403,9 @@ pub fn socks_reply_meaning(code: u8, local_port: u16) -> String {
         0x00 => "connected".into(),
         0x01 => "general failure".into(),
         0x04 => "host unreachable".into(),
-        0x05 => format!("the onion service answered, but nothing accepted the connection on 127.0.0.1:{local_port}"),
+        0x05 => {
+            format!("the onion service answered, but nothing accepted the connection behind it (port {local_port})")
+        }
         0x06 => "timed out".into(),
         0xF0 => "descriptor not found (not uploaded yet?)".into(),
         0xF1 => "descriptor invalid".into(),

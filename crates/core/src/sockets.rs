@@ -1,7 +1,8 @@
 //! The kernel's TCP socket tables (`/proc/net/tcp`, `/proc/net/tcp6`): who owns a listening
 //! port, and who serves one connection. Reading them needs no privilege and opens no
 //! connection, which matters on Tails, where root may open local connections only to tor's
-//! control port: a program's readiness and a control port's owner are read here instead.
+//! control port: who holds a port (the LAN's, for a program's door) and a control port's
+//! owner are read here instead.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

@@ -8,11 +8,16 @@ use super::*;
 pub fn fingerprint(record: &ServiceRecord, target: &Target) -> String {
     let mut clients: Vec<String> = record.clients.iter().map(|c| c.public_key.to_base32()).collect();
     clients.sort();
+    // A loopback target keeps the first version's text: what ran before the doors existed
+    // is not published again for nothing.
+    let (version, mapping) = match target {
+        Target::Loopback(port) => ("v1", format!("{}:{port}", record.remote_port)),
+        Target::Door(_) => ("v2", target.port_mapping(record.remote_port)),
+    };
     let text = format!(
-        "v2\n{}\n{}\n{}\n{}\n",
+        "{version}\n{}\n{}\n{mapping}\n{}\n",
         record.address().service_id(),
         if record.client_auth { "auth" } else { "open" },
-        target.port_mapping(record.remote_port),
         clients.join(",")
     );
     data_encoding::HEXLOWER.encode(&Sha256::digest(text.as_bytes())[..16])

@@ -213,8 +213,8 @@ impl Publisher {
             .collect();
 
         // The programs behind the services first, so that a published service answers. One
-        // whose program cannot run (its package not installed yet, its port taken) is not
-        // published, and taken off tor if it was: tor would forward to whoever listens there.
+        // whose program cannot run (its package not installed yet, the LAN's port taken) is
+        // not published, and taken off tor if it was: nothing would answer behind its door.
         // The next reconcile tries again (the daemon's comes when dpkg installs something).
         if self.daemons == DaemonControl::Systemd {
             let wanted: Vec<&ServiceRecord> = desired.values().copied().collect();
@@ -682,6 +682,18 @@ mod tests {
         let mut open = base.clone();
         open.client_auth = false;
         assert_ne!(fingerprint(&open, &Target::Loopback(open.local_port)), print);
+        // A loopback target's fingerprint is the one versions without doors recorded: an
+        // upgrade publishes the person's own programs' services again for nothing.
+        let mut keys: Vec<String> = base.clients.iter().map(|c| c.public_key.to_base32()).collect();
+        keys.sort();
+        let v1 = format!(
+            "v1\n{}\nauth\n{}:{}\n{}\n",
+            base.address().service_id(),
+            base.remote_port,
+            base.local_port,
+            keys.join(",")
+        );
+        assert_eq!(print, data_encoding::HEXLOWER.encode(&Sha256::digest(v1.as_bytes())[..16]));
         // The program tails-server runs moving behind its door is published again.
         let door = Target::Door(crate::system::door_path(&base.name));
         assert_ne!(fingerprint(&base, &door), print);

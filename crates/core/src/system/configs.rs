@@ -11,9 +11,8 @@ use crate::error::{Error, Result};
 #[derive(Clone)]
 pub struct RenderInput<'a> {
     pub port: u16,
-    /// 127.0.0.1; 0.0.0.0 when allow-lan-connections is on (Tails' firewall then admits the
-    /// private ranges only: binding the LAN addresses themselves would break at the next
-    /// DHCP renewal or network change).
+    /// Where the program listens. tails-server gives 127.0.0.1 of the program's own network:
+    /// the LAN comes in through its door (see [`super::systemd::Door`]).
     pub listen: Ipv4Addr,
     /// The persistent data directory, as mounted for the daemon.
     pub data_dir: &'a str,

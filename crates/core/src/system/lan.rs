@@ -1,7 +1,7 @@
 //! allow-lan-connections: the firewall rules that let the local networks reach a port.
 //! Tails drops every incoming connection except through rules added with its session
-//! helper; the program then listens on every address, and the rules admit only the
-//! private ranges.
+//! helper; the program's door then also listens on the port of every IPv4 address, and the
+//! rules admit only the private ranges.
 
 use std::path::Path;
 

@@ -205,7 +205,7 @@ pub struct DaemonPlan {
     /// Which of [`BUILTIN_DAEMONS`] it is.
     pub daemon: String,
     pub unit: String,
-    /// Units to stop first: the package's own, which would hold the same port.
+    /// Units to stop first: the package's own (the same server, as the same user).
     pub conflicts: Vec<String>,
     pub packages: Vec<String>,
     pub config_dir: PathBuf,
@@ -219,9 +219,9 @@ pub struct DaemonPlan {
     /// What the program must not see at all (the stores, tor's files, the Persistent
     /// Storage): its own data reaches it only through its bind mounts.
     pub hidden: Vec<PathBuf>,
-    /// Where to check that the daemon accepts connections.
+    /// The port the program listens on in its own network (and its door on the LAN's).
     pub port: u16,
-    /// allow-lan-connections: also listening on the LAN addresses, the port open to the LAN.
+    /// allow-lan-connections: the door also listens on the computer's port, open to the LAN.
     pub lan: bool,
 }
 
@@ -412,12 +412,12 @@ fn make_ssh_host_key(unit: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Starts the daemon (if it is not running with this configuration already) and waits
-/// until it accepts connections on its port. `masked`: the package units tails-server masked,
+/// Starts the daemon (again, if it runs) and waits until it accepts connections on its port
+/// in its own network, then opens its door. `masked`: the package units tails-server masked,
 /// to which it adds those it masks now.
 pub async fn start(systemd: &Systemd, plan: &DaemonPlan, masked: &mut BTreeSet<String>) -> Result<Option<PathBuf>> {
     let set_aside = prepare(plan)?;
-    // The package's own unit would hold the same port, as the same user: stopped, and kept
+    // The package's own unit would run the same server, as the same user: stopped, and kept
     // from starting again while ours runs (an upgrade's maintainer script restarts it). One
     // masked already stays as it is: for another program of ours (recorded then), or by
     // someone else, whose mask is never recorded as ours nor taken back.
@@ -476,9 +476,14 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan, masked: &mut BTreeSet<S
     };
     // Done once the program listens, inside its namespace.
     systemd.start_transient(&plan.unit, &service).await.map_err(|e| match e {
-        Error::Daemon { unit, detail } => Error::Daemon {
+        // The job failed: the program stopped, or did not listen in time.
+        Error::Daemon { unit, detail } if detail.starts_with(systemd::JOB_FAILED) => Error::Daemon {
             unit,
-            detail: format!("{detail} (it did not start listening on port {} of its own network)", plan.port),
+            detail: format!(
+                "{detail} (it stopped, or did not listen on port {} of its own network within {} s)",
+                plan.port,
+                systemd::PROGRAM_START_TIMEOUT.as_secs()
+            ),
         },
         other => other,
     })?;

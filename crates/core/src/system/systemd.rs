@@ -118,8 +118,12 @@ pub const SOCKET_PROXY: &str = "/usr/lib/systemd/systemd-socket-proxyd";
 pub const LISTENING_SCRIPT: &str = "until grep -qE \"^ *[0-9]+: [0-9A-F]+:$1 [0-9A-F]+:[0-9A-F]+ 0A \" \
     /proc/net/tcp /proc/net/tcp6 2>/dev/null; do sleep 0.05; done";
 
-/// How long a program has to start and listen.
-const PROGRAM_START_TIMEOUT_USEC: u64 = 45_000_000;
+/// How long a program has to start and listen (systemd fails the start job then, before
+/// [`JOB_TIMEOUT`]).
+pub const PROGRAM_START_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// How the error of a start job systemd ended without success begins.
+pub const JOB_FAILED: &str = "systemd could not start it";
 
 /// The capabilities a program may keep (their numbers in linux/capability.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +228,7 @@ impl Systemd {
             ("ExecStart", Value::from(vec![exec(&service.exec)])),
             ("Restart", Value::from("on-failure")),
             ("CollectMode", Value::from("inactive-or-failed")),
-            ("TimeoutStartUSec", Value::from(PROGRAM_START_TIMEOUT_USEC)),
+            ("TimeoutStartUSec", Value::from(PROGRAM_START_TIMEOUT.as_micros() as u64)),
             ("TimeoutStopUSec", Value::from(STOP_TIMEOUT_USEC)),
         ];
         properties.extend(sandboxed(capabilities, syscalls));
