@@ -683,7 +683,7 @@ mod tests {
         open.client_auth = false;
         assert_ne!(fingerprint(&open, &Target::Loopback(open.local_port)), print);
         // A loopback target's fingerprint is the one versions without doors recorded: an
-        // upgrade publishes the person's own programs' services again for nothing.
+        // upgrade does not publish the services of the person's own programs again.
         let mut keys: Vec<String> = base.clients.iter().map(|c| c.public_key.to_base32()).collect();
         keys.sort();
         let v1 = format!(
