@@ -431,7 +431,7 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan, masked: &mut BTreeSet<S
     // Restarted every time: the configuration may have changed, and a restart of these
     // daemons costs clients a reconnection only. The door first: a new program unit has a new
     // namespace, which the door's proxy must join.
-    stop_units(systemd, &plan.service).await?;
+    stop(systemd, &plan.service).await?;
     check_user(plan)?;
     if plan.lan {
         check_port_free(plan)?;
@@ -553,13 +553,9 @@ fn hand_over(user: &str, dirs: &[PathBuf]) -> Vec<String> {
     argv
 }
 
-/// Stops a service's daemon and closes its door (nothing when it does not run).
+/// Stops a service's daemon and closes its door (nothing when it does not run): the door
+/// first (its socket, then a proxy it started), then the program.
 pub async fn stop(systemd: &Systemd, service: &ServiceName) -> Result<()> {
-    stop_units(systemd, service).await
-}
-
-/// The door first (its socket, then a proxy it started), then the program.
-async fn stop_units(systemd: &Systemd, service: &ServiceName) -> Result<()> {
     let (socket, proxy) = door_units(service);
     systemd.stop(&socket).await?;
     systemd.stop(&proxy).await?;
@@ -746,7 +742,7 @@ pub async fn sync(
             Err(e) => {
                 // Nothing half-started stays: the program stops, the ports close. What
                 // cannot be undone now stays recorded, for the next reconcile.
-                let mut undone = stop_units(&systemd, &record.name).await.is_ok();
+                let mut undone = stop(&systemd, &record.name).await.is_ok();
                 for port in [previous, lan_port].into_iter().flatten().collect::<BTreeSet<_>>() {
                     undone &= lan::close(&systemd, &record.name, port).await.is_ok();
                 }
@@ -761,7 +757,7 @@ pub async fn sync(
         started.iter().filter(|(n, _)| !keep.contains(*n)).map(|(n, e)| (n.clone(), e.clone())).collect();
     for (name, entry) in unwanted {
         let mut outcome = match ServiceName::new(&name) {
-            Ok(service) => stop_units(&systemd, &service).await,
+            Ok(service) => stop(&systemd, &service).await,
             Err(_) => systemd.stop(&entry.unit).await,
         };
         if let (Ok(()), Some(port), Ok(service)) = (&outcome, entry.lan_port, ServiceName::new(&name)) {
