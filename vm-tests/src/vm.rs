@@ -20,6 +20,10 @@ use crate::remote_shell::{RemoteShell, ShOutput};
 
 /// How long one boot may take to reach the remote shell (TCG on a loaded 2-core host is slow).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long systemd's startup may take once the remote shell answers: a boot that installs
+/// packages (Additional Software) took 296 s of 300 on a host where TCG ran at half its usual
+/// speed (g's boot 2), and more on the next run. A wait: it costs nothing on a fast host.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(900);
 /// Default deadline of one `sh` call.
 pub const SH_TIMEOUT: Duration = Duration::from_secs(120);
 /// The stand-in's connect step, at most (see [`Vm::connect`]).
@@ -401,7 +405,8 @@ impl Vm {
     /// are logged to `failed-units.txt`; the scenario decides whether that matters).
     pub fn wait_system_running(&mut self) -> Result<String> {
         // A boot that installs packages (Additional Software) takes minutes under TCG.
-        let out = self.sh_env_timeout("root", &BTreeMap::new(), "systemctl is-system-running --wait", BOOT_TIMEOUT)?;
+        let out =
+            self.sh_env_timeout("root", &BTreeMap::new(), "systemctl is-system-running --wait", STARTUP_TIMEOUT)?;
         let state = out.stdout.trim().to_owned();
         if state != "running" {
             let failed = self.sh("root", "systemctl --failed --no-legend --plain")?;

@@ -704,6 +704,7 @@ mod tests {
             configuration: String::new(),
             lan_port: None,
             conflicts: Vec::new(),
+            door: None,
         };
         ledger.daemons.insert(base.name.to_string(), entry);
         assert_eq!(target(&base, &ledger), door, "a program tails-server runs: its door");

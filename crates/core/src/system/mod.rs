@@ -85,6 +85,13 @@ pub fn door_units(service: &ServiceName) -> (String, String) {
     (format!("tails-server.door.{service}.socket"), format!("tails-server.door.{service}.service"))
 }
 
+/// What a service's door is opened with: while it stays the same, the door stays open through
+/// the program's restarts.
+pub fn door_configuration(plan: &DaemonPlan) -> String {
+    let door = door(plan);
+    format!("{} owned by {}, port {}, LAN {:?}", door.path.display(), door.path_owner, door.port, door.lan_port)
+}
+
 fn door(plan: &DaemonPlan) -> Door {
     let (socket_unit, proxy_unit) = door_units(&plan.service);
     Door {
@@ -413,9 +420,16 @@ fn make_ssh_host_key(unit: &str, path: &Path) -> Result<()> {
 }
 
 /// Starts the daemon (again, if it runs) and waits until it accepts connections on its port
-/// in its own network, then opens its door. `masked`: the package units tails-server masked,
-/// to which it adds those it masks now.
-pub async fn start(systemd: &Systemd, plan: &DaemonPlan, masked: &mut BTreeSet<String>) -> Result<Option<PathBuf>> {
+/// in its own network, then opens its door. `keep_door`: the door is open already, as this
+/// plan would open it (see [`door_configuration`]): it stays open while the program restarts,
+/// so that nobody can take its port meanwhile. `masked`: the package units tails-server
+/// masked, to which it adds those it masks now.
+pub async fn start(
+    systemd: &Systemd,
+    plan: &DaemonPlan,
+    keep_door: bool,
+    masked: &mut BTreeSet<String>,
+) -> Result<Option<PathBuf>> {
     let set_aside = prepare(plan)?;
     // The package's own unit would run the same server, as the same user: stopped, and kept
     // from starting again while ours runs (an upgrade's maintainer script restarts it). One
@@ -429,11 +443,16 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan, masked: &mut BTreeSet<S
         systemd.stop(conflict).await?;
     }
     // Restarted every time: the configuration may have changed, and a restart of these
-    // daemons costs clients a reconnection only. The door first: a new program unit has a new
-    // namespace, which the door's proxy must join.
-    stop(systemd, &plan.service).await?;
+    // daemons costs clients a reconnection only. A door kept open keeps its proxy, and with it
+    // the namespace the new program joins (connections meanwhile find nobody there, and
+    // close); a door that changes closes first, and is opened on the new program.
+    if keep_door {
+        systemd.stop(&plan.unit).await?;
+    } else {
+        stop(systemd, &plan.service).await?;
+    }
     check_user(plan)?;
-    if plan.lan {
+    if plan.lan && !keep_door {
         check_port_free(plan)?;
     }
     let seen_data = format!("/var/lib/tails-server/{}", plan.service);
@@ -473,6 +492,7 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan, masked: &mut BTreeSet<S
         extra_syscalls: plan.rendered.extra_syscalls.clone(),
         hidden: plan.hidden.clone(),
         port: plan.port,
+        joins_namespace_of: Some(door_units(&plan.service).1),
     };
     // Done once the program listens, inside its namespace.
     systemd.start_transient(&plan.unit, &service).await.map_err(|e| match e {
@@ -487,7 +507,9 @@ pub async fn start(systemd: &Systemd, plan: &DaemonPlan, masked: &mut BTreeSet<S
         },
         other => other,
     })?;
-    systemd.open_door(&door(plan)).await?;
+    if !keep_door {
+        systemd.open_door(&door(plan)).await?;
+    }
     Ok(set_aside)
 }
 
@@ -583,6 +605,10 @@ pub struct DaemonEntry {
     /// The package's own units it keeps masked (its kind's `conflicts`).
     #[serde(default)]
     pub conflicts: Vec<String>,
+    /// Of the door opened for it ([`door_configuration`]); none while a start is under way,
+    /// or when an older version opened it (its proxy joined the program, not the other way).
+    #[serde(default)]
+    pub door: Option<String>,
 }
 
 /// What one daemon reconcile did.
@@ -696,11 +722,13 @@ pub async fn sync(
             check_packages(&plan, &installed).and_then(|()| resolve_program(&mut plan, crate::tails::package_files));
         let configuration = plan.configuration();
         let lan_port = plan.lan.then_some(plan.port);
-        let running = systemd.active_state(&plan.unit).await.is_ok_and(|s| s == "active")
-            && systemd.active_state(&door_units(&record.name).0).await.is_ok_and(|s| s == "active");
+        let door = door_configuration(&plan);
+        let door_open = systemd.active_state(&door_units(&record.name).0).await.is_ok_and(|s| s == "active");
+        let running = door_open && systemd.active_state(&plan.unit).await.is_ok_and(|s| s == "active");
         if running && started.get(&name).is_some_and(|e| e.configuration == configuration && e.lan_port == lan_port) {
             continue;
         }
+        let keep_door = door_open && started.get(&name).is_some_and(|e| e.door.as_ref() == Some(&door));
         let previous = started.get(&name).and_then(|e| e.lan_port);
         let outcome = async {
             resolved?;
@@ -716,9 +744,10 @@ pub async fn sync(
                     configuration: String::new(),
                     lan_port: previous.or(lan_port),
                     conflicts: plan.conflicts.clone(),
+                    door: None,
                 },
             );
-            if let Some(at) = start(&systemd, &plan, masked).await? {
+            if let Some(at) = start(&systemd, &plan, keep_door, masked).await? {
                 report.set_aside.push((name.clone(), at));
             }
             if previous != lan_port {
@@ -734,9 +763,8 @@ pub async fn sync(
         .await;
         match outcome {
             Ok(()) => {
-                let conflicts = plan.conflicts.clone();
-                started
-                    .insert(name.clone(), DaemonEntry { unit: plan.unit.clone(), configuration, lan_port, conflicts });
+                let (unit, conflicts, door) = (plan.unit.clone(), plan.conflicts.clone(), Some(door));
+                started.insert(name.clone(), DaemonEntry { unit, configuration, lan_port, conflicts, door });
                 report.started.push(name);
             }
             Err(e) => {
@@ -1018,5 +1046,24 @@ mod tests {
         assert_eq!(door(&web).program_unit, web.unit);
         assert_ne!(lan.configuration(), web.configuration(), "a changed option restarts the program");
         assert!(plan(catalog.get("custom").unwrap(), &record("custom", "c", &[]), &store, &run).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_door_stays_open_through_a_changed_option_and_changes_with_the_lan_or_the_port() {
+        let catalog = Catalog::builtin();
+        let dir = tempfile::tempdir().unwrap();
+        let (store, run) = (dir.path().join("store"), dir.path().join("run"));
+        let web = |options: &[(&str, OptionValue)], port: u16| {
+            let mut record = record("web", "www", options);
+            record.local_port = port;
+            plan(catalog.get("web").unwrap(), &record, &store, &run).unwrap().unwrap()
+        };
+        let lan = (ALLOW_LAN, OptionValue::Bool(true));
+        let listing = ("directory-listing", OptionValue::Bool(true));
+        let (before, after) = (web(std::slice::from_ref(&lan), 8080), web(&[lan.clone(), listing], 8080));
+        assert_ne!(before.configuration(), after.configuration(), "the program restarts");
+        assert_eq!(door_configuration(&before), door_configuration(&after), "its door stays open");
+        assert_ne!(door_configuration(&before), door_configuration(&web(&[], 8080)), "the LAN's port closes");
+        assert_ne!(door_configuration(&before), door_configuration(&web(&[lan], 8081)), "another port");
     }
 }

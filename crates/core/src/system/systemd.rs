@@ -83,18 +83,25 @@ pub struct TransientService {
     /// The TCP port the program listens on inside its own network namespace: its start is
     /// done only once a listening socket is there (see [`LISTENING_SCRIPT`]).
     pub port: u16,
+    /// The unit whose network namespace the program shares (its door's proxy): a program
+    /// started again while the proxy runs takes the proxy's namespace, where the proxy still
+    /// connects, so its door never closes. The dependency goes from the program only: one from
+    /// the proxy would keep the stopped program's unit loaded, and its name taken.
+    pub joins_namespace_of: Option<String>,
 }
 
 /// The way in to a program that has a network namespace of its own: a socket systemd holds
 /// (tor is given its path; the LAN's port too when asked) and systemd's socket proxy, started
 /// at the first connection inside the program's namespace, which carries each connection to
 /// the program's port there. Nobody else can listen in that namespace, so what tor reaches
-/// is the program, whoever else runs on the computer.
+/// is the program, whoever else runs on the computer. The door outlives the program's
+/// restarts (see [`TransientService::joins_namespace_of`]): nobody can take its port
+/// meanwhile.
 #[derive(Debug, Clone)]
 pub struct Door {
     pub socket_unit: String,
     pub proxy_unit: String,
-    /// The program's unit, whose network namespace the proxy joins.
+    /// The program's unit, whose network namespace the proxy shares.
     pub program_unit: String,
     /// The Unix socket tor connects to.
     pub path: PathBuf,
@@ -256,6 +263,9 @@ impl Systemd {
         if let Some(user) = &service.user {
             properties.push(("User", Value::from(user.clone())));
         }
+        if let Some(unit) = &service.joins_namespace_of {
+            properties.push(("JoinsNamespaceOf", Value::from(vec![unit.clone()])));
+        }
         if !service.hidden.is_empty() {
             // "-": a path that does not exist (no Persistent Storage, no tor) is skipped.
             let hidden: Vec<String> = service.hidden.iter().map(|p| format!("-{}", p.display())).collect();
@@ -286,7 +296,8 @@ impl Systemd {
     }
 
     /// Opens a program's [`Door`]: its socket unit, with the proxy as the socket's service.
-    /// The program must run already (the proxy joins its namespace).
+    /// The program must run already, started with the proxy as its
+    /// [`TransientService::joins_namespace_of`]: the proxy joins its namespace then.
     pub async fn open_door(&self, door: &Door) -> Result<()> {
         let unit = door.socket_unit.as_str();
         let _ = self.manager.reset_failed_unit(unit).await;
@@ -308,8 +319,6 @@ impl Systemd {
         let mut proxy: Vec<(&str, Value<'_>)> = vec![
             ("Description", Value::from(format!("tails-server: carries connections to {}", door.program_unit))),
             ("ExecStart", Value::from(vec![(proxy_argv[0].clone(), proxy_argv.clone(), false)])),
-            ("JoinsNamespaceOf", Value::from(vec![door.program_unit.clone()])),
-            ("After", Value::from(vec![door.program_unit.clone()])),
             ("CollectMode", Value::from("inactive-or-failed")),
             // A user of its own for as long as it runs: it reads and writes the connections'
             // bytes and nothing else.
