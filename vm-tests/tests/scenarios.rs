@@ -653,11 +653,17 @@ fn whole_job(
     // A rule of no session: the reload flushes it, so its absence shows the reload happened.
     vm.sh_ok("root", "iptables -w -I INPUT -s 192.0.2.99 -j DROP")?;
     let t = Instant::now();
+    let cycle_at = guest_uptime(vm)?;
     vm.sh_ok("root", "ifdown eth0 && ifup eth0")?;
     vm.sh_ok("root", "! iptables -w -S INPUT | grep -q 192.0.2.99")?;
     vm.sh_ok("root", lan_rules)?;
     vm.wait_until("root", &registered_cmd(&all), Duration::from_secs(120))?;
     vm.record("interface up again → every service registered with the new tor", t.elapsed());
+    // What tor and the service said meanwhile, kept with the logs (once 68 s instead of 8–10).
+    let since = format!("journalctl -o short-monotonic --no-pager -u tor@default -u tails-server --since \"$(date -d \"-$(awk -v c={cycle_at} '{{print int($1 - c + 2)}}' /proc/uptime) seconds\" '+%F %T')\"");
+    if let Ok(journal) = vm.sh("root", &since) {
+        let _ = std::fs::write(vm.dir.join("interface-cycle-journal.txt"), journal.stdout);
+    }
     let page = until_ok(Duration::from_secs(240), || friends_page(friend_socks, &www))?;
     vm.record("interface up again → the friend's page", t.elapsed());
     check(page.contains("hello from tails-server"), format!("the page again: {page:?}"))?;
