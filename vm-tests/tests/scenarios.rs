@@ -658,11 +658,20 @@ fn whole_job(
     vm.sh_ok("root", "! iptables -w -S INPUT | grep -q 192.0.2.99")?;
     vm.sh_ok("root", lan_rules)?;
     vm.wait_until("root", &registered_cmd(&all), Duration::from_secs(120))?;
-    vm.record("interface up again → every service registered with the new tor", t.elapsed());
-    // What tor and the service said meanwhile, kept with the logs (once 68 s instead of 8–10).
-    let since = format!("journalctl -o short-monotonic --no-pager -u tor@default -u tails-server --since \"$(date -d \"-$(awk -v c={cycle_at} '{{print int($1 - c + 2)}}' /proc/uptime) seconds\" '+%F %T')\"");
+    let cycle = t.elapsed();
+    vm.record("interface up again → every service registered with the new tor", cycle);
+    // The guest's journal meanwhile, kept with the logs, and printed when the cycle was slow
+    // (once 68 s instead of 8–10; the scenario passes within its deadline, and CI keeps only
+    // what is printed).
+    let since = format!("journalctl -o short-monotonic --no-pager --since \"$(date -d \"-$(awk -v c={cycle_at} '{{print int($1 - c + 2)}}' /proc/uptime) seconds\" '+%F %T')\"");
     if let Ok(journal) = vm.sh("root", &since) {
-        let _ = std::fs::write(vm.dir.join("interface-cycle-journal.txt"), journal.stdout);
+        let _ = std::fs::write(vm.dir.join("interface-cycle-journal.txt"), &journal.stdout);
+        if cycle > Duration::from_secs(30) {
+            eprintln!(
+                "vm-tests: g-whole-job: the interface cycle took {cycle:.1?}; the guest's journal meanwhile:\n{}",
+                journal.stdout
+            );
+        }
     }
     let page = until_ok(Duration::from_secs(240), || friends_page(friend_socks, &www))?;
     vm.record("interface up again → the friend's page", t.elapsed());
