@@ -39,8 +39,8 @@ pub enum Accel {
 
 /// KVM only where it really works: /dev/kvm usable, vmx or svm in /proc/cpuinfo, and a
 /// kernel that starts printing within 10 s. Else TCG with a 64 MiB translation cache. (512
-/// MiB was tried on a host where TCG ran at half its usual speed: a0 took 57 s with it against
-/// 79 s, 72 s with 1 GiB, single noisy runs; but g's first boot then did not reach the remote
+/// MiB was tried on a host where TCG ran at half its usual speed: a0, the remote-shell scenario
+/// then, took 57 s with it against 79 s, 72 s with 1 GiB, single noisy runs; but g's first boot then did not reach the remote
 /// shell in 300 s, its units' jobs all still running. Not understood, so not kept.)
 pub fn accel(kernel: &Path) -> Accel {
     static ACCEL: OnceLock<Accel> = OnceLock::new();
