@@ -48,6 +48,16 @@ pub struct RemovedService {
     pub data_kept_at: Option<String>,
 }
 
+/// Bytes as MiB, one decimal below 10.
+fn mib(bytes: u64) -> String {
+    let mib = bytes as f64 / (1u64 << 20) as f64;
+    if mib < 10.0 {
+        format!("{mib:.1} MiB")
+    } else {
+        format!("{mib:.0} MiB")
+    }
+}
+
 fn yes_no(b: bool) -> &'static str {
     if b {
         "yes"
@@ -253,6 +263,12 @@ impl Printer {
                     t += &wrap(&text, &" ".repeat(width + 6));
                 }
             }
+        }
+        if let Some(size) = view.data_size {
+            t += &match view.data_used {
+                Some(used) => format!("Data:      {} used of {}\n", mib(used), mib(size)),
+                None => format!("Data:      at most {} (its program is not running)\n", mib(size)),
+            };
         }
         if view.client_authorization {
             t += "Clients:\n";

@@ -204,6 +204,12 @@ fn tell_daemons(report: &tails_server_core::system::DaemonReport, affected: Affe
             at.display()
         );
     }
+    for (image, error) in &report.data_failed {
+        eprintln!(
+            "tails-server: warning: {}: not let go or destroyed yet (tried again at the next start): {error}",
+            image.display()
+        );
+    }
     let mut affected_failed = false;
     for (name, error) in &report.failed {
         let ours = affected.service(name);

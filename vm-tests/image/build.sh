@@ -228,11 +228,12 @@ fi
 
 # --- the image: the Persistent Storage template ----------------------------------------------
 
-# The Persistent Storage template: a fresh 256 MiB stick with a TailsData partition, created by
+# The Persistent Storage template: a fresh 1 GiB stick with a TailsData partition, created by
 # the image itself (tails-stand-in-persistence create-at-boot) so the tests start from a volume
-# made as they will find it. Each test runs on a qcow2 overlay of it.
+# made as they will find it. Each test runs on a qcow2 overlay of it. 1 GiB (a real one has
+# gigabytes): g's four programs' data images take a share of the free space each.
 rm -f "$img.tmp/persistent-template.raw" "$img.tmp/create-console.log"
-truncate -s 256M "$img.tmp/persistent-template.raw"
+truncate -s 1G "$img.tmp/persistent-template.raw"
 accel="tcg,tb-size=64"
 if [ -w /dev/kvm ] && grep -qE 'vmx|svm' /proc/cpuinfo; then accel="kvm"; fi
 timeout 400 nice -n 10 qemu-system-x86_64 -accel "$accel" -m 512 -smp 2 -display none -monitor none \

@@ -223,7 +223,9 @@ fn not_listening(port: u16) -> String {
 /// CPU waiting); connect; a friend's tor in a container, on the private Tor network the guest's
 /// tor joins, holding the keys, fetches the web page, completes a Mumble handshake and logs
 /// in over SFTP; without the key it is refused. Then a LAN rule, and an interface coming up
-/// again: the firewall reloaded with the rule replayed, tor restarted, everything back.
+/// again: the firewall reloaded with the rule replayed, tor restarted, everything back. The
+/// persistent programs' data lives in images of bounded size, let go and destroyed with their
+/// services.
 #[test]
 #[ignore = "boots QEMU (minutes under TCG): ./scripts/vm-test runs it"]
 fn g_the_whole_job_from_a_fresh_stick_to_a_friend_connecting() {
@@ -444,6 +446,7 @@ fn whole_job(
         format!("the friend sees the shared folder only: {listing}"),
     )?;
     vm.sh_ok("root", &format!("test \"$(stat -c %U {STATE_DIR}/data/share/files/note.txt)\" = tails-server-sftp"))?;
+    data_is_bounded(vm)?;
     // sshd runs as root: in its namespace the stores, tor's files and the Persistent Storage
     // are empty, unreachable (InaccessiblePaths), while its shared folder is mounted.
     let sshd = vm.sh_ok("root", "systemctl show -p MainPID --value tails-server-share.service")?;
@@ -697,6 +700,106 @@ fn whole_job(
     let state = vm.sh("root", mask)?;
     check(!state.stdout.contains("masked"), format!("mumble-server unmasked once chat stopped: {state:?}"))?;
     vm.sh_ok("root", "systemctl start mumble-server.service && systemctl stop mumble-server.service")?;
+    removed_images_go(vm)
+}
+
+/// A persistent service's data is an image of bounded size on the stick, mounted for its
+/// program: filled to the last byte, the Persistent Storage keeps its room. And an older
+/// version's data folder is copied into the image its program gets.
+fn data_is_bounded(vm: &mut Vm) -> Result<()> {
+    let share = format!("{STATE_DIR}/data/share");
+    let mount = vm.sh_ok("root", &format!("findmnt -n -o FSTYPE,SOURCE,OPTIONS {share}"))?;
+    check(
+        mount.starts_with("ext4") && mount.contains("/dev/loop") && mount.contains("nosuid"),
+        format!("the shared folder is an image's file system: {mount:?}"),
+    )?;
+    let backing = vm.sh_ok("root", &format!("losetup -n -O BACK-FILE \"$(findmnt -n -o SOURCE {share})\""))?;
+    check(backing.trim() == format!("{share}.img"), format!("mounted from share.img: {backing:?}"))?;
+    // The service itself writes there (the SSH host key): it sees the mount in its sandbox.
+    let device = format!("stat -c %d {share}");
+    let ours = vm.sh_ok("root", &device)?;
+    let seen = vm.sh_ok(
+        "root",
+        &format!("nsenter -t \"$(systemctl show -p MainPID --value tails-server.service)\" -m -- {device}"),
+    )?;
+    check(seen == ours, format!("the service sees the image in its sandbox: {seen:?}, not {ours:?}"))?;
+    // The person sees the bound, and what the friends' files take of it.
+    let info = in_session_ok(vm, "tails-server --format json info share")?;
+    let info: Value = serde_json::from_str(&info).map_err(|e| Error::Protocol(format!("info share: {e}")))?;
+    let (size, used) = (info["data-size"].as_u64().unwrap_or(0), info["data-used"].as_u64().unwrap_or(0));
+    check(size >= 16 << 20 && used > 0 && used < size, format!("info says the data's bound and use: {info}"))?;
+    let filler = format!("{share}/files/filler");
+    let fill = vm.sh("root", &format!("dd if=/dev/zero of={filler} bs=1M"))?;
+    check(
+        !fill.success() && fill.stderr.contains("No space left on device"),
+        format!("filling the shared folder stops at its bound: {fill:?}"),
+    )?;
+    let left: u64 = vm
+        .sh_ok("root", "df --output=avail -B1 /live/persistence/TailsData_unlocked | tail -n 1")?
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    check(left >= 32 << 20, format!("the Persistent Storage keeps its room ({left} bytes free)"))?;
+    vm.sh_ok("root", &format!("rm {filler}"))?;
+
+    // Gobby's data as an older version left it: a folder, not an image.
+    let docs = format!("{STATE_DIR}/data/docs");
+    in_session_ok(vm, "tails-server disable docs")?;
+    vm.sh_ok(
+        "root",
+        &format!(
+            "umount {docs} && rm {docs}.img && echo older > {docs}/from-an-older-version && \
+             ! mountpoint -q {docs}"
+        ),
+    )?;
+    in_session_ok(vm, "tails-server enable docs")?;
+    // Copied into the image, and nothing left below it (seen through a bind mount of data/
+    // without its submounts: the program's namespace holds the image's mount too).
+    vm.sh_ok(
+        "root",
+        &format!(
+            "mountpoint -q {docs} && test -f {docs}.img && test \"$(cat {docs}/from-an-older-version)\" = older && \
+             mkdir -p /tmp/under && mount --bind {STATE_DIR}/data /tmp/under && \
+             under=$(ls -A /tmp/under/docs); umount /tmp/under && test -z \"$under\""
+        ),
+    )?;
+    Ok(())
+}
+
+/// A persistent service removed: its image is let go and destroyed; kept, it moves into
+/// `kept-data/`, listed, and goes once deleted.
+fn removed_images_go(vm: &mut Vm) -> Result<()> {
+    in_session_ok(vm, "tails-server remove share --yes")?;
+    let share = format!("{STATE_DIR}/data/share");
+    vm.wait_until(
+        "root",
+        &format!("! mountpoint -q {share} && ! test -e {share}.img && test -z \"$(ls -A {STATE_DIR}/destroying)\""),
+        Duration::from_secs(60),
+    )?;
+    in_session_ok(vm, "tails-server remove docs --keep-data --yes")?;
+    let docs = format!("{STATE_DIR}/data/docs");
+    vm.wait_until("root", &format!("! mountpoint -q {docs} && ! test -e {docs}.img"), Duration::from_secs(60))?;
+    let kept = in_session_ok(vm, "tails-server --format json kept-data list")?;
+    let kept: Value = serde_json::from_str(&kept).map_err(|e| Error::Protocol(format!("kept-data list: {e}")))?;
+    let id = kept
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|k| k["service"] == "docs")
+        .and_then(|k| k["id"].as_str())
+        .ok_or_else(|| Error::Protocol(format!("docs's data is not listed as kept: {kept}")))?
+        .to_owned();
+    vm.sh_ok("root", &format!("test -f {STATE_DIR}/kept-data/{id}.img"))?;
+    write_passphrase_file(vm)?;
+    in_session_ok(
+        vm,
+        &format!("tails-server --storage-passphrase-file {PASSPHRASE_FILE} kept-data delete {id} --yes"),
+    )?;
+    vm.wait_until(
+        "root",
+        &format!("! test -e {STATE_DIR}/kept-data/{id}.img && test -z \"$(ls -A {STATE_DIR}/destroying)\""),
+        Duration::from_secs(60),
+    )?;
     Ok(())
 }
 

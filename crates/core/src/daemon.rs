@@ -402,4 +402,7 @@ fn log_daemons(report: &crate::system::DaemonReport) {
     for (name, at) in &report.set_aside {
         log(Level::Warning, &format!("{name}: data of another service of that name was set aside in {}", at.display()));
     }
+    for (image, error) in &report.data_failed {
+        log(Level::Warning, &format!("{}: not let go or destroyed yet, tried again later: {error}", image.display()));
+    }
 }

@@ -25,6 +25,12 @@ pub struct ServiceView {
     pub client_authorization: bool,
     pub options: BTreeMap<String, OptionValue>,
     pub clients: Vec<ClientView>,
+    /// The bytes its data may take (a persistent service's image), and those it takes while
+    /// mounted; left out for data that is not bounded on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_used: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,6 +147,7 @@ pub fn client_view(client: &ClientRecord) -> ClientView {
 }
 
 pub fn service_view(manager: &Manager, record: &ServiceRecord) -> ServiceView {
+    let data_space = tails_server_core::system::volume::space(&manager.data_dir(record));
     ServiceView {
         name: record.name.to_string(),
         kind: record.kind.clone(),
@@ -152,6 +159,8 @@ pub fn service_view(manager: &Manager, record: &ServiceRecord) -> ServiceView {
         client_authorization: record.client_auth,
         options: shown_options(manager, record, false),
         clients: record.clients.iter().map(client_view).collect(),
+        data_size: data_space.map(|(size, _)| size),
+        data_used: data_space.and_then(|(_, used)| used),
     }
 }
 

@@ -592,7 +592,8 @@ impl Server {
     }
 
     /// Deletes data set aside: no service has it and none ever gets it again, so neither tor
-    /// nor the programs change.
+    /// nor the programs change. A persistent service's image waits for the programs' reconcile,
+    /// run now, which overwrites its programs' keys (as root) and deletes it.
     async fn delete_kept_data(
         &self,
         ids: Vec<String>,
@@ -608,6 +609,9 @@ impl Server {
             check_length("a kept data's id", id)?;
         }
         let deleted = self.answer(&grant, move |m| m.delete_kept_data(&ids)).await?;
+        // Its failures are logged and tried again at the next reconcile: the data is no
+        // longer listed, whatever happens to its image meanwhile.
+        let _ = self.publisher.sync_daemons().await;
         // Other windows list kept data too.
         let _ = Self::announce(&emitter).await;
         Ok(deleted)

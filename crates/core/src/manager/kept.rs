@@ -23,7 +23,8 @@ pub struct KeptData {
     pub set_aside: u64,
     /// In the persistent store (false: the amnesic one, gone at shutdown anyway).
     pub persistent: bool,
-    /// The bytes of its files (links not followed).
+    /// The bytes of its files (links not followed); for a persistent service's data image,
+    /// the image's size.
     pub bytes: u64,
     pub path: PathBuf,
 }
@@ -49,7 +50,13 @@ impl Manager {
             };
             for entry in entries {
                 let entry = entry.map_err(|e| Error::io("cannot read", &dir, e))?;
-                let Ok(folder) = entry.file_name().into_string() else { continue };
+                let Ok(file_name) = entry.file_name().into_string() else { continue };
+                // A persistent service's data image is named by its id, as a folder would be.
+                let image = persistent && entry.file_type().is_ok_and(|t| t.is_file());
+                let folder = match file_name.strip_suffix(crate::system::volume::IMAGE_EXTENSION) {
+                    Some(stem) if image => stem.to_owned(),
+                    _ => file_name,
+                };
                 let (service, set_aside) = parse_id(&folder);
                 let id = if persistent { folder } else { format!("{AMNESIC_PREFIX}{folder}") };
                 let path = entry.path();
@@ -73,7 +80,7 @@ impl Manager {
             }
         }
         for kept in &chosen {
-            delete(&kept.path)?;
+            delete(kept)?;
         }
         Ok(chosen)
     }
@@ -86,14 +93,20 @@ impl Manager {
     /// of its own; the data must be kept in the store the service is in.
     pub fn give_kept_data(&mut self, id: &str, service: &ServiceName) -> Result<(KeptData, ServiceRecord)> {
         let (kept, record, target) = self.judge_giving(id, service)?;
-        if std::fs::symlink_metadata(&target).is_ok() {
-            // An empty folder (judge_giving refused any other).
-            std::fs::remove_dir(&target).map_err(|e| Error::io("cannot remove", &target, e))?;
-        }
-        if let Some(parent) = target.parent() {
+        let destination = if is_image(&kept) {
+            // Mounted at the (empty) folder when its program starts.
+            crate::system::volume::image_of(&target)
+        } else {
+            if std::fs::symlink_metadata(&target).is_ok() {
+                // An empty folder (judge_giving refused any other).
+                std::fs::remove_dir(&target).map_err(|e| Error::io("cannot remove", &target, e))?;
+            }
+            target.clone()
+        };
+        if let Some(parent) = destination.parent() {
             crate::secret_file::create_dir_all_private(parent)?;
         }
-        std::fs::rename(&kept.path, &target).map_err(|e| Error::io("cannot move", &kept.path, e))?;
+        std::fs::rename(&kept.path, &destination).map_err(|e| Error::io("cannot move", &kept.path, e))?;
         // Recorded as the service's: its program's start keeps it instead of setting it aside.
         let owner = crate::system::data_owner_file(&target);
         let line = format!("{}\n", record.address());
@@ -125,10 +138,21 @@ impl Manager {
             let (from, to) = if kept.persistent { ("persistent", "amnesic") } else { ("amnesic", "persistent") };
             return Err(refused(format!("the data is kept in the {from} store and {service} is {to}")));
         }
-        if !std::fs::symlink_metadata(&kept.path).is_ok_and(|m| m.is_dir()) {
+        let image = is_image(&kept);
+        if !image && !std::fs::symlink_metadata(&kept.path).is_ok_and(|m| m.is_dir()) {
             return Err(refused("it is not a folder".into()));
         }
         let target = self.data_dir(&record);
+        if image && !record.is_persistent() {
+            return Err(refused(format!("{service} is amnesic and the data is a persistent service's image")));
+        }
+        let target_image = crate::system::volume::image_of(&target);
+        if std::fs::symlink_metadata(&target_image).is_ok() {
+            return Err(refused(format!(
+                "it has data of its own ({}); remove the service with its data, add it again, then give it this",
+                target_image.display()
+            )));
+        }
         // Never through a link: what the program's user planted there is not looked into.
         let empty = |dir: &Path| std::fs::read_dir(dir).map(|mut entries| entries.next().is_none());
         match std::fs::symlink_metadata(&target) {
@@ -146,7 +170,20 @@ impl Manager {
     }
 }
 
-fn delete(path: &Path) -> Result<()> {
+/// A persistent service's data image (not a folder).
+fn is_image(kept: &KeptData) -> bool {
+    kept.persistent
+        && kept.path.to_string_lossy().ends_with(crate::system::volume::IMAGE_EXTENSION)
+        && std::fs::symlink_metadata(&kept.path).is_ok_and(|m| m.is_file())
+}
+
+fn delete(kept: &KeptData) -> Result<()> {
+    let path = kept.path.as_path();
+    if is_image(kept) {
+        // Its programs' keys are inside: overwritten by the next reconcile, which mounts it
+        // (as root), then deletes it.
+        return crate::system::volume::destroy_later(path);
+    }
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
         for secret in crate::system::every_program_secret() {
             let file = path.join(secret);
@@ -220,6 +257,46 @@ mod tests {
         let left = manager.kept_data().unwrap();
         assert_eq!((left.len(), left[0].persistent), (1, true));
         assert_eq!(std::fs::read_to_string(left[0].path.join("index.html")).unwrap(), "state");
+    }
+
+    /// A persistent service's kept image: listed by its id (the `.img` left out), given back
+    /// to a service that is off as its image, and, deleted, left for the programs' reconcile
+    /// (which overwrites its keys as root) in `destroying/`, no longer listed.
+    #[test]
+    fn a_kept_data_image_is_listed_given_and_left_to_be_destroyed() {
+        let root = tempfile::tempdir().unwrap();
+        let state = root.path().join("state");
+        let mut manager = Manager::open(Config::new(state.clone())).unwrap();
+        let mut request = AddRequest::new("custom");
+        request.name = Some(ServiceName::new("share").unwrap());
+        request.local_port = Some(8080);
+        let share = manager.add(request).unwrap();
+        manager.set_enabled(&share.name, false).unwrap();
+        let kept_dir = state.join(crate::system::KEPT_DATA_DIR);
+        std::fs::create_dir_all(&kept_dir).unwrap();
+        std::fs::write(kept_dir.join("share-1765000000.img"), "a file system").unwrap();
+        let kept = manager.kept_data().unwrap();
+        assert_eq!((kept[0].id.as_str(), kept[0].service.as_str(), kept[0].bytes), ("share-1765000000", "share", 13));
+
+        manager.give_kept_data("share-1765000000", &share.name).unwrap();
+        let image = crate::system::volume::image_of(&manager.data_dir(&share));
+        assert_eq!(std::fs::read_to_string(&image).unwrap(), "a file system");
+        assert!(manager.kept_data().unwrap().is_empty());
+        // It has an image now: no other is given to it.
+        std::fs::write(kept_dir.join("share-1765000001.img"), "another").unwrap();
+        let refused = manager.give_kept_data("share-1765000001", &share.name).unwrap_err().to_string();
+        assert!(refused.contains("has data of its own"), "{refused}");
+
+        assert!(!crate::system::volume::pending(&state));
+        manager.delete_kept_data(&["share-1765000001".to_owned()]).unwrap();
+        assert!(manager.kept_data().unwrap().is_empty());
+        let waiting: Vec<_> = std::fs::read_dir(state.join(crate::system::volume::DESTROYING_DIR)).unwrap().collect();
+        assert_eq!(waiting.len(), 1);
+        assert!(crate::system::volume::pending(&state), "the next reconcile destroys it");
+        // Removed with its data: its image waits there too, its owner forgotten.
+        manager.remove(&share.name, ServiceData::Destroy).unwrap();
+        assert!(!image.exists() && !crate::system::data_owner_file(&manager.data_dir(&share)).exists());
+        assert_eq!(std::fs::read_dir(state.join(crate::system::volume::DESTROYING_DIR)).unwrap().count(), 2);
     }
 
     #[test]

@@ -107,7 +107,9 @@ impl Manager {
     fn dispose_of_data(&mut self, location: Location, record: &ServiceRecord, data: ServiceData) -> Option<PathBuf> {
         let dir = self.data_dir(record);
         let outcome = match data {
-            _ if std::fs::symlink_metadata(&dir).is_err() => {
+            _ if std::fs::symlink_metadata(&dir).is_err()
+                && std::fs::symlink_metadata(crate::system::volume::image_of(&dir)).is_err() =>
+            {
                 // Nothing there (never started), but an owner may be recorded.
                 let owner = crate::system::data_owner_file(&dir);
                 std::fs::remove_file(&owner)
@@ -116,6 +118,20 @@ impl Manager {
                     .map(|()| None)
             }
             ServiceData::Keep => crate::system::set_data_aside(&dir).map(Some),
+            ServiceData::Destroy if std::fs::symlink_metadata(crate::system::volume::image_of(&dir)).is_ok() => {
+                // Its program may be running still: the image waits for the next reconcile,
+                // which stops the program, overwrites the keys inside and deletes it. Those
+                // within reach (mounted) are overwritten now.
+                self.destroy_program_secrets(location, record);
+                let owner = crate::system::data_owner_file(&dir);
+                crate::system::volume::destroy_later(&crate::system::volume::image_of(&dir))
+                    .and_then(|()| {
+                        std::fs::remove_file(&owner)
+                            .or_else(crate::store::not_found_is_ok)
+                            .map_err(|e| Error::io("cannot remove", &owner, e))
+                    })
+                    .map(|()| None)
+            }
             ServiceData::Destroy => {
                 self.destroy_program_secrets(location, record);
                 let owner = crate::system::data_owner_file(&dir);

@@ -11,6 +11,9 @@
 //! bind-mounted into the unit at `/var/lib/tails-server/<service>`; its configuration is
 //! written to the runtime directory and mounted read-only at `/etc/tails-server/<service>`.
 //!
+//! A persistent service's data directory is the mount point of an image of bounded size,
+//! `data/<service>.img` (see [`volume`]): its friends cannot fill the Persistent Storage.
+//!
 //! A data directory belongs to a service, not to its name: `data/<service>.owner` records
 //! the onion address of the service it is for, and a directory found there for another
 //! address is set aside into `kept-data/` before the program starts, never handed over.
@@ -25,6 +28,7 @@
 pub mod configs;
 pub mod lan;
 pub mod systemd;
+pub mod volume;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -145,21 +149,35 @@ pub fn data_owner_file(data_dir: &Path) -> PathBuf {
 }
 
 /// Moves a data directory into [`KEPT_DATA_DIR`] (`<name>-<unix time>`, root-only like the
-/// store) and forgets its owner; returns where it went.
+/// store) and forgets its owner; returns where it went. A persistent service's data is its
+/// image, which moves (`<name>-<unix time>.img`); its mount point stays, let go by the next
+/// reconcile ([`volume::collect`]).
 pub fn set_data_aside(data_dir: &Path) -> Result<PathBuf> {
     let store = data_dir.parent().and_then(Path::parent).unwrap_or(Path::new("."));
     let kept = store.join(KEPT_DATA_DIR);
     crate::secret_file::create_dir_all_private(&kept)?;
     let name = data_dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let image = volume::image_of(data_dir);
+    let (source, extension) = if std::fs::symlink_metadata(&image).is_ok() {
+        (image.as_path(), volume::IMAGE_EXTENSION)
+    } else {
+        (data_dir, "")
+    };
     let now = crate::model::now_unix();
-    let mut target = kept.join(format!("{name}-{now}"));
+    let taken = |stem: &str| {
+        [stem.to_owned(), format!("{stem}{}", volume::IMAGE_EXTENSION)]
+            .iter()
+            .any(|n| std::fs::symlink_metadata(kept.join(n)).is_ok())
+    };
+    let mut stem = format!("{name}-{now}");
     for n in 2.. {
-        if std::fs::symlink_metadata(&target).is_err() {
+        if !taken(&stem) {
             break;
         }
-        target = kept.join(format!("{name}-{now}-{n}"));
+        stem = format!("{name}-{now}-{n}");
     }
-    std::fs::rename(data_dir, &target).map_err(|e| Error::io("cannot set aside", data_dir, e))?;
+    let target = kept.join(format!("{stem}{extension}"));
+    std::fs::rename(source, &target).map_err(|e| Error::io("cannot set aside", source, e))?;
     let owner = data_owner_file(data_dir);
     std::fs::remove_file(&owner)
         .or_else(crate::store::not_found_is_ok)
@@ -182,8 +200,13 @@ pub fn claim_data_dir(data_dir: &Path, address: &str) -> Result<Option<PathBuf>>
     if owner.as_deref() == Some(address) {
         return Ok(None);
     }
+    // A mount point whose image has gone (set aside, destroyed) holds nothing of its own: the
+    // image's mount is let go before this service's is made.
+    let found = std::fs::symlink_metadata(volume::image_of(data_dir)).is_ok()
+        || std::fs::symlink_metadata(data_dir)
+            .is_ok_and(|m| !is_empty_dir(data_dir, &m) && !is_mount_point(data_dir, &m));
     let set_aside = match owner {
-        Some(_) if std::fs::symlink_metadata(data_dir).is_ok() => Some(set_data_aside(data_dir)?),
+        Some(_) if found => Some(set_data_aside(data_dir)?),
         _ => None,
     };
     if let Some(parent) = data_dir.parent() {
@@ -192,6 +215,18 @@ pub fn claim_data_dir(data_dir: &Path, address: &str) -> Result<Option<PathBuf>>
     let line = format!("{address}\n");
     crate::secret_file::write_secret_file(&owner_file, &[line.as_bytes()], crate::secret_file::Replace::Always)?;
     Ok(set_aside)
+}
+
+/// An empty folder, such as a data image's mount point with nothing mounted: nothing to keep.
+fn is_empty_dir(path: &Path, meta: &std::fs::Metadata) -> bool {
+    meta.is_dir() && std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
+}
+
+/// A folder on another file system than its parent's.
+fn is_mount_point(path: &Path, meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let parent = path.parent().and_then(|p| std::fs::metadata(p).ok());
+    meta.is_dir() && parent.is_some_and(|p| p.dev() != meta.dev())
 }
 
 /// Where the system service (on Tails) keeps a service's data: in the Persistent Storage's
@@ -230,6 +265,9 @@ pub struct DaemonPlan {
     pub port: u16,
     /// allow-lan-connections: the door also listens on the computer's port, open to the LAN.
     pub lan: bool,
+    /// The data is an image of bounded size, mounted at `data_dir` ([`volume`]): a persistent
+    /// service's (an amnesic one's is in the runtime directory's tmpfs, bounded as a whole).
+    pub bounded: bool,
 }
 
 /// The daemon a service needs, if its kind has one tails-server runs. `files_dir` holds its
@@ -291,6 +329,7 @@ pub fn plan(
         folders_user: kind.folders_user.clone(),
         port: record.local_port,
         hidden: Vec::new(),
+        bounded: record.is_persistent(),
     }))
 }
 
@@ -328,9 +367,9 @@ pub fn resolve_program(plan: &mut DaemonPlan, files_of: impl Fn(&str) -> Option<
 }
 
 /// Writes the daemon's files and prepares its data directory (created root-only; the unit
-/// hands it to the daemon's user before starting). Returns where another service's data
-/// found under this name was set aside.
-fn prepare(plan: &DaemonPlan) -> Result<Option<PathBuf>> {
+/// hands it to the daemon's user before starting), once it is the service's
+/// ([`claim_data_dir`]) and, bounded, mounted.
+fn prepare(plan: &DaemonPlan) -> Result<()> {
     use crate::secret_file::{create_dir_all_private, write_secret_file, Replace};
     use std::os::unix::fs::PermissionsExt;
     create_dir_all_private(&plan.config_dir)?;
@@ -348,7 +387,6 @@ fn prepare(plan: &DaemonPlan) -> Result<Option<PathBuf>> {
         write_secret_file(&path, &[contents.as_bytes()], Replace::Always)?;
         readable(&path, 0o644)?;
     }
-    let set_aside = claim_data_dir(&plan.data_dir, &plan.address)?;
     // Once handed to the daemon's user, only systemd (as root, below) looks inside it.
     create_dir_all_private(&plan.data_dir)?;
     for (folder, _) in &plan.rendered.binds {
@@ -359,7 +397,7 @@ fn prepare(plan: &DaemonPlan) -> Result<Option<PathBuf>> {
     if let Some(name) = &plan.rendered.ssh_host_key {
         make_ssh_host_key(&plan.unit, &plan.data_dir.join(name))?;
     }
-    Ok(set_aside)
+    Ok(())
 }
 
 /// Refuses a data directory or mounted folder that is not a plain directory: systemd follows
@@ -430,7 +468,6 @@ pub async fn start(
     keep_door: bool,
     masked: &mut BTreeSet<String>,
 ) -> Result<Option<PathBuf>> {
-    let set_aside = prepare(plan)?;
     // The package's own unit would run the same server, as the same user: stopped, and kept
     // from starting again while ours runs (an upgrade's maintainer script restarts it). One
     // masked already stays as it is: for another program of ours (recorded then), or by
@@ -451,6 +488,12 @@ pub async fn start(
     } else {
         stop(systemd, &plan.service).await?;
     }
+    // With the program stopped: an older version's folder is copied into the new image whole.
+    let set_aside = claim_data_dir(&plan.data_dir, &plan.address)?;
+    if plan.bounded {
+        volume::mount(systemd, &plan.service, &plan.daemon, &plan.data_dir).await?;
+    }
+    prepare(plan)?;
     check_user(plan)?;
     if plan.lan && !keep_door {
         check_port_free(plan)?;
@@ -620,6 +663,8 @@ pub struct DaemonReport {
     /// Data found under a service's name that belonged to another service, and where it
     /// was set aside.
     pub set_aside: Vec<(String, PathBuf)>,
+    /// Data images that could not be let go or destroyed yet (tried again at the next sync).
+    pub data_failed: Vec<(PathBuf, Error)>,
 }
 
 impl DaemonReport {
@@ -643,8 +688,8 @@ impl DaemonPlan {
         let r = &self.rendered;
         hash.update(
             format!(
-                "{:?}{:?}{:?}{:?}{:?}{:?}",
-                self.user, self.folders_user, self.data_dir, self.folders, r.binds, r.pre_privileged
+                "{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
+                self.user, self.folders_user, self.data_dir, self.folders, r.binds, r.pre_privileged, self.bounded
             )
             .as_bytes(),
         );
@@ -691,7 +736,10 @@ pub async fn sync(
             Some((*record, plan))
         })
         .collect();
-    let needed = plans.iter().any(|(_, p)| !matches!(p, Ok(None))) || !started.is_empty() || !masked.is_empty();
+    let needed = plans.iter().any(|(_, p)| !matches!(p, Ok(None)))
+        || !started.is_empty()
+        || !masked.is_empty()
+        || volume::pending(dirs.persistent);
     if !needed {
         return;
     }
@@ -800,6 +848,7 @@ pub async fn sync(
         }
     }
     release_masks(&systemd, started, masked).await;
+    report.data_failed = volume::collect(&systemd, dirs.persistent).await;
 }
 
 /// Unmasks the package units tails-server masked once none of its programs that would share
@@ -913,8 +962,36 @@ mod tests {
         assert_eq!(std::fs::read_to_string(data_owner_file(&data)).unwrap().trim(), second);
         // Set aside twice in the same second: two places.
         std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join(configs::MUMBLE_DATABASE), "second's").unwrap();
         let again = claim_data_dir(&data, &first).unwrap().expect("set aside");
         assert_ne!(again, aside);
+        // An empty folder (a data image's mount point) holds nothing to keep: taken.
+        std::fs::create_dir_all(&data).unwrap();
+        assert_eq!(claim_data_dir(&data, &second).unwrap(), None);
+    }
+
+    /// A persistent service's data is its image: the image is set aside whole, under a name
+    /// no folder set aside in the same second has, while its mount point stays for the next
+    /// reconcile to let go.
+    #[test]
+    fn a_data_image_is_set_aside_whole_and_its_mount_point_stays() {
+        let store = tempfile::tempdir().unwrap();
+        let data = data_dir(store.path(), &ServiceName::new("share").unwrap());
+        let image = volume::image_of(&data);
+        let (first, second) = ("a".repeat(56) + ".onion", "b".repeat(56) + ".onion");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(&image, "first's file system").unwrap();
+        assert_eq!(claim_data_dir(&data, &first).unwrap(), None);
+        let aside = claim_data_dir(&data, &second).unwrap().expect("set aside");
+        assert!(aside.to_string_lossy().ends_with(".img"), "{}", aside.display());
+        assert_eq!(std::fs::read_to_string(&aside).unwrap(), "first's file system");
+        assert!(!image.exists(), "the second service gets an image of its own");
+        assert!(data.is_dir(), "the mount point stays");
+        // A folder then an image set aside in the same second: each has a name of its own.
+        std::fs::write(&image, "second's file system").unwrap();
+        let again = set_data_aside(&data).unwrap();
+        assert_ne!(again.with_extension(""), aside.with_extension(""));
+        assert_eq!(std::fs::read_to_string(&again).unwrap(), "second's file system");
     }
 
     #[test]

@@ -338,9 +338,15 @@ impl Systemd {
     /// Runs a command as root in a transient oneshot unit (outside tails-server's own
     /// sandbox) and waits for it to finish successfully.
     pub async fn run(&self, unit: &str, argv: &[String]) -> Result<()> {
+        self.run_described(unit, &format!("tails-server: {}", argv.join(" ")), argv).await
+    }
+
+    /// [`Systemd::run`], with a description of its own (the journal's and `systemctl`'s) for
+    /// a command whose argv says little.
+    pub async fn run_described(&self, unit: &str, description: &str, argv: &[String]) -> Result<()> {
         let _ = self.manager.reset_failed_unit(unit).await;
         let properties: Vec<(&str, Value<'_>)> = vec![
-            ("Description", Value::from(format!("tails-server: {}", argv.join(" ")))),
+            ("Description", Value::from(description.to_owned())),
             ("Type", Value::from("oneshot")),
             ("ExecStart", Value::from(vec![(argv[0].clone(), argv.to_vec(), false)])),
             ("CollectMode", Value::from("inactive-or-failed")),
