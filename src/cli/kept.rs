@@ -101,7 +101,7 @@ fn store(kept: &KeptData) -> &'static str {
 }
 
 /// A size as people read it: 512 B, 12.0 KiB, 3.4 MiB.
-fn size(bytes: u64) -> String {
+pub(super) fn size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
         return format!("{bytes} B");

@@ -48,16 +48,6 @@ pub struct RemovedService {
     pub data_kept_at: Option<String>,
 }
 
-/// Bytes as MiB, one decimal below 10.
-fn mib(bytes: u64) -> String {
-    let mib = bytes as f64 / (1u64 << 20) as f64;
-    if mib < 10.0 {
-        format!("{mib:.1} MiB")
-    } else {
-        format!("{mib:.0} MiB")
-    }
-}
-
 fn yes_no(b: bool) -> &'static str {
     if b {
         "yes"
@@ -266,8 +256,9 @@ impl Printer {
         }
         if let Some(size) = view.data_size {
             t += &match view.data_used {
-                Some(used) => format!("Data:      {} used of {}\n", mib(used), mib(size)),
-                None => format!("Data:      at most {} (its program is not running)\n", mib(size)),
+                Some(used) => format!("Data:      {} used of {}\n", super::kept::size(used), super::kept::size(size)),
+                // Mounted when its program first starts after the computer does.
+                None => format!("Data:      at most {}\n", super::kept::size(size)),
             };
         }
         if view.client_authorization {
