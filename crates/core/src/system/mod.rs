@@ -204,7 +204,7 @@ pub fn claim_data_dir(data_dir: &Path, address: &str) -> Result<Option<PathBuf>>
     // image's mount is let go before this service's is made.
     let found = std::fs::symlink_metadata(volume::image_of(data_dir)).is_ok()
         || std::fs::symlink_metadata(data_dir)
-            .is_ok_and(|m| !is_empty_dir(data_dir, &m) && !is_mount_point(data_dir, &m));
+            .is_ok_and(|m| !is_empty_dir(data_dir, &m) && !volume::is_mounted(data_dir));
     let set_aside = match owner {
         Some(_) if found => Some(set_data_aside(data_dir)?),
         _ => None,
@@ -220,13 +220,6 @@ pub fn claim_data_dir(data_dir: &Path, address: &str) -> Result<Option<PathBuf>>
 /// An empty folder, such as a data image's mount point with nothing mounted: nothing to keep.
 fn is_empty_dir(path: &Path, meta: &std::fs::Metadata) -> bool {
     meta.is_dir() && std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
-}
-
-/// A folder on another file system than its parent's.
-fn is_mount_point(path: &Path, meta: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let parent = path.parent().and_then(|p| std::fs::metadata(p).ok());
-    meta.is_dir() && parent.is_some_and(|p| p.dev() != meta.dev())
 }
 
 /// Where the system service (on Tails) keeps a service's data: in the Persistent Storage's

@@ -85,14 +85,19 @@ fn statvfs(dir: &Path) -> std::io::Result<libc::statvfs> {
 /// The size of a service's data image and, while it is mounted, the bytes used in it; none
 /// for data that is not an image (an amnesic service's, an older version's folder).
 pub fn space(data_dir: &Path) -> Option<(u64, Option<u64>)> {
-    use std::os::unix::fs::MetadataExt;
     let image = std::fs::symlink_metadata(image_of(data_dir)).ok()?;
-    let mounted = match (std::fs::metadata(data_dir), data_dir.parent().map(std::fs::metadata)) {
-        (Ok(dir), Some(Ok(parent))) => dir.dev() != parent.dev(),
-        _ => false,
-    };
-    let used = mounted.then(|| statvfs(data_dir).ok()).flatten().map(|s| (s.f_blocks - s.f_bfree) * s.f_frsize);
+    let used =
+        is_mounted(data_dir).then(|| statvfs(data_dir).ok()).flatten().map(|s| (s.f_blocks - s.f_bfree) * s.f_frsize);
     Some((image.len(), used))
+}
+
+/// Whether a file system other than its parent's is mounted at the folder `dir` (an image's
+/// always is): the device numbers differ. No link is followed. Cheaper than reading
+/// /proc/self/mountinfo ([`crate::tails::is_mount_point`]), which `info` would do per service.
+pub(crate) fn is_mounted(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let parent = dir.parent().and_then(|p| std::fs::metadata(p).ok());
+    std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && parent.is_some_and(|p| p.dev() != m.dev()))
 }
 
 /// Makes sure the service's data is its image, mounted at `data_dir`: made on first use (of
@@ -159,16 +164,11 @@ pub fn pending(store_dir: &Path) -> bool {
 /// The data directories that are mount points (another device than `data/`'s) while their
 /// image is gone from beside them.
 fn stale_mounts(data: &Path) -> Vec<PathBuf> {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(parent) = std::fs::metadata(data) else { return Vec::new() };
     let Ok(entries) = std::fs::read_dir(data) else { return Vec::new() };
     entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|path| {
-            std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && m.dev() != parent.dev())
-                && std::fs::symlink_metadata(image_of(path)).is_err()
-        })
+        .filter(|path| is_mounted(path) && std::fs::symlink_metadata(image_of(path)).is_err())
         .collect()
 }
 
